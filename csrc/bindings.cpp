@@ -1,0 +1,232 @@
+// metalbench._core: the Python face of the native core. Translation only: every
+// decision about what to run and how to judge it is made in Python, every timing
+// loop in csrc/core.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+
+#include "core/device.h"
+#include "core/measure.h"
+#include "core/registry.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+namespace {
+
+using Array = nb::ndarray<nb::numpy, uint64_t, nb::ndim<1>>;
+
+nb::dict info_dict(const mb::DeviceInfo& i) {
+  nb::dict d;
+  d["backend"] = i.backend;
+  d["index"] = i.index;
+  d["name"] = i.name;
+  d["vendor"] = i.vendor;
+  d["driver"] = i.driver;
+  d["compute_units"] = i.compute_units;
+  d["memory_bytes"] = i.memory_bytes;
+  d["cache_bytes"] = i.cache_bytes;
+  d["max_group_size"] = i.max_group_size;
+  d["unified_memory"] = i.unified_memory;
+  return d;
+}
+
+nb::dict stats_dict(const mb::Stats& s) {
+  nb::dict d;
+  d["count"] = s.count;
+  d["median"] = s.median;
+  d["mean"] = s.mean;
+  d["stdev"] = s.stdev;
+  d["min"] = s.min;
+  d["max"] = s.max;
+  d["q1"] = s.q1;
+  d["q3"] = s.q3;
+  d["rel_stdev"] = s.rel_stdev;
+  return d;
+}
+
+// Hands a vector's storage to numpy without copying it.
+Array to_numpy(std::vector<uint64_t>&& v) {
+  auto* heap = new std::vector<uint64_t>(std::move(v));
+  nb::capsule owner(heap, [](void* p) noexcept { delete static_cast<std::vector<uint64_t>*>(p); });
+  return Array(heap->data(), {heap->size()}, owner);
+}
+
+std::array<uint32_t, 3> dim3(const std::vector<uint32_t>& v, const char* what) {
+  if (v.empty() || v.size() > 3)
+    throw mb::UsageError(std::string(what) + " takes 1 to 3 dimensions, got " + std::to_string(v.size()));
+  std::array<uint32_t, 3> out{1, 1, 1};
+  for (size_t i = 0; i < v.size(); ++i) out[i] = v[i];
+  return out;
+}
+
+// Arguments arrive as a list of Buffer objects and bytes-like objects (a packed
+// params struct); they are converted while the GIL is held.
+mb::Launch make_launch(std::shared_ptr<mb::Kernel> kernel, const nb::list& args,
+                       const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads) {
+  mb::Launch l;
+  l.kernel = std::move(kernel);
+  l.groups = dim3(groups, "groups");
+  l.threads = dim3(threads, "threads");
+  size_t i = 0;
+  for (nb::handle h : args) {
+    if (nb::isinstance<mb::Buffer>(h)) {
+      l.args.emplace_back(nb::cast<std::shared_ptr<mb::Buffer>>(h));
+    } else if (nb::isinstance<nb::bytes>(h)) {
+      auto b = nb::cast<nb::bytes>(h);
+      const auto* p = static_cast<const uint8_t*>(b.data());
+      l.args.emplace_back(std::vector<uint8_t>(p, p + b.size()));
+    } else {
+      throw mb::UsageError("argument " + std::to_string(i) + " must be a Buffer or bytes, not " +
+                           std::string(nb::type_name(h.type()).c_str()));
+    }
+    ++i;
+  }
+  return l;
+}
+
+std::vector<mb::Define> to_defines(const nb::dict& defines) {
+  std::vector<mb::Define> out;
+  for (auto [k, v] : defines) out.push_back({nb::str(k).c_str(), nb::str(v).c_str()});
+  return out;
+}
+
+size_t checked_bytes(const mb::Buffer& buf, size_t n, size_t offset, const char* verb) {
+  if (offset > buf.bytes() || n > buf.bytes() - offset)
+    throw mb::UsageError(std::string("cannot ") + verb + " " + std::to_string(n) + " bytes at offset " +
+                         std::to_string(offset) + " of a " + std::to_string(buf.bytes()) + "-byte buffer");
+  return n;
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "metalbench native core: devices, kernels, buffers and timing";
+
+  static nb::exception<mb::UsageError> usage_error(m, "UsageError", PyExc_ValueError);
+  static nb::exception<mb::UnavailableError> unavailable_error(m, "UnavailableError", PyExc_RuntimeError);
+  static nb::exception<mb::DeviceError> device_error(m, "DeviceError", PyExc_RuntimeError);
+  static nb::object compile_error = nb::borrow(
+      PyErr_NewExceptionWithDoc("metalbench._core.CompileError",
+                                "A kernel failed to compile; `log` holds the compiler output.",
+                                PyExc_RuntimeError, nullptr));
+  m.attr("CompileError") = compile_error;
+  // CompileError carries the compiler log as an attribute, which nb::exception
+  // cannot attach, so it is raised by hand.
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const mb::CompileError& e) {
+      nb::object exc = compile_error(nb::str(e.what()));
+      exc.attr("log") = nb::str(e.log.c_str(), e.log.size());
+      PyErr_SetObject(compile_error.ptr(), exc.ptr());
+    }
+  });
+
+  nb::class_<mb::Buffer>(m, "Buffer", "Device memory; copies to and from numpy arrays.")
+      .def_prop_ro("nbytes", &mb::Buffer::bytes)
+      .def(
+          "write",
+          [](mb::Buffer& b, nb::ndarray<nb::c_contig, nb::device::cpu> a, size_t offset) {
+            size_t n = checked_bytes(b, a.nbytes(), offset, "write");
+            nb::gil_scoped_release nogil;
+            b.write(a.data(), n, offset);
+          },
+          "array"_a, "offset"_a = 0, "Copies a C-contiguous array into the buffer at `offset` bytes.")
+      .def(
+          "read",
+          [](const mb::Buffer& b, nb::ndarray<nb::c_contig, nb::device::cpu> out, size_t offset) {
+            size_t n = checked_bytes(b, out.nbytes(), offset, "read");
+            nb::gil_scoped_release nogil;
+            b.read(out.data(), n, offset);
+          },
+          "out"_a, "offset"_a = 0, "Fills the C-contiguous array `out` from the buffer at `offset` bytes.")
+      .def(
+          "fill",
+          [](mb::Buffer& b, uint8_t value) {
+            nb::gil_scoped_release nogil;
+            b.fill(value);
+          },
+          "value"_a, "Sets every byte of the buffer.");
+
+  nb::class_<mb::Kernel>(m, "Kernel", "A compiled kernel or a vendor-library builtin.")
+      .def_prop_ro("label", &mb::Kernel::label)
+      .def_prop_ro("max_group_size", &mb::Kernel::max_group_size)
+      .def_prop_ro("simd_width", &mb::Kernel::simd_width);
+
+  nb::class_<mb::Device>(m, "Device", "One GPU (or OpenCL device) opened by a backend.")
+      .def_prop_ro("info", [](const mb::Device& d) { return info_dict(d.info()); })
+      .def(
+          "compile",
+          [](mb::Device& d, const std::string& source, const std::string& entry, const nb::dict& defines,
+             const std::string& label) {
+            auto defs = to_defines(defines);
+            nb::gil_scoped_release nogil;
+            return d.compile(source, entry, defs, label.empty() ? entry : label);
+          },
+          "source"_a, "entry"_a, "defines"_a = nb::dict(), "label"_a = "",
+          "Compiles `entry` from `source` with `defines` as macros; raises CompileError with the log.")
+      .def("builtin", &mb::Device::builtin, "name"_a, "label"_a,
+           "A vendor-library routine (cuBLAS, MPS) that takes the GEMM kernel arguments.")
+      .def(
+          "allocate",
+          [](mb::Device& d, size_t nbytes) {
+            if (nbytes == 0) throw mb::UsageError("cannot allocate an empty buffer");
+            return d.allocate(nbytes);
+          },
+          "nbytes"_a)
+      .def(
+          "run",
+          [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const nb::list& args,
+             const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads) {
+            mb::Launch l = make_launch(std::move(k), args, groups, threads);
+            mb::check_launch(d, l);
+            nb::gil_scoped_release nogil;
+            d.run(l);
+          },
+          "kernel"_a, "args"_a, "groups"_a, "threads"_a, "Launches once and waits for completion.")
+      .def(
+          "measure",
+          [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const nb::list& args,
+             const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads, int warmup,
+             int iterations, int min_iterations, double max_seconds, bool cold) {
+            mb::Launch l = make_launch(std::move(k), args, groups, threads);
+            mb::MeasureConfig cfg{warmup, iterations, min_iterations, max_seconds, cold};
+            mb::Measurement r;
+            {
+              nb::gil_scoped_release nogil;
+              r = mb::measure(d, l, cfg);
+            }
+            nb::dict out;
+            out["gpu"] = stats_dict(r.gpu);
+            out["cpu"] = stats_dict(r.cpu);
+            out["gpu_ns"] = to_numpy(std::move(r.gpu_ns));
+            out["cpu_ns"] = to_numpy(std::move(r.cpu_ns));
+            out["warmup"] = r.warmup;
+            out["cold"] = r.cold;
+            return out;
+          },
+          "kernel"_a, "args"_a, "groups"_a, "threads"_a, "warmup"_a = 3, "iterations"_a = 100,
+          "min_iterations"_a = 5, "max_seconds"_a = 0.5, "cold"_a = false,
+          "Warm-up, then per-launch GPU and CPU nanoseconds (numpy uint64 arrays) and their statistics.");
+
+  m.def("backends", &mb::backend_names, "Backends compiled into this build, most preferred first.");
+  m.def(
+      "unavailable_reason", [](const std::string& name) { return mb::backend(name).unavailable_reason(); },
+      "backend"_a, "Why `backend` cannot be used on this machine, or '' if it can.");
+  m.def(
+      "devices",
+      [](const std::string& name) {
+        nb::list out;
+        for (const auto& i : mb::backend(name).devices()) out.append(info_dict(i));
+        return out;
+      },
+      "backend"_a);
+  m.def(
+      "open", [](const std::string& name, int index) { return mb::backend(name).open(index); }, "backend"_a,
+      "index"_a = 0, "Opens device `index` of `backend`.");
+}

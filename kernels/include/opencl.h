@@ -1,0 +1,37 @@
+/* Portable dialect -> OpenCL C 1.2. Half data goes through vload_half and
+ * vstore_half_rte, which need no cl_khr_fp16 (PoCL on x86 has none). OpenCL 1.2
+ * has no portable sub-group reduction, so SIMD_WIDTH is 1 and SIMD_SUM is the
+ * identity: a body written for any width then reduces through group memory. */
+#define MB_BACKEND_OPENCL 1
+
+#if MB_F16
+#define T half
+#define LOAD(ptr, i) vload_half((i), (ptr))
+#define STORE(ptr, i, v) vstore_half_rte((v), (i), (ptr))
+#define LOAD4(ptr, i) vload_half4(0, (ptr) + (i))
+#else
+#define T float
+#define LOAD(ptr, i) ((ptr)[i])
+#define STORE(ptr, i, v) ((ptr)[i] = (v))
+#define LOAD4(ptr, i) vload4(0, (ptr) + (i))
+#endif
+
+#define MB_KERNEL(name)                                                                     \
+  __kernel void name(__global const T* a, __global const T* b, __global T* c,               \
+                     __global const T* bias, const MBParams p)
+
+#define GROUP_ID(d) ((int)get_group_id(d))
+#define LOCAL_ID(d) ((int)get_local_id(d))
+#define GROUP_SIZE(d) ((int)get_local_size(d))
+#define NUM_GROUPS(d) ((int)get_num_groups(d))
+
+#define SHARED __local
+#define SHARED_PTR __local
+#define GLOBAL_PTR __global
+#define BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
+#define DEVICE_FN inline
+#define FLOAT4 float4
+#define MAKE_FLOAT4(x, y, z, w) ((float4)((x), (y), (z), (w)))
+
+#define SIMD_WIDTH 1
+#define SIMD_SUM(x) (x)
