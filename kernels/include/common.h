@@ -1,7 +1,7 @@
 /* Shared by every GEMM kernel on every backend; included after the backend's
  * prelude, which supplies T, LOAD, STORE and the thread-id macros.
  *
- * The ABI: every kernel takes (a, b, c, bias, p) with p an MBParams. The runner
+ * The ABI: every kernel takes (a, b, c, bias, ws, p) with p an MBParams. The runner
  * packs MBParams from the spec (metalbench/specs.py), so its layout is fixed:
  * sixteen 4-byte fields, 64 bytes, no padding on any backend. */
 #ifndef MB_COMMON_H

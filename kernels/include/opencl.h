@@ -18,7 +18,7 @@
 
 #define MB_KERNEL(name)                                                                     \
   __kernel void name(__global const T* a, __global const T* b, __global T* c,               \
-                     __global const T* bias, const MBParams p)
+                     __global const T* bias, __global float* ws, const MBParams p)
 
 #define GROUP_ID(d) ((int)get_group_id(d))
 #define LOCAL_ID(d) ((int)get_local_id(d))
@@ -35,3 +35,9 @@
 
 #define SIMD_WIDTH 1
 #define SIMD_SUM(x) (x)
+
+/* Cross-group hand-off (split-K): make this thread's global writes visible to
+ * other groups, then count arrivals. OpenCL 1.2's 32-bit global atomics are core. */
+#define DEVICE_FENCE() mem_fence(CLK_GLOBAL_MEM_FENCE)
+#define ATOMIC_INC(ptr) atomic_inc(ptr)
+#define ATOMIC_STORE_ZERO(ptr) atomic_xchg((ptr), 0)
