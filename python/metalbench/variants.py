@@ -1,0 +1,310 @@
+"""Kernel families from TOML manifests, expanded into variants (kernels/README.md)."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import expr, paths
+from .specs import DTYPES, Spec
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = ["BACKENDS", "Family", "ManifestError", "Variant", "load_families", "load_variants", "select"]
+
+# --backend auto tries them in this order; also the order of preludes.
+BACKENDS = ("metal", "cuda", "opencl")
+SPEC_FIELDS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta", "bias")
+_KEYS = {
+    "name", "description", "source", "entry", "backends", "dtypes", "config", "baseline", "builtin",
+    "workspace", "grid", "where", "requires", "dispatch",
+}
+_DISPATCH_KEYS = {"groups", "threads"}
+
+
+class ManifestError(ValueError):
+    """A family manifest that cannot be used; the message names the file and field."""
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    description: str
+    manifest: Path
+    source: Path | None  # None for a vendor builtin
+    entry: str
+    builtin: str | None
+    backends: tuple[str, ...]
+    dtypes: tuple[str, ...]
+    config: str
+    baseline: str | None  # "vendor", "fallback" or None
+    grid: dict[str, list[object]]
+    where: tuple[str, ...]
+    requires: tuple[str, ...]
+    groups: tuple[object, ...]
+    threads: tuple[object, ...]
+    workspace: object
+
+
+@dataclass(frozen=True)
+class Variant:
+    family: Family
+    config: str
+    params: dict[str, object] = field(hash=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.family.name}/{self.config}"
+
+    def _env(self, spec: Spec) -> dict[str, object]:
+        env = dict(spec.fields())
+        env.update(self.params)
+        return env
+
+    def unsupported_reason(self, spec: Spec) -> str | None:
+        """Why this variant cannot run `spec`, or None if it can."""
+        if spec.dtype not in self.family.dtypes:
+            return f"dtype {spec.dtype} not in {', '.join(self.family.dtypes)}"
+        env = self._env(spec)
+        for rule in self.family.requires:
+            if not self._eval(rule, env, "requires"):
+                return f"requires {rule}"
+        return None
+
+    def geometry(self, spec: Spec) -> tuple[list[int], list[int]]:
+        """Number of groups and threads per group for `spec`."""
+        env = self._env(spec)
+        groups = [int(self._eval(g, env, "dispatch.groups")) for g in self.family.groups]
+        threads = [int(self._eval(t, env, "dispatch.threads")) for t in self.family.threads]
+        return groups, threads
+
+    def workspace_floats(self, spec: Spec) -> int:
+        """Floats of workspace the kernel needs; at least one so the argument is always bound."""
+        if self.family.workspace is None:
+            return 1
+        return max(1, int(self._eval(self.family.workspace, self._env(spec), "workspace")))
+
+    def defines(self, dtype: str) -> dict[str, str]:
+        out = {"MB_F16": "1" if dtype == "float16" else "0"}
+        for name, value in self.params.items():
+            if isinstance(value, str):
+                out[f"{name}_{value}"] = "1"
+            else:
+                out[name] = str(int(value))  # bools become 0/1
+        return out
+
+    def source(self, backend: str) -> str:
+        """What the backend compiles: its prelude, the shared header, then the body."""
+        if self.family.source is None:
+            raise ManifestError(f"{self.family.manifest}: {self.id} is a builtin and has no source")
+        include = paths.kernels_dir() / "include"
+        body = self.family.source.read_text()
+        return "".join(
+            [
+                (include / f"{backend}.h").read_text(),
+                "\n",
+                (include / "common.h").read_text(),
+                f'\n#line 1 "{self.family.source.name}"\n',
+                body,
+            ]
+        )
+
+    def source_hash(self, backend: str, dtype: str) -> str:
+        """Identity of the compiled kernel: source text, entry and defines (or the builtin's name)."""
+        text = self.source(backend) if self.family.source else f"builtin:{self.family.builtin}"
+        blob = json.dumps([backend, text, self.family.entry, self.defines(dtype)], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _eval(self, text: object, env: dict[str, object], where: str) -> object:
+        try:
+            return expr.evaluate(text, env)  # type: ignore[arg-type]
+        except expr.ExprError as e:
+            raise ManifestError(f"{self.family.manifest}: {where} of {self.id}: {e}") from None
+
+
+def _want(data: dict, key: str, kind: type | tuple[type, ...], path: Path, default: object = ...) -> object:
+    if key not in data:
+        if default is ...:
+            raise ManifestError(f"{path}: missing field '{key}'")
+        return default
+    value = data[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ManifestError(f"{path}: field '{key}' must be {names}, got {value!r}")
+    return value
+
+
+def _str_list(data: dict, key: str, path: Path, default: Sequence[str]) -> tuple[str, ...]:
+    value = _want(data, key, list, path, list(default))
+    if not all(isinstance(v, str) for v in value):  # type: ignore[union-attr]
+        raise ManifestError(f"{path}: field '{key}' must be a list of strings")
+    return tuple(value)  # type: ignore[arg-type]
+
+
+def _default_backends(source: Path, kernels_root: Path, path: Path) -> tuple[str, ...]:
+    folder = source.parent.name
+    if folder in BACKENDS:
+        return (folder,)
+    if folder == "portable":
+        return tuple(b for b in BACKENDS if (kernels_root / "include" / f"{b}.h").is_file())
+    raise ManifestError(f"{path}: field 'backends' is needed for a source outside portable/ or a backend folder")
+
+
+def parse_family(path: Path) -> Family:
+    """Reads and checks one manifest; every problem names the file and the field."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ManifestError(f"{path}: {e}") from None
+    except OSError as e:
+        raise ManifestError(f"{path}: {e.strerror}") from None
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise ManifestError(f"{path}: unknown field '{sorted(unknown)[0]}' (known: {', '.join(sorted(_KEYS))})")
+    name = _want(data, "name", str, path)
+    builtin = _want(data, "builtin", str, path, None)
+    source: Path | None = None
+    if builtin is None:
+        source = (path.parent / _want(data, "source", str, path)).resolve()  # type: ignore[operator]
+        if not source.is_file():
+            raise ManifestError(f"{path}: field 'source': no file {source}")
+    entry = _want(data, "entry", str, path, "" if builtin else ...)
+    if builtin is None or "backends" in data:
+        default = _default_backends(source, paths.kernels_dir(), path) if source else ()
+        backends = _str_list(data, "backends", path, default)
+    else:
+        raise ManifestError(f"{path}: a builtin family must list its 'backends'")
+    for b in backends:
+        if b not in BACKENDS:
+            raise ManifestError(f"{path}: field 'backends': unknown backend {b!r} (known: {', '.join(BACKENDS)})")
+    dtypes = _str_list(data, "dtypes", path, ["float16"])
+    for d in dtypes:
+        if d not in DTYPES:
+            raise ManifestError(f"{path}: field 'dtypes': unknown dtype {d!r}")
+    baseline = _want(data, "baseline", str, path, None)
+    if baseline not in (None, "vendor", "fallback"):
+        raise ManifestError(f"{path}: field 'baseline' must be 'vendor' or 'fallback', got {baseline!r}")
+    grid = _want(data, "grid", dict, path, {})
+    for key, values in grid.items():  # type: ignore[union-attr]
+        if not isinstance(values, list) or not values:
+            raise ManifestError(f"{path}: grid.{key} must be a non-empty list")
+        if not all(isinstance(v, (int, bool, str)) for v in values):
+            raise ManifestError(f"{path}: grid.{key}: values must be integers, booleans or strings")
+        if key in SPEC_FIELDS:
+            raise ManifestError(f"{path}: grid.{key} shadows the spec field of that name")
+    dispatch = _want(data, "dispatch", dict, path, {} if builtin else ...)
+    unknown = set(dispatch) - _DISPATCH_KEYS  # type: ignore[arg-type]
+    if unknown:
+        raise ManifestError(f"{path}: unknown field 'dispatch.{sorted(unknown)[0]}'")
+    geometry = {}
+    for key in ("groups", "threads"):
+        value = dispatch.get(key, [1, 1, 1])  # type: ignore[union-attr]
+        if not isinstance(value, list) or not 1 <= len(value) <= 3:
+            raise ManifestError(f"{path}: dispatch.{key} must be a list of 1 to 3 expressions")
+        geometry[key] = tuple(value) + (1,) * (3 - len(value))
+    family = Family(
+        name=name,  # type: ignore[arg-type]
+        description=_want(data, "description", str, path, ""),  # type: ignore[arg-type]
+        manifest=path,
+        source=source,
+        entry=entry,  # type: ignore[arg-type]
+        builtin=builtin,  # type: ignore[arg-type]
+        backends=backends,
+        dtypes=dtypes,
+        config=_want(data, "config", str, path),  # type: ignore[arg-type]
+        baseline=baseline,  # type: ignore[arg-type]
+        grid=grid,  # type: ignore[arg-type]
+        where=_str_list(data, "where", path, []),
+        requires=_str_list(data, "requires", path, []),
+        groups=geometry["groups"],
+        threads=geometry["threads"],
+        workspace=data.get("workspace"),
+    )
+    _check_names(family)
+    return family
+
+
+def _check_names(family: Family) -> None:
+    """Rejects expressions naming unknown things now, not halfway through a sweep."""
+    known = set(SPEC_FIELDS) | set(family.grid)
+    texts = [("where", w) for w in family.where] + [("requires", r) for r in family.requires]
+    texts += [("dispatch.groups", g) for g in family.groups] + [("dispatch.threads", t) for t in family.threads]
+    if family.workspace is not None:
+        texts.append(("workspace", family.workspace))
+    for where, text in texts:
+        try:
+            unknown = expr.names_in(text)  # type: ignore[arg-type]
+        except expr.ExprError as e:
+            raise ManifestError(f"{family.manifest}: {where}: {e}") from None
+        if where == "where":
+            unknown -= set(family.grid)
+        else:
+            unknown -= known
+        if unknown:
+            raise ManifestError(f"{family.manifest}: {where}: unknown name {sorted(unknown)[0]!r} in {text!r}")
+
+
+def expand(family: Family) -> list[Variant]:
+    """Every grid point that passes `where`, each with its own config name."""
+    keys = list(family.grid)
+    variants: dict[str, Variant] = {}
+    for values in itertools.product(*(family.grid[k] for k in keys)):
+        params = dict(zip(keys, values, strict=True))
+        try:
+            keep = all(expr.evaluate(w, params) for w in family.where)
+            config = family.config.format(**params)
+        except expr.ExprError as e:
+            raise ManifestError(f"{family.manifest}: where: {e}") from None
+        except (KeyError, IndexError, ValueError) as e:
+            raise ManifestError(f"{family.manifest}: config {family.config!r}: {e!r}") from None
+        if not keep:
+            continue
+        if config in variants:
+            raise ManifestError(
+                f"{family.manifest}: config {family.config!r} names two grid points {config!r}: "
+                f"{variants[config].params} and {params}"
+            )
+        variants[config] = Variant(family, config, params)
+    return list(variants.values())
+
+
+def load_families(extra_dirs: Iterable[Path] = ()) -> list[Family]:
+    """Built-in families, then those of each user folder; a name defined twice is an error."""
+    dirs = [paths.kernels_dir(), *extra_dirs]
+    families: dict[str, Family] = {}
+    for folder in dirs:
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise ManifestError(f"{folder}: not a folder of kernel manifests")
+        for manifest in sorted(folder.glob("*.toml")):
+            family = parse_family(manifest)
+            if family.name in families:
+                raise ManifestError(
+                    f"{manifest}: family '{family.name}' is already defined by {families[family.name].manifest}"
+                )
+            families[family.name] = family
+    return list(families.values())
+
+
+def load_variants(backend: str | None = None, extra_dirs: Iterable[Path] = ()) -> list[Variant]:
+    """Every variant, or those that run on `backend`."""
+    out: list[Variant] = []
+    for family in load_families(extra_dirs):
+        if backend is None or backend in family.backends:
+            out.extend(expand(family))
+    return out
+
+
+def select(variants: Sequence[Variant], patterns: Sequence[str]) -> list[Variant]:
+    """Variants whose id matches any glob pattern (all when there is none)."""
+    if not patterns:
+        return list(variants)
+    return [v for v in variants if any(fnmatch.fnmatchcase(v.id, p) for p in patterns)]
