@@ -1,0 +1,160 @@
+"""The sweep on real kernels, compiled and run by PoCL."""
+
+import textwrap
+
+import pytest
+from metalbench import report, runner, variants
+from metalbench.paths import cache_dir
+from metalbench.specs import load_suite
+from metalbench.store import Store
+
+FAST = runner.Settings(warmup=1, iterations=3, min_iterations=2, max_seconds=0.05)
+
+
+class Recorder(runner.Events):
+    def __init__(self, stop_after=None):
+        self.results, self.notes, self.total, self.stop_after = [], [], None, stop_after
+
+    def start(self, total):
+        self.total = total
+
+    def result(self, spec, result):
+        self.results.append(result)
+        if self.stop_after is not None and len(self.results) >= self.stop_after:
+            raise KeyboardInterrupt
+
+    def note(self, message):
+        self.notes.append(message)
+
+
+def sweep(tmp_path, patterns, kernels=(), force=False, events=None, suite="smoke"):
+    store = Store(tmp_path / "results.sqlite")
+    chosen = runner.with_baseline(variants.load_variants("opencl", kernels), "opencl", patterns)
+    run_id = runner.run(load_suite(suite), chosen, backend="opencl", store=store, settings=FAST, force=force,
+                        events=events)
+    return store, run_id, report.build(store.load_run(run_id))
+
+
+def user_family(folder, name, body, extra=""):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.c").write_text(textwrap.dedent(body))
+    (folder / f"{name}.toml").write_text(textwrap.dedent(f"""\
+        name = "{name}"
+        source = "{name}.c"
+        entry = "{name}"
+        backends = ["opencl"]
+        dtypes = ["float16", "float32"]
+        config = "tg{{TG}}"
+        {extra}
+        [grid]
+        TG = [64]
+        [dispatch]
+        groups = ["ceil_div(n, TG)", "m", "batch"]
+        threads = ["TG", 1, 1]
+        """))
+    return folder
+
+
+def test_every_builtin_family_verifies_on_the_smoke_suite(opencl, tmp_path):
+    store, run_id, rep = sweep(tmp_path, [])
+    assert rep.counts["failed"] == 0, rep.failures
+    assert rep.counts["wrong"] == 0, rep.failures
+    measured_families = {row.variant.split("/")[0] for s in rep.specs for row in s.rows}
+    every_family = {f.name for f in variants.load_families() if "opencl" in f.backends}
+    assert measured_families == every_family
+    for spec in rep.specs:
+        assert spec.best_gpu is not None and spec.best_cpu is not None
+        assert any("baseline" in row.tags for row in spec.rows)
+        for row in spec.rows:
+            assert row.gpu_us > 0 and row.cpu_us > 0
+            assert row.max_abs is not None
+
+
+def test_a_wrong_kernel_is_flagged_and_never_best(opencl, tmp_path):
+    # Writes zeros without reading anything: the fastest kernel there is, and wrong.
+    kernels = user_family(tmp_path / "k", "zeros", """\
+        MB_KERNEL(zeros) {
+          int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0);
+          if (j < p.n) STORE(c, C_AT(GROUP_ID(2), GROUP_ID(1), j), 0.0f);
+        }
+        """)
+    _, _, rep = sweep(tmp_path, ["zeros/*"], kernels=[kernels])
+    rows = [row for s in rep.specs for row in s.rows if row.variant == "zeros/tg64"]
+    assert rows and all(row.status == "wrong" and "bad-rel" in row.tags for row in rows)
+    assert all(not {"best-gpu", "best-cpu"} & set(row.tags) for row in rows)
+    assert all(s.best_gpu == "naive/default" for s in rep.specs)
+    assert rep.counts["wrong"] == len(rows)
+    assert any(f.variant == "zeros/tg64" and f.category == "wrong" for f in rep.failures)
+
+
+def test_elements_never_written_are_caught(opencl, tmp_path):
+    kernels = user_family(tmp_path / "k", "skiplast", """\
+        MB_KERNEL(skiplast) {
+          int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0);
+          int i = GROUP_ID(1), bi = GROUP_ID(2);
+          if (j >= p.n - 1) return;
+          float acc = 0.0f;
+          for (int kk = 0; kk < p.k; ++kk) acc += LOAD(a, A_AT(bi, i, kk)) * LOAD(b, B_AT(bi, kk, j));
+          MB_STORE_C(C_AT(bi, i, j), j, acc);
+        }
+        """, extra='requires = ["op == \'matmul\'"]')
+    store, run_id, rep = sweep(tmp_path, ["skiplast/*"], kernels=[kernels])
+    bad = [r for r in store.load_run(run_id).results if r.variant == "skiplast/tg64" and r.status == "wrong"]
+    assert bad
+    for r in bad:
+        assert r.checks["unwritten"] > 0
+        assert "never written" in r.message
+
+
+def test_a_compile_error_is_reported_with_its_log_and_the_sweep_goes_on(opencl, tmp_path):
+    kernels = user_family(tmp_path / "k", "broken", """\
+        MB_KERNEL(broken) {
+          float acc = 0.0f
+          STORE(c, 0, acc);
+        }
+        """)
+    _, _, rep = sweep(tmp_path, ["broken/*"], kernels=[kernels])
+    failure = next(f for f in rep.failures if f.variant == "broken/tg64")
+    assert failure.category == "compile"
+    assert "broken/tg64" in failure.message
+    assert all("broken.c:2" in log for log in failure.logs)  # the #line directive names the body's own line
+    assert all(s.best_gpu == "naive/default" for s in rep.specs)
+    assert rep.counts["failed"] == len(rep.specs)
+
+
+def test_a_rerun_reuses_every_result_and_force_measures_again(opencl, tmp_path):
+    _, _, first = sweep(tmp_path, ["naive/*"])
+    assert first.counts["reused"] == 0 and first.counts["measured"] > 0
+    _, _, second = sweep(tmp_path, ["naive/*"])
+    assert second.counts["measured"] == 0
+    assert second.counts["reused"] == first.counts["measured"]
+    assert [s.best_gpu for s in second.specs] == [s.best_gpu for s in first.specs]
+    _, _, forced = sweep(tmp_path, ["naive/*"], force=True)
+    assert forced.counts["reused"] == 0 and forced.counts["measured"] == first.counts["measured"]
+
+
+def test_a_damaged_reference_is_recomputed_and_reported(opencl, tmp_path):
+    sweep(tmp_path, ["naive/*"])
+    entries = [p for p in (cache_dir() / "references").rglob("*") if p.is_file()]
+    assert entries
+    for p in entries:
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        p.write_bytes(bytes(data))
+    events = Recorder()
+    _, _, rep = sweep(tmp_path, ["naive/*"], force=True, events=events)
+    assert len(events.notes) == len(entries)
+    assert all("recomputed" in n for n in events.notes)
+    assert rep.counts["wrong"] == 0 and rep.counts["failed"] == 0
+
+
+def test_an_interrupted_sweep_keeps_what_it_stored(opencl, tmp_path):
+    events = Recorder(stop_after=3)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(tmp_path, ["naive/*"], events=events)
+    store = Store(tmp_path / "results.sqlite")
+    interrupted = store.load_run(store.latest_run())
+    assert interrupted.status == "interrupted"
+    assert len([r for r in interrupted.results if r.status == "ok"]) == 3
+    _, _, rep = sweep(tmp_path, ["naive/*"])
+    assert rep.counts["reused"] == 3
