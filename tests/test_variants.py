@@ -76,7 +76,8 @@ def test_source_is_prelude_common_and_body_with_line_directive(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda t: t + 'colour = "red"\n', "unknown field 'colour'"),
+        (lambda t: 'colour = "red"\n' + t, "unknown field 'colour'"),
+        (lambda t: t + 'colour = "red"\n', "unknown field 'dispatch.colour'"),
         (lambda t: t.replace('source = "mine.c"', 'source = "gone.c"'), "field 'source': no file"),
         (lambda t: t.replace("BN = [1, 2]", "BN = []"), "grid.BN must be a non-empty list"),
         (lambda t: t.replace("BN = [1, 2]", "BN = [1, 2]\nn = [3]"), "grid.n shadows the spec field"),

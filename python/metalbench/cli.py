@@ -22,6 +22,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
+
+def _fail(message: str, code: int = 2) -> None:
+    # Plain print: an error message is one line whatever the terminal's width.
+    print(f"metalbench: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
 # What a user can get wrong: each is reported as one line, never a traceback.
 USER_ERRORS = (specs.SuiteError, specs.SpecError, variants.ManifestError, ExprError, runner.BackendError,
                store.StoreError, _core.UsageError, _core.UnavailableError, ValueError, OSError)
@@ -174,12 +180,8 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
         app(standalone_mode=False)
-    except USER_ERRORS as e:
-        err.print(f"metalbench: error: {e}", markup=False)
-        sys.exit(2)
-    except _core.CompileError as e:
-        err.print(f"metalbench: error: {e}", markup=False)
-        sys.exit(2)
+    except (*USER_ERRORS, _core.CompileError) as e:
+        _fail(str(e))
     except (typer.Exit, SystemExit) as e:
         code = getattr(e, "exit_code", getattr(e, "code", 0))
         sys.exit(code)

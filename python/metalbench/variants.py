@@ -177,9 +177,10 @@ def parse_family(path: Path) -> Family:
         if not source.is_file():
             raise ManifestError(f"{path}: field 'source': no file {source}")
     entry = _want(data, "entry", str, path, "" if builtin else ...)
-    if builtin is None or "backends" in data:
-        default = _default_backends(source, paths.kernels_dir(), path) if source else ()
-        backends = _str_list(data, "backends", path, default)
+    if "backends" in data:
+        backends = _str_list(data, "backends", path, ())
+    elif source is not None:
+        backends = _default_backends(source, paths.kernels_dir(), path)
     else:
         raise ManifestError(f"{path}: a builtin family must list its 'backends'")
     for b in backends:
