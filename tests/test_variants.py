@@ -86,6 +86,7 @@ def test_source_is_prelude_common_and_body_with_line_directive(tmp_path):
         (lambda t: t.replace('backends = ["opencl"]', 'backends = ["vulkan"]'), "unknown backend 'vulkan'"),
         (lambda t: t.replace('entry = "mine"', "entry = 3"), "field 'entry' must be str"),
         (lambda t: t.replace('name = "mine"', 'name = "mine'), "mine.toml"),
+        (lambda t: t.replace("TG = [32, 64]", 'TG = [32, 64]\nrequires = ["m == 1"]'), "belongs before the \\[grid\\]"),
     ],
 )
 def test_manifest_errors_name_file_and_field(tmp_path, edit, message):

@@ -201,6 +201,9 @@ def parse_family(path: Path) -> Family:
             raise ManifestError(f"{path}: grid.{key}: values must be integers, booleans or strings")
         if key in SPEC_FIELDS:
             raise ManifestError(f"{path}: grid.{key} shadows the spec field of that name")
+        if key in _KEYS:
+            # TOML puts a key written after [grid] into the grid table.
+            raise ManifestError(f"{path}: grid.{key}: '{key}' belongs before the [grid] table")
     dispatch = _want(data, "dispatch", dict, path, {} if builtin else ...)
     unknown = set(dispatch) - _DISPATCH_KEYS  # type: ignore[arg-type]
     if unknown:
