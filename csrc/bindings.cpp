@@ -12,6 +12,7 @@
 #include "core/device.h"
 #include "core/measure.h"
 #include "core/registry.h"
+#include "core/settings.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -170,8 +171,24 @@ NB_MODULE(_core, m) {
           },
           "source"_a, "entry"_a, "defines"_a = nb::dict(), "label"_a = "",
           "Compiles `entry` from `source` with `defines` as macros; raises CompileError with the log.")
-      .def("builtin", &mb::Device::builtin, "name"_a, "label"_a,
-           "A vendor-library routine (cuBLAS, MPS) that takes the GEMM kernel arguments.")
+      .def(
+          "builtin",
+          [](mb::Device& d, const std::string& name, const std::string& label, const nb::dict& defines) {
+            auto defs = to_defines(defines);
+            nb::gil_scoped_release nogil;
+            return d.builtin(name, label, defs);
+          },
+          "name"_a, "label"_a, "defines"_a = nb::dict(),
+          "A vendor-library routine (cuBLAS, MPS) that takes the GEMM kernel arguments; `defines` are the "
+          "variant's (MB_F16 gives the element type).")
+      .def(
+          "load",
+          [](mb::Device& d, const std::string& path, const std::string& entry, const std::string& label) {
+            nb::gil_scoped_release nogil;
+            return d.load(path, entry, label.empty() ? entry : label);
+          },
+          "path"_a, "entry"_a, "label"_a = "",
+          "Kernel `entry` of a precompiled library file (a .metallib on Metal).")
       .def(
           "allocate",
           [](mb::Device& d, size_t nbytes) {
@@ -214,6 +231,9 @@ NB_MODULE(_core, m) {
           "min_iterations"_a = 5, "max_seconds"_a = 0.5, "cold"_a = false,
           "Warm-up, then per-launch GPU and CPU nanoseconds (numpy uint64 arrays) and their statistics.");
 
+  m.def("set_cache_dir", &mb::set_cache_dir, "path"_a,
+        "Where backends keep compiled kernels (the package passes paths.cache_dir() / 'kernels'); '' turns "
+        "the on-disk cache off.");
   m.def("backends", &mb::backend_names, "Backends compiled into this build, most preferred first.");
   m.def(
       "unavailable_reason", [](const std::string& name) { return mb::backend(name).unavailable_reason(); },

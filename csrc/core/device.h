@@ -107,9 +107,20 @@ class Device {
                                           const std::string& label) = 0;
 
   // A vendor-library routine presented as a kernel (cuBLAS, MPS). It takes the
-  // same arguments as a portable GEMM kernel. Throws UsageError when the backend
-  // has no such builtin.
-  virtual std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label) = 0;
+  // same arguments as a portable GEMM kernel. `defines` are the variant's: a
+  // library call has no MB_F16 compiled in, so that is how it learns its element
+  // type. Throws UsageError when the backend has no such builtin.
+  virtual std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
+                                          const std::vector<Define>& defines) = 0;
+
+  // Kernel `entry` of a precompiled library file (a .metallib), where defines can
+  // no longer apply. Throws CompileError with the loader's message, or UsageError
+  // where the backend takes no precompiled code.
+  virtual std::shared_ptr<Kernel> load(const std::string& path, const std::string& entry,
+                                       const std::string& label) {
+    throw UsageError(info().backend + ": cannot load kernel '" + entry + "' from the precompiled library " + path +
+                     " (asked for by " + label + ")");
+  }
 
   virtual std::shared_ptr<Buffer> allocate(size_t bytes) = 0;
 

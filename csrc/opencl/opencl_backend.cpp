@@ -231,7 +231,8 @@ class ClDevice final : public Device {
     return std::make_shared<ClKernel>(ctx_, program, kernel, label);
   }
 
-  std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label) override {
+  std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
+                                  const std::vector<Define>&) override {
     throw UsageError("opencl: no vendor library routine '" + name + "' (asked for by " + label + ")");
   }
 

@@ -83,9 +83,12 @@ def run(
     db: DbOpt = None,
 ) -> None:
     """Sweep the variants over a suite, verify each output, time it, store and report the results."""
+    # The user's own files are checked first: their mistakes are worth hearing about
+    # even on a machine where no backend can run.
     the_suite = specs.load_suite(suite)
+    every = variants.load_variants(None, kernels or [])
     chosen_backend = runner.pick_backend(backend)
-    available = variants.load_variants(chosen_backend, kernels or [])
+    available = [v for v in every if chosen_backend in v.family.backends]
     chosen = runner.with_baseline(available, chosen_backend, variants_glob or [])
     if not chosen:
         raise runner.BackendError(f"no variant matches {variants_glob} on {chosen_backend}")

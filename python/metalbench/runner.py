@@ -141,7 +141,9 @@ class _Sweep:
         if slot not in self.kernels:
             try:
                 if v.family.builtin:
-                    self.kernels[slot] = self.device.builtin(v.family.builtin, v.id)
+                    self.kernels[slot] = self.device.builtin(v.family.builtin, v.id, v.defines(dtype))
+                elif v.precompiled:
+                    self.kernels[slot] = self.device.load(str(v.family.source), v.family.entry, v.id)
                 else:
                     self.kernels[slot] = self.device.compile(
                         v.source(self.backend), v.family.entry, v.defines(dtype), v.id

@@ -101,6 +101,11 @@ class Variant:
                 out[name] = str(int(value))  # bools become 0/1
         return out
 
+    @property
+    def precompiled(self) -> bool:
+        """A .metallib: compiled ahead of time, so defines no longer apply to it."""
+        return self.family.source is not None and self.family.source.suffix == ".metallib"
+
     def source(self, backend: str) -> str:
         """What the backend compiles: its prelude, the shared header, then the body."""
         if self.family.source is None:
@@ -119,7 +124,12 @@ class Variant:
 
     def source_hash(self, backend: str, dtype: str) -> str:
         """Identity of the compiled kernel: source text, entry and defines (or the builtin's name)."""
-        text = self.source(backend) if self.family.source else f"builtin:{self.family.builtin}"
+        if self.precompiled:
+            text = hashlib.sha256(self.family.source.read_bytes()).hexdigest()  # type: ignore[union-attr]
+        elif self.family.source:
+            text = self.source(backend)
+        else:
+            text = f"builtin:{self.family.builtin}"
         blob = json.dumps([backend, text, self.family.entry, self.defines(dtype)], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -176,6 +186,8 @@ def parse_family(path: Path) -> Family:
         source = (path.parent / _want(data, "source", str, path)).resolve()  # type: ignore[operator]
         if not source.is_file():
             raise ManifestError(f"{path}: field 'source': no file {source}")
+        if source.suffix == ".metallib" and source.parent.name != "metal":
+            raise ManifestError(f"{path}: field 'source': a precompiled .metallib belongs in a metal/ folder")
     entry = _want(data, "entry", str, path, "" if builtin else ...)
     if "backends" in data:
         backends = _str_list(data, "backends", path, ())
