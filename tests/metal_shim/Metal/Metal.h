@@ -1,0 +1,110 @@
+// Declaration shim: the part of Metal that csrc/metal uses, and nothing more,
+// written from Apple's public documentation (developer.apple.com/documentation/
+// metal); see Foundation/Foundation.h for why and how to extend it.
+#pragma once
+
+#import <Foundation/Foundation.h>
+
+#pragma clang assume_nonnull begin
+
+typedef struct {
+  NSUInteger width, height, depth;
+} MTLSize;
+
+static inline MTLSize MTLSizeMake(NSUInteger width, NSUInteger height, NSUInteger depth) {
+  MTLSize s = {width, height, depth};
+  return s;
+}
+
+typedef NS_OPTIONS(NSUInteger, MTLResourceOptions){
+    MTLResourceStorageModeShared = 0 << 4,
+};
+
+typedef NS_ENUM(NSUInteger, MTLCommandBufferStatus){
+    MTLCommandBufferStatusNotEnqueued = 0, MTLCommandBufferStatusEnqueued = 1,
+    MTLCommandBufferStatusCommitted = 2,   MTLCommandBufferStatusScheduled = 3,
+    MTLCommandBufferStatusCompleted = 4,   MTLCommandBufferStatusError = 5,
+};
+
+@protocol MTLDevice, MTLCommandQueue, MTLLibrary, MTLFunction, MTLComputePipelineState;
+
+@protocol MTLResource <NSObject>
+@end
+
+@protocol MTLBuffer <MTLResource>
+- (void*)contents __attribute__((objc_returns_inner_pointer));
+@property(readonly) NSUInteger length;
+@end
+
+@protocol MTLFunction <NSObject>
+@end
+
+@protocol MTLLibrary <NSObject>
+- (nullable id<MTLFunction>)newFunctionWithName:(NSString*)functionName;
+@end
+
+@protocol MTLComputePipelineState <NSObject>
+@property(readonly) NSUInteger maxTotalThreadsPerThreadgroup;
+@property(readonly) NSUInteger threadExecutionWidth;
+@end
+
+@protocol MTLCommandEncoder <NSObject>
+- (void)endEncoding;
+@end
+
+@protocol MTLComputeCommandEncoder <MTLCommandEncoder>
+- (void)setComputePipelineState:(id<MTLComputePipelineState>)state;
+- (void)setBytes:(const void*)bytes length:(NSUInteger)length atIndex:(NSUInteger)index;
+- (void)setBuffer:(nullable id<MTLBuffer>)buffer offset:(NSUInteger)offset atIndex:(NSUInteger)index;
+- (void)dispatchThreadgroups:(MTLSize)threadgroupsPerGrid threadsPerThreadgroup:(MTLSize)threadsPerThreadgroup;
+@end
+
+@protocol MTLBlitCommandEncoder <MTLCommandEncoder>
+- (void)fillBuffer:(id<MTLBuffer>)buffer range:(NSRange)range value:(uint8_t)value;
+- (void)copyFromBuffer:(id<MTLBuffer>)sourceBuffer
+           sourceOffset:(NSUInteger)sourceOffset
+               toBuffer:(id<MTLBuffer>)destinationBuffer
+      destinationOffset:(NSUInteger)destinationOffset
+                   size:(NSUInteger)size;
+@end
+
+@protocol MTLCommandBuffer <NSObject>
+- (nullable id<MTLComputeCommandEncoder>)computeCommandEncoder;
+- (nullable id<MTLBlitCommandEncoder>)blitCommandEncoder;
+- (void)commit;
+- (void)waitUntilCompleted;
+@property(readonly) MTLCommandBufferStatus status;
+@property(nullable, readonly) NSError* error;
+@property(readonly) CFTimeInterval GPUStartTime;
+@property(readonly) CFTimeInterval GPUEndTime;
+@end
+
+@protocol MTLCommandQueue <NSObject>
+- (nullable id<MTLCommandBuffer>)commandBuffer;
+@end
+
+@interface MTLCompileOptions : NSObject <NSCopying>
+@property(nullable, readwrite, copy, nonatomic) NSDictionary<NSString*, NSObject*>* preprocessorMacros;
+@end
+
+@protocol MTLDevice <NSObject>
+@property(readonly) NSString* name;
+@property(readonly) uint64_t registryID;
+@property(readonly) MTLSize maxThreadsPerThreadgroup;
+@property(readonly) BOOL hasUnifiedMemory;
+@property(readonly) uint64_t recommendedMaxWorkingSetSize;
+@property(readonly) NSUInteger maxBufferLength;
+- (nullable id<MTLCommandQueue>)newCommandQueueWithMaxCommandBufferCount:(NSUInteger)maxCommandBufferCount;
+- (nullable id<MTLBuffer>)newBufferWithLength:(NSUInteger)length options:(MTLResourceOptions)options;
+- (nullable id<MTLLibrary>)newLibraryWithSource:(NSString*)source
+                                        options:(nullable MTLCompileOptions*)options
+                                          error:(__autoreleasing NSError* _Nullable* _Nullable)error;
+- (nullable id<MTLLibrary>)newLibraryWithURL:(NSURL*)url error:(__autoreleasing NSError* _Nullable* _Nullable)error;
+- (nullable id<MTLComputePipelineState>)newComputePipelineStateWithFunction:(id<MTLFunction>)computeFunction
+                                                                      error:(__autoreleasing NSError* _Nullable* _Nullable)error;
+@end
+
+extern "C" id<MTLDevice> _Nullable MTLCreateSystemDefaultDevice(void) __attribute__((ns_returns_retained));
+extern "C" NSArray<id<MTLDevice>>* MTLCopyAllDevices(void) __attribute__((ns_returns_retained));
+
+#pragma clang assume_nonnull end

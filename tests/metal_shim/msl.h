@@ -1,0 +1,94 @@
+// Declaration shim of the Metal Shading Language builtins that kernels/include/
+// metal.h and the portable bodies use, written from Apple's Metal Shading Language
+// Specification, so that tests/test_metal_static.py can parse every portable
+// kernel as Metal would see it: prelude + common.h + body, with the variant's
+// defines, as C++17 with clang (-Wno-unknown-attributes for [[buffer(n)]] and the
+// other MSL attributes). Not Apple's header; nothing here runs.
+//
+// Address spaces vanish (kernel, device, threadgroup, constant, thread are empty
+// macros); half is a class with float conversions, since clang has no _Float16
+// on x86-64. Declared are only the builtins in use, with MSL's own overloads, so
+// an MSL function a body calls wrongly (or one MSL lacks) fails here. Keywords and
+// library calls MSL does not have are poisoned.
+#pragma once
+
+namespace metal {
+
+typedef unsigned int uint;
+
+// Converts implicitly both ways, as MSL's half does; nothing here is ever run.
+class half {
+ public:
+  half() = default;
+  half(float f) : value_(f) {}
+  operator float() const { return value_; }
+
+ private:
+  float value_ = 0;
+};
+
+struct uint3 {
+  uint x, y, z;
+  uint operator[](int i) const { return i == 0 ? x : (i == 1 ? y : z); }
+};
+
+struct half4 {
+  half x, y, z, w;
+};
+
+// No arithmetic operators: the portable dialect uses FLOAT4 components only.
+struct float4 {
+  float x, y, z, w;
+  float4() = default;
+  float4(float x_, float y_, float z_, float w_) : x(x_), y(y_), z(z_), w(w_) {}
+  explicit float4(half4 h) : x(h.x), y(h.y), z(h.z), w(h.w) {}
+};
+
+// Scoped, as MSL spells it: mem_flags::mem_threadgroup.
+enum class mem_flags : uint { mem_none = 0, mem_device = 1, mem_threadgroup = 2, mem_texture = 4 };
+inline mem_flags operator|(mem_flags a, mem_flags b) { return mem_flags(uint(a) | uint(b)); }
+void threadgroup_barrier(mem_flags flags);
+void simdgroup_barrier(mem_flags flags);
+
+enum memory_order { memory_order_relaxed, memory_order_seq_cst };
+enum thread_scope { thread_scope_thread, thread_scope_simdgroup, thread_scope_threadgroup, thread_scope_device };
+void atomic_thread_fence(mem_flags flags, memory_order order, thread_scope scope = thread_scope_device);
+
+struct atomic_int {
+  int value_;
+};
+int atomic_load_explicit(const volatile atomic_int* object, memory_order order);
+void atomic_store_explicit(volatile atomic_int* object, int desired, memory_order order);
+int atomic_exchange_explicit(volatile atomic_int* object, int desired, memory_order order);
+int atomic_fetch_add_explicit(volatile atomic_int* object, int operand, memory_order order);
+int atomic_fetch_sub_explicit(volatile atomic_int* object, int operand, memory_order order);
+
+float simd_sum(float x);
+int simd_sum(int x);
+float simd_max(float x);
+float simd_shuffle_down(float x, unsigned short delta);
+
+int min(int a, int b);
+uint min(uint a, uint b);
+float min(float a, float b);
+int max(int a, int b);
+uint max(uint a, uint b);
+float max(float a, float b);
+float fmin(float a, float b);
+float fmax(float a, float b);
+int abs(int x);
+float fabs(float x);
+float sqrt(float x);
+float rsqrt(float x);
+float exp(float x);
+float fma(float a, float b, float c);
+
+}  // namespace metal
+
+#define kernel
+#define device
+#define threadgroup
+#define constant
+#define thread
+
+#pragma GCC poison double goto printf malloc free
