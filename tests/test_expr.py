@@ -1,4 +1,5 @@
 import pytest
+
 from metalbench.expr import ExprError, evaluate, names_in
 
 

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 import pytest
+
 from metalbench import _core, paths
 
 PARAVIRTUAL = "Apple Paravirtual device"

@@ -4,6 +4,7 @@ import re
 import textwrap
 
 import pytest
+
 from metalbench import report, runner, variants
 from metalbench.paths import cache_dir
 from metalbench.specs import load_suite

@@ -1,6 +1,7 @@
 import sqlite3
 
 import pytest
+
 from metalbench.store import Result, Store, StoreError
 
 

@@ -4,6 +4,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from metalbench import _core
 
 SAXPY = """

@@ -1,6 +1,7 @@
 import textwrap
 
 import pytest
+
 from metalbench import variants
 from metalbench.specs import Spec
 from metalbench.variants import ManifestError, expand, load_families, load_variants, parse_family, select
