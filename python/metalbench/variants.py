@@ -159,13 +159,12 @@ def _str_list(data: dict, key: str, path: Path, default: Sequence[str]) -> tuple
     return tuple(value)  # type: ignore[arg-type]
 
 
-def _default_backends(source: Path, kernels_root: Path, path: Path) -> tuple[str, ...]:
+def _default_backends(source: Path, kernels_root: Path) -> tuple[str, ...]:
+    """A source in a folder named after a backend is native to it; any other is portable."""
     folder = source.parent.name
     if folder in BACKENDS:
         return (folder,)
-    if folder == "portable":
-        return tuple(b for b in BACKENDS if (kernels_root / "include" / f"{b}.h").is_file())
-    raise ManifestError(f"{path}: field 'backends' is needed for a source outside portable/ or a backend folder")
+    return tuple(b for b in BACKENDS if (kernels_root / "include" / f"{b}.h").is_file())
 
 
 def parse_family(path: Path) -> Family:
@@ -192,7 +191,7 @@ def parse_family(path: Path) -> Family:
     if "backends" in data:
         backends = _str_list(data, "backends", path, ())
     elif source is not None:
-        backends = _default_backends(source, paths.kernels_dir(), path)
+        backends = _default_backends(source, paths.kernels_dir())
     else:
         raise ManifestError(f"{path}: a builtin family must list its 'backends'")
     for b in backends:
