@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from . import _core, metrics
+from . import _core, metrics, paths
 from .reference import Inputs, Reference, ReferenceCache, make_inputs
 from .specs import Spec, Suite
 from .store import Result, Store
@@ -228,6 +228,8 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     settings = settings or Settings()
     events = events or Events()
     cache = cache or ReferenceCache()
+    # Compiled kernels (CUDA's cubins) live beside the references.
+    _core.set_cache_dir(str(paths.cache_dir() / "kernels"))
     dev = _core.open(backend, device)
     sweep = _Sweep(dev, backend, settings)
     base = baseline_of(variants, backend)
