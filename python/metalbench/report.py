@@ -177,9 +177,9 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
                   f"({len(report.specs)} specs) · status {report.status}")
     console.print(f"device: {d.get('name')} ({d.get('vendor')}) · backend {report.backend} · "
                   f"driver {d.get('driver')}")
-    console.print(f"timing: medians of up to {s.get('iterations')} launches after {s.get('warmup')} warm-up, "
-                  f"at most {s.get('max_seconds')} s each for GPU and CPU samples; {mode}. GPU: device "
-                  "timestamps of back-to-back launches; CPU: submit to completion of one launch.")
+    console.print("timing: GPU = device timestamps of back-to-back launches; CPU = submit to completion of one")
+    console.print(f"        medians of up to {s.get('iterations')} launches after {s.get('warmup')} warm-up "
+                  f"(at most {s.get('max_seconds')} s per kind); {mode}")
     console.print(f"baseline: {report.baseline or 'none'} · {report.orig_note}")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
