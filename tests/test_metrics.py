@@ -1,8 +1,19 @@
+"""Error metrics, tolerances and verdicts."""
+
+import json
+import math
+from dataclasses import asdict
+
 import numpy as np
+import pytest
 
 from metalbench import metrics
-from metalbench.reference import compute_reference, make_inputs
-from metalbench.specs import Spec
+from metalbench.reference import Reference, compute_reference, make_inputs
+from metalbench.specs import Spec, load_suite
+
+SMOKE = load_suite("smoke").specs
+QWEN = load_suite("qwen2.5-0.5b-decode").specs
+SPEC = Spec("matmul", "float16", 2, 3, 40, 64, transpose_b=True)
 
 
 def setup(spec):
@@ -10,62 +21,229 @@ def setup(spec):
     return inputs, compute_reference(spec, inputs), metrics.initial_c(spec, inputs)
 
 
-SPEC = Spec("matmul", "float16", 2, 3, 40, 64, transpose_b=True)
+def bits(x):
+    return x.view(np.uint16 if x.dtype == np.float16 else np.uint32)
 
 
-def test_sentinel_is_a_nan_arithmetic_does_not_make():
-    for dtype in ("float16", "float32"):
+def simulated_kernel(spec, inputs, accumulate=np.float32, round_between=False, drop_last=0):
+    """What a kernel computes: products summed in `accumulate` along k, then the epilogue.
+
+    round_between rounds acc, alpha acc and beta C to the output dtype before they are
+    combined: the couple of extra roundings the tolerance must allow.
+    """
+    out_t = np.dtype(spec.dtype)
+    a = inputs.a.astype(np.float32)
+    b = inputs.b.astype(np.float32)
+    a = np.swapaxes(a, 1, 2) if spec.transpose_a else a
+    b = np.swapaxes(b, 1, 2) if spec.transpose_b else b
+    acc = np.zeros(spec.shape_c, dtype=accumulate)
+    for kk in range(spec.k - drop_last):
+        acc = (acc + (a[:, :, kk:kk + 1] * b[:, kk:kk + 1, :]).astype(accumulate)).astype(accumulate)
+    acc = acc.astype(np.float32)
+
+    def rnd(x):
+        return x.astype(out_t).astype(np.float32) if round_between else x
+
+    if spec.op == "matmul_bias_add":
+        acc = rnd(acc) + inputs.bias.astype(np.float32)
+    elif spec.op == "matmul_alpha_beta":
+        acc = rnd(np.float32(spec.alpha) * rnd(acc))
+        if spec.beta != 0:
+            acc = acc + rnd(np.float32(spec.beta) * inputs.c.astype(np.float32))
+    return acc.astype(out_t)
+
+
+def test_sentinel_is_a_quiet_nan_with_a_payload_arithmetic_does_not_make():
+    for dtype, pattern in (("float16", 0x7E5A), ("float32", 0x7FC05A5A)):
         s = metrics.sentinel(dtype)
-        assert np.isnan(s)
-        made = np.array(np.nan, dtype=s.dtype)
-        assert s.tobytes() != made.tobytes()
+        assert s.shape == () and s.dtype == np.dtype(dtype) and np.isnan(s)
+        assert int(bits(s)) == pattern
+        with np.errstate(invalid="ignore", divide="ignore"):
+            inf = np.array(np.inf, dtype=dtype)
+            zero = np.array(0, dtype=dtype)
+            for made in (inf - inf, zero / zero, inf * zero, np.array(np.nan, dtype=dtype), np.sqrt(-inf)):
+                assert np.isnan(made) and int(bits(np.asarray(made))) != pattern
 
 
-def test_correctly_rounded_output_passes():
-    _, ref, c0 = setup(SPEC)
-    check = metrics.check(SPEC, ref.out.astype(np.float16), ref, c0)
-    assert check.verdict == "ok" and check.reason == "" and check.bad == 0
-    assert 0 < check.max_abs < 0.05 and 0 < check.max_rel <= 2.0**-11
+def test_initial_c_is_the_sentinel_unless_c_is_read():
+    for spec in SMOKE:
+        inputs = make_inputs(spec)
+        c0 = metrics.initial_c(spec, inputs)
+        assert c0.shape == spec.shape_c and c0.dtype == np.dtype(spec.dtype) and c0.flags.c_contiguous
+        if spec.op == "matmul_alpha_beta" and spec.beta != 0:
+            assert c0.tobytes() == inputs.c.tobytes()
+        else:
+            assert (bits(c0) == bits(metrics.sentinel(spec.dtype))).all()
 
 
-def test_out_of_tolerance_element_is_wrong_and_located():
-    _, ref, c0 = setup(SPEC)
-    out = ref.out.astype(np.float16)
-    out[1, 2, 17] += np.float16(0.5)
-    check = metrics.check(SPEC, out, ref, c0)
-    assert check.verdict == "wrong" and check.bad == 1
-    assert "1 over tolerance, worst at (1, 2, 17)" in check.reason
+def test_tolerance_numbers():
+    fp16, fp32 = metrics.tolerance("float16", 896), metrics.tolerance("float32", 896)
+    assert fp16.rtol == 4 * 2.0**-11 and fp32.rtol == 4 * 2.0**-24
+    assert fp16.mag_factor == fp32.mag_factor == pytest.approx((8 * math.sqrt(896) + 4) * 2.0**-24)
+    assert metrics.tolerance("float16", 16).mag_factor == (16 + 4) * 2.0**-24  # the worst case is the smaller
+    ks = [1, 16, 64, 896, 4864, 2**20]
+    factors = [metrics.tolerance("float16", k).mag_factor for k in ks]
+    assert factors == sorted(factors)
+    assert metrics.tolerance("float16") == metrics.tolerance("float16", 2**20)
 
 
-def test_elements_never_written_and_nan_are_counted():
-    _, ref, c0 = setup(SPEC)
-    out = ref.out.astype(np.float16)
-    out[0, 0, :5] = c0[0, 0, :5]
-    out[1, 1, 3] = np.nan
-    check = metrics.check(SPEC, out, ref, c0)
-    assert (check.unwritten, check.nan_count, check.bad) == (5, 1, 1)
-    assert check.reason.startswith("5 elements never written; 1 NaN")
-
-
-def test_alpha_beta_reads_c_and_detects_untouched_elements():
-    spec = Spec("matmul_alpha_beta", "float16", 1, 2, 30, 16, alpha=0.5, beta=1.0)
-    inputs, ref, c0 = setup(spec)
-    np.testing.assert_array_equal(c0, inputs.c)  # beta != 0: C starts with its input
-    out = ref.out.astype(np.float16)
-    out[0, 1, :4] = inputs.c[0, 1, :4]
+@pytest.mark.parametrize("spec", SMOKE + QWEN[:3] + QWEN[4:], ids=lambda s: s.label())
+def test_the_correctly_rounded_reference_passes(spec):
+    _, ref, c0 = setup(spec)
+    out = ref.out.astype(spec.dtype)
     check = metrics.check(spec, out, ref, c0)
-    assert check.unwritten == 4 and check.verdict == "wrong"
-    zero_beta = Spec("matmul_alpha_beta", "float16", 1, 2, 30, 16, alpha=0.5, beta=0.0)
-    _, _, c0 = setup(zero_beta)
-    assert np.isnan(c0).all()  # beta == 0: C is not read, so it starts as the sentinel
+    assert check.verdict == "ok", check.reason
+    assert (check.bad, check.nan_count, check.unwritten, check.reason) == (0, 0, 0, "")
+    u = 2.0**-11 if spec.dtype == "float16" else 2.0**-24
+    assert check.max_rel <= u * 1.0001  # one rounding, relative to |ref| (or mag / 64 near zero)
+    assert 0 < check.max_abs <= u * float(np.abs(ref.out).max())
 
 
-def test_an_fp16_accumulation_fails_fp32_tolerance():
-    spec = Spec("matmul", "float32", 1, 1, 64, 1024, transpose_b=True)
+@pytest.mark.parametrize("spec", SMOKE, ids=lambda s: s.label())
+def test_an_fp32_accumulating_kernel_with_extra_roundings_passes(spec):
     inputs, ref, c0 = setup(spec)
-    a, b = inputs.a[0, 0].astype(np.float16), inputs.b[0].astype(np.float16)
-    acc = np.zeros(64, dtype=np.float16)
-    for kk in range(spec.k):
-        acc = (acc + a[kk] * b[:, kk]).astype(np.float16)
-    check = metrics.check(spec, acc.astype(np.float32).reshape(1, 1, 64), ref, c0)
-    assert check.verdict == "wrong"
+    for round_between in (False, True):
+        check = metrics.check(spec, simulated_kernel(spec, inputs, round_between=round_between), ref, c0)
+        assert check.verdict == "ok", check.reason
+
+
+def test_an_fp16_accumulator_is_wrong():
+    for spec in (QWEN[2], Spec("matmul", "float32", 1, 1, 64, 1024, transpose_b=True)):
+        inputs, ref, c0 = setup(spec)
+        check = metrics.check(spec, simulated_kernel(spec, inputs, accumulate=np.float16), ref, c0)
+        assert check.verdict == "wrong" and "over tolerance" in check.reason
+
+
+@pytest.mark.parametrize("spec", [QWEN[1], QWEN[4], SMOKE[10]], ids=lambda s: s.label())
+def test_a_kernel_that_drops_the_last_k_term_is_wrong(spec):
+    inputs, ref, c0 = setup(spec)
+    check = metrics.check(spec, simulated_kernel(spec, inputs, drop_last=1), ref, c0)
+    assert check.verdict == "wrong" and check.bad > 0
+
+
+def test_an_element_off_beyond_tolerance_is_wrong_and_located():
+    _, ref, c0 = setup(SPEC)
+    out = ref.out.astype(np.float16)
+    out[1, 2, 17] = np.float16(ref.out[1, 2, 17] + 0.25)
+    check = metrics.check(SPEC, out, ref, c0)
+    assert check.verdict == "wrong" and check.bad == 1 and check.unwritten == 0 and check.nan_count == 0
+    assert check.reason.startswith("1 element over tolerance, worst at (1, 2, 17): ")
+    assert check.max_abs == pytest.approx(0.25, rel=0.01)
+
+
+def test_an_element_a_few_ulps_off_passes():
+    _, ref, c0 = setup(SPEC)
+    out = ref.out.astype(np.float16)
+    bits(out)[0, 1, 5] += 2  # two ulps: within 4u of |ref|
+    assert metrics.check(SPEC, out, ref, c0).verdict == "ok"
+
+
+def test_elements_left_as_the_sentinel_are_unwritten():
+    _, ref, c0 = setup(SPEC)
+    out = ref.out.astype(np.float16)
+    out[0, 2, 30:] = c0[0, 2, 30:]
+    check = metrics.check(SPEC, out, ref, c0)
+    assert (check.unwritten, check.nan_count, check.bad, check.verdict) == (10, 0, 10, "wrong")
+    assert check.reason == "10 elements never written (first at (0, 2, 30))"
+
+
+def test_nan_and_inf_are_counted_and_the_worst_problem_comes_first():
+    _, ref, c0 = setup(SPEC)
+    out = ref.out.astype(np.float16)
+    out[0, 0, 0] = c0[0, 0, 0]
+    out[1, 1, 3] = np.nan  # a NaN the kernel computed, not the sentinel
+    out[1, 1, 4] = -np.inf
+    out[1, 0, 9] = np.float16(ref.out[1, 0, 9] - 1.0)
+    check = metrics.check(SPEC, out, ref, c0)
+    assert (check.unwritten, check.nan_count, check.bad) == (1, 1, 4)
+    parts = check.reason.split("; ")
+    assert parts[0].startswith("1 element never written") and parts[1:3] == ["1 NaN", "1 infinite"]
+    assert parts[3].startswith("1 element over tolerance, worst at (1, 0, 9)")
+    assert math.isfinite(check.max_abs) and math.isfinite(check.max_rel)
+
+
+def test_alpha_beta_with_beta_reads_c_and_an_untouched_c_is_unwritten():
+    spec = Spec("matmul_alpha_beta", "float16", 2, 3, 30, 16, alpha=0.5, beta=1.0)
+    inputs, ref, c0 = setup(spec)
+    out = ref.out.astype(np.float16)
+    out[1, 2, :4] = inputs.c[1, 2, :4]
+    check = metrics.check(spec, out, ref, c0)
+    assert check.unwritten == 4 and check.verdict == "wrong" and "never written" in check.reason
+    # A kernel that writes nothing at all leaves C as it was: every element whose
+    # answer differs from C's input beyond the tolerance is caught, and only those.
+    untouched = metrics.check(spec, c0.copy(), ref, c0)
+    tol = metrics.tolerance("float16", spec.k)
+    allowed = tol.rtol * (np.abs(ref.out) + ref.epilogue) + tol.mag_factor * ref.mag
+    differs = int((np.abs(ref.out - c0.astype(np.float64)) > allowed).sum())
+    assert untouched.unwritten == untouched.bad == differs > 0.9 * math.prod(spec.shape_c)
+
+
+def test_an_element_whose_answer_is_c_itself_is_not_unwritten():
+    spec = Spec("matmul_alpha_beta", "float16", 1, 1, 8, 4, alpha=0.5, beta=1.0)
+    inputs, ref, c0 = setup(spec)
+    want = ref.out.copy()
+    want[0, 0, 3] = float(inputs.c[0, 0, 3])  # pretend A.B was 0 there
+    ref = Reference(want, ref.mag, ref.epilogue)
+    out = want.astype(np.float16)
+    check = metrics.check(spec, out, ref, c0)
+    assert check.verdict == "ok" and check.unwritten == 0
+
+
+def test_a_reference_without_its_epilogue_part_is_read_conservatively():
+    spec = SMOKE[17]  # bias_add, m = 1
+    assert spec.op == "matmul_bias_add"
+    inputs, ref, c0 = setup(spec)
+    bare = Reference(ref.out, ref.mag)
+    out = simulated_kernel(spec, inputs, round_between=True)
+    assert metrics.check(spec, out, bare, c0).verdict == "ok"
+    wrong = out.copy()
+    wrong[0, 0, 3] = np.float16(ref.out[0, 0, 3] + 1)
+    assert metrics.check(spec, wrong, bare, c0).verdict == "wrong"
+
+
+def test_max_rel_is_not_blown_up_by_cancellation():
+    spec = Spec("matmul", "float32", 1, 1, 2, 8)
+    ref = Reference(np.array([[[1e-9, 1.0]]]), np.array([[[8.0, 8.0]]]))
+    out = np.array([[[1e-9 + 1e-6, 1.0]]], dtype=np.float32)
+    check = metrics.check(spec, out, ref, metrics.initial_c(spec, make_inputs(spec)))
+    # 1e-6 off a reference of 1e-9 is 1000x relative, but the element sums terms of
+    # size 8: against mag / 64 it is 8e-6, which max_rel reports.
+    assert check.max_rel == pytest.approx(1e-6 / (8 / 64), rel=0.01)
+    assert check.max_abs == pytest.approx(1e-6, rel=0.01)
+
+
+def test_results_that_underflow_to_subnormals_pass():
+    spec = Spec("matmul", "float16", 1, 1, 3, 1)
+    tiny = np.array([[[1e-8, 3e-8, -6e-8]]])  # below fp16's smallest normal, 2^-14
+    ref = Reference(tiny, np.abs(tiny))
+    check = metrics.check(spec, tiny.astype(np.float16), ref, metrics.initial_c(spec, make_inputs(spec)))
+    assert check.verdict == "ok", check.reason
+
+
+def test_chunked_comparison_matches_one_pass(monkeypatch):
+    spec = Spec("matmul_bias_add", "float16", 3, 5, 33, 20)
+    _, ref, c0 = setup(spec)
+    out = ref.out.astype(np.float16)
+    out[0, 4, 30:] = c0[0, 4, 30:]
+    out[2, 1, 7] = np.float16(ref.out[2, 1, 7] + 2)
+    out[2, 3, 8] = np.float16(ref.out[2, 3, 8] + 4)
+    whole = metrics.check(spec, out, ref, c0)
+    monkeypatch.setattr(metrics, "_CHUNK", 7)
+    assert metrics.check(spec, out, ref, c0) == whole
+    assert whole.unwritten == 3 and "worst at (2, 3, 8)" in whole.reason
+
+
+def test_check_is_stored_as_json():
+    _, ref, c0 = setup(SPEC)
+    out = ref.out.astype(np.float16)
+    out[0, 0, 0] = np.nan
+    data = json.loads(json.dumps(asdict(metrics.check(SPEC, out, ref, c0))))
+    assert data["nan_count"] == 1 and data["verdict"] == "wrong" and isinstance(data["max_abs"], float)
+
+
+def test_a_mismatched_output_is_a_caller_error():
+    _, ref, c0 = setup(SPEC)
+    with pytest.raises(ValueError, match="expected float16"):
+        metrics.check(SPEC, ref.out.astype(np.float32), ref, c0)
+    with pytest.raises(ValueError, match="expected"):
+        metrics.check(SPEC, ref.out.astype(np.float16)[:1], ref, c0)

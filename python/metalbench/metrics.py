@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,108 +12,202 @@ from .specs import DTYPES, Spec
 
 __all__ = ["Check", "Tolerance", "check", "initial_c", "sentinel", "tolerance"]
 
-# Quiet NaNs with a payload arithmetic does not produce (a computed NaN carries
-# the canonical payload), so an element still holding it was never written.
-_SENTINEL_BITS = {"float16": (np.uint16, 0x7E5A), "float32": (np.uint32, 0x7FC05A5A)}
+# Quiet NaNs with a payload (0x5A) that arithmetic does not produce: an operation
+# that makes a NaN from numbers gives the canonical one (0x7E00, 0x7FC00000 or their
+# negatives), so an element still holding this was never written.
+_SENTINEL_BITS = {"float16": 0x7E5A, "float32": 0x7FC05A5A}
+_UINT = {"float16": np.uint16, "float32": np.uint32}
+
+
+def sentinel(dtype: str) -> np.ndarray:
+    """A 0-d array of `dtype` holding the never-written marker (a quiet NaN)."""
+    return np.array(_SENTINEL_BITS[dtype], dtype=_UINT[dtype]).view(DTYPES[dtype])
+
+
+def initial_c(spec: Spec, inputs: Inputs) -> np.ndarray:
+    """What C holds before the verification launch.
+
+    C's input where the op reads it (alpha/beta with beta != 0), else the sentinel
+    everywhere: with beta == 0 C is not read (BLAS semantics), so a kernel that reads
+    it anyway, or skips an element, leaves NaN behind.
+    """
+    if spec.op == "matmul_alpha_beta" and spec.beta != 0:
+        if inputs.c is None:
+            raise ValueError(f"{spec.label()}: inputs have no C, and beta != 0 reads it")
+        return np.ascontiguousarray(inputs.c)
+    # Filled through the integer view so the payload bits are exactly the sentinel's.
+    return np.full(spec.shape_c, _SENTINEL_BITS[spec.dtype], dtype=_UINT[spec.dtype]).view(DTYPES[spec.dtype])
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """An element passes when |out - ref| <= rtol |ref| + mag_factor mag, mag = sum of |terms|."""
+    """An element is ok iff |out - ref| <= rtol (|ref| + epi) + mag_factor mag (+ an underflow allowance).
+
+    mag = |alpha| (|A| @ |B|) + |beta| |C| + |bias| and epi = |beta| |C| + |bias|, its
+    epilogue part (reference.Reference): rtol pays for roundings to the output dtype,
+    mag_factor for the fp32 accumulation.
+    """
 
     rtol: float
     mag_factor: float
 
 
-# fp16 (unit roundoff u = 2^-11): products of fp16 inputs are exact in fp32 and
-# the accumulation error of a length-k fp32 dot product is at most k 2^-24 mag,
-# under 2^-11 mag for every k up to 8192. Rounding the output to fp16 costs
-# u |ref|, and an implementation may round once more on the way (alpha acc, or
-# acc + bias, in half precision) at u mag. So rtol = 2u = 2^-10 (the output
-# rounding with a factor 2 to spare) and mag_factor = 2^-10 (accumulation plus
-# one intermediate rounding). Dropping a single term of a length-896 dot product
-# already exceeds it on average.
-# fp32 (u = 2^-24): rtol of 4 ulp; mag_factor 2^-16 admits the worst-case k u
-# error up to k = 256 and the usual sqrt(k) u growth far beyond the suites' k,
-# while a TF32 or fp16 accumulation (errors near 2^-11) is flagged.
-_TOLERANCES = {"float16": Tolerance(2.0**-10, 2.0**-10), "float32": Tolerance(2.0**-22, 2.0**-16)}
-# max_rel is reported over elements whose reference is not the residue of heavy
-# cancellation (|ref| >= mag / 64): elsewhere |err| / |ref| is large for a
-# correct kernel and says nothing.
+# The model. A kernel accumulates A.B in fp32 and rounds the result to the output
+# dtype once, after at most a couple of extra roundings to that dtype in the epilogue
+# (acc rounded before alpha or the bias is applied, alpha acc and beta C each rounded).
+# Let u be the output's unit roundoff (fp16 2^-11, fp32 2^-24) and e = |beta C| + |bias|.
+#  - Roundings to the output dtype: each errs by u times the value rounded. The result
+#    is ~|ref|; |alpha acc| <= |ref| + e since ref = alpha acc + beta C + bias, so
+#    rounding acc (then scaling it) or alpha acc costs u (|ref| + e) each; beta C is at
+#    most e. Output rounding + those two + beta C's: u |ref| + 2u (|ref| + e) + u e
+#    <= 4u (|ref| + e), so rtol = 4u, applied to |ref| + e.
+#  - The fp32 dot product of length k errs by at most k 2^-24 sum|a||b| in any order.
+#    That worst case needs rounding errors that all line up; with our U(-1, 1) inputs
+#    their signs are random and the error stays below 8 sqrt(k) 2^-24 sum|a||b| except
+#    with probability ~1e-14 per element (Higham and Mary, SIAM J. Sci. Comput. 2019,
+#    lambda = 8). Products of fp16 inputs are exact in fp32; those of fp32 inputs, and
+#    fp32 epilogue arithmetic (alpha acc + beta C), add a few 2^-24 of mag more.
+#    mag_factor = (min(k, 8 sqrt(k)) + 4) 2^-24: 1.5e-5 at k = 896, 3.4e-5 at k = 4864.
+#    (Measured: sequential fp32 sums of these inputs err by ~3 2^-24 mag at any k.)
+# Against mag this is tight enough to matter. An fp16 accumulator errs by ~2^-12 mag
+# whatever k, and dropping one term of a dot product by |a b| ~ 4 mag / k; both are
+# caught past k = 10^4, where a bound of k 2^-24 mag (2^-12 at k = 4096) or of u mag
+# would let them through. Without k, tolerance() gives the bound for every k up to 2^20.
+_UNIT_ROUNDOFF = {"float16": 2.0**-11, "float32": 2.0**-24}
+_ACC_U = 2.0**-24  # fp32 accumulation
+_LAMBDA = 8.0
+_K_ANY = 2**20
+# Rounding into the subnormal range errs absolutely, by up to half the smallest
+# subnormal, not relative to the value: four of those on top of the tolerance.
+_UNDERFLOW = {"float16": 2.0**-23, "float32": 2.0**-147}
+# max_rel divides by max(|ref|, mag / 64): below that, |ref| is what is left after
+# heavy cancellation (its condition number mag / |ref| exceeds 64) and |err| / |ref|
+# is large for every correct kernel. A correct kernel's max_rel is then ~u to a few u.
 _REL_FLOOR = 1.0 / 64
+# Elements compared per step: bounds the float64 temporaries for large outputs.
+_CHUNK = 1 << 20
 
 
-def tolerance(dtype: str) -> Tolerance:
-    return _TOLERANCES[dtype]
-
-
-def sentinel(dtype: str) -> np.ndarray:
-    """A 0-d array of `dtype` holding the never-written marker."""
-    bits_type, bits = _SENTINEL_BITS[dtype]
-    return np.array(bits, dtype=bits_type).view(DTYPES[dtype])
-
-
-def initial_c(spec: Spec, inputs: Inputs) -> np.ndarray:
-    """What C holds before the checked launch: C's input where the op reads it, else the sentinel."""
-    if spec.op == "matmul_alpha_beta" and spec.beta != 0:
-        return np.ascontiguousarray(inputs.c)
-    return np.full(spec.shape_c, sentinel(spec.dtype), dtype=DTYPES[spec.dtype])
+def tolerance(dtype: str, k: int | None = None) -> Tolerance:
+    """The tolerance for outputs of `dtype` from dot products of length `k` (None: any k up to 2^20)."""
+    depth = _K_ANY if k is None else max(1, int(k))
+    return Tolerance(rtol=4 * _UNIT_ROUNDOFF[dtype],
+                     mag_factor=(min(depth, _LAMBDA * math.sqrt(depth)) + 4) * _ACC_U)
 
 
 @dataclass(frozen=True)
 class Check:
-    max_abs: float  # over written, finite elements
-    max_rel: float  # likewise, where |ref| >= mag / 64
-    nan_count: int  # NaN elements that are not the never-written sentinel
+    """The verdict on one output, with the numbers behind it (stored as JSON).
+
+    max_abs: max |out - ref| over written, finite elements (0 if there are none).
+    max_rel: max |out - ref| / max(|ref|, mag / 64) over the same elements.
+    nan_count: NaN elements that are not never-written sentinels.
+    unwritten: elements the kernel never wrote (still holding C's prior content).
+    bad: elements that fail: unwritten, NaN, infinite or over tolerance.
+    verdict: "ok" or "wrong"; reason: "" when ok, else the worst problem first.
+    """
+
+    max_abs: float
+    max_rel: float
+    nan_count: int
     unwritten: int
-    bad: int  # elements out of tolerance, NaN or infinite included
-    verdict: str  # "ok" or "wrong"
-    reason: str  # the worst problem first; "" when ok
+    bad: int
+    verdict: str
+    reason: str
 
 
-def _bits(a: np.ndarray) -> np.ndarray:
-    return a.view(np.uint16 if a.dtype == np.float16 else np.uint32)
+def _epilogue_of(spec: Spec, ref: Reference) -> np.ndarray | None:
+    """|beta C| + |bias| per element, flat, or None where it is zero; all of mag where unknown."""
+    reads = spec.op == "matmul_bias_add" or (spec.op == "matmul_alpha_beta" and spec.beta != 0)
+    if not reads:
+        return None
+    epi = ref.mag if ref.epilogue is None else ref.epilogue
+    # Flattening the bias's broadcast view copies: at most one more output's worth.
+    return np.broadcast_to(epi, spec.shape_c).reshape(-1)
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _where(flat_index: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(flat_index, shape))
 
 
 def check(spec: Spec, out: np.ndarray, ref: Reference, c_before: np.ndarray) -> Check:
     """Compares a kernel's output with the reference; `c_before` is what C held before the launch."""
-    tol = tolerance(spec.dtype)
-    allowed = tol.rtol * np.abs(ref.out) + tol.mag_factor * ref.mag
-    same = _bits(out) == _bits(np.broadcast_to(c_before, out.shape))
-    if spec.op == "matmul_alpha_beta" and spec.beta != 0:
-        # C held real values: an element equal to them is unwritten only where the
-        # right answer differs from them.
-        unwritten_mask = same & (np.abs(ref.out - c_before.astype(np.float64)) > allowed)
-    else:
-        unwritten_mask = same
-    value = out.astype(np.float64)
-    nan_mask = np.isnan(value) & ~unwritten_mask
-    inf_mask = np.isinf(value)
-    finite = ~(unwritten_mask | nan_mask | inf_mask)
-    err = np.where(finite, np.abs(value - ref.out), 0.0)
-    over = finite & (err > allowed)
-    meaningful = finite & (np.abs(ref.out) >= _REL_FLOOR * ref.mag) & (ref.out != 0)
-    rel = np.where(meaningful, err / np.where(meaningful, np.abs(ref.out), 1.0), 0.0)
+    shape = spec.shape_c
+    dtype = DTYPES[spec.dtype]
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"output is {out.dtype} {out.shape}, expected {dtype} {shape}")
+    if ref.out.shape != shape or ref.mag.shape != shape:
+        raise ValueError(f"reference is {ref.out.shape}, expected {shape}")
+    tol = tolerance(spec.dtype, spec.k)
+    floor = _UNDERFLOW[spec.dtype]
+    epi_all = _epilogue_of(spec, ref)
+    uint = _UINT[spec.dtype]
+    marker = uint(_SENTINEL_BITS[spec.dtype])
+    o_bits = np.ascontiguousarray(out).reshape(-1).view(uint)
+    c_bits = np.ascontiguousarray(np.broadcast_to(c_before.astype(dtype, copy=False), shape)).reshape(-1).view(uint)
+    r_all, g_all = ref.out.reshape(-1), ref.mag.reshape(-1)
 
-    unwritten, nans, infs, over_count = (int(m.sum()) for m in (unwritten_mask, nan_mask, inf_mask, over))
+    unwritten = nans = infs = over = 0
+    first_unwritten = worst_index = -1
+    max_abs = max_rel = worst_ratio = 0.0
+    for s in range(0, o_bits.size, _CHUNK):
+        e = min(s + _CHUNK, o_bits.size)
+        ob, cb, r, g = o_bits[s:e], c_bits[s:e], r_all[s:e], g_all[s:e]
+        size = np.abs(r) if epi_all is None else np.abs(r) + epi_all[s:e]
+        allowed = tol.rtol * size + tol.mag_factor * g + floor
+        same = ob == cb
+        # Where C held the sentinel, an unchanged element was never written. Where it
+        # held real input (alpha/beta, beta != 0), an unchanged element is unwritten
+        # only if the right answer differs from that input beyond the tolerance.
+        held = same & (cb != marker)
+        if held.any():
+            c_val = cb[held].view(dtype).astype(np.float64)
+            same[held] = np.abs(r[held] - c_val) > allowed[held]
+        v = ob.view(dtype).astype(np.float64)
+        nan = np.isnan(v) & ~same
+        inf = np.isinf(v)
+        written = np.isfinite(v) & ~same
+        err = np.where(written, np.abs(v - r), 0.0)
+        is_over = err > allowed
+        rel = err / np.maximum(np.abs(r), np.maximum(_REL_FLOOR * g, floor))
+
+        count = int(same.sum())
+        if count and first_unwritten < 0:
+            first_unwritten = s + int(np.argmax(same))
+        unwritten += count
+        nans += int(nan.sum())
+        infs += int(inf.sum())
+        over += int(is_over.sum())
+        max_abs = max(max_abs, float(err.max()))
+        max_rel = max(max_rel, float(rel.max()))
+        if is_over.any():
+            ratio = np.where(is_over, err / allowed, 0.0)
+            i = int(np.argmax(ratio))
+            if ratio[i] > worst_ratio:
+                worst_ratio, worst_index = float(ratio[i]), s + i
+
     reasons = []
     if unwritten:
-        reasons.append(f"{unwritten} elements never written")
+        reasons.append(f"{_n(unwritten, 'element')} never written (first at {_where(first_unwritten, shape)})")
     if nans:
         reasons.append(f"{nans} NaN")
     if infs:
         reasons.append(f"{infs} infinite")
-    if over_count:
-        # Report the element furthest over its own allowance.
-        worst = np.unravel_index(int(np.argmax(np.where(over, err / np.maximum(allowed, 1e-300), 0.0))), out.shape)
-        reasons.append(f"{over_count} over tolerance, worst at {tuple(int(i) for i in worst)}: "
-                       f"{float(value[worst]):.6g} instead of {float(ref.out[worst]):.6g}")
+    if over:
+        got, want = float(out.reshape(-1)[worst_index]), float(r_all[worst_index])
+        rel_there = abs(got - want) / max(abs(want), _REL_FLOOR * float(g_all[worst_index]), floor)
+        reasons.append(f"{_n(over, 'element')} over tolerance, worst at {_where(worst_index, shape)}: {got:.6g} "
+                       f"instead of {want:.6g}, rel {rel_there:.1e}, {worst_ratio:.3g}x the allowed error")
     return Check(
-        max_abs=float(err.max()) if err.size else 0.0,
-        max_rel=float(rel.max()) if rel.size else 0.0,
+        max_abs=max_abs,
+        max_rel=max_rel,
         nan_count=nans,
         unwritten=unwritten,
-        bad=nans + infs + over_count,
+        bad=unwritten + nans + infs + over,
         verdict="wrong" if reasons else "ok",
         reason="; ".join(reasons),
     )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
+import json
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,45 +15,74 @@ import numpy as np
 from . import paths
 from .specs import DTYPES, Spec
 
-__all__ = ["Inputs", "Reference", "ReferenceCache", "compute_reference", "make_inputs", "seed_of"]
+__all__ = ["VERSION", "Inputs", "Reference", "ReferenceCache", "compute_reference", "make_inputs", "seed_of"]
 
-# Part of every cache key: bump when the inputs' generator or the reference's
-# algorithm changes, so that no entry made the old way is ever used.
+# Part of every seed and cache entry name: bump it whenever the inputs' generator or
+# the reference's algorithm changes, so nothing made the old way is ever used again.
 VERSION = 1
-# Columns of B converted to float64 at a time: bounds the LM head's reference
-# (151936 x 896) to ~120 MB of temporaries instead of a 1 GB float64 copy of B.
-_CHUNK = 16384
+# Elements drawn per step: bounds the float32 scratch of make_inputs to 16 MB. The
+# generator's stream does not depend on it (numpy fills arrays from one stream).
+_DRAW_CHUNK = 1 << 22
+# float64 elements of B converted per step of compute_reference: the LM head
+# (151936 x 896) costs a 32 MB temporary instead of a 1.1 GB float64 copy of B.
+_REF_CHUNK = 1 << 22
+_MAGIC = f"metalbench-reference v{VERSION} sha256=".encode()
 
 
 @dataclass(frozen=True)
 class Inputs:
+    """A, B as stored (spec.shape_a, spec.shape_b), bias (n,) or None, and C before the op.
+
+    `c` is set for matmul_alpha_beta, also when beta == 0, so the runner can choose.
+    """
+
     a: np.ndarray
     b: np.ndarray
-    bias: np.ndarray | None  # (n,) for matmul_bias_add
-    c: np.ndarray | None  # (batch, m, n): C before the op, for matmul_alpha_beta
+    bias: np.ndarray | None
+    c: np.ndarray | None
 
 
 @dataclass(frozen=True)
 class Reference:
-    out: np.ndarray  # (batch, m, n) float64
-    mag: np.ndarray  # (batch, m, n) float64: sum of |terms|, the scale rounding errors are relative to
+    """The op in float64 and `mag` = |alpha| (|A| @ |B|) + |beta| |C| + |bias|, both (batch, m, n).
+
+    `mag` is the sum of the magnitudes of every term of an output element: the scale
+    that a correct kernel's rounding errors are bounded by (metrics.tolerance).
+    `epilogue` is the part of `mag` from the epilogue's operands, |beta| |C| + |bias|
+    (zeros for matmul and beta == 0), broadcast to (batch, m, n); None when unknown,
+    which metrics.check reads as all of `mag`.
+    """
+
+    out: np.ndarray
+    mag: np.ndarray
+    epilogue: np.ndarray | None = None
 
 
 def seed_of(spec: Spec) -> int:
-    """The same seed for the same spec on every machine (unlike hash(), which is salted per process)."""
-    return int.from_bytes(hashlib.sha256(f"metalbench-inputs-v{VERSION}:{spec.key()}".encode()).digest()[:8], "little")
+    """A 64-bit seed from sha256 of the spec's key: the same on every machine (hash() is salted)."""
+    digest = hashlib.sha256(f"metalbench inputs v{VERSION}\n{spec.key()}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
 def make_inputs(spec: Spec) -> Inputs:
-    """Uniform in [-1, 1), drawn in float32 (half the memory of float64), rounded to the spec's dtype."""
+    """U(-1, 1) drawn in float32 from PCG64(seed_of(spec)), rounded to the spec's dtype.
+
+    Drawn in chunks straight into arrays of the final dtype, so the LM head's B
+    (272 MB of fp16) never has a full-size float32 or float64 twin. Drawn in the
+    order A, B, bias, C.
+    """
     rng = np.random.Generator(np.random.PCG64(seed_of(spec)))
     dtype = DTYPES[spec.dtype]
 
     def draw(shape: tuple[int, ...]) -> np.ndarray:
-        x = rng.random(shape, dtype=np.float32)
-        x *= 2
-        x -= 1
-        return x.astype(dtype, copy=False)
+        out = np.empty(shape, dtype=dtype)
+        flat = out.reshape(-1)
+        for start in range(0, flat.size, _DRAW_CHUNK):
+            x = rng.random(min(_DRAW_CHUNK, flat.size - start), dtype=np.float32)
+            x *= 2  # exact, and so is the -1 below: [0, 1) multiples of 2^-24 map onto [-1, 1)
+            x -= 1
+            flat[start:start + x.size] = x  # rounds to nearest even
+        return out
 
     a, b = draw(spec.shape_a), draw(spec.shape_b)
     bias = draw((spec.n,)) if spec.bias else None
@@ -60,98 +90,157 @@ def make_inputs(spec: Spec) -> Inputs:
     return Inputs(a, b, bias, c)
 
 
+def _as_f32(x: float) -> float:
+    # Kernels get alpha and beta as float32 (MBParams); the reference uses the same values.
+    return float(np.float32(x))
+
+
 def compute_reference(spec: Spec, inputs: Inputs) -> Reference:
-    """The op in float64 from the rounded inputs, with |terms| summed alongside for error bounds."""
+    """The op computed in float64 from the rounded inputs, chunked over n to bound memory."""
     a = inputs.a.astype(np.float64)
     if spec.transpose_a:
         a = a.transpose(0, 2, 1)
+    abs_a = np.abs(a)
     out = np.empty(spec.shape_c, dtype=np.float64)
     mag = np.empty(spec.shape_c, dtype=np.float64)
-    abs_a = np.abs(a)
-    for start in range(0, spec.n, _CHUNK):
-        stop = min(start + _CHUNK, spec.n)
-        b = inputs.b[:, start:stop, :] if spec.transpose_b else inputs.b[:, :, start:stop]
-        b = b.astype(np.float64)
+    step = max(1, _REF_CHUNK // (spec.batch * spec.k))
+    for start in range(0, spec.n, step):
+        stop = min(start + step, spec.n)
         if spec.transpose_b:
-            b = b.transpose(0, 2, 1)
-        out[:, :, start:stop] = a @ b
-        mag[:, :, start:stop] = abs_a @ np.abs(b)
+            b = inputs.b[:, start:stop, :].astype(np.float64).transpose(0, 2, 1)
+        else:
+            b = inputs.b[:, :, start:stop].astype(np.float64)
+        np.matmul(a, b, out=out[:, :, start:stop])
+        np.abs(b, out=b)
+        np.matmul(abs_a, b, out=mag[:, :, start:stop])
     if spec.op == "matmul_bias_add":
-        bias = inputs.bias.astype(np.float64)  # type: ignore[union-attr]
-        out += bias
-        mag += np.abs(bias)
+        if inputs.bias is None:
+            raise ValueError(f"{spec.label()}: inputs have no bias")
+        out += inputs.bias.astype(np.float64)
     elif spec.op == "matmul_alpha_beta":
-        out *= spec.alpha
-        mag *= abs(spec.alpha)
-        if spec.beta != 0:
-            c = inputs.c.astype(np.float64)  # type: ignore[union-attr]
-            out += spec.beta * c
-            mag += abs(spec.beta) * np.abs(c)
-    return Reference(out, mag)
+        alpha, beta = _as_f32(spec.alpha), _as_f32(spec.beta)
+        out *= alpha
+        mag *= abs(alpha)
+        if beta != 0:
+            if inputs.c is None:
+                raise ValueError(f"{spec.label()}: inputs have no C, and beta != 0 reads it")
+            out += beta * inputs.c.astype(np.float64)
+    epilogue = _epilogue(spec, inputs)
+    mag += epilogue
+    return Reference(out, mag, epilogue)
 
 
-def _checksum(out: np.ndarray, mag: np.ndarray) -> str:
+def _epilogue(spec: Spec, inputs: Inputs) -> np.ndarray:
+    """|beta| |C| + |bias| per output element: cheap, so cache entries need not store it."""
+    if spec.op == "matmul_bias_add" and inputs.bias is not None:
+        return np.broadcast_to(np.abs(inputs.bias.astype(np.float64)), spec.shape_c)
+    beta = _as_f32(spec.beta)
+    if spec.op == "matmul_alpha_beta" and beta != 0 and inputs.c is not None:
+        return abs(beta) * np.abs(inputs.c.astype(np.float64))
+    return np.broadcast_to(np.float64(0.0), spec.shape_c)
+
+
+def _fingerprint(inputs: Inputs) -> str:
+    """A cheap digest of the inputs (dtypes, shapes, a strided sample of each).
+
+    numpy does not promise Generator streams stay the same across versions; if they
+    change, entries made from the old numbers must not be used with the new ones.
+    """
     h = hashlib.sha256()
-    h.update(np.ascontiguousarray(out).data)
-    h.update(np.ascontiguousarray(mag).data)
+    for name in ("a", "b", "bias", "c"):
+        x = getattr(inputs, name)
+        h.update(name.encode())
+        if x is None:
+            continue
+        flat = np.ascontiguousarray(x).reshape(-1)
+        h.update(f"{x.dtype.str}{x.shape}".encode())
+        h.update(flat[:: max(1, flat.size // 4096)].tobytes())
+        h.update(flat[-64:].tobytes())
     return h.hexdigest()
 
 
 class ReferenceCache:
-    """Content-addressed entries: the name is the hash of what determines the data.
+    """References on disk, content-addressed and checksummed.
 
-    Each entry stores its key and a checksum of its arrays; an entry that fails
-    either check, or cannot be read at all, is recomputed and rewritten, never used.
+    An entry's name is a hash of what determines its content (spec key, seed,
+    VERSION, a fingerprint of the inputs). The file is one header line,
+    `metalbench-reference v1 sha256=<hex>`, then an uncompressed npz of out, mag and
+    that identity; the sha256 covers every byte after the header, so any damage
+    anywhere is caught, not only damage in the parts a zip reader checks. An entry
+    that fails any check is recomputed and rewritten, never used, and the status
+    string says what was wrong.
     """
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else paths.cache_dir() / "references"
 
-    def _identity(self, spec: Spec) -> str:
-        return f"v{VERSION}:{seed_of(spec)}:{spec.key()}"
+    def _identity(self, spec: Spec, inputs: Inputs) -> str:
+        return f"metalbench reference v{VERSION}\nseed {seed_of(spec)}\ninputs {_fingerprint(inputs)}\n{spec.key()}"
 
-    def path_for(self, spec: Spec) -> Path:
-        digest = hashlib.sha256(self._identity(spec).encode()).hexdigest()
-        return self.root / digest[:2] / f"{digest}.npz"
+    def path_for(self, spec: Spec, inputs: Inputs) -> Path:
+        """Where the entry for (spec, inputs) lives."""
+        digest = hashlib.sha256(self._identity(spec, inputs).encode()).hexdigest()
+        return self.root / f"{digest[:32]}.ref"
 
     def get(self, spec: Spec, inputs: Inputs) -> tuple[Reference, str]:
-        """The reference and how it was had: "cached", "computed" or "recomputed: <what was wrong>"."""
-        path = self.path_for(spec)
+        """The reference and how it was had: "cached", "computed" or "recomputed: <what was wrong>".
+
+        `inputs` must be make_inputs(spec) (or the same numbers). Never raises for a
+        damaged entry; a failure to write the entry is appended to the status.
+        """
+        identity = self._identity(spec, inputs)
+        path = self.path_for(spec, inputs)
         status = "computed"
         if path.exists():
-            found, problem = self._load(path, spec)
+            found, problem = self._load(path, spec, identity)
             if found is not None:
-                return found, "cached"
-            status = f"recomputed: {path.name} was damaged ({problem})"
+                return Reference(found.out, found.mag, _epilogue(spec, inputs)), "cached"
+            status = f"recomputed: the cached entry {path.name} {problem}"
         ref = compute_reference(spec, inputs)
-        self._store(path, spec, ref)
+        try:
+            self._store(path, identity, ref)
+        except OSError as e:
+            # The reference is right whether or not it could be kept.
+            status += f" (not stored: {e})"
         return ref, status
 
-    def _load(self, path: Path, spec: Spec) -> tuple[Reference | None, str]:
+    def _load(self, path: Path, spec: Spec, identity: str) -> tuple[Reference | None, str]:
         try:
-            with np.load(path, allow_pickle=False) as data:
-                key = str(data["key"])
-                checksum = str(data["checksum"])
-                out, mag = data["out"], data["mag"]
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
-            return None, f"unreadable: {type(e).__name__}: {e}"
-        if key != self._identity(spec):
-            return None, "it holds another spec's reference"
-        if out.shape != spec.shape_c or mag.shape != spec.shape_c:
-            return None, f"shape {out.shape} instead of {spec.shape_c}"
-        if _checksum(out, mag) != checksum:
-            return None, "checksum mismatch"
-        return Reference(out, mag), ""
+            data = path.read_bytes()
+        except OSError as e:
+            return None, f"could not be read ({e})"
+        header, _, payload = data.partition(b"\n")
+        if not header.startswith(_MAGIC):
+            return None, "is not a reference entry (bad header)"
+        if header[len(_MAGIC):] != hashlib.sha256(payload).hexdigest().encode():
+            return None, "failed its checksum"
+        try:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"][()]))
+                out, mag = z["out"], z["mag"]
+        except Exception as e:  # noqa: BLE001 - past the checksum only a writer's bug can get here
+            return None, f"could not be read ({type(e).__name__}: {e})"
+        if not isinstance(meta, dict) or meta.get("identity") != identity:
+            return None, "belongs to another spec or inputs"
+        for name, x in (("out", out), ("mag", mag)):
+            if x.dtype != np.float64 or x.shape != spec.shape_c:
+                return None, f"has {name} of {x.dtype} {x.shape}, not float64 {spec.shape_c}"
+        return Reference(out, mag), ""  # get() adds the epilogue
 
-    def _store(self, path: Path, spec: Spec, ref: Reference) -> None:
+    def _store(self, path: Path, identity: str, ref: Reference) -> None:
+        buf = io.BytesIO()
+        np.savez(buf, meta=np.array(json.dumps({"identity": identity})), out=ref.out, mag=ref.mag)
+        payload = buf.getvalue()
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Written aside and renamed into place: an interrupted write never leaves a
-        # half entry under the real name.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        # Written aside and renamed over the real name: an interrupted write leaves at
+        # most a stray temp file, never a half entry, and readers never see one.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".ref")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, key=np.array(self._identity(spec)), checksum=np.array(_checksum(ref.out, ref.mag)),
-                         out=ref.out, mag=ref.mag)
+                f.write(_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n")
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -29,7 +29,7 @@ __all__ = ["BackendError", "Events", "Settings", "pick_backend", "run", "with_ba
 
 # Part of every result key: bump it when verdict rules change, so that verdicts
 # stored under the old rules are measured again rather than trusted.
-CHECK_VERSION = 1
+CHECK_VERSION = 2
 
 
 class BackendError(RuntimeError):

@@ -1,19 +1,21 @@
 """Problem specs, their semantics, and suites of them (TOML files).
 
-A spec is one GEMM as a model runs it: C[b] = op(A[b] . B[b]) for b < batch,
-A logical m x k, B logical k x n, all row-major as stored. `transpose_a` means A
-is stored k x m; `transpose_b` means B is stored n x k (the usual layout of a
-linear layer's weight). The ops:
+A spec is one GEMM as a model runs it: for every b < batch, C[b] = op(A[b] . B[b])
+with A logical m x k, B logical k x n and C m x n, all stored row-major and
+contiguous. `transpose_a` means A is stored k x m; `transpose_b` means B is stored
+n x k (the layout of a linear layer's weight). The ops:
 
 - matmul:            C = A.B
 - matmul_bias_add:   C = A.B + bias[n]
-- matmul_alpha_beta: C = alpha A.B + beta C   (with beta == 0, C is not read)
+- matmul_alpha_beta: C = alpha A.B + beta C   (beta == 0: C is not read, as in BLAS)
 """
 
 from __future__ import annotations
 
+import difflib
+import math
 import struct
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,31 +29,90 @@ __all__ = ["DTYPES", "OPS", "Orig", "Spec", "SpecError", "Suite", "SuiteError", 
 
 OPS: tuple[str, ...] = ("matmul", "matmul_bias_add", "matmul_alpha_beta")
 DTYPES: dict[str, np.dtype] = {"float16": np.dtype(np.float16), "float32": np.dtype(np.float32)}
+
+# MBParams in kernels/include/common.h: 13 ints, alpha and beta, a reserved int.
+_PARAMS = struct.Struct("<13i2fi")
+# Kernels compute element offsets in int32 (common.h), so no matrix may hold more.
+_INT32_MAX = 2**31 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SHORT_OP = {"matmul": "matmul", "matmul_bias_add": "bias_add", "matmul_alpha_beta": "alpha_beta"}
-# The kernel ABI indexes with 32-bit ints (kernels/include/common.h).
-_INT32_LIMIT = 2**31
 _SUITES = Path(__file__).resolve().parent / "suites"
 
 
 class SpecError(ValueError):
-    """A spec that cannot be run as given."""
+    """A spec that cannot be run as given; the message names the field."""
 
 
 class SuiteError(ValueError):
-    """A suite that cannot be loaded; the message names the file, the spec and the field."""
+    """A suite that cannot be loaded.
+
+    The message names the file, the spec (by its 0-based position among the
+    file's [[spec]] tables, as `metalbench list` numbers them) and the field.
+    """
+
+
+def _show(value: object) -> str:
+    # Values as the TOML author wrote them: `true`, not `True`.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)
+
+
+def _count(value: object, name: str) -> int:
+    # bool is an int to Python, but `m = true` is a mistake, not a 1.
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise SpecError(f"field '{name}': must be a positive integer, got {_show(value)}")
+    if value < 1:
+        raise SpecError(f"field '{name}': must be a positive integer, got {value}")
+    return int(value)
+
+
+def _flag(value: object, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise SpecError(f"field '{name}': must be true or false, got {_show(value)}")
+    return bool(value)
+
+
+def _scalar(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise SpecError(f"field '{name}': must be a number, got {_show(value)}")
+    x = float(value)
+    # Kernels receive alpha and beta as float32 (MBParams): a value that overflows or
+    # underflows there would run a different product than the one written.
+    if not math.isfinite(x) or abs(x) > _FLOAT32_MAX or (x != 0 and np.float32(x) == 0):
+        raise SpecError(f"field '{name}': must be a finite float32 value, got {x!r}")
+    return x + 0.0  # -0.0 -> 0.0: one spelling per value keeps key() canonical
+
+
+def _choice(value: object, name: str, allowed: tuple[str, ...] | dict[str, object]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise SpecError(f"field '{name}': must be one of {', '.join(allowed)}, got {_show(value)}")
+    return value
 
 
 @dataclass(frozen=True)
 class Orig:
-    """The implementation a trace recorded for a spec, and its time there."""
+    """The implementation the traced application used for a spec, and its time there."""
 
     impl: str
     ms: float
     device: str
 
+    def __post_init__(self) -> None:
+        for name in ("impl", "device"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                raise SpecError(f"field 'orig.{name}': must be a non-empty string, got {_show(value)}")
+        ms = self.ms
+        if isinstance(ms, bool) or not isinstance(ms, (int, float)) or not math.isfinite(ms) or ms <= 0:
+            raise SpecError(f"field 'orig.ms': must be a positive number of milliseconds, got {_show(ms)}")
+        object.__setattr__(self, "ms", float(ms))
+
 
 @dataclass(frozen=True)
 class Spec:
+    """One GEMM problem; validated on construction (SpecError)."""
+
     op: str
     dtype: str
     batch: int
@@ -65,52 +126,73 @@ class Spec:
     orig: Orig | None = None
 
     def __post_init__(self) -> None:
-        if self.op not in OPS:
-            raise SpecError(f"op must be one of {', '.join(OPS)}, got {self.op!r}")
-        if self.dtype not in DTYPES:
-            raise SpecError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        for name in ("batch", "m", "n", "k"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SpecError(f"{name} must be a positive integer, got {value!r}")
-        for name, shape in (("A", self.shape_a), ("B", self.shape_b), ("C", self.shape_c)):
-            if shape[0] * shape[1] * shape[2] >= _INT32_LIMIT:
-                raise SpecError(f"{name} has {shape[0] * shape[1] * shape[2]} elements; kernels index with "
-                                "32-bit integers, so at most 2**31 - 1")
+        # Normalised in place (frozen): alpha = 1 and alpha = 1.0 must be one spec with one key.
+        values = {
+            "op": _choice(self.op, "op", OPS),
+            "dtype": _choice(self.dtype, "dtype", DTYPES),
+            **{name: _count(getattr(self, name), name) for name in ("batch", "m", "n", "k")},
+            "transpose_a": _flag(self.transpose_a, "transpose_a"),
+            "transpose_b": _flag(self.transpose_b, "transpose_b"),
+            "alpha": _scalar(self.alpha, "alpha"),
+            "beta": _scalar(self.beta, "beta"),
+        }
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        if self.op != "matmul_alpha_beta":
+            # Only alpha/beta reads them; accepting others would silently run a different product.
+            for name, neutral in (("alpha", 1.0), ("beta", 0.0)):
+                if getattr(self, name) != neutral:
+                    raise SpecError(f"field '{name}': only matmul_alpha_beta uses it; must be {neutral} for "
+                                    f"{self.op}, got {getattr(self, name)!r}")
+        if self.orig is not None and not isinstance(self.orig, Orig):
+            raise SpecError(f"field 'orig': must be an Orig or None, got {self.orig!r}")
+        matrices = (("A", "'batch' x 'm' x 'k'", self.shape_a), ("B", "'batch' x 'k' x 'n'", self.shape_b),
+                    ("C", "'batch' x 'm' x 'n'", self.shape_c))
+        for what, dims, shape in matrices:
+            count = math.prod(shape)
+            if count > _INT32_MAX:
+                raise SpecError(f"fields {dims}: {what} would hold {count} elements; kernels index with int32, "
+                                f"so at most {_INT32_MAX}")
 
     @property
     def bias(self) -> bool:
+        """Whether the op adds a bias vector of n elements."""
         return self.op == "matmul_bias_add"
 
     @property
     def shape_a(self) -> tuple[int, int, int]:
+        """A as stored: (batch, k, m) when transposed, else (batch, m, k)."""
         return (self.batch, self.k, self.m) if self.transpose_a else (self.batch, self.m, self.k)
 
     @property
     def shape_b(self) -> tuple[int, int, int]:
+        """B as stored: (batch, n, k) when transposed, else (batch, k, n)."""
         return (self.batch, self.n, self.k) if self.transpose_b else (self.batch, self.k, self.n)
 
     @property
     def shape_c(self) -> tuple[int, int, int]:
+        """C: (batch, m, n)."""
         return (self.batch, self.m, self.n)
 
     @property
-    def itemsize(self) -> int:
-        return DTYPES[self.dtype].itemsize
+    def layout(self) -> str:
+        """BLAS-style letters for A and B: n as is, t transposed ("nt": B stored n x k)."""
+        return ("t" if self.transpose_a else "n") + ("t" if self.transpose_b else "n")
 
     def key(self) -> str:
-        """Everything that changes the result, and nothing else (not `orig`)."""
-        key = (f"{self.op}:{self.dtype}:b{self.batch}:m{self.m}:n{self.n}:k{self.k}:"
-               f"ta{int(self.transpose_a)}:tb{int(self.transpose_b)}")
+        """Canonical identity of everything that changes the result (not `orig`); stable across versions."""
+        key = f"{self.op}/{self.dtype}/{self.batch}x{self.m}x{self.n}x{self.k}/{self.layout}"
         if self.op == "matmul_alpha_beta":
-            key += f":alpha{self.alpha!r}:beta{self.beta!r}"
+            # repr() of a float is its shortest round-trip spelling: the same on every machine.
+            key += f"/alpha={self.alpha!r}/beta={self.beta!r}"
         return key
 
     def label(self) -> str:
-        """A short name for tables: op, [batch x] m x n x k, layout of A and B (n: as is, t: transposed)."""
-        layout = ("t" if self.transpose_a else "n") + ("t" if self.transpose_b else "n")
-        dims = f"{self.m}x{self.n}x{self.k}" if self.batch == 1 else f"{self.batch} x {self.m}x{self.n}x{self.k}"
-        text = f"{_SHORT_OP[self.op]} {dims} {layout}"
+        """Short human label: op, [batch x] m x n x k, layout, alpha/beta, dtype when not float16."""
+        dims = f"{self.m}x{self.n}x{self.k}"
+        if self.batch > 1:
+            dims = f"{self.batch}x{dims}"
+        text = f"{_SHORT_OP[self.op]} {dims} {self.layout}"
         if self.op == "matmul_alpha_beta":
             text += f" a={self.alpha:g} b={self.beta:g}"
         if self.dtype != "float16":
@@ -118,7 +200,7 @@ class Spec:
         return text
 
     def fields(self) -> dict[str, object]:
-        """The names manifest expressions see (kernels/README.md)."""
+        """The names manifest expressions know (kernels/README.md)."""
         return {
             "op": self.op, "dtype": self.dtype, "batch": self.batch, "m": self.m, "n": self.n, "k": self.k,
             "transpose_a": self.transpose_a, "transpose_b": self.transpose_b, "alpha": self.alpha,
@@ -126,131 +208,158 @@ class Spec:
         }
 
     def params(self) -> bytes:
-        """The MBParams struct of kernels/include/common.h: sixteen little-endian 4-byte fields."""
-        return struct.pack(
-            "<13i2fi",
+        """The 64-byte MBParams of kernels/include/common.h, little endian."""
+        return _PARAMS.pack(
             self.batch, self.m, self.n, self.k,
-            self.shape_a[2], self.shape_b[2], self.n,
-            self.m * self.k, self.k * self.n, self.m * self.n,
+            self.shape_a[2], self.shape_b[2], self.shape_c[2],  # row pitch as stored
+            self.m * self.k, self.k * self.n, self.m * self.n,  # contiguous batch entries
             int(self.transpose_a), int(self.transpose_b), OPS.index(self.op),
             self.alpha, self.beta, 0,
         )
 
     def bytes_moved(self) -> int:
-        """The least DRAM traffic the op can cost: read A, B (and C, bias when used), write C."""
-        elements = self.batch * (self.m * self.k + self.k * self.n + self.m * self.n)
+        """The least DRAM traffic the op can cost: A and B read, C written (and read), bias read."""
+        elements = math.prod(self.shape_a) + math.prod(self.shape_b) + math.prod(self.shape_c)
         if self.op == "matmul_alpha_beta" and self.beta != 0:
-            elements += self.batch * self.m * self.n
+            elements += math.prod(self.shape_c)
         if self.bias:
             elements += self.n
-        return elements * self.itemsize
+        return elements * DTYPES[self.dtype].itemsize
 
     def flops(self) -> int:
+        """Multiply-adds counted as two."""
         return 2 * self.batch * self.m * self.n * self.k
 
 
 @dataclass(frozen=True)
 class Suite:
+    """A named, ordered list of specs, as loaded from `path`."""
+
     name: str
     description: str
     specs: tuple[Spec, ...]
     path: Path
 
 
-# Suite file keys: the top level may set defaults for every spec.
-_SPEC_KEYS = {f.name for f in fields(Spec)} - {"orig"}
-_DEFAULT_KEYS = {"dtype", "op", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta"}
-_TOP_KEYS = {"name", "description", "orig_device", "spec"} | _DEFAULT_KEYS
-_TYPES: dict[str, tuple[type, ...]] = {
-    "op": (str,), "dtype": (str,), "batch": (int,), "m": (int,), "n": (int,), "k": (int,),
-    "transpose_a": (bool,), "transpose_b": (bool,), "alpha": (int, float), "beta": (int, float),
+# What a suite file may say. Top-level defaults apply to every [[spec]] that does
+# not set the field itself.
+_DEFAULTS = ("dtype", "op", "batch", "transpose_a", "transpose_b", "alpha", "beta")
+_TOP_KEYS = ("name", "description", "orig_device", *_DEFAULTS, "spec")
+_SPEC_KEYS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta", "orig")
+_ORIG_KEYS = ("impl", "ms", "device")
+_VALIDATE = {
+    "op": lambda v: _choice(v, "op", OPS),
+    "dtype": lambda v: _choice(v, "dtype", DTYPES),
+    "batch": lambda v: _count(v, "batch"),
+    "transpose_a": lambda v: _flag(v, "transpose_a"),
+    "transpose_b": lambda v: _flag(v, "transpose_b"),
+    "alpha": lambda v: _scalar(v, "alpha"),
+    "beta": lambda v: _scalar(v, "beta"),
 }
 
 
+def _unknown(key: str, known: tuple[str, ...], prefix: str = "") -> str:
+    guess = difflib.get_close_matches(key, known, n=1)
+    hint = f"did you mean '{prefix}{guess[0]}'?" if guess else f"known: {', '.join(known)}"
+    return f"field '{prefix}{key}': unknown ({hint})"
+
+
 def builtin_suites() -> list[str]:
+    """Names of the suites shipped in metalbench/suites/."""
     return sorted(p.stem for p in _SUITES.glob("*.toml"))
 
 
-def _check_type(where: str, key: str, value: object) -> None:
-    kinds = _TYPES[key]
-    # bool is an int to Python, but `m = true` is a typo, not a 1.
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        names = " or ".join("number" if k is float else k.__name__ for k in kinds if k is not int or
-                            float not in kinds)
-        raise SuiteError(f"{where}: field '{key}': must be {names}, got {value!r}")
+def _resolve(name_or_path: str | Path) -> Path:
+    if isinstance(name_or_path, str) and name_or_path in builtin_suites():
+        return _SUITES / f"{name_or_path}.toml"
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    # Built-in names contain dots ("qwen2.5-0.5b-decode"), so only a separator or a
+    # .toml suffix marks something meant as a path.
+    if isinstance(name_or_path, Path) or path.suffix == ".toml" or len(path.parts) > 1:
+        raise SuiteError(f"{path}: no such suite file")
+    raise SuiteError(f"no built-in suite named {str(name_or_path)!r} (built-in: {', '.join(builtin_suites())}); "
+                     "give a path to use a suite file")
 
 
-def _parse_orig(where: str, value: object, device: str | None) -> Orig:
+def _parse_orig(value: object, device: str | None) -> Orig:
     if not isinstance(value, dict):
-        raise SuiteError(f"{where}: field 'orig': must be a table like {{ impl = \"mps\", ms = 0.3 }}")
-    unknown = set(value) - {"impl", "ms", "device"}
-    if unknown:
-        raise SuiteError(f"{where}: field 'orig.{sorted(unknown)[0]}': unknown (known: impl, ms, device)")
-    impl, ms, dev = value.get("impl"), value.get("ms"), value.get("device", device)
-    if not isinstance(impl, str):
-        raise SuiteError(f"{where}: field 'orig.impl': must be a string")
-    if isinstance(ms, bool) or not isinstance(ms, (int, float)) or ms <= 0:
-        raise SuiteError(f"{where}: field 'orig.ms': must be a positive number of milliseconds, got {ms!r}")
-    if not isinstance(dev, str):
-        raise SuiteError(f"{where}: field 'orig.device': give it here or as the suite's orig_device")
-    return Orig(impl, float(ms), dev)
+        raise SpecError(f"field 'orig': must be a table like {{ impl = \"mps\", ms = 0.3 }}, got {_show(value)}")
+    for key in value:
+        if key not in _ORIG_KEYS:
+            raise SpecError(_unknown(key, _ORIG_KEYS, "orig."))
+    for key in ("impl", "ms"):
+        if key not in value:
+            raise SpecError(f"field 'orig.{key}': missing")
+    dev = value.get("device", device)
+    if dev is None:
+        raise SpecError("field 'orig.device': missing; set it here or as the suite's top-level orig_device")
+    return Orig(value["impl"], value["ms"], dev)
 
 
-def _parse(path: Path, data: dict) -> Suite:
-    unknown = set(data) - _TOP_KEYS
-    if unknown:
-        raise SuiteError(f"{path}: unknown field '{sorted(unknown)[0]}' (known: {', '.join(sorted(_TOP_KEYS))})")
+def _parse_spec(table: object, defaults: dict[str, object], device: str | None) -> Spec:
+    if not isinstance(table, dict):
+        raise SpecError(f"must be a table, got {_show(table)}")
+    for key in table:
+        if key not in _SPEC_KEYS:
+            raise SpecError(_unknown(key, _SPEC_KEYS))
+    values = {"batch": 1, "dtype": "float16", **defaults, **{k: v for k, v in table.items() if k != "orig"}}
+    for key in ("op", "m", "n", "k"):
+        if key not in values:
+            where = "set it here or as a top-level default" if key in _DEFAULTS else "every spec needs it"
+            raise SpecError(f"field '{key}': missing ({where})")
+    orig = _parse_orig(table["orig"], device) if "orig" in table else None
+    return Spec(**values, orig=orig)  # type: ignore[arg-type]
+
+
+def _parse(path: Path, data: dict[str, object]) -> Suite:
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise SuiteError(f"{path}: top level: {_unknown(key, _TOP_KEYS)}")
     name = data.get("name", path.stem)
-    if not isinstance(name, str):
-        raise SuiteError(f"{path}: field 'name': must be a string")
-    defaults = {k: v for k, v in data.items() if k in _DEFAULT_KEYS}
-    for key, value in defaults.items():
-        _check_type(str(path), key, value)
+    description = data.get("description", "")
     device = data.get("orig_device")
-    if device is not None and not isinstance(device, str):
-        raise SuiteError(f"{path}: field 'orig_device': must be a string")
-    raw = data.get("spec", [])
-    if not isinstance(raw, list) or not raw:
+    for key, value in (("name", name), ("description", description), ("orig_device", device)):
+        if value is not None and not isinstance(value, str):
+            raise SuiteError(f"{path}: top level: field '{key}': must be a string, got {_show(value)}")
+    if not name:
+        raise SuiteError(f"{path}: top level: field 'name': must not be empty")
+    defaults: dict[str, object] = {}
+    for key in _DEFAULTS:
+        if key in data:
+            try:
+                defaults[key] = _VALIDATE[key](data[key])
+            except SpecError as e:
+                raise SuiteError(f"{path}: top level: {e}") from None
+    tables = data.get("spec")
+    if isinstance(tables, dict):
+        raise SuiteError(f"{path}: field 'spec': write [[spec]] (an array of tables), not [spec]")
+    if not isinstance(tables, list) or not tables:
         raise SuiteError(f"{path}: no [[spec]] tables")
     specs = []
-    for index, table in enumerate(raw):
-        where = f"{path}: spec {index}"
-        unknown = set(table) - _SPEC_KEYS - {"orig"}
-        if unknown:
-            raise SuiteError(f"{where}: field '{sorted(unknown)[0]}': unknown "
-                             f"(known: {', '.join(sorted(_SPEC_KEYS | {'orig'}))})")
-        values = {"dtype": "float16", **defaults, **{k: v for k, v in table.items() if k != "orig"}}
-        for key, value in values.items():
-            _check_type(where, key, value)
-        missing = [k for k in ("op", "batch", "m", "n", "k") if k not in values]
-        if missing:
-            raise SuiteError(f"{where}: field '{missing[0]}': missing")
-        orig = _parse_orig(where, table["orig"], device) if "orig" in table else None
+    for index, table in enumerate(tables):
         try:
-            specs.append(Spec(**values, orig=orig))
+            specs.append(_parse_spec(table, defaults, device))  # type: ignore[arg-type]
         except SpecError as e:
-            field_name = str(e).split(" ", 1)[0]
-            raise SuiteError(f"{where}: field '{field_name}': {e}") from None
-    return Suite(name, str(data.get("description", "")), tuple(specs), path)
+            raise SuiteError(f"{path}: spec {index}: {e}") from None
+    return Suite(name=str(name), description=str(description), specs=tuple(specs), path=path)
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
-    """A built-in suite by name, or a suite file by path."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        # Suite names contain dots ("qwen2.5-0.5b-decode"), so a name is told from
-        # a path by what exists, not by its shape.
-        if str(name_or_path) in builtin_suites():
-            path = _SUITES / f"{name_or_path}.toml"
-        elif path.suffix == ".toml" or path.parent != Path():
-            raise SuiteError(f"{path}: no such suite file")
-        else:
-            raise SuiteError(f"no built-in suite '{name_or_path}' (built-in: {', '.join(builtin_suites())}); "
-                             "give a path to use a suite file")
+    """A built-in suite by name, or a suite file by path (format: the comment atop suites/smoke.toml)."""
+    path = _resolve(name_or_path)
     try:
-        data = tomllib.loads(path.read_text())
+        raw = path.read_bytes()
     except OSError as e:
-        raise SuiteError(f"{path}: {e.strerror}") from None
+        raise SuiteError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise SuiteError(f"{path}: {e}") from None
+        # tomllib's message ends with "(at line L, column C)".
+        raise SuiteError(f"{path}: TOML syntax error: {e}") from None
     return _parse(path, data)
