@@ -5,7 +5,7 @@ import textwrap
 
 import pytest
 
-from metalbench import report, runner, variants
+from metalbench import _core, report, runner, variants
 from metalbench.paths import cache_dir
 from metalbench.specs import load_suite
 from metalbench.store import Store
@@ -162,3 +162,58 @@ def test_an_interrupted_sweep_keeps_what_it_stored(opencl, tmp_path):
     assert len([r for r in interrupted.results if r.status == "ok"]) == 3
     _, _, rep = sweep(tmp_path, ["naive/*"])
     assert rep.counts["reused"] == 3
+
+
+class _Dying:
+    """A real device that dies, as a CUDA context does after a kernel fault, once a
+    kernel labelled `poison...` has run: from then on every call raises DeviceError."""
+
+    def __init__(self, device, state):
+        self._device, self._state = device, state
+
+    def __getattr__(self, name):
+        target = getattr(self._device, name)
+        if not callable(target):
+            return target
+
+        def call(*args, **kwargs):
+            if self._state["dead"]:
+                raise _core.DeviceError("illegal memory access (the context cannot be used after this error)")
+            if name == "run" and args[0] in self._state["poison"]:
+                self._state["dead"] = True
+                raise _core.DeviceError("illegal memory access")
+            plain = [[x._device if isinstance(x, _Dying) else x for x in a] if isinstance(a, list) else a
+                     for a in args]
+            out = target(*plain, **kwargs)
+            if name == "compile" and args[3].startswith("poison"):
+                self._state["poison"].append(out)
+            return _Dying(out, self._state) if name == "allocate" else out
+
+        return call
+
+
+def test_a_device_lost_mid_sweep_stops_cleanly_and_a_rerun_continues(opencl, tmp_path, monkeypatch):
+    kernels = user_family(tmp_path / "k", "poison", """\
+        MB_KERNEL(poison) {
+          int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0), i = GROUP_ID(1), bi = GROUP_ID(2);
+          if (j >= p.n) return;
+          float acc = 0.0f;
+          for (int kk = 0; kk < p.k; ++kk) acc += LOAD(a, A_AT(bi, i, kk)) * LOAD(b, B_AT(bi, kk, j));
+          MB_STORE_C(C_AT(bi, i, j), j, acc);
+        }
+        """)
+    state = {"dead": False, "poison": []}
+    real_open = _core.open
+    monkeypatch.setattr(_core, "open", lambda backend, index: _Dying(real_open(backend, index), state))
+    with pytest.raises(runner.DeviceLost, match=r"after poison/tg64 on .*a rerun continues"):
+        sweep(tmp_path, ["naive/*", "poison/*"], kernels=[kernels])
+    store = Store(tmp_path / "results.sqlite")
+    lost = store.load_run(store.latest_run())
+    assert lost.status == "interrupted"
+    # The culprit is stored with its error; nothing run after it is blamed for it.
+    assert [(r.variant, r.status, r.category) for r in lost.results if r.status != "ok"] == \
+        [("poison/tg64", "failed", "runtime")]
+    monkeypatch.setattr(_core, "open", real_open)
+    _, _, rep = sweep(tmp_path, ["naive/*", "poison/*"], kernels=[kernels])
+    assert rep.counts["reused"] == len(lost.results)
+    assert rep.counts["failed"] == 1 and rep.counts["wrong"] == 0

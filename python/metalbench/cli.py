@@ -106,6 +106,9 @@ def run(
             err.print(f"interrupted: every result measured so far is stored (run {last}); "
                       f"`metalbench report {last}` shows them, and a rerun reuses them")
             raise typer.Exit(130) from None
+        except runner.DeviceLost as e:
+            progress.stop()
+            _fail(f"{e} (`metalbench report {results.latest_run()}` shows what was stored)", code=1)
     _show(results, run_id, json_path, verbose_failures)
 
 

@@ -25,7 +25,7 @@ from .specs import Spec, Suite
 from .store import Result, Store
 from .variants import BACKENDS, ManifestError, Variant, select
 
-__all__ = ["BackendError", "Events", "Settings", "pick_backend", "run", "with_baseline"]
+__all__ = ["BackendError", "DeviceLost", "Events", "Settings", "pick_backend", "run", "with_baseline"]
 
 # Part of every result key: bump it when verdict rules change, so that verdicts
 # stored under the old rules are measured again rather than trusted.
@@ -34,6 +34,14 @@ CHECK_VERSION = 2
 
 class BackendError(RuntimeError):
     """No usable backend, or the one asked for cannot run here."""
+
+
+class DeviceLost(RuntimeError):
+    """The device stopped answering mid-sweep (a CUDA kernel fault poisons its context).
+
+    Raised after every result obtained so far is stored, the culprit's included, so
+    a rerun in a new process continues where this one stopped.
+    """
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,16 @@ class _Sweep:
             "settings": asdict(self.settings),
             "check_version": CHECK_VERSION,
         }
+
+    def healthy(self) -> bool:
+        """Whether the device still takes work: a failure that outlives its variant means it does not."""
+        try:
+            probe = self.device.allocate(4)
+            probe.fill(0)
+            probe.read(np.empty(1, dtype=np.float32))
+        except _core.DeviceError:
+            return False
+        return True
 
     def kernel(self, v: Variant, dtype: str) -> _core.Kernel:
         """Compiles once per run; a compile failure is remembered and raised again."""
@@ -281,9 +299,35 @@ def _sweep_spec(sweep: _Sweep, store: Store, run_id: int, index: int, spec: Spec
     ref, status = cache.get(spec, inputs)
     if status.startswith("recomputed"):
         events.note(f"reference for {spec.label()}: {status}")
-    bufs = _buffers(sweep.device, spec, inputs)
+    try:
+        bufs = _buffers(sweep.device, spec, inputs)
+    except _core.DeviceError as e:
+        _check_alive(sweep, f"allocating the buffers of {spec.label()}", e)
+        # Alive, so the spec itself is too big for this device: its variants fail, the sweep goes on.
+        for v, detail in todo:
+            result = Result(variant=v.id, spec_key=spec.key(), status="failed", key=_key(detail), detail=detail,
+                            category="runtime", message=f"could not allocate the spec's buffers: {e}")
+            store.add(run_id, index, result)
+            events.result(spec, result)
+        return
     c_before = metrics.initial_c(spec, inputs)
     for v, detail in todo:
-        result = sweep.measure(v, spec, detail, bufs, c_before, ref)
+        try:
+            result = sweep.measure(v, spec, detail, bufs, c_before, ref)
+        except _core.DeviceError as e:
+            # Outside the launch (workspace, copies): if the device is gone, an earlier
+            # launch broke it and this variant must not be blamed for it.
+            _check_alive(sweep, f"preparing {v.id} on {spec.label()}", e)
+            result = Result(variant=v.id, spec_key=spec.key(), status="failed", key=_key(detail), detail=detail,
+                            category="runtime", message=f"preparing the launch: {e}")
         store.add(run_id, index, result)
         events.result(spec, result)
+        if result.category in ("runtime", "compile") and not sweep.healthy():
+            raise DeviceLost(f"the device stopped working after {v.id} on {spec.label()} ({result.message}); "
+                             "every result so far is stored, this one included, and a rerun continues from here")
+
+
+def _check_alive(sweep: _Sweep, doing: str, error: Exception) -> None:
+    if not sweep.healthy():
+        raise DeviceLost(f"the device stopped working ({doing}: {error}); every result so far is stored, "
+                         "and a rerun continues from here") from error
