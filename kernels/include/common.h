@@ -28,14 +28,17 @@ typedef struct {
 #define C_AT(bi, i, j) ((bi) * p.stride_c + (i) * p.ldc + (j))
 
 /* The op's epilogue: C = acc, C = acc + bias[j], or C = alpha acc + beta C.
- * With beta == 0, C is not read (BLAS semantics: C may hold NaN). */
-#define MB_STORE_C(ci, j, acc)                                                       \
-  STORE(c, (ci),                                                                     \
-        p.op == MB_OP_BIAS_ADD                                                       \
-            ? (acc) + LOAD(bias, (j))                                                \
-            : (p.op == MB_OP_ALPHA_BETA                                              \
-                   ? p.alpha * (acc) + (p.beta != 0.0f ? p.beta * LOAD(c, (ci)) : 0.0f) \
-                   : (acc)))
+ * With beta == 0, C is not read (BLAS semantics: C may hold NaN). Split in two so
+ * that a kernel can read the epilogue's operand (bias[j], or beta C) before its main
+ * loop, where the load's latency hides behind the weights'. */
+#define MB_EPILOGUE_IN(ci, j)                                                 \
+  (p.op == MB_OP_BIAS_ADD ? LOAD(bias, (j))                                   \
+   : (p.op == MB_OP_ALPHA_BETA && p.beta != 0.0f) ? p.beta * LOAD(c, (ci)) \
+                                                  : 0.0f)
+/* The operand for C[bi](i, j); 0 outside C, so tail lanes may ask. */
+#define MB_EPILOGUE_AT(bi, i, j) ((i) < p.m && (j) < p.n ? MB_EPILOGUE_IN(C_AT((bi), (i), (j)), (j)) : 0.0f)
+#define MB_STORE_C_IN(ci, acc, in) STORE(c, (ci), (p.op == MB_OP_ALPHA_BETA ? p.alpha * (acc) : (acc)) + (in))
+#define MB_STORE_C(ci, j, acc) MB_STORE_C_IN((ci), (acc), MB_EPILOGUE_IN((ci), (j)))
 
 #define LOCAL_LINEAR_ID (LOCAL_ID(0) + GROUP_SIZE(0) * (LOCAL_ID(1) + GROUP_SIZE(1) * LOCAL_ID(2)))
 #define SIMD_LANE (LOCAL_LINEAR_ID % SIMD_WIDTH)

@@ -1,0 +1,272 @@
+// The `cublas` builtin: cuBLAS presented as a kernel of the GEMM ABI.
+//
+// It takes the same six arguments as every kernel (a, b, c, bias, ws, MBParams)
+// and ignores the launch geometry. Data is row-major, cuBLAS column-major, so
+// C = A.B is computed as C^T = B^T A^T: cuBLAS's "A" is our B and its "B" our A.
+// A row-major matrix read column-major is its own transpose, so our transposes
+// pass straight through (B stored n x k, the weight layout, becomes op T).
+//
+//   matmul, matmul_alpha_beta: cublasGemmStridedBatchedEx, fp32 compute
+//     (CUBLAS_COMPUTE_32F), alpha = 1 / beta = 0 or the params' alpha and beta;
+//   matmul_bias_add: cublasLtMatmul with the CUBLASLT_EPILOGUE_BIAS epilogue, the
+//     bias added in the kernel's own epilogue before the output is rounded, as the
+//     portable kernels do (one launch, no extra pass over C).
+//
+// The element type is not in MBParams: it comes from the variant's MB_F16 define
+// (Device::builtin's defines). Without one it is read off the buffers, which the
+// runner allocates to the exact size: float32 when a, b and c each hold 4 bytes per
+// element the params address, float16 when they hold 2. Either way the buffers are
+// checked to hold everything the params address.
+#include <cstring>
+#include <map>
+
+#include "cuda_internal.h"
+
+namespace mb::cuda {
+
+void destroy_blas(BlasState* b) {
+  const CublasLoad& l = cublas_load();
+  if (!l.error.empty()) return;
+  if (b->lt) l.api.cublasLtDestroy(b->lt);
+  if (b->handle) l.api.cublasDestroy(b->handle);
+  if (b->workspace) driver().cuMemFree(b->workspace);
+}
+
+namespace {
+
+// common.h's MBParams: sixteen 4-byte fields.
+struct Params {
+  int32_t batch, m, n, k;
+  int32_t lda, ldb, ldc;
+  int32_t stride_a, stride_b, stride_c;
+  int32_t trans_a, trans_b, op;
+  float alpha, beta;
+  int32_t reserved;
+};
+static_assert(sizeof(Params) == 64, "MBParams is 64 bytes");
+
+constexpr int kOpMatmul = 0, kOpBias = 1, kOpAlphaBeta = 2;
+
+void check_blas(cublasStatus_t s, const std::string& what) {
+  if (s != CUBLAS_STATUS_SUCCESS) throw DeviceError("cuda: " + what + " failed: cuBLAS status " + std::to_string(s));
+}
+
+BlasState& blas_state(Context& ctx) {
+  if (ctx.blas) return *ctx.blas;
+  const CublasApi& b = cublas();
+  auto s = std::make_unique<BlasState>();
+  check(driver().cuMemAlloc(&s->workspace, s->workspace_bytes), "allocating the cuBLAS workspace");
+  try {
+    check_blas(b.cublasCreate(&s->handle), "cublasCreate");
+    check_blas(b.cublasSetStream(s->handle, ctx.stream), "cublasSetStream");
+    // An explicit workspace: cuBLAS never allocates (and so never synchronizes) in a timed batch.
+    check_blas(b.cublasSetWorkspace(s->handle, reinterpret_cast<void*>(s->workspace), s->workspace_bytes),
+               "cublasSetWorkspace");
+    check_blas(b.cublasLtCreate(&s->lt), "cublasLtCreate");
+  } catch (...) {
+    destroy_blas(s.get());
+    throw;
+  }
+  ctx.blas = std::move(s);
+  return *ctx.blas;
+}
+
+// Largest power of two (at most 256) dividing every value: the alignment cuBLASLt may assume.
+uint32_t alignment(std::initializer_list<uint64_t> values) {
+  uint32_t a = 256;
+  for (uint64_t v : values)
+    while (a > 1 && v % a != 0) a /= 2;
+  return a;
+}
+
+// A cuBLASLt matmul with the bias epilogue, planned once per shape and alignment.
+struct LtPlan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  size_t workspace = 0;
+  ~LtPlan() {
+    const CublasLoad& l = cublas_load();
+    if (!l.error.empty()) return;
+    for (auto* layout : {a, b, c})
+      if (layout) l.api.cublasLtMatrixLayoutDestroy(layout);
+    if (desc) l.api.cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+class BlasKernel final : public CuKernel {
+ public:
+  BlasKernel(std::shared_ptr<Context> ctx, std::string label, size_t element)
+      : ctx_(std::move(ctx)), label_(std::move(label)), element_(element) {
+    blas_state(*ctx_);
+  }
+  ~BlasKernel() override {
+    plans_.clear();
+  }
+  const std::string& label() const override { return label_; }
+  size_t max_group_size() const override { return 0; }  // cuBLAS picks its own geometry
+
+  std::function<void()> prepare(const Launch& launch) override {
+    if (launch.args.size() != 6)
+      throw UsageError(label_ + ": cuBLAS takes the 6 GEMM arguments (a, b, c, bias, ws, params), got " +
+                       std::to_string(launch.args.size()));
+    const auto* raw = std::get_if<std::vector<uint8_t>>(&launch.args[5]);
+    if (!raw || raw->size() != sizeof(Params))
+      throw UsageError(label_ + ": argument 5 must be the 64-byte MBParams");
+    Params p;
+    std::memcpy(&p, raw->data(), sizeof p);
+    if (p.batch < 1 || p.m < 1 || p.n < 1 || p.k < 1)
+      throw UsageError(label_ + ": empty problem (batch, m, n, k = " + std::to_string(p.batch) + ", " +
+                       std::to_string(p.m) + ", " + std::to_string(p.n) + ", " + std::to_string(p.k) + ")");
+    if (p.op < kOpMatmul || p.op > kOpAlphaBeta) throw UsageError(label_ + ": unknown op " + std::to_string(p.op));
+    CuBuffer& a = buffer_arg(launch, 0);
+    CuBuffer& b = buffer_arg(launch, 1);
+    CuBuffer& c = buffer_arg(launch, 2);
+    CuBuffer& bias = buffer_arg(launch, 3);
+    buffer_arg(launch, 4);
+
+    // Elements each matrix spans, from its pitches and batch stride.
+    auto span = [&](int64_t stride, int64_t rows, int64_t cols, int64_t ld) {
+      return (p.batch - 1) * stride + (rows - 1) * ld + cols;
+    };
+    const int64_t need_a = p.trans_a ? span(p.stride_a, p.k, p.m, p.lda) : span(p.stride_a, p.m, p.k, p.lda);
+    const int64_t need_b = p.trans_b ? span(p.stride_b, p.n, p.k, p.ldb) : span(p.stride_b, p.k, p.n, p.ldb);
+    const int64_t need_c = span(p.stride_c, p.m, p.n, p.ldc);
+    auto holds = [&](size_t es) {
+      return a.bytes() >= es * need_a && b.bytes() >= es * need_b && c.bytes() >= es * need_c &&
+             (p.op != kOpBias || bias.bytes() >= es * size_t(p.n));
+    };
+    const size_t es = element_ ? (holds(element_) ? element_ : 0) : holds(4) ? 4 : holds(2) ? 2 : 0;
+    if (!es)
+      throw UsageError(label_ + ": the buffers are smaller than the params address" +
+                       (element_ ? " at " + std::to_string(element_) + " bytes per element" : std::string()) +
+                       " (a " + std::to_string(a.bytes()) +
+                       " bytes for " + std::to_string(need_a) + " elements, b " + std::to_string(b.bytes()) +
+                       " for " + std::to_string(need_b) + ", c " + std::to_string(c.bytes()) + " for " +
+                       std::to_string(need_c) + ")");
+    const cudaDataType type = es == 2 ? CUDA_R_16F : CUDA_R_32F;
+    const cublasOperation_t op_a = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's A is our B
+    const cublasOperation_t op_b = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's B is our A
+    const float alpha = p.op == kOpAlphaBeta ? p.alpha : 1.0f;
+    const float beta = p.op == kOpAlphaBeta ? p.beta : 0.0f;
+    const CUdeviceptr pa = a.ptr(), pb = b.ptr(), pc = c.ptr(), pbias = bias.ptr();
+    const CublasApi& api = cublas();
+    BlasState& s = blas_state(*ctx_);
+    auto hold = std::make_shared<std::vector<Arg>>(launch.args);
+    const std::string* who = &label_;
+
+    if (p.op != kOpBias) {
+      return [=, &api, &s] {
+        (void)hold;
+        check_blas(api.cublasGemmStridedBatchedEx(
+                       s.handle, op_a, op_b, p.n, p.m, p.k, &alpha, reinterpret_cast<const void*>(pb), type, p.ldb,
+                       p.stride_b, reinterpret_cast<const void*>(pa), type, p.lda, p.stride_a, &beta,
+                       reinterpret_cast<void*>(pc), type, p.ldc, p.stride_c, p.batch, CUBLAS_COMPUTE_32F,
+                       CUBLAS_GEMM_DEFAULT),
+                   *who + ": cublasGemmStridedBatchedEx");
+      };
+    }
+
+    // The bias epilogue: D (n x m column-major) = op(B^T) op(A^T) + bias[n] per column.
+    const uint32_t align_a = alignment({pb, uint64_t(p.stride_b) * es * (p.batch > 1)});
+    const uint32_t align_b = alignment({pa, uint64_t(p.stride_a) * es * (p.batch > 1)});
+    const uint32_t align_c = alignment({pc, uint64_t(p.stride_c) * es * (p.batch > 1)});
+    const uint32_t align_bias = alignment({pbias});
+    std::string key(reinterpret_cast<const char*>(&p), sizeof p);
+    for (uint32_t v : {uint32_t(es), align_a, align_b, align_c, align_bias})
+      key.append(reinterpret_cast<const char*>(&v), sizeof v);
+    auto found = plans_.find(key);
+    if (found == plans_.end()) found = plans_.emplace(key, plan(p, type, op_a, op_b, pbias, align_a, align_b,
+                                                                align_c, s)).first;
+    LtPlan* lt = found->second.get();
+    const void* bias_ptr = reinterpret_cast<const void*>(pbias);
+    check_blas(api.cublasLtMatmulDescSetAttribute(lt->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
+                                                  sizeof bias_ptr),
+               label_ + ": setting the bias pointer");
+    CUstream stream = ctx_->stream;
+    return [=, &api, &s] {
+      (void)hold;
+      check_blas(api.cublasLtMatmul(s.lt, lt->desc, &alpha, reinterpret_cast<const void*>(pb), lt->a,
+                                    reinterpret_cast<const void*>(pa), lt->b, &beta, reinterpret_cast<const void*>(pc),
+                                    lt->c, reinterpret_cast<void*>(pc), lt->c, &lt->algo,
+                                    reinterpret_cast<void*>(s.workspace), s.workspace_bytes, stream),
+                 *who + ": cublasLtMatmul");
+    };
+  }
+
+ private:
+  std::unique_ptr<LtPlan> plan(const Params& p, cudaDataType type, cublasOperation_t op_a, cublasOperation_t op_b,
+                               CUdeviceptr bias, uint32_t align_a, uint32_t align_b, uint32_t align_c,
+                               BlasState& s) {
+    const CublasApi& api = cublas();
+    auto lt = std::make_unique<LtPlan>();
+    const std::string& who = label_;
+    check_blas(api.cublasLtMatmulDescCreate(&lt->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), who + ": cublasLtMatmulDescCreate");
+    int32_t ta = op_a, tb = op_b;
+    uint32_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    const void* bias_ptr = reinterpret_cast<const void*>(bias);
+    check_blas(api.cublasLtMatmulDescSetAttribute(lt->desc, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), who + ": TRANSA");
+    check_blas(api.cublasLtMatmulDescSetAttribute(lt->desc, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), who + ": TRANSB");
+    check_blas(api.cublasLtMatmulDescSetAttribute(lt->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue, sizeof epilogue),
+               who + ": EPILOGUE");
+    check_blas(api.cublasLtMatmulDescSetAttribute(lt->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr, sizeof bias_ptr),
+               who + ": BIAS_POINTER");
+    // Stored shapes, column-major: our B is k x n (n x k when transposed) read as its transpose.
+    auto layout = [&](cublasLtMatrixLayout_t* out, uint64_t rows, uint64_t cols, int64_t ld, int64_t stride) {
+      check_blas(api.cublasLtMatrixLayoutCreate(out, type, rows, cols, ld), who + ": cublasLtMatrixLayoutCreate");
+      if (p.batch > 1) {
+        int32_t count = p.batch;
+        check_blas(api.cublasLtMatrixLayoutSetAttribute(*out, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof count),
+                   who + ": BATCH_COUNT");
+        check_blas(api.cublasLtMatrixLayoutSetAttribute(*out, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                                        sizeof stride),
+                   who + ": STRIDED_BATCH_OFFSET");
+      }
+    };
+    if (op_a == CUBLAS_OP_T)
+      layout(&lt->a, p.k, p.n, p.ldb, p.stride_b);
+    else
+      layout(&lt->a, p.n, p.k, p.ldb, p.stride_b);
+    if (op_b == CUBLAS_OP_T)
+      layout(&lt->b, p.m, p.k, p.lda, p.stride_a);
+    else
+      layout(&lt->b, p.k, p.m, p.lda, p.stride_a);
+    layout(&lt->c, p.n, p.m, p.ldc, p.stride_c);
+
+    cublasLtMatmulPreference_t pref = nullptr;
+    check_blas(api.cublasLtMatmulPreferenceCreate(&pref), who + ": cublasLtMatmulPreferenceCreate");
+    uint64_t ws = s.workspace_bytes;
+    api.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    api.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof align_a);
+    api.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof align_b);
+    api.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof align_c);
+    api.cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof align_c);
+    cublasLtMatmulHeuristicResult_t result{};
+    int returned = 0;
+    cublasStatus_t st = api.cublasLtMatmulAlgoGetHeuristic(s.lt, lt->desc, lt->a, lt->b, lt->c, lt->c, pref, 1,
+                                                           &result, &returned);
+    api.cublasLtMatmulPreferenceDestroy(pref);
+    check_blas(st, who + ": cublasLtMatmulAlgoGetHeuristic");
+    if (returned < 1 || result.state != CUBLAS_STATUS_SUCCESS)
+      throw DeviceError("cuda: " + who + ": cuBLASLt has no algorithm for this bias GEMM (m " + std::to_string(p.m) +
+                        ", n " + std::to_string(p.n) + ", k " + std::to_string(p.k) + ", batch " +
+                        std::to_string(p.batch) + ")");
+    lt->algo = result.algo;
+    lt->workspace = result.workspaceSize;
+    return lt;
+  }
+
+  std::shared_ptr<Context> ctx_;
+  std::string label_;
+  size_t element_;
+  std::map<std::string, std::unique_ptr<LtPlan>> plans_;
+};
+
+}  // namespace
+
+std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label,
+                                             size_t element) {
+  return std::make_shared<BlasKernel>(std::move(ctx), label, element);
+}
+
+}  // namespace mb::cuda

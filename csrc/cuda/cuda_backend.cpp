@@ -1,0 +1,674 @@
+// CUDA backend: the driver API and NVRTC opened at run time (cuda_loader.cpp), one
+// non-blocking stream per device, compiled kernels cached on disk, and GPU time
+// from event pairs around launches enqueued behind a gate.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+#include "core/registry.h"
+#include "cuda_internal.h"
+#include "kernel_cache.h"
+
+namespace mb::cuda {
+namespace {
+
+// Launches per held batch. The driver's queue of pending work is finite: a batch
+// far larger than this could block cuLaunchKernel while the gate holds the stream.
+constexpr size_t kBatch = 64;
+// A batch whose enqueueing takes longer than this is released anyway (and timed
+// again in smaller batches): nothing may wait on a gate the host cannot open.
+constexpr auto kGateTimeout = std::chrono::seconds(2);
+
+// The fallback gate where stream memory operations are missing: one thread spins
+// on the mapped word until it reaches the generation (PTX for any sm_50 or later).
+const char* const kSpinPtx = R"(
+.version 6.0
+.target sm_50
+.address_size 64
+.visible .entry mb_gate_spin(.param .u64 flag, .param .u32 want)
+{
+  .reg .pred p;
+  .reg .b32 v, w, d;
+  .reg .b64 a;
+  ld.param.u64 a, [flag];
+  ld.param.u32 w, [want];
+SPIN:
+  ld.volatile.global.u32 v, [a];
+  sub.s32 d, v, w;
+  setp.lt.s32 p, d, 0;
+  @p bra SPIN;
+  ret;
+}
+)";
+
+// Reads `count` 16-byte words from `base` with a grid-stride loop; the loaded values
+// feed a store that never happens (for the fill patterns used), so the loads stay.
+const char* const kFlushReadPtx = R"(
+.version 6.0
+.target sm_50
+.address_size 64
+.visible .entry mb_flush_read(.param .u64 base, .param .u64 count, .param .u64 sink)
+{
+  .reg .pred p;
+  .reg .b32 r<9>;
+  .reg .b64 i, n, b, s, t, step;
+  ld.param.u64 b, [base];
+  ld.param.u64 n, [count];
+  ld.param.u64 s, [sink];
+  mov.u32 r0, %ctaid.x;
+  mov.u32 r1, %ntid.x;
+  mov.u32 r2, %tid.x;
+  mov.u32 r3, %nctaid.x;
+  mul.wide.u32 i, r0, r1;
+  cvt.u64.u32 t, r2;
+  add.u64 i, i, t;
+  mul.wide.u32 step, r3, r1;
+  mov.u32 r8, 0;
+LOOP:
+  setp.ge.u64 p, i, n;
+  @p bra DONE;
+  shl.b64 t, i, 4;
+  add.u64 t, b, t;
+  ld.global.v4.u32 {r4, r5, r6, r7}, [t];
+  xor.b32 r8, r8, r4;
+  xor.b32 r8, r8, r5;
+  xor.b32 r8, r8, r6;
+  xor.b32 r8, r8, r7;
+  add.u64 i, i, step;
+  bra LOOP;
+DONE:
+  setp.ne.u32 p, r8, 0x5bd1e995;
+  @p bra END;
+  st.global.u32 [s], r8;
+END:
+  ret;
+}
+)";
+
+// How cold mode evicts L2 (METALBENCH_CUDA_FLUSH): "clean" (default) fills the flush
+// buffer, then reads its first half, so that the fill's dirty lines are written back
+// before the timed launch and it starts from an L2 holding nothing of its data and
+// nothing to write back; "fill" only fills it, leaving up to an L2 of dirty lines
+// whose write-back the timed launch pays for.
+bool clean_flush() {
+  static const bool clean = [] {
+    const char* v = std::getenv("METALBENCH_CUDA_FLUSH");
+    return !(v && std::string(v) == "fill");
+  }();
+  return clean;
+}
+
+int attribute(CUdevice dev, CUdevice_attribute what) {
+  int v = 0;
+  check(driver().cuDeviceGetAttribute(&v, what, dev), "cuDeviceGetAttribute");
+  return v;
+}
+
+std::string version_string(int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); }
+
+DeviceInfo describe(CUdevice dev, int index) {
+  DeviceInfo i;
+  i.backend = "cuda";
+  i.index = index;
+  char name[256] = {};
+  check(driver().cuDeviceGetName(name, sizeof name - 1, dev), "cuDeviceGetName");
+  i.name = name;
+  i.vendor = "NVIDIA";
+  std::string d = "CUDA " + version_string(driver_load().version);
+  std::string kmod = kernel_driver_version();
+  if (!kmod.empty()) d += " (driver " + kmod + ")";
+  const NvrtcLoad& rtc = nvrtc_load();
+  if (rtc.error.empty()) d += ", NVRTC " + std::to_string(rtc.major) + "." + std::to_string(rtc.minor);
+  const CublasLoad& blas = cublas_load();
+  d += blas.error.empty() ? ", cuBLAS " + std::to_string(blas.version / 10000) + "." +
+                                std::to_string((blas.version / 100) % 100) + "." + std::to_string(blas.version % 100)
+                          : ", no cuBLAS";
+  i.driver = d;
+  i.compute_units = attribute(dev, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
+  size_t mem = 0;
+  check(driver().cuDeviceTotalMem(&mem, dev), "cuDeviceTotalMem");
+  i.memory_bytes = mem;
+  i.cache_bytes = static_cast<uint64_t>(attribute(dev, CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE));
+  i.max_group_size = attribute(dev, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK);
+  i.unified_memory = attribute(dev, CU_DEVICE_ATTRIBUTE_INTEGRATED) != 0;
+  return i;
+}
+
+// The NVRTC target for a device of compute capability `cc` (e.g. 90): its own
+// machine code where NVRTC knows the architecture, else the newest machine code of
+// the same major version that still runs there, else PTX of the newest
+// architecture NVRTC knows, which the driver compiles for the device.
+struct Target {
+  std::string option;
+  bool ptx;
+};
+
+Target pick_target(int cc, const std::vector<int>& archs) {
+  if (archs.empty()) return {"--gpu-architecture=compute_" + std::to_string(cc), true};
+  int best_sm = 0, best_ptx = 0;
+  for (int a : archs) {
+    if (a == cc) return {"--gpu-architecture=sm_" + std::to_string(a), false};
+    if (a / 10 == cc / 10 && a < cc) best_sm = std::max(best_sm, a);
+    if (a <= cc) best_ptx = std::max(best_ptx, a);
+  }
+  if (best_sm) return {"--gpu-architecture=sm_" + std::to_string(best_sm), false};
+  if (best_ptx) return {"--gpu-architecture=compute_" + std::to_string(best_ptx), true};
+  return {"--gpu-architecture=compute_" + std::to_string(*std::min_element(archs.begin(), archs.end())), true};
+}
+
+class CompiledKernel final : public CuKernel {
+ public:
+  CompiledKernel(std::shared_ptr<Context> ctx, CUmodule module, CUfunction fn, std::string label)
+      : ctx_(std::move(ctx)), module_(module), fn_(fn), label_(std::move(label)) {
+    int v = 0;
+    check(driver().cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fn_),
+          label_ + ": cuFuncGetAttribute");
+    max_threads_ = static_cast<size_t>(v);
+    // Parameter sizes, where the driver can tell (CUDA 12.4+), to refuse a launch
+    // whose arguments do not match the kernel instead of reading past them.
+    if (driver().cuFuncGetParamInfo) {
+      for (size_t i = 0; i < 64; ++i) {
+        size_t offset = 0, size = 0;
+        if (driver().cuFuncGetParamInfo(fn_, i, &offset, &size) != CUDA_SUCCESS) break;
+        param_sizes_.push_back(size);
+      }
+      known_params_ = true;
+    }
+  }
+  ~CompiledKernel() override {
+    ctx_->make_current();
+    driver().cuModuleUnload(module_);
+  }
+  const std::string& label() const override { return label_; }
+  size_t max_group_size() const override { return max_threads_; }
+
+  std::function<void()> prepare(const Launch& launch) override {
+    const size_t n = launch.args.size();
+    auto ptrs = std::make_shared<std::vector<CUdeviceptr>>(n, 0);
+    auto params = std::make_shared<std::vector<void*>>(n);
+    // Holds the buffers and the bytes, so that nothing is freed while the closure may run.
+    auto hold = std::make_shared<std::vector<Arg>>(launch.args);
+    collect(*hold, ptrs->data(), params->data());
+    auto g = launch.groups;
+    auto t = launch.threads;
+    CUfunction fn = fn_;
+    CUstream stream = ctx_->stream;
+    const std::string* who = &label_;
+    return [=] {
+      (void)hold;
+      (void)ptrs;
+      check(driver().cuLaunchKernel(fn, g[0], g[1], g[2], t[0], t[1], t[2], 0, stream, params->data(), nullptr),
+            *who + ": cuLaunchKernel");
+    };
+  }
+
+  void launch(const Launch& l) override {
+    constexpr size_t kMax = 32;
+    if (l.args.size() > kMax) return CuKernel::launch(l);
+    CUdeviceptr ptrs[kMax];
+    void* params[kMax];
+    collect(l.args, ptrs, params);
+    check(driver().cuLaunchKernel(fn_, l.groups[0], l.groups[1], l.groups[2], l.threads[0], l.threads[1],
+                                  l.threads[2], 0, ctx_->stream, params, nullptr),
+          label_ + ": cuLaunchKernel");
+  }
+
+ private:
+  // Kernel parameters for `args`: buffers by device address (in `ptrs`), bytes in place.
+  void collect(const std::vector<Arg>& args, CUdeviceptr* ptrs, void** params) const {
+    const size_t n = args.size();
+    if (known_params_ && n != param_sizes_.size())
+      throw UsageError(label_ + ": launch has " + std::to_string(n) + " arguments, the kernel takes " +
+                       std::to_string(param_sizes_.size()));
+    for (size_t i = 0; i < n; ++i) {
+      if (const auto* held = std::get_if<std::shared_ptr<Buffer>>(&args[i])) {
+        auto* buf = dynamic_cast<CuBuffer*>(held->get());
+        if (!buf) throw UsageError(label_ + ": argument " + std::to_string(i) + " is not a CUDA buffer");
+        if (known_params_ && param_sizes_[i] != sizeof(CUdeviceptr))
+          throw UsageError(label_ + ": argument " + std::to_string(i) + " is a buffer, the kernel's parameter is " +
+                           std::to_string(param_sizes_[i]) + " bytes");
+        ptrs[i] = buf->ptr();
+        params[i] = &ptrs[i];
+      } else {
+        const auto& bytes = std::get<std::vector<uint8_t>>(args[i]);
+        if (known_params_ && param_sizes_[i] != bytes.size())
+          throw UsageError(label_ + ": argument " + std::to_string(i) + " is " + std::to_string(bytes.size()) +
+                           " bytes, the kernel's parameter is " + std::to_string(param_sizes_[i]));
+        params[i] = const_cast<uint8_t*>(bytes.data());
+      }
+    }
+  }
+
+  std::shared_ptr<Context> ctx_;
+  CUmodule module_;
+  CUfunction fn_;
+  std::string label_;
+  size_t max_threads_ = 0;
+  std::vector<size_t> param_sizes_;
+  bool known_params_ = false;
+};
+
+// Releases the gate if the batch is not enqueued in time (see kGateTimeout).
+class Watchdog {
+ public:
+  Watchdog(Context& ctx, uint32_t generation)
+      : thread_([this, &ctx, generation] {
+          std::unique_lock<std::mutex> lock(mutex_);
+          if (!cv_.wait_for(lock, kGateTimeout, [this] { return done_; })) {
+            fired_ = true;
+            ctx.release(generation);
+          }
+        }) {}
+  // True when the watchdog had to open the gate.
+  bool finish() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+    return fired_;
+  }
+  ~Watchdog() {
+    if (thread_.joinable()) finish();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  bool fired_ = false;
+  std::thread thread_;
+};
+
+class CuDevice final : public Device {
+ public:
+  CuDevice(CUdevice dev, int index) : ctx_(std::make_shared<Context>()) {
+    const DriverApi& d = driver();
+    ctx_->device = dev;
+    info_ = describe(dev, index);
+    ctx_->cc_major = attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
+    ctx_->cc_minor = attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+    check(d.cuDevicePrimaryCtxRetain(&ctx_->ctx, dev), "cuDevicePrimaryCtxRetain");
+    ctx_->make_current();
+    check(d.cuStreamCreate(&ctx_->stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    void* host = nullptr;
+    check(d.cuMemHostAlloc(&host, 64, CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc");
+    ctx_->gate_host = static_cast<volatile uint32_t*>(host);
+    *ctx_->gate_host = 0;
+    check(d.cuMemHostGetDevicePointer(&ctx_->gate_dev, host, 0), "cuMemHostGetDevicePointer");
+    ctx_->gate_wait_value = d.cuStreamWaitValue32 != nullptr;
+  }
+
+  const DeviceInfo& info() const override { return info_; }
+
+  std::shared_ptr<Kernel> compile(const std::string& source, const std::string& entry,
+                                  const std::vector<Define>& defines, const std::string& label) override {
+    const NvrtcLoad& rtc = nvrtc_load();
+    nvrtc();  // throws UnavailableError when NVRTC is missing
+    Target target = pick_target(ctx_->cc_major * 10 + ctx_->cc_minor, rtc.archs);
+    if (!rtc.api.nvrtcGetCUBIN) target = {"--gpu-architecture=compute_" + std::to_string(ctx_->cc_major * 10 +
+                                                                                         ctx_->cc_minor), true};
+    std::vector<Define> sorted = defines;
+    std::stable_sort(sorted.begin(), sorted.end(), [](const Define& a, const Define& b) { return a.name < b.name; });
+    std::vector<std::string> options = {target.option, "--std=c++17", "-DMB_NVRTC=1"};
+    for (const auto& def : sorted) options.push_back("-D" + def.name + "=" + def.value);
+
+    // Everything that changes the compiled code is part of the key.
+    std::string key_text = "metalbench cuda kernel 1\nnvrtc " + std::to_string(rtc.major) + "." +
+                           std::to_string(rtc.minor) + "\ndriver " + std::to_string(driver_load().version) +
+                           "\nentry " + entry + "\n";
+    for (const auto& o : options) key_text += "option " + o + "\n";
+    const std::string key = key_text + "source\n" + source;
+
+    // NVRTC runs outside the device's lock, so that threads may compile side by side.
+    Image image;
+    bool cached = cache_read(key, image) == CacheLookup::hit && image.ptx == target.ptx;
+    if (!cached) {
+      image = nvrtc_compile(source, label, options, target.ptx);
+      cache_write(key, image);
+    }
+    std::lock_guard<std::mutex> guard(ctx_->mutex);
+    ctx_->make_current();
+    CUmodule module = nullptr;
+    std::string jit_log;
+    CUresult rc = load_module(image, &module, &jit_log);
+    if (rc != CUDA_SUCCESS && cached) {  // a stale entry that passed its checksum: build it afresh
+      image = nvrtc_compile(source, label, options, target.ptx);
+      cache_write(key, image);
+      rc = load_module(image, &module, &jit_log);
+    }
+    if (rc != CUDA_SUCCESS)
+      throw CompileError("cuda: loading " + label + " failed: " + cu_error(rc), jit_log);
+    CUfunction fn = nullptr;
+    rc = driver().cuModuleGetFunction(&fn, module, entry.c_str());
+    if (rc != CUDA_SUCCESS) {
+      driver().cuModuleUnload(module);
+      throw CompileError("cuda: " + label + " has no kernel named '" + entry + "' (" + cu_error(rc) +
+                             "; declare it extern \"C\")",
+                         "");
+    }
+    return std::make_shared<CompiledKernel>(ctx_, module, fn, label);
+  }
+
+  std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
+                                  const std::vector<Define>& defines) override {
+    if (name != "cublas")
+      throw UsageError("cuda: no vendor library routine '" + name + "' (asked for by " + label +
+                       "); the CUDA backend has 'cublas'");
+    // MB_F16 gives the element type; without it the type is read off the buffers.
+    size_t element = 0;
+    for (const auto& d : defines)
+      if (d.name == "MB_F16") element = d.value == "0" ? 4 : 2;
+    std::lock_guard<std::mutex> guard(ctx_->mutex);
+    ctx_->make_current();
+    return make_cublas_kernel(ctx_, label, element);
+  }
+
+  std::shared_ptr<Buffer> allocate(size_t bytes) override { return std::make_shared<CuBuffer>(ctx_, bytes); }
+
+  void run(const Launch& launch) override {
+    auto* kernel = kernel_of(launch);
+    std::lock_guard<std::mutex> guard(ctx_->mutex);
+    ctx_->make_current();
+    kernel->launch(launch);
+    check(driver().cuStreamSynchronize(ctx_->stream), kernel->label() + ": cuStreamSynchronize");
+  }
+
+  std::vector<uint64_t> timed(const Launch& launch, size_t count, Buffer* flush) override {
+    auto* kernel = kernel_of(launch);
+    CuBuffer* flush_buffer = nullptr;
+    if (flush) {
+      flush_buffer = dynamic_cast<CuBuffer*>(flush);
+      if (!flush_buffer) throw UsageError("cuda: the flush buffer is not a CUDA buffer");
+    }
+    std::lock_guard<std::mutex> guard(ctx_->mutex);
+    ctx_->make_current();
+    auto enqueue = kernel->prepare(launch);
+    const DriverApi& d = driver();
+    // Load the flush kernel before the gate holds the stream (a module load may wait on it).
+    if (flush_buffer && clean_flush()) ctx_->load_flush_kernel();
+    std::vector<uint64_t> out;
+    out.reserve(count);
+    size_t batch = std::min(kBatch, std::max<size_t>(count, 1));
+    ctx_->ensure_events(2 * batch);
+    while (out.size() < count) {
+      const size_t n = std::min(batch, count - out.size());
+      // Hold the stream, enqueue the batch, then open the gate: the GPU runs the
+      // launches back to back and never waits for the host between them.
+      uint32_t generation = ctx_->hold();
+      std::string failure;
+      bool forced = false;
+      {
+        Watchdog watchdog(*ctx_, generation);
+        try {
+          for (size_t i = 0; i < n; ++i) {
+            if (flush_buffer) {
+              flush_buffer->enqueue_fill(static_cast<uint8_t>(out.size() + i));
+              if (clean_flush()) ctx_->enqueue_write_back(flush_buffer->ptr(), flush_buffer->bytes() / 2);
+            }
+            check(d.cuEventRecord(ctx_->events[2 * i], ctx_->stream), "cuEventRecord");
+            enqueue();
+            check(d.cuEventRecord(ctx_->events[2 * i + 1], ctx_->stream), "cuEventRecord");
+          }
+        } catch (const std::exception& e) {
+          failure = e.what();
+        }
+        ctx_->release(generation);
+        forced = watchdog.finish();
+      }
+      CUresult rc = d.cuStreamSynchronize(ctx_->stream);
+      if (!failure.empty()) throw DeviceError(failure);
+      check(rc, kernel->label() + ": cuStreamSynchronize");
+      if (forced && batch > 1) {  // this batch may have waited on the host: again, smaller
+        batch = std::max<size_t>(1, batch / 2);
+        continue;
+      }
+      for (size_t i = 0; i < n; ++i) {
+        float ms = 0.0f;
+        check(d.cuEventElapsedTime(&ms, ctx_->events[2 * i], ctx_->events[2 * i + 1]), "cuEventElapsedTime");
+        out.push_back(static_cast<uint64_t>(std::llround(double(ms) * 1e6)));
+      }
+    }
+    return out;
+  }
+
+ private:
+  CuKernel* kernel_of(const Launch& launch) {
+    auto* k = dynamic_cast<CuKernel*>(launch.kernel.get());
+    if (!k) throw UsageError(launch.kernel->label() + " was not compiled by the CUDA backend");
+    return k;
+  }
+
+  Image nvrtc_compile(const std::string& source, const std::string& label, const std::vector<std::string>& options,
+                      bool ptx) {
+    const NvrtcApi& r = nvrtc();
+    nvrtcProgram prog = nullptr;
+    nvrtcResult rc = r.nvrtcCreateProgram(&prog, source.c_str(), (label + ".cu").c_str(), 0, nullptr, nullptr);
+    if (rc != NVRTC_SUCCESS)
+      throw CompileError("cuda: nvrtcCreateProgram for " + label + " failed: " + r.nvrtcGetErrorString(rc), "");
+    std::vector<const char*> argv;
+    for (const auto& o : options) argv.push_back(o.c_str());
+    rc = r.nvrtcCompileProgram(prog, static_cast<int>(argv.size()), argv.data());
+    std::string log;
+    size_t n = 0;
+    if (r.nvrtcGetProgramLogSize(prog, &n) == NVRTC_SUCCESS && n > 1) {
+      log.resize(n);
+      r.nvrtcGetProgramLog(prog, log.data());
+      while (!log.empty() && log.back() == '\0') log.pop_back();
+    }
+    if (rc != NVRTC_SUCCESS) {
+      r.nvrtcDestroyProgram(&prog);
+      throw CompileError("cuda: compiling " + label + " failed: " + r.nvrtcGetErrorString(rc), log);
+    }
+    Image image;
+    image.ptx = ptx;
+    n = 0;
+    nvrtcResult got = ptx ? r.nvrtcGetPTXSize(prog, &n) : r.nvrtcGetCUBINSize(prog, &n);
+    if (got == NVRTC_SUCCESS) {
+      image.data.resize(n);
+      got = ptx ? r.nvrtcGetPTX(prog, image.data.data()) : r.nvrtcGetCUBIN(prog, image.data.data());
+    }
+    r.nvrtcDestroyProgram(&prog);
+    if (got != NVRTC_SUCCESS || image.data.empty())
+      throw CompileError("cuda: reading the compiled code of " + label + " failed", log);
+    return image;
+  }
+
+  CUresult load_module(const Image& image, CUmodule* module, std::string* log) {
+    const DriverApi& d = driver();
+    if (!image.ptx) return d.cuModuleLoadData(module, image.data.data());
+    std::string ptx = image.data;
+    if (ptx.empty() || ptx.back() != '\0') ptx.push_back('\0');
+    std::vector<char> buffer(16384, '\0');
+    CUjit_option opts[] = {CU_JIT_ERROR_LOG_BUFFER, CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+    void* values[] = {buffer.data(), reinterpret_cast<void*>(static_cast<uintptr_t>(buffer.size()))};
+    CUresult rc = d.cuModuleLoadDataEx(module, ptx.data(), 2, opts, values);
+    *log = buffer.data();
+    return rc;
+  }
+
+  DeviceInfo info_;
+  std::shared_ptr<Context> ctx_;
+};
+
+class CuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cuda"; }
+
+  std::string unavailable_reason() override {
+    std::vector<std::string> missing;
+    const DriverLoad& d = driver_load();
+    if (!d.error.empty()) missing.push_back(d.error);
+    const NvrtcLoad& r = nvrtc_load();
+    if (!r.error.empty()) missing.push_back(r.error);
+    if (missing.empty()) {
+      int n = 0;
+      CUresult rc = d.api.cuDeviceGetCount(&n);
+      if (rc != CUDA_SUCCESS) missing.push_back("cuDeviceGetCount failed: " + cu_error(rc));
+      else if (n == 0) missing.push_back("the CUDA driver found no device");
+    }
+    std::string s;
+    for (const auto& m : missing) s += (s.empty() ? "" : "; ") + m;
+    return s;
+  }
+
+  std::vector<DeviceInfo> devices() override {
+    std::vector<DeviceInfo> out;
+    int n = count();
+    for (int i = 0; i < n; ++i) out.push_back(describe(device(i), i));
+    return out;
+  }
+
+  std::shared_ptr<Device> open(int index) override {
+    int n = count();
+    if (index < 0 || index >= n)
+      throw UsageError("cuda: no device " + std::to_string(index) + " (" + std::to_string(n) + " found)");
+    return std::make_shared<CuDevice>(device(index), index);
+  }
+
+ private:
+  int count() {
+    int n = 0;
+    check(driver().cuDeviceGetCount(&n), "cuDeviceGetCount");
+    return n;
+  }
+  CUdevice device(int index) {
+    CUdevice dev = 0;
+    check(driver().cuDeviceGet(&dev, index), "cuDeviceGet");
+    return dev;
+  }
+};
+
+// CUDA comes after Metal (0) and before OpenCL (20) in `--backend auto`.
+const BackendRegistration kRegistration("cuda", 10, [] { return std::make_unique<CuBackend>(); });
+
+}  // namespace
+
+// ---- Context -----------------------------------------------------------------------------
+
+Context::~Context() {
+  const DriverLoad& l = driver_load();
+  if (!l.error.empty() || !ctx) return;
+  const DriverApi& d = l.api;
+  make_current();
+  if (blas) destroy_blas(blas.get());
+  blas.reset();
+  for (CUevent e : events) d.cuEventDestroy(e);
+  if (spin_module) d.cuModuleUnload(spin_module);
+  if (flush_module) d.cuModuleUnload(flush_module);
+  if (flush_sink) d.cuMemFree(flush_sink);
+  if (gate_host) d.cuMemFreeHost(const_cast<uint32_t*>(gate_host));
+  if (stream) d.cuStreamDestroy(stream);
+  d.cuDevicePrimaryCtxRelease(device);
+}
+
+void Context::make_current() const {
+  const DriverApi& d = driver();
+  CUcontext current = nullptr;
+  if (d.cuCtxGetCurrent(&current) != CUDA_SUCCESS || current != ctx) check(d.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+}
+
+uint32_t Context::hold() {
+  const DriverApi& d = driver();
+  uint32_t generation = ++gate_generation;
+  if (gate_wait_value) {
+    CUresult rc = d.cuStreamWaitValue32(stream, gate_dev, generation, CU_STREAM_WAIT_VALUE_GEQ);
+    if (rc == CUDA_SUCCESS) return generation;
+    gate_wait_value = false;  // not supported here: the spin kernel from now on
+  }
+  if (!spin) {
+    check(d.cuModuleLoadData(&spin_module, kSpinPtx), "loading the gate kernel");
+    check(d.cuModuleGetFunction(&spin, spin_module, "mb_gate_spin"), "cuModuleGetFunction(mb_gate_spin)");
+  }
+  CUdeviceptr flag = gate_dev;
+  uint32_t want = generation;
+  void* params[] = {&flag, &want};
+  check(d.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, stream, params, nullptr), "launching the gate kernel");
+  return generation;
+}
+
+void Context::release(uint32_t generation) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  *gate_host = generation;
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+void Context::load_flush_kernel() {
+  const DriverApi& d = driver();
+  if (flush_read) return;
+  check(d.cuModuleLoadData(&flush_module, kFlushReadPtx), "loading the flush kernel");
+  check(d.cuModuleGetFunction(&flush_read, flush_module, "mb_flush_read"), "cuModuleGetFunction(mb_flush_read)");
+  check(d.cuMemAlloc(&flush_sink, 16), "allocating the flush kernel's sink");
+}
+
+void Context::enqueue_write_back(CUdeviceptr ptr, size_t bytes) {
+  const DriverApi& d = driver();
+  load_flush_kernel();
+  unsigned long long count = bytes / 16;
+  CUdeviceptr base = ptr, sink = flush_sink;
+  void* params[] = {&base, &count, &sink};
+  check(d.cuLaunchKernel(flush_read, 1024, 1, 1, 256, 1, 1, 0, stream, params, nullptr), "launching the flush kernel");
+}
+
+void Context::ensure_events(size_t n) {
+  while (events.size() < n) {
+    CUevent e = nullptr;
+    check(driver().cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate");
+    events.push_back(e);
+  }
+}
+
+// ---- Buffers -----------------------------------------------------------------------------
+
+CuBuffer::CuBuffer(std::shared_ptr<Context> ctx, size_t n) : ctx_(std::move(ctx)), bytes_(n) {
+  std::lock_guard<std::mutex> guard(ctx_->mutex);
+  ctx_->make_current();
+  check(driver().cuMemAlloc(&ptr_, n), "allocating " + std::to_string(n) + " bytes");
+}
+
+CuBuffer::~CuBuffer() {
+  ctx_->make_current();
+  driver().cuMemFree(ptr_);
+}
+
+void CuBuffer::write(const void* src, size_t n, size_t offset) {
+  std::lock_guard<std::mutex> guard(ctx_->mutex);
+  ctx_->make_current();
+  check(driver().cuMemcpyHtoDAsync(ptr_ + offset, src, n, ctx_->stream), "cuMemcpyHtoDAsync");
+  check(driver().cuStreamSynchronize(ctx_->stream), "cuStreamSynchronize after a write");
+}
+
+void CuBuffer::read(void* dst, size_t n, size_t offset) const {
+  std::lock_guard<std::mutex> guard(ctx_->mutex);
+  ctx_->make_current();
+  check(driver().cuMemcpyDtoHAsync(dst, ptr_ + offset, n, ctx_->stream), "cuMemcpyDtoHAsync");
+  check(driver().cuStreamSynchronize(ctx_->stream), "cuStreamSynchronize after a read");
+}
+
+void CuBuffer::fill(uint8_t value) {
+  std::lock_guard<std::mutex> guard(ctx_->mutex);
+  ctx_->make_current();
+  enqueue_fill(value);
+  check(driver().cuStreamSynchronize(ctx_->stream), "cuStreamSynchronize after a fill");
+}
+
+void CuBuffer::enqueue_fill(uint8_t value) {
+  check(driver().cuMemsetD8Async(ptr_, value, bytes_, ctx_->stream), "cuMemsetD8Async");
+}
+
+CuBuffer& buffer_arg(const Launch& launch, size_t index) {
+  const auto* held = std::get_if<std::shared_ptr<Buffer>>(&launch.args.at(index));
+  auto* buf = held ? dynamic_cast<CuBuffer*>(held->get()) : nullptr;
+  if (!buf)
+    throw UsageError(launch.kernel->label() + ": argument " + std::to_string(index) +
+                     (held ? " is not a CUDA buffer" : " must be a buffer"));
+  return *buf;
+}
+
+}  // namespace mb::cuda

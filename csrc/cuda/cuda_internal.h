@@ -1,0 +1,107 @@
+// What the CUDA backend's files share: the per-device context, buffers, and the
+// kernel interface that compiled kernels and the cuBLAS builtin both implement.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "cuda_api.h"
+#include "cuda_loader.h"
+
+namespace mb::cuda {
+
+// cuBLAS handles of one context, created by the first builtin("cublas").
+struct BlasState {
+  cublasHandle_t handle = nullptr;
+  cublasLtHandle_t lt = nullptr;
+  CUdeviceptr workspace = 0;
+  size_t workspace_bytes = size_t(32) << 20;  // cuBLAS's recommendation for Hopper
+};
+
+// One opened device: its primary context, the stream every launch goes to, the
+// gate that holds that stream while a timed batch is enqueued, and a pool of events.
+struct Context {
+  CUdevice device = 0;
+  CUcontext ctx = nullptr;
+  CUstream stream = nullptr;
+  std::mutex mutex;  // one launch sequence at a time
+  int cc_major = 0, cc_minor = 0;
+
+  // The gate: a host-mapped word the stream waits on (cuStreamWaitValue32, or a spin
+  // kernel where stream memory operations are missing).
+  volatile uint32_t* gate_host = nullptr;
+  CUdeviceptr gate_dev = 0;
+  uint32_t gate_generation = 0;
+  bool gate_wait_value = true;
+  CUmodule spin_module = nullptr;
+  CUfunction spin = nullptr;
+
+  // Cold mode's write-back: a kernel that reads the flush buffer's first half after
+  // the fill, so that the fill's dirty lines leave L2 before the timed launch.
+  CUmodule flush_module = nullptr;
+  CUfunction flush_read = nullptr;
+  CUdeviceptr flush_sink = 0;
+
+  std::vector<CUevent> events;
+  std::unique_ptr<BlasState> blas;  // created by the first builtin("cublas")
+
+  Context() = default;
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+  ~Context();
+
+  // Makes this context current on the calling thread (cheap when it already is).
+  void make_current() const;
+  // Blocks the stream until release(); returns the generation to release.
+  uint32_t hold();
+  void release(uint32_t generation);
+  // At least `n` timing events.
+  void ensure_events(size_t n);
+  // Enqueues the read of `bytes` at `ptr` that evicts the dirty lines a fill left in L2.
+  void enqueue_write_back(CUdeviceptr ptr, size_t bytes);
+  void load_flush_kernel();
+};
+
+class CuBuffer final : public Buffer {
+ public:
+  CuBuffer(std::shared_ptr<Context> ctx, size_t n);
+  ~CuBuffer() override;
+  size_t bytes() const override { return bytes_; }
+  void write(const void* src, size_t n, size_t offset) override;
+  void read(void* dst, size_t n, size_t offset) const override;
+  void fill(uint8_t value) override;
+  // Enqueues a fill on the context's stream without waiting for it.
+  void enqueue_fill(uint8_t value);
+  CUdeviceptr ptr() const { return ptr_; }
+
+ private:
+  std::shared_ptr<Context> ctx_;
+  CUdeviceptr ptr_ = 0;
+  size_t bytes_;
+};
+
+// A kernel of this backend. prepare() checks a launch once and returns what
+// enqueues it on the context's stream (called with the context current and its
+// mutex held), so that a timed batch does the checking only once.
+class CuKernel : public Kernel {
+ public:
+  virtual std::function<void()> prepare(const Launch& launch) = 0;
+  // Enqueues one launch now (same conditions); the direct path of Device::run.
+  virtual void launch(const Launch& l) { prepare(l)(); }
+  size_t simd_width() const override { return 32; }
+};
+
+// The buffer behind argument `index` of `launch`, or UsageError naming the kernel.
+CuBuffer& buffer_arg(const Launch& launch, size_t index);
+
+// cublas_builtin.cpp: the `cublas` builtin, which reads the GEMM ABI's MBParams.
+// `element` is the element size in bytes (2: float16, 4: float32), 0 to infer it.
+std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label, size_t element);
+// Releases the cuBLAS handles (called by ~Context with the context current).
+void destroy_blas(BlasState* blas);
+
+}  // namespace mb::cuda
