@@ -10,7 +10,6 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <iomanip>
 #include <sstream>
 #include <string_view>
 
@@ -56,9 +55,9 @@ std::string folder() {
 std::string cache_path(const std::string& key) {
   std::string dir = folder();
   if (dir.empty()) return dir;
-  std::ostringstream name;
-  name << std::hex << std::setw(16) << std::setfill('0') << static_cast<uint64_t>(std::hash<std::string>{}(key));
-  return dir + "/" + name.str() + ".bin";
+  char name[32];
+  std::snprintf(name, sizeof name, "%016llx.bin", static_cast<unsigned long long>(std::hash<std::string>{}(key)));
+  return dir + "/" + name;
 }
 
 CacheLookup cache_read(const std::string& key, Image& out) {
