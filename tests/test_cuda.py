@@ -23,8 +23,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from cuda_harness import CHECK_SPECS, Buffers, make_problem, run_checked, suite_specs, verify_all  # noqa: E402
 
-from metalbench import paths, variants  # noqa: E402
-from metalbench.specs import Spec  # noqa: E402
+from metalbench import paths, report, runner, variants  # noqa: E402
+from metalbench.specs import Spec, load_suite  # noqa: E402
+from metalbench.store import Store  # noqa: E402
 
 
 def _loads(name: str) -> bool:
@@ -263,12 +264,6 @@ def test_timer_batches_past_the_gate_and_cold_mode(cuda):
 def test_the_runner_verifies_every_cuda_family_on_the_smoke_suite(tmp_path):
     if _cuda_reason():
         pytest.skip("no CUDA device")
-    try:
-        from metalbench import report, runner
-        from metalbench.specs import load_suite
-        from metalbench.store import Store
-    except ImportError as e:
-        pytest.skip(f"runner not available: {e}")
     store = Store(tmp_path / "results.sqlite")
     chosen = runner.with_baseline(variants.load_variants("cuda"), "cuda", [])
     settings = runner.Settings(warmup=1, iterations=3, min_iterations=2, max_seconds=0.05)
@@ -276,3 +271,50 @@ def test_the_runner_verifies_every_cuda_family_on_the_smoke_suite(tmp_path):
     rep = report.build(store.load_run(run_id))
     assert rep.counts["failed"] == 0, rep.failures
     assert rep.counts["wrong"] == 0, rep.failures
+
+
+FAULT = """
+MB_KERNEL(fault) {
+  if (p.k == 29) ((volatile float*)0x10)[LOCAL_ID(0)] = 1.0f; /* an illegal address on the k = 29 specs */
+  int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0), i = GROUP_ID(1), bi = GROUP_ID(2);
+  if (j >= p.n) return;
+  float acc = 0.0f;
+  for (int kk = 0; kk < p.k; ++kk) acc += LOAD(a, A_AT(bi, i, kk)) * LOAD(b, B_AT(bi, kk, j));
+  MB_STORE_C(C_AT(bi, i, j), j, acc);
+}
+"""
+
+
+@pytest.mark.gpu
+def test_a_kernel_fault_stops_the_run_and_each_rerun_gets_past_one(tmp_path):
+    """A fault poisons the CUDA context: the run stops with one line naming the
+    culprit, and the rerun (a new process, a new context) reuses what was stored."""
+    if _cuda_reason():
+        pytest.skip("no CUDA device")
+    (tmp_path / "fault.cu").write_text(FAULT)
+    (tmp_path / "fault.toml").write_text(textwrap.dedent("""\
+        name = "fault"
+        source = "fault.cu"
+        entry = "fault"
+        backends = ["cuda"]
+        dtypes = ["float16", "float32"]
+        config = "tg{TG}"
+        [grid]
+        TG = [64]
+        [dispatch]
+        groups = ["ceil_div(n, TG)", "m", "batch"]
+        threads = ["TG", 1, 1]
+        """))
+    faulting = [s.label() for s in load_suite("smoke").specs if s.k == 29]
+    assert len(faulting) >= 2
+    cmd = [sys.executable, "-m", "metalbench", "run", "--backend", "cuda", "--suite", "smoke", "--kernels",
+           str(tmp_path), "--variants", "fault/*", "--iterations", "3", "--db", str(tmp_path / "r.sqlite")]
+    for culprit in faulting[:2]:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        assert r.returncode == 1, r.stderr
+        assert f"the device stopped working after fault/tg64 on {culprit}" in r.stderr
+        assert "ILLEGAL_ADDRESS" in r.stderr and "Traceback" not in r.stderr
+    store = Store(tmp_path / "r.sqlite")
+    last = store.load_run(store.latest_run())
+    failed = [r for r in last.results if r.status == "failed"]
+    assert [(r.category, r.reused) for r in failed] == [("runtime", True), ("runtime", False)]
