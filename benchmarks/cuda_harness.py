@@ -10,6 +10,7 @@ passes here exactly when the runner would call it ok.
 from __future__ import annotations
 
 import concurrent.futures as cf
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from metalbench import _core, metrics, paths
 from metalbench.reference import Inputs, Reference, ReferenceCache, make_inputs
 from metalbench.specs import Spec, load_suite
+from metalbench.variants import Variant
 
 # Shapes no suite holds: every op, both layouts of each operand, batches, m > 1,
 # tails that no vector width divides, float32.
@@ -71,10 +73,10 @@ def check(problem: Problem, out: np.ndarray) -> str | None:
 class Buffers:
     """Device buffers of one problem; `reset()` restores C before each checked launch."""
 
-    def __init__(self, dev, problem: Problem, workspace_floats: int = 1) -> None:
+    def __init__(self, dev: _core.Device, problem: Problem, workspace_floats: int = 1) -> None:
         self.dev, self.problem = dev, problem
 
-        def upload(x: np.ndarray):
+        def upload(x: np.ndarray) -> _core.Buffer:
             buf = dev.allocate(x.nbytes)
             buf.write(np.ascontiguousarray(x))
             return buf
@@ -99,7 +101,9 @@ class Buffers:
         return out
 
 
-def run_checked(dev, kernel, bufs: Buffers, groups, threads) -> str | None:
+def run_checked(dev: _core.Device, kernel: _core.Kernel, bufs: Buffers, groups: Sequence[int],
+                threads: Sequence[int]) -> str | None:
+    """One launch from a fresh C and workspace, then the verdict: None if correct, else why not."""
     bufs.reset()
     bufs.ws.fill(0)
     dev.run(kernel, bufs.args(), list(groups), list(threads))
@@ -111,7 +115,7 @@ def suite_specs(name: str) -> list[Spec]:
     return list(load_suite(name).specs)
 
 
-def build_all(dev, pairs, threads: int = 8) -> dict:
+def build_all(dev: _core.Device, pairs: Iterable[tuple[Variant, str]], threads: int = 8) -> dict:
     """Compiles (variant, dtype) pairs in parallel: {(id, dtype): Kernel or the exception}."""
 
     def build(item):
@@ -132,7 +136,8 @@ def build_all(dev, pairs, threads: int = 8) -> dict:
     return out
 
 
-def verify_all(dev, chosen, shapes, log=print, measure: bool = False) -> list[dict]:
+def verify_all(dev: _core.Device, chosen: Sequence[Variant], shapes: Sequence[Spec],
+               log: Callable[[str], None] = print, measure: bool = False) -> list[dict]:
     """Runs every variant on every shape it supports, twice (the second run catches a
     workspace left dirty), and with `measure` a few timed launches too; returns one row
     per pair, with "error" or "wrong" if it failed."""
