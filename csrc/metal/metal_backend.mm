@@ -157,10 +157,10 @@ class PipelineKernel final : public MetalKernel {
         continue;
       }
       const auto& bytes = std::get<std::vector<uint8_t>>(launch.args[i]);
-      // setBytes:length:atIndex: takes at most 4 KiB; an empty one binds nothing.
-      if (bytes.empty() || bytes.size() > 4096)
+      // setBytes:length:atIndex: is for data under 4 KiB; an empty one binds nothing.
+      if (bytes.empty() || bytes.size() >= 4096)
         throw UsageError(label_ + ": argument " + std::to_string(i) + " passes " + std::to_string(bytes.size()) +
-                         " bytes by value; Metal takes 1 to 4096");
+                         " bytes by value; Metal takes 1 to 4095");
       args.push_back({nil, bytes});
     }
     return std::make_shared<PipelineLaunch>(pipeline_, std::move(args), size3(launch.groups),
@@ -389,10 +389,17 @@ void MetalBuffer::fill(uint8_t value) {
   }
 }
 
+// Encoders are nullable in Metal's headers: a nil one would drop the fill silently.
+static id<MTLBlitCommandEncoder> blit_encoder(id<MTLCommandBuffer> cb) {
+  id<MTLBlitCommandEncoder> blit = [cb blitCommandEncoder];
+  if (!blit) throw DeviceError("metal: the command buffer gave no blit encoder");
+  return blit;
+}
+
 void MetalBuffer::encode_fill(id<MTLCommandBuffer> cb, uint8_t value, id<MTLBuffer> next) const {
   NSUInteger words = bytes_ & ~size_t(3);  // a flush need not reach the last odd bytes
   if (words == 0) return;
-  id<MTLBlitCommandEncoder> blit = [cb blitCommandEncoder];
+  id<MTLBlitCommandEncoder> blit = blit_encoder(cb);
   [blit fillBuffer:buffer_ range:NSMakeRange(0, words) value:value];
   [blit endEncoding];
   if (!next) return;
@@ -400,7 +407,7 @@ void MetalBuffer::encode_fill(id<MTLCommandBuffer> cb, uint8_t value, id<MTLBuff
   // to `next` that waits for the fill and that the launch must wait for. Separate
   // passes, since Metal orders passes (not commands within one) by what they share.
   for (bool back : {false, true}) {
-    blit = [cb blitCommandEncoder];
+    blit = blit_encoder(cb);
     [blit copyFromBuffer:(back ? buffer_ : next) sourceOffset:0 toBuffer:(back ? next : buffer_)
        destinationOffset:0 size:4];
     [blit endEncoding];
@@ -444,6 +451,7 @@ id<MTLComputePipelineState> build_pipeline(const Context& ctx, const std::string
 void encode_dispatch(id<MTLCommandBuffer> cb, id<MTLComputePipelineState> pipeline, const std::vector<Binding>& args,
                      MTLSize groups, MTLSize threads) {
   id<MTLComputeCommandEncoder> enc = [cb computeCommandEncoder];
+  if (!enc) throw DeviceError("metal: the command buffer gave no compute encoder");
   [enc setComputePipelineState:pipeline];
   for (NSUInteger i = 0; i < args.size(); ++i) {
     if (args[i].buffer)

@@ -143,7 +143,10 @@ class MpsKernel final : public MetalKernel {
                                                                     rowBytes:s.pitch * es
                                                                  matrixBytes:matrix_elements * es
                                                                     dataType:type];
-      return [[MPSMatrix alloc] initWithBuffer:s.buffer->handle() descriptor:d];
+      MPSMatrix* matrix = [[MPSMatrix alloc] initWithBuffer:s.buffer->handle() descriptor:d];
+      if (!matrix) throw DeviceError("mps: no MPSMatrix for a " + std::to_string(s.rows) + " x " +
+                                     std::to_string(s.columns) + " operand of " + label_);
+      return matrix;
     };
     out->a = matrix(a);
     out->b = matrix(b);
@@ -158,6 +161,7 @@ class MpsKernel final : public MetalKernel {
                                                     interiorColumns:k
                                                               alpha:alpha
                                                                beta:beta];
+    if (!out->multiply) throw DeviceError("mps: MPSMatrixMultiplication refused " + label_);
     out->multiply.batchStart = 0;
     out->multiply.batchSize = batch;
     if (p.op == MB_OP_BIAS_ADD) {
