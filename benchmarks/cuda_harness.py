@@ -17,6 +17,7 @@ import numpy as np
 
 from metalbench import _core, metrics, paths
 from metalbench.reference import Inputs, Reference, ReferenceCache, make_inputs
+from metalbench.runner import build_kernel, upload_inputs
 from metalbench.specs import Spec, load_suite
 from metalbench.variants import Variant
 
@@ -75,16 +76,8 @@ class Buffers:
 
     def __init__(self, dev: _core.Device, problem: Problem, workspace_floats: int = 1) -> None:
         self.dev, self.problem = dev, problem
-
-        def upload(x: np.ndarray) -> _core.Buffer:
-            buf = dev.allocate(x.nbytes)
-            buf.write(np.ascontiguousarray(x))
-            return buf
-
-        inputs = problem.inputs
-        bias = inputs.bias if inputs.bias is not None else np.zeros(1, dtype=problem.c0.dtype)
-        self.a, self.b, self.bias = upload(inputs.a), upload(inputs.b), upload(bias)
-        self.c = dev.allocate(problem.c0.nbytes)
+        bufs = upload_inputs(dev, problem.spec, problem.inputs)
+        self.a, self.b, self.bias, self.c = bufs["a"], bufs["b"], bufs["bias"], bufs["c"]
         self.ws = dev.allocate(4 * max(1, workspace_floats))
         self.ws.fill(0)
         self.reset()
@@ -118,11 +111,8 @@ def suite_specs(name: str) -> list[Spec]:
 def build_all(dev: _core.Device, pairs: Iterable[tuple[Variant, str]], threads: int = 8) -> dict:
     """Compiles (variant, dtype) pairs in parallel: {(id, dtype): Kernel or the exception}."""
 
-    def build(item):
-        v, dtype = item
-        if v.family.builtin:
-            return dev.builtin(v.family.builtin, v.id, v.defines(dtype))
-        return dev.compile(v.source(dev.info["backend"]), v.family.entry, v.defines(dtype), v.id)
+    def build(item: tuple[Variant, str]) -> _core.Kernel:
+        return build_kernel(dev, dev.info["backend"], *item)
 
     out: dict = {}
     unique = {(v.id, d): (v, d) for v, d in pairs}

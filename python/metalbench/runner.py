@@ -25,7 +25,8 @@ from .specs import Spec, Suite
 from .store import Result, Store
 from .variants import BACKENDS, ManifestError, Variant, select
 
-__all__ = ["BackendError", "DeviceLost", "Events", "Settings", "pick_backend", "run", "with_baseline"]
+__all__ = ["BackendError", "DeviceLost", "Events", "Settings", "build_kernel", "pick_backend", "run",
+           "upload_inputs", "with_baseline"]
 
 # Part of every result key: bump it when verdict rules change, so that verdicts
 # stored under the old rules are measured again rather than trusted.
@@ -111,6 +112,15 @@ def with_baseline(variants: Sequence[Variant], backend: str, patterns: Sequence[
     return chosen
 
 
+def build_kernel(device: _core.Device, backend: str, v: Variant, dtype: str) -> _core.Kernel:
+    """The kernel of variant `v` for `dtype`: a vendor builtin, a precompiled library, or compiled from source."""
+    if v.family.builtin:
+        return device.builtin(v.family.builtin, v.id, v.defines(dtype))
+    if v.precompiled:
+        return device.load(str(v.family.source), v.family.entry, v.id)
+    return device.compile(v.source(backend), v.family.entry, v.defines(dtype), v.id)
+
+
 def _key(detail: dict) -> str:
     return hashlib.sha256(json.dumps(detail, sort_keys=True).encode()).hexdigest()
 
@@ -158,14 +168,7 @@ class _Sweep:
         slot = (v.id, dtype)
         if slot not in self.kernels:
             try:
-                if v.family.builtin:
-                    self.kernels[slot] = self.device.builtin(v.family.builtin, v.id, v.defines(dtype))
-                elif v.precompiled:
-                    self.kernels[slot] = self.device.load(str(v.family.source), v.family.entry, v.id)
-                else:
-                    self.kernels[slot] = self.device.compile(
-                        v.source(self.backend), v.family.entry, v.defines(dtype), v.id
-                    )
+                self.kernels[slot] = build_kernel(self.device, self.backend, v, dtype)
             except Exception as e:  # noqa: BLE001 - any failure belongs to this variant alone
                 self.kernels[slot] = e
         found = self.kernels[slot]
@@ -218,7 +221,8 @@ class _Sweep:
         return result
 
 
-def _buffers(device: _core.Device, spec: Spec, inputs: Inputs) -> dict:
+def upload_inputs(device: _core.Device, spec: Spec, inputs: Inputs) -> dict[str, _core.Buffer]:
+    """A, B and bias (a one-element dummy where the op has none) on the device, and room for C."""
     def upload(array: np.ndarray) -> _core.Buffer:
         buf = device.allocate(array.nbytes)
         buf.write(np.ascontiguousarray(array))
@@ -300,7 +304,7 @@ def _sweep_spec(sweep: _Sweep, store: Store, run_id: int, index: int, spec: Spec
     if status.startswith("recomputed"):
         events.note(f"reference for {spec.label()}: {status}")
     try:
-        bufs = _buffers(sweep.device, spec, inputs)
+        bufs = upload_inputs(sweep.device, spec, inputs)
     except _core.DeviceError as e:
         _check_alive(sweep, f"allocating the buffers of {spec.label()}", e)
         # Alive, so the spec itself is too big for this device: its variants fail, the sweep goes on.
