@@ -9,6 +9,7 @@
 
 #include <cstring>
 
+#include "core/checks.h"
 #include "core/device.h"
 #include "core/measure.h"
 #include "core/registry.h"
@@ -33,6 +34,11 @@ nb::dict info_dict(const mb::DeviceInfo& i) {
   d["cache_bytes"] = i.cache_bytes;
   d["max_group_size"] = i.max_group_size;
   d["unified_memory"] = i.unified_memory;
+  d["view_alignment"] = i.view_alignment;
+  d["max_held_launches"] = i.max_held_launches;
+  d["peak_bandwidth"] = i.peak_bandwidth;
+  d["peak_bandwidth_source"] = i.peak_bandwidth_source;
+  d["clock_source"] = i.clock_source;
   return d;
 }
 
@@ -47,7 +53,32 @@ nb::dict stats_dict(const mb::Stats& s) {
   d["q1"] = s.q1;
   d["q3"] = s.q3;
   d["rel_stdev"] = s.rel_stdev;
+  d["ci_lo"] = s.ci_lo;
+  d["ci_hi"] = s.ci_hi;
   return d;
+}
+
+nb::dict clock_dict(const mb::ClockResult& c) {
+  nb::dict d = stats_dict(c.stats);
+  d["stop"] = c.stop;
+  d["discarded"] = c.discarded;
+  return d;
+}
+
+nb::object reading(const mb::ClockReading& r) {
+  if (!r.known) return nb::none();
+  nb::dict d;
+  d["mhz"] = r.mhz;
+  d["max_mhz"] = r.max_mhz;
+  d["throttled"] = r.throttled;
+  return d;
+}
+
+mb::ClockKind clock_kind(const std::string& name) {
+  if (name == "gpu") return mb::ClockKind::gpu;
+  if (name == "batch") return mb::ClockKind::batch;
+  if (name == "cpu") return mb::ClockKind::cpu;
+  throw mb::UsageError("[core::measure] rank_by must be 'batch', 'gpu' or 'cpu', not '" + name + "'");
 }
 
 // Hands a vector's storage to numpy without copying it.
@@ -88,6 +119,23 @@ mb::Launch make_launch(std::shared_ptr<mb::Kernel> kernel, const nb::list& args,
     ++i;
   }
   return l;
+}
+
+// `args` is one launch's argument list, or a list of such lists: one launch per slot.
+std::vector<mb::Launch> make_slots(const std::shared_ptr<mb::Kernel>& kernel, const nb::list& args,
+                                   const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads) {
+  std::vector<mb::Launch> out;
+  bool nested = args.size() > 0 && nb::isinstance<nb::list>(args[0]);
+  if (!nested) {
+    out.push_back(make_launch(kernel, args, groups, threads));
+    return out;
+  }
+  for (nb::handle h : args) {
+    if (!nb::isinstance<nb::list>(h))
+      throw mb::UsageError("[core::measure] args: give one list of arguments, or a list of such lists (one per slot)");
+    out.push_back(make_launch(kernel, nb::borrow<nb::list>(h), groups, threads));
+  }
+  return out;
 }
 
 std::vector<mb::Define> to_defines(const nb::dict& defines) {
@@ -152,7 +200,28 @@ NB_MODULE(_core, m) {
             nb::gil_scoped_release nogil;
             b.fill(value);
           },
-          "value"_a, "Sets every byte of the buffer.");
+          "value"_a, "Sets every byte of the buffer.")
+      .def(
+          "copy_from",
+          [](mb::Buffer& b, const mb::Buffer& src) {
+            if (src.bytes() != b.bytes())
+              throw mb::UsageError("[core::copy] cannot copy a " + std::to_string(src.bytes()) +
+                                   "-byte buffer into a " + std::to_string(b.bytes()) + "-byte one");
+            nb::gil_scoped_release nogil;
+            b.copy_from(src);
+          },
+          "source"_a, "Copies all of `source` (same device, same size) into this buffer on the device.")
+      .def(
+          "view",
+          [](mb::Buffer& b, size_t offset, size_t nbytes) {
+            if (nbytes == 0 || offset > b.bytes() || nbytes > b.bytes() - offset)
+              throw mb::UsageError("[core::view] cannot view " + std::to_string(nbytes) + " bytes at offset " +
+                                   std::to_string(offset) + " of a " + std::to_string(b.bytes()) + "-byte buffer");
+            return b.view(offset, nbytes);
+          },
+          "offset"_a, "nbytes"_a,
+          "Bytes [offset, offset + nbytes) as a buffer sharing this one's memory; `offset` must be a multiple of "
+          "the device's view_alignment.");
 
   nb::class_<mb::Kernel>(m, "Kernel", "A compiled kernel or a vendor-library builtin.")
       .def_prop_ro("label", &mb::Kernel::label)
@@ -166,8 +235,10 @@ NB_MODULE(_core, m) {
           [](mb::Device& d, const std::string& source, const std::string& entry, const nb::dict& defines,
              const std::string& label) {
             auto defs = to_defines(defines);
+            const std::string& who = label.empty() ? entry : label;
+            mb::check_defines(defs, who);
             nb::gil_scoped_release nogil;
-            return d.compile(source, entry, defs, label.empty() ? entry : label);
+            return d.compile(source, entry, defs, who);
           },
           "source"_a, "entry"_a, "defines"_a = nb::dict(), "label"_a = "",
           "Compiles `entry` from `source` with `defines` as macros; raises CompileError with the log.")
@@ -175,6 +246,7 @@ NB_MODULE(_core, m) {
           "builtin",
           [](mb::Device& d, const std::string& name, const std::string& label, const nb::dict& defines) {
             auto defs = to_defines(defines);
+            mb::check_defines(defs, label);
             nb::gil_scoped_release nogil;
             return d.builtin(name, label, defs);
           },
@@ -192,7 +264,8 @@ NB_MODULE(_core, m) {
       .def(
           "allocate",
           [](mb::Device& d, size_t nbytes) {
-            if (nbytes == 0) throw mb::UsageError("cannot allocate an empty buffer");
+            if (nbytes == 0) throw mb::UsageError("[core::allocate] cannot allocate an empty buffer");
+            nb::gil_scoped_release nogil;
             return d.allocate(nbytes);
           },
           "nbytes"_a)
@@ -208,28 +281,64 @@ NB_MODULE(_core, m) {
           "kernel"_a, "args"_a, "groups"_a, "threads"_a, "Launches once and waits for completion.")
       .def(
           "measure",
-          [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const nb::list& args,
-             const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads, int warmup,
-             int iterations, int min_iterations, double max_seconds, bool cold) {
-            mb::Launch l = make_launch(std::move(k), args, groups, threads);
-            mb::MeasureConfig cfg{warmup, iterations, min_iterations, max_seconds, cold};
+          [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const nb::list& args, const std::vector<uint32_t>& groups,
+             const std::vector<uint32_t>& threads, int warmup, int min_samples, int max_samples, double min_time,
+             double max_time, double max_noise, const std::string& rank_by, double batch_time, size_t max_batch,
+             double min_clock_fraction, const nb::list& resets) {
+            std::vector<mb::Launch> slots = make_slots(k, args, groups, threads);
+            std::vector<mb::Reset> pairs;
+            for (nb::handle h : resets) {
+              auto pair = nb::cast<nb::tuple>(h);
+              if (pair.size() != 2)
+                throw mb::UsageError("[core::measure] resets: each is a (target, source) pair of buffers");
+              pairs.push_back({nb::cast<std::shared_ptr<mb::Buffer>>(pair[0]),
+                               nb::cast<std::shared_ptr<mb::Buffer>>(pair[1])});
+            }
+            mb::MeasureConfig cfg;
+            cfg.warmup = warmup;
+            cfg.stop = {max_noise, min_samples, min_time, max_time, max_samples};
+            cfg.rank_by = clock_kind(rank_by);
+            cfg.batch_time = batch_time;
+            cfg.max_batch = max_batch;
+            cfg.min_clock_fraction = min_clock_fraction;
             mb::Measurement r;
             {
               nb::gil_scoped_release nogil;
-              r = mb::measure(d, l, cfg);
+              r = mb::measure(d, slots, pairs, cfg);
             }
             nb::dict out;
-            out["gpu"] = stats_dict(r.gpu);
-            out["cpu"] = stats_dict(r.cpu);
-            out["gpu_ns"] = to_numpy(std::move(r.gpu_ns));
-            out["cpu_ns"] = to_numpy(std::move(r.cpu_ns));
+            out["gpu"] = clock_dict(r.gpu);
+            out["batch"] = clock_dict(r.batch);
+            out["cpu"] = clock_dict(r.cpu);
+            out["gpu_ns"] = to_numpy(std::move(r.gpu.ns));
+            out["batch_ns"] = to_numpy(std::move(r.batch.ns));
+            out["cpu_ns"] = to_numpy(std::move(r.cpu.ns));
             out["warmup"] = r.warmup;
-            out["cold"] = r.cold;
+            out["batch_size"] = r.batch_size;
+            out["last_round"] = r.last_round;
+            out["rank_by"] = rank_by;
+            nb::dict clock;
+            clock["low"] = reading(r.clock_low);
+            clock["high"] = reading(r.clock_high);
+            out["clock"] = clock;
             return out;
           },
-          "kernel"_a, "args"_a, "groups"_a, "threads"_a, "warmup"_a = 3, "iterations"_a = 100,
-          "min_iterations"_a = 5, "max_seconds"_a = 0.5, "cold"_a = false,
-          "Warm-up, then per-launch GPU and CPU nanoseconds (numpy uint64 arrays) and their statistics.");
+          "kernel"_a, "args"_a, "groups"_a, "threads"_a, nb::kw_only(), "warmup"_a = 3, "min_samples"_a = 10,
+          "max_samples"_a = 1000, "min_time"_a = 0.005, "max_time"_a = 0.5, "max_noise"_a = 0.005,
+          "rank_by"_a = "batch", "batch_time"_a = 5e-4, "max_batch"_a = 4096, "min_clock_fraction"_a = 0.85,
+          "resets"_a = nb::list(),
+          "Warm-up, then three clocks (per-launch GPU, batch, CPU round trip), each until its stop rule holds: "
+          "the `rank_by` clock until its relative standard deviation is at most `max_noise` (after `min_samples` "
+          "samples and `min_time` seconds of them), the others once they have that minimum; every clock stops at "
+          "its share of `max_time` (half for `rank_by`, a quarter each for the others) or at `max_samples`. "
+          "`args` is one launch's arguments, or a list of such lists (one per slot); with `resets`, a list of "
+          "(target, source) buffer pairs copied before every round, a round launches each slot once. Returns "
+          "per-clock statistics (with 'stop' and 'discarded'), the samples as numpy uint64 arrays in "
+          "nanoseconds per launch ('gpu_ns', 'batch_ns', 'cpu_ns'), 'batch_size', 'last_round' (slots that ran "
+          "in the final round) and the lowest and highest clock seen ('clock', None where unknown).")
+      .def(
+          "clock", [](mb::Device& d) { return reading(d.clock()); },
+          "The GPU's core clock now ({'mhz', 'max_mhz', 'throttled'}), or None where the backend exposes none.");
 
   m.def("set_cache_dir", &mb::set_cache_dir, "path"_a,
         "Where backends keep compiled kernels (the package passes paths.cache_dir() / 'kernels'); '' turns "

@@ -1,15 +1,20 @@
 // The contract between the backend-neutral core and each backend.
 //
 // A backend implements only primitives: enumerate devices, compile, allocate,
-// copy, one blocking launch, and a held batch of launches that reports per-launch
-// GPU time. Everything that is policy (warm-up, iteration control, cache flushing,
-// statistics, guard checks) lives in measure.cpp and is shared by every backend.
+// views and copies of buffers, one blocking launch, and two held runs of launches:
+// one that reports each launch's GPU time and one that reports the whole run's.
+// Everything that is policy (warm-up, stopping rules, clock checks, statistics)
+// lives in measure.cpp and is shared by every backend.
+//
+// Errors start with where they came from, "[backend::operation] ", so that a user
+// knows at once which layer failed: "[cuda::compile] gemv/nt_bn2: ...".
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -49,9 +54,24 @@ struct DeviceInfo {
   std::string driver;      // driver / runtime version string
   int compute_units = 0;
   uint64_t memory_bytes = 0;
-  uint64_t cache_bytes = 0;  // last-level cache the cold mode must flush
+  uint64_t cache_bytes = 0;  // last-level cache that cold inputs must not be found in
   int max_group_size = 0;
   bool unified_memory = false;
+  size_t view_alignment = 256;  // Buffer::view offsets must be multiples of this
+  size_t max_held_launches = 0; // most launches one timed_batch takes (0: no limit)
+  // Peak DRAM bandwidth in bytes per second where an API gives it (0: unknown), and how.
+  double peak_bandwidth = 0;
+  std::string peak_bandwidth_source;
+  // How the backend reads the GPU's clock for ClockReading, or why it cannot.
+  std::string clock_source;
+};
+
+// The GPU's core clock at one moment, where the backend can read it.
+struct ClockReading {
+  bool known = false;       // false: the backend exposes no clock (OpenCL, Metal)
+  double mhz = 0;           // current graphics/SM clock
+  double max_mhz = 0;       // the highest it may run at
+  bool throttled = false;   // slowed by power or thermal limits right now
 };
 
 struct Define {
@@ -65,9 +85,15 @@ class Buffer {
   virtual size_t bytes() const = 0;
   virtual void write(const void* src, size_t n, size_t offset = 0) = 0;
   virtual void read(void* dst, size_t n, size_t offset = 0) const = 0;
-  // Sets every byte and returns once done; used to pre-fill sentinels and, in
-  // cold mode, to evict caches.
+  // Sets every byte and returns once done.
   virtual void fill(uint8_t value) = 0;
+  // Copies all of `src`, a buffer of the same device and size, into this one on the
+  // device, and returns once done.
+  virtual void copy_from(const Buffer& src) = 0;
+  // Bytes [offset, offset + bytes) of this buffer as a buffer of their own, sharing
+  // its memory (a kernel bound to the view sees only those bytes at its address 0).
+  // `offset` is a multiple of DeviceInfo::view_alignment. The view keeps its parent alive.
+  virtual std::shared_ptr<Buffer> view(size_t offset, size_t bytes) = 0;
 };
 
 class Kernel {
@@ -118,8 +144,8 @@ class Device {
   // where the backend takes no precompiled code.
   virtual std::shared_ptr<Kernel> load(const std::string& path, const std::string& entry,
                                        const std::string& label) {
-    throw UsageError(info().backend + ": cannot load kernel '" + entry + "' from the precompiled library " + path +
-                     " (asked for by " + label + ")");
+    throw UsageError("[" + info().backend + "::load] " + label + ": cannot load kernel '" + entry +
+                     "' from the precompiled library " + path + "; this backend takes no precompiled code");
   }
 
   virtual std::shared_ptr<Buffer> allocate(size_t bytes) = 0;
@@ -128,11 +154,24 @@ class Device {
   // time of a caller around this call.
   virtual void run(const Launch& launch) = 0;
 
-  // Enqueues `count` launches and returns each one's GPU time in nanoseconds.
-  // The GPU must never wait for the host between them: the backend holds the
-  // queue until all are enqueued, or enqueues far enough ahead. If `flush` is
-  // given, it is filled before each launch and that fill is not timed.
-  virtual std::vector<uint64_t> timed(const Launch& launch, size_t count, Buffer* flush) = 0;
+  // Runs `launches` in order and returns each one's GPU time in nanoseconds, each
+  // between its own device timestamps. The GPU must never wait for the host between
+  // them: the backend holds the queue until all are enqueued, or enqueues far enough
+  // ahead, for any number of launches.
+  virtual std::vector<uint64_t> timed(const std::vector<Launch>& launches) = 0;
+
+  // Runs `launches` back to back as above and returns the GPU time from the start of
+  // the first to the end of the last, in nanoseconds: one pair of device timestamps
+  // around the whole run, so no per-launch timestamp work falls between launches.
+  virtual uint64_t timed_batch(const std::vector<Launch>& launches) = 0;
+
+  // The core clock now; the default knows none.
+  virtual ClockReading clock() { return {}; }
+
+  // Held by measure() for its whole run: one measurement per device at a time, so
+  // two threads timing on one device (the GIL is released) never interleave their
+  // held runs or exhaust a queue's depth between them.
+  std::mutex measuring;
 };
 
 class Backend {

@@ -1,8 +1,11 @@
 #include "measure.h"
 
+#include "checks.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <string>
 
 namespace mb {
@@ -10,90 +13,248 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-uint64_t elapsed_ns(Clock::time_point since) {
-  return static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - since).count());
+double seconds_since(Clock::time_point since) {
+  return std::chrono::duration<double>(Clock::now() - since).count();
 }
 
-std::string dims(const std::array<uint32_t, 3>& d) {
-  return std::to_string(d[0]) + "x" + std::to_string(d[1]) + "x" + std::to_string(d[2]);
+// The share of StopRule::max_time each clock may spend: the ranking clock is the one
+// whose noise must come down, the two others only need their minimum.
+constexpr double kRankShare = 0.5;
+constexpr double kOtherShare = 0.25;
+// Upper bounds that catch a mistyped setting before it allocates or waits for ever.
+constexpr double kMaxSeconds = 24 * 3600.0;
+constexpr int kMaxSamples = 10'000'000;
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw UsageError("[core::measure] " + what);
 }
+
+std::string shown(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", v);
+  return text;
+}
+
+// Samples of one clock and the rule that says when there are enough.
+class Sampler {
+ public:
+  Sampler(const StopRule& rule, bool ranking)
+      : rule_(rule), ranking_(ranking), budget_(rule.max_time * (ranking ? kRankShare : kOtherShare)),
+        start_(Clock::now()) {}
+
+  // `covered_ns` is the device (or host) time the samples span; `keep` is false when
+  // the clock was low or throttled while they were taken.
+  void add(const std::vector<uint64_t>& per_launch, double covered_ns, bool keep) {
+    if (!keep) {
+      discarded_.insert(discarded_.end(), per_launch.begin(), per_launch.end());
+      return;
+    }
+    for (uint64_t x : per_launch) {
+      if (kept_.size() >= size_t(rule_.max_samples)) break;
+      kept_.push_back(x);
+      // Welford's running mean and variance: the noise after every round costs O(1).
+      double d = double(x) - mean_;
+      mean_ += d / double(kept_.size());
+      m2_ += d * (double(x) - mean_);
+    }
+    covered_ns_ += covered_ns;
+  }
+
+  double noise() const {
+    if (kept_.size() < 2 || mean_ <= 0) return 0;
+    return std::sqrt(m2_ / double(kept_.size() - 1)) / mean_;
+  }
+
+  // Why to stop now, or "" to take another round.
+  std::string verdict() const {
+    const size_t n = kept_.size();
+    if (n >= size_t(rule_.max_samples)) return "sample-cap";
+    bool minimum = n >= size_t(rule_.min_samples) && covered_ns_ >= rule_.min_time * 1e9;
+    if (minimum && !ranking_) return "enough";
+    if (minimum && noise() <= rule_.max_noise) return "converged";
+    if (seconds_since(start_) >= budget_ && (n > 0 || !discarded_.empty())) return n > 0 ? "time-cap" : "throttled";
+    return "";
+  }
+
+  ClockResult finish(const std::string& why) {
+    ClockResult r;
+    r.stop = why;
+    r.discarded = discarded_.size();
+    // Every sample was taken at a low clock: keep them rather than report nothing,
+    // and say so.
+    r.ns = kept_.empty() ? discarded_ : kept_;
+    r.stats = summarize(r.ns);
+    return r;
+  }
+
+ private:
+  const StopRule& rule_;
+  bool ranking_;
+  double budget_;
+  Clock::time_point start_;
+  std::vector<uint64_t> kept_, discarded_;
+  double mean_ = 0, m2_ = 0, covered_ns_ = 0;
+};
+
+class Loop {
+ public:
+  Loop(Device& device, const std::vector<Launch>& slots, const std::vector<Reset>& resets,
+       const MeasureConfig& config)
+      : device_(device), slots_(slots), resets_(resets), config_(config) {}
+
+  Measurement run() {
+    Measurement m;
+    m.warmup = config_.warmup;
+    reset();
+    for (int i = 0; i < config_.warmup; ++i) device_.run(slots_[size_t(i) % slots_.size()]);
+
+    m.gpu = clock(ClockKind::gpu, [&] {
+      std::vector<uint64_t> ns = device_.timed(round(round_size()));
+      double total = 0;
+      for (uint64_t x : ns) total += double(x);
+      return std::make_pair(ns, total);
+    });
+
+    // The batch spans batch_time by the gpu clock's estimate of one launch.
+    double per_launch = std::max(1.0, m.gpu.stats.median);
+    size_t n = static_cast<size_t>(std::ceil(config_.batch_time * 1e9 / per_launch));
+    n = std::clamp<size_t>(n, 1, config_.max_batch);
+    if (size_t held = device_.info().max_held_launches) n = std::min(n, held);
+    if (!resets_.empty()) n = std::min(n, slots_.size());  // every launch from a reset slot
+    m.batch_size = n;
+    m.batch = clock(ClockKind::batch, [&] {
+      uint64_t total = device_.timed_batch(round(n));
+      return std::make_pair(std::vector<uint64_t>{static_cast<uint64_t>(std::llround(double(total) / double(n)))},
+                            double(total));
+    });
+
+    m.cpu = clock(ClockKind::cpu, [&] {
+      std::vector<Launch> launches = round(round_size());
+      std::vector<uint64_t> ns;
+      ns.reserve(launches.size());
+      double total = 0;
+      for (const Launch& l : launches) {
+        auto t0 = Clock::now();
+        device_.run(l);
+        ns.push_back(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                               Clock::now() - t0).count()));
+        total += double(ns.back());
+      }
+      last_round_ = launches.size();
+      return std::make_pair(ns, total);
+    });
+    m.last_round = last_round_;
+    m.clock_low = low_;
+    m.clock_high = high_;
+    return m;
+  }
+
+ private:
+  // A round launches each slot once when resets keep every launch's state the same;
+  // without them it may cycle, and takes at least enough launches for the minimum.
+  size_t round_size() const {
+    if (!resets_.empty()) return slots_.size();
+    return std::max(slots_.size(), size_t(config_.stop.min_samples));
+  }
+
+  std::vector<Launch> round(size_t count) const {
+    std::vector<Launch> out;
+    out.reserve(count);
+    for (size_t i = 0; i < count; ++i) out.push_back(slots_[i % slots_.size()]);
+    return out;
+  }
+
+  void reset() {
+    for (const Reset& r : resets_) r.target->copy_from(*r.source);
+  }
+
+  bool low(const ClockReading& r) const {
+    return r.known && (r.throttled || r.mhz < config_.min_clock_fraction * r.max_mhz);
+  }
+
+  void note(const ClockReading& r) {
+    if (!r.known) return;
+    if (!low_.known || r.mhz < low_.mhz) low_ = r;
+    if (!high_.known || r.mhz > high_.mhz) high_ = r;
+  }
+
+  template <typename Take>
+  ClockResult clock(ClockKind kind, Take take) {
+    Sampler sampler(config_.stop, kind == config_.rank_by);
+    for (;;) {
+      reset();
+      ClockReading before = device_.clock();
+      auto [samples, covered] = take();
+      ClockReading after = device_.clock();
+      note(before);
+      note(after);
+      // The cpu clock runs the GPU too: a throttled GPU slows what a caller sees.
+      sampler.add(samples, covered, !low(before) && !low(after));
+      std::string why = sampler.verdict();
+      if (!why.empty()) return sampler.finish(why);
+    }
+  }
+
+  Device& device_;
+  const std::vector<Launch>& slots_;
+  const std::vector<Reset>& resets_;
+  const MeasureConfig& config_;
+  size_t last_round_ = 0;
+  ClockReading low_, high_;
+};
 
 }  // namespace
 
-void check_launch(const Device& device, const Launch& launch) {
-  if (!launch.kernel) throw UsageError("launch has no kernel");
-  const std::string& who = launch.kernel->label();
-  for (int d = 0; d < 3; ++d) {
-    if (launch.groups[d] == 0 || launch.threads[d] == 0)
-      throw UsageError(who + ": launch of " + dims(launch.groups) + " groups of " +
-                       dims(launch.threads) + " threads has an empty dimension");
+const char* clock_name(ClockKind kind) {
+  switch (kind) {
+    case ClockKind::gpu: return "gpu";
+    case ClockKind::batch: return "batch";
+    case ClockKind::cpu: return "cpu";
   }
-  uint64_t per_group = uint64_t(launch.threads[0]) * launch.threads[1] * launch.threads[2];
-  size_t kernel_max = launch.kernel->max_group_size();
-  if (kernel_max > 0 && per_group > kernel_max)
-    throw UsageError(who + ": group of " + std::to_string(per_group) +
-                     " threads exceeds this kernel's limit of " + std::to_string(kernel_max));
-  int device_max = device.info().max_group_size;
-  if (kernel_max > 0 && device_max > 0 && per_group > uint64_t(device_max))
-    throw UsageError(who + ": group of " + std::to_string(per_group) +
-                     " threads exceeds the device's limit of " + std::to_string(device_max));
-  for (size_t i = 0; i < launch.args.size(); ++i) {
-    const auto* buf = std::get_if<std::shared_ptr<Buffer>>(&launch.args[i]);
-    if (buf && !*buf) throw UsageError(who + ": argument " + std::to_string(i) + " is a null buffer");
-  }
+  return "?";
 }
 
-Measurement measure(Device& device, const Launch& launch, const MeasureConfig& config) {
-  check_launch(device, launch);
-  if (config.iterations < 1) throw UsageError("iterations must be at least 1");
-  if (config.min_iterations < 1) throw UsageError("min_iterations must be at least 1");
+void check_config(const MeasureConfig& c) {
+  const StopRule& s = c.stop;
+  auto seconds = [](double v, bool zero_ok) {
+    return std::isfinite(v) && (zero_ok ? v >= 0 : v > 0) && v <= kMaxSeconds;
+  };
+  require(c.warmup >= 0 && c.warmup <= 1'000'000, "warmup must be from 0 to 1000000, got " +
+                                                      std::to_string(c.warmup));
+  require(s.min_samples >= 1 && s.min_samples <= kMaxSamples,
+          "min_samples must be from 1 to " + std::to_string(kMaxSamples) + ", got " + std::to_string(s.min_samples));
+  require(s.max_samples >= s.min_samples && s.max_samples <= kMaxSamples,
+          "max_samples must be from min_samples (" + std::to_string(s.min_samples) + ") to " +
+              std::to_string(kMaxSamples) + ", got " + std::to_string(s.max_samples));
+  require(seconds(s.min_time, true), "min_time must be a finite number of seconds from 0 to 86400, got " +
+                                         shown(s.min_time));
+  require(seconds(s.max_time, false), "max_time must be a finite number of seconds above 0 and at most 86400, got " +
+                                          shown(s.max_time));
+  require(std::isfinite(s.max_noise) && s.max_noise >= 0 && s.max_noise <= 1,
+          "max_noise must be a fraction from 0 to 1 (0.005 is 0.5%), got " + shown(s.max_noise));
+  require(std::isfinite(c.batch_time) && c.batch_time > 0 && c.batch_time <= 10,
+          "batch_time must be a finite number of seconds above 0 and at most 10, got " + shown(c.batch_time));
+  require(c.max_batch >= 1 && c.max_batch <= 1'000'000, "max_batch must be from 1 to 1000000, got " +
+                                                            std::to_string(c.max_batch));
+  require(std::isfinite(c.min_clock_fraction) && c.min_clock_fraction >= 0 && c.min_clock_fraction <= 1,
+          "min_clock_fraction must be from 0 to 1, got " + shown(c.min_clock_fraction));
+}
 
-  Measurement m;
-  m.cold = config.cold;
-  m.warmup = std::max(1, config.warmup);
-
-  std::shared_ptr<Buffer> flush;
-  if (config.cold) {
-    uint64_t cache = device.info().cache_bytes;
-    if (cache == 0)
-      throw UsageError("cold mode needs the device's cache size, which " + device.info().name +
-                       " does not report");
-    // Twice the cache, so that no line of the kernel's data can survive the fill.
-    flush = device.allocate(static_cast<size_t>(2 * cache));
+Measurement measure(Device& device, const std::vector<Launch>& slots, const std::vector<Reset>& resets,
+                    const MeasureConfig& config) {
+  check_config(config);
+  if (slots.empty()) throw UsageError("[core::measure] nothing to launch");
+  for (const Launch& l : slots) check_launch(device, l);
+  for (const Reset& r : resets) {
+    if (!r.target || !r.source) throw UsageError("[core::measure] a reset names a null buffer");
+    if (r.target->bytes() != r.source->bytes())
+      throw UsageError("[core::measure] a reset copies " + std::to_string(r.source->bytes()) + " bytes into " +
+                       std::to_string(r.target->bytes()));
   }
-
-  // The slowest warm-up launch sets the budget estimate; the first is usually
-  // the slowest (lazy allocation, code upload), which errs towards fewer samples.
-  uint64_t slowest = 0;
-  for (int i = 0; i < m.warmup; ++i) {
-    if (flush) flush->fill(static_cast<uint8_t>(i));
-    auto t0 = Clock::now();
-    device.run(launch);
-    slowest = std::max(slowest, elapsed_ns(t0));
-  }
-  double budget_ns = config.max_seconds * 1e9;
-  double fits = slowest > 0 ? budget_ns / double(slowest) : double(config.iterations);
-  size_t count = static_cast<size_t>(
-      std::clamp(std::floor(fits), double(std::min(config.min_iterations, config.iterations)),
-                 double(config.iterations)));
-
-  m.gpu_ns = device.timed(launch, count, flush.get());
-  if (m.gpu_ns.size() != count)
-    throw DeviceError(launch.kernel->label() + ": backend returned " +
-                      std::to_string(m.gpu_ns.size()) + " GPU samples for " +
-                      std::to_string(count) + " launches");
-
-  m.cpu_ns.reserve(count);
-  for (size_t i = 0; i < count; ++i) {
-    if (flush) flush->fill(static_cast<uint8_t>(i));
-    auto t0 = Clock::now();
-    device.run(launch);
-    m.cpu_ns.push_back(elapsed_ns(t0));
-  }
-  m.gpu = summarize(m.gpu_ns);
-  m.cpu = summarize(m.cpu_ns);
-  return m;
+  std::lock_guard<std::mutex> hold(device.measuring);
+  return Loop(device, slots, resets, config).run();
 }
 
 }  // namespace mb

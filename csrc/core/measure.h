@@ -1,7 +1,20 @@
 // The one measurement loop every backend shares.
+//
+// Three clocks, each defined in one sentence:
+// - gpu:   each launch between its own device timestamps, the launches of a round
+//          enqueued behind a gate, so the GPU never waits for the host between them.
+// - batch: N launches back to back between one pair of device timestamps, divided
+//          by N; what a decode loop pays per launch.
+// - cpu:   submit one launch and wait for it, on the host's clock; what a caller sees.
+//
+// Launches go to `slots`: one Launch per set of buffers. A round launches each slot
+// at most once, after `resets` restored the slots' buffers untimed, so every launch
+// starts from the same state however many there are (the runner verifies the last
+// round's outputs). Without resets a round may launch the slots cyclically.
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "device.h"
@@ -9,28 +22,62 @@
 
 namespace mb {
 
+enum class ClockKind { gpu, batch, cpu };
+
+const char* clock_name(ClockKind kind);
+
+// When a clock has enough samples (nvbench's stopping criteria are the model). The
+// ranking clock stops once its noise is at most `max_noise`; the other clocks are
+// taken for ranking nothing, so they stop as soon as `min_samples` and `min_time`
+// are met. Every clock stops at its share of `max_time` or at `max_samples`,
+// whichever comes first, and always has at least one sample.
+struct StopRule {
+  double max_noise = 0.005;  // relative standard deviation of the samples
+  int min_samples = 10;
+  double min_time = 0.005;   // seconds of sampled GPU (or CPU) time
+  double max_time = 0.5;     // seconds of wall time for the whole measurement
+  int max_samples = 1000;    // per clock
+};
+
 struct MeasureConfig {
-  int warmup = 3;             // untimed launches first; at least one always runs
-  int iterations = 100;       // most samples of each kind
-  int min_iterations = 5;     // fewest samples, whatever the time budget says
-  double max_seconds = 0.5;   // time budget per kind of sample (GPU, CPU)
-  bool cold = false;          // evict the device cache before every timed launch
+  int warmup = 3;            // untimed launches first
+  StopRule stop;
+  ClockKind rank_by = ClockKind::batch;
+  // A batch sample spans at least this much GPU time (as estimated from the gpu
+  // clock's median), so that the timestamps' resolution and the per-sample costs
+  // are small against it: 0.5 ms is 1000 times CUDA events' 0.5 us resolution.
+  double batch_time = 5e-4;
+  size_t max_batch = 4096;   // launches in one batch sample at most
+  // Samples taken while the clock ran below this fraction of its maximum, or while
+  // the backend reported power or thermal throttling, are discarded and counted.
+  double min_clock_fraction = 0.85;
+};
+
+struct ClockResult {
+  std::vector<uint64_t> ns;  // kept samples, per launch
+  Stats stats;
+  std::string stop;          // converged, enough, time-cap, sample-cap or throttled
+  size_t discarded = 0;      // samples dropped for a low or throttled clock
 };
 
 struct Measurement {
-  std::vector<uint64_t> gpu_ns;  // per launch, from the device's own timestamps
-  std::vector<uint64_t> cpu_ns;  // per launch, submit to completion on the host clock
-  Stats gpu, cpu;
+  ClockResult gpu, batch, cpu;
   int warmup = 0;
-  bool cold = false;
+  size_t batch_size = 0;     // launches per batch sample
+  size_t last_round = 0;     // slots 0 .. last_round - 1 ran in the final round (cpu)
+  ClockReading clock_low, clock_high;  // lowest and highest clock seen (known = false: none)
 };
 
-// Refuses a launch the kernel or device cannot take, naming the offending value.
-void check_launch(const Device& device, const Launch& launch);
+// Refuses settings that are not finite or out of range, naming the setting.
+void check_config(const MeasureConfig& config);
 
-// Warm-up, then GPU samples from one held batch, then CPU round trips one by one.
-// The sample count is chosen from the slowest warm-up launch so that slow
-// kernels stay within the time budget.
-Measurement measure(Device& device, const Launch& launch, const MeasureConfig& config);
+struct Reset {
+  std::shared_ptr<Buffer> target, source;  // target.copy_from(source) before each round
+};
+
+// Warm-up, then the gpu, batch and cpu clocks in that order, each until its stop rule
+// holds. Holds device.measuring throughout.
+Measurement measure(Device& device, const std::vector<Launch>& slots, const std::vector<Reset>& resets,
+                    const MeasureConfig& config);
 
 }  // namespace mb

@@ -36,6 +36,13 @@ Stats summarize(const std::vector<uint64_t>& samples_ns) {
   for (double x : v) ss += (x - s.mean) * (x - s.mean);
   s.stdev = s.count > 1 ? std::sqrt(ss / static_cast<double>(s.count - 1)) : 0.0;
   s.rel_stdev = s.mean > 0 ? s.stdev / s.mean : 0.0;
+  // The median lies between the j-th and k-th smallest of n samples with probability
+  // P(j <= B < k), B ~ Binomial(n, 1/2); the normal approximation of B's quantiles
+  // (mean n/2, sd sqrt(n)/2, z = 1.96) picks the ranks, rounded outwards.
+  const double n = static_cast<double>(s.count), half_width = 1.96 * std::sqrt(n) / 2.0;
+  const double lo_rank = std::floor(n / 2.0 - half_width), hi_rank = std::ceil(n / 2.0 + 1.0 + half_width);
+  s.ci_lo = lo_rank >= 1 ? v[static_cast<size_t>(lo_rank) - 1] : s.min;
+  s.ci_hi = hi_rank <= n ? v[static_cast<size_t>(hi_rank) - 1] : s.max;
   return s;
 }
 

@@ -36,6 +36,8 @@ constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_WARP_SIZE = 10;
 constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT = 16;
 constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_INTEGRATED = 18;
 constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_CAN_MAP_HOST_MEMORY = 19;
+constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE = 36;
+constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH = 37;
 constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE = 38;
 constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
@@ -77,6 +79,8 @@ constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
   X(cuMemcpyHtoDAsync, CUresult, (CUdeviceptr, const void*, size_t, CUstream), "cuMemcpyHtoDAsync_v2") \
   X(cuMemcpyDtoHAsync, CUresult, (void*, CUdeviceptr, size_t, CUstream), "cuMemcpyDtoHAsync_v2")     \
   X(cuMemsetD8Async, CUresult, (CUdeviceptr, unsigned char, size_t, CUstream), "cuMemsetD8Async")    \
+  X(cuMemcpyDtoDAsync, CUresult, (CUdeviceptr, CUdeviceptr, size_t, CUstream), "cuMemcpyDtoDAsync_v2") \
+  X(cuDeviceGetPCIBusId, CUresult, (char*, int, CUdevice), "cuDeviceGetPCIBusId")                    \
   X(cuMemHostAlloc, CUresult, (void**, size_t, unsigned), "cuMemHostAlloc")                          \
   X(cuMemFreeHost, CUresult, (void*), "cuMemFreeHost")                                               \
   X(cuMemHostGetDevicePointer, CUresult, (CUdeviceptr*, void*, unsigned), "cuMemHostGetDevicePointer_v2") \

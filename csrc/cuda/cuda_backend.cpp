@@ -1,6 +1,7 @@
 // CUDA backend: the driver API and NVRTC opened at run time (cuda_loader.cpp), one
-// non-blocking stream per device, compiled kernels cached on disk, and GPU time
-// from event pairs around launches enqueued behind a gate.
+// non-blocking stream per device, compiled kernels cached on disk, GPU time from
+// event pairs around launches enqueued behind a gate, and the SM clock from NVML.
+// Errors start with "[cuda::operation]".
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -13,13 +14,18 @@
 #include "core/registry.h"
 #include "cuda_internal.h"
 #include "kernel_cache.h"
+#include "nvml.h"
 
 namespace mb::cuda {
 namespace {
 
-// Launches per held batch. The driver's queue of pending work is finite: a batch
-// far larger than this could block cuLaunchKernel while the gate holds the stream.
+// Launches per held run of timed(), which records two events per launch. The
+// driver's queue of pending work is finite: a run far larger than this could block
+// cuLaunchKernel while the gate holds the stream.
 constexpr size_t kBatch = 64;
+// Launches in one timed_batch(), which records only two events in all; the core
+// keeps batches within DeviceInfo::max_held_launches.
+constexpr size_t kMaxHeld = 1024;
 // A batch whose enqueueing takes longer than this is released anyway (and timed
 // again in smaller batches): nothing may wait on a gate the host cannot open.
 constexpr auto kGateTimeout = std::chrono::seconds(2);
@@ -46,66 +52,15 @@ SPIN:
 }
 )";
 
-// Reads `count` 16-byte words from `base` with a grid-stride loop; the loaded values
-// feed a store that never happens (for the fill patterns used), so the loads stay.
-const char* const kFlushReadPtx = R"(
-.version 6.0
-.target sm_50
-.address_size 64
-.visible .entry mb_flush_read(.param .u64 base, .param .u64 count, .param .u64 sink)
-{
-  .reg .pred p;
-  .reg .b32 r<9>;
-  .reg .b64 i, n, b, s, t, step;
-  ld.param.u64 b, [base];
-  ld.param.u64 n, [count];
-  ld.param.u64 s, [sink];
-  mov.u32 r0, %ctaid.x;
-  mov.u32 r1, %ntid.x;
-  mov.u32 r2, %tid.x;
-  mov.u32 r3, %nctaid.x;
-  mul.wide.u32 i, r0, r1;
-  cvt.u64.u32 t, r2;
-  add.u64 i, i, t;
-  mul.wide.u32 step, r3, r1;
-  mov.u32 r8, 0;
-LOOP:
-  setp.ge.u64 p, i, n;
-  @p bra DONE;
-  shl.b64 t, i, 4;
-  add.u64 t, b, t;
-  ld.global.v4.u32 {r4, r5, r6, r7}, [t];
-  xor.b32 r8, r8, r4;
-  xor.b32 r8, r8, r5;
-  xor.b32 r8, r8, r6;
-  xor.b32 r8, r8, r7;
-  add.u64 i, i, step;
-  bra LOOP;
-DONE:
-  setp.ne.u32 p, r8, 0x5bd1e995;
-  @p bra END;
-  st.global.u32 [s], r8;
-END:
-  ret;
-}
-)";
-
-// How cold mode evicts L2 (METALBENCH_CUDA_FLUSH): "clean" (default) fills the flush
-// buffer, then reads its first half, so that the fill's dirty lines are written back
-// before the timed launch and it starts from an L2 holding nothing of its data and
-// nothing to write back; "fill" only fills it, leaving up to an L2 of dirty lines
-// whose write-back the timed launch pays for.
-bool clean_flush() {
-  static const bool clean = [] {
-    const char* v = std::getenv("METALBENCH_CUDA_FLUSH");
-    return !(v && std::string(v) == "fill");
-  }();
-  return clean;
+std::string pci_bus_id(CUdevice dev) {
+  char id[64] = {};
+  check(driver().cuDeviceGetPCIBusId(id, sizeof id - 1, dev), "device", "cuDeviceGetPCIBusId");
+  return id;
 }
 
 int attribute(CUdevice dev, CUdevice_attribute what) {
   int v = 0;
-  check(driver().cuDeviceGetAttribute(&v, what, dev), "cuDeviceGetAttribute");
+  check(driver().cuDeviceGetAttribute(&v, what, dev), "device", "cuDeviceGetAttribute");
   return v;
 }
 
@@ -116,7 +71,7 @@ DeviceInfo describe(CUdevice dev, int index) {
   i.backend = "cuda";
   i.index = index;
   char name[256] = {};
-  check(driver().cuDeviceGetName(name, sizeof name - 1, dev), "cuDeviceGetName");
+  check(driver().cuDeviceGetName(name, sizeof name - 1, dev), "device", "cuDeviceGetName");
   i.name = name;
   i.vendor = "NVIDIA";
   std::string d = "CUDA " + version_string(driver_load().version);
@@ -131,11 +86,25 @@ DeviceInfo describe(CUdevice dev, int index) {
   i.driver = d;
   i.compute_units = attribute(dev, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT);
   size_t mem = 0;
-  check(driver().cuDeviceTotalMem(&mem, dev), "cuDeviceTotalMem");
+  check(driver().cuDeviceTotalMem(&mem, dev), "device", "cuDeviceTotalMem");
   i.memory_bytes = mem;
   i.cache_bytes = static_cast<uint64_t>(attribute(dev, CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE));
   i.max_group_size = attribute(dev, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK);
   i.unified_memory = attribute(dev, CU_DEVICE_ATTRIBUTE_INTEGRATED) != 0;
+  i.view_alignment = 256;  // cuMemAlloc's alignment, enough for every vector load
+  i.max_held_launches = kMaxHeld;
+  Nvml nvml(pci_bus_id(dev));
+  i.clock_source = nvml.source();
+  i.peak_bandwidth = nvml.peak_bandwidth();
+  if (i.peak_bandwidth > 0) {
+    i.peak_bandwidth_source = "NVML: maximum memory clock x bus width x 2 (double data rate)";
+  } else {
+    // kHz and bits; 0 where the driver no longer reports them.
+    double khz = attribute(dev, CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE);
+    double bits = attribute(dev, CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH);
+    i.peak_bandwidth = 2.0 * khz * 1e3 * bits / 8.0;
+    if (i.peak_bandwidth > 0) i.peak_bandwidth_source = "CUDA: memory clock x bus width x 2 (double data rate)";
+  }
   return i;
 }
 
@@ -166,7 +135,7 @@ class CompiledKernel final : public CuKernel {
   CompiledKernel(std::shared_ptr<Context> ctx, CUmodule module, CUfunction fn, std::string label)
       : ctx_(std::move(ctx)), module_(module), fn_(fn), label_(std::move(label)) {
     int v = 0;
-    check(driver().cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fn_),
+    check(driver().cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fn_), "compile",
           label_ + ": cuFuncGetAttribute");
     max_threads_ = static_cast<size_t>(v);
     // Parameter sizes, where the driver can tell (CUDA 12.4+), to refuse a launch
@@ -203,7 +172,7 @@ class CompiledKernel final : public CuKernel {
       (void)hold;
       (void)ptrs;
       check(driver().cuLaunchKernel(fn, g[0], g[1], g[2], t[0], t[1], t[2], 0, stream, params->data(), nullptr),
-            *who + ": cuLaunchKernel");
+            "launch", *who + ": cuLaunchKernel");
     };
   }
 
@@ -215,7 +184,7 @@ class CompiledKernel final : public CuKernel {
     collect(l.args, ptrs, params);
     check(driver().cuLaunchKernel(fn_, l.groups[0], l.groups[1], l.groups[2], l.threads[0], l.threads[1],
                                   l.threads[2], 0, ctx_->stream, params, nullptr),
-          label_ + ": cuLaunchKernel");
+          "launch", label_ + ": cuLaunchKernel");
   }
 
  private:
@@ -288,20 +257,20 @@ class Watchdog {
 
 class CuDevice final : public Device {
  public:
-  CuDevice(CUdevice dev, int index) : ctx_(std::make_shared<Context>()) {
+  CuDevice(CUdevice dev, int index) : ctx_(std::make_shared<Context>()), nvml_(pci_bus_id(dev)) {
     const DriverApi& d = driver();
     ctx_->device = dev;
     info_ = describe(dev, index);
     ctx_->cc_major = attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
     ctx_->cc_minor = attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
-    check(d.cuDevicePrimaryCtxRetain(&ctx_->ctx, dev), "cuDevicePrimaryCtxRetain");
+    check(d.cuDevicePrimaryCtxRetain(&ctx_->ctx, dev), "open", "cuDevicePrimaryCtxRetain");
     ctx_->make_current();
-    check(d.cuStreamCreate(&ctx_->stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    check(d.cuStreamCreate(&ctx_->stream, CU_STREAM_NON_BLOCKING), "open", "cuStreamCreate");
     void* host = nullptr;
-    check(d.cuMemHostAlloc(&host, 64, CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_PORTABLE), "cuMemHostAlloc");
+    check(d.cuMemHostAlloc(&host, 64, CU_MEMHOSTALLOC_DEVICEMAP | CU_MEMHOSTALLOC_PORTABLE), "open", "cuMemHostAlloc");
     ctx_->gate_host = static_cast<volatile uint32_t*>(host);
     *ctx_->gate_host = 0;
-    check(d.cuMemHostGetDevicePointer(&ctx_->gate_dev, host, 0), "cuMemHostGetDevicePointer");
+    check(d.cuMemHostGetDevicePointer(&ctx_->gate_dev, host, 0), "open", "cuMemHostGetDevicePointer");
     ctx_->gate_wait_value = d.cuStreamWaitValue32 != nullptr;
   }
 
@@ -344,12 +313,12 @@ class CuDevice final : public Device {
       rc = load_module(image, &module, &jit_log);
     }
     if (rc != CUDA_SUCCESS)
-      throw CompileError("cuda: loading " + label + " failed: " + cu_error(rc), jit_log);
+      throw CompileError("[cuda::compile] " + label + ": loading the module failed: " + cu_error(rc), jit_log);
     CUfunction fn = nullptr;
     rc = driver().cuModuleGetFunction(&fn, module, entry.c_str());
     if (rc != CUDA_SUCCESS) {
       driver().cuModuleUnload(module);
-      throw CompileError("cuda: " + label + " has no kernel named '" + entry + "' (" + cu_error(rc) +
+      throw CompileError("[cuda::compile] " + label + ": no kernel named '" + entry + "' (" + cu_error(rc) +
                              "; declare it extern \"C\")",
                          "");
     }
@@ -359,7 +328,7 @@ class CuDevice final : public Device {
   std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
                                   const std::vector<Define>& defines) override {
     if (name != "cublas")
-      throw UsageError("cuda: no vendor library routine '" + name + "' (asked for by " + label +
+      throw UsageError("[cuda::builtin] " + label + ": no vendor library routine '" + name +
                        "); the CUDA backend has 'cublas'");
     // MB_F16 gives the element type; without it the type is read off the buffers.
     size_t element = 0;
@@ -377,72 +346,102 @@ class CuDevice final : public Device {
     std::lock_guard<std::mutex> guard(ctx_->mutex);
     ctx_->make_current();
     kernel->launch(launch);
-    check(driver().cuStreamSynchronize(ctx_->stream), kernel->label() + ": cuStreamSynchronize");
+    check(driver().cuStreamSynchronize(ctx_->stream), "launch", kernel->label() + ": cuStreamSynchronize");
   }
 
-  std::vector<uint64_t> timed(const Launch& launch, size_t count, Buffer* flush) override {
-    auto* kernel = kernel_of(launch);
-    CuBuffer* flush_buffer = nullptr;
-    if (flush) {
-      flush_buffer = dynamic_cast<CuBuffer*>(flush);
-      if (!flush_buffer) throw UsageError("cuda: the flush buffer is not a CUDA buffer");
-    }
+  std::vector<uint64_t> timed(const std::vector<Launch>& launches) override {
     std::lock_guard<std::mutex> guard(ctx_->mutex);
     ctx_->make_current();
-    auto enqueue = kernel->prepare(launch);
+    std::vector<std::function<void()>> enqueue = prepare_all(launches);
     const DriverApi& d = driver();
-    // Load the flush kernel before the gate holds the stream (a module load may wait on it).
-    if (flush_buffer && clean_flush()) ctx_->load_flush_kernel();
     std::vector<uint64_t> out;
-    out.reserve(count);
-    size_t batch = std::min(kBatch, std::max<size_t>(count, 1));
+    out.reserve(launches.size());
+    size_t batch = std::min(kBatch, launches.size());
     ctx_->ensure_events(2 * batch);
-    while (out.size() < count) {
-      const size_t n = std::min(batch, count - out.size());
-      // Hold the stream, enqueue the batch, then open the gate: the GPU runs the
-      // launches back to back and never waits for the host between them.
-      uint32_t generation = ctx_->hold();
-      std::string failure;
-      bool forced = false;
-      {
-        Watchdog watchdog(*ctx_, generation);
-        try {
-          for (size_t i = 0; i < n; ++i) {
-            if (flush_buffer) {
-              flush_buffer->enqueue_fill(static_cast<uint8_t>(out.size() + i));
-              if (clean_flush()) ctx_->enqueue_write_back(flush_buffer->ptr(), flush_buffer->bytes() / 2);
-            }
-            check(d.cuEventRecord(ctx_->events[2 * i], ctx_->stream), "cuEventRecord");
-            enqueue();
-            check(d.cuEventRecord(ctx_->events[2 * i + 1], ctx_->stream), "cuEventRecord");
-          }
-        } catch (const std::exception& e) {
-          failure = e.what();
+    while (out.size() < launches.size()) {
+      const size_t first = out.size(), n = std::min(batch, launches.size() - first);
+      bool forced = held([&] {
+        for (size_t i = 0; i < n; ++i) {
+          check(d.cuEventRecord(ctx_->events[2 * i], ctx_->stream), "timing", "cuEventRecord");
+          enqueue[first + i]();
+          check(d.cuEventRecord(ctx_->events[2 * i + 1], ctx_->stream), "timing", "cuEventRecord");
         }
-        ctx_->release(generation);
-        forced = watchdog.finish();
-      }
-      CUresult rc = d.cuStreamSynchronize(ctx_->stream);
-      if (!failure.empty()) throw DeviceError(failure);
-      check(rc, kernel->label() + ": cuStreamSynchronize");
-      if (forced && batch > 1) {  // this batch may have waited on the host: again, smaller
+      }, launches[first].kernel->label());
+      if (forced && batch > 1) {  // this run may have waited on the host: again, smaller
         batch = std::max<size_t>(1, batch / 2);
         continue;
       }
-      for (size_t i = 0; i < n; ++i) {
-        float ms = 0.0f;
-        check(d.cuEventElapsedTime(&ms, ctx_->events[2 * i], ctx_->events[2 * i + 1]), "cuEventElapsedTime");
-        out.push_back(static_cast<uint64_t>(std::llround(double(ms) * 1e6)));
-      }
+      for (size_t i = 0; i < n; ++i) out.push_back(elapsed(ctx_->events[2 * i], ctx_->events[2 * i + 1]));
     }
     return out;
   }
 
+  uint64_t timed_batch(const std::vector<Launch>& launches) override {
+    if (launches.size() > kMaxHeld)
+      throw UsageError("[cuda::timing] a batch of " + std::to_string(launches.size()) + " launches exceeds the " +
+                       std::to_string(kMaxHeld) + " this backend holds at once");
+    std::lock_guard<std::mutex> guard(ctx_->mutex);
+    ctx_->make_current();
+    std::vector<std::function<void()>> enqueue = prepare_all(launches);
+    const DriverApi& d = driver();
+    ctx_->ensure_events(2);
+    bool forced = held([&] {
+      check(d.cuEventRecord(ctx_->events[0], ctx_->stream), "timing", "cuEventRecord");
+      for (auto& e : enqueue) e();
+      check(d.cuEventRecord(ctx_->events[1], ctx_->stream), "timing", "cuEventRecord");
+    }, launches.front().kernel->label());
+    if (forced)
+      throw DeviceError("[cuda::timing] " + launches.front().kernel->label() + ": enqueueing a batch of " +
+                        std::to_string(launches.size()) + " launches took longer than " +
+                        std::to_string(kGateTimeout.count()) + " s, so the GPU may have waited for the host");
+    return elapsed(ctx_->events[0], ctx_->events[1]);
+  }
+
+  ClockReading clock() override { return nvml_.read(); }
+
  private:
   CuKernel* kernel_of(const Launch& launch) {
     auto* k = dynamic_cast<CuKernel*>(launch.kernel.get());
-    if (!k) throw UsageError(launch.kernel->label() + " was not compiled by the CUDA backend");
+    if (!k) throw UsageError("[cuda::launch] " + launch.kernel->label() + " was not compiled by this backend");
     return k;
+  }
+
+  // Each launch checked once and made ready to enqueue (context current, mutex held).
+  std::vector<std::function<void()>> prepare_all(const std::vector<Launch>& launches) {
+    std::vector<std::function<void()>> out;
+    out.reserve(launches.size());
+    for (const Launch& l : launches) out.push_back(kernel_of(l)->prepare(l));
+    return out;
+  }
+
+  // Holds the stream, runs `enqueue`, then opens the gate, so that the GPU runs the
+  // enqueued work back to back and never waits for the host inside it; waits for
+  // the stream. True when the watchdog had to open the gate (see kGateTimeout).
+  template <typename Enqueue>
+  bool held(Enqueue enqueue, const std::string& who) {
+    uint32_t generation = ctx_->hold();
+    std::string failure;
+    bool forced = false;
+    {
+      Watchdog watchdog(*ctx_, generation);
+      try {
+        enqueue();
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      ctx_->release(generation);
+      forced = watchdog.finish();
+    }
+    CUresult rc = driver().cuStreamSynchronize(ctx_->stream);
+    if (!failure.empty()) throw DeviceError(failure);
+    check(rc, "launch", who + ": cuStreamSynchronize");
+    return forced;
+  }
+
+  uint64_t elapsed(CUevent start, CUevent end) {
+    float ms = 0.0f;
+    check(driver().cuEventElapsedTime(&ms, start, end), "timing", "cuEventElapsedTime");
+    return static_cast<uint64_t>(std::llround(double(ms) * 1e6));
   }
 
   Image nvrtc_compile(const std::string& source, const std::string& label, const std::vector<std::string>& options,
@@ -451,7 +450,7 @@ class CuDevice final : public Device {
     nvrtcProgram prog = nullptr;
     nvrtcResult rc = r.nvrtcCreateProgram(&prog, source.c_str(), (label + ".cu").c_str(), 0, nullptr, nullptr);
     if (rc != NVRTC_SUCCESS)
-      throw CompileError("cuda: nvrtcCreateProgram for " + label + " failed: " + r.nvrtcGetErrorString(rc), "");
+      throw CompileError("[cuda::compile] " + label + ": nvrtcCreateProgram failed: " + r.nvrtcGetErrorString(rc), "");
     std::vector<const char*> argv;
     for (const auto& o : options) argv.push_back(o.c_str());
     rc = r.nvrtcCompileProgram(prog, static_cast<int>(argv.size()), argv.data());
@@ -464,7 +463,7 @@ class CuDevice final : public Device {
     }
     if (rc != NVRTC_SUCCESS) {
       r.nvrtcDestroyProgram(&prog);
-      throw CompileError("cuda: compiling " + label + " failed: " + r.nvrtcGetErrorString(rc), log);
+      throw CompileError("[cuda::compile] " + label + ": failed: " + r.nvrtcGetErrorString(rc), log);
     }
     Image image;
     image.ptx = ptx;
@@ -476,7 +475,7 @@ class CuDevice final : public Device {
     }
     r.nvrtcDestroyProgram(&prog);
     if (got != NVRTC_SUCCESS || image.data.empty())
-      throw CompileError("cuda: reading the compiled code of " + label + " failed", log);
+      throw CompileError("[cuda::compile] " + label + ": reading the compiled code failed", log);
     return image;
   }
 
@@ -495,6 +494,7 @@ class CuDevice final : public Device {
 
   DeviceInfo info_;
   std::shared_ptr<Context> ctx_;
+  Nvml nvml_;
 };
 
 class CuBackend final : public Backend {
@@ -528,19 +528,19 @@ class CuBackend final : public Backend {
   std::shared_ptr<Device> open(int index) override {
     int n = count();
     if (index < 0 || index >= n)
-      throw UsageError("cuda: no device " + std::to_string(index) + " (" + std::to_string(n) + " found)");
+      throw UsageError("[cuda::open] no device " + std::to_string(index) + " (" + std::to_string(n) + " found)");
     return std::make_shared<CuDevice>(device(index), index);
   }
 
  private:
   int count() {
     int n = 0;
-    check(driver().cuDeviceGetCount(&n), "cuDeviceGetCount");
+    check(driver().cuDeviceGetCount(&n), "device", "cuDeviceGetCount");
     return n;
   }
   CUdevice device(int index) {
     CUdevice dev = 0;
-    check(driver().cuDeviceGet(&dev, index), "cuDeviceGet");
+    check(driver().cuDeviceGet(&dev, index), "device", "cuDeviceGet");
     return dev;
   }
 };
@@ -561,8 +561,6 @@ Context::~Context() {
   blas.reset();
   for (CUevent e : events) d.cuEventDestroy(e);
   if (spin_module) d.cuModuleUnload(spin_module);
-  if (flush_module) d.cuModuleUnload(flush_module);
-  if (flush_sink) d.cuMemFree(flush_sink);
   if (gate_host) d.cuMemFreeHost(const_cast<uint32_t*>(gate_host));
   if (stream) d.cuStreamDestroy(stream);
   d.cuDevicePrimaryCtxRelease(device);
@@ -571,7 +569,7 @@ Context::~Context() {
 void Context::make_current() const {
   const DriverApi& d = driver();
   CUcontext current = nullptr;
-  if (d.cuCtxGetCurrent(&current) != CUDA_SUCCESS || current != ctx) check(d.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+  if (d.cuCtxGetCurrent(&current) != CUDA_SUCCESS || current != ctx) check(d.cuCtxSetCurrent(ctx), "context", "cuCtxSetCurrent");
 }
 
 uint32_t Context::hold() {
@@ -583,13 +581,13 @@ uint32_t Context::hold() {
     gate_wait_value = false;  // not supported here: the spin kernel from now on
   }
   if (!spin) {
-    check(d.cuModuleLoadData(&spin_module, kSpinPtx), "loading the gate kernel");
-    check(d.cuModuleGetFunction(&spin, spin_module, "mb_gate_spin"), "cuModuleGetFunction(mb_gate_spin)");
+    check(d.cuModuleLoadData(&spin_module, kSpinPtx), "gate", "loading the gate kernel");
+    check(d.cuModuleGetFunction(&spin, spin_module, "mb_gate_spin"), "gate", "cuModuleGetFunction(mb_gate_spin)");
   }
   CUdeviceptr flag = gate_dev;
   uint32_t want = generation;
   void* params[] = {&flag, &want};
-  check(d.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, stream, params, nullptr), "launching the gate kernel");
+  check(d.cuLaunchKernel(spin, 1, 1, 1, 1, 1, 1, 0, stream, params, nullptr), "gate", "launching the gate kernel");
   return generation;
 }
 
@@ -599,27 +597,10 @@ void Context::release(uint32_t generation) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
 }
 
-void Context::load_flush_kernel() {
-  const DriverApi& d = driver();
-  if (flush_read) return;
-  check(d.cuModuleLoadData(&flush_module, kFlushReadPtx), "loading the flush kernel");
-  check(d.cuModuleGetFunction(&flush_read, flush_module, "mb_flush_read"), "cuModuleGetFunction(mb_flush_read)");
-  check(d.cuMemAlloc(&flush_sink, 16), "allocating the flush kernel's sink");
-}
-
-void Context::enqueue_write_back(CUdeviceptr ptr, size_t bytes) {
-  const DriverApi& d = driver();
-  load_flush_kernel();
-  unsigned long long count = bytes / 16;
-  CUdeviceptr base = ptr, sink = flush_sink;
-  void* params[] = {&base, &count, &sink};
-  check(d.cuLaunchKernel(flush_read, 1024, 1, 1, 256, 1, 1, 0, stream, params, nullptr), "launching the flush kernel");
-}
-
 void Context::ensure_events(size_t n) {
   while (events.size() < n) {
     CUevent e = nullptr;
-    check(driver().cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate");
+    check(driver().cuEventCreate(&e, CU_EVENT_DEFAULT), "timing", "cuEventCreate");
     events.push_back(e);
   }
 }
@@ -629,10 +610,14 @@ void Context::ensure_events(size_t n) {
 CuBuffer::CuBuffer(std::shared_ptr<Context> ctx, size_t n) : ctx_(std::move(ctx)), bytes_(n) {
   std::lock_guard<std::mutex> guard(ctx_->mutex);
   ctx_->make_current();
-  check(driver().cuMemAlloc(&ptr_, n), "allocating " + std::to_string(n) + " bytes");
+  check(driver().cuMemAlloc(&ptr_, n), "allocate", std::to_string(n) + " bytes");
 }
 
+CuBuffer::CuBuffer(std::shared_ptr<Context> ctx, std::shared_ptr<CuBuffer> parent, size_t offset, size_t n)
+    : ctx_(std::move(ctx)), parent_(std::move(parent)), ptr_(parent_->ptr_ + offset), bytes_(n) {}
+
 CuBuffer::~CuBuffer() {
+  if (parent_) return;  // a view: the parent frees the memory
   ctx_->make_current();
   driver().cuMemFree(ptr_);
 }
@@ -640,33 +625,42 @@ CuBuffer::~CuBuffer() {
 void CuBuffer::write(const void* src, size_t n, size_t offset) {
   std::lock_guard<std::mutex> guard(ctx_->mutex);
   ctx_->make_current();
-  check(driver().cuMemcpyHtoDAsync(ptr_ + offset, src, n, ctx_->stream), "cuMemcpyHtoDAsync");
-  check(driver().cuStreamSynchronize(ctx_->stream), "cuStreamSynchronize after a write");
+  check(driver().cuMemcpyHtoDAsync(ptr_ + offset, src, n, ctx_->stream), "write", "cuMemcpyHtoDAsync");
+  check(driver().cuStreamSynchronize(ctx_->stream), "write", "cuStreamSynchronize");
 }
 
 void CuBuffer::read(void* dst, size_t n, size_t offset) const {
   std::lock_guard<std::mutex> guard(ctx_->mutex);
   ctx_->make_current();
-  check(driver().cuMemcpyDtoHAsync(dst, ptr_ + offset, n, ctx_->stream), "cuMemcpyDtoHAsync");
-  check(driver().cuStreamSynchronize(ctx_->stream), "cuStreamSynchronize after a read");
+  check(driver().cuMemcpyDtoHAsync(dst, ptr_ + offset, n, ctx_->stream), "read", "cuMemcpyDtoHAsync");
+  check(driver().cuStreamSynchronize(ctx_->stream), "read", "cuStreamSynchronize");
 }
 
 void CuBuffer::fill(uint8_t value) {
   std::lock_guard<std::mutex> guard(ctx_->mutex);
   ctx_->make_current();
-  enqueue_fill(value);
-  check(driver().cuStreamSynchronize(ctx_->stream), "cuStreamSynchronize after a fill");
+  check(driver().cuMemsetD8Async(ptr_, value, bytes_, ctx_->stream), "fill", "cuMemsetD8Async");
+  check(driver().cuStreamSynchronize(ctx_->stream), "fill", "cuStreamSynchronize");
 }
 
-void CuBuffer::enqueue_fill(uint8_t value) {
-  check(driver().cuMemsetD8Async(ptr_, value, bytes_, ctx_->stream), "cuMemsetD8Async");
+void CuBuffer::copy_from(const Buffer& source) {
+  auto* src = dynamic_cast<const CuBuffer*>(&source);
+  if (!src) throw UsageError("[cuda::copy] the source is not a CUDA buffer");
+  std::lock_guard<std::mutex> guard(ctx_->mutex);
+  ctx_->make_current();
+  check(driver().cuMemcpyDtoDAsync(ptr_, src->ptr_, bytes_, ctx_->stream), "copy", "cuMemcpyDtoDAsync");
+  check(driver().cuStreamSynchronize(ctx_->stream), "copy", "cuStreamSynchronize");
+}
+
+std::shared_ptr<Buffer> CuBuffer::view(size_t offset, size_t n) {
+  return std::make_shared<CuBuffer>(ctx_, shared_from_this(), offset, n);
 }
 
 CuBuffer& buffer_arg(const Launch& launch, size_t index) {
   const auto* held = std::get_if<std::shared_ptr<Buffer>>(&launch.args.at(index));
   auto* buf = held ? dynamic_cast<CuBuffer*>(held->get()) : nullptr;
   if (!buf)
-    throw UsageError(launch.kernel->label() + ": argument " + std::to_string(index) +
+    throw UsageError("[cuda::launch] " + launch.kernel->label() + ": argument " + std::to_string(index) +
                      (held ? " is not a CUDA buffer" : " must be a buffer"));
   return *buf;
 }

@@ -40,12 +40,6 @@ struct Context {
   CUmodule spin_module = nullptr;
   CUfunction spin = nullptr;
 
-  // Cold mode's write-back: a kernel that reads the flush buffer's first half after
-  // the fill, so that the fill's dirty lines leave L2 before the timed launch.
-  CUmodule flush_module = nullptr;
-  CUfunction flush_read = nullptr;
-  CUdeviceptr flush_sink = 0;
-
   std::vector<CUevent> events;
   std::unique_ptr<BlasState> blas;  // created by the first builtin("cublas")
 
@@ -61,25 +55,26 @@ struct Context {
   void release(uint32_t generation);
   // At least `n` timing events.
   void ensure_events(size_t n);
-  // Enqueues the read of `bytes` at `ptr` that evicts the dirty lines a fill left in L2.
-  void enqueue_write_back(CUdeviceptr ptr, size_t bytes);
-  void load_flush_kernel();
 };
 
-class CuBuffer final : public Buffer {
+// A device allocation, or a view of one (its pointer plus an offset; the parent
+// owns the memory).
+class CuBuffer final : public Buffer, public std::enable_shared_from_this<CuBuffer> {
  public:
   CuBuffer(std::shared_ptr<Context> ctx, size_t n);
+  CuBuffer(std::shared_ptr<Context> ctx, std::shared_ptr<CuBuffer> parent, size_t offset, size_t n);
   ~CuBuffer() override;
   size_t bytes() const override { return bytes_; }
   void write(const void* src, size_t n, size_t offset) override;
   void read(void* dst, size_t n, size_t offset) const override;
   void fill(uint8_t value) override;
-  // Enqueues a fill on the context's stream without waiting for it.
-  void enqueue_fill(uint8_t value);
+  void copy_from(const Buffer& source) override;
+  std::shared_ptr<Buffer> view(size_t offset, size_t n) override;
   CUdeviceptr ptr() const { return ptr_; }
 
  private:
   std::shared_ptr<Context> ctx_;
+  std::shared_ptr<CuBuffer> parent_;  // set for views
   CUdeviceptr ptr_ = 0;
   size_t bytes_;
 };

@@ -375,19 +375,19 @@ const CublasLoad& cublas_load() {
 
 const DriverApi& driver() {
   const DriverLoad& l = driver_load();
-  if (!l.error.empty()) throw UnavailableError("cuda: " + l.error);
+  if (!l.error.empty()) throw UnavailableError("[cuda::load] " + l.error);
   return l.api;
 }
 
 const NvrtcApi& nvrtc() {
   const NvrtcLoad& l = nvrtc_load();
-  if (!l.error.empty()) throw UnavailableError("cuda: " + l.error);
+  if (!l.error.empty()) throw UnavailableError("[cuda::load] " + l.error);
   return l.api;
 }
 
 const CublasApi& cublas() {
   const CublasLoad& l = cublas_load();
-  if (!l.error.empty()) throw UnavailableError("cuda: " + l.error);
+  if (!l.error.empty()) throw UnavailableError("[cuda::load] " + l.error);
   return l.api;
 }
 
@@ -402,9 +402,9 @@ std::string cu_error(CUresult code) {
   return s;
 }
 
-void check(CUresult code, const std::string& what) {
+void check(CUresult code, const char* op, const std::string& what) {
   if (code == CUDA_SUCCESS) return;
-  std::string msg = "cuda: " + what + " failed: " + cu_error(code);
+  std::string msg = std::string("[cuda::") + op + "] " + what + " failed: " + cu_error(code);
   // A fault inside a kernel poisons the whole context: every later call fails too.
   if (code == 700 || code == 702 || (code >= 714 && code <= 720))
     msg += " (the CUDA context cannot be used after this error; restart the process)";

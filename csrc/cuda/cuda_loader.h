@@ -54,8 +54,8 @@ const CublasApi& cublas();
 
 // "CUDA_ERROR_ILLEGAL_ADDRESS (700): an illegal memory access was encountered"
 std::string cu_error(CUresult code);
-// Throws DeviceError("cuda: <what> failed: <cu_error>") unless code is CUDA_SUCCESS.
-void check(CUresult code, const std::string& what);
+// Throws DeviceError("[cuda::<op>] <what> failed: <cu_error>") unless code is CUDA_SUCCESS.
+void check(CUresult code, const char* op, const std::string& what);
 
 // The driver's own version string (e.g. "580.159.04"), or "" where it cannot be read.
 std::string kernel_driver_version();

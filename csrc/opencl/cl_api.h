@@ -22,6 +22,12 @@ using cl_program_build_info = cl_uint;
 using cl_kernel_work_group_info = cl_uint;
 using cl_profiling_info = cl_uint;
 using cl_context_properties = intptr_t;
+using cl_buffer_create_type = cl_uint;
+
+struct cl_buffer_region {
+  size_t origin;
+  size_t size;
+};
 
 using cl_platform_id = struct _cl_platform_id*;
 using cl_device_id = struct _cl_device_id*;
@@ -43,6 +49,7 @@ constexpr cl_platform_info CL_PLATFORM_NAME = 0x0902;
 constexpr cl_device_info CL_DEVICE_MAX_COMPUTE_UNITS = 0x1002;
 constexpr cl_device_info CL_DEVICE_MAX_WORK_GROUP_SIZE = 0x1004;
 constexpr cl_device_info CL_DEVICE_MAX_MEM_ALLOC_SIZE = 0x1010;
+constexpr cl_device_info CL_DEVICE_MEM_BASE_ADDR_ALIGN = 0x1019;
 constexpr cl_device_info CL_DEVICE_GLOBAL_MEM_CACHE_SIZE = 0x101E;
 constexpr cl_device_info CL_DEVICE_GLOBAL_MEM_SIZE = 0x101F;
 constexpr cl_device_info CL_DEVICE_NAME = 0x102B;
@@ -54,6 +61,7 @@ constexpr cl_context_properties CL_CONTEXT_PLATFORM = 0x1084;
 constexpr cl_command_queue_properties CL_QUEUE_PROFILING_ENABLE = 1 << 1;
 constexpr cl_mem_flags CL_MEM_READ_WRITE = 1 << 0;
 constexpr cl_program_build_info CL_PROGRAM_BUILD_LOG = 0x1183;
+constexpr cl_buffer_create_type CL_BUFFER_CREATE_TYPE_REGION = 0x1220;
 constexpr cl_kernel_work_group_info CL_KERNEL_WORK_GROUP_SIZE = 0x11B0;
 constexpr cl_kernel_work_group_info CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE = 0x11B3;
 constexpr cl_profiling_info CL_PROFILING_COMMAND_START = 0x1282;
@@ -74,6 +82,7 @@ constexpr cl_profiling_info CL_PROFILING_COMMAND_END = 0x1283;
   X(clReleaseCommandQueue, cl_int, (cl_command_queue))                                              \
   X(clCreateBuffer, cl_mem, (cl_context, cl_mem_flags, size_t, void*, cl_int*))                     \
   X(clReleaseMemObject, cl_int, (cl_mem))                                                           \
+  X(clCreateSubBuffer, cl_mem, (cl_mem, cl_mem_flags, cl_buffer_create_type, const void*, cl_int*))  \
   X(clCreateProgramWithSource, cl_program,                                                          \
     (cl_context, cl_uint, const char**, const size_t*, cl_int*))                                    \
   X(clBuildProgram, cl_int,                                                                         \
@@ -91,6 +100,8 @@ constexpr cl_profiling_info CL_PROFILING_COMMAND_END = 0x1283;
      cl_event*))                                                                                    \
   X(clEnqueueReadBuffer, cl_int,                                                                    \
     (cl_command_queue, cl_mem, cl_bool, size_t, size_t, void*, cl_uint, const cl_event*, cl_event*)) \
+  X(clEnqueueCopyBuffer, cl_int,                                                                    \
+    (cl_command_queue, cl_mem, cl_mem, size_t, size_t, size_t, cl_uint, const cl_event*, cl_event*))  \
   X(clEnqueueFillBuffer, cl_int,                                                                    \
     (cl_command_queue, cl_mem, const void*, size_t, size_t, size_t, cl_uint, const cl_event*,       \
      cl_event*))                                                                                    \

@@ -1,7 +1,9 @@
 // OpenCL backend: libOpenCL.so.1 opened at run time, one in-order profiling
-// queue per device, kernel timing from profiling events.
+// queue per device, kernel timing from profiling events. Errors start with
+// "[opencl::operation]".
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -50,20 +52,21 @@ const Loaded& load() {
 
 const Api& api() {
   const Loaded& l = load();
-  if (!l.error.empty()) throw UnavailableError("opencl: " + l.error);
+  if (!l.error.empty()) throw UnavailableError("[opencl::load] " + l.error);
   return l.api;
 }
 
+// `what` is "operation] detail": the error reads "[opencl::operation] detail failed: ...".
 void check(cl_int code, const std::string& what) {
   if (code != CL_SUCCESS)
-    throw DeviceError("opencl: " + what + " failed: " + error_name(code) + " (" + std::to_string(code) + ")");
+    throw DeviceError("[opencl::" + what + " failed: " + error_name(code) + " (" + std::to_string(code) + ")");
 }
 
 std::string device_string(cl_device_id d, cl_device_info what) {
   size_t n = 0;
-  check(api().clGetDeviceInfo(d, what, 0, nullptr, &n), "clGetDeviceInfo");
+  check(api().clGetDeviceInfo(d, what, 0, nullptr, &n), "device] clGetDeviceInfo");
   std::string s(n, '\0');
-  check(api().clGetDeviceInfo(d, what, n, s.data(), nullptr), "clGetDeviceInfo");
+  check(api().clGetDeviceInfo(d, what, n, s.data(), nullptr), "device] clGetDeviceInfo");
   while (!s.empty() && s.back() == '\0') s.pop_back();
   return s;
 }
@@ -71,7 +74,7 @@ std::string device_string(cl_device_id d, cl_device_info what) {
 template <typename T>
 T device_value(cl_device_id d, cl_device_info what) {
   T v{};
-  check(api().clGetDeviceInfo(d, what, sizeof(T), &v, nullptr), "clGetDeviceInfo");
+  check(api().clGetDeviceInfo(d, what, sizeof(T), &v, nullptr), "device] clGetDeviceInfo");
   return v;
 }
 
@@ -86,13 +89,13 @@ std::vector<Found> enumerate() {
   cl_int rc = api().clGetPlatformIDs(0, nullptr, &np);
   if (rc != CL_SUCCESS || np == 0) return {};  // -1001: the loader found no driver
   std::vector<cl_platform_id> platforms(np);
-  check(api().clGetPlatformIDs(np, platforms.data(), nullptr), "clGetPlatformIDs");
+  check(api().clGetPlatformIDs(np, platforms.data(), nullptr), "device] clGetPlatformIDs");
   std::vector<Found> out;
   for (cl_platform_id p : platforms) {
     cl_uint nd = 0;
     if (api().clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, 0, nullptr, &nd) != CL_SUCCESS || nd == 0) continue;
     std::vector<cl_device_id> devs(nd);
-    check(api().clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, nd, devs.data(), nullptr), "clGetDeviceIDs");
+    check(api().clGetDeviceIDs(p, CL_DEVICE_TYPE_ALL, nd, devs.data(), nullptr), "device] clGetDeviceIDs");
     for (cl_device_id d : devs) out.push_back({p, d});
   }
   return out;
@@ -117,6 +120,10 @@ DeviceInfo describe(const Found& f, int index) {
   i.cache_bytes = device_value<cl_ulong>(f.device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE);
   i.max_group_size = static_cast<int>(device_value<size_t>(f.device, CL_DEVICE_MAX_WORK_GROUP_SIZE));
   i.unified_memory = device_value<cl_bool>(f.device, CL_DEVICE_HOST_UNIFIED_MEMORY) != 0;
+  // In bits. Sub-buffer origins must be multiples of it; 256 bytes at least keeps
+  // views aligned for every vector load a kernel makes.
+  i.view_alignment = std::max<size_t>(256, device_value<cl_uint>(f.device, CL_DEVICE_MEM_BASE_ADDR_ALIGN) / 8);
+  i.clock_source = "none: OpenCL reports no current clock";
   return i;
 }
 
@@ -132,35 +139,54 @@ struct Context {
   }
 };
 
-class ClBuffer final : public Buffer {
+// A buffer, or a view of one (a sub-buffer of the root allocation: OpenCL makes no
+// sub-buffer of a sub-buffer, so a view of a view is cut from the root).
+class ClBuffer final : public Buffer, public std::enable_shared_from_this<ClBuffer> {
  public:
   ClBuffer(std::shared_ptr<Context> ctx, size_t n) : ctx_(std::move(ctx)), bytes_(n) {
     cl_int rc = CL_SUCCESS;
     mem_ = api().clCreateBuffer(ctx_->context, CL_MEM_READ_WRITE, n, nullptr, &rc);
-    check(rc, "allocating " + std::to_string(n) + " bytes");
+    check(rc, "allocate] " + std::to_string(n) + " bytes");
+  }
+  ClBuffer(std::shared_ptr<Context> ctx, std::shared_ptr<ClBuffer> root, size_t offset, size_t n)
+      : ctx_(std::move(ctx)), root_(std::move(root)), offset_(offset), bytes_(n) {
+    cl_buffer_region region{offset, n};
+    cl_int rc = CL_SUCCESS;
+    mem_ = api().clCreateSubBuffer(root_->mem_, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION, &region, &rc);
+    check(rc, "view] " + std::to_string(n) + " bytes at offset " + std::to_string(offset));
   }
   ~ClBuffer() override { api().clReleaseMemObject(mem_); }
   size_t bytes() const override { return bytes_; }
   void write(const void* src, size_t n, size_t offset) override {
     check(api().clEnqueueWriteBuffer(ctx_->queue, mem_, CL_TRUE, offset, n, src, 0, nullptr, nullptr),
-          "clEnqueueWriteBuffer");
+          "write] clEnqueueWriteBuffer");
   }
   void read(void* dst, size_t n, size_t offset) const override {
     check(api().clEnqueueReadBuffer(ctx_->queue, mem_, CL_TRUE, offset, n, dst, 0, nullptr, nullptr),
-          "clEnqueueReadBuffer");
+          "read] clEnqueueReadBuffer");
   }
   void fill(uint8_t value) override {
-    enqueue_fill(value, 0, nullptr);
-    check(api().clFinish(ctx_->queue), "clFinish");
+    check(api().clEnqueueFillBuffer(ctx_->queue, mem_, &value, 1, 0, bytes_, 0, nullptr, nullptr),
+          "fill] clEnqueueFillBuffer");
+    check(api().clFinish(ctx_->queue), "fill] clFinish");
   }
-  void enqueue_fill(uint8_t value, cl_uint waits, const cl_event* wait) {
-    check(api().clEnqueueFillBuffer(ctx_->queue, mem_, &value, 1, 0, bytes_, waits, wait, nullptr),
-          "clEnqueueFillBuffer");
+  void copy_from(const Buffer& source) override {
+    auto* src = dynamic_cast<const ClBuffer*>(&source);
+    if (!src) throw UsageError("[opencl::copy] the source is not an OpenCL buffer");
+    check(api().clEnqueueCopyBuffer(ctx_->queue, src->mem_, mem_, 0, 0, bytes_, 0, nullptr, nullptr),
+          "copy] clEnqueueCopyBuffer");
+    check(api().clFinish(ctx_->queue), "copy] clFinish");
+  }
+  std::shared_ptr<Buffer> view(size_t offset, size_t n) override {
+    std::shared_ptr<ClBuffer> root = root_ ? root_ : shared_from_this();
+    return std::make_shared<ClBuffer>(ctx_, root, offset_ + offset, n);
   }
   cl_mem mem() const { return mem_; }
 
  private:
   std::shared_ptr<Context> ctx_;
+  std::shared_ptr<ClBuffer> root_;  // set for views
+  size_t offset_ = 0;               // within the root
   cl_mem mem_ = nullptr;
   size_t bytes_;
 };
@@ -171,10 +197,10 @@ class ClKernel final : public Kernel {
       : ctx_(std::move(ctx)), program_(program), kernel_(kernel), label_(std::move(label)) {
     check(api().clGetKernelWorkGroupInfo(kernel_, ctx_->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof(size_t),
                                          &max_group_, nullptr),
-          label_ + ": CL_KERNEL_WORK_GROUP_SIZE");
+          "compile] " + label_ + ": CL_KERNEL_WORK_GROUP_SIZE");
     check(api().clGetKernelWorkGroupInfo(kernel_, ctx_->device, CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE,
                                          sizeof(size_t), &simd_, nullptr),
-          label_ + ": CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE");
+          "compile] " + label_ + ": CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE");
   }
   ~ClKernel() override {
     api().clReleaseKernel(kernel_);
@@ -200,9 +226,9 @@ class ClDevice final : public Device {
     cl_context_properties props[] = {CL_CONTEXT_PLATFORM, reinterpret_cast<cl_context_properties>(f.platform), 0};
     cl_int rc = CL_SUCCESS;
     ctx_->context = api().clCreateContext(props, 1, &f.device, nullptr, nullptr, &rc);
-    check(rc, "clCreateContext");
+    check(rc, "open] clCreateContext");
     ctx_->queue = api().clCreateCommandQueue(ctx_->context, f.device, CL_QUEUE_PROFILING_ENABLE, &rc);
-    check(rc, "clCreateCommandQueue");
+    check(rc, "open] clCreateCommandQueue");
   }
 
   const DeviceInfo& info() const override { return info_; }
@@ -215,17 +241,17 @@ class ClDevice final : public Device {
     size_t length = source.size();
     cl_int rc = CL_SUCCESS;
     cl_program program = api().clCreateProgramWithSource(ctx_->context, 1, &text, &length, &rc);
-    check(rc, label + ": clCreateProgramWithSource");
+    check(rc, "compile] " + label + ": clCreateProgramWithSource");
     rc = api().clBuildProgram(program, 1, &ctx_->device, options.c_str(), nullptr, nullptr);
     if (rc != CL_SUCCESS) {
       std::string log = build_log(program);
       api().clReleaseProgram(program);
-      throw CompileError("opencl: compiling " + label + " failed: " + error_name(rc), log);
+      throw CompileError("[opencl::compile] " + label + ": failed: " + error_name(rc), log);
     }
     cl_kernel kernel = api().clCreateKernel(program, entry.c_str(), &rc);
     if (rc != CL_SUCCESS) {
       api().clReleaseProgram(program);
-      throw CompileError("opencl: " + label + " has no kernel named '" + entry + "' (" + error_name(rc) + ")",
+      throw CompileError("[opencl::compile] " + label + ": no kernel named '" + entry + "' (" + error_name(rc) + ")",
                          "");
     }
     return std::make_shared<ClKernel>(ctx_, program, kernel, label);
@@ -233,7 +259,7 @@ class ClDevice final : public Device {
 
   std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
                                   const std::vector<Define>&) override {
-    throw UsageError("opencl: no vendor library routine '" + name + "' (asked for by " + label + ")");
+    throw UsageError("[opencl::builtin] " + label + ": no vendor library routine '" + name + "' on OpenCL");
   }
 
   std::shared_ptr<Buffer> allocate(size_t bytes) override { return std::make_shared<ClBuffer>(ctx_, bytes); }
@@ -241,29 +267,54 @@ class ClDevice final : public Device {
   void run(const Launch& launch) override {
     std::lock_guard<std::mutex> guard(ctx_->mutex);
     enqueue(launch, 0, nullptr, nullptr);
-    check(api().clFinish(ctx_->queue), launch.kernel->label() + ": clFinish");
+    check(api().clFinish(ctx_->queue), "launch] " + launch.kernel->label() + ": clFinish");
   }
 
-  std::vector<uint64_t> timed(const Launch& launch, size_t count, Buffer* flush) override {
+  std::vector<uint64_t> timed(const std::vector<Launch>& launches) override {
+    std::vector<cl_event> events = held(launches, /*every=*/true);
+    std::vector<uint64_t> out;
+    out.reserve(events.size());
+    std::string failure;
+    for (cl_event e : events) {
+      if (failure.empty()) {
+        auto [start, end] = span(e, e, &failure);
+        out.push_back(end - start);
+      }
+      api().clReleaseEvent(e);
+    }
+    if (!failure.empty()) throw DeviceError(failure);
+    return out;
+  }
+
+  uint64_t timed_batch(const std::vector<Launch>& launches) override {
+    std::vector<cl_event> events = held(launches, /*every=*/false);
+    std::string failure;
+    auto [start, end] = span(events.front(), events.back(), &failure);
+    for (cl_event e : events) api().clReleaseEvent(e);
+    if (!failure.empty()) throw DeviceError(failure);
+    return end - start;
+  }
+
+ private:
+  // Enqueues `launches` behind a user event, then opens it and waits: the in-order
+  // queue makes every launch wait behind the first, so nothing runs until all are
+  // enqueued and the device never idles waiting for the host between them. Returns
+  // the profiling event of every launch (`every`), or of the first and last only.
+  std::vector<cl_event> held(const std::vector<Launch>& launches, bool every) {
+    if (launches.empty()) throw UsageError("[opencl::launch] nothing to launch");
     std::lock_guard<std::mutex> guard(ctx_->mutex);
-    auto* flush_buffer = static_cast<ClBuffer*>(flush);
-    // A user event gates the first command, and the in-order queue makes every
-    // later one wait behind it: nothing runs until all launches are enqueued, so
-    // the device never idles waiting for the host between them.
     cl_int rc = CL_SUCCESS;
     cl_event gate = api().clCreateUserEvent(ctx_->context, &rc);
-    check(rc, "clCreateUserEvent");
-    std::vector<cl_event> events(count, nullptr);
+    check(rc, "launch] clCreateUserEvent");
+    std::vector<cl_event> events;
     std::string failure;
     try {
-      for (size_t i = 0; i < count; ++i) {
+      for (size_t i = 0; i < launches.size(); ++i) {
+        bool timed = every || i == 0 || i + 1 == launches.size();
+        cl_event done = nullptr;
         // OpenCL wants a null wait list whenever its count is zero.
-        const cl_event* wait = i == 0 ? &gate : nullptr;
-        if (flush_buffer) {
-          flush_buffer->enqueue_fill(static_cast<uint8_t>(i), wait ? 1 : 0, wait);
-          wait = nullptr;
-        }
-        enqueue(launch, wait ? 1 : 0, wait, &events[i]);
+        enqueue(launches[i], i == 0 ? 1 : 0, i == 0 ? &gate : nullptr, timed ? &done : nullptr);
+        if (timed) events.push_back(done);
       }
     } catch (const std::exception& e) {
       failure = e.what();
@@ -271,26 +322,25 @@ class ClDevice final : public Device {
     api().clSetUserEventStatus(gate, CL_COMPLETE);
     cl_int finished = api().clFinish(ctx_->queue);
     api().clReleaseEvent(gate);
-    std::vector<uint64_t> out;
-    out.reserve(count);
-    for (cl_event e : events) {
-      if (!e) continue;
-      cl_ulong start = 0, end = 0;
-      if (failure.empty() && finished == CL_SUCCESS) {
-        rc = api().clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr);
-        if (rc == CL_SUCCESS)
-          rc = api().clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr);
-        if (rc != CL_SUCCESS) failure = std::string("reading profiling info: ") + error_name(rc);
-      }
-      out.push_back(end - start);
-      api().clReleaseEvent(e);
+    if (failure.empty() && finished != CL_SUCCESS)
+      failure = "[opencl::launch] " + launches.front().kernel->label() + ": clFinish failed: " +
+                error_name(finished) + " (" + std::to_string(finished) + ")";
+    if (!failure.empty()) {
+      for (cl_event e : events) api().clReleaseEvent(e);
+      throw DeviceError(failure);
     }
-    if (!failure.empty()) throw DeviceError(failure);
-    check(finished, launch.kernel->label() + ": clFinish");
-    return out;
+    return events;
   }
 
- private:
+  // The start of `first` and the end of `last` from their profiling information.
+  std::pair<cl_ulong, cl_ulong> span(cl_event first, cl_event last, std::string* failure) {
+    cl_ulong start = 0, end = 0;
+    cl_int rc = api().clGetEventProfilingInfo(first, CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr);
+    if (rc == CL_SUCCESS) rc = api().clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr);
+    if (rc != CL_SUCCESS) *failure = std::string("[opencl::timing] reading profiling info failed: ") + error_name(rc);
+    return {start, end > start ? end : start};
+  }
+
   std::string build_log(cl_program program) {
     size_t n = 0;
     if (api().clGetProgramBuildInfo(program, ctx_->device, CL_PROGRAM_BUILD_LOG, 0, nullptr, &n) != CL_SUCCESS)
@@ -303,20 +353,21 @@ class ClDevice final : public Device {
 
   void enqueue(const Launch& launch, cl_uint waits, const cl_event* wait, cl_event* done) {
     auto* kernel = dynamic_cast<ClKernel*>(launch.kernel.get());
-    if (!kernel) throw UsageError(launch.kernel->label() + " was not compiled by the OpenCL backend");
+    if (!kernel) throw UsageError("[opencl::launch] " + launch.kernel->label() + " was not compiled by this backend");
     const std::string& who = kernel->label();
     for (size_t i = 0; i < launch.args.size(); ++i) {
       cl_int rc;
       if (const auto* buf = std::get_if<std::shared_ptr<Buffer>>(&launch.args[i])) {
         auto* clbuf = dynamic_cast<ClBuffer*>(buf->get());
-        if (!clbuf) throw UsageError(who + ": argument " + std::to_string(i) + " is not an OpenCL buffer");
+        if (!clbuf) throw UsageError("[opencl::launch] " + who + ": argument " + std::to_string(i) +
+                                     " is not an OpenCL buffer");
         cl_mem mem = clbuf->mem();
         rc = api().clSetKernelArg(kernel->handle(), static_cast<cl_uint>(i), sizeof(cl_mem), &mem);
       } else {
         const auto& bytes = std::get<std::vector<uint8_t>>(launch.args[i]);
         rc = api().clSetKernelArg(kernel->handle(), static_cast<cl_uint>(i), bytes.size(), bytes.data());
       }
-      check(rc, who + ": setting argument " + std::to_string(i));
+      check(rc, "launch] " + who + ": setting argument " + std::to_string(i));
     }
     size_t global[3], local[3];
     for (int d = 0; d < 3; ++d) {
@@ -324,7 +375,7 @@ class ClDevice final : public Device {
       global[d] = size_t(launch.groups[d]) * launch.threads[d];
     }
     check(api().clEnqueueNDRangeKernel(ctx_->queue, kernel->handle(), 3, nullptr, global, local, waits, wait, done),
-          who + ": clEnqueueNDRangeKernel");
+          "launch] " + who + ": clEnqueueNDRangeKernel");
   }
 
   DeviceInfo info_;
@@ -350,7 +401,7 @@ class ClBackend final : public Backend {
   std::shared_ptr<Device> open(int index) override {
     auto found = enumerate();
     if (index < 0 || size_t(index) >= found.size())
-      throw UsageError("opencl: no device " + std::to_string(index) + " (" + std::to_string(found.size()) +
+      throw UsageError("[opencl::open] no device " + std::to_string(index) + " (" + std::to_string(found.size()) +
                        " found)");
     return std::make_shared<ClDevice>(found[index], index);
   }

@@ -1,0 +1,61 @@
+#include "checks.h"
+
+#include <cctype>
+#include <regex>
+
+namespace mb {
+namespace {
+
+std::string dims(const std::array<uint32_t, 3>& d) {
+  return std::to_string(d[0]) + "x" + std::to_string(d[1]) + "x" + std::to_string(d[2]);
+}
+
+bool identifier(const std::string& s) {
+  if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  return true;
+}
+
+// A C numeric literal without spaces: [-]digits[.digits][e[+-]digits][suffix], or hex.
+bool number(const std::string& s) {
+  static const std::regex literal(R"(-?(0[xX][0-9a-fA-F]+|[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?)[uUlLfF]{0,3})");
+  return s.size() <= 64 && std::regex_match(s, literal);
+}
+
+}  // namespace
+
+void check_launch(const Device& device, const Launch& launch) {
+  if (!launch.kernel) throw UsageError("[core::launch] launch has no kernel");
+  const std::string who = "[core::launch] " + launch.kernel->label();
+  for (int d = 0; d < 3; ++d) {
+    if (launch.groups[d] == 0 || launch.threads[d] == 0)
+      throw UsageError(who + ": launch of " + dims(launch.groups) + " groups of " + dims(launch.threads) +
+                       " threads has an empty dimension");
+  }
+  uint64_t per_group = uint64_t(launch.threads[0]) * launch.threads[1] * launch.threads[2];
+  size_t kernel_max = launch.kernel->max_group_size();
+  if (kernel_max > 0 && per_group > kernel_max)
+    throw UsageError(who + ": group of " + std::to_string(per_group) + " threads exceeds this kernel's limit of " +
+                     std::to_string(kernel_max));
+  int device_max = device.info().max_group_size;
+  if (kernel_max > 0 && device_max > 0 && per_group > uint64_t(device_max))
+    throw UsageError(who + ": group of " + std::to_string(per_group) + " threads exceeds the device's limit of " +
+                     std::to_string(device_max));
+  for (size_t i = 0; i < launch.args.size(); ++i) {
+    const auto* buf = std::get_if<std::shared_ptr<Buffer>>(&launch.args[i]);
+    if (buf && !*buf) throw UsageError(who + ": argument " + std::to_string(i) + " is a null buffer");
+  }
+}
+
+void check_defines(const std::vector<Define>& defines, const std::string& label) {
+  for (const Define& d : defines) {
+    if (!identifier(d.name))
+      throw UsageError("[core::compile] " + label + ": define name '" + d.name + "' is not a C identifier");
+    if (!identifier(d.value) && !number(d.value))
+      throw UsageError("[core::compile] " + label + ": define " + d.name + " = '" + d.value +
+                       "' is neither an identifier nor a number");
+  }
+}
+
+}  // namespace mb
