@@ -35,3 +35,17 @@ def test_unknown_name_lists_known_ones():
 def test_names_in():
     assert names_in("ceil_div(n, BN) * batch") == {"n", "BN", "batch"}
     assert names_in(3) == set()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("9**9**9", "out of range"),
+    ("2**70", "out of range"),
+    ("n * 2**40 * 2**30", "out of range"),
+    ("'a' * 10000000000", "arithmetic takes numbers"),
+    ("layout + 'x'", "arithmetic takes numbers"),
+    ("min(layout, 2)", "arithmetic takes numbers"),
+    ("-layout", "arithmetic takes numbers"),
+])
+def test_values_are_bounded_and_arithmetic_is_on_numbers(text, needle):
+    with pytest.raises(ExprError, match=needle):
+        evaluate(text, {"n": 5, "layout": "nt"})

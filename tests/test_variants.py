@@ -120,3 +120,24 @@ def test_portable_families_run_on_every_backend_with_a_prelude():
     naive = next(f for f in load_families() if f.name == "naive")
     preludes = {p.stem for p in (variants.paths.kernels_dir() / "include").glob("*.h")}
     assert set(naive.backends) == {b for b in variants.BACKENDS if b in preludes}
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('config = "bn{BN}_tg{TG}"', 'config = "{TG.__class__}"'), "is not a grid parameter"),
+    (lambda t: t.replace('config = "bn{BN}_tg{TG}"', 'config = "{TG!r:>40}"'), "is not a grid parameter"),
+    (lambda t: t.replace("BN = [1, 2]", 'BN = [1, 2]\nlayout = ["nt -DX=1"]'), "letters, digits and _ only"),
+    (lambda t: t.replace("BN = [1, 2]", '"B N" = [1, 2]'), "must be an identifier"),
+    (lambda t: t.replace("BN = [1, 2]", "BN = [1, 4294967296]"), "32-bit"),
+])
+def test_templates_name_only_parameters_and_defines_stay_tokens(tmp_path, edit, message):
+    path = write_family(tmp_path, edit(BASE))
+    with pytest.raises(ManifestError, match=message):
+        expand(parse_family(path))
+
+
+def test_geometry_out_of_range_names_the_dispatch_entry(tmp_path):
+    family = parse_family(write_family(tmp_path, BASE.replace('"ceil_div(n, BN)"', '"n - 1000"')))
+    v = expand(family)[0]
+    spec = Spec("matmul", "float16", 1, 1, 96, 64, False, True)
+    with pytest.raises(ManifestError, match=r"dispatch.groups\[0\] of mine/bn1_tg32: 'n - 1000' gives -904"):
+        v.geometry(spec)

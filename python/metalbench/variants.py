@@ -6,11 +6,12 @@ import fnmatch
 import hashlib
 import itertools
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import expr, paths
+from . import _core, expr, paths
 from .specs import DTYPES, Spec
 
 try:
@@ -18,7 +19,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["BACKENDS", "Family", "ManifestError", "Variant", "load_families", "load_variants", "select"]
+__all__ = ["BACKENDS", "Family", "ManifestError", "Variant", "build_kernel", "load_families", "load_variants",
+           "prelude_source", "select"]
 
 # --backend auto tries them in this order; also the order of preludes.
 BACKENDS = ("metal", "cuda", "opencl")
@@ -28,6 +30,32 @@ _KEYS = {
     "workspace", "grid", "where", "requires", "dispatch",
 }
 _DISPATCH_KEYS = {"groups", "threads"}
+# Launch dimensions are 32-bit on every backend.
+_U32 = 2**32 - 1
+# Floats of workspace one launch may ask for (16 GiB): past any device's memory, so a
+# larger request is a mistake in the manifest, reported as one.
+_MAX_WORKSPACE = 2**32
+# Grid keys become macro names and string values parts of them.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# A config template names grid parameters in braces and nothing else.
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+
+
+def spec_label(env: dict[str, object]) -> str:
+    """The spec part of an expression environment, for messages."""
+    return f"{env.get('op')} batch={env.get('batch')} m={env.get('m')} n={env.get('n')} k={env.get('k')}"
+
+
+def config_name(template: str, params: dict[str, object]) -> str:
+    """`template` with each {NAME} replaced by that parameter's value: names only, no
+    attribute access or formatting, so a template can read nothing but the grid."""
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in params:
+            raise KeyError(name)
+        return str(params[name])
+
+    return _PLACEHOLDER.sub(value, template)
 
 
 class ManifestError(ValueError):
@@ -80,17 +108,23 @@ class Variant:
         return None
 
     def geometry(self, spec: Spec) -> tuple[list[int], list[int]]:
-        """Number of groups and threads per group for `spec`."""
+        """Number of groups and threads per group for `spec`, each from 1 to 2**32 - 1."""
         env = self._env(spec)
-        groups = [int(self._eval(g, env, "dispatch.groups")) for g in self.family.groups]
-        threads = [int(self._eval(t, env, "dispatch.threads")) for t in self.family.threads]
-        return groups, threads
+        return ([self._count(g, env, f"dispatch.groups[{i}]", _U32) for i, g in enumerate(self.family.groups)],
+                [self._count(t, env, f"dispatch.threads[{i}]", _U32) for i, t in enumerate(self.family.threads)])
 
     def workspace_floats(self, spec: Spec) -> int:
         """Floats of workspace the kernel needs; at least one so the argument is always bound."""
         if self.family.workspace is None:
             return 1
-        return max(1, int(self._eval(self.family.workspace, self._env(spec), "workspace")))
+        return max(1, self._count(self.family.workspace, self._env(spec), "workspace", _MAX_WORKSPACE, low=0))
+
+    def _count(self, text: object, env: dict[str, object], where: str, high: int, low: int = 1) -> int:
+        value = self._eval(text, env, where)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ManifestError(f"{self.family.manifest}: {where} of {self.id}: {text!r} gives {value!r} for "
+                                f"{spec_label(env)}; it must be an integer from {low} to {high}")
+        return value
 
     def defines(self, dtype: str) -> dict[str, str]:
         out = {"MB_F16": "1" if dtype == "float16" else "0"}
@@ -110,17 +144,7 @@ class Variant:
         """What the backend compiles: its prelude, the shared header, then the body."""
         if self.family.source is None:
             raise ManifestError(f"{self.family.manifest}: {self.id} is a builtin and has no source")
-        include = paths.kernels_dir() / "include"
-        body = self.family.source.read_text()
-        return "".join(
-            [
-                (include / f"{backend}.h").read_text(),
-                "\n",
-                (include / "common.h").read_text(),
-                f'\n#line 1 "{self.family.source.name}"\n',
-                body,
-            ]
-        )
+        return prelude_source(backend, self.family.source)
 
     def source_hash(self, backend: str, dtype: str) -> str:
         """Identity of the compiled kernel: source text, entry and defines (or the builtin's name)."""
@@ -138,6 +162,23 @@ class Variant:
             return expr.evaluate(text, env)  # type: ignore[arg-type]
         except expr.ExprError as e:
             raise ManifestError(f"{self.family.manifest}: {where} of {self.id}: {e}") from None
+
+
+def build_kernel(device: _core.Device, backend: str, v: Variant, dtype: str) -> _core.Kernel:
+    """The kernel of variant `v` for `dtype`: a vendor builtin, a precompiled library, or compiled from source."""
+    if v.family.builtin:
+        return device.builtin(v.family.builtin, v.id, v.defines(dtype))
+    if v.precompiled:
+        return device.load(str(v.family.source), v.family.entry, v.id)
+    return device.compile(v.source(backend), v.family.entry, v.defines(dtype), v.id)
+
+
+def prelude_source(backend: str, body: Path) -> str:
+    """A kernel body as `backend` compiles it: its prelude, the shared header, then the
+    body after a #line directive, so that compiler messages name the body's own lines."""
+    include = paths.kernels_dir() / "include"
+    return "".join([(include / f"{backend}.h").read_text(), "\n", (include / "common.h").read_text(),
+                    f'\n#line 1 "{body.name}"\n', body.read_text()])
 
 
 def _want(data: dict, key: str, kind: type | tuple[type, ...], path: Path, default: object = ...) -> object:
@@ -206,15 +247,23 @@ def parse_family(path: Path) -> Family:
         raise ManifestError(f"{path}: field 'baseline' must be 'vendor' or 'fallback', got {baseline!r}")
     grid = _want(data, "grid", dict, path, {})
     for key, values in grid.items():  # type: ignore[union-attr]
-        if not isinstance(values, list) or not values:
-            raise ManifestError(f"{path}: grid.{key} must be a non-empty list")
-        if not all(isinstance(v, (int, bool, str)) for v in values):
-            raise ManifestError(f"{path}: grid.{key}: values must be integers, booleans or strings")
         if key in SPEC_FIELDS:
             raise ManifestError(f"{path}: grid.{key} shadows the spec field of that name")
         if key in _KEYS:
             # TOML puts a key written after [grid] into the grid table.
             raise ManifestError(f"{path}: grid.{key}: '{key}' belongs before the [grid] table")
+        if not _IDENTIFIER.match(key):
+            raise ManifestError(f"{path}: grid.{key}: a parameter's name must be an identifier (letters, digits, _)")
+        if not isinstance(values, list) or not values:
+            raise ManifestError(f"{path}: grid.{key} must be a non-empty list")
+        if not all(isinstance(v, (int, bool, str)) for v in values):
+            raise ManifestError(f"{path}: grid.{key}: values must be integers, booleans or strings")
+        for v in values:
+            if isinstance(v, str) and not re.fullmatch(r"[A-Za-z0-9_]+", v):
+                raise ManifestError(f"{path}: grid.{key}: string value {v!r} must be letters, digits and _ only "
+                                    f"(it becomes part of a macro name)")
+            if isinstance(v, int) and not isinstance(v, bool) and not -2**31 <= v < 2**31:
+                raise ManifestError(f"{path}: grid.{key}: value {v} does not fit a 32-bit int")
     dispatch = _want(data, "dispatch", dict, path, {} if builtin else ...)
     unknown = set(dispatch) - _DISPATCH_KEYS  # type: ignore[arg-type]
     if unknown:
@@ -275,11 +324,13 @@ def expand(family: Family) -> list[Variant]:
         params = dict(zip(keys, values, strict=True))
         try:
             keep = all(expr.evaluate(w, params) for w in family.where)
-            config = family.config.format(**params)
         except expr.ExprError as e:
             raise ManifestError(f"{family.manifest}: where: {e}") from None
-        except (KeyError, IndexError, ValueError) as e:
-            raise ManifestError(f"{family.manifest}: config {family.config!r}: {e!r}") from None
+        try:
+            config = config_name(family.config, params)
+        except KeyError as e:
+            raise ManifestError(f"{family.manifest}: config {family.config!r}: {{{e.args[0]}}} is not a grid "
+                                f"parameter (known: {', '.join(keys) or 'none'})") from None
         if not keep:
             continue
         if config in variants:
