@@ -1,8 +1,12 @@
+import os
 import sqlite3
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
-from metalbench.store import Result, Store, StoreError
+from metalbench.store import MissingRun, Result, Store, StoreError
 
 
 def make(tmp_path):
@@ -11,9 +15,11 @@ def make(tmp_path):
 
 def test_add_find_reuse_and_load(tmp_path):
     s = make(tmp_path)
-    run = s.begin_run("smoke", "opencl", {"name": "dev"}, {"iterations": 5}, "naive/default",
+    run = s.begin_run("smoke", "opencl", {"name": "dev"}, {"max_time": 0.1}, "naive/default",
                       [{"key": "k0", "label": "spec 0"}, {"key": "k1", "label": "spec 1"}])
-    rid = s.add(run, 1, Result("gemv/x", "k1", "ok", key="abc", gpu={"median": 1000.0, "count": 5}))
+    rid = s.add(run, 1, Result("gemv/x", "k1", "ok", key="abc", gpu={"median": 1000.0, "count": 5},
+                               batch={"median": 900.0, "count": 3}, measure={"batch_size": 8},
+                               samples={"batch": np.array([900, 901, 899], dtype=np.uint64)}))
     s.add(run, 0, Result("naive/default", "k0", "unsupported", category="unsupported", message="requires m == 1"))
     assert s.find("abc") == rid
     assert s.find("nope") is None
@@ -26,7 +32,10 @@ def test_add_find_reuse_and_load(tmp_path):
     first = s.load_run(run)
     assert first.status == "complete" and first.baseline == "naive/default"
     assert [r.spec_index for r in first.results] == [0, 1]
-    assert first.results[1].gpu == {"median": 1000.0, "count": 5}
+    got = first.results[1]
+    assert got.gpu == {"median": 1000.0, "count": 5} and got.batch["median"] == 900.0
+    assert got.measure == {"batch_size": 8}
+    np.testing.assert_array_equal(s.samples(rid)["batch"], [900, 901, 899])
 
 
 def test_results_survive_a_crash_between_commits(tmp_path):
@@ -41,10 +50,83 @@ def test_results_survive_a_crash_between_commits(tmp_path):
 def test_not_a_store(tmp_path):
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StoreError, match="bad.sqlite"):
+    with pytest.raises(StoreError, match="bad.sqlite.*damaged"):
         Store(bad)
 
 
-def test_missing_run(tmp_path):
-    with pytest.raises(StoreError, match="no run 42"):
+def test_missing_run_and_missing_store(tmp_path):
+    with pytest.raises(MissingRun, match="no run 42"):
         make(tmp_path).load_run(42)
+    with pytest.raises(MissingRun, match="no store here"):
+        Store(tmp_path / "nowhere.sqlite", readonly=True)
+
+
+def test_a_version_1_store_is_upgraded_and_its_results_kept(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema', '1');
+        CREATE TABLE runs (id INTEGER PRIMARY KEY, started REAL NOT NULL, finished REAL, status TEXT NOT NULL,
+          suite TEXT NOT NULL, backend TEXT NOT NULL, device TEXT NOT NULL, settings TEXT NOT NULL, baseline TEXT,
+          specs TEXT NOT NULL);
+        CREATE TABLE results (id INTEGER PRIMARY KEY, key TEXT, created REAL NOT NULL, variant TEXT NOT NULL,
+          spec_key TEXT NOT NULL, status TEXT NOT NULL, category TEXT NOT NULL, message TEXT NOT NULL,
+          log TEXT NOT NULL, gpu TEXT, cpu TEXT, checks TEXT, detail TEXT NOT NULL);
+        CREATE TABLE run_results (run_id INTEGER NOT NULL, result_id INTEGER NOT NULL, spec_index INTEGER NOT NULL,
+          reused INTEGER NOT NULL, PRIMARY KEY (run_id, result_id, spec_index));
+        INSERT INTO runs VALUES (1, 0, 1, 'complete', 'smoke', 'opencl', '{"name": "dev"}', '{}', NULL, '[]');
+        INSERT INTO runs VALUES (2, 0, NULL, 'running', 'smoke', 'opencl', '{"name": "dev"}', '{}', NULL, '[]');
+        INSERT INTO results VALUES (1, 'k', 0, 'a/b', 's', 'ok', '', '', '', '{"median": 5.0, "count": 1}', NULL,
+          NULL, '{}');
+        INSERT INTO run_results VALUES (1, 1, 0, 0);
+    """)
+    db.close()
+    # Read-only, it is read as it is.
+    old = Store(path, readonly=True)
+    assert old.version == 1 and old.load_run(1).results[0].gpu["median"] == 5.0 and old.samples(1) == {}
+    old.close()
+    s = Store(path)
+    assert s.version == 2
+    assert s.load_run(1).results[0].batch is None
+    # A version 1 run left 'running' has no process to ask about: it is abandoned.
+    assert s.abandon_dead_runs() == [2]
+    assert s.load_run(2).status == "abandoned"
+
+
+def test_a_run_whose_process_is_gone_is_abandoned_and_a_live_one_is_not(tmp_path):
+    s = make(tmp_path)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = s.begin_run("smoke", "opencl", {}, {}, None, [])
+    live = s.begin_run("smoke", "opencl", {}, {}, None, [])
+    s._db.execute("UPDATE runs SET pid=? WHERE id=?", (int(gone.stdout), dead))
+    s._db.execute("UPDATE runs SET pid=? WHERE id=?", (os.getppid(), live))
+    assert s.abandon_dead_runs() == [dead]
+    assert s.load_run(dead).status == "abandoned" and s.load_run(live).status == "running"
+
+
+def test_a_full_disk_is_one_clear_error_and_keeps_what_was_stored(tmp_path):
+    s = make(tmp_path)
+    run = s.begin_run("smoke", "opencl", {}, {}, None, [])
+    s.add(run, 0, Result("a/b", "k", "ok", key="first"))
+    # SQLite reports a store at its page limit exactly as a full disk.
+    pages = s._db.execute("PRAGMA page_count").fetchone()[0]
+    s._db.execute(f"PRAGMA max_page_count={pages}")
+    with pytest.raises(StoreError, match=r"r\.sqlite: cannot write .*disk is full.*results stored so far are kept"):
+        for i in range(1000):
+            s.add(run, 0, Result("a/b", "k", "ok", key=f"k{i}", log="x" * 10000))
+    assert Store(tmp_path / "r.sqlite", readonly=True).find("first") is not None
+
+
+def test_read_only_opening_never_writes(tmp_path):
+    s = make(tmp_path)
+    run = s.begin_run("smoke", "opencl", {}, {}, None, [])
+    s.add(run, 0, Result("a/b", "k", "ok", key="one"))
+    s.close()
+    path = tmp_path / "r.sqlite"
+    before = path.read_bytes()
+    ro = Store(path, readonly=True)
+    assert ro.load_run(run).results[0].key == "one"
+    with pytest.raises(StoreError, match="read-only"):
+        ro.begin_run("smoke", "opencl", {}, {}, None, [])
+    assert path.read_bytes() == before

@@ -1,22 +1,33 @@
 """SQLite result store: every result committed as it completes, found again by key.
 
 A result row is immutable once written. A run links to the rows it measured or
-reused, so the report of any run can be rebuilt from the store alone.
+reused, so the report of any run can be rebuilt from the store alone. Per-launch
+samples are kept beside the results (table `samples`), so that two runs can later
+be compared sample by sample.
+
+Schema versions: 1 had no batch clock, no samples and no owner of a run; 2 adds
+them. A version 1 store is upgraded in place when it is opened for writing.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["Result", "Run", "Store", "StoreError"]
+import numpy as np
 
-SCHEMA_VERSION = 1
+__all__ = ["CLOCKS", "MissingRun", "Result", "Run", "Store", "StoreError"]
+
+SCHEMA_VERSION = 2
+# The clocks a result is timed by (csrc/core/measure.h); also the columns of `results`.
+CLOCKS = ("gpu", "batch", "cpu")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -24,13 +35,15 @@ CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY,
   started REAL NOT NULL,
   finished REAL,
-  status TEXT NOT NULL,            -- running, complete, interrupted, failed
+  status TEXT NOT NULL,            -- running, complete, interrupted, failed, abandoned
   suite TEXT NOT NULL,
   backend TEXT NOT NULL,
   device TEXT NOT NULL,            -- JSON of the device's info
   settings TEXT NOT NULL,          -- JSON of the measurement settings
   baseline TEXT,                   -- variant id tagged [baseline]
-  specs TEXT NOT NULL              -- JSON list of the suite's specs, in order
+  specs TEXT NOT NULL,             -- JSON list of the suite's specs, in order
+  host TEXT,                       -- where the run's process ran (v2)
+  pid INTEGER                      -- and its process id, to tell a live run from a killed one (v2)
 );
 CREATE TABLE IF NOT EXISTS results (
   id INTEGER PRIMARY KEY,
@@ -38,14 +51,16 @@ CREATE TABLE IF NOT EXISTS results (
   created REAL NOT NULL,
   variant TEXT NOT NULL,
   spec_key TEXT NOT NULL,
-  status TEXT NOT NULL,            -- ok, wrong, failed, unsupported
-  category TEXT NOT NULL,          -- '', compile, launch, runtime, wrong, unsupported
+  status TEXT NOT NULL,            -- ok, wrong, failed, timeout, crashed, unsupported
+  category TEXT NOT NULL,          -- '', compile, launch, runtime, wrong, timeout, crashed, unsupported
   message TEXT NOT NULL,
   log TEXT NOT NULL,
-  gpu TEXT,                        -- JSON statistics, nanoseconds
+  gpu TEXT,                        -- JSON statistics of each clock, nanoseconds per launch
   cpu TEXT,
   checks TEXT,                     -- JSON of metrics.Check
-  detail TEXT NOT NULL             -- JSON: what the key was made of
+  detail TEXT NOT NULL,            -- JSON: what the key was made of
+  batch TEXT,                      -- (v2)
+  measure TEXT                     -- JSON: batch size, copies, slots, clock range, mode (v2)
 );
 CREATE INDEX IF NOT EXISTS results_by_key ON results(key);
 CREATE TABLE IF NOT EXISTS run_results (
@@ -55,11 +70,25 @@ CREATE TABLE IF NOT EXISTS run_results (
   reused INTEGER NOT NULL,
   PRIMARY KEY (run_id, result_id, spec_index)
 );
+CREATE TABLE IF NOT EXISTS samples (
+  result_id INTEGER NOT NULL REFERENCES results(id),
+  clock TEXT NOT NULL,             -- gpu, batch or cpu
+  ns BLOB NOT NULL,                -- little-endian uint64 nanoseconds per launch, in the order taken
+  PRIMARY KEY (result_id, clock)
+);
 """
+
+# Columns version 2 added to tables that version 1 already had.
+_ADDED = (("runs", "host", "TEXT"), ("runs", "pid", "INTEGER"), ("results", "batch", "TEXT"),
+          ("results", "measure", "TEXT"))
 
 
 class StoreError(RuntimeError):
-    """The store file cannot be opened or is not a metalbench store."""
+    """The store cannot be opened, read or written; the message names the file and what to do."""
+
+
+class MissingRun(LookupError):
+    """The run, or the store, asked for does not exist."""
 
 
 @dataclass
@@ -77,10 +106,18 @@ class Result:
     checks: dict | None = None
     key: str | None = None
     detail: dict = field(default_factory=dict)
+    batch: dict | None = None
+    measure: dict | None = None
+    # Per-launch samples of each clock; written to `samples`, not loaded with a run.
+    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     # Filled in when read back from a run:
     id: int | None = None
     spec_index: int = -1
     reused: bool = False
+
+    def clock(self, name: str) -> dict | None:
+        """The statistics of clock `name` (gpu, batch or cpu)."""
+        return getattr(self, name)
 
 
 @dataclass
@@ -98,43 +135,103 @@ class Run:
     results: list[Result]
 
 
+def _what_to_do(error: sqlite3.Error) -> str:
+    text = str(error).lower()
+    if "full" in text:
+        return "the disk is full; free some space, then run again (results stored so far are kept)"
+    if "readonly" in text or "read-only" in text:
+        return "the store is read-only; give --db a writable path (METALBENCH_DB), or use `metalbench report`"
+    if "malformed" in text or "not a database" in text or "corrupt" in text:
+        return ("the file is damaged; move it aside and run again to start a new store "
+                "(sqlite3's .recover may save its results)")
+    if "locked" in text or "busy" in text:
+        return "another process holds it locked; wait for it, or give --db another store"
+    return "check that it is a metalbench store and that its folder is writable"
+
+
 class Store:
-    def __init__(self, path: Path) -> None:
+    """A result store. `readonly` opens an existing store without ever writing to it."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = Path(path)
+        self.readonly = readonly
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None)  # explicit transactions only
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-            version = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-            if version is None:
-                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-            elif int(version[0]) != SCHEMA_VERSION:
-                raise StoreError(f"{self.path}: store schema {version[0]}, this metalbench reads {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"{self.path}: not a usable metalbench store ({e})") from None
+            if readonly:
+                self._db = self._open_readonly()
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(self.path, isolation_level=None, timeout=30)  # explicit transactions
+                self._db.execute("PRAGMA journal_mode=WAL")
+            self._check_schema()
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot use this store ({e}): {_what_to_do(e)}") from None
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot create the store's folder ({e.strerror})") from None
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise MissingRun(f"{self.path}: no store here (run `metalbench run` first, or give --db)")
+        uri = self.path.resolve().as_uri()
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            # A store on read-only media whose write-ahead log files cannot be created:
+            # read it as it is on disk.
+            return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+
+    def _check_schema(self) -> None:
+        if self.readonly:
+            row = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
+            if row is None or int(row[0]) not in (1, SCHEMA_VERSION):
+                raise StoreError(f"{self.path}: store schema {row[0] if row else '?'}, this metalbench reads "
+                                 f"1 and {SCHEMA_VERSION}")
+            self.version = int(row[0])
+            return
+        found = self._db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        version = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone() if found else None
+        if version is not None and int(version[0]) > SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: store schema {version[0]} is newer than this metalbench's "
+                             f"({SCHEMA_VERSION}); upgrade metalbench or give --db another store")
+        # Every statement is IF NOT EXISTS: creates what a new (or version 1) store lacks.
+        self._db.executescript(_SCHEMA)
+        with self._transaction() as db:
+            for table, column, kind in _ADDED:
+                have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+        self.version = SCHEMA_VERSION
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only")
         try:
+            self._db.execute("BEGIN IMMEDIATE")
             yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
+            self._db.execute("COMMIT")
+        except BaseException as e:
+            # SQLite has already rolled back after some errors (a full disk among them).
+            if self._db.in_transaction:
+                with suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise StoreError(f"{self.path}: cannot write ({e}): {_what_to_do(e)}") from None
             raise
-        self._db.execute("COMMIT")
 
     def begin_run(self, suite: str, backend: str, device: dict, settings: dict, baseline: str | None,
                   specs: list[dict]) -> int:
         with self._transaction() as db:
             cur = db.execute(
-                "INSERT INTO runs (started, status, suite, backend, device, settings, baseline, specs) "
-                "VALUES (?, 'running', ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (started, status, suite, backend, device, settings, baseline, specs, host, pid) "
+                "VALUES (?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), suite, backend, json.dumps(device), json.dumps(settings), baseline,
-                 json.dumps(specs)),
+                 json.dumps(specs), socket.gethostname(), os.getpid()),
             )
             return int(cur.lastrowid)
 
@@ -142,28 +239,50 @@ class Store:
         with self._transaction() as db:
             db.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (time.time(), status, run_id))
 
+    def abandon_dead_runs(self) -> list[int]:
+        """Marks `abandoned` every run still `running` whose process is gone (killed, or
+        crashed), as far as this host can tell, and returns their ids."""
+        host = socket.gethostname()
+        rows = self._db.execute("SELECT id, host, pid FROM runs WHERE status='running'").fetchall()
+        dead = [run_id for run_id, run_host, pid in rows if _dead(run_host, pid, host)]
+        if dead:
+            with self._transaction() as db:
+                db.executemany("UPDATE runs SET status='abandoned' WHERE id=? AND status='running'",
+                               [(i,) for i in dead])
+        return dead
+
     def find(self, key: str) -> int | None:
         """The newest stored result with this key."""
         row = self._db.execute("SELECT id FROM results WHERE key=? ORDER BY id DESC LIMIT 1", (key,)).fetchone()
         return None if row is None else int(row[0])
 
     def add(self, run_id: int, spec_index: int, result: Result) -> int:
-        """Stores a new result and links it to the run, in one transaction."""
+        """Stores a new result, its samples, and its link to the run, in one transaction."""
         with self._transaction() as db:
             cur = db.execute(
                 "INSERT INTO results (key, created, variant, spec_key, status, category, message, log, gpu, "
-                "cpu, checks, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "cpu, checks, detail, batch, measure) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (result.key, time.time(), result.variant, result.spec_key, result.status, result.category,
                  result.message, result.log, _dump(result.gpu), _dump(result.cpu), _dump(result.checks),
-                 json.dumps(result.detail)),
+                 json.dumps(result.detail), _dump(result.batch), _dump(result.measure)),
             )
             result_id = int(cur.lastrowid)
+            db.executemany("INSERT INTO samples VALUES (?, ?, ?)",
+                           [(result_id, clock, np.asarray(ns, dtype="<u8").tobytes())
+                            for clock, ns in result.samples.items()])
             db.execute("INSERT INTO run_results VALUES (?, ?, ?, 0)", (run_id, result_id, spec_index))
         return result_id
 
     def reuse(self, run_id: int, spec_index: int, result_id: int) -> None:
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO run_results VALUES (?, ?, ?, 1)", (run_id, result_id, spec_index))
+
+    def samples(self, result_id: int) -> dict[str, np.ndarray]:
+        """The per-launch samples stored with a result, by clock (none for version 1 results)."""
+        if self.version < 2:
+            return {}
+        rows = self._db.execute("SELECT clock, ns FROM samples WHERE result_id=?", (result_id,)).fetchall()
+        return {clock: np.frombuffer(blob, dtype="<u8").astype(np.uint64) for clock, blob in rows}
 
     def latest_run(self) -> int | None:
         row = self._db.execute("SELECT max(id) FROM runs").fetchone()
@@ -177,19 +296,28 @@ class Store:
         return [(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]).get("name", "?")) for r in rows]
 
     def load_run(self, run_id: int) -> Run:
+        try:
+            return self._load_run(run_id)
+        except sqlite3.Error as e:
+            raise StoreError(f"{self.path}: cannot read run {run_id} ({e}): {_what_to_do(e)}") from None
+
+    def _load_run(self, run_id: int) -> Run:
         row = self._db.execute(
             "SELECT id, started, finished, status, suite, backend, device, settings, baseline, specs "
             "FROM runs WHERE id=?", (run_id,)
         ).fetchone()
         if row is None:
-            raise StoreError(f"{self.path}: no run {run_id}")
+            raise MissingRun(f"{self.path}: no run {run_id}")
+        v2 = self.version >= 2
+        extra = ", r.batch, r.measure" if v2 else ""
         results = [
             Result(variant=r[0], spec_key=r[1], status=r[2], category=r[3], message=r[4], log=r[5],
                    gpu=_load(r[6]), cpu=_load(r[7]), checks=_load(r[8]), key=r[9], detail=json.loads(r[10]),
-                   id=r[11], spec_index=r[12], reused=bool(r[13]))
+                   id=r[11], spec_index=r[12], reused=bool(r[13]),
+                   batch=_load(r[14]) if v2 else None, measure=_load(r[15]) if v2 else None)
             for r in self._db.execute(
                 "SELECT r.variant, r.spec_key, r.status, r.category, r.message, r.log, r.gpu, r.cpu, r.checks, "
-                "r.key, r.detail, r.id, rr.spec_index, rr.reused FROM run_results rr "
+                f"r.key, r.detail, r.id, rr.spec_index, rr.reused{extra} FROM run_results rr "
                 "JOIN results r ON r.id = rr.result_id WHERE rr.run_id=? ORDER BY rr.spec_index, r.id",
                 (run_id,),
             )
@@ -197,6 +325,25 @@ class Store:
         return Run(id=row[0], started=row[1], finished=row[2], status=row[3], suite=row[4], backend=row[5],
                    device=json.loads(row[6]), settings=json.loads(row[7]), baseline=row[8],
                    specs=json.loads(row[9]), results=results)
+
+
+def _dead(run_host: str | None, pid: int | None, host: str) -> bool:
+    """Whether the process of a `running` run is known to be gone: one on this host
+    that no longer exists. A version 1 run records no process; a run of another
+    host cannot be checked from here, so it is left alone."""
+    if run_host is None or pid is None:
+        return True
+    if run_host != host:
+        return False
+    if pid == os.getpid():  # this process has begun no run yet: an earlier one's pid, reused
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _dump(value: dict | None) -> str | None:
@@ -208,5 +355,7 @@ def _load(text: str | None) -> dict | None:
 
 
 def result_fields(result: Result) -> dict:
-    """A result as plain data, for JSON output."""
-    return asdict(result)
+    """A result as plain data, for JSON output (samples left out)."""
+    fields = asdict(result)
+    fields.pop("samples", None)
+    return fields
