@@ -62,6 +62,7 @@ nb::dict clock_dict(const mb::ClockResult& c) {
   nb::dict d = stats_dict(c.stats);
   d["stop"] = c.stop;
   d["discarded"] = c.discarded;
+  d["round"] = c.round;
   return d;
 }
 
@@ -315,6 +316,7 @@ NB_MODULE(_core, m) {
             out["cpu_ns"] = to_numpy(std::move(r.cpu.ns));
             out["warmup"] = r.warmup;
             out["batch_size"] = r.batch_size;
+            out["first_slot"] = r.first_slot;
             out["last_round"] = r.last_round;
             out["rank_by"] = rank_by;
             nb::dict clock;
@@ -329,13 +331,14 @@ NB_MODULE(_core, m) {
           "resets"_a = nb::list(),
           "Warm-up, then three clocks (per-launch GPU, batch, CPU round trip), each until its stop rule holds: "
           "the `rank_by` clock until its relative standard deviation is at most `max_noise` (after `min_samples` "
-          "samples and `min_time` seconds of them), the others once they have that minimum; every clock stops at "
+          "samples spanning `min_time` seconds), the others at `min_samples`; every clock stops at "
           "its share of `max_time` (half for `rank_by`, a quarter each for the others) or at `max_samples`. "
           "`args` is one launch's arguments, or a list of such lists (one per slot); with `resets`, a list of "
-          "(target, source) buffer pairs copied before every round, a round launches each slot once. Returns "
-          "per-clock statistics (with 'stop' and 'discarded'), the samples as numpy uint64 arrays in "
-          "nanoseconds per launch ('gpu_ns', 'batch_ns', 'cpu_ns'), 'batch_size', 'last_round' (slots that ran "
-          "in the final round) and the lowest and highest clock seen ('clock', None where unknown).")
+          "(target, source) buffer pairs copied before every round, a round launches each slot at most once, "
+          "the slots taken in turn across rounds. Returns per-clock statistics (with 'stop', 'discarded' and "
+          "'round'), the samples as numpy uint64 arrays in nanoseconds per launch ('gpu_ns', 'batch_ns', "
+          "'cpu_ns'), 'batch_size', the final round's slots ('first_slot', 'last_round': that many from there, "
+          "wrapping) and the lowest and highest clock seen ('clock', None where unknown).")
       .def(
           "clock", [](mb::Device& d) { return reading(d.clock()); },
           "The GPU's core clock now ({'mhz', 'max_mhz', 'throttled'}), or None where the backend exposes none.");

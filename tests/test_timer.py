@@ -28,38 +28,93 @@ def test_compile_run_and_copy(opencl):
     np.testing.assert_array_equal(out, 1 + 2 * np.arange(n, dtype=np.float32))
 
 
-def test_measure_returns_per_launch_samples(opencl):
+def test_measure_returns_three_clocks_with_their_samples(opencl):
     n = 1 << 16
     kernel = opencl.compile(SAXPY, "saxpy", {}, "test/saxpy")
     x, y = opencl.allocate(4 * n), opencl.allocate(4 * n)
     args = [y, x, struct.pack("<f", 1.0), struct.pack("<i", n)]
-    r = opencl.measure(kernel, args, [n // 256], [256], warmup=2, iterations=7, max_seconds=10.0)
-    assert r["gpu_ns"].dtype == np.uint64 and r["gpu_ns"].shape == (7,)
-    assert r["cpu_ns"].shape == (7,)
-    assert (r["gpu_ns"] > 0).all()
-    # The statistics describe exactly the samples returned.
-    assert r["gpu"]["count"] == 7
-    assert r["gpu"]["median"] == pytest.approx(float(np.median(r["gpu_ns"])))
-    assert r["cpu"]["q3"] == pytest.approx(float(np.percentile(r["cpu_ns"], 75)))
+    r = opencl.measure(kernel, args, [n // 256], [256], warmup=2, min_samples=7, max_samples=7, max_time=10.0)
+    for clock in ("gpu", "batch", "cpu"):
+        ns = r[f"{clock}_ns"]
+        assert ns.dtype == np.uint64 and (ns > 0).all()
+        # The statistics describe exactly the samples returned.
+        assert r[clock]["count"] == len(ns) == 7
+        assert r[clock]["median"] == pytest.approx(float(np.median(ns)))
+        assert r[clock]["q3"] == pytest.approx(float(np.percentile(ns, 75)))
+        assert r[clock]["ci_lo"] <= r[clock]["median"] <= r[clock]["ci_hi"]
+        assert r[clock]["stop"] in ("converged", "enough", "sample-cap", "time-cap")
+    assert r["batch_size"] >= 1 and r["rank_by"] == "batch"
+    # The batch clock ranks: it stops on its noise or a cap, the others at their minimum.
+    assert r["gpu"]["stop"] == "enough" and r["cpu"]["stop"] == "enough"
     # CPU time is submit to completion, so it cannot be shorter than the kernel.
     assert r["cpu"]["median"] >= r["gpu"]["min"]
+    assert r["clock"] == {"low": None, "high": None}  # OpenCL exposes no clock
 
 
-def test_time_budget_caps_samples_but_keeps_the_minimum(opencl):
-    n = 1 << 16
+def test_the_ranking_clock_stops_on_noise_or_at_its_caps(opencl):
+    n = 1 << 12
     kernel = opencl.compile(SAXPY, "saxpy", {}, "test/saxpy")
     x, y = opencl.allocate(4 * n), opencl.allocate(4 * n)
     args = [y, x, struct.pack("<f", 1.0), struct.pack("<i", n)]
-    r = opencl.measure(kernel, args, [n // 256], [256], iterations=1000, min_iterations=4, max_seconds=1e-9)
-    assert r["gpu"]["count"] == 4
+    # Any noise is within 100%: it stops as soon as it has its minimum.
+    r = opencl.measure(kernel, args, [n // 256], [256], min_samples=12, min_time=0, max_noise=1.0, max_time=60)
+    assert r["batch"]["stop"] == "converged" and r["batch"]["count"] == 12
+    # No noise is within 0%: it runs to the sample cap, or to the time cap keeping at least one sample.
+    r = opencl.measure(kernel, args, [n // 256], [256], min_samples=3, max_samples=20, max_noise=0.0, max_time=60)
+    assert r["batch"]["stop"] in ("sample-cap", "converged") and r["batch"]["count"] <= 20
+    r = opencl.measure(kernel, args, [n // 256], [256], min_samples=1000, max_samples=1000, max_time=1e-6)
+    assert r["batch"]["stop"] == "time-cap" and r["batch"]["count"] >= 1
 
 
-def test_cold_mode_runs(opencl):
+def test_slots_rotate_and_resets_run_before_every_round(opencl):
+    # Each slot counts its launches in its own word; the reset puts every count back to
+    # zero before each round, so no slot is ever launched twice without a reset between.
+    count = """__kernel void count(__global int* c) { if (get_global_id(0) == 0) c[0] += 1; }"""
+    kernel = opencl.compile(count, "count", {}, "test/count")
+    slots = 5
+    arena, zeros = opencl.allocate(256 * slots), opencl.allocate(256 * slots)
+    zeros.fill(0)
+    views = [[arena.view(256 * i, 4)] for i in range(slots)]
+    r = opencl.measure(kernel, views, [1], [1], min_samples=3, max_samples=30, max_time=10.0,
+                       resets=[(arena, zeros)])
+    got = np.empty(64 * slots, dtype=np.int32)
+    arena.read(got)
+    hits = got[::64]
+    launched = [(r["first_slot"] + i) % slots for i in range(r["last_round"])]
+    assert r["last_round"] == 3  # the cpu clock's round: min_samples launches
+    assert all(hits[i] == 1 for i in launched) and all(hits[i] == 0 for i in set(range(slots)) - set(launched))
+
+
+def test_settings_out_of_range_name_the_setting(opencl):
     kernel = opencl.compile(SAXPY, "saxpy", {}, "test/saxpy")
-    x, y = opencl.allocate(4096), opencl.allocate(4096)
-    r = opencl.measure(kernel, [y, x, struct.pack("<f", 1.0), struct.pack("<i", 1024)], [4], [256],
-                       iterations=3, cold=True)
-    assert r["cold"] is True and r["gpu"]["count"] == 3
+    y = opencl.allocate(16)
+    args = [y, y, struct.pack("<f", 1.0), struct.pack("<i", 1)]
+    for bad, name in [({"max_time": float("nan")}, "max_time"), ({"max_time": float("inf")}, "max_time"),
+                      ({"max_time": -1.0}, "max_time"), ({"min_time": -0.5}, "min_time"),
+                      ({"max_noise": float("nan")}, "max_noise"), ({"min_samples": 0}, "min_samples"),
+                      ({"max_samples": 2, "min_samples": 5}, "max_samples"), ({"warmup": -1}, "warmup"),
+                      ({"rank_by": "wall"}, "rank_by"), ({"batch_time": 0.0}, "batch_time")]:
+        with pytest.raises(_core.UsageError, match=rf"\[core::measure\] {name}"):
+            opencl.measure(kernel, args, [1], [1], **bad)
+
+
+def test_views_copies_and_define_checks(opencl):
+    a, b = opencl.allocate(1024), opencl.allocate(1024)
+    a.write(np.arange(256, dtype=np.int32))
+    b.copy_from(a)
+    out = np.empty(256, dtype=np.int32)
+    b.read(out)
+    np.testing.assert_array_equal(out, np.arange(256))
+    part = b.view(256, 512)
+    got = np.empty(128, dtype=np.int32)
+    part.read(got)
+    np.testing.assert_array_equal(got, np.arange(64, 192))
+    with pytest.raises(_core.UsageError, match="cannot view"):
+        b.view(512, 1024)
+    with pytest.raises(_core.UsageError, match="define name 'A B'"):
+        opencl.compile(SAXPY, "saxpy", {"A B": "1"}, "test/saxpy")
+    with pytest.raises(_core.UsageError, match="define X = '1 -cl-fast"):
+        opencl.compile(SAXPY, "saxpy", {"X": "1 -cl-fast-relaxed-math"}, "test/saxpy")
 
 
 def test_compile_error_carries_the_log(opencl):

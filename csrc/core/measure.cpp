@@ -70,10 +70,10 @@ class Sampler {
   // Why to stop now, or "" to take another round.
   std::string verdict() const {
     const size_t n = kept_.size();
+    if (!ranking_ && n >= size_t(rule_.min_samples)) return "enough";
+    if (n >= size_t(rule_.min_samples) && covered_ns_ >= rule_.min_time * 1e9 && noise() <= rule_.max_noise)
+      return "converged";
     if (n >= size_t(rule_.max_samples)) return "sample-cap";
-    bool minimum = n >= size_t(rule_.min_samples) && covered_ns_ >= rule_.min_time * 1e9;
-    if (minimum && !ranking_) return "enough";
-    if (minimum && noise() <= rule_.max_noise) return "converged";
     if (seconds_since(start_) >= budget_ && (n > 0 || !discarded_.empty())) return n > 0 ? "time-cap" : "throttled";
     return "";
   }
@@ -108,10 +108,10 @@ class Loop {
     Measurement m;
     m.warmup = config_.warmup;
     reset();
-    for (int i = 0; i < config_.warmup; ++i) device_.run(slots_[size_t(i) % slots_.size()]);
+    for (int i = 0; i < config_.warmup; ++i) device_.run(slots_[next()]);
 
-    m.gpu = clock(ClockKind::gpu, [&] {
-      std::vector<uint64_t> ns = device_.timed(round(round_size()));
+    m.gpu = clock(ClockKind::gpu, round_size(ClockKind::gpu), [&](size_t size) {
+      std::vector<uint64_t> ns = device_.timed(round(size));
       double total = 0;
       for (uint64_t x : ns) total += double(x);
       return std::make_pair(ns, total);
@@ -124,14 +124,15 @@ class Loop {
     if (size_t held = device_.info().max_held_launches) n = std::min(n, held);
     if (!resets_.empty()) n = std::min(n, slots_.size());  // every launch from a reset slot
     m.batch_size = n;
-    m.batch = clock(ClockKind::batch, [&] {
-      uint64_t total = device_.timed_batch(round(n));
-      return std::make_pair(std::vector<uint64_t>{static_cast<uint64_t>(std::llround(double(total) / double(n)))},
+    m.batch = clock(ClockKind::batch, n, [&](size_t size) {
+      uint64_t total = device_.timed_batch(round(size));
+      return std::make_pair(std::vector<uint64_t>{static_cast<uint64_t>(std::llround(double(total) / double(size)))},
                             double(total));
     });
 
-    m.cpu = clock(ClockKind::cpu, [&] {
-      std::vector<Launch> launches = round(round_size());
+    m.cpu = clock(ClockKind::cpu, round_size(ClockKind::cpu), [&](size_t size) {
+      m.first_slot = cursor_ % slots_.size();
+      std::vector<Launch> launches = round(size);
       std::vector<uint64_t> ns;
       ns.reserve(launches.size());
       double total = 0;
@@ -142,27 +143,30 @@ class Loop {
                                                Clock::now() - t0).count()));
         total += double(ns.back());
       }
-      last_round_ = launches.size();
+      m.last_round = launches.size();
       return std::make_pair(ns, total);
     });
-    m.last_round = last_round_;
     m.clock_low = low_;
     m.clock_high = high_;
     return m;
   }
 
  private:
-  // A round launches each slot once when resets keep every launch's state the same;
-  // without them it may cycle, and takes at least enough launches for the minimum.
-  size_t round_size() const {
-    if (!resets_.empty()) return slots_.size();
-    return std::max(slots_.size(), size_t(config_.stop.min_samples));
+  // Launches per round of the gpu or cpu clock. The ranking clock takes every slot per
+  // round (at least min_samples where slots may repeat); the others need only
+  // min_samples in all.
+  size_t round_size(ClockKind kind) const {
+    const size_t least = size_t(config_.stop.min_samples);
+    if (kind == config_.rank_by) return resets_.empty() ? std::max(slots_.size(), least) : slots_.size();
+    return resets_.empty() ? least : std::min(slots_.size(), least);
   }
 
-  std::vector<Launch> round(size_t count) const {
+  size_t next() { return cursor_++ % slots_.size(); }
+
+  std::vector<Launch> round(size_t count) {
     std::vector<Launch> out;
     out.reserve(count);
-    for (size_t i = 0; i < count; ++i) out.push_back(slots_[i % slots_.size()]);
+    for (size_t i = 0; i < count; ++i) out.push_back(slots_[next()]);
     return out;
   }
 
@@ -181,19 +185,23 @@ class Loop {
   }
 
   template <typename Take>
-  ClockResult clock(ClockKind kind, Take take) {
+  ClockResult clock(ClockKind kind, size_t size, Take take) {
     Sampler sampler(config_.stop, kind == config_.rank_by);
     for (;;) {
       reset();
       ClockReading before = device_.clock();
-      auto [samples, covered] = take();
+      auto [samples, covered] = take(size);
       ClockReading after = device_.clock();
       note(before);
       note(after);
       // The cpu clock runs the GPU too: a throttled GPU slows what a caller sees.
       sampler.add(samples, covered, !low(before) && !low(after));
       std::string why = sampler.verdict();
-      if (!why.empty()) return sampler.finish(why);
+      if (!why.empty()) {
+        ClockResult r = sampler.finish(why);
+        r.round = size;
+        return r;
+      }
     }
   }
 
@@ -201,7 +209,7 @@ class Loop {
   const std::vector<Launch>& slots_;
   const std::vector<Reset>& resets_;
   const MeasureConfig& config_;
-  size_t last_round_ = 0;
+  size_t cursor_ = 0;
   ClockReading low_, high_;
 };
 

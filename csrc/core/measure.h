@@ -7,10 +7,13 @@
 //          by N; what a decode loop pays per launch.
 // - cpu:   submit one launch and wait for it, on the host's clock; what a caller sees.
 //
-// Launches go to `slots`: one Launch per set of buffers. A round launches each slot
-// at most once, after `resets` restored the slots' buffers untimed, so every launch
-// starts from the same state however many there are (the runner verifies the last
-// round's outputs). Without resets a round may launch the slots cyclically.
+// Launches go to `slots`: one Launch per set of buffers, taken in turn from a cursor
+// that runs on across rounds and clocks, so that with enough slots no launch finds
+// the buffers of the launches just before it in cache (cold mode rotates copies of
+// the inputs this way). Before every round `resets` restore buffers untimed; with
+// resets a round launches each slot at most once, so every launch starts from the
+// same state however many there are, and the runner verifies what the last round
+// left behind. Without resets a round may reuse slots.
 #pragma once
 
 #include <cstdint>
@@ -27,9 +30,9 @@ enum class ClockKind { gpu, batch, cpu };
 const char* clock_name(ClockKind kind);
 
 // When a clock has enough samples (nvbench's stopping criteria are the model). The
-// ranking clock stops once its noise is at most `max_noise`; the other clocks are
-// taken for ranking nothing, so they stop as soon as `min_samples` and `min_time`
-// are met. Every clock stops at its share of `max_time` or at `max_samples`,
+// ranking clock stops once it has `min_samples` samples spanning `min_time` and their
+// noise is at most `max_noise`. The other clocks rank nothing and stop at
+// `min_samples`. Every clock stops at its share of `max_time` or at `max_samples`,
 // whichever comes first, and always has at least one sample.
 struct StopRule {
   double max_noise = 0.005;  // relative standard deviation of the samples
@@ -57,6 +60,7 @@ struct ClockResult {
   std::vector<uint64_t> ns;  // kept samples, per launch
   Stats stats;
   std::string stop;          // converged, enough, time-cap, sample-cap or throttled
+  size_t round = 0;          // launches per round (per batch sample for the batch clock)
   size_t discarded = 0;      // samples dropped for a low or throttled clock
 };
 
@@ -64,7 +68,9 @@ struct Measurement {
   ClockResult gpu, batch, cpu;
   int warmup = 0;
   size_t batch_size = 0;     // launches per batch sample
-  size_t last_round = 0;     // slots 0 .. last_round - 1 ran in the final round (cpu)
+  // The final round (the cpu clock's) launched slots first_slot, first_slot + 1, ...
+  // (modulo the slot count), last_round of them.
+  size_t first_slot = 0, last_round = 0;
   ClockReading clock_low, clock_high;  // lowest and highest clock seen (known = false: none)
 };
 

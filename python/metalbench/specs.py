@@ -226,6 +226,13 @@ class Spec:
             elements += self.n
         return elements * DTYPES[self.dtype].itemsize
 
+    def bytes_read(self) -> int:
+        """What one launch must read: A, B, the bias, and C where beta != 0 reads it."""
+        elements = math.prod(self.shape_a) + math.prod(self.shape_b) + (self.n if self.bias else 0)
+        if self.op == "matmul_alpha_beta" and self.beta != 0:
+            elements += math.prod(self.shape_c)
+        return elements * DTYPES[self.dtype].itemsize
+
     def flops(self) -> int:
         """Multiply-adds counted as two."""
         return 2 * self.batch * self.m * self.n * self.k

@@ -1,0 +1,253 @@
+"""The device buffers of one spec: copies of its inputs, output slots, and guard bands.
+
+Every buffer a kernel is given is a view into an arena: one allocation that holds
+its copies one after another, each with a guard band before and after it filled
+with a known pattern. A write past either end of a buffer lands in a band and is
+found after the launches, on the host for the outputs and on the device (the
+`mb_compare` kernel) for the inputs, which must also be left exactly as uploaded.
+
+- Inputs (A, B, bias) have `copies` copies: one when warm; in cold mode enough
+  that launches rotating through them never find their inputs in the last-level
+  cache.
+- Outputs (C) and workspaces have `slots` slots, one per launch of a round, so that
+  every launch of a timed round starts from C's initial state (the never-written
+  sentinel, or C's input when beta != 0) and a zeroed workspace: the measurement
+  loop copies both arenas back from their pristine twins before every round.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from . import _core, paths
+from .specs import Spec
+from .variants import prelude_source
+
+__all__ = ["Arena", "Comparer", "Damage", "SpecBuffers", "guard_bytes"]
+
+# Written into every guard band; a kernel's own arithmetic is unlikely to leave
+# these four bytes in this order where it strays.
+_PATTERN = np.frombuffer(b"\xa5\x5a\xc3\x3c", dtype=np.uint8)
+# Arenas up to this size are built on the host and uploaded in one write; larger
+# ones are written band by band and copy by copy, so that the host never holds a
+# second copy of a large input.
+_HOST_BUILD = 64 << 20
+# Grid of the compare kernel: enough groups to fill any GPU, each thread then loops.
+_COMPARE_THREADS = 256
+_COMPARE_GROUPS = 4096
+# Words the compare kernel takes at once: its count is a 32-bit int (MBParams).
+_COMPARE_CHUNK = 1 << 30
+
+
+def guard_bytes(alignment: int) -> int:
+    """Bytes of each guard band: a writer that runs past an end by up to this much
+    is caught, and one that runs further still crosses the band on its way."""
+    return max(1024, alignment)
+
+
+def _pattern(nbytes: int) -> np.ndarray:
+    return np.resize(_PATTERN, nbytes)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """What a kernel did to a buffer it must not have changed, in one line."""
+
+    buffer: str
+    reason: str
+
+
+class Arena:
+    """`count` copies of `size` bytes in one allocation, each between two guard bands."""
+
+    def __init__(self, device: _core.Device, name: str, size: int, count: int, alignment: int) -> None:
+        self.name, self.size, self.count = name, size, count
+        self.guard = guard_bytes(alignment)
+        self.stride = -(-(size + self.guard) // alignment) * alignment
+        self.total = self.guard + count * self.stride
+        self.buffer = device.allocate(self.total)
+        self.views = [self.buffer.view(self.offset(i), size) for i in range(count)]
+
+    def offset(self, index: int) -> int:
+        """Where copy `index` starts in the arena."""
+        return self.guard + index * self.stride
+
+    def write(self, content: np.ndarray) -> None:
+        """Every copy set to `content` (at most `size` bytes; the rest zero), every band to the pattern."""
+        data = np.zeros(self.size, dtype=np.uint8)
+        raw = np.ascontiguousarray(content).reshape(-1).view(np.uint8)
+        data[:raw.size] = raw
+        if self.total <= _HOST_BUILD:
+            self.buffer.write(self.expected(data))
+            return
+        # The pattern's phase follows the byte's place in the arena, as in expected().
+        band = _pattern(self.stride)[self.size:]
+        self.buffer.write(_pattern(self.guard), 0)
+        for i in range(self.count):
+            self.buffer.write(data, self.offset(i))
+            self.buffer.write(band, self.offset(i) + self.size)
+
+    def expected(self, data: np.ndarray) -> np.ndarray:
+        """The arena's bytes with every copy holding `data` (uint8, `size` long)."""
+        out = _pattern(self.total).copy()
+        self.copies_of(out)[:] = data
+        return out
+
+    def copies_of(self, arena: np.ndarray) -> np.ndarray:
+        """The copies inside host bytes of the whole arena, as a (count, size) view."""
+        body = arena[self.guard:].reshape(self.count, self.stride)
+        return body[:, :self.size]
+
+    def band_damage(self, arena: np.ndarray) -> str | None:
+        """How the worst touched guard band was written, from host bytes of the arena."""
+        body = arena[self.guard:].reshape(self.count, self.stride)
+        after = body[:, self.size:]
+        want_after = _pattern(self.stride)[self.size:]
+        touched = after != want_after
+        if touched.any():
+            i, last = np.nonzero(touched)
+            worst = int(np.argmax(last))
+            return f"wrote {int(last[worst]) + 1} bytes past the end of {self.name}" + \
+                (f" (copy {int(i[worst])})" if self.count > 1 else "")
+        before = arena[:self.guard] != _pattern(self.guard)
+        if before.any():
+            return f"wrote {self.guard - int(np.argmax(before))} bytes before the start of {self.name}"
+        return None
+
+    def read(self) -> np.ndarray:
+        out = np.empty(self.total, dtype=np.uint8)
+        self.buffer.read(out)
+        return out
+
+
+class Comparer:
+    """Compares two buffers of one device on the device (kernels/internal/compare.c)."""
+
+    def __init__(self, device: _core.Device, backend: str) -> None:
+        body = paths.kernels_dir() / "internal" / "compare.c"
+        self.device = device
+        self.kernel = device.compile(prelude_source(backend, body), "mb_compare", {"MB_F16": "1"}, "internal/compare")
+        self.result = device.allocate(4)
+        self.dummy = device.allocate(4)
+
+    def equal(self, x: _core.Buffer, y: _core.Buffer) -> bool:
+        """Whether `x` and `y` (same size, a whole number of 16-bit words) hold the same bytes."""
+        words = x.nbytes // 2
+        step = _COMPARE_CHUNK
+        for start in range(0, words, step):
+            n = min(step, words - start)
+            if words > step:
+                xs, ys = x.view(2 * start, 2 * n), y.view(2 * start, 2 * n)
+            else:
+                xs, ys = x, y
+            self.result.fill(0)
+            params = Spec("matmul", "float16", 1, 1, n, 1).params()
+            groups = min(_COMPARE_GROUPS, -(-n // _COMPARE_THREADS))
+            self.device.run(self.kernel, [xs, ys, self.dummy, self.dummy, self.result, params], [groups],
+                            [_COMPARE_THREADS])
+            found = np.zeros(1, dtype=np.int32)
+            self.result.read(found)
+            if found[0]:
+                return False
+        return True
+
+
+class SpecBuffers:
+    """One spec's arenas on a device, shared by every variant measured on it.
+
+    `copies` input copies and `slots` output slots (slots >= copies); slot i reads
+    input copy i % copies. Workspaces, whose size depends on the variant, are made
+    on demand and kept for the next variant of the same size.
+    """
+
+    def __init__(self, device: _core.Device, spec: Spec, a: np.ndarray, b: np.ndarray, bias: np.ndarray,
+                 c_initial: np.ndarray, copies: int, slots: int, compare: Comparer) -> None:
+        info = device.info
+        self.device, self.spec, self.compare = device, spec, compare
+        self.copies, self.slots = copies, slots
+        self.alignment = int(info["view_alignment"])
+        self.c_initial = np.ascontiguousarray(c_initial)
+        self.inputs = {name: self._input(name, array) for name, array in (("A", a), ("B", b), ("bias", bias))}
+        self.c = Arena(device, "C", self.c_initial.nbytes, slots, self.alignment)
+        self.c.write(self.c_initial)
+        self.c0 = device.allocate(self.c.total)
+        self.c0.copy_from(self.c.buffer)
+        self._workspaces: dict[int, tuple[Arena, _core.Buffer]] = {}
+
+    def _input(self, name: str, array: np.ndarray) -> tuple[Arena, _core.Buffer]:
+        arena = Arena(self.device, name, array.nbytes, self.copies, self.alignment)
+        arena.write(array)
+        pristine = self.device.allocate(arena.total)
+        pristine.copy_from(arena.buffer)
+        return arena, pristine
+
+    def workspace(self, floats: int) -> tuple[Arena, _core.Buffer]:
+        """The workspace arena for `floats` floats per slot (zero, guarded) and its pristine twin."""
+        if floats not in self._workspaces:
+            arena = Arena(self.device, "the workspace", 4 * floats, self.slots, self.alignment)
+            arena.write(np.zeros(0, dtype=np.uint8))
+            pristine = self.device.allocate(arena.total)
+            pristine.copy_from(arena.buffer)
+            self._workspaces = {floats: (arena, pristine)}  # one at a time: they can be large
+        return self._workspaces[floats]
+
+    def slot_args(self, ws: Arena, params: bytes) -> list[list]:
+        """The six kernel arguments of every slot."""
+        a, b, bias = (self.inputs[n][0].views for n in ("A", "B", "bias"))
+        return [[a[i % self.copies], b[i % self.copies], self.c.views[i], bias[i % self.copies], ws.views[i], params]
+                for i in range(self.slots)]
+
+    def resets(self, ws: Arena, ws0: _core.Buffer) -> list[tuple[_core.Buffer, _core.Buffer]]:
+        """What the measurement loop restores before every round: C and the workspace."""
+        return [(self.c.buffer, self.c0), (ws.buffer, ws0)]
+
+    def reset(self, ws: Arena, ws0: _core.Buffer) -> None:
+        for target, source in self.resets(ws, ws0):
+            target.copy_from(source)
+
+    def outputs(self) -> tuple[np.ndarray, str | None]:
+        """Every slot's C as (slots, batch, m, n), and how a guard band of C was written, if one was."""
+        raw = self.c.read()
+        dtype = self.c_initial.dtype
+        out = self.c.copies_of(raw).copy().view(dtype).reshape(self.slots, *self.c_initial.shape)
+        return out, self.c.band_damage(raw)
+
+    def damage(self, ws: Arena, ws0: _core.Buffer) -> Damage | None:
+        """The first input or workspace the kernel changed, with where, or None."""
+        for name, (arena, pristine) in self.inputs.items():
+            if not self.compare.equal(arena.buffer, pristine):
+                return Damage(name, self._locate(arena, pristine, f"changed its input {name}"))
+        if not self.compare.equal(ws.buffer, ws0):
+            return Damage("workspace", self._locate(ws, ws0, "left its workspace dirty (the ABI says zero)"))
+        return None
+
+    def _locate(self, arena: Arena, pristine: _core.Buffer, inside: str) -> str:
+        """Says where two device buffers differ: in a guard band, or inside the data."""
+        got = arena.read()
+        want = np.empty_like(got)
+        pristine.read(want)
+        band = arena.band_damage(np.where(got == want, _pattern(arena.total), got))
+        if band:
+            return band
+        changed = np.count_nonzero(arena.copies_of(got) != arena.copies_of(want))
+        return f"{inside} ({changed} bytes)"
+
+    @cached_property
+    def nbytes(self) -> int:
+        """Device memory these arenas take, before any workspace."""
+        inputs = sum(2 * arena.total for arena, _ in self.inputs.values())
+        return inputs + 2 * self.c.total
+
+
+def plan_copies(spec: Spec, cache_bytes: int, cold: bool, budget: int) -> int:
+    """Input copies: one when warm; when cold, ceil(2 x cache / bytes read per launch),
+    at most what fits in `budget` bytes (so that, bounded, cold may be partial)."""
+    if not cold:
+        return 1
+    read = spec.bytes_read()
+    wanted = max(1, math.ceil(2 * cache_bytes / read))
+    return max(1, min(wanted, budget // max(1, read)))

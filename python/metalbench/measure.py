@@ -1,0 +1,299 @@
+"""One variant on one spec, on an open device: build, verify, time, verify again.
+
+This is the work a worker process does (worker.py); nothing here stores or reports.
+
+    verify  one launch from C's initial state; its output is checked against the
+            reference, every guard band and every input against what was uploaded.
+    time    the core's three clocks (csrc/core/measure.h) over rounds of output slots,
+            each round from a fresh C and workspace.
+    verify  the last round's outputs, guard bands and inputs again: a kernel that is
+            correct once but not when launched over and over is wrong.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import _core, metrics
+from .arena import Comparer, SpecBuffers, guard_bytes, plan_copies
+from .reference import Reference, ReferenceCache, make_inputs
+from .specs import DTYPES, Spec
+from .store import CLOCKS, Result
+from .variants import ManifestError, Variant, build_kernel
+
+__all__ = ["BATCH_TIME", "Prepared", "Settings", "Worker", "plan_slots"]
+
+# A batch sample spans at least this much GPU time: 1000 times CUDA events' 0.5 us
+# resolution, and long enough that a round's fixed costs stay out of it.
+BATCH_TIME = 5e-4
+# No GPU completes a launch much faster than this back to back (an H200 runs an empty
+# kernel in 1.4 us): with this many output slots, a batch of the fastest kernels can
+# still give every launch its own.
+_FASTEST_LAUNCH = 1e-6
+# Output slots take at most this much device memory per spec (more slots than a batch
+# needs only cost memory and reset time).
+_SLOT_BUDGET = 16 << 20
+# Cold input copies take at most this share of the device's memory.
+_COLD_SHARE = 4
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How each variant is measured; all of it is part of the result key (runner.py)."""
+
+    warmup: int = 3
+    min_samples: int = 10
+    max_samples: int = 1000
+    min_time: float = 0.005
+    max_time: float = 0.1
+    max_noise: float = 0.005
+    rank_by: str = "batch"
+    cold: bool = False
+
+    def __post_init__(self) -> None:
+        def finite(name: str, low: float, high: float) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                raise ValueError(f"setting {name} must be a finite number from {low:g} to {high:g}, got {value!r}")
+
+        for name, low, high in (("warmup", 0, 10**6), ("min_samples", 1, 10**7), ("max_samples", 1, 10**7)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"setting {name} must be an integer from {low} to {high}, got {value!r}")
+        if self.max_samples < self.min_samples:
+            raise ValueError(f"setting max_samples ({self.max_samples}) must be at least min_samples "
+                             f"({self.min_samples})")
+        finite("min_time", 0, 86400)
+        finite("max_time", 1e-6, 86400)
+        finite("max_noise", 0, 1)
+        if self.rank_by not in CLOCKS:
+            raise ValueError(f"setting rank_by must be one of {', '.join(CLOCKS)}, got {self.rank_by!r}")
+
+    def core(self) -> dict:
+        """Keyword arguments of Device.measure."""
+        return {"warmup": self.warmup, "min_samples": self.min_samples, "max_samples": self.max_samples,
+                "min_time": self.min_time, "max_time": self.max_time, "max_noise": self.max_noise,
+                "rank_by": self.rank_by, "batch_time": BATCH_TIME}
+
+
+def plan_slots(spec: Spec, copies: int, alignment: int, max_held: int) -> int:
+    """Output slots: one per launch of the longest batch the fastest kernel could need,
+    within the memory budget, and at least one per input copy."""
+    slot = -(-(math.prod(spec.shape_c) * DTYPES[spec.dtype].itemsize + guard_bytes(alignment)) // alignment) * alignment
+    wanted = math.ceil(BATCH_TIME / _FASTEST_LAUNCH)
+    if max_held:
+        wanted = min(wanted, max_held)
+    return max(copies, min(wanted, max(1, _SLOT_BUDGET // slot)))
+
+
+@dataclass
+class Prepared:
+    """A spec ready to run variants on: its reference and its buffers, or why not."""
+
+    spec: Spec
+    ref: Reference | None = None
+    buffers: SpecBuffers | None = None
+    c_initial: np.ndarray | None = None
+    failure: str = ""
+    notes: list[str] = field(default_factory=list)
+    mode: dict = field(default_factory=dict)
+
+
+def _host_available() -> int | None:
+    """Bytes of memory the host can still give, where the system says (Linux)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+class Worker:
+    """A device opened in this process, and what it keeps between pairs: compiled
+    kernels (one build per variant and dtype) and the compare kernel."""
+
+    def __init__(self, backend: str, index: int) -> None:
+        self.backend = backend
+        self.device = _core.open(backend, index)
+        self.info = self.device.info
+        self.compare = Comparer(self.device, backend)
+        self.kernels: dict[tuple[str, str], _core.Kernel | Exception] = {}
+        self.cache = ReferenceCache()
+
+    def healthy(self) -> bool:
+        """Whether the device still takes work: a failure that outlives its variant means it does not."""
+        try:
+            probe = self.device.allocate(4)
+            probe.fill(0)
+            probe.read(np.empty(1, dtype=np.float32))
+        except _core.DeviceError:
+            return False
+        return True
+
+    def prepare(self, spec: Spec, settings: Settings) -> Prepared:
+        """Inputs, reference and buffers of `spec`, or the reason the spec cannot run here."""
+        out = Prepared(spec)
+        itemsize = DTYPES[spec.dtype].itemsize
+        elements_c = math.prod(spec.shape_c)
+        # Inputs in their dtype, C's initial state, and the reference's two float64 arrays.
+        host_need = spec.bytes_read() + 2 * elements_c * itemsize + 16 * elements_c + \
+            8 * math.prod(spec.shape_a) * 2
+        available = _host_available()
+        if available is not None and host_need > available:
+            out.failure = (f"needs {_gib(host_need)} of host memory for its inputs and reference, "
+                           f"{_gib(available)} is available")
+            return out
+        copies = plan_copies(spec, int(self.info["cache_bytes"]), settings.cold,
+                             int(self.info["memory_bytes"]) // _COLD_SHARE)
+        slots = plan_slots(spec, copies, int(self.info["view_alignment"]), int(self.info["max_held_launches"]))
+        alignment = int(self.info["view_alignment"])
+        guard = guard_bytes(alignment)
+        device_need = 2 * copies * (spec.bytes_read() + 3 * guard) + 2 * slots * (elements_c * itemsize + guard)
+        if device_need > int(self.info["memory_bytes"]):
+            out.failure = (f"needs {_gib(device_need)} of device memory for its buffers, the device has "
+                           f"{_gib(int(self.info['memory_bytes']))}")
+            return out
+        try:
+            inputs = make_inputs(spec)
+            out.ref, status = self.cache.get(spec, inputs)
+            if status.startswith("recomputed"):
+                out.notes.append(f"reference for {spec.label()}: {status}")
+            out.c_initial = metrics.initial_c(spec, inputs)
+            bias = inputs.bias if inputs.bias is not None else np.zeros(1, dtype=inputs.a.dtype)
+            out.buffers = SpecBuffers(self.device, spec, inputs.a, inputs.b, bias, out.c_initial, copies, slots,
+                                      self.compare)
+        except MemoryError:
+            out.failure = f"ran out of host memory preparing its inputs and reference (about {_gib(host_need)})"
+        except _core.DeviceError as e:
+            out.failure = f"could not allocate its buffers on the device: {e}"
+        wanted = plan_copies(spec, int(self.info["cache_bytes"]), settings.cold, 1 << 62)
+        out.mode = {"cold": settings.cold, "copies": copies, "slots": slots,
+                    "cold_partial": settings.cold and copies < wanted}
+        return out
+
+    def kernel(self, v: Variant, dtype: str) -> _core.Kernel:
+        """Builds once per variant and dtype; a build failure is remembered and raised again."""
+        slot = (v.id, dtype)
+        if slot not in self.kernels:
+            try:
+                self.kernels[slot] = build_kernel(self.device, self.backend, v, dtype)
+            except Exception as e:  # noqa: BLE001 - any failure belongs to this variant alone
+                self.kernels[slot] = e
+        found = self.kernels[slot]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings) -> Result:
+        """The result of variant `v` on the prepared spec (never raises for the variant's own faults)."""
+        spec = prepared.spec
+        result = Result(variant=v.id, spec_key=spec.key(), status="failed", key=key, detail=detail)
+        if prepared.failure:
+            result.category, result.message = "runtime", f"{spec.label()} {prepared.failure}"
+            return result
+        buffers, ref = prepared.buffers, prepared.ref
+        assert buffers is not None and ref is not None and prepared.c_initial is not None
+        try:
+            kernel = self.kernel(v, spec.dtype)
+        except _core.CompileError as e:
+            result.category, result.message, result.log = "compile", str(e), getattr(e, "log", "")
+            return result
+        except (_core.UsageError, _core.UnavailableError, ManifestError, OSError) as e:
+            result.category, result.message = "compile", str(e)
+            return result
+        groups, threads = detail["groups"], detail["threads"]
+        ws_bytes = 4 * detail["workspace"] * buffers.slots
+        if ws_bytes > int(self.info["memory_bytes"]) // 2:
+            result.category = "launch"
+            result.message = (f"its workspace of {detail['workspace']} floats x {buffers.slots} slots "
+                              f"({_gib(ws_bytes)}) does not fit the device's memory")
+            return result
+        ws, ws0 = buffers.workspace(detail["workspace"])
+        args = buffers.slot_args(ws, spec.params())
+
+        # Verify: one launch, from C's initial state.
+        buffers.reset(ws, ws0)
+        try:
+            self.device.run(kernel, args[0], groups, threads)
+        except _core.UsageError as e:
+            result.category, result.message = "launch", str(e)
+            return result
+        except _core.DeviceError as e:
+            result.category, result.message = "runtime", str(e)
+            return result
+        outputs, band = buffers.outputs()
+        check = metrics.check(spec, outputs[0], ref, prepared.c_initial)
+        result.checks = asdict(check)
+        damage = band or self._damage(buffers, ws, ws0)
+        if damage:
+            # Memory it must not touch: not run again, so nothing else is damaged.
+            result.status, result.category, result.message = "wrong", "wrong", damage
+            return result
+        wrong = check.reason if check.verdict != "ok" else ""
+
+        # Time, then verify what the final round left.
+        try:
+            timing = self.device.measure(kernel, args, groups, threads, resets=buffers.resets(ws, ws0),
+                                         **settings.core())
+        except (_core.UsageError, _core.DeviceError) as e:
+            result.category, result.message = "runtime", f"timing: {e}"
+            return result
+        for clock in CLOCKS:
+            setattr(result, clock, timing[clock])
+            result.samples[clock] = timing[f"{clock}_ns"]
+        result.measure = {"batch_size": timing["batch_size"], "clock": timing["clock"], "warmup": timing["warmup"],
+                          **prepared.mode}
+        if not wrong:
+            outputs, band = buffers.outputs()
+            timed = [(timing["first_slot"] + i) % buffers.slots for i in range(timing["last_round"])]
+            again = band or self._damage(buffers, ws, ws0) or self._verify_slots(spec, outputs, timed, ref,
+                                                                                 prepared.c_initial)
+            if again:
+                wrong = f"correct once, wrong when timed: {again}"
+        if wrong:
+            result.status, result.category, result.message = "wrong", "wrong", wrong
+        else:
+            result.status = "ok"
+        return result
+
+    def _damage(self, buffers: SpecBuffers, ws: object, ws0: _core.Buffer) -> str:
+        found = buffers.damage(ws, ws0)  # type: ignore[arg-type]
+        if found is None:
+            return ""
+        if found.buffer != "workspace":  # later variants of this spec need the inputs as uploaded
+            arena, pristine = buffers.inputs[found.buffer]
+            arena.buffer.copy_from(pristine)
+        return found.reason
+
+    @staticmethod
+    def _verify_slots(spec: Spec, outputs: np.ndarray, slots: list[int], ref: Reference,
+                      c_initial: np.ndarray) -> str:
+        """Why the given slots' outputs are not all correct, or ""; identical outputs are checked once."""
+        first = outputs[slots[0]]
+        same = [np.array_equal(outputs[i].view(np.uint8), first.view(np.uint8)) for i in slots]
+        for i, is_same in zip(slots, same, strict=True):
+            if i != slots[0] and is_same:
+                continue
+            check = metrics.check(spec, outputs[i], ref, c_initial)
+            if check.verdict != "ok":
+                return f"{check.reason} (launch {slots.index(i) + 1} of the last timed round)"
+        return ""
+
+
+def worker_stdio() -> None:
+    """A worker's own output goes to the parent's stderr: stdout belongs to the report."""
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())

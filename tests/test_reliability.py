@@ -1,0 +1,297 @@
+"""Faulty kernels and hostile inputs, planted on PoCL: each costs its own result, never the sweep.
+
+Categories (the reliability issue): a hung or crashing kernel is contained in its
+worker; writes past a buffer, into an input or into a dirty workspace are caught;
+the timed launches are checked, not only the first; odd values fail one variant or
+spec with a reason. The CLI's own errors are in test_cli.py, the store's in
+test_store.py.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from metalbench import report, runner, variants
+from metalbench.measure import Settings, Worker
+from metalbench.specs import Spec, load_suite
+from metalbench.store import Store
+
+FAST = Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
+# Two small specs: a decode GEMV and a batched alpha/beta product that reads C.
+SUITE = """\
+name = "tiny"
+[[spec]]
+op = "matmul"
+m = 1
+n = 96
+k = 64
+transpose_b = true
+[[spec]]
+op = "matmul_alpha_beta"
+batch = 2
+m = 3
+n = 40
+k = 24
+alpha = 0.5
+beta = 1.0
+"""
+# A correct kernel, one thread per output, to which each planted fault is added.
+BODY = """\
+MB_KERNEL({name}) {{
+  int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0), i = GROUP_ID(1), bi = GROUP_ID(2);
+  {before}
+  if (j >= p.n) return;
+  float acc = 0.0f;
+  for (int kk = 0; kk < p.k; ++kk) acc += LOAD(a, A_AT(bi, i, kk)) * LOAD(b, B_AT(bi, kk, j));
+  MB_STORE_C(C_AT(bi, i, j), j, acc);
+  {after}
+}}
+"""
+LAST = "j == p.n - 1 && i == p.m - 1 && bi == p.batch - 1"
+
+
+def family(folder, name, before="", after="", extra=""):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.c").write_text(BODY.format(name=name, before=before, after=after))
+    (folder / f"{name}.toml").write_text(textwrap.dedent(f"""\
+        name = "{name}"
+        source = "{name}.c"
+        entry = "{name}"
+        backends = ["opencl"]
+        config = "tg{{TG}}"
+        {extra}
+        [grid]
+        TG = [64]
+        [dispatch]
+        groups = ["ceil_div(n, TG)", "m", "batch"]
+        threads = ["TG", 1, 1]
+        """))
+    return folder
+
+
+def sweep(tmp_path, kernels, patterns, force=False, timeout=60.0, suite=None):
+    path = tmp_path / "tiny.toml"
+    path.write_text(suite or SUITE)
+    store = Store(tmp_path / "results.sqlite")
+    chosen = runner.with_baseline(variants.load_variants("opencl", [kernels]), "opencl", patterns)
+    run_id = runner.run(load_suite(path), chosen, backend="opencl", store=store, settings=FAST, force=force,
+                        timeout=timeout)
+    run = store.load_run(run_id)
+    return run, report.build(run)
+
+
+def results_of(run, variant):
+    return [r for r in run.results if r.variant == variant]
+
+
+# --- 2. a hung or crashing kernel costs one result -----------------------------------------------------------------
+
+HANG = "volatile GLOBAL_PTR int* flag = (volatile GLOBAL_PTR int*)ws; while (flag[0] == 0) {}"
+FAR = "*((GLOBAL_PTR float*)c + 0x4000000000L) = 1.0f;"  # a terabyte past C
+
+
+def test_a_hung_kernel_times_out_and_the_sweep_goes_on(opencl, tmp_path):
+    kernels = family(tmp_path / "k", "hang", before=HANG)
+    run, rep = sweep(tmp_path, kernels, ["hang/*"], timeout=4)
+    hung = results_of(run, "hang/tg64")
+    assert [r.status for r in hung] == ["timeout", "timeout"]
+    assert all("longer than 4 s" in r.message for r in hung)
+    # The baseline still ran on both specs, after each hang, in a new worker.
+    assert all(s.best == "naive/default" for s in rep.specs)
+    assert rep.counts["timeout"] == 2 and rep.counts["failed"] == 0
+    # A rerun does not try them again; --force does.
+    again, rep2 = sweep(tmp_path, kernels, ["hang/*"], timeout=4)
+    assert rep2.counts["reused"] == 4 and rep2.counts["measured"] == 0
+    assert [r.status for r in results_of(again, "hang/tg64")] == ["timeout", "timeout"]
+
+
+def test_a_kernel_that_writes_far_out_of_bounds_crashes_only_its_worker(opencl, tmp_path):
+    kernels = family(tmp_path / "k", "far", after=f"if ({LAST}) {{ {FAR} }}")
+    run, rep = sweep(tmp_path, kernels, ["far/*"])
+    crashed = results_of(run, "far/tg64")
+    assert [r.status for r in crashed] == ["crashed", "crashed"]
+    assert all("SIGSEGV" in r.message or "SIGBUS" in r.message for r in crashed), [r.message for r in crashed]
+    assert all(s.best == "naive/default" for s in rep.specs)
+    assert rep.counts["crashed"] == 2
+
+
+# --- 3. out-of-bounds writes are caught --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, after, reason", [
+    ("past", f"if ({LAST}) for (int e = 1; e <= 8; ++e) STORE(c, C_AT(bi, i, j) + e, 0.0f);",
+     "wrote 16 bytes past the end of C"),
+    ("before", f"if ({LAST}) STORE(c, -1, 0.0f);", "wrote 2 bytes before the start of C"),
+    ("intob", f"if ({LAST}) STORE((GLOBAL_PTR T*)b, 0, 7.0f);", "changed its input B"),
+    ("wspast", f"if ({LAST}) ws[-1] = 1.0f;", "before the start of the workspace"),
+    ("dirty", f"if ({LAST}) ws[0] = 1.0f;", "left its workspace dirty"),
+])
+def test_writes_where_a_kernel_must_not_are_wrong_with_a_reason(opencl, tmp_path, name, after, reason):
+    kernels = family(tmp_path / "k", name, after=after)
+    run, rep = sweep(tmp_path, kernels, [f"{name}/*"])
+    for r in results_of(run, f"{name}/tg64"):
+        assert r.status == "wrong" and reason in r.message, r.message
+    # Never best; and the next variant of the spec saw its inputs as uploaded.
+    assert all(s.best == "naive/default" for s in rep.specs)
+    assert rep.counts["wrong"] == 2 and all(r.status == "ok" for r in results_of(run, "naive/default"))
+
+
+# --- 4. the timed launches are checked -----------------------------------------------------------------------------
+
+def test_every_timed_launch_starts_from_a_fresh_c(opencl, tmp_path):
+    # A kernel that would skip its work when C already holds a value writes garbage
+    # instead: were any timed launch to see an earlier launch's output, the last
+    # round would be wrong. It is correct, so every launch found C reset.
+    kernels = family(tmp_path / "k", "seen", extra='requires = ["op == \'matmul\'"]', before="""
+        int seen = j < p.n && LOAD(c, C_AT(bi, i, j)) == LOAD(c, C_AT(bi, i, j));  /* not NaN: a value */
+        if (seen) { STORE(c, C_AT(bi, i, j), 12345.0f); return; }""")
+    run, _ = sweep(tmp_path, kernels, ["seen/*"])
+    seen = [r for r in results_of(run, "seen/tg64") if r.status != "unsupported"]
+    assert [r.status for r in seen] == ["ok"], [r.message for r in seen]
+    assert seen[0].batch["count"] >= 1 and seen[0].measure["slots"] > 1
+
+
+class _SkipsWhenTimed:
+    """The device of a kernel that skips its work in the timed launches: after the real
+    timing, the last round's output slots hold C's initial state again, as a launch
+    that did nothing leaves them."""
+
+    def __init__(self, device, buffers):
+        self._device, self._buffers = device, buffers
+
+    def __getattr__(self, name):
+        return getattr(self._device, name)
+
+    def measure(self, *args, **kwargs):
+        timing = self._device.measure(*args, **kwargs)
+        c = self._buffers.c
+        slot = (timing["first_slot"] + timing["last_round"] - 1) % self._buffers.slots
+        c.buffer.write(np.ascontiguousarray(self._buffers.c_initial).reshape(-1).view(np.uint8), c.offset(slot))
+        return timing
+
+
+def test_a_kernel_correct_once_but_not_when_timed_is_wrong(opencl):
+    worker = Worker("opencl", 0)
+    spec = Spec("matmul", "float16", 1, 1, 96, 64, False, True)
+    prepared = worker.prepare(spec, FAST)
+    naive = next(v for v in variants.load_variants("opencl") if v.id == "naive/default")
+    detail = {"groups": naive.geometry(spec)[0], "threads": naive.geometry(spec)[1],
+              "workspace": naive.workspace_floats(spec)}
+    assert worker.measure(prepared, naive, "k", detail, FAST).status == "ok"
+    worker.device = _SkipsWhenTimed(worker.device, prepared.buffers)
+    result = worker.measure(prepared, naive, "k", detail, FAST)
+    assert result.status == "wrong"
+    assert result.message.startswith("correct once, wrong when timed:") and "never written" in result.message
+
+
+# --- 5. odd values fail one variant or spec, never the sweep -------------------------------------------------------
+
+@pytest.mark.parametrize("groups, workspace, needle", [
+    ('"n - 100000"', None, "must be an integer from 1 to 4294967295"),
+    ('"n * 2**32"', None, "must be an integer from 1 to 4294967295"),
+    ('"9**9**9"', None, "out of range"),
+    ('"ceil_div(n, TG)"', '"2**40"', "workspace"),
+    ('"ceil_div(n, TG)"', '"2**31"', "does not fit the device's memory"),
+])
+def test_odd_dispatch_and_workspace_values_fail_that_variant(opencl, tmp_path, groups, workspace, needle):
+    kernels = family(tmp_path / "k", "odd")
+    manifest = (kernels / "odd.toml").read_text().replace('"ceil_div(n, TG)"', groups)
+    if workspace:
+        manifest = manifest.replace('config = "tg{TG}"', f'config = "tg{{TG}}"\nworkspace = {workspace}')
+    (kernels / "odd.toml").write_text(manifest)
+    run, rep = sweep(tmp_path, kernels, ["odd/*"])
+    odd = results_of(run, "odd/tg64")
+    assert len(odd) == 2 and all(r.status == "failed" and needle in r.message for r in odd), \
+        [r.message for r in odd]
+    assert all(s.best == "naive/default" for s in rep.specs)
+
+
+def test_a_spec_too_big_for_the_machine_fails_with_a_reason(opencl, tmp_path):
+    huge = SUITE + "[[spec]]\nop = \"matmul\"\nm = 1\nn = 1000000000\nk = 2\ntranspose_b = true\n"
+    kernels = family(tmp_path / "k", "plain")
+    run, rep = sweep(tmp_path, kernels, ["plain/*"], suite=huge)
+    big = [r for r in run.results if r.spec_index == 2 and r.status != "unsupported"]
+    assert big and all(r.status == "failed" and "memory" in r.message for r in big), [r.message for r in big]
+    assert rep.specs[0].best is not None and rep.specs[1].best is not None
+
+
+# --- the CLI around a hung kernel: Ctrl-C, kill -9 -----------------------------------------------------------------
+
+def _cli_run(tmp_path, kernels, *extra):
+    (tmp_path / "tiny.toml").write_text(SUITE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "metalbench", "run", "--suite", str(tmp_path / "tiny.toml"), "--backend", "opencl",
+         "--kernels", str(kernels), "--variants", "hang/*", "--max-time", "0.05", "--timeout", "600", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_hang(store_path, deadline=60.0):
+    """Until the run has stored its first result (the baseline's) and is inside the hung kernel."""
+    start = time.monotonic()
+    while time.monotonic() - start < deadline:
+        if store_path.exists():
+            try:
+                store = Store(store_path, readonly=True)
+                run = store.load_run(store.latest_run())
+                if any(r.variant == "naive/default" for r in run.results):
+                    time.sleep(2)
+                    return
+            except Exception:  # noqa: BLE001 - the store is being created
+                pass
+        time.sleep(0.2)
+    raise AssertionError("the run never got to the hung kernel")
+
+
+def test_ctrl_c_stops_a_run_inside_a_hung_kernel_and_keeps_its_results(opencl, tmp_path):
+    kernels = family(tmp_path / "k", "hang", before=HANG)
+    proc = _cli_run(tmp_path, kernels)
+    _wait_for_hang(tmp_path / "results.sqlite")
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - start < 10
+    assert "interrupted: every result measured so far is stored" in err and "Traceback" not in err
+    run = Store(tmp_path / "results.sqlite").load_run(1)
+    assert run.status == "interrupted" and results_of(run, "naive/default")[0].status == "ok"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker processes through /proc")
+def test_a_killed_run_is_marked_abandoned_by_the_next(opencl, tmp_path):
+    kernels = family(tmp_path / "k", "hang", before=HANG)
+    proc = _cli_run(tmp_path, kernels)
+    _wait_for_hang(tmp_path / "results.sqlite")
+    workers = _children(proc.pid)
+    assert workers
+    proc.kill()
+    proc.communicate(timeout=30)
+    # Its worker, stuck in the kernel, notices its parent is gone and ends too.
+    time.sleep(3)
+    assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+    again = _cli_run(tmp_path, kernels, "--timeout", "3")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "run 1 was left 'running'" in err and "marked 'abandoned'" in err
+    store = Store(tmp_path / "results.sqlite")
+    assert store.load_run(1).status == "abandoned"
+    assert [r.status for r in results_of(store.load_run(2), "hang/tg64")] == ["timeout", "timeout"]
+
+
+def _children(pid):
+    """Process ids whose parent is `pid` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
