@@ -1,4 +1,17 @@
-"""Reports of a stored run: built from the store alone, shown as tables or written as JSON."""
+"""Reports of a stored run: built from the store alone, shown as tables or written as JSON.
+
+Every figure is labelled with how it was taken: the clock (batch, per-launch GPU,
+CPU round trip) and the cache state (warm, or cold: inputs rotated so that no
+launch finds them in the last-level cache).
+
+The best correct variant of a spec is the fastest by the ranking clock; every
+correct variant that cannot be told apart from it shares the tag as a tie. Two
+variants tie when the 95% confidence intervals of their medians overlap, or when
+their medians differ by less than `tie_floor` (1% by default): within one run the
+intervals can be far narrower than what changes from one run to the next (clock
+and thermal state, placement in memory), and a difference smaller than that is
+not a win that a rerun would repeat.
+"""
 
 from __future__ import annotations
 
@@ -10,28 +23,52 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from .store import Result, Run
+from .store import CLOCKS, Result, Run
 
-__all__ = ["Report", "build", "render", "write_json"]
+__all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
 
-TAGS = ("baseline", "best-gpu", "best-cpu", "bad-rel")
+# The JSON report's format (semver): a new field bumps the minor version, a removed
+# or changed one the major.
+JSON_SCHEMA = "1.0.0"
+TIE_FLOOR = 0.01
+# Statuses of a pair that ran but gave no usable time.
+FAILED = ("failed", "timeout", "crashed")
+CLOCK_NAMES = {"batch": "batch", "gpu": "launch", "cpu": "CPU"}
+CLOCK_MEANING = {
+    "batch": "N launches back to back between one pair of device timestamps, divided by N",
+    "gpu": "each launch between its own device timestamps, launches held back to back",
+    "cpu": "submit one launch and wait for it, on the host's clock",
+}
+
+
+@dataclass
+class Timing:
+    """One clock's figures for a row, in microseconds per launch."""
+
+    median_us: float
+    ci_us: tuple[float, float]  # 95% confidence interval of the median
+    noise: float                # relative standard deviation of the samples
+    samples: int
+    stop: str                   # converged, enough, time-cap, sample-cap, throttled ('' before schema 2)
+    discarded: int
 
 
 @dataclass
 class Row:
     variant: str
     status: str  # ok or wrong
-    gpu_us: float | None
-    cpu_us: float | None
-    gpu_noise: float | None  # relative standard deviation of the GPU samples
-    samples: int
-    vs_baseline_pct: float | None  # GPU time change against the baseline; negative is faster
-    vs_orig_pct: float | None  # GPU time change against the recorded original time
+    clocks: dict[str, Timing]
+    vs_baseline_pct: float | None  # ranking clock against the baseline's; negative is faster
+    vs_orig_pct: float | None      # ranking clock against the recorded original time
     max_abs: float | None
     max_rel: float | None
     reused: bool
     reason: str
     tags: list[str] = field(default_factory=list)
+
+    def us(self, clock: str) -> float | None:
+        t = self.clocks.get(clock)
+        return None if t is None else t.median_us
 
 
 @dataclass
@@ -41,8 +78,8 @@ class SpecReport:
     key: str
     orig: dict | None
     rows: list[Row]
-    best_gpu: str | None
-    best_cpu: str | None
+    best: str | None
+    ties: list[str]  # the best's tie group, the best first
     baseline_us: float | None
 
 
@@ -64,17 +101,27 @@ class Report:
     backend: str
     device: dict
     settings: dict
+    rank_by: str
+    mode: str  # warm or cold
+    tie_floor: float
     baseline: str | None
     orig_note: str
     orig_compared: bool
+    clock_note: str
     specs: list[SpecReport]
     counts: dict[str, int]
     failures: list[Failure]
     notes: list[str] = field(default_factory=list)
+    schema: str = JSON_SCHEMA
 
 
-def _us(stats: dict | None) -> float | None:
-    return None if not stats or not stats.get("count") else stats["median"] / 1e3
+def _timing(stats: dict | None) -> Timing | None:
+    if not stats or not stats.get("count"):
+        return None
+    median = stats["median"] / 1e3
+    ci = (stats.get("ci_lo", stats["min"]) / 1e3, stats.get("ci_hi", stats["max"]) / 1e3)
+    return Timing(median, ci, float(stats.get("rel_stdev", 0.0)), int(stats["count"]), stats.get("stop", ""),
+                  int(stats.get("discarded", 0)))
 
 
 def _pct(value: float | None, against: float | None) -> float | None:
@@ -89,7 +136,38 @@ def _device_matches(recorded: str, device_name: str) -> bool:
     return bool(chip) and chip in device_name.lower()
 
 
-def build(run: Run) -> Report:
+def ties_with(best: Timing, other: Timing, floor: float) -> bool:
+    """Whether `other` cannot be told apart from `best` (the rule in this module's docstring)."""
+    if other.median_us <= best.median_us * (1 + floor):
+        return True
+    return other.ci_us[0] <= best.ci_us[1]
+
+
+def _clock_note(run: Run) -> str:
+    lows, highs, tops, discarded = [], [], [], 0
+    for r in run.results:
+        clock = (r.measure or {}).get("clock") or {}
+        if clock.get("low"):
+            lows.append(clock["low"]["mhz"])
+            tops.append(clock["low"]["max_mhz"])
+        if clock.get("high"):
+            highs.append(clock["high"]["mhz"])
+        discarded += sum(int((r.clock(c) or {}).get("discarded", 0)) for c in CLOCKS)
+    source = run.device.get("clock_source", "")
+    if not lows:
+        reason = source.removeprefix("none: ") if source.startswith("none") else f"{run.backend} exposes none"
+        return f"not read ({reason})"
+    note = f"{min(lows):.0f}-{max(highs):.0f} MHz (maximum {max(tops):.0f}), read before and after every round"
+    if discarded:
+        note += f"; {discarded} samples taken at a low or throttled clock were discarded"
+    return note
+
+
+def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) -> Report:
+    """The report of `run`, ranked by `rank_by` (default: the clock the run measured to converge)."""
+    rank = rank_by or run.settings.get("rank_by", "gpu")
+    if rank not in CLOCKS:
+        raise ValueError(f"rank_by must be one of {', '.join(CLOCKS)}, got {rank!r}")
     recorded = sorted({s["orig"]["device"] for s in run.specs if s.get("orig")})
     device_name = run.device.get("name", "")
     compared = bool(recorded) and all(_device_matches(r, device_name) for r in recorded)
@@ -105,13 +183,14 @@ def build(run: Run) -> Report:
     for r in run.results:
         by_spec.setdefault(r.spec_index, []).append(r)
 
-    counts = Counter(measured=0, reused=0, unsupported=0, failed=0, wrong=0)
+    counts = Counter(measured=0, reused=0, unsupported=0, failed=0, wrong=0, timeout=0, crashed=0)
     failures: dict[tuple[str, str], Failure] = {}
     specs: list[SpecReport] = []
     for index, spec in enumerate(run.specs):
         results = by_spec.get(index, [])
-        base = next((r for r in results if r.variant == run.baseline and r.status in ("ok", "wrong")), None)
-        base_us = _us(base.gpu) if base and base.status == "ok" else None
+        base = next((r for r in results if r.variant == run.baseline and r.status == "ok"), None)
+        base_timing = _timing(base.clock(rank)) if base else None
+        base_us = base_timing.median_us if base_timing else None
         orig_ms = spec["orig"]["ms"] if spec.get("orig") else None
         rows: list[Row] = []
         for r in results:
@@ -119,44 +198,46 @@ def build(run: Run) -> Report:
                 counts["unsupported"] += 1
                 continue
             counts["reused" if r.reused else "measured"] += 1
-            if r.status in ("failed", "wrong"):
+            if r.status in (*FAILED, "wrong"):
                 counts[r.status] += 1
                 f = failures.setdefault((r.variant, r.category), Failure(r.variant, r.category, 0, r.message, [], []))
                 f.count += 1
                 f.specs.append(spec["label"])
                 f.logs.append(r.log)
-            if r.status == "failed":
+            if r.status in FAILED:
                 continue
+            clocks = {c: t for c in CLOCKS if (t := _timing(r.clock(c))) is not None}
             checks = r.checks or {}
-            gpu = _us(r.gpu)
+            ranked = clocks.get(rank)
             rows.append(Row(
-                variant=r.variant, status=r.status, gpu_us=gpu, cpu_us=_us(r.cpu),
-                gpu_noise=(r.gpu or {}).get("rel_stdev"), samples=int((r.gpu or {}).get("count", 0)),
-                vs_baseline_pct=_pct(gpu, base_us),
-                vs_orig_pct=_pct(gpu, orig_ms * 1e3) if compared and orig_ms else None,
+                variant=r.variant, status=r.status, clocks=clocks,
+                vs_baseline_pct=_pct(ranked.median_us if ranked else None, base_us),
+                vs_orig_pct=_pct(ranked.median_us, orig_ms * 1e3) if compared and orig_ms and ranked else None,
                 max_abs=checks.get("max_abs"), max_rel=checks.get("max_rel"), reused=r.reused,
                 reason=r.message if r.status == "wrong" else "",
             ))
         # A wrong result is never best, however fast it was.
-        correct = [row for row in rows if row.status == "ok"]
-        best_gpu = min((row for row in correct if row.gpu_us is not None), key=lambda x: x.gpu_us, default=None)
-        best_cpu = min((row for row in correct if row.cpu_us is not None), key=lambda x: x.cpu_us, default=None)
+        correct = [row for row in rows if row.status == "ok" and rank in row.clocks]
+        best = min(correct, key=lambda x: x.clocks[rank].median_us, default=None)
+        ties = [] if best is None else \
+            [row for row in correct if row is best or ties_with(best.clocks[rank], row.clocks[rank], tie_floor)]
+        ties.sort(key=lambda x: x.clocks[rank].median_us)
         for row in rows:
             if row.variant == run.baseline:
                 row.tags.append("baseline")
-            if row is best_gpu:
-                row.tags.append("best-gpu")
-            if row is best_cpu:
-                row.tags.append("best-cpu")
+            if row is best:
+                row.tags.append("best")
+            elif row in ties:
+                row.tags.append("tie")
             if row.status == "wrong":
                 row.tags.append("bad-rel")
-        rows.sort(key=lambda x: (x.status != "ok", x.gpu_us if x.gpu_us is not None else float("inf")))
+        rows.sort(key=lambda x: (x.status != "ok", x.us(rank) if x.us(rank) is not None else float("inf")))
         specs.append(SpecReport(index, spec["label"], spec["key"], spec.get("orig"), rows,
-                                best_gpu.variant if best_gpu else None, best_cpu.variant if best_cpu else None,
-                                base_us))
-    return Report(run.id, run.status, run.suite, run.backend, run.device, run.settings, run.baseline,
-                  orig_note, compared, specs, dict(counts),
-                  sorted(failures.values(), key=lambda f: (f.category, f.variant)))
+                                best.variant if best else None, [row.variant for row in ties], base_us))
+    ordered = sorted(failures.values(), key=lambda f: (f.category, f.variant))
+    return Report(run.id, run.status, run.suite, run.backend, run.device, run.settings, rank,
+                  "cold" if run.settings.get("cold") else "warm", tie_floor, run.baseline, orig_note, compared,
+                  _clock_note(run), specs, dict(counts), ordered)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -170,52 +251,80 @@ def _pct_text(value: float | None) -> str:
     return f"[{color}]{value:+.0f}%[/]"
 
 
+def _us_text(t: Timing | None, ranking: bool) -> str:
+    if t is None:
+        return "-"
+    # A ranking figure that stopped before its noise target says so.
+    mark = "*" if ranking and t.stop not in ("converged", "") else ""
+    return f"{t.median_us:.2f}{mark}"
+
+
+def column(report: Report, clock: str) -> str:
+    """A figure's label: its clock and cache state, e.g. 'batch warm us'."""
+    return f"{CLOCK_NAMES[clock]} {report.mode} us"
+
+
 def render(report: Report, console: Console, verbose_failures: bool = False) -> None:
     d, s = report.device, report.settings
-    mode = "cold cache (flushed before every launch)" if s.get("cold") else "warm cache (--cold flushes it)"
     console.print(f"[bold]metalbench run {report.run_id}[/] · suite [bold]{report.suite}[/] "
                   f"({len(report.specs)} specs) · status {report.status}")
     console.print(f"device: {d.get('name')} ({d.get('vendor')}) · backend {report.backend} · "
                   f"driver {d.get('driver')}")
-    console.print("timing: GPU = device timestamps of back-to-back launches; CPU = submit to completion of one")
-    console.print(f"        medians of up to {s.get('iterations')} launches after {s.get('warmup')} warm-up "
-                  f"(at most {s.get('max_seconds')} s per kind); {mode}")
+    order = [report.rank_by] + [c for c in ("batch", "gpu", "cpu") if c != report.rank_by]
+    console.print(f"timing ({report.mode}): " + "; ".join(f"{CLOCK_NAMES[c]} = {CLOCK_MEANING[c]}" for c in order))
+    if report.mode == "cold":
+        console.print("        cold: each launch reads its own copy of the inputs, rotated so that none is in the "
+                      "last-level cache")
+    if "max_noise" in s:
+        console.print(f"        ranked by [bold]{CLOCK_NAMES[report.rank_by]}[/]: sampled until its noise "
+                      f"(relative standard deviation) is at most {100 * s['max_noise']:g}% after {s['min_samples']} "
+                      f"samples and {1e3 * s['min_time']:g} ms, or for at most {1e3 * s['max_time']:g} ms a pair "
+                      "(* marks one that stopped short)")
+    console.print(f"        ties: 95% confidence intervals of the medians overlap, or within "
+                  f"{100 * report.tie_floor:g}% of the best")
+    console.print(f"clock: {report.clock_note}")
     console.print(f"baseline: {report.baseline or 'none'} · {report.orig_note}")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
+    rank = report.rank_by
+    others = [c for c in ("gpu", "cpu", "batch") if c != rank]
     for spec in report.specs:
         orig = spec.orig
         title = f"[{spec.index}] {spec.label}"
         if orig:
             title += f"   (original: {orig['impl']} {orig['ms'] * 1e3:.0f} us on {orig['device']})"
         table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-        for name, justify in (("variant", "left"), ("GPU us", "right"), ("CPU us", "right"),
-                              ("vs base", "right"), ("vs orig", "right"), ("max abs", "right"),
-                              ("max rel", "right"), ("tags", "left")):
-            table.add_column(name, justify=justify, no_wrap=name in ("variant", "tags"))  # type: ignore[arg-type]
+        headers = ["variant", column(report, rank), "noise", *(column(report, c) for c in others), "vs base",
+                   "vs orig", "max abs", "max rel", "tags"]
+        for name in headers:
+            table.add_column(name, justify="left" if name in ("variant", "tags") else "right",  # type: ignore[arg-type]
+                             no_wrap=name in ("variant", "tags"))
         for row in spec.rows:
             tags = " ".join(f"[{t}]" for t in row.tags) + (" (reused)" if row.reused else "")
-            style = "red" if row.status == "wrong" else ("bold" if "best-gpu" in row.tags else None)
-            table.add_row(row.variant, _fmt(row.gpu_us, ".2f"), _fmt(row.cpu_us, ".2f"),
-                          _pct_text(row.vs_baseline_pct), _pct_text(row.vs_orig_pct),
-                          _fmt(row.max_abs, ".2e"), _fmt(row.max_rel, ".2e"), tags.replace("[", r"\["),
-                          style=style)
+            style = "red" if row.status == "wrong" else ("bold" if "best" in row.tags else None)
+            ranked = row.clocks.get(rank)
+            table.add_row(row.variant, _us_text(ranked, True), _fmt(100 * ranked.noise if ranked else None, ".1f") +
+                          ("%" if ranked else ""), *(_us_text(row.clocks.get(c), False) for c in others),
+                          _pct_text(row.vs_baseline_pct), _pct_text(row.vs_orig_pct), _fmt(row.max_abs, ".2e"),
+                          _fmt(row.max_rel, ".2e"), tags.replace("[", r"\["), style=style)
         if not spec.rows:
-            table.add_row("(no variant ran)", *["-"] * 6, "")
+            table.add_row("(no variant ran)", *["-"] * (len(headers) - 2), "")
         console.print()
         console.print(table)
     console.print()
     _render_summary(report, console)
     c = report.counts
     console.print(f"\n{c['measured']} measured, {c['reused']} reused from the store, {c['unsupported']} "
-                  f"unsupported (skipped), {c['failed']} failed, {c['wrong']} wrong")
+                  f"unsupported (skipped), {c['failed']} failed, {c['wrong']} wrong, {c['timeout']} timed out, "
+                  f"{c['crashed']} crashed")
     if report.failures:
         console.print("\n[bold]failures[/]")
         for f in report.failures:
-            console.print(f"  {f.variant}: {f.category} x{f.count}: {f.message.splitlines()[0] if f.message else ''}")
+            first = f.message.splitlines()[0] if f.message else ""
+            console.print(f"  {f.variant}: {f.category} x{f.count}: {first}", markup=False)
             if verbose_failures:
                 for spec_label, log in zip(f.specs, f.logs, strict=True):
-                    console.print(f"    - {spec_label}")
+                    console.print(f"    - {spec_label}", markup=False)
                     if log:
                         console.print("      " + log.strip().replace("\n", "\n      "), markup=False)
         if not verbose_failures:
@@ -223,15 +332,20 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
 
 
 def _render_summary(report: Report, console: Console) -> None:
-    table = Table(title="best correct variant per spec (GPU time)", title_justify="left", show_edge=False,
-                  pad_edge=False)
-    for name in ("spec", "best", "GPU us", "baseline us", "speedup"):
-        table.add_column(name, justify="left" if name in ("spec", "best") else "right", no_wrap=True)
+    rank = report.rank_by
+    table = Table(title=f"best correct variant per spec ({CLOCK_NAMES[rank]} time, {report.mode})",
+                  title_justify="left", show_edge=False, pad_edge=False)
+    for name in ("spec", "best", column(report, rank), "noise", "baseline us", "speedup", "ties"):
+        table.add_column(name, justify="left" if name in ("spec", "best", "ties") else "right", no_wrap=name != "ties")
     for spec in report.specs:
-        best = next((r for r in spec.rows if r.variant == spec.best_gpu), None)
-        speedup = f"{spec.baseline_us / best.gpu_us:.2f}x" if best and best.gpu_us and spec.baseline_us else "-"
-        table.add_row(spec.label, spec.best_gpu or "(none correct)", _fmt(best.gpu_us if best else None, ".2f"),
-                      _fmt(spec.baseline_us, ".2f"), speedup)
+        best = next((r for r in spec.rows if r.variant == spec.best), None)
+        ranked = best.clocks.get(rank) if best else None
+        speedup = f"{spec.baseline_us / ranked.median_us:.2f}x" if ranked and spec.baseline_us else "-"
+        others = [v for v in spec.ties if v != spec.best]
+        ties = "-" if not others else (", ".join(others[:3]) + (f" +{len(others) - 3} more" if len(others) > 3 else ""))
+        table.add_row(spec.label, spec.best or "(none correct)", _us_text(ranked, True),
+                      _fmt(100 * ranked.noise if ranked else None, ".1f") + ("%" if ranked else ""),
+                      _fmt(spec.baseline_us, ".2f"), speedup, ties)
     console.print(table)
 
 
