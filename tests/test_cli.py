@@ -5,6 +5,9 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+from metalbench.store import Store
 
 
 def cli(*args, env=None):
@@ -14,14 +17,14 @@ def cli(*args, env=None):
 
 def test_run_report_and_rerun(opencl, tmp_path):
     out = tmp_path / "report.json"
-    args = ["run", "--suite", "smoke", "--backend", "opencl", "--variants", "gemv/*", "--iterations", "3",
-            "--max-seconds", "0.05"]
+    args = ["run", "--suite", "smoke", "--backend", "opencl", "--variants", "gemv/*", "--max-samples", "3",
+            "--min-samples", "2", "--max-time", "0.05"]
     first = cli(*args, "--json", str(out))
     assert first.returncode == 0, first.stderr
-    assert "naive/default" in first.stdout and "[baseline]" in first.stdout and "[best-gpu]" in first.stdout
-    assert "0 failed, 0 wrong" in first.stdout
+    assert "naive/default" in first.stdout and "[baseline]" in first.stdout and "[best]" in first.stdout
+    assert "0 failed, 0 wrong, 0 timed out, 0 crashed" in first.stdout
     data = json.loads(out.read_text())
-    assert data["backend"] == "opencl" and len(data["specs"]) > 0
+    assert data["backend"] == "opencl" and len(data["specs"]) > 0 and data["schema"].startswith("1.")
     assert data["counts"]["reused"] == 0
     second = cli(*args)
     assert second.returncode == 0, second.stderr
@@ -33,12 +36,25 @@ def test_run_report_and_rerun(opencl, tmp_path):
 def test_user_errors_are_one_line_without_traceback(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\n[[spec]]\nop = "matmul"\nbatch = 1\nm = 1\nn = -4\nk = 8\n')
+    Store(Path(os.environ["METALBENCH_DB"])).close()
     for args, needle in [
         (["run", "--suite", str(tmp_path / "missing.toml")], "missing.toml"),
         (["run", "--suite", str(bad)], "bad.toml"),
         (["run", "--backend", "vulkan"], "unknown backend 'vulkan'"),
         (["run", "--kernels", str(tmp_path / "nowhere")], "nowhere"),
         (["report", "99"], "no run 99"),
+        (["report", "--db", str(tmp_path / "none.sqlite")], "no store here"),
+        (["run", "--bogus"], "--bogus"),
+        (["run", "--device", "abc"], "--device"),
+        (["run", "--max-time", "nan"], "--max-time"),
+        (["run", "--max-time", "inf"], "--max-time"),
+        (["run", "--max-time", "-1"], "--max-time"),
+        (["run", "--min-samples", "0"], "--min-samples"),
+        (["run", "--max-noise", "2"], "--max-noise"),
+        (["run", "--rank-by", "wall"], "--rank-by"),
+        (["run", "--timeout", "0"], "--timeout"),
+        (["run", "--tie", "-5"], "--tie"),
+        (["report", "--rank-by", "wall"], "--rank-by"),
     ]:
         result = cli(*args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
@@ -70,3 +86,25 @@ def test_console_script_is_installed():
     assert exe, "pip install did not put the metalbench script on PATH"
     result = subprocess.run([exe, "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "run" in result.stdout
+
+
+def test_no_arguments_print_the_help_with_the_usage_status():
+    result = cli()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "run" in result.stdout and "report" in result.stdout
+
+
+def test_a_variants_glob_that_matches_nothing_is_a_usage_error(opencl):
+    result = cli("run", "--suite", "smoke", "--backend", "opencl", "--variants", "gemv/*", "--variants", "gemvv/*")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "--variants 'gemvv/*' matches no variant on opencl" in result.stderr
+
+
+def test_a_damaged_store_stops_a_run_with_one_line(opencl, tmp_path):
+    bad = tmp_path / "damaged.sqlite"
+    bad.write_bytes(b"SQLite format 3\x00" + b"\xff" * 8192)
+    result = cli("run", "--suite", "smoke", "--backend", "opencl", "--variants", "naive/*", "--db", str(bad))
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "damaged.sqlite" in lines[0] and "Traceback" not in result.stderr

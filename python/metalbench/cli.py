@@ -1,10 +1,17 @@
-"""`metalbench`: run suites, list what there is, show stored reports."""
+"""`metalbench`: run suites, list what there is, show stored reports.
+
+Exit codes: 0 done; 1 a run that could not finish (the device was lost, the store
+could not be written); 2 a usage error (a bad option or value, a malformed suite or
+manifest, a --variants glob that matches nothing); 130 interrupted (Ctrl-C). Every
+error is one line on stderr, starting with "metalbench: error:".
+"""
 
 from __future__ import annotations
 
+import fnmatch
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -13,8 +20,8 @@ from rich.table import Table
 
 from . import _core, report, runner, specs, store, variants
 from .expr import ExprError
-from .reference import ReferenceCache
-from .store import Result, Store
+from .measure import Settings
+from .store import CLOCKS, MissingRun, Result, Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find the fastest correct GPU matmul kernel for every shape your model runs.")
@@ -22,20 +29,37 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
 
-
-def _fail(message: str, code: int = 2) -> None:
-    # Plain print: an error message is one line whatever the terminal's width.
-    print(f"metalbench: error: {message}", file=sys.stderr)
-    sys.exit(code)
+USAGE = 2
+UNFINISHED = 1
+INTERRUPTED = 130
 
 # What a user can get wrong: each is reported as one line, never a traceback.
 USER_ERRORS = (specs.SuiteError, specs.SpecError, variants.ManifestError, ExprError, runner.BackendError,
-               store.StoreError, _core.UsageError, _core.UnavailableError, ValueError, OSError)
+               MissingRun, _core.UsageError, _core.UnavailableError, _core.CompileError, ValueError, OSError)
+# What stops a run that was started right: the device, the store, or a worker's own bug.
+RUN_ERRORS = (runner.DeviceLost, runner.WorkerError, store.StoreError, _core.DeviceError)
+
+
+class UsageProblem(ValueError):
+    """A command-line value that cannot be used; the message names the option."""
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    # Plain print: an error message is one line whatever the terminal's width.
+    first = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    print(f"metalbench: error: {first}", file=sys.stderr)
+    sys.exit(code)
+
 
 KernelsOpt = Annotated[list[Path] | None, typer.Option("--kernels", help="Extra folder of family manifests; "
                                                        "may be repeated.", show_default=False)]
 DbOpt = Annotated[Path | None, typer.Option("--db", help="Result store (default: METALBENCH_DB or the user "
                                             "data folder).", show_default=False)]
+RankOpt = Annotated[str | None, typer.Option("--rank-by", help="Clock that tags the best variant: batch "
+                                             "(launches back to back, as a decode loop runs them), gpu (each launch "
+                                             "on its own) or cpu (submit to completion).", show_default=False)]
+TieOpt = Annotated[float, typer.Option("--tie", help="Variants within this many percent of the best tie with it "
+                                       "(as do those whose confidence intervals overlap).")]
 
 
 class _Bar(runner.Events):
@@ -50,70 +74,122 @@ class _Bar(runner.Events):
         self.progress.update(self.task, advance=1, what=f"{spec.label()}  {result.variant}")
 
     def note(self, message: str) -> None:
-        self.progress.console.print(f"[yellow]note:[/] {message}")
+        self.progress.console.print(f"[yellow]note:[/] {message}", markup=True, highlight=False)
 
 
-def _open_store(db: Path | None) -> Store:
+def _open_store(db: Path | None, readonly: bool = False) -> Store:
     from .paths import default_store
 
-    return Store(db or default_store())
+    return Store(db or default_store(), readonly=readonly)
+
+
+# The options of `run` that are measurement settings, by Settings field.
+_SETTING_OPTIONS = {"warmup": "--warmup", "min_samples": "--min-samples", "max_samples": "--max-samples",
+                    "min_time": "--min-time", "max_time": "--max-time", "max_noise": "--max-noise",
+                    "rank_by": "--rank-by"}
+
+
+def _settings(**values: object) -> Settings:
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except ValueError as e:
+        text = str(e)
+        for name, option in _SETTING_OPTIONS.items():
+            text = text.replace(f"setting {name}", option)
+        raise UsageProblem(text) from None
+
+
+def _choose(available: list[variants.Variant], backend: str, patterns: list[str]) -> list[variants.Variant]:
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(v.id, pattern) for v in available):
+            families = sorted({v.family.name for v in available})
+            raise UsageProblem(f"--variants {pattern!r} matches no variant on {backend} "
+                               f"(families there: {', '.join(families)}; `metalbench list` shows every variant)")
+    return runner.with_baseline(available, backend, patterns)
 
 
 @app.command()
 def run(
     suite: Annotated[str, typer.Option(help="Built-in suite name or path to a suite TOML.")] = "qwen2.5-0.5b-decode",
     backend: Annotated[str, typer.Option(help="auto, metal, cuda or opencl.")] = "auto",
-    device: Annotated[int, typer.Option(help="Device index within the backend.")] = 0,
+    device: Annotated[int, typer.Option(help="Device index within the backend (`metalbench devices`).")] = 0,
     variants_glob: Annotated[list[str] | None, typer.Option("--variants", help="Glob over variant ids "
                              "(e.g. 'gemv/*'); may be repeated. The baseline always runs.",
                              show_default=False)] = None,
     warmup: Annotated[int, typer.Option(help="Untimed launches before sampling.")] = 3,
-    iterations: Annotated[int, typer.Option(help="Most timed launches per variant and spec.")] = 100,
-    max_seconds: Annotated[float, typer.Option(help="Time budget for each kind of sample; "
-                                               "slow kernels take fewer (at least 5).")] = 0.5,
-    cold: Annotated[bool, typer.Option("--cold", help="Flush the device cache before every timed launch.")]
-    = False,
-    force: Annotated[bool, typer.Option("--force", help="Measure again even where a stored result matches.")]
-    = False,
+    min_samples: Annotated[int, typer.Option(help="Fewest samples of each clock.")] = 10,
+    max_samples: Annotated[int, typer.Option(help="Most samples of each clock.")] = 1000,
+    min_time: Annotated[float, typer.Option(help="Seconds of samples the ranking clock needs before it may "
+                                            "stop.")] = 0.005,
+    max_time: Annotated[float, typer.Option(help="Seconds of measuring a variant x spec pair may take, all "
+                                            "clocks together (a budget, not a hang limit).")] = 0.1,
+    max_noise: Annotated[float, typer.Option(help="The ranking clock samples until its relative standard "
+                                             "deviation is at most this (0.005 = 0.5%).")] = 0.005,
+    rank_by: RankOpt = None,
+    cold: Annotated[bool, typer.Option("--cold", help="Each launch reads its own copy of the inputs, rotated so "
+                                       "that none is in the last-level cache.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Measure again even where a stored result matches "
+                                        "(timeouts and crashes included).")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds a pair may take before its worker is stopped and the "
+                                           "pair stored as a timeout.")] = runner.DEFAULT_TIMEOUT,
     kernels: KernelsOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.",
                                                    show_default=False)] = None,
     verbose_failures: Annotated[bool, typer.Option("--verbose-failures", help="List every failure with its "
                                                    "compiler log.")] = False,
+    tie: TieOpt = 100 * report.TIE_FLOOR,
     db: DbOpt = None,
 ) -> None:
     """Sweep the variants over a suite, verify each output, time it, store and report the results."""
-    # The user's own files are checked first: their mistakes are worth hearing about
-    # even on a machine where no backend can run.
+    # The user's own files and values are checked first: their mistakes are worth
+    # hearing about even on a machine where no backend can run.
+    settings = _settings(warmup=warmup, min_samples=min_samples, max_samples=max_samples, min_time=min_time,
+                         max_time=max_time, max_noise=max_noise, rank_by=_rank(rank_by) or "batch", cold=cold)
+    if not 0 < timeout <= 86400 or timeout != timeout:
+        raise UsageProblem(f"--timeout must be a number of seconds above 0 and at most 86400, got {timeout}")
+    tie_floor = _tie(tie)
     the_suite = specs.load_suite(suite)
     every = variants.load_variants(None, kernels or [])
     chosen_backend = runner.pick_backend(backend)
     available = [v for v in every if chosen_backend in v.family.backends]
-    chosen = runner.with_baseline(available, chosen_backend, variants_glob or [])
+    chosen = _choose(available, chosen_backend, variants_glob or [])
     if not chosen:
-        raise runner.BackendError(f"no variant matches {variants_glob} on {chosen_backend}")
-    settings = runner.Settings(warmup=warmup, iterations=iterations, max_seconds=max_seconds, cold=cold)
+        raise runner.BackendError(f"no variant runs on {chosen_backend}")
     results = _open_store(db)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[what]}"))
     with Progress(*columns, console=err, transient=True) as progress:
         try:
             run_id = runner.run(the_suite, chosen, backend=chosen_backend, store=results, device=device,
-                                settings=settings, force=force, cache=ReferenceCache(), events=_Bar(progress))
+                                settings=settings, force=force, events=_Bar(progress), timeout=timeout)
         except KeyboardInterrupt:
             progress.stop()
             last = results.latest_run()
             err.print(f"interrupted: every result measured so far is stored (run {last}); "
                       f"`metalbench report {last}` shows them, and a rerun reuses them")
-            raise typer.Exit(130) from None
-        except runner.DeviceLost as e:
+            raise typer.Exit(INTERRUPTED) from None
+        except RUN_ERRORS as e:
             progress.stop()
-            _fail(f"{e} (`metalbench report {results.latest_run()}` shows what was stored)", code=1)
-    _show(results, run_id, json_path, verbose_failures)
+            last = results.latest_run()
+            _fail(f"{e} (every result stored so far is kept; `metalbench report {last}` shows them)", UNFINISHED)
+    _show(results, run_id, json_path, verbose_failures, None, tie_floor)
 
 
-def _show(results: Store, run_id: int, json_path: Path | None, verbose_failures: bool) -> None:
-    rep = report.build(results.load_run(run_id))
+def _tie(percent: float) -> float:
+    if not 0 <= percent <= 100 or percent != percent:
+        raise UsageProblem(f"--tie must be a percentage from 0 to 100, got {percent}")
+    return percent / 100
+
+
+def _rank(rank_by: str | None) -> str | None:
+    if rank_by is not None and rank_by not in CLOCKS:
+        raise UsageProblem(f"--rank-by must be one of {', '.join(CLOCKS)}, got {rank_by!r}")
+    return rank_by
+
+
+def _show(results: Store, run_id: int, json_path: Path | None, verbose_failures: bool, rank_by: str | None,
+          tie_floor: float) -> None:
+    rep = report.build(results.load_run(run_id), rank_by=rank_by, tie_floor=tie_floor)
     report.render(rep, console, verbose_failures)
     if json_path:
         report.write_json(rep, json_path)
@@ -127,14 +203,17 @@ def show_report(
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.",
                                                    show_default=False)] = None,
     verbose_failures: Annotated[bool, typer.Option("--verbose-failures")] = False,
+    rank_by: RankOpt = None,
+    tie: TieOpt = 100 * report.TIE_FLOOR,
     db: DbOpt = None,
 ) -> None:
-    """Show the report of a stored run."""
-    results = _open_store(db)
+    """Show the report of a stored run (the store is only read)."""
+    tie_floor, rank_by = _tie(tie), _rank(rank_by)
+    results = _open_store(db, readonly=True)
     run_id = run_id if run_id is not None else results.latest_run()
     if run_id is None:
-        raise store.StoreError(f"{results.path}: no runs stored yet")
-    _show(results, run_id, json_path, verbose_failures)
+        raise MissingRun(f"{results.path}: no runs stored yet")
+    _show(results, run_id, json_path, verbose_failures, rank_by, tie_floor)
 
 
 @app.command()
@@ -170,7 +249,7 @@ def list_(
         expanded = variants.expand(family)
         role = f" [{family.baseline} baseline]" if family.baseline else ""
         console.print(f"  {family.name}{role} ({', '.join(family.backends)}; {', '.join(family.dtypes)}): "
-                      f"{family.description}")
+                      f"{family.description}", markup=False)
         console.print("    " + " ".join(v.id for v in expanded))
     if suite:
         s = specs.load_suite(suite)
@@ -178,25 +257,39 @@ def list_(
         console.print(f"\n[bold]specs of {s.name} and the variants that support them[/]")
         for i, spec in enumerate(s.specs):
             ok = [v.id for v in every if v.unsupported_reason(spec) is None]
-            console.print(f"  [{i}] {spec.label()}: {len(ok)} variants")
+            console.print(f"  [{i}] {spec.label()}: {len(ok)} variants", markup=False)
             console.print("      " + " ".join(ok), soft_wrap=True)
 
 
-def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
-    try:
-        app(standalone_mode=False)
-    except (*USER_ERRORS, _core.CompileError) as e:
-        _fail(str(e))
-    except (typer.Exit, SystemExit) as e:
-        code = getattr(e, "exit_code", getattr(e, "code", 0))
-        sys.exit(code)
-    except typer.Abort:
-        sys.exit(130)
-    except Exception as e:  # click's own usage errors
-        import click
+def _usage_error(e: BaseException) -> str | None:
+    """The message of typer's (or click's) own usage error, or None: matched by its shape,
+    since typer no longer depends on the click package and older versions raise click's."""
+    if not (hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)):
+        return None
+    message = e.format_message()  # type: ignore[attr-defined]
+    ctx = getattr(e, "ctx", None)
+    where = f" (see `{ctx.command_path} --help`)" if ctx is not None and getattr(ctx, "command_path", "") else ""
+    return f"{message}{where}"
 
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+
+def main() -> None:
+    """Console entry point: one line on stderr for every error, and the documented exit codes."""
+    try:
+        code = app(standalone_mode=False)
+    except KeyboardInterrupt:
+        code = INTERRUPTED
+    except USER_ERRORS as e:
+        _fail(str(e), USAGE)
+    except RUN_ERRORS as e:
+        _fail(str(e), UNFINISHED)
+    except Exception as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # no arguments: the help, then the usage status
+            print(e.format_message())  # type: ignore[attr-defined]
+            sys.exit(USAGE)
+        if type(e).__name__ == "Abort":  # older click turns Ctrl-C into Abort
+            sys.exit(INTERRUPTED)
+        message = _usage_error(e)
+        if message is None:
+            raise
+        _fail(message, USAGE)
+    sys.exit(code if isinstance(code, int) else 0)
