@@ -123,14 +123,19 @@ def _detail(v: Variant, spec: Spec, backend: str, info: dict, settings: Settings
 
 def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store, device: int = 0,
         settings: Settings | None = None, force: bool = False, events: Events | None = None,
-        timeout: float = DEFAULT_TIMEOUT) -> int:
+        timeout: float = DEFAULT_TIMEOUT, isolated: bool = True) -> int:
     """Sweeps `variants` x `suite` on one device and returns the run's id in `store`.
 
     Unsupported pairs are recorded, never run. A stored result with the same key is
     reused unless `force`, also a stored `timeout` or `crashed`. Every result is
     committed before the next starts, so an interrupted sweep (KeyboardInterrupt
     included) loses nothing measured. Raises DeviceLost when the device cannot be
-    opened again after a worker lost it.
+    opened again after a worker lost it. `isolated` False measures in this process,
+    with no timeouts and no protection from a faulty kernel: for measuring what
+    isolation costs, and for debugging.
+
+    Scripts that call it must start with `if __name__ == "__main__":`, as every
+    program using multiprocessing's spawn start method must.
     """
     settings = settings or Settings()
     events = events or Events()
@@ -145,7 +150,7 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     run_id = store.begin_run(suite.name, backend, info, asdict(settings), base.id if base else None,
                              [{"key": s.key(), "label": s.label(), **_orig(s)} for s in suite.specs])
     status = "interrupted"
-    pool = Pool(backend, [device], settings, timeout)
+    pool = Pool(backend, [device], settings, timeout, isolated=isolated)
     try:
         jobs, total = _plan(suite, variants, backend, info, settings, store, run_id, force, events)
         events.start(total)
