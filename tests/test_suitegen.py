@@ -254,7 +254,8 @@ def test_names_are_escaped_and_default_names(tmp_path):
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-m", "metalbench", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "metalbench", *args], capture_output=True, text=True, timeout=120,
+                          cwd=DATA.parents[1])
 
 
 def test_cli_writes_a_suite_that_loads(tmp_path):
@@ -263,6 +264,15 @@ def test_cli_writes_a_suite_that_loads(tmp_path):
                  "--pv-context", ",".join(map(str, PV)), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and f"wrote 20 specs to {out}" in result.stderr
+    assert without_orig(specs.load_suite(out)) == without_orig(specs.load_suite("qwen2.5-0.5b-decode"))
+
+
+def test_readme_command_gives_the_builtin_suite(tmp_path):
+    readme = (DATA.parents[1] / "README.md").read_text()
+    (command,) = [line for line in readme.splitlines() if line.startswith("metalbench suite from-config tests/")]
+    out = tmp_path / "readme.toml"
+    result = cli(*shlex.split(command)[1:], "--out", str(out))
+    assert result.returncode == 0, result.stderr
     assert without_orig(specs.load_suite(out)) == without_orig(specs.load_suite("qwen2.5-0.5b-decode"))
 
 
