@@ -114,6 +114,16 @@ def test_header_documents_layouts_and_remakes_the_same_file(tmp_path):
     assert again.stdout == text
 
 
+def test_sliding_window_is_noted_where_a_context_passes_it():
+    def header(config, contexts):
+        return suitegen.suite_from_config(DATA / config, Workload.make(context=contexts)).split("\nname = ")[0]
+
+    assert "sliding_window (4096)" in header("mistral-7b-v0.1.json", (4096, 8192))
+    assert "sliding_window" not in header("mistral-7b-v0.1.json", (4096,))
+    # Qwen2 configs give a window and switch it off.
+    assert "sliding_window" not in header("qwen2.5-0.5b.json", (65536,))
+
+
 def test_biases_switched_by_the_config(tmp_path):
     data = json.loads((DATA / "llama-3.2-1b.json").read_text())
     data.update(attention_bias=True, mlp_bias=True)

@@ -29,8 +29,8 @@ def from_config(
                                                "m = N; attention batch = N x heads, m = 1), default 1. prefill: "
                                                f"the prompt's length (m = N), default {suitegen.PREFILL_TOKENS}.",
                                                show_default=False)] = None,
-    context: Annotated[str | None, typer.Option(metavar=_LENGTHS, help="Context lengths (keys attended, the new "
-                                                "tokens included): one Q x K^T and one P x V spec per length. "
+    context: Annotated[str | None, typer.Option(metavar=_LENGTHS, help="Context lengths (keys in the cache, the "
+                                                "new tokens included): one Q x K^T and one P x V spec per length. "
                                                 "Default: decode "
                                                 f"{','.join(map(str, suitegen.DECODE_CONTEXTS))}; prefill "
                                                 "--tokens (nothing cached before the prompt).",
