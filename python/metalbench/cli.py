@@ -19,12 +19,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import _core, report, runner, specs, store, variants
+from .cli_suite import suite_app
 from .expr import ExprError
 from .measure import Settings
 from .store import CLOCKS, MissingRun, Result, Store
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find the fastest correct GPU matmul kernel for every shape your model runs.")
+app.add_typer(suite_app, name="suite")
 # Piped or redirected output is read later, often in a wide editor: never truncate it.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False)
