@@ -1,7 +1,6 @@
 #include "checks.h"
 
 #include <cctype>
-#include <regex>
 
 namespace mb {
 namespace {
@@ -17,10 +16,37 @@ bool identifier(const std::string& s) {
   return true;
 }
 
-// A C numeric literal without spaces: [-]digits[.digits][e[+-]digits][suffix], or hex.
+// A C numeric literal without spaces: [-]digits[.digits][e[+-]digits][suffix], or
+// [-]0x hex digits. Checked by hand: std::regex, like iostreams' number formatting,
+// goes through std::locale, which crashed the extension inside one GPU machine's
+// Python (see csrc/cuda/kernel_cache.cpp).
 bool number(const std::string& s) {
-  static const std::regex literal(R"(-?(0[xX][0-9a-fA-F]+|[0-9]+(\.[0-9]*)?([eE][+-]?[0-9]+)?)[uUlLfF]{0,3})");
-  return s.size() <= 64 && std::regex_match(s, literal);
+  size_t i = 0, n = s.size();
+  auto digits = [&](int (*is)(int)) {
+    size_t start = i;
+    while (i < n && is(static_cast<unsigned char>(s[i]))) ++i;
+    return i > start;
+  };
+  if (n == 0 || n > 64) return false;
+  if (s[i] == '-') ++i;
+  if (i + 1 < n && s[i] == '0' && (s[i + 1] == 'x' || s[i + 1] == 'X')) {
+    i += 2;
+    if (!digits(std::isxdigit)) return false;
+  } else {
+    if (!digits(std::isdigit)) return false;
+    if (i < n && s[i] == '.') {
+      ++i;
+      digits(std::isdigit);
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+      ++i;
+      if (i < n && (s[i] == '+' || s[i] == '-')) ++i;
+      if (!digits(std::isdigit)) return false;
+    }
+  }
+  for (int suffix = 0; i < n && suffix < 3; ++suffix, ++i)
+    if (std::string("uUlLfF").find(s[i]) == std::string::npos) return false;
+  return i == n;
 }
 
 }  // namespace

@@ -108,7 +108,15 @@ class Loop {
     Measurement m;
     m.warmup = config_.warmup;
     reset();
-    for (int i = 0; i < config_.warmup; ++i) device_.run(slots_[next()]);
+    // The fastest warm-up round trip bounds a launch's time from above: rounds are cut
+    // to what fits in their clock's budget, so that a slow kernel (a CPU OpenCL driver
+    // on a large spec) takes one sample rather than overrunning its budget tenfold.
+    for (int i = 0; i < config_.warmup; ++i) {
+      auto t0 = Clock::now();
+      device_.run(slots_[next()]);
+      double took = seconds_since(t0);
+      launch_s_ = i == 0 ? took : std::min(launch_s_, took);
+    }
 
     m.gpu = clock(ClockKind::gpu, round_size(ClockKind::gpu), [&](size_t size) {
       std::vector<uint64_t> ns = device_.timed(round(size));
@@ -157,8 +165,13 @@ class Loop {
   // min_samples in all.
   size_t round_size(ClockKind kind) const {
     const size_t least = size_t(config_.stop.min_samples);
-    if (kind == config_.rank_by) return resets_.empty() ? std::max(slots_.size(), least) : slots_.size();
-    return resets_.empty() ? least : std::min(slots_.size(), least);
+    size_t size = kind == config_.rank_by ? (resets_.empty() ? std::max(slots_.size(), least) : slots_.size())
+                                          : (resets_.empty() ? least : std::min(slots_.size(), least));
+    if (launch_s_ > 0) {
+      double share = config_.stop.max_time * (kind == config_.rank_by ? kRankShare : kOtherShare);
+      size = std::min(size, std::max<size_t>(1, static_cast<size_t>(share / launch_s_)));
+    }
+    return size;
   }
 
   size_t next() { return cursor_++ % slots_.size(); }
@@ -210,6 +223,7 @@ class Loop {
   const std::vector<Reset>& resets_;
   const MeasureConfig& config_;
   size_t cursor_ = 0;
+  double launch_s_ = 0;  // the fastest warm-up round trip, in seconds (0: none taken)
   ClockReading low_, high_;
 };
 

@@ -65,6 +65,10 @@ Nvml::Nvml(const std::string& pci_bus_id) {
     source_ = "none: NVML does not know the device at PCI " + pci_bus_id;
     return;
   }
+  if (a.max_clock(d, NVML_CLOCK_SM, &max_mhz_) != NVML_SUCCESS || max_mhz_ == 0) {
+    source_ = "none: NVML gives no maximum SM clock for the device at PCI " + pci_bus_id;
+    return;
+  }
   device_ = d;
   source_ = "NVML SM clock before and after each round of samples";
 }
@@ -73,13 +77,11 @@ ClockReading Nvml::read() const {
   ClockReading r;
   if (!device_) return r;
   const Api& a = api();
-  unsigned now = 0, max = 0;
-  if (a.clock(device_, NVML_CLOCK_SM, &now) != NVML_SUCCESS ||
-      a.max_clock(device_, NVML_CLOCK_SM, &max) != NVML_SUCCESS || max == 0)
-    return r;
+  unsigned now = 0;
+  if (a.clock(device_, NVML_CLOCK_SM, &now) != NVML_SUCCESS) return r;
   r.known = true;
   r.mhz = now;
-  r.max_mhz = max;
+  r.max_mhz = max_mhz_;
   unsigned long long reasons = 0;
   if (a.reasons && a.reasons(device_, &reasons) == NVML_SUCCESS) r.throttled = (reasons & kThrottleBits) != 0;
   return r;

@@ -21,6 +21,7 @@ class Nvml {
 
  private:
   void* device_ = nullptr;
+  unsigned max_mhz_ = 0;  // fixed for the device: read once
   std::string source_;
 };
 

@@ -237,7 +237,7 @@ class Worker:
         outputs, band = buffers.outputs()
         check = metrics.check(spec, outputs[0], ref, prepared.c_initial)
         result.checks = asdict(check)
-        damage = band or self._damage(buffers, ws, ws0)
+        damage = band or self._damage(buffers, ws, ws0, first_only=True)
         if damage:
             # Memory it must not touch: not run again, so nothing else is damaged.
             result.status, result.category, result.message = "wrong", "wrong", damage
@@ -269,8 +269,8 @@ class Worker:
             result.status = "ok"
         return result
 
-    def _damage(self, buffers: SpecBuffers, ws: object, ws0: _core.Buffer) -> str:
-        found = buffers.damage(ws, ws0)  # type: ignore[arg-type]
+    def _damage(self, buffers: SpecBuffers, ws: object, ws0: _core.Buffer, first_only: bool = False) -> str:
+        found = buffers.damage(ws, ws0, first_only)  # type: ignore[arg-type]
         if found is None:
             return ""
         if found.buffer != "workspace":  # later variants of this spec need the inputs as uploaded

@@ -143,6 +143,12 @@ class _Process:
     """One worker process, the job it holds, and the step it is on."""
 
     def __init__(self, context: Any, backend: str, index: int, settings: Settings) -> None:
+        # A spawned worker inherits the C environment, which native libraries may have
+        # changed in place: the OpenCL ICD loader of one GPU machine cut
+        # OCL_ICD_FILENAMES at its first ':' while listing devices, and a worker then
+        # saw only the first driver. Workers start from the environment Python read.
+        for name, value in os.environ.items():
+            os.putenv(name, value)
         self.conn, child = context.Pipe()
         self.process = context.Process(target=_serve, args=(child, backend, index, settings), daemon=True,
                                        name=f"metalbench-worker-{backend}{index}")
@@ -196,7 +202,10 @@ class Pool:
                 w.stop()
                 raise DeviceLost(f"opening {self.backend} device {self.slots[i]} took longer than "
                                  f"{max(self.timeout, 60.0):g} s")
-        kind, value = w.conn.recv()
+        try:
+            kind, value = w.conn.recv()
+        except EOFError:
+            kind, value = "failed", f"its worker {_exit_reason(self._reap(w))}"
         if kind != "ready":
             w.stop()
             raise DeviceLost(f"{self.backend} device {self.slots[i]} cannot be opened: {value}")
