@@ -4,10 +4,11 @@
  *
  * Each group computes its slice like gemv (nt: threads stride over k, SIMD_SUM then
  * group memory; nn: BN / VEC threads across n, KS = TG * VEC / BN slices of k) and
- * writes BN partial sums to the workspace. It then counts its arrival on the tile's
- * int counter; the last group to arrive adds the SPLITS partials in slice order (the
- * result does not depend on arrival order), applies the op, zeroes the partials and
- * resets the counter, leaving the workspace as it found it: zero.
+ * puts its BN partial sums in the workspace (WS_PUT: atomic, see the end). It then
+ * counts its arrival on the tile's int counter; the last group to arrive takes the
+ * SPLITS partials back (WS_TAKE, which leaves each word 0) and adds them in slice order
+ * (the result does not depend on arrival order), applies the op and resets the
+ * counter, leaving the workspace as it found it: zero.
  *
  * Workspace (floats): batch * m * SPLITS * n partials, then batch * m * ceil(n / BN)
  * int counters. Partial (z, s, j) lives at (z * SPLITS + s) * n + j, z = bi * m + i.
@@ -83,7 +84,7 @@ MB_KERNEL(splitk) {
   if (t < MB_BN && j0 + t < p.n) {
     float sum = 0.0f;
     for (int w = 0; w < NW; ++w) sum += red[t * NW + w];
-    part[s * p.n + j0 + t] = sum;
+    WS_PUT(part + s * p.n + j0 + t, sum);
   }
 
 #else /* layout_nn */
@@ -112,11 +113,22 @@ MB_KERNEL(splitk) {
   if (t < MB_BN && j0 + t < p.n) {
     float sum = 0.0f;
     for (int q = 0; q < KS; ++q) sum += red[q * MB_BN + t];
-    part[s * p.n + j0 + t] = sum;
+    WS_PUT(part + s * p.n + j0 + t, sum);
   }
 #endif
 
-  /* Publish the partials, then count this group in; the last one reduces. */
+  /* Count this group in; the last to arrive reduces. The partials went out through
+   * WS_PUT and come back through WS_TAKE, atomics on each word, so the last group can
+   * never add a partial that has not reached it: WS_TAKE waits for its word, and every
+   * word it waits for was put by a group that has already counted itself in (its
+   * threads put, then the barrier, then its thread 0 counts), so the wait ends. That
+   * needs no cross-group memory ordering, which MSL before 3.2 and OpenCL 1.2 do not
+   * have. DEVICE_FENCE adds that ordering where the language has it (CUDA: a device
+   * fence; MSL 3.2: a device-scope fence; elsewhere a group barrier or a fence of this
+   * thread only), so there the first WS_TAKE finds its word; correctness never rests
+   * on it. Exactly one group reads SPLITS - 1 from the counter (atomic increments of one
+   * word), and it resets the counter after its own increment, which is the last in
+   * that word's modification order: the counter is left at 0. */
   DEVICE_FENCE();
   BARRIER();
   if (t == 0) last = ATOMIC_INC(counter) == MB_SPLITS - 1;
@@ -124,9 +136,10 @@ MB_KERNEL(splitk) {
   if (last) {
     DEVICE_FENCE();
     if (t < MB_BN && j0 + t < p.n) {
+      /* In slice order, so the sum does not depend on the order of arrival; WS_TAKE
+       * leaves each partial's word 0 again. */
       float sum = 0.0f;
-      for (int q = 0; q < MB_SPLITS; ++q) sum += part[q * p.n + j0 + t];
-      for (int q = 0; q < MB_SPLITS; ++q) part[q * p.n + j0 + t] = 0.0f;
+      for (int q = 0; q < MB_SPLITS; ++q) sum += WS_TAKE(part + q * p.n + j0 + t);
       MB_STORE_C(C_AT(bi, i, j0 + t), j0 + t, sum);
     }
     if (t == 0) ATOMIC_STORE_ZERO(counter);

@@ -63,6 +63,15 @@ int atomic_exchange_explicit(volatile atomic_int* object, int desired, memory_or
 int atomic_fetch_add_explicit(volatile atomic_int* object, int operand, memory_order order);
 int atomic_fetch_sub_explicit(volatile atomic_int* object, int operand, memory_order order);
 
+// as_type<T>(x): the bits of x read as T, which must have the same size (MSL's
+// reinterpreting conversion, like OpenCL's as_int / as_float). The shim's half is
+// 4 bytes, so only 32-bit casts between int, uint and float are checked faithfully.
+template <typename T, typename U>
+T as_type(U x) {
+  static_assert(sizeof(T) == sizeof(U), "as_type needs types of the same size");
+  return T();
+}
+
 float simd_sum(float x);
 int simd_sum(int x);
 float simd_max(float x);
