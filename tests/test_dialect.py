@@ -25,9 +25,13 @@ CLANG = shutil.which("clang++-14")
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
 
 
-def build(backend: str, body: str, name: str) -> str:
-    return "".join([(INCLUDE / f"{backend}.h").read_text(), "\n", (INCLUDE / "common.h").read_text(),
-                    f'\n#line 1 "{name}.c"\n', body])
+SIMD32 = ROOT / "tests" / "simd32" / "opencl_simd32.h"
+
+
+def build(backend: str, body: str, name: str, simd32: bool = False) -> str:
+    """simd32 (OpenCL only): 32-lane SIMD groups emulated (tests/simd32/opencl_simd32.h)."""
+    prelude = (INCLUDE / f"{backend}.h").read_text() + ("\n" + SIMD32.read_text() if simd32 else "")
+    return "".join([prelude, "\n", (INCLUDE / "common.h").read_text(), f'\n#line 1 "{name}.c"\n', body])
 
 
 # ---- the kernels ---------------------------------------------------------------------------------------
@@ -73,7 +77,44 @@ MB_KERNEL(bits_and_xchg) {
 }
 """
 
-BODIES = {"handoff": HANDOFF, "bits_and_xchg": BITS_AND_XCHG}
+# SIMD_BROADCAST: c[3 t .. 3 t + 2] are the values of lanes 0, SIMD_WIDTH - 1 and
+# 5 % SIMD_WIDTH of t's SIMD group; c[3 TG + t] is the sum over the group's lanes
+# gathered by broadcasting each lane in turn, the loop a body written for any width
+# uses (at width 1: the thread's own value).
+BROADCAST = """
+MB_KERNEL(broadcast) {
+  const int t = LOCAL_ID(0);
+  const int tg = GROUP_SIZE(0);
+  const float x = LOAD(a, t);
+  STORE(c, 3 * t, SIMD_BROADCAST(x, 0));
+  STORE(c, 3 * t + 1, SIMD_BROADCAST(x, SIMD_WIDTH - 1));
+  STORE(c, 3 * t + 2, SIMD_BROADCAST(x, 5 % SIMD_WIDTH));
+  float s = 0.0f;
+  for (int l = 0; l < SIMD_WIDTH; ++l) s += SIMD_BROADCAST(x, l);
+  STORE(c, 3 * tg + t, s);
+}
+"""
+
+# LOAD4_IF: the vector path at aligned offsets (c[4 t ..]), the scalar path at
+# offsets one past them (c[4 TG + 4 t ..]), which a vector load could not take.
+LOAD4_IF_BODY = """
+MB_KERNEL(load4_if) {
+  const int t = LOCAL_ID(0);
+  const int tg = GROUP_SIZE(0);
+  const FLOAT4 v = LOAD4_IF(1, a, 4 * t);
+  const FLOAT4 s = LOAD4_IF(p.k == -1, a, 4 * t + 1); /* false, known only at run time */
+  STORE(c, 4 * t, v.x);
+  STORE(c, 4 * t + 1, v.y);
+  STORE(c, 4 * t + 2, v.z);
+  STORE(c, 4 * t + 3, v.w);
+  STORE(c, 4 * tg + 4 * t, s.x);
+  STORE(c, 4 * tg + 4 * t + 1, s.y);
+  STORE(c, 4 * tg + 4 * t + 2, s.z);
+  STORE(c, 4 * tg + 4 * t + 3, s.w);
+}
+"""
+
+BODIES = {"handoff": HANDOFF, "bits_and_xchg": BITS_AND_XCHG, "broadcast": BROADCAST, "load4_if": LOAD4_IF_BODY}
 
 
 # ---- run by PoCL -----------------------------------------------------------------------------------------
@@ -83,16 +124,21 @@ def _params() -> bytes:
     return Spec("matmul", "float32", 1, 1, 1, 1, False, True).params()
 
 
-def _run(dev, name: str, a: np.ndarray, c_len: int, ws_words: int, groups: int, threads: int):
-    kernel = dev.compile(build("opencl", BODIES[name], name), name, {"MB_F16": "0"}, f"dialect/{name}")
+def _run(dev, name: str, a: np.ndarray, c_len: int, ws_words: int, groups: int, threads: int,
+         dtype=np.float32, simd32: bool = False):
+    f16 = "1" if dtype == np.float16 else "0"
+    kernel = dev.compile(build("opencl", BODIES[name], name, simd32), name, {"MB_F16": f16},
+                         f"dialect/{name}{'@simd32' if simd32 else ''}")
     bufs = {}
     for key, n in (("a", len(a)), ("b", 1), ("c", c_len), ("bias", 1), ("ws", ws_words)):
         bufs[key] = dev.allocate(4 * max(1, n))
         bufs[key].fill(0)
-    bufs["a"].write(np.ascontiguousarray(a, dtype=np.float32))
+    bufs["a"].write(np.ascontiguousarray(a, dtype=dtype))
     args = [bufs["a"], bufs["b"], bufs["c"], bufs["bias"], bufs["ws"], _params()]
+    if simd32:
+        args.append(dev.allocate(4 * groups * threads))
     dev.run(kernel, args, [groups], [threads])
-    c = np.empty(c_len, np.float32)
+    c = np.empty(c_len, dtype)
     ws = np.empty(ws_words, np.int32)
     bufs["c"].read(c)
     bufs["ws"].read(ws)
@@ -137,6 +183,30 @@ def test_bit_casts_and_atomic_exchange(opencl):
     olds = sorted(c[tg: 2 * tg].astype(int).tolist() + [int(ws[0])])
     assert olds == list(range(tg + 1)), "each exchange returns the value it replaced, once"
     assert (c[2 * tg:] == 7).all() and not ws[1:].any()
+
+
+@pytest.mark.parametrize("width", [1, 32], ids=["opencl", "simd32"])
+def test_simd_broadcast(opencl, width):
+    tg = 128
+    a = np.random.default_rng(3).uniform(-1, 1, tg).astype(np.float32)
+    c, _, _ = _run(opencl, "broadcast", a, 4 * tg, 1, 1, tg, simd32=width == 32)
+    t = np.arange(tg)
+    base = t - t % width
+    lanes = c[: 3 * tg].reshape(tg, 3)
+    assert np.array_equal(lanes[:, 0], a[base])
+    assert np.array_equal(lanes[:, 1], a[base + width - 1])
+    assert np.array_equal(lanes[:, 2], a[base + 5 % width])
+    sums = a.reshape(-1, width).astype(np.float64).sum(axis=1).repeat(width)
+    np.testing.assert_allclose(c[3 * tg:], sums, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["float16", "float32"])
+def test_load4_if_takes_both_paths(opencl, dtype):
+    tg = 32
+    a = np.random.default_rng(5).uniform(-1, 1, 4 * tg + 4).astype(dtype)
+    c, _, _ = _run(opencl, "load4_if", a, 8 * tg, 1, 1, tg, dtype=dtype)
+    assert np.array_equal(c[: 4 * tg], a[: 4 * tg])
+    assert np.array_equal(c[4 * tg:], np.concatenate([a[4 * i + 1: 4 * i + 5] for i in range(tg)]))
 
 
 # ---- as Metal and as CUDA ----------------------------------------------------------------------------------

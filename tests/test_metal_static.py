@@ -142,6 +142,9 @@ MB_KERNEL(exercise) {
   WS_PUT(ws + 2 + t, acc);
   acc += WS_TAKE(ws + 2 + t);
   acc += INT_AS_FLOAT(FLOAT_AS_INT(acc) ^ ATOMIC_XCHG(counter, 0));
+  acc += SIMD_BROADCAST(acc, SIMD_WIDTH - 1);
+  FLOAT4 u = LOAD4_IF(t % 2 == 0, a, 4 * t);
+  acc += u.x + u.y + u.z + u.w;
   MB_STORE_C(C_AT(GROUP_ID(2), GROUP_ID(1), t), t, acc);
 }
 """
@@ -224,6 +227,7 @@ PRELUDE_MUTATIONS = {
     "unscoped barrier flag": ("threadgroup_barrier(mem_flags::mem_threadgroup)",
                               "threadgroup_barrier(mem_threadgroup)"),
     "wrong SIMD builtin": ("simd_sum(x)", "simd_add(x)"),
+    "wrong broadcast builtin": ("simd_broadcast((float)(x)", "simd_bcast((float)(x)"),
     "half4 not widened": ("float4(*(device const MB_T4*)", "(*(device const MB_T4*)"),
     "atomic on a plain int": ("atomic_fetch_add_explicit((device atomic_int*)(ptr)",
                               "atomic_fetch_add_explicit((ptr)"),

@@ -40,6 +40,13 @@ typedef struct {
 #define MB_STORE_C_IN(ci, acc, in) STORE(c, (ci), (p.op == MB_OP_ALPHA_BETA ? p.alpha * (acc) : (acc)) + (in))
 #define MB_STORE_C(ci, j, acc) MB_STORE_C_IN((ci), (acc), MB_EPILOGUE_IN((ci), (j)))
 
+/* Elements i..i+3 of v as a FLOAT4: one vector load when `vec` is true (the caller has
+ * checked that v + i is aligned to 4 elements: i, the pitch and the batch offset all
+ * multiples of 4), else four scalar loads, which need no alignment. Make `vec` the
+ * same in every thread, so that it is a branch the hardware never diverges on. */
+#define LOAD4_IF(vec, v, i) \
+  ((vec) ? LOAD4(v, i) : MAKE_FLOAT4(LOAD(v, (i)), LOAD(v, (i) + 1), LOAD(v, (i) + 2), LOAD(v, (i) + 3)))
+
 /* Hand-off of floats between groups through the workspace (kernels/README.md). A slot is
  * one 32-bit word of ws: 0 when empty, else the complement of the bits of the float put
  * there. No float is stored as 0: a NaN is stored as the quiet NaN 0x7fc00000, so the

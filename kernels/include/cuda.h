@@ -104,6 +104,8 @@ __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
 
 #define SIMD_WIDTH 32
 #define SIMD_SUM(x) mb_simd_sum(x)
+/* Every lane of the warp takes part (full mask), so every lane must reach it. */
+#define SIMD_BROADCAST(x, lane) __shfl_sync(0xffffffffu, (float)(x), (lane))
 
 /* Cross-group hand-off (split-K). __threadfence is a device-scope fence (PTX
  * fence.sc.gpu), so a fence, a group barrier, then one thread's atomic publishes every

@@ -60,6 +60,9 @@ using namespace metal;
  * common.h's SIMD_LANE and SIMD_GROUP assume. */
 #define SIMD_WIDTH 32
 #define SIMD_SUM(x) simd_sum(x)
+/* simd_broadcast wants the same lane in every thread of the SIMD group (the spec
+ * leaves any other use undefined), which SIMD_BROADCAST requires of its callers. */
+#define SIMD_BROADCAST(x, lane) simd_broadcast((float)(x), (ushort)(lane))
 
 /* Cross-group hand-off (split-K). MSL device atomics take memory_order_relaxed only.
  * From MSL 3.2 (macOS 15) atomic_thread_fence with thread_scope_device orders memory

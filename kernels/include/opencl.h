@@ -35,6 +35,11 @@
 
 #define SIMD_WIDTH 1
 #define SIMD_SUM(x) (x)
+/* The SIMD group is the calling work-item alone: lane 0 is the only lane, and what
+ * it broadcasts is its own x. A body that has each of SIMD_WIDTH lanes load one value
+ * and then broadcasts lanes 0 .. SIMD_WIDTH - 1 in turn reads every value exactly once
+ * at this width too. `lane` is still evaluated, so it may not be left undefined. */
+#define SIMD_BROADCAST(x, lane) ((void)(lane), (float)(x))
 
 /* Cross-group hand-off (split-K). OpenCL 1.2 promises no memory consistency between
  * work-groups during a kernel (spec section 3.3.1): mem_fence only orders this

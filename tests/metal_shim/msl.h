@@ -15,6 +15,7 @@
 namespace metal {
 
 typedef unsigned int uint;
+typedef unsigned short ushort;
 
 // Converts implicitly both ways, as MSL's half does; nothing here is ever run.
 class half {
@@ -76,6 +77,11 @@ float simd_sum(float x);
 int simd_sum(int x);
 float simd_max(float x);
 float simd_shuffle_down(float x, unsigned short delta);
+// T simd_broadcast(T data, ushort broadcast_lane_id): the value of data in the lane
+// broadcast_lane_id, which must be the same in every thread of the SIMD group. MSL
+// declares it for every scalar and vector type T, hence the template.
+template <typename T>
+T simd_broadcast(T data, ushort broadcast_lane_id);
 
 int min(int a, int b);
 uint min(uint a, uint b);
