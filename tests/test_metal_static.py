@@ -139,6 +139,12 @@ MB_KERNEL(exercise) {
   if (t == 0) last = ATOMIC_INC(counter) == NUM_GROUPS(0) - 1;
   BARRIER();
   if (last && t == 0) ATOMIC_STORE_ZERO(counter);
+  WS_PUT(ws + 2 + t, acc);
+  acc += WS_TAKE(ws + 2 + t);
+  acc += INT_AS_FLOAT(FLOAT_AS_INT(acc) ^ ATOMIC_XCHG(counter, 0));
+  acc += SIMD_BROADCAST(acc, SIMD_WIDTH - 1);
+  FLOAT4 u = LOAD4_IF(t % 2 == 0, a, 4 * t);
+  acc += u.x + u.y + u.z + u.w;
   MB_STORE_C(C_AT(GROUP_ID(2), GROUP_ID(1), t), t, acc);
 }
 """
@@ -221,9 +227,13 @@ PRELUDE_MUTATIONS = {
     "unscoped barrier flag": ("threadgroup_barrier(mem_flags::mem_threadgroup)",
                               "threadgroup_barrier(mem_threadgroup)"),
     "wrong SIMD builtin": ("simd_sum(x)", "simd_add(x)"),
+    "wrong broadcast builtin": ("simd_broadcast((float)(x)", "simd_bcast((float)(x)"),
     "half4 not widened": ("float4(*(device const MB_T4*)", "(*(device const MB_T4*)"),
     "atomic on a plain int": ("atomic_fetch_add_explicit((device atomic_int*)(ptr)",
                               "atomic_fetch_add_explicit((ptr)"),
+    "exchange on a plain int": ("atomic_exchange_explicit((device atomic_int*)(ptr), (int)(v)",
+                                "atomic_exchange_explicit((ptr), (int)(v)"),
+    "bit cast to a wider type": ("as_type<int>((float)(x))", "as_type<long>((float)(x))"),
     "missing id parameter": ("uint3 mb_num_groups [[", "uint3 mb_groups [["),
     "dropped semicolon in STORE": ("((ptr)[i] = (T)(v))", "((ptr)[i] = (T)(v)"),
 }

@@ -18,19 +18,20 @@
  * 16 / sizeof(T) elements and A stored row-major (or m == 1 with lda == 1); any other
  * shape takes a scalar path, slower but correct.
  *
- * Defines: LPR, R, U, WARPS, MR, CAP, HINT (1: weights bypass L1), PF (1, with CAP: bulk
- * prefetch of the block's next tile into L2, sm_90).
+ * Defines (MB_ + the grid key): MB_LPR, MB_R, MB_U, MB_WARPS, MB_MR, MB_CAP, MB_HINT
+ * (1: weights bypass L1), MB_PF (1, with CAP: bulk prefetch of the block's next tile
+ * into L2, sm_90).
  * Groups: (ceil(n / RPB) or CAP, 1, batch); threads: (32 * WARPS, 1, 1). */
 
 #define VW MB_VEC16 /* elements per 16-byte load */
-#define GROUPS_PER_BLOCK ((32 * WARPS) / LPR)
-#define RPB (GROUPS_PER_BLOCK * R) /* rows of B per block and tile */
-#define WPG (LPR > 32 ? LPR / 32 : 1) /* warps per lane group */
+#define GROUPS_PER_BLOCK ((32 * MB_WARPS) / MB_LPR)
+#define RPB (GROUPS_PER_BLOCK * MB_R) /* rows of B per block and tile */
+#define WPG (MB_LPR > 32 ? MB_LPR / 32 : 1) /* warps per lane group */
 
 /* The weights' 16-byte loads: mb_ld16 (__ldg), or with HINT the L1 bypass, which
  * needs PTX; that asm is volatile so that it is never hoisted out of its guard. */
 __device__ __forceinline__ uint4 mb_ld_weights(const T* ptr) {
-#if HINT
+#if MB_HINT
   uint4 r;
   asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
@@ -41,15 +42,15 @@ __device__ __forceinline__ uint4 mb_ld_weights(const T* ptr) {
 #endif
 }
 
-extern "C" __global__ void __launch_bounds__(32 * WARPS)
+extern "C" __global__ void __launch_bounds__(32 * MB_WARPS)
     gemv_nt(const T* __restrict__ a, const T* __restrict__ b, T* c, const T* __restrict__ bias, float* ws,
             const MBParams p) {
-#if LPR > 32
-  __shared__ float red[WARPS][MR * R];
+#if MB_LPR > 32
+  __shared__ float red[MB_WARPS][MB_MR * MB_R];
 #endif
   const int tid = threadIdx.x;
-  const int lane = tid % LPR;  /* lane within the group */
-  const int group = tid / LPR; /* group within the block */
+  const int lane = tid % MB_LPR;  /* lane within the group */
+  const int group = tid / MB_LPR; /* group within the block */
   const int bi = blockIdx.z;
   const T* A = a + (long long)bi * p.stride_a;
   const T* B = b + (long long)bi * p.stride_b;
@@ -61,7 +62,7 @@ extern "C" __global__ void __launch_bounds__(32 * WARPS)
   const int ntiles = (p.n + RPB - 1) / RPB;
 
   for (int tile = blockIdx.x; tile < ntiles; tile += gridDim.x) {
-#if PF
+#if MB_PF
     /* Persistent grid: ask L2 for this block's next tile while this one is read
      * (one bulk request, sm_90), so DRAM streams in large contiguous pieces. */
     if (threadIdx.x == 0 && vec && tile + (int)gridDim.x < ntiles) {
@@ -72,48 +73,48 @@ extern "C" __global__ void __launch_bounds__(32 * WARPS)
       if (bytes) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(from), "r"(bytes) : "memory");
     }
 #endif
-    const int row0 = tile * RPB + group * R;
-    const T* rowp[R];
+    const int row0 = tile * RPB + group * MB_R;
+    const T* rowp[MB_R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) rowp[r] = B + (long long)min(row0 + r, p.n - 1) * p.ldb; /* past n: read, not stored */
-    float acc[MR][R];
+    for (int r = 0; r < MB_R; ++r) rowp[r] = B + (long long)min(row0 + r, p.n - 1) * p.ldb; /* past n: read, not stored */
+    float acc[MB_MR][MB_R];
 #pragma unroll
-    for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MB_MR; ++i)
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[i][r] = 0.0f;
-#if LPR > 32
-    const float pre = lane < MR * R ? MB_EPILOGUE_AT(bi, lane / R, row0 + lane % R) : 0.0f;
+      for (int r = 0; r < MB_R; ++r) acc[i][r] = 0.0f;
+#if MB_LPR > 32
+    const float pre = lane < MB_MR * MB_R ? MB_EPILOGUE_AT(bi, lane / MB_R, row0 + lane % MB_R) : 0.0f;
 #else
-    float pre[MR][R];
+    float pre[MB_MR][MB_R];
 #pragma unroll
-    for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MB_MR; ++i)
 #pragma unroll
-      for (int r = 0; r < R; ++r) pre[i][r] = lane == (i * R + r) % LPR ? MB_EPILOGUE_AT(bi, i, row0 + r) : 0.0f;
+      for (int r = 0; r < MB_R; ++r) pre[i][r] = lane == (i * MB_R + r) % MB_LPR ? MB_EPILOGUE_AT(bi, i, row0 + r) : 0.0f;
 #endif
 
     if (vec) {
-      for (int v0 = lane; v0 < nvec; v0 += LPR * U) {
-        uint4 w[U][R];
+      for (int v0 = lane; v0 < nvec; v0 += MB_LPR * MB_U) {
+        uint4 w[MB_U][MB_R];
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int v = v0 + u * LPR;
+        for (int u = 0; u < MB_U; ++u) {
+          const int v = v0 + u * MB_LPR;
 #pragma unroll
-          for (int r = 0; r < R; ++r) w[u][r] = v < nvec ? mb_ld_weights(rowp[r] + v * VW) : make_uint4(0, 0, 0, 0);
+          for (int r = 0; r < MB_R; ++r) w[u][r] = v < nvec ? mb_ld_weights(rowp[r] + v * VW) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
-        for (int u = 0; u < U; ++u) {
-          const int v = v0 + u * LPR;
+        for (int u = 0; u < MB_U; ++u) {
+          const int v = v0 + u * MB_LPR;
           if (v < nvec) {
-            float wf[R][VW];
+            float wf[MB_R][VW];
 #pragma unroll
-            for (int r = 0; r < R; ++r) mb_unpack16(w[u][r], wf[r]);
+            for (int r = 0; r < MB_R; ++r) mb_unpack16(w[u][r], wf[r]);
 #pragma unroll
-            for (int i = 0; i < MR; ++i) {
+            for (int i = 0; i < MB_MR; ++i) {
               if (i < p.m) {
                 float xf[VW];
                 mb_unpack16(mb_ld16(A + i * a_is + v * VW), xf);
 #pragma unroll
-                for (int r = 0; r < R; ++r)
+                for (int r = 0; r < MB_R; ++r)
 #pragma unroll
                   for (int e = 0; e < VW; ++e) acc[i][r] = fmaf(xf[e], wf[r][e], acc[i][r]);
               }
@@ -122,13 +123,13 @@ extern "C" __global__ void __launch_bounds__(32 * WARPS)
         }
       }
     } else {
-      for (int kk = lane; kk < p.k; kk += LPR) {
+      for (int kk = lane; kk < p.k; kk += MB_LPR) {
 #pragma unroll
-        for (int i = 0; i < MR; ++i) {
+        for (int i = 0; i < MB_MR; ++i) {
           if (i < p.m) {
             const float x = LOAD(A, i * a_is + kk * a_ks);
 #pragma unroll
-            for (int r = 0; r < R; ++r) acc[i][r] = fmaf(x, LOAD(rowp[r], kk), acc[i][r]);
+            for (int r = 0; r < MB_R; ++r) acc[i][r] = fmaf(x, LOAD(rowp[r], kk), acc[i][r]);
           }
         }
       }
@@ -136,24 +137,24 @@ extern "C" __global__ void __launch_bounds__(32 * WARPS)
 
     /* Reduce over the group's lanes: within the warp by shuffles ... */
 #pragma unroll
-    for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MB_MR; ++i)
 #pragma unroll
-      for (int r = 0; r < R; ++r)
+      for (int r = 0; r < MB_R; ++r)
 #pragma unroll
-        for (int o = (LPR < 32 ? LPR : 32) / 2; o > 0; o /= 2) acc[i][r] += __shfl_xor_sync(0xffffffffu, acc[i][r], o);
+        for (int o = (MB_LPR < 32 ? MB_LPR : 32) / 2; o > 0; o /= 2) acc[i][r] += __shfl_xor_sync(0xffffffffu, acc[i][r], o);
 
-#if LPR > 32
+#if MB_LPR > 32
     /* ... then across the group's warps through shared memory. */
     const int warp = tid / 32;
     if (tid % 32 == 0) {
 #pragma unroll
-      for (int i = 0; i < MR; ++i)
+      for (int i = 0; i < MB_MR; ++i)
 #pragma unroll
-        for (int r = 0; r < R; ++r) red[warp][i * R + r] = acc[i][r];
+        for (int r = 0; r < MB_R; ++r) red[warp][i * MB_R + r] = acc[i][r];
     }
     __syncthreads();
-    if (lane < MR * R) {
-      const int i = lane / R, r = lane % R;
+    if (lane < MB_MR * MB_R) {
+      const int i = lane / MB_R, r = lane % MB_R;
       float s = 0.0f;
 #pragma unroll
       for (int w = 0; w < WPG; ++w) s += red[group * WPG + w][lane];
@@ -164,11 +165,11 @@ extern "C" __global__ void __launch_bounds__(32 * WARPS)
 #else
     /* Lane e of the group stores output e (spreads the stores over the lanes). */
 #pragma unroll
-    for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MB_MR; ++i)
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
+      for (int r = 0; r < MB_R; ++r) {
         const int j = row0 + r;
-        if (lane == (i * R + r) % LPR && i < p.m && j < p.n) MB_STORE_C_IN(C_AT(bi, i, j), acc[i][r], pre[i][r]);
+        if (lane == (i * MB_R + r) % MB_LPR && i < p.m && j < p.n) MB_STORE_C_IN(C_AT(bi, i, j), acc[i][r], pre[i][r]);
       }
 #endif
   }

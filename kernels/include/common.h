@@ -40,6 +40,46 @@ typedef struct {
 #define MB_STORE_C_IN(ci, acc, in) STORE(c, (ci), (p.op == MB_OP_ALPHA_BETA ? p.alpha * (acc) : (acc)) + (in))
 #define MB_STORE_C(ci, j, acc) MB_STORE_C_IN((ci), (acc), MB_EPILOGUE_IN((ci), (j)))
 
+/* Elements i..i+3 of v as a FLOAT4: one vector load when `vec` is true (the caller has
+ * checked that v + i is aligned to 4 elements: i, the pitch and the batch offset all
+ * multiples of 4), else four scalar loads, which need no alignment. Make `vec` the
+ * same in every thread, so that it is a branch the hardware never diverges on. */
+#define LOAD4_IF(vec, v, i) \
+  ((vec) ? LOAD4(v, i) : MAKE_FLOAT4(LOAD(v, (i)), LOAD(v, (i) + 1), LOAD(v, (i) + 2), LOAD(v, (i) + 3)))
+
+/* Hand-off of floats between groups through the workspace (kernels/README.md). A slot is
+ * one 32-bit word of ws: 0 when empty, else the complement of the bits of the float put
+ * there. No float is stored as 0: a NaN is stored as the quiet NaN 0x7fc00000, so the
+ * only bit pattern whose complement is 0 (0xffffffff, a NaN) never is. The NaN test is
+ * on the bits, so fast math cannot fold it away.
+ *
+ * WS_PUT(slot, x): one atomic exchange fills the empty slot.
+ * WS_TAKE(slot): atomic exchanges with 0 until one returns a full slot: the value comes
+ *   back and the slot is left empty. Call it only for a slot whose WS_PUT has already
+ *   been executed (its group has been counted in); it waits for that write to reach the
+ *   word, never for a group that may not have started.
+ *
+ * Why this is correct on every backend without a device-scope fence: both sides are
+ * atomic read-modify-writes of the one word, so they are totally ordered in that word's
+ * modification order (OpenCL 1.2, CUDA and MSL all guarantee atomicity per location).
+ * The taker sees either 0 (the put is still in flight: it tries again) or the value; it
+ * can never see a stale or torn copy. A fence between the put and the arrival counter
+ * (DEVICE_FENCE) then only makes the first try succeed where the language has one. */
+#ifdef DEVICE_FN /* kernel code only: host code includes this file for MBParams */
+DEVICE_FN void mb_ws_put(GLOBAL_PTR float* slot, float x) {
+  int bits = FLOAT_AS_INT(x);
+  if ((bits & 0x7fffffff) > 0x7f800000) bits = 0x7fc00000;
+  ATOMIC_XCHG((GLOBAL_PTR int*)slot, ~bits);
+}
+DEVICE_FN float mb_ws_take(GLOBAL_PTR float* slot) {
+  int word = ATOMIC_XCHG((GLOBAL_PTR int*)slot, 0);
+  while (word == 0) word = ATOMIC_XCHG((GLOBAL_PTR int*)slot, 0);
+  return INT_AS_FLOAT(~word);
+}
+#define WS_PUT(slot, x) mb_ws_put((slot), (x))
+#define WS_TAKE(slot) mb_ws_take(slot)
+#endif
+
 #define LOCAL_LINEAR_ID (LOCAL_ID(0) + GROUP_SIZE(0) * (LOCAL_ID(1) + GROUP_SIZE(1) * LOCAL_ID(2)))
 #define SIMD_LANE (LOCAL_LINEAR_ID % SIMD_WIDTH)
 #define SIMD_GROUP (LOCAL_LINEAR_ID / SIMD_WIDTH)

@@ -104,9 +104,17 @@ __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
 
 #define SIMD_WIDTH 32
 #define SIMD_SUM(x) mb_simd_sum(x)
+/* Every lane of the warp takes part (full mask), so every lane must reach it. */
+#define SIMD_BROADCAST(x, lane) __shfl_sync(0xffffffffu, (float)(x), (lane))
 
-/* Cross-group hand-off (split-K): publish this thread's global writes device-wide,
- * then count arrivals; the last group resets the counter. */
+/* Cross-group hand-off (split-K). __threadfence is a device-scope fence (PTX
+ * fence.sc.gpu), so a fence, a group barrier, then one thread's atomic publishes every
+ * thread's earlier writes to any group that reads that atomic and then fences. The
+ * workspace words still go through atomics (common.h's WS_PUT / WS_TAKE): atomicExch
+ * works at L2, so the taker can never read a stale L1 line of another group's word. */
 #define DEVICE_FENCE() __threadfence()
 #define ATOMIC_INC(ptr) atomicAdd((ptr), 1)
 #define ATOMIC_STORE_ZERO(ptr) atomicExch((ptr), 0)
+#define ATOMIC_XCHG(ptr, v) atomicExch((int*)(ptr), (int)(v))
+#define FLOAT_AS_INT(x) __float_as_int(x)
+#define INT_AS_FLOAT(i) __int_as_float(i)

@@ -60,9 +60,20 @@ using namespace metal;
  * common.h's SIMD_LANE and SIMD_GROUP assume. */
 #define SIMD_WIDTH 32
 #define SIMD_SUM(x) simd_sum(x)
+/* simd_broadcast wants the same lane in every thread of the SIMD group (the spec
+ * leaves any other use undefined), which SIMD_BROADCAST requires of its callers. */
+#define SIMD_BROADCAST(x, lane) simd_broadcast((float)(x), (ushort)(lane))
 
-/* Cross-group hand-off (split-K). MSL device atomics take relaxed order only, so
- * the ordering comes from the fence. */
+/* Cross-group hand-off (split-K). MSL device atomics take memory_order_relaxed only.
+ * From MSL 3.2 (macOS 15) atomic_thread_fence with thread_scope_device orders memory
+ * between groups; before it the only device-memory fence is
+ * threadgroup_barrier(mem_flags::mem_device), which orders device memory for the
+ * threads of one group and nothing beyond. So a relaxed counter alone could tell the
+ * last group that every group has arrived while their partial sums are not yet
+ * visible to it. The hand-off data therefore goes through atomics as well (common.h's
+ * WS_PUT / WS_TAKE): each word is coherent on its own, and WS_TAKE waits for its word,
+ * so the result never depends on a fence; where the 3.2 fence exists it only makes
+ * that wait end at once. */
 #if __METAL_VERSION__ >= 320
 #define DEVICE_FENCE() atomic_thread_fence(mem_flags::mem_device, memory_order_seq_cst, thread_scope_device)
 #else
@@ -70,3 +81,6 @@ using namespace metal;
 #endif
 #define ATOMIC_INC(ptr) atomic_fetch_add_explicit((device atomic_int*)(ptr), 1, memory_order_relaxed)
 #define ATOMIC_STORE_ZERO(ptr) atomic_exchange_explicit((device atomic_int*)(ptr), 0, memory_order_relaxed)
+#define ATOMIC_XCHG(ptr, v) atomic_exchange_explicit((device atomic_int*)(ptr), (int)(v), memory_order_relaxed)
+#define FLOAT_AS_INT(x) as_type<int>((float)(x))
+#define INT_AS_FLOAT(i) as_type<float>((int)(i))

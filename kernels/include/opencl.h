@@ -35,9 +35,22 @@
 
 #define SIMD_WIDTH 1
 #define SIMD_SUM(x) (x)
+/* The SIMD group is the calling work-item alone: lane 0 is the only lane, and what
+ * it broadcasts is its own x. A body that has each of SIMD_WIDTH lanes load one value
+ * and then broadcasts lanes 0 .. SIMD_WIDTH - 1 in turn reads every value exactly once
+ * at this width too. `lane` is still evaluated, so it may not be left undefined. */
+#define SIMD_BROADCAST(x, lane) ((void)(lane), (float)(x))
 
-/* Cross-group hand-off (split-K): make this thread's global writes visible to
- * other groups, then count arrivals. OpenCL 1.2's 32-bit global atomics are core. */
+/* Cross-group hand-off (split-K). OpenCL 1.2 promises no memory consistency between
+ * work-groups during a kernel (spec section 3.3.1): mem_fence only orders this
+ * work-item's own loads and stores, and no fence reaches other groups. What it does
+ * promise is that each 32-bit global atomic (core since 1.1) is performed atomically
+ * on its one location, so the hand-off data itself goes through atomics: common.h's
+ * WS_PUT / WS_TAKE, built on ATOMIC_XCHG and the bit casts below. */
 #define DEVICE_FENCE() mem_fence(CLK_GLOBAL_MEM_FENCE)
 #define ATOMIC_INC(ptr) atomic_inc(ptr)
 #define ATOMIC_STORE_ZERO(ptr) atomic_xchg((ptr), 0)
+/* ptr is a __global int*: the int overload of atomic_xchg, never the float one. */
+#define ATOMIC_XCHG(ptr, v) atomic_xchg((__global int*)(ptr), (int)(v))
+#define FLOAT_AS_INT(x) as_int((float)(x))
+#define INT_AS_FLOAT(i) as_float((int)(i))

@@ -127,12 +127,20 @@ class Variant:
         return value
 
     def defines(self, dtype: str) -> dict[str, str]:
+        """The preprocessor defines the kernel is compiled with, every name prefixed `MB_`.
+
+        `MB_F16` is 1 for float16, else 0. Grid parameter `BN = 64` becomes `MB_BN=64`
+        (bools 0/1); a string value s of key K becomes `MB_K_s=1` (`MB_layout_nt`).
+        Metal defines them before <metal_stdlib> is read, so a short name such as `BN`
+        could clash with a name in Apple's headers; the prefix keeps them apart.
+        Manifests still name the parameters without it (`ceil_div(n, BN)`).
+        """
         out = {"MB_F16": "1" if dtype == "float16" else "0"}
         for name, value in self.params.items():
             if isinstance(value, str):
-                out[f"{name}_{value}"] = "1"
+                out[f"MB_{name}_{value}"] = "1"
             else:
-                out[name] = str(int(value))  # bools become 0/1
+                out[f"MB_{name}"] = str(int(value))  # bools become 0/1
         return out
 
     @property

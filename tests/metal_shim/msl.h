@@ -15,6 +15,7 @@
 namespace metal {
 
 typedef unsigned int uint;
+typedef unsigned short ushort;
 
 // Converts implicitly both ways, as MSL's half does; nothing here is ever run.
 class half {
@@ -63,10 +64,24 @@ int atomic_exchange_explicit(volatile atomic_int* object, int desired, memory_or
 int atomic_fetch_add_explicit(volatile atomic_int* object, int operand, memory_order order);
 int atomic_fetch_sub_explicit(volatile atomic_int* object, int operand, memory_order order);
 
+// as_type<T>(x): the bits of x read as T, which must have the same size (MSL's
+// reinterpreting conversion, like OpenCL's as_int / as_float). The shim's half is
+// 4 bytes, so only 32-bit casts between int, uint and float are checked faithfully.
+template <typename T, typename U>
+T as_type(U x) {
+  static_assert(sizeof(T) == sizeof(U), "as_type needs types of the same size");
+  return T();
+}
+
 float simd_sum(float x);
 int simd_sum(int x);
 float simd_max(float x);
 float simd_shuffle_down(float x, unsigned short delta);
+// T simd_broadcast(T data, ushort broadcast_lane_id): the value of data in the lane
+// broadcast_lane_id, which must be the same in every thread of the SIMD group. MSL
+// declares it for every scalar and vector type T, hence the template.
+template <typename T>
+T simd_broadcast(T data, ushort broadcast_lane_id);
 
 int min(int a, int b);
 uint min(uint a, uint b);

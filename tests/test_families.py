@@ -1,0 +1,84 @@
+"""The portable GEMV families that each test one technique (kernels/*.toml): verified on
+PoCL through the runner on the smoke suite, again with 32-lane SIMD groups emulated
+(the lane arithmetic Metal and CUDA run), and their grids checked against what an
+Apple GPU allows."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from metalbench import report, runner, variants
+from metalbench.specs import load_suite
+from metalbench.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from opencl_check import verify_simd32  # noqa: E402
+
+FAMILIES = ("tilegemv", "bcastgemv", "kpargemv", "simdgemv", "persistgemv")
+
+
+def fast_settings() -> runner.Settings:
+    """The cheapest measurement: correctness is what these tests are about. The one
+    place to change when runner.Settings' fields change."""
+    return runner.Settings(warmup=1, iterations=3, min_iterations=2, max_seconds=0.05)
+
+
+def _family_variants(backend: str | None = None) -> list:
+    return [v for v in variants.load_variants(backend) if v.family.name in FAMILIES]
+
+
+def test_the_families_are_there_and_say_what_they_test():
+    families = {f.name: f for f in variants.load_families()}
+    for name in FAMILIES:
+        family = families[name]
+        assert family.backends == ("metal", "cuda", "opencl"), name
+        assert len(family.description) > 40, name
+
+
+def test_every_variant_verifies_on_the_smoke_suite(opencl, tmp_path):
+    store = Store(tmp_path / "results.sqlite")
+    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", [f"{f}/*" for f in FAMILIES])
+    run_id = runner.run(load_suite("smoke"), chosen, backend="opencl", store=store, settings=fast_settings())
+    rep = report.build(store.load_run(run_id))
+    assert rep.counts["failed"] == 0, rep.failures[:5]
+    assert rep.counts["wrong"] == 0, rep.failures[:5]
+    measured = {row.variant for s in rep.specs for row in s.rows}
+    assert {v.id for v in _family_variants("opencl")} <= measured, "every variant runs on some smoke spec"
+
+
+def test_first_and_last_of_each_family_verify_with_32_lane_simd_groups(opencl):
+    """The emulation is slow, so a few variants per family and the m = 1 smoke specs;
+    benchmarks/opencl_check.py --simd32 runs them all."""
+    chosen = []
+    for name in FAMILIES:
+        vs = [v for v in _family_variants("opencl") if v.family.name == name]
+        chosen += [vs[0], vs[len(vs) // 2], vs[-1]]
+    specs = [s for s in load_suite("smoke").specs if s.m == 1]
+    rows = verify_simd32(opencl, chosen, specs, log=lambda _: None)
+    bad = [r for r in rows if "error" in r or "wrong" in r]
+    assert not bad, bad[:5]
+    assert {r["variant"] for r in rows} == {v.id for v in chosen}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_grids_fit_an_apple_gpu(family):
+    """Threadgroups of whole 32-lane SIMD groups, at most 1024 threads, on every spec of
+    the default suite a variant supports; each variant supports at least one."""
+    specs = load_suite("qwen2.5-0.5b-decode").specs
+    for v in [v for v in _family_variants("metal") if v.family.name == family]:
+        supported = [s for s in specs if v.unsupported_reason(s) is None]
+        assert supported, f"{v.id} supports no spec of the default suite"
+        for s in supported:
+            groups, threads = v.geometry(s)
+            size = threads[0] * threads[1] * threads[2]
+            assert size % 32 == 0 and size <= 1024, (v.id, s.label(), threads)
+            assert all(g >= 1 for g in groups), (v.id, s.label(), groups)
+
+
+def test_metal_gets_a_hundred_more_variants_for_the_default_suite():
+    specs = load_suite("qwen2.5-0.5b-decode").specs
+    new = [v for v in _family_variants("metal") if any(v.unsupported_reason(s) is None for s in specs)]
+    assert len(new) >= 100
