@@ -169,7 +169,8 @@ class Counters {
   // The first `count` samples of `buffer` in counter ticks; DeviceError if any is
   // missing (zero or MTLCounterErrorValue).
   std::vector<uint64_t> resolve(id<MTLCounterSampleBuffer> buffer, size_t count, const std::string& who);
-  // Nanoseconds per counter tick, calibrated against the host clock.
+  // Nanoseconds per counter tick, calibrated against the host clock; `who` starts
+  // any error message ("[metal::timing] label: ").
   double ns_per_tick(const std::string& who);
   // "1 ns per tick" or "0.52 ns per tick", for DeviceInfo::timing_source.
   std::string describe_rate();

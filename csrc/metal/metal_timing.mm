@@ -215,11 +215,12 @@ std::unique_ptr<Counters> Counters::open(Context& ctx, std::string* why) {
       id<MTLBuffer> scratch = [device newBufferWithLength:16 options:MTLResourceStorageModeShared];
       if (!scratch) throw DeviceError("no scratch buffer");
       id<MTLCounterSampleBuffer> samples = c->buffer(0);
-      id<MTLCommandBuffer> cb = new_command_buffer(ctx, "counter probe");
+      const std::string who = where("timing", "counter probe");
+      id<MTLCommandBuffer> cb = new_command_buffer(ctx, who);
       join_pass(ctx, cb, {scratch}, Span{samples, 0, 1});
       join_pass(ctx, cb, {scratch}, Span{samples, 2, 3});
-      submit_and_wait(cb, where("timing", "counter probe"));
-      std::vector<uint64_t> t = c->resolve(samples, 4, where("timing", "counter probe"));
+      submit_and_wait(cb, who);
+      std::vector<uint64_t> t = c->resolve(samples, 4, who);
       if (!(t[0] <= t[1] && t[1] <= t[2] && t[2] <= t[3])) {
         *why = "the probe's samples came out of order (" + std::to_string(t[0]) + ", " + std::to_string(t[1]) +
                ", " + std::to_string(t[2]) + ", " + std::to_string(t[3]) + ")";
@@ -230,7 +231,7 @@ std::unique_ptr<Counters> Counters::open(Context& ctx, std::string* why) {
     double waited = c->stamp().host_ns - c->anchor_.host_ns;
     if (waited < kCalibrationNs)
       std::this_thread::sleep_for(std::chrono::nanoseconds(static_cast<int64_t>(kCalibrationNs - waited) + 1000));
-    c->ns_per_tick("counter probe");
+    c->ns_per_tick(where("timing", "counter probe"));
   } catch (const std::exception& e) {
     *why = std::string("the counter probe failed: ") + e.what();
     return nullptr;
@@ -299,7 +300,7 @@ double Counters::ns_per_tick(const std::string& who) {
     double r = (now.host_ns - anchor_.host_ns) / double(now.gpu - anchor_.gpu);
     rate_ = std::fabs(r - 1.0) < 0.01 ? 1.0 : r;
   }
-  if (!(rate_ > 0)) throw DeviceError(where("timing", who) + "the GPU's counter ticks are not calibrated yet");
+  if (!(rate_ > 0)) throw DeviceError(who + "the GPU's counter ticks are not calibrated yet");
   return rate_;
 }
 
