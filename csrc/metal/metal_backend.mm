@@ -375,9 +375,11 @@ class MetalDevice final : public Device {
 
   // A held run (see Device::timed). The first command buffers of a run, its window,
   // are committed behind a gate (a shared event the first one waits for), which
-  // opens once they are all committed. The window is 120 command buffers with
-  // command-buffer times (one launch each, plus any join between two), and 8 with
-  // counters (1024 launches each, one counter sample buffer each).
+  // opens once they are all committed; every later launch depends on the one before
+  // it (hazards or a join, metal_timing.mm), so none starts before the gate opens
+  // although only the first command buffer waits for it. The window is 120 command
+  // buffers with command-buffer times (one launch each, plus any join between two),
+  // and 8 with counters (1024 launches each, one counter sample buffer each).
   // - Guaranteed: the launches of the window run back to back, the GPU never waiting
   //   for the host between them; every launch starts after the one before it ended
   //   (checked on the timestamps: overlapping samples are a DeviceError); and no
