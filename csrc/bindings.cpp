@@ -39,6 +39,7 @@ nb::dict info_dict(const mb::DeviceInfo& i) {
   d["peak_bandwidth"] = i.peak_bandwidth;
   d["peak_bandwidth_source"] = i.peak_bandwidth_source;
   d["clock_source"] = i.clock_source;
+  d["timing_source"] = i.timing_source;
   return d;
 }
 

@@ -1,16 +1,23 @@
-"""The Metal backend on a real Apple GPU: the naive kernel and the MPS baseline
-through metalbench._core, then a sweep of the smoke suite.
+"""The Metal backend on a real Apple GPU: correctness of the compiled kernels and the
+MPS builtins, and one check for every behaviour docs/macos.md lists as confirmable
+only on a Mac ("What the first Mac run checks", M1 to M14). A failing check names the
+assumption that proved wrong.
 
-Hosted macOS runners expose only an "Apple Paravirtual device": MPS does not
-support it, and custom kernels have been reported to return zeros there
-(JuliaGPU/Metal.jl issue 309), so GPU tests skip on it. Elsewhere than macOS
-the build has no Metal backend at all, which is checked too.
+On a Mac, after `pip install ".[test]"`:
+
+    python -m pytest -m gpu
+
+Hosted macOS runners expose only an "Apple Paravirtual device": MPS does not support
+it, and custom kernels have been reported to return zeros there (JuliaGPU/Metal.jl
+issue 309), so GPU tests skip on it. Elsewhere than macOS the build has no Metal
+backend at all, which is checked too.
 """
 
 from __future__ import annotations
 
 import struct
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -18,6 +25,7 @@ import pytest
 from metalbench import _core, paths
 
 PARAVIRTUAL = "Apple Paravirtual device"
+VIEW = 256  # DeviceInfo.view_alignment
 
 
 def _metal_reason() -> str:
@@ -33,12 +41,59 @@ def _metal_reason() -> str:
     return ""
 
 
+def wrong(assumption: str, what: str) -> str:
+    """The message of a failed check: which documented assumption it disproves."""
+    return f"docs/macos.md assumption {assumption} is wrong: {what}"
+
+
 @pytest.fixture(scope="module")
 def metal():
     reason = _metal_reason()
     if reason:
         pytest.skip(f"no real Apple GPU: {reason}")
     return _core.open("metal", 0)
+
+
+def open_metal(monkeypatch, timing: str = "auto", storage: str = "auto"):
+    """A device opened with METALBENCH_METAL_TIMING and METALBENCH_METAL_STORAGE set."""
+    reason = _metal_reason()
+    if reason:
+        pytest.skip(f"no real Apple GPU: {reason}")
+    monkeypatch.setenv("METALBENCH_METAL_TIMING", timing)
+    monkeypatch.setenv("METALBENCH_METAL_STORAGE", storage)
+    return _core.open("metal", 0)
+
+
+def uses_counters(dev) -> bool:
+    return "pass counters" in dev.info["driver"]
+
+
+def quick(dev, kernel, args, groups, threads, samples: int = 20, **kw) -> dict:
+    """A measurement that stops at `samples` per clock, whatever the noise."""
+    settings = dict(warmup=2, min_samples=samples, max_samples=samples, min_time=0.0, max_time=60.0, max_noise=1.0,
+                    rank_by="gpu")
+    settings.update(kw)
+    return dev.measure(kernel, args, groups, threads, **settings)
+
+
+def in_thread(fn, timeout: float, what: str):
+    """Runs `fn` in a thread and fails, naming `what`, if it does not return within `timeout` seconds."""
+    out: dict = {}
+
+    def body():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            out["error"] = e
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        pytest.fail(what)
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def test_the_backend_is_built_exactly_on_macos():
@@ -54,10 +109,54 @@ def test_devices_are_listed_even_on_a_hosted_runner():
     for i, d in enumerate(found):
         assert d["backend"] == "metal" and d["index"] == i and d["name"]
         assert d["max_group_size"] >= 32 and d["memory_bytes"] > 0
-        assert "GPU time per launch" in d["driver"]  # the timing mode, which the report shows
+        assert d["view_alignment"] == VIEW and d["max_held_launches"] == 4096
+        assert ("pass counters" in d["driver"]) != ("command-buffer times" in d["driver"])
+        assert d["timing_source"].startswith("Metal ") and d["clock_source"].startswith("none")
 
 
-# --- one problem, packed as the kernel ABI (kernels/include/common.h) ---------------------------------
+# --- kernels ---------------------------------------------------------------------------------------------
+
+# Each thread runs `iters` dependent multiply-adds on its element: a kernel whose length
+# the test chooses, that binds one buffer and writes it.
+SPIN = """
+#include <metal_stdlib>
+using namespace metal;
+kernel void spin(device float* x [[buffer(0)]], constant uint& iters [[buffer(1)]],
+                 uint i [[thread_position_in_grid]]) {
+  float v = x[i];
+  for (uint j = 0; j < iters; ++j) v = fma(v, 0.9999f, 0.0001f);
+  x[i] = v;
+}
+"""
+SPIN_GROUPS, SPIN_THREADS = [256], [256]
+
+
+class Spin:
+    """The spin kernel on one device, with an iteration count that makes it last about `target_ns`."""
+
+    def __init__(self, dev, target_ns: float):
+        self.dev = dev
+        self.kernel = dev.compile(SPIN, "spin", {}, "test/spin")
+        self.x = dev.allocate(4 * SPIN_GROUPS[0] * SPIN_THREADS[0])
+        self.x.write(np.zeros(SPIN_GROUPS[0] * SPIN_THREADS[0], np.float32))
+        self.iters = 256
+        for _ in range(4):  # scale until a launch lasts about target_ns
+            took = quick(dev, self.kernel, self.args(), SPIN_GROUPS, SPIN_THREADS, samples=5)["gpu"]["median"]
+            self.iters = int(min(1 << 26, max(1, self.iters * target_ns / max(took, 1.0))))
+            if abs(took - target_ns) < 0.2 * target_ns:
+                break
+
+    def args(self, x=None):
+        return [x or self.x, struct.pack("<I", self.iters)]
+
+    def measure(self, dev=None, **kw) -> dict:
+        dev = dev or self.dev
+        kernel = self.kernel if dev is self.dev else dev.compile(SPIN, "spin", {}, "test/spin")
+        x = self.x if dev is self.dev else dev.allocate(self.x.nbytes)
+        return quick(dev, kernel, self.args(x), SPIN_GROUPS, SPIN_THREADS, **kw)
+
+
+# --- one GEMM problem, packed as the kernel ABI (kernels/include/common.h) --------------------------------
 
 OPS = {"matmul": 0, "matmul_bias_add": 1, "matmul_alpha_beta": 2}
 
@@ -86,21 +185,47 @@ class Problem:
             acc = alpha * acc + (beta * self.c0.astype(np.float64) if beta != 0 else 0.0)
         self.ref = acc
 
+    @property
+    def geometry(self):
+        batch, m, n, _ = self.shape
+        return [(n + 63) // 64, m, batch], [64, 1, 1]
+
+    def operands(self):
+        return [self.a, self.b, self.c0, self.bias, np.zeros(1, np.float32)]
+
     def buffers(self, dev):
         def upload(x):
             buf = dev.allocate(x.nbytes)
             buf.write(np.ascontiguousarray(x))
             return buf
 
-        self.c = upload(self.c0)
-        return [upload(self.a), upload(self.b), self.c, upload(self.bias), upload(np.zeros(1, np.float32)),
-                self.params]
+        bufs = [upload(x) for x in self.operands()]
+        self.c = bufs[2]
+        return [*bufs, self.params]
 
-    def check(self):
+    def views(self, dev, pad: int = 2 * VIEW, fill: int = 0x7F):
+        """Each operand in a view `pad` bytes into a larger buffer pre-filled with `fill`; the parents too."""
+        parents, views = [], []
+        for x in self.operands():
+            parent = dev.allocate(pad + x.nbytes + pad)
+            parent.fill(fill)
+            view = parent.view(pad, x.nbytes)
+            view.write(np.ascontiguousarray(x))
+            parents.append(parent)
+            views.append(view)
+        self.c = views[2]
+        return [*views, self.params], parents
+
+    def check(self, assumption: str = "", what: str = ""):
         out = np.empty(self.c0.shape, self.dtype)
         self.c.read(out)
         tol = 3e-2 if self.dtype == np.float16 else 1e-4
-        np.testing.assert_allclose(out.astype(np.float64), self.ref, rtol=tol, atol=tol)
+        try:
+            np.testing.assert_allclose(out.astype(np.float64), self.ref, rtol=tol, atol=tol)
+        except AssertionError as e:
+            if not assumption:
+                raise
+            raise AssertionError(wrong(assumption, f"{what}\n{e}")) from None
 
 
 def naive(dev, dtype):
@@ -110,8 +235,13 @@ def naive(dev, dtype):
     return dev.compile(source, "naive", {"MB_F16": "1" if dtype == "float16" else "0", "TG": "64"}, "naive/default")
 
 
-def mps(dev, dtype):
-    return dev.builtin("mps", "mps/baseline", defines={"MB_F16": "1" if dtype == "float16" else "0"})
+def mps(dev, dtype, name="mps"):
+    label = "mps/baseline" if name == "mps" else f"{name}/default"
+    return dev.builtin(name, label, defines={"MB_F16": "1" if dtype == "float16" else "0"})
+
+
+def case_id(c: dict) -> str:
+    return "-".join(f"{k}={v}" for k, v in c.items())
 
 
 CASES = [
@@ -122,64 +252,299 @@ CASES = [
     dict(op="matmul_alpha_beta", alpha=0.5, beta=2.0),
     dict(op="matmul_alpha_beta", alpha=-1.5, beta=0.0),
 ]
+# MPSMatrixFullyConnected: the bias in the nn layout, one batch.
+FC_CASES = [
+    dict(op="matmul_bias_add", batch=1, m=3, trans_b=False),
+    dict(op="matmul_bias_add", batch=1, m=1, n=130, k=96, trans_b=False),
+]
+# MPSMatrixVectorMultiplication: m = 1, both layouts, every op, batches.
+GEMV_CASES = [
+    dict(op="matmul", batch=1, m=1, trans_b=True),
+    dict(op="matmul", batch=1, m=1, trans_b=False),
+    dict(op="matmul", batch=2, m=1, trans_b=True),
+    dict(op="matmul", batch=2, m=1, trans_b=False),
+    dict(op="matmul", batch=1, m=1, trans_a=True, trans_b=True),
+    dict(op="matmul_bias_add", batch=1, m=1, trans_b=True),
+    dict(op="matmul_bias_add", batch=1, m=1, trans_b=False),
+    dict(op="matmul_alpha_beta", batch=1, m=1, alpha=0.5, beta=2.0),
+    dict(op="matmul_alpha_beta", batch=1, m=1, alpha=-1.5, beta=0.0, trans_b=False),
+]
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_naive_is_correct(metal, dtype, case):
     p = Problem(dtype, **case)
-    args = p.buffers(metal)
-    batch, m, n, _ = p.shape
-    metal.run(naive(metal, dtype), args, [(n + 63) // 64, m, batch], [64, 1, 1])
+    metal.run(naive(metal, dtype), p.buffers(metal), *p.geometry)
     p.check()
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
-def test_mps_is_correct(metal, dtype, case):
+@pytest.mark.parametrize("case", CASES + FC_CASES, ids=case_id)
+def test_mps_is_correct_and_never_reads_c_when_beta_is_0(metal, dtype, case):
+    """M9: with beta = 0 MPS does not read C (pre-filled with NaN); M10: the fully connected bias path."""
     p = Problem(dtype, **case)
     metal.run(mps(metal, dtype), p.buffers(metal), [1], [1])
-    p.check()
+    if case["op"] == "matmul_bias_add":
+        p.check("M10", f"MPS's bias path gave a wrong C for {case_id(case)} {dtype}")
+    elif case["op"] == "matmul" or case.get("beta", 0.0) == 0:
+        p.check("M9", f"MPS gave a wrong C for {case_id(case)} {dtype}, where C held NaN and beta is 0")
+    else:
+        p.check()
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("case", GEMV_CASES, ids=case_id)
+def test_mps_gemv_is_correct(metal, dtype, case):
+    """M11: MPSMatrixVectorMultiplication with the row of A as x and the row of C as y, batches included."""
+    p = Problem(dtype, **case)
+    metal.run(mps(metal, dtype, "mps-gemv"), p.buffers(metal), [1], [1])
+    p.check("M11", f"mps-gemv gave a wrong C for {case_id(case)} {dtype}")
+
+
+@pytest.mark.gpu
+def test_mps_gemv_refuses_more_than_one_row(metal):
+    p = Problem("float32", m=2)
+    with pytest.raises(_core.UsageError, match=r"\[metal::launch\].*m = 1"):
+        metal.run(mps(metal, "float32", "mps-gemv"), p.buffers(metal), [1], [1])
+
+
+# --- M1 to M3: how times are taken -----------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+def test_apple_gpus_time_compute_passes_with_counters(metal):
+    """M1: an Apple GPU samples timestamps at stage boundaries, and the probe at open passes."""
+    if not metal.info["name"].startswith("Apple"):
+        pytest.skip(f"not an Apple GPU: {metal.info['name']}")
+    assert uses_counters(metal), wrong(
+        "M1", f"this Apple GPU times command buffers, not passes: {metal.info['timing_source']}")
+
+
+@pytest.mark.gpu
+def test_pass_and_command_buffer_times_agree(metal, monkeypatch):
+    """M2: ticks converted to nanoseconds agree with GPUStartTime/GPUEndTime for a 2 ms kernel, within 5%."""
+    if not uses_counters(metal):
+        pytest.skip(f"counters are not in use here: {metal.info['timing_source']}")
+    spin = Spin(metal, 2e6)
+    by_pass = spin.measure(samples=15)["gpu"]["median"]
+    buffers = open_metal(monkeypatch, timing="command-buffer")
+    by_buffer = spin.measure(buffers, samples=15)["gpu"]["median"]
+    assert abs(by_buffer - by_pass) <= 0.05 * by_buffer, wrong(
+        "M2", f"a kernel's own pass took {by_pass / 1e3:.1f} us by counters ({metal.info['timing_source']}) and "
+              f"its command buffer {by_buffer / 1e3:.1f} us by GPUStartTime/GPUEndTime; they should agree within 5%")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("timing", ["auto", "command-buffer"])
+def test_a_batch_has_no_host_gaps(monkeypatch, timing):
+    """M3: N launches back to back cost at most N single launches: no host gap, no per-launch stall."""
+    dev = open_metal(monkeypatch, timing=timing)
+    spin = Spin(dev, 50e3)
+    r = spin.measure(samples=20)
+    per_launch, batch = r["gpu"]["median"], r["batch"]["median"]
+    assert r["batch_size"] > 1
+    assert batch <= 1.05 * per_launch + 2000, wrong(
+        "M3", f"{r['batch_size']} launches in one batch ({timing} timing) took "
+              f"{batch / 1e3:.1f} us each, more than one launch alone ({per_launch / 1e3:.1f} us): the GPU waited "
+              "between launches of the batch")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("timing", ["auto", "command-buffer"])
 @pytest.mark.parametrize("make", [naive, mps], ids=["naive", "mps"])
-def test_measure_gives_gpu_and_cpu_samples(metal, make):
-    p = Problem("float16")
-    batch, m, n, _ = p.shape
-    r = metal.measure(make(metal, "float16"), p.buffers(metal), [(n + 63) // 64, m, batch], [64, 1, 1],
-                      warmup=2, iterations=9, max_seconds=10.0)
-    assert r["gpu_ns"].shape == (9,) and (r["gpu_ns"] > 0).all()
-    assert r["cpu"]["median"] >= r["gpu"]["min"]
-    p.check()
+def test_launches_of_different_slots_never_overlap(monkeypatch, timing, make):
+    """M4: join passes order launches that share no buffer (else timed() raises on overlapping samples)."""
+    dev = open_metal(monkeypatch, timing=timing)
+    problems = [Problem("float16", seed=s) for s in range(3)]
+    slots = [p.buffers(dev) for p in problems]
+    groups, threads = problems[0].geometry
+    try:
+        r = quick(dev, make(dev, "float16"), slots, groups, threads, samples=30)
+    except _core.DeviceError as e:
+        pytest.fail(wrong("M4", f"consecutive launches ran concurrently ({timing} timing): {e}"))
+    assert (r["gpu_ns"] > 0).all() and (r["batch_ns"] > 0).all()
+    for p in problems:
+        p.check("M4", "a slot's output is wrong after a round over three slots")
 
 
 @pytest.mark.gpu
-def test_cold_mode_flushes_outside_the_timed_span(metal):
+@pytest.mark.parametrize("timing, launches", [("command-buffer", 300), ("auto", 9000)])
+def test_runs_longer_than_a_window_neither_stall_nor_overlap(monkeypatch, timing, launches):
+    """M5: past the gated window (120 command buffers; 8 x 1024 counter passes) a run streams within the
+    queue's depth without deadlock, and its samples stay ordered."""
+    dev = open_metal(monkeypatch, timing=timing)
+    spin = Spin(dev, 5e3)
+    r = in_thread(lambda: spin.measure(samples=launches, max_time=600.0), 300,
+                  wrong("M5", f"a timed run of {launches} launches ({timing} timing) did not finish in 300 s"))
+    assert r["gpu"]["count"] == launches and (r["gpu_ns"] > 0).all()
+
+
+@pytest.mark.gpu
+def test_two_threads_measuring_one_device_are_serialized(metal):
+    """M6: run() and measure() from several threads on one device finish, each correct."""
+    problems = [Problem("float32", seed=s) for s in range(2)]
+    bufs = [p.buffers(metal) for p in problems]
+    kernel = naive(metal, "float32")
+    groups, threads = problems[0].geometry
+
+    def measuring(i):
+        return lambda: [quick(metal, kernel, bufs[i], groups, threads, samples=50) for _ in range(5)]
+
+    def running():
+        for _ in range(200):
+            metal.run(kernel, bufs[0], groups, threads)
+
+    workers = [threading.Thread(target=f, daemon=True) for f in (measuring(0), measuring(1), running)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+        assert not w.is_alive(), wrong("M6", "two threads timing on one device deadlocked")
+    for p in problems:
+        p.check("M6", "an output is wrong after concurrent use")
+
+
+# --- M7, M8, M12: buffers -----------------------------------------------------------------------------------
+
+
+VIEW_CASES = [dict(op="matmul_bias_add"), dict(op="matmul_bias_add", batch=1, trans_b=False)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", VIEW_CASES, ids=case_id)
+@pytest.mark.parametrize("make", [naive, mps], ids=["naive", "mps"])
+def test_views_bind_at_their_offset(metal, make, case):
+    """M7: a view is its parent's bytes at its offset, for kernels (setBuffer:offset:) and MPS (offset:)."""
+    p = Problem("float32", **case)
+    args, parents = p.views(metal)
+    geometry = p.geometry if make is naive else ([1], [1])
+    metal.run(make(metal, "float32"), args, *geometry)
+    p.check("M7", "an operand passed as a view was read or written at the wrong place")
+    whole = np.empty(parents[2].nbytes, np.uint8)
+    parents[2].read(whole)
+    c_bytes = p.c0.nbytes
+    outside = np.concatenate([whole[:2 * VIEW], whole[2 * VIEW + c_bytes:]])
+    assert (outside == 0x7F).all(), wrong("M7", "a launch on a view wrote outside it")
+
+
+@pytest.mark.gpu
+def test_views_of_views_and_their_limits(metal):
+    parent = metal.allocate(4 * VIEW)
+    parent.write(np.arange(VIEW, dtype=np.uint32))
+    inner = parent.view(VIEW, 2 * VIEW).view(VIEW, 16)
+    got = np.empty(4, np.uint32)
+    inner.read(got)
+    assert list(got) == [128, 129, 130, 131]  # bytes 512..527 of the parent
+    with pytest.raises(_core.UsageError, match=r"\[metal::view\].*multiple of 256"):
+        parent.view(4, 16)
+    with pytest.raises(_core.UsageError):
+        parent.view(3 * VIEW, 2 * VIEW)
+
+
+def _round_trips(dev, assumption: str):
+    rng = np.random.default_rng(1)
+    for size in (4, 1000, 1003, (1 << 20) + 1):
+        data = rng.integers(0, 255, size, dtype=np.uint8)
+        buf = dev.allocate(size)
+        buf.write(data)
+        got = np.empty(size, np.uint8)
+        buf.read(got)
+        assert (got == data).all(), wrong(assumption, f"{size} bytes written and read back differ")
+        if size > 8:  # unaligned pieces: the staging path reads the words around them back first
+            piece = rng.integers(0, 255, 5, dtype=np.uint8)
+            buf.write(piece, offset=3)
+            data[3:8] = piece
+            part = np.empty(6, np.uint8)
+            buf.read(part, offset=1)
+            assert (part == data[1:7]).all(), wrong(assumption, "an unaligned write or read moved other bytes")
+        buf.fill(0xA5)
+        buf.read(got)
+        assert (got == 0xA5).all(), wrong(assumption, f"fill of {size} bytes")
+        other = dev.allocate(size)
+        other.write(data)
+        buf.copy_from(other)
+        buf.read(got)
+        assert (got == data).all(), wrong(assumption, f"copy_from of {size} bytes")
+
+
+def _read_into(buf, out: np.ndarray) -> np.ndarray:
+    buf.read(out)
+    return out
+
+
+@pytest.mark.gpu
+def test_copy_from_copies(metal):
+    """M8: copy_from copies whole buffers and views (a blit, then an odd tail through the host)."""
+    _round_trips(metal, "M8")
+    parent = metal.allocate(4 * VIEW)
+    parent.write(np.arange(VIEW, dtype=np.uint32))
+    low, high = parent.view(0, VIEW + 3), parent.view(2 * VIEW, VIEW + 3)
+    high.copy_from(low)
+    got = _read_into(parent, np.empty(VIEW, np.uint32))
+    assert (got[128:192] == np.arange(64)).all(), wrong("M8", "copy_from between two views of one buffer")
+    with pytest.raises(_core.UsageError, match="overlap"):
+        parent.view(0, 2 * VIEW).copy_from(parent.view(VIEW, 2 * VIEW))
+
+
+@pytest.mark.gpu
+def test_private_storage_round_trips_and_computes(monkeypatch):
+    """M12: buffers in private storage (what GPUs without unified memory get) write, read, fill, copy and view."""
+    dev = open_metal(monkeypatch, storage="private")
+    assert "private storage" in dev.info["driver"]
+    _round_trips(dev, "M12")
+    for make, case in ((naive, VIEW_CASES[0]), (mps, VIEW_CASES[0]), (mps, VIEW_CASES[1])):
+        p = Problem("float16", **case)
+        args, _ = p.views(dev)
+        dev.run(make(dev, "float16"), args, *(p.geometry if make is naive else ([1], [1])))
+        p.check("M12", f"{make.__name__} on private buffers (through views) gave a wrong C for {case_id(case)}")
     p = Problem("float32")
-    batch, m, n, _ = p.shape
-    r = metal.measure(naive(metal, "float32"), p.buffers(metal), [(n + 63) // 64, m, batch], [64, 1, 1],
-                      iterations=3, cold=True)
-    assert r["cold"] and r["gpu"]["count"] == 3
+    r = quick(dev, naive(dev, "float32"), p.buffers(dev), *p.geometry, samples=10)
+    assert (r["gpu_ns"] > 0).all()
+    p.check("M12", "naive measured on private buffers gave a wrong C")
+
+
+# --- M13: split-K ------------------------------------------------------------------------------------------
 
 
 @pytest.mark.gpu
-def test_batched_timing_is_selected_and_named(metal, monkeypatch):
-    monkeypatch.setenv("METALBENCH_METAL_TIMING", "batched:4")
-    dev = _core.open("metal", 0)
-    assert "1/4 of a command buffer of 4 launches" in dev.info["driver"]
-    p = Problem("float16")
-    batch, m, n, _ = p.shape
-    kernel, args = naive(dev, "float16"), p.buffers(dev)
-    r = dev.measure(kernel, args, [(n + 63) // 64, m, batch], [64, 1, 1], iterations=5, max_seconds=10.0)
-    assert (r["gpu_ns"] > 0).all()
-    with pytest.raises(_core.UsageError, match="cold mode"):
-        dev.measure(kernel, args, [(n + 63) // 64, m, batch], [64, 1, 1], iterations=3, cold=True)
-    monkeypatch.setenv("METALBENCH_METAL_TIMING", "sometimes")
-    with pytest.raises(_core.UsageError, match="METALBENCH_METAL_TIMING"):
-        _core.open("metal", 0)
+@pytest.mark.parametrize("layout", ["nt", "nn"])
+def test_split_k_gives_the_reference_on_large_k(metal, layout):
+    """M13: kernels/portable/splitk.c hands its partials over through device memory correctly on large k,
+    launch after launch (the last group also resets the workspace)."""
+    from metalbench import metrics, runner, variants
+    from metalbench.reference import compute_reference, make_inputs
+    from metalbench.specs import Spec
+
+    spec = Spec(op="matmul", dtype="float16", batch=1, m=1, n=512, k=16384, transpose_b=layout == "nt")
+    inputs = make_inputs(spec)
+    ref = compute_reference(spec, inputs)
+    chosen = [v for v in variants.load_variants("metal") if v.family.name == "splitk"
+              and v.unsupported_reason(spec) is None]
+    assert chosen, "no split-K variant supports the spec"
+    for v in chosen:
+        bufs = runner.upload_inputs(metal, spec, inputs)
+        ws = metal.allocate(4 * v.workspace_floats(spec))
+        ws.fill(0)
+        c_before = metrics.initial_c(spec, inputs)
+        kernel = runner.build_kernel(metal, "metal", v, spec.dtype)
+        args = [bufs["a"], bufs["b"], bufs["c"], bufs["bias"], ws, spec.params()]
+        groups, threads = v.geometry(spec)
+        for launches in (1, 30):
+            bufs["c"].write(np.ascontiguousarray(c_before))
+            for _ in range(launches):
+                metal.run(kernel, args, groups, threads)
+            out = np.empty(spec.shape_c, c_before.dtype)
+            bufs["c"].read(out)
+            verdict = metrics.check(spec, out, ref, c_before)
+            assert verdict.verdict == "ok", wrong(
+                "M13", f"{v.id} after {launches} launches on k = {spec.k}: {verdict.reason}")
+
+
+# --- errors and limits ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.gpu
@@ -192,12 +557,14 @@ def test_kernel_limits_are_reported_and_enforced(metal):
 
 
 @pytest.mark.gpu
-def test_compile_error_carries_the_compiler_message(metal):
+def test_errors_say_where_they_come_from(metal):
     with pytest.raises(_core.CompileError) as info:
         metal.compile("kernel void broken(device float* y) { y[0] = undefined_name; }", "broken", {}, "mine/broken")
-    assert "mine/broken" in str(info.value) and "undefined_name" in info.value.log
-    with pytest.raises(_core.CompileError, match="no kernel named 'other'"):
+    assert str(info.value).startswith("[metal::compile] mine/broken: ") and "undefined_name" in info.value.log
+    with pytest.raises(_core.CompileError, match=r"^\[metal::compile\] mine/other: no kernel named 'other'"):
         metal.compile("kernel void k(device float* y) { y[0] = 1; }", "other", {}, "mine/other")
+    with pytest.raises(_core.UsageError, match=r"^\[metal::builtin\] x/y: no vendor library routine 'cublas'"):
+        metal.builtin("cublas", "x/y", {"MB_F16": "1"})
 
 
 @pytest.mark.gpu
@@ -212,15 +579,29 @@ def test_mps_refuses_what_it_cannot_take(metal):
 
 
 @pytest.mark.gpu
+def test_environment_settings_are_checked(metal, monkeypatch):
+    monkeypatch.setenv("METALBENCH_METAL_TIMING", "sometimes")
+    with pytest.raises(_core.UsageError, match="METALBENCH_METAL_TIMING"):
+        _core.open("metal", 0)
+    monkeypatch.setenv("METALBENCH_METAL_TIMING", "auto")
+    monkeypatch.setenv("METALBENCH_METAL_STORAGE", "managed")
+    with pytest.raises(_core.UsageError, match="METALBENCH_METAL_STORAGE"):
+        _core.open("metal", 0)
+
+
+# --- M14: the whole sweep -------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
 def test_the_smoke_suite_sweeps_clean_on_metal(metal, tmp_path):
+    """M14: every variant of the smoke suite, the baseline included, runs and verifies."""
     from metalbench import report, runner, variants
     from metalbench.specs import load_suite
     from metalbench.store import Store
 
     store = Store(tmp_path / "results.sqlite")
-    chosen = runner.with_baseline(variants.load_variants("metal"), "metal", ["naive/*", "mps/*"])
-    settings = runner.Settings(warmup=1, iterations=3, min_iterations=2, max_seconds=0.05)
-    run_id = runner.run(load_suite("smoke"), chosen, backend="metal", store=store, settings=settings)
+    chosen = runner.with_baseline(variants.load_variants("metal"), "metal", ["naive/*", "mps/*", "mps-gemv/*"])
+    run_id = runner.run(load_suite("smoke"), chosen, backend="metal", store=store)
     rep = report.build(store.load_run(run_id))
-    assert rep.counts["failed"] == 0 and rep.counts["wrong"] == 0, rep.failures
+    assert rep.counts["failed"] == 0 and rep.counts["wrong"] == 0, wrong("M14", str(rep.failures))
     assert rep.baseline == "mps/baseline"

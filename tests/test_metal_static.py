@@ -56,7 +56,8 @@ def _objc(tree: Path, source: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_metal_backend_sources_are_there():
-    assert {p.name for p in METAL_SOURCES} >= {"metal_backend.mm", "mps_baseline.mm"}
+    assert {p.name for p in METAL_SOURCES} >= {"metal_backend.mm", "metal_buffer.mm", "metal_timing.mm",
+                                               "mps_baseline.mm"}
 
 
 @needs_clang
@@ -80,11 +81,24 @@ MUTATIONS = {
     "misspelt MPS selector": ("mps_baseline.mm", "interiorColumns:k", "interiorColumn:k", "interiorColumn:"),
     "misspelt property": ("metal_backend.mm", "pipeline_.threadExecutionWidth", "pipeline_.threadExecutionWidths",
                           "threadExecutionWidths"),
-    "wrong argument type": ("metal_backend.mm", "range:NSMakeRange(0, words)", "range:words", "NSRange"),
+    "wrong argument type": ("metal_buffer.mm", "range:NSMakeRange(offset_, bytes_)", "range:bytes_", "NSRange"),
     "wrong receiver type": ("metal_backend.mm", "[ctx.queue commandBuffer]", "[ctx.device commandBuffer]",
                             "commandBuffer"),
     "missing import": ("mps_baseline.mm", "#import <MetalPerformanceShaders/MetalPerformanceShaders.h>\n", "",
                        "MPSMatrix"),
+    # The calls the timing, the storage modes and the MPS views added.
+    "misspelt sample index": ("metal_timing.mm", "at.startOfEncoderSampleIndex", "at.startOfEncoderSample",
+                              "startOfEncoderSample"),
+    "misspelt event selector": ("metal_backend.mm", "encodeWaitForEvent:event_ value:value_",
+                                "encodeWaitForEvent:event_ withValue:value_", "encodeWaitForEvent:withValue:"),
+    "timestamps by value": ("metal_timing.mm", "sampleTimestamps:&cpu gpuTimestamp:&gpu",
+                            "sampleTimestamps:cpu gpuTimestamp:gpu", "MTLTimestamp"),
+    "misspelt storage mode": ("metal_buffer.mm", "? MTLResourceStorageModePrivate", "? MTLResourceStorageModePrivat",
+                              "MTLResourceStorageModePrivat"),
+    "wrong MPS argument type": ("mps_baseline.mm", "vectorDescriptorWithLength:length dataType:type()]",
+                                "vectorDescriptorWithLength:length dataType:length]", "MPSDataType"),
+    "misspelt MPS class": ("mps_baseline.mm", "[MPSMatrixFullyConnected alloc]", "[MPSMatrixFullyConected alloc]",
+                           "MPSMatrixFullyConected"),
 }
 
 

@@ -64,6 +64,8 @@ struct DeviceInfo {
   std::string peak_bandwidth_source;
   // How the backend reads the GPU's clock for ClockReading, or why it cannot.
   std::string clock_source;
+  // Which device timestamps GPU times come from (events, profiling, counters), in words.
+  std::string timing_source;
 };
 
 // The GPU's core clock at one moment, where the backend can read it.

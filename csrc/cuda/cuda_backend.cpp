@@ -95,6 +95,7 @@ DeviceInfo describe(CUdevice dev, int index) {
   i.max_held_launches = kMaxHeld;
   Nvml nvml(pci_bus_id(dev));
   i.clock_source = nvml.source();
+  i.timing_source = "CUDA events (cuEventRecord around launches, cuEventElapsedTime)";
   i.peak_bandwidth = nvml.peak_bandwidth();
   if (i.peak_bandwidth > 0) {
     i.peak_bandwidth_source = "NVML: maximum memory clock x bus width x 2 (double data rate)";

@@ -1,12 +1,16 @@
 // Metal backend: every device Metal reports, MSL compiled at run time, buffers in
-// shared storage, and GPU time from each command buffer's own GPU timestamps.
-// Warm-up, sample counts, statistics and launch checks stay in csrc/core.
+// shared or private storage (metal_buffer.mm), and GPU time from each launch's own
+// compute pass where the GPU samples counters at stage boundaries, or from each
+// launch's own command buffer where it does not (metal_timing.mm). Warm-up, sample
+// counts, statistics and launch checks stay in csrc/core. Errors start with
+// "[metal::operation]".
 #import <Foundation/Foundation.h>
 #import <Metal/Metal.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -14,57 +18,86 @@
 #include "metal/metal_internal.h"
 
 namespace mb::metal {
-namespace {
+
+std::string where(const char* operation, const std::string& who) {
+  return std::string("[metal::") + operation + "] " + (who.empty() ? std::string() : who + ": ");
+}
 
 std::string str(NSString* s) {
   const char* utf8 = s ? s.UTF8String : nullptr;
   return utf8 ? std::string(utf8) : std::string();
 }
 
-NSString* ns(const std::string& s, const char* what) {
+namespace {
+
+NSString* ns(const std::string& s, const char* operation, const std::string& who, const char* what) {
   NSString* out = [[NSString alloc] initWithBytes:s.data() length:s.size() encoding:NSUTF8StringEncoding];
-  if (!out) throw UsageError(std::string("metal: ") + what + " is not valid UTF-8");
+  if (!out) throw UsageError(where(operation, who) + what + " is not valid UTF-8");
   return out;
 }
 
 // Metal reports no cache size. An Apple GPU's last level is the system-level cache
 // it shares with the CPU, whose size Apple does not publish; 128 MiB is above every
-// figure reported so far (96 MB on Ultra parts), and a flush larger than the cache
-// costs only time: the core's cold mode writes twice this before each launch.
+// figure reported so far (96 MB on Ultra parts). Cold inputs rotate through enough
+// copies that none is found in a cache this large.
 constexpr uint64_t kCacheBoundBytes = 128ull << 20;
+// Launches one timed_batch takes: one command buffer holds them all.
+constexpr size_t kMaxHeld = 4096;
+// Counter sample buffers a timed run keeps in flight (Counters::kSamplesPerBuffer / 2
+// launches each): a driver has only so many of them.
+constexpr size_t kCounterPool = 8;
+constexpr size_t kView = 256;  // DeviceInfo::view_alignment; metal_buffer.mm checks it
 
-// How timed() turns command buffers into samples. METALBENCH_METAL_TIMING picks it
-// ("launch", the default, or "batched[:N]"); the mode is written into
-// DeviceInfo::driver, so the report shows it and results of one mode are never
-// reused for the other (the driver string is part of every result key).
-struct TimingMode {
-  unsigned per_buffer = 1;
-  std::string text;
-};
+// METALBENCH_METAL_TIMING: "auto" (default: counters where the probe passes),
+// "counters" (fail where they cannot be used) or "command-buffer".
+enum class TimingMode { automatic, counters, command_buffers };
+// METALBENCH_METAL_STORAGE: "auto" (default: shared with unified memory, private
+// without), "shared" or "private" (to test the staging path on Apple silicon).
+enum class StorageMode { automatic, shared, private_ };
 
-constexpr unsigned kDefaultBatch = 8;
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
 
 TimingMode timing_mode() {
-  const char* env = std::getenv("METALBENCH_METAL_TIMING");
-  std::string value = env ? env : "";
-  const std::string batched = "batched";
-  if (value.empty() || value == "launch") return {1, "GPU time per launch from its own command buffer"};
-  if (value.compare(0, batched.size(), batched) == 0) {
-    unsigned n = kDefaultBatch;
-    std::string rest = value.substr(batched.size());
-    bool ok = rest.empty();
-    if (!ok && rest[0] == ':' && rest.size() > 1 && rest.size() <= 5 &&
-        rest.find_first_not_of("0123456789", 1) == std::string::npos) {
-      n = static_cast<unsigned>(std::stoul(rest.substr(1)));
-      ok = n >= 2 && n <= 1024;
-    }
-    if (ok)
-      return {n, "GPU time per launch as 1/" + std::to_string(n) + " of a command buffer of " +
-                     std::to_string(n) + " launches (METALBENCH_METAL_TIMING=" + value + ")"};
-  }
-  throw UsageError("METALBENCH_METAL_TIMING must be 'launch', 'batched' or 'batched:N' with N from 2 to 1024, not '" +
-                   value + "'");
+  std::string v = env("METALBENCH_METAL_TIMING");
+  if (v.empty() || v == "auto") return TimingMode::automatic;
+  if (v == "counters") return TimingMode::counters;
+  if (v == "command-buffer") return TimingMode::command_buffers;
+  throw UsageError(where("open", "") + "METALBENCH_METAL_TIMING must be 'auto', 'counters' or 'command-buffer', not '" +
+                   v + "'");
 }
+
+StorageMode storage_mode() {
+  std::string v = env("METALBENCH_METAL_STORAGE");
+  if (v.empty() || v == "auto") return StorageMode::automatic;
+  if (v == "shared") return StorageMode::shared;
+  if (v == "private") return StorageMode::private_;
+  throw UsageError(where("open", "") + "METALBENCH_METAL_STORAGE must be 'auto', 'shared' or 'private', not '" + v +
+                   "'");
+}
+
+bool private_storage(id<MTLDevice> d, StorageMode mode) {
+  if (mode == StorageMode::automatic) return !d.hasUnifiedMemory;
+  return mode == StorageMode::private_;
+}
+
+// What a device offers before it is opened (the probe runs at open).
+bool stage_counters(id<MTLDevice> d) {
+  if (![d supportsCounterSampling:MTLCounterSamplingPointAtStageBoundary]) return false;
+  for (id<MTLCounterSet> set in d.counterSets) {
+    if ([set.name isEqualToString:MTLCommonCounterSetTimestamp]) return true;
+  }
+  return false;
+}
+
+const char* const kCountersSource =
+    "Metal stage-boundary counters: each launch between the start and end samples of its own compute pass "
+    "(MTLCounterSampleBuffer), ";
+const char* const kBuffersSource =
+    "Metal command buffers: each launch in a command buffer of its own, GPUEndTime - GPUStartTime (includes the "
+    "command buffer's fixed cost); ";
 
 // The system default device first (the one an app would get), then every other.
 std::vector<id<MTLDevice>> enumerate() {
@@ -80,19 +113,28 @@ std::vector<id<MTLDevice>> enumerate() {
   return out;
 }
 
-DeviceInfo describe(id<MTLDevice> d, int index, const TimingMode& mode) {
+// `timing` and `storage` name what the device will use; they go into the driver
+// string, which is part of every result key, so that results of one way of timing
+// are never reused for another.
+DeviceInfo describe(id<MTLDevice> d, int index, const std::string& timing, const std::string& timing_source,
+                    bool private_buffers) {
   DeviceInfo i;
   @autoreleasepool {
     i.backend = "metal";
     i.index = index;
     i.name = str(d.name);
     i.vendor = i.name.substr(0, i.name.find(' '));  // "Apple", or "AMD" / "Intel" on Intel Macs
-    i.driver = "Metal, macOS " + str([NSProcessInfo processInfo].operatingSystemVersionString) + "; " + mode.text;
+    i.driver = "Metal, macOS " + str([NSProcessInfo processInfo].operatingSystemVersionString) + "; " + timing +
+               (private_buffers ? "; private storage" : "");
     i.compute_units = 0;  // Metal reports no core count
     i.memory_bytes = d.recommendedMaxWorkingSetSize;
     i.cache_bytes = kCacheBoundBytes;
     i.max_group_size = static_cast<int>(d.maxThreadsPerThreadgroup.width);
     i.unified_memory = d.hasUnifiedMemory;
+    i.view_alignment = kView;
+    i.max_held_launches = kMaxHeld;
+    i.clock_source = "none: Metal exposes no GPU clock";
+    i.timing_source = timing_source;
   }
   return i;
 }
@@ -109,28 +151,18 @@ const char* status_name(MTLCommandBufferStatus s) {
   return "unknown";
 }
 
-// After waitUntilCompleted: a command buffer that did not complete becomes a
-// DeviceError, which the runner records against this variant before going on.
-void check_completed(id<MTLCommandBuffer> cb, const std::string& who) {
-  MTLCommandBufferStatus s = cb.status;
-  if (s == MTLCommandBufferStatusCompleted) return;
-  std::string why = cb.error ? str(cb.error.localizedDescription) : "no error reported";
-  throw DeviceError("metal: " + who + ": command buffer ended with status " + status_name(s) + " (" +
-                    std::to_string(static_cast<unsigned long>(s)) + "): " + why);
-}
-
-id<MTLCommandBuffer> new_command_buffer(const Context& ctx, const std::string& who) {
-  id<MTLCommandBuffer> cb = [ctx.queue commandBuffer];
-  if (!cb) throw DeviceError("metal: " + who + ": the queue gave no command buffer");
-  return cb;
-}
-
 MTLSize size3(const std::array<uint32_t, 3>& d) { return MTLSizeMake(d[0], d[1], d[2]); }
 
 class PipelineLaunch final : public PreparedLaunch {
  public:
   PipelineLaunch(id<MTLComputePipelineState> pipeline, std::vector<Binding> args, MTLSize groups, MTLSize threads)
-      : pipeline_(pipeline), args_(std::move(args)), groups_(groups), threads_(threads) {}
+      : pipeline_(pipeline), args_(std::move(args)), groups_(groups), threads_(threads) {
+    for (const Binding& b : args_) add_resource(b.buffer);
+  }
+  bool single_dispatch() const override { return true; }
+  void dispatch(id<MTLComputeCommandEncoder> enc) const override {
+    encode_dispatch(enc, pipeline_, args_, groups_, threads_);
+  }
   void encode(id<MTLCommandBuffer> cb) const override { encode_dispatch(cb, pipeline_, args_, groups_, threads_); }
 
  private:
@@ -143,8 +175,8 @@ class PipelineLaunch final : public PreparedLaunch {
 // check_launch in the core enforces; nothing here checks it again.
 class PipelineKernel final : public MetalKernel {
  public:
-  PipelineKernel(id<MTLComputePipelineState> pipeline, std::string label)
-      : pipeline_(pipeline), label_(std::move(label)) {}
+  PipelineKernel(std::shared_ptr<Context> ctx, id<MTLComputePipelineState> pipeline, std::string label)
+      : ctx_(std::move(ctx)), pipeline_(pipeline), label_(std::move(label)) {}
   const std::string& label() const override { return label_; }
   size_t max_group_size() const override { return pipeline_.maxTotalThreadsPerThreadgroup; }
   size_t simd_width() const override { return pipeline_.threadExecutionWidth; }
@@ -153,51 +185,72 @@ class PipelineKernel final : public MetalKernel {
     std::vector<Binding> args;
     for (size_t i = 0; i < launch.args.size(); ++i) {
       if (std::holds_alternative<std::shared_ptr<Buffer>>(launch.args[i])) {
-        args.push_back({buffer_arg(launch, i).handle(), {}});
+        MetalBuffer& b = buffer_arg(*ctx_, launch, i);
+        args.push_back({b.handle(), b.offset(), {}});
         continue;
       }
       const auto& bytes = std::get<std::vector<uint8_t>>(launch.args[i]);
       // setBytes:length:atIndex: is for data under 4 KiB; an empty one binds nothing.
       if (bytes.empty() || bytes.size() >= 4096)
-        throw UsageError(label_ + ": argument " + std::to_string(i) + " passes " + std::to_string(bytes.size()) +
-                         " bytes by value; Metal takes 1 to 4095");
-      args.push_back({nil, bytes});
+        throw UsageError(where("launch", label_) + "argument " + std::to_string(i) + " passes " +
+                         std::to_string(bytes.size()) + " bytes by value; Metal takes 1 to 4095");
+      args.push_back({nil, 0, bytes});
     }
     return std::make_shared<PipelineLaunch>(pipeline_, std::move(args), size3(launch.groups),
                                             size3(launch.threads));
   }
 
  private:
+  std::shared_ptr<Context> ctx_;
   id<MTLComputePipelineState> pipeline_;
   std::string label_;
 };
 
 id<MTLComputePipelineState> pipeline_of(const Context& ctx, id<MTLLibrary> library, const std::string& entry,
                                         const std::string& label) {
-  id<MTLFunction> fn = [library newFunctionWithName:ns(entry, "the entry name")];
-  if (!fn) throw CompileError("metal: " + label + " has no kernel named '" + entry + "'", "");
+  id<MTLFunction> fn = [library newFunctionWithName:ns(entry, "compile", label, "the entry name")];
+  if (!fn) throw CompileError(where("compile", label) + "no kernel named '" + entry + "'", "");
   NSError* error = nil;
   id<MTLComputePipelineState> pipeline = [ctx.device newComputePipelineStateWithFunction:fn error:&error];
   if (!pipeline)
-    throw CompileError("metal: building the pipeline of " + label + " failed",
+    throw CompileError(where("compile", label) + "building the pipeline failed",
                        error ? str(error.localizedDescription) : "");
   return pipeline;
 }
 
 MetalKernel& kernel_of(const Launch& launch) {
   auto* k = dynamic_cast<MetalKernel*>(launch.kernel.get());
-  if (!k) throw UsageError(launch.kernel->label() + " was not compiled by the Metal backend");
+  if (!k) throw UsageError(where("launch", launch.kernel->label()) + "was not compiled by the Metal backend");
   return *k;
+}
+
+bool same_launch(const Launch& a, const Launch& b) {
+  return a.kernel == b.kernel && a.args == b.args && a.groups == b.groups && a.threads == b.threads;
 }
 
 class MetalDevice final : public Device {
  public:
-  MetalDevice(id<MTLDevice> device, int index, const TimingMode& mode)
-      : info_(describe(device, index, mode)), mode_(mode), ctx_(std::make_shared<Context>()) {
+  MetalDevice(id<MTLDevice> device, int index, TimingMode timing, StorageMode storage)
+      : ctx_(std::make_shared<Context>()) {
     ctx_->device = device;
-    ctx_->name = info_.name;
+    ctx_->name = str(device.name);
+    ctx_->private_storage = private_storage(device, storage);
     ctx_->queue = [device newCommandQueueWithMaxCommandBufferCount:kQueueDepth];
-    if (!ctx_->queue) throw DeviceError("metal: " + info_.name + " gave no command queue");
+    if (!ctx_->queue) throw DeviceError(where("open", ctx_->name) + "the device gave no command queue");
+    gate_ = [device newSharedEvent];
+    if (!gate_) throw DeviceError(where("open", ctx_->name) + "the device gave no shared event");
+    ctx_->join = build_join_pipeline(*ctx_);
+    std::string why = "METALBENCH_METAL_TIMING=command-buffer";
+    if (timing != TimingMode::command_buffers) {
+      counters_ = Counters::open(*ctx_, &why);
+      if (!counters_ && timing == TimingMode::counters)
+        throw UnavailableError(where("open", ctx_->name) + "METALBENCH_METAL_TIMING=counters, but " + why);
+    }
+    if (counters_)
+      info_ = describe(device, index, "pass counters", kCountersSource + counters_->describe_rate(),
+                       ctx_->private_storage);
+    else
+      info_ = describe(device, index, "command-buffer times", kBuffersSource + why, ctx_->private_storage);
   }
 
   const DeviceInfo& info() const override { return info_; }
@@ -205,7 +258,7 @@ class MetalDevice final : public Device {
   std::shared_ptr<Kernel> compile(const std::string& source, const std::string& entry,
                                   const std::vector<Define>& defines, const std::string& label) override {
     @autoreleasepool {
-      return std::make_shared<PipelineKernel>(build_pipeline(*ctx_, source, entry, defines, label), label);
+      return std::make_shared<PipelineKernel>(ctx_, build_pipeline(*ctx_, source, entry, defines, label), label);
     }
   }
 
@@ -213,115 +266,278 @@ class MetalDevice final : public Device {
                                const std::string& label) override {
     @autoreleasepool {
       NSError* error = nil;
-      NSURL* url = [NSURL fileURLWithPath:ns(path, "the library path")];
+      NSURL* url = [NSURL fileURLWithPath:ns(path, "load", label, "the library path")];
       id<MTLLibrary> library = [ctx_->device newLibraryWithURL:url error:&error];
       if (!library)
-        throw CompileError("metal: loading " + path + " for " + label + " failed",
+        throw CompileError(where("load", label) + "loading " + path + " failed",
                            error ? str(error.localizedDescription) : "");
-      return std::make_shared<PipelineKernel>(pipeline_of(*ctx_, library, entry, label), label);
+      return std::make_shared<PipelineKernel>(ctx_, pipeline_of(*ctx_, library, entry, label), label);
     }
   }
 
   std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
                                   const std::vector<Define>& defines) override {
-    if (name != "mps")
-      throw UsageError("metal: no vendor library routine '" + name + "' (asked for by " + label +
-                       "); this backend has 'mps'");
+    if (name != "mps" && name != "mps-gemv")
+      throw UsageError(where("builtin", label) + "no vendor library routine '" + name +
+                       "'; this backend has 'mps' and 'mps-gemv'");
     const Define* f16 = nullptr;
     for (const auto& d : defines)
       if (d.name == "MB_F16") f16 = &d;
     if (!f16 || (f16->value != "0" && f16->value != "1"))
-      throw UsageError("metal: " + label + ": the mps builtin needs the define MB_F16 = 0 or 1");
+      throw UsageError(where("builtin", label) + "the " + name + " builtin needs the define MB_F16 = 0 or 1");
     @autoreleasepool {
-      return make_mps_kernel(ctx_, label, f16->value == "1");
+      return make_mps_kernel(ctx_, name, label, f16->value == "1");
     }
   }
 
-  std::shared_ptr<Buffer> allocate(size_t bytes) override { return std::make_shared<MetalBuffer>(ctx_, bytes); }
+  std::shared_ptr<Buffer> allocate(size_t bytes) override {
+    @autoreleasepool {
+      return std::make_shared<MetalBuffer>(ctx_, bytes);
+    }
+  }
 
   void run(const Launch& launch) override {
-    MetalKernel& kernel = kernel_of(launch);
-    auto prepared = kernel.prepare(launch);
+    const std::string who = where("launch", launch.kernel->label());
+    std::lock_guard<std::mutex> hold(ctx_->mutex);
     @autoreleasepool {
-      id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, kernel.label());
-      prepared->encode(cb);
-      [cb commit];
-      [cb waitUntilCompleted];
-      check_completed(cb, kernel.label());
+      auto prepared = kernel_of(launch).prepare(launch);
+      id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, who);
+      encode_each(*ctx_, cb, {prepared.get()}, {Span{}}, nullptr);
+      submit_and_wait(cb, who);
     }
   }
 
-  // Command buffers are all encoded first, then committed back to back and only
-  // then waited on, so the GPU never idles waiting for the host (past the queue's
-  // depth, earlier ones run while later ones are encoded). Each sample is one
-  // command buffer's GPUEndTime - GPUStartTime over the launches it holds; they
-  // bind the same buffers, so hazard tracking runs them one after another. A
-  // cold-mode fill goes into a command buffer of its own just ahead, untimed.
-  std::vector<uint64_t> timed(const Launch& launch, size_t count, Buffer* flush) override {
-    MetalKernel& kernel = kernel_of(launch);
-    const std::string& who = kernel.label();
-    const unsigned per = mode_.per_buffer;
-    if (flush && per > 1)
-      throw UsageError("metal: " + who + ": cold mode needs each launch in a command buffer of its own, so that "
-                       "the cache flush stays outside the timed span; unset METALBENCH_METAL_TIMING");
-    auto* flush_buffer = flush ? dynamic_cast<MetalBuffer*>(flush) : nullptr;
-    if (flush && !flush_buffer) throw UsageError("metal: " + who + ": the flush buffer is not a Metal buffer");
-    auto prepared = kernel.prepare(launch);
-    id<MTLBuffer> next = nil;  // what orders a fill before its launch (encode_fill)
-    for (const auto& arg : launch.args) {
-      const auto* held = std::get_if<std::shared_ptr<Buffer>>(&arg);
-      auto* buffer = held ? dynamic_cast<MetalBuffer*>(held->get()) : nullptr;
-      if (!next && buffer && buffer->bytes() >= 4) next = buffer->handle();
-    }
-    if (flush_buffer && (!next || flush_buffer->bytes() < 4))
-      throw UsageError("metal: " + who + ": cold mode needs a buffer argument and a flush buffer of 4 bytes or more");
-
-    std::vector<id<MTLCommandBuffer>> all, samples, pending;
-    all.reserve(count * 2);
-    samples.reserve(count);
-    auto submit = [&] {
-      for (id<MTLCommandBuffer> cb : pending) [cb commit];
-      pending.clear();
-    };
-    for (size_t i = 0; i < count; ++i) {
-      // Two more would exceed what the queue lends out uncompleted.
-      if (pending.size() + 2 > kQueueDepth) submit();
-      @autoreleasepool {
-        if (flush_buffer) {
-          id<MTLCommandBuffer> fill = new_command_buffer(*ctx_, who);
-          flush_buffer->encode_fill(fill, static_cast<uint8_t>(i), next);
-          all.push_back(fill);
-          pending.push_back(fill);
-        }
-        id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, who);
-        for (unsigned j = 0; j < per; ++j) prepared->encode(cb);
-        all.push_back(cb);
-        pending.push_back(cb);
-        samples.push_back(cb);
-      }
-    }
-    submit();
-    std::vector<uint64_t> out;
-    out.reserve(count);
+  std::vector<uint64_t> timed(const std::vector<Launch>& launches) override {
+    if (launches.empty()) throw UsageError(where("timing", ctx_->name) + "nothing to launch");
+    const std::string who = where("timing", launches.front().kernel->label());
+    std::lock_guard<std::mutex> hold(ctx_->mutex);
     @autoreleasepool {
-      for (id<MTLCommandBuffer> cb : all) [cb waitUntilCompleted];
-      for (id<MTLCommandBuffer> cb : all) check_completed(cb, who);
-      for (id<MTLCommandBuffer> cb : samples) {
-        CFTimeInterval start = cb.GPUStartTime, end = cb.GPUEndTime;
-        if (!(end > start) || start <= 0)
-          throw DeviceError("metal: " + who + ": the device reported no GPU time for a completed command buffer "
-                            "(GPUStartTime " + std::to_string(start) + " s, GPUEndTime " + std::to_string(end) +
-                            " s)");
-        out.push_back(static_cast<uint64_t>(std::llround((end - start) * 1e9 / per)));
+      std::vector<std::shared_ptr<const PreparedLaunch>> keep;
+      std::vector<const PreparedLaunch*> run = prepare_all(launches, keep);
+      return counters_ ? timed_passes(run, who) : timed_buffers(run, who);
+    }
+  }
+
+  uint64_t timed_batch(const std::vector<Launch>& launches) override {
+    if (launches.empty()) throw UsageError(where("timing", ctx_->name) + "nothing to launch");
+    const std::string who = where("timing", launches.front().kernel->label());
+    if (launches.size() > kMaxHeld)
+      throw UsageError(who + "a batch of " + std::to_string(launches.size()) + " launches exceeds the " +
+                       std::to_string(kMaxHeld) + " this backend holds in one command buffer");
+    std::lock_guard<std::mutex> hold(ctx_->mutex);
+    @autoreleasepool {
+      std::vector<std::shared_ptr<const PreparedLaunch>> keep;
+      std::vector<const PreparedLaunch*> run = prepare_all(launches, keep);
+      // One command buffer, so the GPU never waits for the host inside it; no gate.
+      id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, who);
+      if (counters_) {
+        id<MTLCounterSampleBuffer> samples = counters_->buffer(0);
+        encode_all(*ctx_, cb, run, Span{samples, 0, 1});
+        submit_and_wait(cb, who);
+        std::vector<uint64_t> t = counters_->resolve(samples, 2, who);
+        if (t[1] < t[0]) throw DeviceError(who + "the batch's end sample precedes its start sample");
+        return static_cast<uint64_t>(std::llround(double(t[1] - t[0]) * counters_->ns_per_tick(who)));
       }
+      encode_all(*ctx_, cb, run, Span{});
+      submit_and_wait(cb, who);
+      return buffer_time(cb, who);
+    }
+  }
+
+ private:
+  // Each launch prepared once; equal launches (a round cycles over a few slots)
+  // share one prepared launch.
+  std::vector<const PreparedLaunch*> prepare_all(const std::vector<Launch>& launches,
+                                                 std::vector<std::shared_ptr<const PreparedLaunch>>& keep) {
+    std::vector<const Launch*> seen;
+    std::vector<const PreparedLaunch*> out;
+    out.reserve(launches.size());
+    for (const Launch& l : launches) {
+      size_t k = 0;
+      while (k < seen.size() && !same_launch(*seen[k], l)) ++k;
+      if (k == seen.size()) {
+        seen.push_back(&l);
+        keep.push_back(kernel_of(l).prepare(l));
+      }
+      out.push_back(keep[k].get());
     }
     return out;
   }
 
- private:
-  DeviceInfo info_;
-  TimingMode mode_;
+  // GPUEndTime - GPUStartTime of a completed command buffer, in nanoseconds.
+  static uint64_t buffer_time(id<MTLCommandBuffer> cb, const std::string& who) {
+    CFTimeInterval start = cb.GPUStartTime, end = cb.GPUEndTime;
+    if (!(end >= start) || start <= 0)
+      throw DeviceError(who + "the device reported no GPU time for a completed command buffer (GPUStartTime " +
+                        std::to_string(start) + " s, GPUEndTime " + std::to_string(end) + " s)");
+    return static_cast<uint64_t>(std::llround((end - start) * 1e9));
+  }
+
+  // A held run (see Device::timed). The first command buffers of a run, its window,
+  // are committed behind a gate (a shared event the first one waits for), which
+  // opens once they are all committed; every later launch depends on the one before
+  // it (hazards or a join, metal_timing.mm), so none starts before the gate opens
+  // although only the first command buffer waits for it. The window is 120 command
+  // buffers with command-buffer times (one launch each, plus any join between two),
+  // and 8 with counters (1024 launches each, one counter sample buffer each).
+  // - Guaranteed: the launches of the window run back to back, the GPU never waiting
+  //   for the host between them; every launch starts after the one before it ended
+  //   (checked on the timestamps: overlapping samples are a DeviceError); and no
+  //   sample ever covers time the GPU spent waiting for the host, since a sample
+  //   spans one launch's own pass or command buffer.
+  // - Not guaranteed: past the window the host encodes while the GPU runs (with
+  //   counters, once the oldest command buffer has completed and its sample buffer is
+  //   free again); if the host encodes more slowly than the GPU runs, the GPU can
+  //   wait between two launches there, never inside one. The core's rounds are far
+  //   shorter than a window.
+  // The gate never holds more than a window, fewer than the queue's depth, so asking
+  // the queue for another command buffer can never wait for a gated one (the whole
+  // device is held: Context::mutex).
+  struct Flight {
+    id<MTLCommandBuffer> cb;
+    size_t first = 0, count = 0;  // launches it times (0: a join between two)
+    size_t pool = 0;              // its counter sample buffer
+  };
+
+  class Gate {
+   public:
+    Gate(id<MTLSharedEvent> event, uint64_t value) : event_(event), value_(value) {}
+    ~Gate() { open(); }  // also when encoding failed: nothing may wait for ever
+    void hold(id<MTLCommandBuffer> cb) {
+      if (value_) [cb encodeWaitForEvent:event_ value:value_];
+    }
+    void open() {
+      if (value_ && !opened_) event_.signaledValue = value_;
+      opened_ = true;
+    }
+
+   private:
+    id<MTLSharedEvent> event_;
+    uint64_t value_;
+    bool opened_ = false;
+  };
+
+  std::vector<uint64_t> timed_passes(const std::vector<const PreparedLaunch*>& run, const std::string& who) {
+    const size_t n = run.size(), per = Counters::kSamplesPerBuffer / 2;
+    const size_t buffers = (n + per - 1) / per;
+    Gate gate(gate_, buffers > 1 ? ++gate_value_ : 0);
+    std::deque<Flight> flight;
+    std::vector<uint64_t> out;
+    out.reserve(n);
+    uint64_t last_end = 0;
+    double rate = 0;
+    auto finish = [&] {
+      Flight f = flight.front();
+      flight.pop_front();
+      [f.cb waitUntilCompleted];
+      check_completed(f.cb, who);
+      if (rate == 0) rate = counters_->ns_per_tick(who);
+      std::vector<uint64_t> t = counters_->resolve(counters_->buffer(f.pool), 2 * f.count, who);
+      for (size_t j = 0; j < f.count; ++j) {
+        const uint64_t start = t[2 * j], end = t[2 * j + 1];
+        check_order(f.first + j, start >= last_end, end >= start, who);
+        last_end = end;
+        out.push_back(static_cast<uint64_t>(std::llround(double(end - start) * rate)));
+      }
+    };
+    try {
+      const PreparedLaunch* prev = nullptr;
+      for (size_t b = 0, first = 0; b < buffers; ++b, first += per) {
+        @autoreleasepool {
+          if (flight.size() == kCounterPool) {  // its sample buffer is needed again
+            gate.open();
+            finish();
+          }
+          const size_t count = std::min(per, n - first), pool = b % kCounterPool;
+          id<MTLCounterSampleBuffer> samples = counters_->buffer(pool);
+          std::vector<Span> spans(count);
+          for (size_t j = 0; j < count; ++j) spans[j] = Span{samples, 2 * j, 2 * j + 1};
+          std::vector<const PreparedLaunch*> part(run.begin() + first, run.begin() + first + count);
+          id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, who);
+          if (b == 0) gate.hold(cb);
+          encode_each(*ctx_, cb, part, spans, prev);
+          [cb commit];
+          flight.push_back({cb, first, count, pool});
+          prev = part.back();
+        }
+      }
+      gate.open();
+      while (!flight.empty()) finish();
+    } catch (...) {
+      gate.open();
+      for (const Flight& f : flight) [f.cb waitUntilCompleted];
+      throw;
+    }
+    return out;
+  }
+
+  std::vector<uint64_t> timed_buffers(const std::vector<const PreparedLaunch*>& run, const std::string& who) {
+    const size_t n = run.size();
+    Gate gate(gate_, n > 1 ? ++gate_value_ : 0);
+    std::vector<Flight> flight;
+    flight.reserve(n);
+    // The next command buffer; the first waits for the gate, which opens before the
+    // window would grow past kWindowBuffers.
+    auto next = [&]() -> id<MTLCommandBuffer> {
+      if (flight.size() >= kWindowBuffers) gate.open();
+      id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, who);
+      if (flight.empty()) gate.hold(cb);
+      return cb;
+    };
+    try {
+      const PreparedLaunch* prev = nullptr;
+      for (size_t i = 0; i < n; ++i) {
+        @autoreleasepool {
+          const PreparedLaunch& l = *run[i];
+          if (needs_join(prev, l)) {  // in a command buffer of its own, outside every sample
+            id<MTLCommandBuffer> join = next();
+            encode_join(*ctx_, join, prev, &l, Span{});
+            [join commit];
+            flight.push_back({join, i, 0, 0});
+          }
+          id<MTLCommandBuffer> cb = next();
+          encode_each(*ctx_, cb, {&l}, {Span{}}, nullptr);
+          [cb commit];
+          flight.push_back({cb, i, 1, 0});
+          prev = &l;
+        }
+      }
+      gate.open();
+      for (const Flight& f : flight) [f.cb waitUntilCompleted];
+    } catch (...) {
+      gate.open();
+      for (const Flight& f : flight) [f.cb waitUntilCompleted];
+      throw;
+    }
+    std::vector<uint64_t> out;
+    out.reserve(n);
+    CFTimeInterval last_end = 0;
+    for (const Flight& f : flight) {
+      check_completed(f.cb, who);
+      if (f.count == 0) continue;
+      CFTimeInterval start = f.cb.GPUStartTime, end = f.cb.GPUEndTime;
+      check_order(f.first, start >= last_end, end >= start, who);
+      last_end = end;
+      out.push_back(buffer_time(f.cb, who));
+    }
+    return out;
+  }
+
+  // A launch that started before the one before it ended, or ended before it started:
+  // the order the timing relies on did not hold, so no sample of this run is trusted.
+  static void check_order(size_t i, bool after_previous, bool forward, const std::string& who) {
+    if (!forward) throw DeviceError(who + "launch " + std::to_string(i) + " of a timed run ended before it started");
+    if (!after_previous)
+      throw DeviceError(who + "launch " + std::to_string(i) + " of a timed run started before launch " +
+                        std::to_string(i - 1) + " ended: consecutive samples overlap, so Metal ran them "
+                        "concurrently; please report this with `metalbench doctor`");
+  }
+
   std::shared_ptr<Context> ctx_;
+  DeviceInfo info_;
+  id<MTLSharedEvent> gate_;
+  uint64_t gate_value_ = 0;  // the last value a gate used; each gate waits for a new one
+  std::unique_ptr<Counters> counters_;
 };
 
 class MetalBackend final : public Backend {
@@ -333,19 +549,31 @@ class MetalBackend final : public Backend {
     return "";
   }
   std::vector<DeviceInfo> devices() override {
-    TimingMode mode = timing_mode();
+    TimingMode timing = timing_mode();
+    StorageMode storage = storage_mode();
     auto found = enumerate();
     std::vector<DeviceInfo> out;
-    for (size_t i = 0; i < found.size(); ++i) out.push_back(describe(found[i], static_cast<int>(i), mode));
+    for (size_t i = 0; i < found.size(); ++i) {
+      id<MTLDevice> d = found[i];
+      bool counters = timing != TimingMode::command_buffers && stage_counters(d);
+      out.push_back(describe(d, static_cast<int>(i), counters ? "pass counters" : "command-buffer times",
+                             counters ? std::string(kCountersSource) + "if the probe at open passes"
+                                      : std::string(kBuffersSource) +
+                                            (timing == TimingMode::command_buffers
+                                                 ? "METALBENCH_METAL_TIMING=command-buffer"
+                                                 : "the GPU does not sample timestamps at stage boundaries"),
+                             private_storage(d, storage)));
+    }
     return out;
   }
   std::shared_ptr<Device> open(int index) override {
-    TimingMode mode = timing_mode();
+    TimingMode timing = timing_mode();
+    StorageMode storage = storage_mode();
     auto found = enumerate();
     if (index < 0 || size_t(index) >= found.size())
-      throw UsageError("metal: no device " + std::to_string(index) + " (" + std::to_string(found.size()) +
-                       " found)");
-    return std::make_shared<MetalDevice>(found[index], index, mode);
+      throw UsageError(where("open", "") + "no device " + std::to_string(index) + " (" +
+                       std::to_string(found.size()) + " found)");
+    return std::make_shared<MetalDevice>(found[index], index, timing, storage);
   }
 };
 
@@ -354,76 +582,24 @@ const BackendRegistration kRegistration("metal", 0, [] { return std::make_unique
 
 }  // namespace
 
-MetalBuffer::MetalBuffer(std::shared_ptr<Context> ctx, size_t bytes) : ctx_(std::move(ctx)), bytes_(bytes) {
-  buffer_ = [ctx_->device newBufferWithLength:bytes options:MTLResourceStorageModeShared];
-  if (!buffer_)
-    throw DeviceError("metal: cannot allocate " + std::to_string(bytes) + " bytes on " + ctx_->name +
-                      " (its largest buffer is " + std::to_string(ctx_->device.maxBufferLength) + " bytes)");
+id<MTLCommandBuffer> new_command_buffer(const Context& ctx, const std::string& who) {
+  id<MTLCommandBuffer> cb = [ctx.queue commandBuffer];
+  if (!cb) throw DeviceError(who + "the queue gave no command buffer");
+  return cb;
 }
 
-// Shared storage: the CPU sees the buffer's memory directly, and every launch
-// waits for completion, so a copy never races the GPU.
-void MetalBuffer::write(const void* src, size_t n, size_t offset) {
-  if (offset > bytes_ || n > bytes_ - offset) throw UsageError("metal: write past the end of a buffer");
-  std::memcpy(static_cast<uint8_t*>(buffer_.contents) + offset, src, n);
+void check_completed(id<MTLCommandBuffer> cb, const std::string& who) {
+  MTLCommandBufferStatus s = cb.status;
+  if (s == MTLCommandBufferStatusCompleted) return;
+  std::string why = cb.error ? str(cb.error.localizedDescription) : "no error reported";
+  throw DeviceError(who + "command buffer ended with status " + status_name(s) + " (" +
+                    std::to_string(static_cast<unsigned long>(s)) + "): " + why);
 }
 
-void MetalBuffer::read(void* dst, size_t n, size_t offset) const {
-  if (offset > bytes_ || n > bytes_ - offset) throw UsageError("metal: read past the end of a buffer");
-  std::memcpy(dst, static_cast<const uint8_t*>(buffer_.contents) + offset, n);
-}
-
-// A blit, so that in cold mode the fill goes through the GPU's own caches; macOS
-// blits take whole 4-byte words only, so other sizes are set from the CPU.
-void MetalBuffer::fill(uint8_t value) {
-  if (bytes_ % 4 != 0) {
-    std::memset(buffer_.contents, value, bytes_);
-    return;
-  }
-  @autoreleasepool {
-    id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, "filling a buffer");
-    encode_fill(cb, value);
-    [cb commit];
-    [cb waitUntilCompleted];
-    check_completed(cb, "filling a buffer");
-  }
-}
-
-// Encoders are nullable in Metal's headers: a nil one would drop the fill silently.
-static id<MTLBlitCommandEncoder> blit_encoder(id<MTLCommandBuffer> cb) {
-  id<MTLBlitCommandEncoder> blit = [cb blitCommandEncoder];
-  if (!blit) throw DeviceError("metal: the command buffer gave no blit encoder");
-  return blit;
-}
-
-void MetalBuffer::encode_fill(id<MTLCommandBuffer> cb, uint8_t value, id<MTLBuffer> next) const {
-  NSUInteger words = bytes_ & ~size_t(3);  // a flush need not reach the last odd bytes
-  if (words == 0) return;
-  id<MTLBlitCommandEncoder> blit = blit_encoder(cb);
-  [blit fillBuffer:buffer_ range:NSMakeRange(0, words) value:value];
-  [blit endEncoding];
-  if (!next) return;
-  // next's first word copied out after the fill and back again, unchanged: a write
-  // to `next` that waits for the fill and that the launch must wait for. Separate
-  // passes, since Metal orders passes (not commands within one) by what they share.
-  for (bool back : {false, true}) {
-    blit = blit_encoder(cb);
-    [blit copyFromBuffer:(back ? buffer_ : next) sourceOffset:0 toBuffer:(back ? next : buffer_)
-       destinationOffset:0 size:4];
-    [blit endEncoding];
-  }
-}
-
-MetalBuffer& buffer_arg(const Launch& launch, size_t index) {
-  const std::string& who = launch.kernel->label();
-  if (index >= launch.args.size())
-    throw UsageError(who + ": argument " + std::to_string(index) + " is missing (" +
-                     std::to_string(launch.args.size()) + " given)");
-  const auto* held = std::get_if<std::shared_ptr<Buffer>>(&launch.args[index]);
-  if (!held) throw UsageError(who + ": argument " + std::to_string(index) + " must be a buffer, not bytes");
-  auto* buffer = dynamic_cast<MetalBuffer*>(held->get());
-  if (!buffer) throw UsageError(who + ": argument " + std::to_string(index) + " is not a Metal buffer");
-  return *buffer;
+void submit_and_wait(id<MTLCommandBuffer> cb, const std::string& who) {
+  [cb commit];
+  [cb waitUntilCompleted];
+  check_completed(cb, who);
 }
 
 id<MTLComputePipelineState> build_pipeline(const Context& ctx, const std::string& source, const std::string& entry,
@@ -435,31 +611,37 @@ id<MTLComputePipelineState> build_pipeline(const Context& ctx, const std::string
     bool integer = digits >= 1 && digits <= 18 &&
                    d.value.find_first_not_of("0123456789", d.value.size() - digits) == std::string::npos;
     NSObject* value = integer ? (NSObject*)[NSNumber numberWithLongLong:std::stoll(d.value)]
-                              : (NSObject*)ns(d.value, "a define's value");
-    [macros setObject:value forKey:ns(d.name, "a define's name")];
+                              : (NSObject*)ns(d.value, "compile", label, "a define's value");
+    [macros setObject:value forKey:ns(d.name, "compile", label, "a define's name")];
   }
   MTLCompileOptions* options = [[MTLCompileOptions alloc] init];
   options.preprocessorMacros = macros;
   NSError* error = nil;
-  id<MTLLibrary> library = [ctx.device newLibraryWithSource:ns(source, "the kernel source") options:options
+  id<MTLLibrary> library = [ctx.device newLibraryWithSource:ns(source, "compile", label, "the kernel source")
+                                                    options:options
                                                       error:&error];
   if (!library)
-    throw CompileError("metal: compiling " + label + " failed", error ? str(error.localizedDescription) : "");
+    throw CompileError(where("compile", label) + "the Metal compiler failed", error ? str(error.localizedDescription) : "");
   return pipeline_of(ctx, library, entry, label);
+}
+
+void encode_dispatch(id<MTLComputeCommandEncoder> enc, id<MTLComputePipelineState> pipeline,
+                     const std::vector<Binding>& args, MTLSize groups, MTLSize threads) {
+  [enc setComputePipelineState:pipeline];
+  for (NSUInteger i = 0; i < args.size(); ++i) {
+    if (args[i].buffer)
+      [enc setBuffer:args[i].buffer offset:args[i].offset atIndex:i];
+    else
+      [enc setBytes:args[i].bytes.data() length:args[i].bytes.size() atIndex:i];
+  }
+  [enc dispatchThreadgroups:groups threadsPerThreadgroup:threads];
 }
 
 void encode_dispatch(id<MTLCommandBuffer> cb, id<MTLComputePipelineState> pipeline, const std::vector<Binding>& args,
                      MTLSize groups, MTLSize threads) {
   id<MTLComputeCommandEncoder> enc = [cb computeCommandEncoder];
-  if (!enc) throw DeviceError("metal: the command buffer gave no compute encoder");
-  [enc setComputePipelineState:pipeline];
-  for (NSUInteger i = 0; i < args.size(); ++i) {
-    if (args[i].buffer)
-      [enc setBuffer:args[i].buffer offset:0 atIndex:i];
-    else
-      [enc setBytes:args[i].bytes.data() length:args[i].bytes.size() atIndex:i];
-  }
-  [enc dispatchThreadgroups:groups threadsPerThreadgroup:threads];
+  if (!enc) throw DeviceError(where("launch", "encode") + "the command buffer gave no compute encoder");
+  encode_dispatch(enc, pipeline, args, groups, threads);
   [enc endEncoding];
 }
 

@@ -1,17 +1,34 @@
-// `mps/baseline`: MPSMatrixMultiplication behind the GEMM kernel ABI. It takes the
-// same six arguments as a portable kernel (a, b, c, bias, ws, MBParams) and does
-// every op, layout and batch natively: transposes, alpha and beta are MPS's own.
-// matmul_bias_add first writes bias[j] into every row of C with a small kernel,
-// then multiplies with beta = 1: C = A.B + bias, rounded once, as the portable
-// kernels round it.
+// The MPS builtins behind the GEMM kernel ABI. Each takes the same six arguments as
+// a portable kernel (a, b, c, bias, ws, MBParams); any buffer may be a view (an
+// allocation at an offset), which MPS takes through initWithBuffer:offset:descriptor:.
+//
+// "mps" (`mps/baseline`): MPSMatrixMultiplication, C = alpha op(A) op(B) + beta C,
+// with MPS's own transposes, alpha, beta and batches. matmul_bias_add in the nn
+// layout (neither operand transposed) with one batch goes to MPSMatrixFullyConnected,
+// which computes y = alpha x W + bias in one kernel, x being A (m x k) and W being B
+// as stored (k x n); its header offers no transposed weights, so every other bias
+// case first writes bias[j] into every row of C with a small kernel, then multiplies
+// with beta = 1: C = A.B + bias.
+//
+// "mps-gemv" (`mps-gemv/*`, m = 1 only): MPSMatrixVectorMultiplication,
+// y = alpha op(B) x + beta y, with x the row of A and y the row of C; B stored n x k
+// is taken as it is, B stored k x n transposed. A bias goes through C first as above.
+//
+// The MPS kernel objects of a spec are built once and cached by its MBParams; they
+// hold no buffer. The MPSMatrix and MPSVector objects that wrap buffers are made for
+// each prepared launch and die with it, at the end of the run() or timed() call, so
+// nothing keeps a spec's buffers alive after it.
 #import <Foundation/Foundation.h>
 #import <Metal/Metal.h>
 #import <MetalPerformanceShaders/MetalPerformanceShaders.h>
 
 #include <array>
 #include <cstring>
+#include <list>
 #include <mutex>
+#include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "../../kernels/include/common.h"
 #include "metal/metal_internal.h"
@@ -41,19 +58,51 @@ struct BiasShape {
   uint32_t m, n, ldc, stride_c;
 };
 constexpr uint32_t kBiasGroup = 64;
+// Specs whose MPS kernel objects are kept (a suite has a few dozen; a sweep visits
+// each once per variant that runs on it).
+constexpr size_t kPlans = 8;
+
+enum class Route { multiply, fully_connected, vector };
+
+// The MPS kernel object of one spec, without any buffer.
+struct Plan {
+  Route route = Route::multiply;
+  bool bias_first = false;  // a pass writes the bias into C, then MPS adds with beta = 1
+  MPSMatrixMultiplication* multiply = nil;
+  MPSMatrixFullyConnected* connected = nil;
+  MPSMatrixVectorMultiplication* vector = nil;
+};
 
 class MpsLaunch final : public PreparedLaunch {
  public:
-  void encode(id<MTLCommandBuffer> cb) const override {
-    if (bias_pipeline) encode_dispatch(cb, bias_pipeline, bias_args, bias_groups, MTLSizeMake(kBiasGroup, 1, 1));
-    [multiply encodeToCommandBuffer:cb leftMatrix:a rightMatrix:b resultMatrix:c];
+  bool single_dispatch() const override { return false; }
+  void dispatch(id<MTLComputeCommandEncoder>) const override {
+    throw std::logic_error("an MPS launch encodes passes of its own");
   }
+  void encode(id<MTLCommandBuffer> cb) const override {
+    if (plan->bias_first) encode_dispatch(cb, bias_pipeline, bias_args, bias_groups, MTLSizeMake(kBiasGroup, 1, 1));
+    switch (plan->route) {
+      case Route::multiply:
+        [plan->multiply encodeToCommandBuffer:cb leftMatrix:a rightMatrix:b resultMatrix:c];
+        break;
+      case Route::fully_connected:
+        [plan->connected encodeToCommandBuffer:cb inputMatrix:a weightMatrix:b biasVector:bias resultMatrix:c];
+        break;
+      case Route::vector:
+        [plan->vector encodeToCommandBuffer:cb inputMatrix:b inputVector:x resultVector:y];
+        break;
+    }
+  }
+  void uses(const MetalBuffer& buffer) { add_resource(buffer.handle()); }
 
-  MPSMatrixMultiplication* multiply = nil;
-  MPSMatrix* a = nil;
-  MPSMatrix* b = nil;
-  MPSMatrix* c = nil;
-  id<MTLComputePipelineState> bias_pipeline = nil;  // set for matmul_bias_add only
+  std::shared_ptr<const Plan> plan;
+  MPSMatrix* a = nil;  // multiply, fully_connected
+  MPSMatrix* b = nil;  // every route (the matrix of mps-gemv)
+  MPSMatrix* c = nil;  // multiply, fully_connected
+  MPSVector* bias = nil;  // fully_connected
+  MPSVector* x = nil;     // vector: the row of A
+  MPSVector* y = nil;     // vector: the row of C
+  id<MTLComputePipelineState> bias_pipeline = nil;  // plan->bias_first
   std::vector<Binding> bias_args;
   MTLSize bias_groups = MTLSizeMake(1, 1, 1);
 };
@@ -68,131 +117,207 @@ struct Stored {
 
 class MpsKernel final : public MetalKernel {
  public:
-  MpsKernel(std::shared_ptr<Context> ctx, std::string label, bool f16, id<MTLComputePipelineState> bias)
-      : ctx_(std::move(ctx)), label_(std::move(label)), f16_(f16), bias_(bias) {}
+  MpsKernel(std::shared_ptr<Context> ctx, std::string name, std::string label, bool f16,
+            id<MTLComputePipelineState> bias)
+      : ctx_(std::move(ctx)), name_(std::move(name)), label_(std::move(label)), f16_(f16), bias_(bias) {}
   const std::string& label() const override { return label_; }
   size_t max_group_size() const override { return 0; }  // MPS picks its own geometry
   size_t simd_width() const override { return 1; }
 
-  // The core launches one Launch many times over; its MPS objects are built once.
   std::shared_ptr<const PreparedLaunch> prepare(const Launch& launch) override {
+    const std::string who = where("launch", label_);
     if (launch.args.size() != 6)
-      throw UsageError(label_ + ": takes the 6 GEMM arguments (a, b, c, bias, ws, params), got " +
+      throw UsageError(who + "takes the 6 GEMM arguments (a, b, c, bias, ws, params), got " +
                        std::to_string(launch.args.size()));
     std::array<MetalBuffer*, 5> buffers{};
-    for (size_t i = 0; i < buffers.size(); ++i) buffers[i] = &buffer_arg(launch, i);
+    for (size_t i = 0; i < buffers.size(); ++i) buffers[i] = &buffer_arg(*ctx_, launch, i);
     const auto* bytes = std::get_if<std::vector<uint8_t>>(&launch.args[5]);
     if (!bytes || bytes->size() != sizeof(MBParams))
-      throw UsageError(label_ + ": argument 5 must be the " + std::to_string(sizeof(MBParams)) +
-                       " bytes of MBParams");
-    std::string key(reinterpret_cast<const char*>(bytes->data()), bytes->size());
-    for (size_t i = 0; i < 4; ++i) {
-      const void* handle = (__bridge const void*)buffers[i]->handle();
-      key.append(reinterpret_cast<const char*>(&handle), sizeof handle);
-    }
-
-    std::lock_guard<std::mutex> guard(mutex_);
-    if (last_ && key == last_key_) return last_;
+      throw UsageError(who + "argument 5 must be the " + std::to_string(sizeof(MBParams)) + " bytes of MBParams");
     MBParams p;
     std::memcpy(&p, bytes->data(), sizeof p);
+    check(p, buffers, who);
     @autoreleasepool {
-      last_ = build(p, buffers);
+      std::shared_ptr<const Plan> plan = plan_of(p, who);
+      return wrap(p, plan, buffers, who);
     }
-    last_key_ = std::move(key);
-    return last_;
   }
 
  private:
-  std::shared_ptr<const PreparedLaunch> build(const MBParams& p, const std::array<MetalBuffer*, 5>& buf) {
-    if (p.batch < 1 || p.m < 1 || p.n < 1 || p.k < 1)
-      throw UsageError(label_ + ": batch, m, n and k must be positive");
-    if (p.op < MB_OP_MATMUL || p.op > MB_OP_ALPHA_BETA)
-      throw UsageError(label_ + ": unknown op " + std::to_string(p.op));
-    if (p.lda < 0 || p.ldb < 0 || p.ldc < 0 || p.stride_a < 0 || p.stride_b < 0 || p.stride_c < 0)
-      throw UsageError(label_ + ": row pitches and batch strides must not be negative");
-    const size_t es = f16_ ? 2 : 4, batch = size_t(p.batch), m = size_t(p.m), n = size_t(p.n), k = size_t(p.k);
-    const Stored a{"A", p.trans_a ? k : m, p.trans_a ? m : k, size_t(p.lda), size_t(p.stride_a), buf[0]};
-    const Stored b{"B", p.trans_b ? n : k, p.trans_b ? k : n, size_t(p.ldb), size_t(p.stride_b), buf[1]};
-    const Stored c{"C", m, n, size_t(p.ldc), size_t(p.stride_c), buf[2]};
-    // MPS asserts rather than reports on a matrix its buffer cannot hold, so the
-    // layout rules of MPSMatrix are checked here first: a batch stride is a whole
-    // number of rows, at least one matrix, and the buffer reaches the last element.
-    for (const Stored* s : {&a, &b, &c}) {
-      if (s->pitch < s->columns)
-        throw UsageError(label_ + ": " + s->name + " has a row pitch of " + std::to_string(s->pitch) +
-                         " elements for " + std::to_string(s->columns) + " columns");
-      if (batch > 1 && (s->stride < s->rows * s->pitch || s->stride % s->pitch != 0))
-        throw UsageError(label_ + ": " + s->name + "'s batch stride " + std::to_string(s->stride) +
-                         " is not a whole number of rows of at least one matrix, as MPS needs");
-      size_t need = ((batch - 1) * s->stride + (s->rows - 1) * s->pitch + s->columns) * es;
-      if (need > s->buffer->bytes())
-        throw UsageError(label_ + ": " + s->name + " needs " + std::to_string(need) + " bytes, its buffer has " +
-                         std::to_string(s->buffer->bytes()));
-    }
-    if (p.op == MB_OP_BIAS_ADD && buf[3]->bytes() < n * es)
-      throw UsageError(label_ + ": bias needs " + std::to_string(n * es) + " bytes, its buffer has " +
-                       std::to_string(buf[3]->bytes()));
+  bool gemv() const { return name_ == "mps-gemv"; }
+  size_t element() const { return f16_ ? 2 : 4; }
+  MPSDataType type() const { return f16_ ? MPSDataTypeFloat16 : MPSDataTypeFloat32; }
 
+  // MPS asserts rather than reports on a matrix its buffer cannot hold, so the layout
+  // rules of MPSMatrix are checked here first: a batch stride is a whole number of
+  // rows, at least one matrix, and the buffer (or view) reaches the last element.
+  void check(const MBParams& p, const std::array<MetalBuffer*, 5>& buf, const std::string& who) const {
+    if (p.batch < 1 || p.m < 1 || p.n < 1 || p.k < 1) throw UsageError(who + "batch, m, n and k must be positive");
+    if (p.op < MB_OP_MATMUL || p.op > MB_OP_ALPHA_BETA) throw UsageError(who + "unknown op " + std::to_string(p.op));
+    if (p.lda < 0 || p.ldb < 0 || p.ldc < 0 || p.stride_a < 0 || p.stride_b < 0 || p.stride_c < 0)
+      throw UsageError(who + "row pitches and batch strides must not be negative");
+    if (gemv() && p.m != 1) throw UsageError(who + "mps-gemv takes m = 1, not " + std::to_string(p.m));
+    if (gemv() && p.trans_a && p.lda != 1)
+      throw UsageError(who + "mps-gemv needs the row of A contiguous (A stored k x 1 with lda 1)");
+    const size_t es = element(), batch = size_t(p.batch);
+    for (const Stored& s : stored(p, buf)) {
+      if (s.pitch < s.columns)
+        throw UsageError(who + s.name + " has a row pitch of " + std::to_string(s.pitch) + " elements for " +
+                         std::to_string(s.columns) + " columns");
+      if (batch > 1 && (s.stride < s.rows * s.pitch || s.stride % s.pitch != 0))
+        throw UsageError(who + s.name + "'s batch stride " + std::to_string(s.stride) +
+                         " is not a whole number of rows of at least one matrix, as MPS needs");
+      size_t need = ((batch - 1) * s.stride + (s.rows - 1) * s.pitch + s.columns) * es;
+      if (need > s.buffer->bytes())
+        throw UsageError(who + s.name + " needs " + std::to_string(need) + " bytes, its buffer has " +
+                         std::to_string(s.buffer->bytes()));
+    }
+    if (p.op == MB_OP_BIAS_ADD && buf[3]->bytes() < size_t(p.n) * es)
+      throw UsageError(who + "bias needs " + std::to_string(size_t(p.n) * es) + " bytes, its buffer has " +
+                       std::to_string(buf[3]->bytes()));
+  }
+
+  static std::array<Stored, 3> stored(const MBParams& p, const std::array<MetalBuffer*, 5>& buf) {
+    const size_t m = size_t(p.m), n = size_t(p.n), k = size_t(p.k);
+    return {Stored{"A", p.trans_a ? k : m, p.trans_a ? m : k, size_t(p.lda), size_t(p.stride_a), buf[0]},
+            Stored{"B", p.trans_b ? n : k, p.trans_b ? k : n, size_t(p.ldb), size_t(p.stride_b), buf[1]},
+            Stored{"C", m, n, size_t(p.ldc), size_t(p.stride_c), buf[2]}};
+  }
+
+  // The cached plan of this spec, or a new one (the oldest of kPlans is dropped).
+  std::shared_ptr<const Plan> plan_of(const MBParams& p, const std::string& who) {
+    std::string key(reinterpret_cast<const char*>(&p), sizeof p);
+    std::lock_guard<std::mutex> guard(mutex_);
+    for (auto it = plans_.begin(); it != plans_.end(); ++it) {
+      if (it->first != key) continue;
+      plans_.splice(plans_.begin(), plans_, it);
+      return plans_.front().second;
+    }
+    auto plan = std::make_shared<Plan>();
+    const NSUInteger m = NSUInteger(p.m), n = NSUInteger(p.n), k = NSUInteger(p.k);
+    const double alpha = p.op == MB_OP_ALPHA_BETA ? p.alpha : 1.0;
+    const double beta = p.op == MB_OP_ALPHA_BETA ? p.beta : (p.op == MB_OP_BIAS_ADD ? 1.0 : 0.0);
+    if (gemv()) {
+      plan->route = Route::vector;
+      plan->bias_first = p.op == MB_OP_BIAS_ADD;
+      // op(B) is n x k: B as stored when it is n x k (nt), transposed when k x n (nn).
+      plan->vector = [[MPSMatrixVectorMultiplication alloc] initWithDevice:ctx_->device
+                                                                 transpose:p.trans_b == 0
+                                                                      rows:n
+                                                                   columns:k
+                                                                     alpha:alpha
+                                                                      beta:beta];
+      if (!plan->vector) throw DeviceError(who + "MPSMatrixVectorMultiplication refused this spec");
+      plan->vector.batchStart = 0;
+      plan->vector.batchSize = NSUInteger(p.batch);
+    } else if (p.op == MB_OP_BIAS_ADD && !p.trans_a && !p.trans_b && p.batch == 1) {
+      plan->route = Route::fully_connected;
+      plan->connected = [[MPSMatrixFullyConnected alloc] initWithDevice:ctx_->device];
+      if (!plan->connected) throw DeviceError(who + "MPSMatrixFullyConnected refused this spec");
+      // Each defaults to "all the matrix has"; said exactly instead.
+      plan->connected.sourceNumberOfFeatureVectors = m;
+      plan->connected.sourceInputFeatureChannels = k;
+      plan->connected.sourceOutputFeatureChannels = n;
+      plan->connected.alpha = 1.0;
+    } else {
+      plan->route = Route::multiply;
+      plan->bias_first = p.op == MB_OP_BIAS_ADD;
+      plan->multiply = [[MPSMatrixMultiplication alloc] initWithDevice:ctx_->device
+                                                         transposeLeft:p.trans_a != 0
+                                                        transposeRight:p.trans_b != 0
+                                                            resultRows:m
+                                                         resultColumns:n
+                                                       interiorColumns:k
+                                                                 alpha:alpha
+                                                                  beta:beta];
+      if (!plan->multiply) throw DeviceError(who + "MPSMatrixMultiplication refused this spec");
+      plan->multiply.batchStart = 0;
+      plan->multiply.batchSize = NSUInteger(p.batch);
+    }
+    plans_.emplace_front(std::move(key), plan);
+    if (plans_.size() > kPlans) plans_.pop_back();
+    return plan;
+  }
+
+  MPSMatrix* matrix(const Stored& s, size_t batch, const std::string& who) const {
+    const size_t es = element();
+    size_t matrix_elements = batch > 1 ? s.stride : s.rows * s.pitch;
+    MPSMatrixDescriptor* d = [MPSMatrixDescriptor matrixDescriptorWithRows:s.rows
+                                                                   columns:s.columns
+                                                                  matrices:batch
+                                                                  rowBytes:s.pitch * es
+                                                               matrixBytes:matrix_elements * es
+                                                                  dataType:type()];
+    MPSMatrix* out = [[MPSMatrix alloc] initWithBuffer:s.buffer->handle() offset:s.buffer->offset() descriptor:d];
+    if (!out)
+      throw DeviceError(who + "no MPSMatrix for the " + std::to_string(s.rows) + " x " + std::to_string(s.columns) +
+                        " operand " + s.name);
+    return out;
+  }
+
+  // `length` elements; `count` of them `stride` elements apart.
+  MPSVector* vector(const MetalBuffer& buffer, size_t length, size_t count, size_t stride, const char* name,
+                    const std::string& who) const {
+    MPSVectorDescriptor* d = count > 1 ? [MPSVectorDescriptor vectorDescriptorWithLength:length
+                                                                                 vectors:count
+                                                                             vectorBytes:stride * element()
+                                                                                dataType:type()]
+                                       : [MPSVectorDescriptor vectorDescriptorWithLength:length dataType:type()];
+    MPSVector* out = [[MPSVector alloc] initWithBuffer:buffer.handle() offset:buffer.offset() descriptor:d];
+    if (!out) throw DeviceError(who + "no MPSVector for " + name);
+    return out;
+  }
+
+  std::shared_ptr<const PreparedLaunch> wrap(const MBParams& p, std::shared_ptr<const Plan> plan,
+                                             const std::array<MetalBuffer*, 5>& buf, const std::string& who) {
     auto out = std::make_shared<MpsLaunch>();
-    const MPSDataType type = f16_ ? MPSDataTypeFloat16 : MPSDataTypeFloat32;
-    auto matrix = [&](const Stored& s) {
-      size_t matrix_elements = batch > 1 ? s.stride : s.rows * s.pitch;
-      MPSMatrixDescriptor* d = [MPSMatrixDescriptor matrixDescriptorWithRows:s.rows
-                                                                     columns:s.columns
-                                                                    matrices:batch
-                                                                    rowBytes:s.pitch * es
-                                                                 matrixBytes:matrix_elements * es
-                                                                    dataType:type];
-      MPSMatrix* matrix = [[MPSMatrix alloc] initWithBuffer:s.buffer->handle() descriptor:d];
-      if (!matrix) throw DeviceError("mps: no MPSMatrix for a " + std::to_string(s.rows) + " x " +
-                                     std::to_string(s.columns) + " operand of " + label_);
-      return matrix;
-    };
-    out->a = matrix(a);
-    out->b = matrix(b);
-    out->c = matrix(c);
-    double alpha = p.op == MB_OP_ALPHA_BETA ? p.alpha : 1.0;
-    double beta = p.op == MB_OP_ALPHA_BETA ? p.beta : (p.op == MB_OP_BIAS_ADD ? 1.0 : 0.0);
-    out->multiply = [[MPSMatrixMultiplication alloc] initWithDevice:ctx_->device
-                                                      transposeLeft:p.trans_a != 0
-                                                     transposeRight:p.trans_b != 0
-                                                         resultRows:m
-                                                      resultColumns:n
-                                                    interiorColumns:k
-                                                              alpha:alpha
-                                                               beta:beta];
-    if (!out->multiply) throw DeviceError("mps: MPSMatrixMultiplication refused " + label_);
-    out->multiply.batchStart = 0;
-    out->multiply.batchSize = batch;
-    if (p.op == MB_OP_BIAS_ADD) {
-      BiasShape shape{uint32_t(m), uint32_t(n), uint32_t(p.ldc), uint32_t(p.stride_c)};
+    const size_t batch = size_t(p.batch), n = size_t(p.n), k = size_t(p.k);
+    const std::array<Stored, 3> s = stored(p, buf);
+    out->b = matrix(s[1], batch, who);
+    if (plan->route == Route::vector) {
+      out->x = vector(*buf[0], k, batch, size_t(p.stride_a), "the row of A", who);
+      out->y = vector(*buf[2], n, batch, size_t(p.stride_c), "the row of C", who);
+    } else {
+      out->a = matrix(s[0], batch, who);
+      out->c = matrix(s[2], batch, who);
+    }
+    if (plan->route == Route::fully_connected) out->bias = vector(*buf[3], n, 1, n, "the bias", who);
+    if (plan->bias_first) {
+      BiasShape shape{uint32_t(p.m), uint32_t(p.n), uint32_t(p.ldc), uint32_t(p.stride_c)};
       std::vector<uint8_t> shape_bytes(sizeof shape);
       std::memcpy(shape_bytes.data(), &shape, sizeof shape);
       out->bias_pipeline = bias_;
-      out->bias_args = {{buf[3]->handle(), {}}, {buf[2]->handle(), {}}, {nil, std::move(shape_bytes)}};
-      out->bias_groups = MTLSizeMake((n + kBiasGroup - 1) / kBiasGroup, m, batch);
+      out->bias_args = {{buf[3]->handle(), buf[3]->offset(), {}},
+                        {buf[2]->handle(), buf[2]->offset(), {}},
+                        {nil, 0, std::move(shape_bytes)}};
+      out->bias_groups = MTLSizeMake((n + kBiasGroup - 1) / kBiasGroup, size_t(p.m), batch);
     }
+    out->uses(*buf[0]);
+    out->uses(*buf[1]);
+    out->uses(*buf[2]);
+    if (p.op == MB_OP_BIAS_ADD) out->uses(*buf[3]);
+    out->plan = std::move(plan);
     return out;
   }
 
   std::shared_ptr<Context> ctx_;
-  std::string label_;
+  std::string name_, label_;
   bool f16_;
   id<MTLComputePipelineState> bias_;
   std::mutex mutex_;
-  std::shared_ptr<const PreparedLaunch> last_;
-  std::string last_key_;  // its MBParams bytes, then its a, b, c and bias buffers
+  std::list<std::pair<std::string, std::shared_ptr<const Plan>>> plans_;  // newest first
 };
 
 }  // namespace
 
-std::shared_ptr<MetalKernel> make_mps_kernel(std::shared_ptr<Context> ctx, const std::string& label, bool f16) {
+std::shared_ptr<MetalKernel> make_mps_kernel(std::shared_ptr<Context> ctx, const std::string& name,
+                                             const std::string& label, bool f16) {
   // Hosted macOS runners' "Apple Paravirtual device" is one MPS does not support.
   if (!MPSSupportsMTLDevice(ctx->device))
-    throw UnavailableError("metal: " + label + ": MPS does not support " + ctx->name);
+    throw UnavailableError(where("builtin", label) + "MPS does not support " + ctx->name);
   id<MTLComputePipelineState> bias =
       build_pipeline(*ctx, kBiasSource, "mb_broadcast_bias", {{"MB_F16", f16 ? "1" : "0"}}, label + " (bias)");
-  return std::make_shared<MpsKernel>(std::move(ctx), label, f16, bias);
+  return std::make_shared<MpsKernel>(std::move(ctx), name, label, f16, bias);
 }
 
 }  // namespace mb::metal

@@ -124,6 +124,7 @@ DeviceInfo describe(const Found& f, int index) {
   // views aligned for every vector load a kernel makes.
   i.view_alignment = std::max<size_t>(256, device_value<cl_uint>(f.device, CL_DEVICE_MEM_BASE_ADDR_ALIGN) / 8);
   i.clock_source = "none: OpenCL reports no current clock";
+  i.timing_source = "OpenCL profiling events (CL_PROFILING_COMMAND_START/END of each launch)";
   return i;
 }
 

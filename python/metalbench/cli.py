@@ -235,6 +235,14 @@ def devices() -> None:
     console.print(table)
 
 
+@app.command()
+def doctor() -> None:
+    """What this machine can run: each backend, its devices, and how each would be timed."""
+    from . import doctor as checkup
+
+    checkup.render(checkup.diagnose(), console)
+
+
 @app.command("list")
 def list_(
     suite: Annotated[str | None, typer.Option(help="Also show which variants support each spec of this suite.",

@@ -70,6 +70,12 @@ typedef struct {
 @interface NSString : NSObject <NSCopying>
 - (nullable instancetype)initWithBytes:(const void*)bytes length:(NSUInteger)len encoding:(NSStringEncoding)encoding;
 @property(nullable, readonly) const char* UTF8String __attribute__((objc_returns_inner_pointer));
+- (BOOL)isEqualToString:(NSString*)aString;  // category NSStringExtensionMethods in the SDK
+@end
+
+@interface NSData : NSObject <NSCopying>
+@property(readonly) NSUInteger length;
+@property(readonly) const void* bytes __attribute__((objc_returns_inner_pointer));
 @end
 
 @interface NSNumber : NSObject <NSCopying>

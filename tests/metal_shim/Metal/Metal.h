@@ -16,9 +16,29 @@ static inline MTLSize MTLSizeMake(NSUInteger width, NSUInteger height, NSUIntege
   return s;
 }
 
-typedef NS_OPTIONS(NSUInteger, MTLResourceOptions){
-    MTLResourceStorageModeShared = 0 << 4,
+typedef NS_ENUM(NSUInteger, MTLStorageMode){
+    MTLStorageModeShared = 0,
+    MTLStorageModePrivate = 2,
 };
+
+#define MTLResourceStorageModeShift 4
+typedef NS_OPTIONS(NSUInteger, MTLResourceOptions){
+    MTLResourceStorageModeShared = MTLStorageModeShared << MTLResourceStorageModeShift,
+    MTLResourceStorageModePrivate = MTLStorageModePrivate << MTLResourceStorageModeShift,
+};
+
+typedef NS_ENUM(NSUInteger, MTLDispatchType){
+    MTLDispatchTypeSerial,
+    MTLDispatchTypeConcurrent,
+};
+
+typedef NS_ENUM(NSUInteger, MTLCounterSamplingPoint){
+    MTLCounterSamplingPointAtStageBoundary,     MTLCounterSamplingPointAtDrawBoundary,
+    MTLCounterSamplingPointAtDispatchBoundary,  MTLCounterSamplingPointAtTileDispatchBoundary,
+    MTLCounterSamplingPointAtBlitBoundary,
+};
+
+typedef uint64_t MTLTimestamp;
 
 typedef NS_ENUM(NSUInteger, MTLCommandBufferStatus){
     MTLCommandBufferStatusNotEnqueued = 0, MTLCommandBufferStatusEnqueued = 1,
@@ -27,6 +47,56 @@ typedef NS_ENUM(NSUInteger, MTLCommandBufferStatus){
 };
 
 @protocol MTLDevice, MTLCommandQueue, MTLLibrary, MTLFunction, MTLComputePipelineState;
+
+// MTLCounters.h
+#define MTLCounterErrorValue ((uint64_t)~0ULL)
+#define MTLCounterDontSample ((NSUInteger)-1)
+
+typedef NSString* const MTLCommonCounterSet;
+extern "C" MTLCommonCounterSet MTLCommonCounterSetTimestamp;
+
+typedef struct {
+  uint64_t timestamp;
+} MTLCounterResultTimestamp;
+
+@protocol MTLCounterSet <NSObject>
+@property(readonly, copy) NSString* name;
+@end
+
+@interface MTLCounterSampleBufferDescriptor : NSObject <NSCopying>
+@property(nullable, readwrite, retain) id<MTLCounterSet> counterSet;
+@property(readwrite) MTLStorageMode storageMode;
+@property(readwrite) NSUInteger sampleCount;
+@end
+
+@protocol MTLCounterSampleBuffer <NSObject>
+- (nullable NSData*)resolveCounterRange:(NSRange)range;
+@end
+
+// MTLEvent.h
+@protocol MTLEvent <NSObject>
+@end
+
+@protocol MTLSharedEvent <MTLEvent>
+@property(readwrite) uint64_t signaledValue;
+@end
+
+// MTLComputePass.h
+@interface MTLComputePassSampleBufferAttachmentDescriptor : NSObject <NSCopying>
+@property(nullable, nonatomic, retain) id<MTLCounterSampleBuffer> sampleBuffer;
+@property(nonatomic) NSUInteger startOfEncoderSampleIndex;
+@property(nonatomic) NSUInteger endOfEncoderSampleIndex;
+@end
+
+@interface MTLComputePassSampleBufferAttachmentDescriptorArray : NSObject
+- (MTLComputePassSampleBufferAttachmentDescriptor*)objectAtIndexedSubscript:(NSUInteger)attachmentIndex;
+@end
+
+@interface MTLComputePassDescriptor : NSObject <NSCopying>
++ (MTLComputePassDescriptor*)computePassDescriptor;
+@property(nonatomic) MTLDispatchType dispatchType;
+@property(readonly) MTLComputePassSampleBufferAttachmentDescriptorArray* sampleBufferAttachments;
+@end
 
 @protocol MTLResource <NSObject>
 @end
@@ -70,6 +140,10 @@ typedef NS_ENUM(NSUInteger, MTLCommandBufferStatus){
 
 @protocol MTLCommandBuffer <NSObject>
 - (nullable id<MTLComputeCommandEncoder>)computeCommandEncoder;
+- (nullable id<MTLComputeCommandEncoder>)computeCommandEncoderWithDispatchType:(MTLDispatchType)dispatchType;
+- (nullable id<MTLComputeCommandEncoder>)computeCommandEncoderWithDescriptor:
+    (MTLComputePassDescriptor*)computePassDescriptor;
+- (void)encodeWaitForEvent:(id<MTLEvent>)event value:(uint64_t)value;
 - (nullable id<MTLBlitCommandEncoder>)blitCommandEncoder;
 - (void)commit;
 - (void)waitUntilCompleted;
@@ -102,6 +176,12 @@ typedef NS_ENUM(NSUInteger, MTLCommandBufferStatus){
 - (nullable id<MTLLibrary>)newLibraryWithURL:(NSURL*)url error:(__autoreleasing NSError* _Nullable* _Nullable)error;
 - (nullable id<MTLComputePipelineState>)newComputePipelineStateWithFunction:(id<MTLFunction>)computeFunction
                                                                       error:(__autoreleasing NSError* _Nullable* _Nullable)error;
+- (nullable id<MTLSharedEvent>)newSharedEvent;
+@property(readonly, nullable) NSArray<id<MTLCounterSet>>* counterSets;
+- (nullable id<MTLCounterSampleBuffer>)newCounterSampleBufferWithDescriptor:(MTLCounterSampleBufferDescriptor*)descriptor
+                                                                      error:(NSError**)error;
+- (void)sampleTimestamps:(MTLTimestamp*)cpuTimestamp gpuTimestamp:(MTLTimestamp*)gpuTimestamp;
+- (BOOL)supportsCounterSampling:(MTLCounterSamplingPoint)samplingPoint;
 @end
 
 extern "C" id<MTLDevice> _Nullable MTLCreateSystemDefaultDevice(void) __attribute__((ns_returns_retained));

@@ -1,9 +1,9 @@
 // Declaration shim: the part of MetalPerformanceShaders that csrc/metal uses, and
 // nothing more, written from Apple's public documentation (developer.apple.com/
 // documentation/metalperformanceshaders); see Foundation/Foundation.h for why.
-// The SDK subset the real-SDK check uses has no MPS, so these declarations are
-// the only Linux check of the MPS calls; each is listed with its page in the
-// Metal backend's review notes.
+// The real-SDK check (shared/tools/metal-sdk-check with MPS_FRAMEWORKS) confirms
+// them against the macOS 12.0 SDK's MPS headers; each is listed with its page and
+// header line in docs/metal-api.md.
 #pragma once
 
 #import <Metal/Metal.h>
@@ -30,8 +30,29 @@ extern "C" BOOL MPSSupportsMTLDevice(id<MTLDevice> _Nullable device);
                                 dataType:(MPSDataType)dataType;
 @end
 
+@interface MPSVectorDescriptor : NSObject
++ (instancetype)vectorDescriptorWithLength:(NSUInteger)length dataType:(MPSDataType)dataType;
++ (instancetype)vectorDescriptorWithLength:(NSUInteger)length
+                                   vectors:(NSUInteger)vectors
+                               vectorBytes:(NSUInteger)vectorBytes
+                                  dataType:(MPSDataType)dataType;
+@end
+
 @interface MPSMatrix : NSObject
-- (instancetype)initWithBuffer:(id<MTLBuffer>)buffer descriptor:(MPSMatrixDescriptor*)descriptor;
+- (instancetype)initWithBuffer:(id<MTLBuffer>)buffer
+                        offset:(NSUInteger)offset
+                    descriptor:(MPSMatrixDescriptor*)descriptor;
+@end
+
+@interface MPSVector : NSObject
+- (instancetype)initWithBuffer:(id<MTLBuffer>)buffer
+                        offset:(NSUInteger)offset
+                    descriptor:(MPSVectorDescriptor*)descriptor;
+@end
+
+@interface MPSMatrixBinaryKernel : MPSKernel
+@property(readwrite, nonatomic) NSUInteger batchStart;
+@property(readwrite, nonatomic) NSUInteger batchSize;
 @end
 
 @interface MPSMatrixMultiplication : MPSKernel
@@ -48,6 +69,33 @@ extern "C" BOOL MPSSupportsMTLDevice(id<MTLDevice> _Nullable device);
 - (void)encodeToCommandBuffer:(id<MTLCommandBuffer>)commandBuffer
                    leftMatrix:(MPSMatrix*)leftMatrix
                   rightMatrix:(MPSMatrix*)rightMatrix
+                 resultMatrix:(MPSMatrix*)resultMatrix;
+@end
+
+@interface MPSMatrixVectorMultiplication : MPSMatrixBinaryKernel
+- (instancetype)initWithDevice:(id<MTLDevice>)device
+                     transpose:(BOOL)transpose
+                          rows:(NSUInteger)rows
+                       columns:(NSUInteger)columns
+                         alpha:(double)alpha
+                          beta:(double)beta;
+- (void)encodeToCommandBuffer:(id<MTLCommandBuffer>)commandBuffer
+                  inputMatrix:(MPSMatrix*)inputMatrix
+                  inputVector:(MPSVector*)inputVector
+                 resultVector:(MPSVector*)resultVector;
+@end
+
+// MPSNeuralNetwork
+@interface MPSMatrixFullyConnected : MPSMatrixBinaryKernel
+@property(readwrite, nonatomic) NSUInteger sourceNumberOfFeatureVectors;
+@property(readwrite, nonatomic) NSUInteger sourceInputFeatureChannels;
+@property(readwrite, nonatomic) NSUInteger sourceOutputFeatureChannels;
+@property(readwrite, nonatomic) double alpha;
+- (instancetype)initWithDevice:(id<MTLDevice>)device;
+- (void)encodeToCommandBuffer:(id<MTLCommandBuffer>)commandBuffer
+                  inputMatrix:(MPSMatrix*)inputMatrix
+                 weightMatrix:(MPSMatrix*)weightMatrix
+                   biasVector:(nullable MPSVector*)biasVector
                  resultMatrix:(MPSMatrix*)resultMatrix;
 @end
 

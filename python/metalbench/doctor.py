@@ -1,0 +1,148 @@
+"""`metalbench doctor`: what this machine can run, and how each device would be measured.
+
+    from metalbench import doctor
+    for backend in doctor.diagnose():
+        print(backend.name, backend.available, [d.name for d in backend.devices])
+
+For every backend: whether this build has it and, if it cannot run here, why. For
+every device: its driver, the cache size cold mode keeps inputs out of and where
+that size comes from, which device timestamps GPU times are taken from, how the
+GPU's clock is read, and its peak memory bandwidth where an API gives it. Each
+device is opened, as a run would open it, so what is shown is what a run uses (the
+Metal backend, for one, decides at open whether its timestamp counters work).
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.markup import escape
+
+from . import _core
+from .variants import BACKENDS
+
+__all__ = ["BackendReport", "DeviceReport", "diagnose", "render"]
+
+# Where each backend's DeviceInfo.cache_bytes comes from: the size cold mode rotates
+# enough input copies past that none is still cached.
+CACHE_SOURCES = {
+    "opencl": "CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, as the OpenCL driver reports it",
+    "cuda": "CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, the L2 as the CUDA driver reports it",
+    "metal": "assumed: Metal reports no cache size; 128 MiB is above every Apple system-level cache "
+             "reported so far",
+}
+NOT_BUILT = {"metal": "the Metal backend is built on macOS only"}
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    """One device as a run would see it; `opened` is False (and `open_error` says why) when it would not open."""
+
+    index: int
+    name: str
+    vendor: str
+    driver: str
+    compute_units: int
+    memory_bytes: int
+    max_group_size: int
+    unified_memory: bool
+    cache_bytes: int
+    cache_source: str
+    timing_source: str
+    clock_source: str
+    peak_bandwidth: float  # bytes per second; 0 when no API gives it
+    peak_bandwidth_source: str
+    opened: bool
+    open_error: str = ""
+
+
+@dataclass(frozen=True)
+class BackendReport:
+    name: str
+    built: bool
+    available: bool
+    reason: str  # why it cannot run here; "" when it can
+    devices: list[DeviceReport] = field(default_factory=list)
+
+
+def _device(backend: str, listed: dict) -> DeviceReport:
+    info, opened, error = listed, False, ""
+    try:
+        info = _core.open(backend, int(listed["index"])).info
+        opened = True
+    except Exception as e:  # noqa: BLE001 - any failure to open is what doctor reports
+        error = str(e) or type(e).__name__
+    return DeviceReport(
+        index=int(info["index"]), name=str(info["name"]), vendor=str(info["vendor"]), driver=str(info["driver"]),
+        compute_units=int(info["compute_units"]), memory_bytes=int(info["memory_bytes"]),
+        max_group_size=int(info["max_group_size"]), unified_memory=bool(info["unified_memory"]),
+        cache_bytes=int(info["cache_bytes"]), cache_source=CACHE_SOURCES.get(backend, "the backend's DeviceInfo"),
+        timing_source=str(info.get("timing_source", "")), clock_source=str(info.get("clock_source", "")),
+        peak_bandwidth=float(info.get("peak_bandwidth", 0.0)),
+        peak_bandwidth_source=str(info.get("peak_bandwidth_source", "")), opened=opened, open_error=error,
+    )
+
+
+def diagnose() -> list[BackendReport]:
+    """Every backend metalbench knows, in `--backend auto` order, with its devices opened."""
+    built = set(_core.backends())
+    out: list[BackendReport] = []
+    for name in BACKENDS:
+        if name not in built:
+            reason = NOT_BUILT.get(name, "this build was made without it")
+            out.append(BackendReport(name, built=False, available=False, reason=reason))
+            continue
+        reason = _core.unavailable_reason(name)
+        if reason:
+            out.append(BackendReport(name, built=True, available=False, reason=reason))
+            continue
+        devices = [_device(name, d) for d in _core.devices(name)]
+        out.append(BackendReport(name, built=True, available=True, reason="", devices=devices))
+    return out
+
+
+def size(nbytes: float) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{int(nbytes)} B"
+
+
+def bandwidth(d: DeviceReport) -> str:
+    if d.peak_bandwidth <= 0:
+        return "unknown (no API gives it)"
+    return f"{d.peak_bandwidth / 1e9:.0f} GB/s, from {d.peak_bandwidth_source or 'the backend'}"
+
+
+def render(reports: list[BackendReport], console: Console) -> None:
+    """The report as `metalbench doctor` prints it."""
+    console.print(f"[bold]metalbench doctor[/] · Python {platform.python_version()} · {sys.platform} "
+                  f"{platform.machine()}")
+    usable = [r.name for r in reports if r.available]
+    console.print(f"--backend auto picks: {usable[0] if usable else 'nothing (no backend can run here)'}")
+    for r in reports:
+        console.print()
+        if not r.available:
+            state = "not built" if not r.built else "unavailable"
+            console.print(f"[bold]{r.name}[/]: {state}: {escape(r.reason)}")
+            continue
+        console.print(f"[bold]{r.name}[/]: available, {len(r.devices)} device{'s' if len(r.devices) != 1 else ''}")
+        for d in r.devices:
+            console.print(f"  [bold]{escape(f'[{d.index}] {d.name}')}[/] ({escape(d.vendor)})")
+            checked = ("listed by the driver and opened, as a run opens it" if d.opened
+                       else f"listed by the driver; opening it failed: {d.open_error}")
+            rows = [
+                ("driver", d.driver),
+                ("memory", f"{size(d.memory_bytes)} · {d.compute_units} compute units · max group "
+                           f"{d.max_group_size} · unified memory {'yes' if d.unified_memory else 'no'}"),
+                ("cold-mode cache", f"{size(d.cache_bytes)} ({d.cache_bytes} bytes), {d.cache_source}"),
+                ("GPU timestamps", d.timing_source or "not reported"),
+                ("clock", d.clock_source or "not reported"),
+                ("peak bandwidth", bandwidth(d)),
+                ("checked", checked),
+            ]
+            for label, value in rows:
+                console.print(f"      [dim]{label:<16}[/] {escape(value)}", soft_wrap=True)

@@ -1,0 +1,39 @@
+"""`metalbench doctor` on whatever this machine has; in CI, PoCL's OpenCL device."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from metalbench import _core, doctor
+
+
+def test_every_backend_is_reported_with_a_reason_when_it_cannot_run():
+    reports = doctor.diagnose()
+    assert [r.name for r in reports] == ["metal", "cuda", "opencl"]
+    for r in reports:
+        assert r.built == (r.name in _core.backends())
+        assert r.available == (r.built and not r.reason)
+        assert r.available or r.reason  # never unavailable without saying why
+        assert r.available or not r.devices
+
+
+def test_doctor_describes_the_opencl_device(opencl):
+    report = next(r for r in doctor.diagnose() if r.name == "opencl")
+    assert report.available and report.devices
+    d = report.devices[0]
+    info = opencl.info
+    assert d.opened and d.name == info["name"] and d.cache_bytes == info["cache_bytes"]
+    assert "CL_DEVICE_GLOBAL_MEM_CACHE_SIZE" in d.cache_source
+    assert "profiling events" in d.timing_source and d.clock_source
+
+
+def test_metalbench_doctor_runs_and_names_the_device_and_its_cache(opencl):
+    r = subprocess.run([sys.executable, "-m", "metalbench", "doctor"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    info = opencl.info
+    assert info["name"] in r.stdout
+    assert f"{info['cache_bytes']} bytes" in r.stdout and doctor.size(info["cache_bytes"]) in r.stdout
+    assert "GPU timestamps" in r.stdout and "OpenCL profiling events" in r.stdout
+    assert "peak bandwidth" in r.stdout and "unknown" in r.stdout  # OpenCL gives none
+    assert "metal: " in r.stdout  # every backend is accounted for, built or not
