@@ -162,3 +162,27 @@ def test_an_interrupted_sweep_keeps_what_it_stored(opencl, tmp_path):
     assert len([r for r in interrupted.results if r.status == "ok"]) == 3
     _, _, rep = sweep(tmp_path, ["naive/*"])
     assert rep.counts["reused"] == 3
+
+
+def test_racing_measures_fully_only_what_may_tie_with_the_fastest(opencl, tmp_path):
+    store = Store(tmp_path / "results.sqlite")
+    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["gemv/*", "naive/*"])
+    suite = load_suite("smoke")
+    run_id = runner.run(suite, chosen, backend="opencl", store=store, settings=FAST)
+    run = store.load_run(run_id)
+    rep = report.build(run)
+    raced = [r for r in run.results if r.status == "raced"]
+    # naive is many times slower than gemv on every m = 1 spec it shares with it.
+    assert raced and rep.counts["raced"] == len(raced)
+    for r in raced:
+        race = r.measure["race"]
+        assert race["ratio"] > 1 and race["confidence"] == 0.95 and r.message.startswith("raced out:")
+        assert r.variant != run.baseline  # the baseline is always measured fully
+    for spec in rep.specs:
+        assert spec.best not in {v for v, _ in spec.raced}
+    # A rerun reuses the race's verdicts; without racing, the raced-out ones are measured fully.
+    again = report.build(store.load_run(runner.run(suite, chosen, backend="opencl", store=store, settings=FAST)))
+    assert again.counts["measured"] == 0
+    full = store.load_run(runner.run(suite, chosen, backend="opencl", store=store, settings=FAST, race=False))
+    assert not any(r.status == "raced" for r in full.results)
+    assert sum(1 for r in full.results if not r.reused and r.status == "ok") == len(raced)

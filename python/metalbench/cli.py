@@ -23,6 +23,7 @@ from .cli_suite import suite_app
 from .expr import ExprError
 from .measure import Settings
 from .store import CLOCKS, MissingRun, Result, Store
+from .ties import TIE_FLOOR
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find the fastest correct GPU matmul kernel for every shape your model runs.")
@@ -132,6 +133,8 @@ def run(
                                        "that none is in the last-level cache.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Measure again even where a stored result matches "
                                         "(timeouts and crashes included).")] = False,
+    race: Annotated[bool, typer.Option("--race/--no-race", help="Time every variant briefly first and measure "
+                                       "fully only those that may tie with the fastest.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds a pair may take before its worker is stopped and the "
                                            "pair stored as a timeout.")] = runner.DEFAULT_TIMEOUT,
     kernels: KernelsOpt = None,
@@ -139,7 +142,7 @@ def run(
                                                    show_default=False)] = None,
     verbose_failures: Annotated[bool, typer.Option("--verbose-failures", help="List every failure with its "
                                                    "compiler log.")] = False,
-    tie: TieOpt = 100 * report.TIE_FLOOR,
+    tie: TieOpt = 100 * TIE_FLOOR,
     db: DbOpt = None,
 ) -> None:
     """Sweep the variants over a suite, verify each output, time it, store and report the results."""
@@ -163,7 +166,8 @@ def run(
     with Progress(*columns, console=err, transient=True) as progress:
         try:
             run_id = runner.run(the_suite, chosen, backend=chosen_backend, store=results, device=device,
-                                settings=settings, force=force, events=_Bar(progress), timeout=timeout)
+                                settings=settings, force=force, events=_Bar(progress), timeout=timeout, race=race,
+                                tie_floor=tie_floor)
         except KeyboardInterrupt:
             progress.stop()
             last = results.latest_run()
@@ -206,7 +210,7 @@ def show_report(
                                                    show_default=False)] = None,
     verbose_failures: Annotated[bool, typer.Option("--verbose-failures")] = False,
     rank_by: RankOpt = None,
-    tie: TieOpt = 100 * report.TIE_FLOOR,
+    tie: TieOpt = 100 * TIE_FLOOR,
     db: DbOpt = None,
 ) -> None:
     """Show the report of a stored run (the store is only read)."""

@@ -5,12 +5,7 @@ CPU round trip) and the cache state (warm, or cold: inputs rotated so that no
 launch finds them in the last-level cache).
 
 The best correct variant of a spec is the fastest by the ranking clock; every
-correct variant that cannot be told apart from it shares the tag as a tie. Two
-variants tie when the 95% confidence intervals of their medians overlap, or when
-their medians differ by less than `tie_floor` (1% by default): within one run the
-intervals can be far narrower than what changes from one run to the next (clock
-and thermal state, placement in memory), and a difference smaller than that is
-not a win that a rerun would repeat.
+correct variant that cannot be told apart from it (ties.py) shares the tag as a tie.
 """
 
 from __future__ import annotations
@@ -24,13 +19,13 @@ from rich.console import Console
 from rich.table import Table
 
 from .store import CLOCKS, Result, Run
+from .ties import TIE_FLOOR, Estimate, ties_with
 
 __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
 
 # The JSON report's format (semver): a new field bumps the minor version, a removed
 # or changed one the major.
 JSON_SCHEMA = "1.0.0"
-TIE_FLOOR = 0.01
 # Statuses of a pair that ran but gave no usable time.
 FAILED = ("failed", "timeout", "crashed")
 CLOCK_NAMES = {"batch": "batch", "gpu": "launch", "cpu": "CPU"}
@@ -81,6 +76,7 @@ class SpecReport:
     best: str | None
     ties: list[str]  # the best's tie group, the best first
     baseline_us: float | None
+    raced: list[tuple[str, float]] = field(default_factory=list)  # raced out: variant, times the best's
 
 
 @dataclass
@@ -124,6 +120,10 @@ def _timing(stats: dict | None) -> Timing | None:
                   int(stats.get("discarded", 0)))
 
 
+def _estimate(t: Timing) -> Estimate:
+    return Estimate(t.median_us, *t.ci_us)
+
+
 def _pct(value: float | None, against: float | None) -> float | None:
     if value is None or not against:
         return None
@@ -134,13 +134,6 @@ def _device_matches(recorded: str, device_name: str) -> bool:
     """Recorded times name a class of device ("Apple M1-class GPU"); compare on the chip name."""
     chip = recorded.lower().replace("-class", "").replace(" gpu", "").strip()
     return bool(chip) and chip in device_name.lower()
-
-
-def ties_with(best: Timing, other: Timing, floor: float) -> bool:
-    """Whether `other` cannot be told apart from `best` (the rule in this module's docstring)."""
-    if other.median_us <= best.median_us * (1 + floor):
-        return True
-    return other.ci_us[0] <= best.ci_us[1]
 
 
 def _clock_note(run: Run) -> str:
@@ -183,7 +176,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) ->
     for r in run.results:
         by_spec.setdefault(r.spec_index, []).append(r)
 
-    counts = Counter(measured=0, reused=0, unsupported=0, failed=0, wrong=0, timeout=0, crashed=0)
+    counts = Counter(measured=0, reused=0, unsupported=0, failed=0, wrong=0, timeout=0, crashed=0, raced=0)
     failures: dict[tuple[str, str], Failure] = {}
     specs: list[SpecReport] = []
     for index, spec in enumerate(run.specs):
@@ -193,6 +186,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) ->
         base_us = base_timing.median_us if base_timing else None
         orig_ms = spec["orig"]["ms"] if spec.get("orig") else None
         rows: list[Row] = []
+        raced: list[tuple[str, float]] = []
         for r in results:
             if r.status == "unsupported":
                 counts["unsupported"] += 1
@@ -205,6 +199,10 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) ->
                 f.specs.append(spec["label"])
                 f.logs.append(r.log)
             if r.status in FAILED:
+                continue
+            if r.status == "raced":
+                counts["raced"] += 1
+                raced.append((r.variant, float(((r.measure or {}).get("race") or {}).get("ratio", 0.0))))
                 continue
             clocks = {c: t for c in CLOCKS if (t := _timing(r.clock(c))) is not None}
             checks = r.checks or {}
@@ -220,7 +218,8 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) ->
         correct = [row for row in rows if row.status == "ok" and rank in row.clocks]
         best = min(correct, key=lambda x: x.clocks[rank].median_us, default=None)
         ties = [] if best is None else \
-            [row for row in correct if row is best or ties_with(best.clocks[rank], row.clocks[rank], tie_floor)]
+            [row for row in correct if row is best or ties_with(_estimate(best.clocks[rank]),
+                                                                   _estimate(row.clocks[rank]), tie_floor)]
         ties.sort(key=lambda x: x.clocks[rank].median_us)
         for row in rows:
             if row.variant == run.baseline:
@@ -233,7 +232,8 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) ->
                 row.tags.append("bad-rel")
         rows.sort(key=lambda x: (x.status != "ok", x.us(rank) if x.us(rank) is not None else float("inf")))
         specs.append(SpecReport(index, spec["label"], spec["key"], spec.get("orig"), rows,
-                                best.variant if best else None, [row.variant for row in ties], base_us))
+                                best.variant if best else None, [row.variant for row in ties], base_us,
+                                sorted(raced, key=lambda x: x[1])))
     ordered = sorted(failures.values(), key=lambda f: (f.category, f.variant))
     return Report(run.id, run.status, run.suite, run.backend, run.device, run.settings, rank,
                   "cold" if run.settings.get("cold") else "warm", tie_floor, run.baseline, orig_note, compared,
@@ -311,12 +311,17 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
             table.add_row("(no variant ran)", *["-"] * (len(headers) - 2), "")
         console.print()
         console.print(table)
+        if spec.raced:
+            shown = ", ".join(f"{v} {ratio:.1f}x" for v, ratio in spec.raced[:4])
+            more = f" and {len(spec.raced) - 4} more" if len(spec.raced) > 4 else ""
+            console.print(f"raced out after a brief measurement (slower than the best at 95% confidence; times the "
+                          f"best's): {shown}{more}", markup=False, style="dim")
     console.print()
     _render_summary(report, console)
     c = report.counts
-    console.print(f"\n{c['measured']} measured, {c['reused']} reused from the store, {c['unsupported']} "
-                  f"unsupported (skipped), {c['failed']} failed, {c['wrong']} wrong, {c['timeout']} timed out, "
-                  f"{c['crashed']} crashed")
+    console.print(f"\n{c['measured']} measured ({c['raced']} of them raced out), {c['reused']} reused from the "
+                  f"store, {c['unsupported']} unsupported (skipped), {c['failed']} failed, {c['wrong']} wrong, "
+                  f"{c['timeout']} timed out, {c['crashed']} crashed")
     if report.failures:
         console.print("\n[bold]failures[/]")
         for f in report.failures:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 
 from . import _core
 from .measure import Settings
 from .specs import Spec, Suite
 from .store import Result, Store
+from .ties import CONFIDENCE, TIE_FLOOR, estimate, ties_with
 from .variants import BACKENDS, ManifestError, Variant, build_kernel, select
 from .worker import DeviceLost, Job, Pair, Pool, WorkerError
 
@@ -123,7 +124,8 @@ def _detail(v: Variant, spec: Spec, backend: str, info: dict, settings: Settings
 
 def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store, device: int = 0,
         settings: Settings | None = None, force: bool = False, events: Events | None = None,
-        timeout: float = DEFAULT_TIMEOUT, isolated: bool = True) -> int:
+        timeout: float = DEFAULT_TIMEOUT, isolated: bool = True, race: bool = True,
+        tie_floor: float = TIE_FLOOR) -> int:
     """Sweeps `variants` x `suite` on one device and returns the run's id in `store`.
 
     Unsupported pairs are recorded, never run. A stored result with the same key is
@@ -133,6 +135,11 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     opened again after a worker lost it. `isolated` False measures in this process,
     with no timeouts and no protection from a faulty kernel: for measuring what
     isolation costs, and for debugging.
+
+    With `race`, each spec's variants are first verified and timed briefly; those
+    that do not tie with the fastest (ties.py, with `tie_floor`) are stored as
+    `raced`, with their brief times, and only the rest (and the baseline) are
+    measured until their stop rule holds.
 
     Scripts that call it must start with `if __name__ == "__main__":`, as every
     program using multiprocessing's spawn start method must.
@@ -147,21 +154,26 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
         raise BackendError(f"{backend} has no device {device} ({len(found)} found; `metalbench devices` lists them)")
     info = found[device]
     base = baseline_of(variants, backend)
-    run_id = store.begin_run(suite.name, backend, info, asdict(settings), base.id if base else None,
+    run_id = store.begin_run(suite.name, backend, info, {**asdict(settings), "race": race},
+                             base.id if base else None,
                              [{"key": s.key(), "label": s.label(), **_orig(s)} for s in suite.specs])
     status = "interrupted"
     pool = Pool(backend, [device], settings, timeout, isolated=isolated)
     try:
-        jobs, total = _plan(suite, variants, backend, info, settings, store, run_id, force, events)
-        events.start(total)
-        if jobs:
+        plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events)
+        events.start(plan.total)
+        if plan.jobs:
             pool.start()
+            race_of = _Race(plan, settings, base.id if base else None, tie_floor) if race else None
 
-            def stored(job: Job, result: Result) -> None:
+            def stored(job: Job, result: Result) -> list[Job]:
+                if race_of is not None and job.phase == "brief":
+                    return race_of.lap(job, result, store, run_id, events)
                 store.add(run_id, job.spec_index, result)
                 events.result(job.spec, result)
+                return []
 
-            pool.run(jobs, stored, events.note)
+            pool.run([race_of.brief(job) for job in plan.jobs] if race_of else plan.jobs, stored, events.note)
         status = "complete"
     finally:
         pool.close()
@@ -169,12 +181,18 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     return run_id
 
 
+@dataclass
+class _Plan:
+    jobs: list[Job]
+    total: int                    # pairs the run reports (measured or reused)
+    known: dict[int, list[Result]]  # per spec index: the reused results that measured a time
+
+
 def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, settings: Settings, store: Store,
-          run_id: int, force: bool, events: Events) -> tuple[list[Job], int]:
+          run_id: int, force: bool, race: bool, events: Events) -> _Plan:
     """Stores what needs no measuring (unsupported, bad geometry, reused) and returns the jobs
-    for the rest, one per spec, with the number of pairs the run will report."""
-    jobs: list[Job] = []
-    total = 0
+    for the rest, one per spec."""
+    plan = _Plan([], 0, {})
     serial = 0
     for index, spec in enumerate(suite.specs):
         pairs: list[Pair] = []
@@ -189,7 +207,7 @@ def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, s
                 store.add(run_id, index, Result(variant=v.id, spec_key=spec.key(), status="unsupported",
                                                 category="unsupported", message=why))
                 continue
-            total += 1
+            plan.total += 1
             try:
                 if failure is not None:
                     raise failure
@@ -200,16 +218,81 @@ def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, s
                 events.result(spec, result)
                 continue
             key = _key(detail)
-            reused = None if force else store.find(key)
+            reused = None
+            if not force:
+                reused = store.find(key)
+                if reused is None and race:
+                    reused = store.find(_key({**detail, "raced": True}))
             if reused is not None:
                 store.reuse(run_id, index, reused)
+                kept = store.result(reused)
+                if kept.status == "ok":
+                    plan.known.setdefault(index, []).append(kept)
                 events.result(spec, Result(variant=v.id, spec_key=spec.key(), status="reused", id=reused, reused=True))
                 continue
             serial += 1
             pairs.append(Pair(serial, v, key, detail))
         if pairs:
-            jobs.append(Job(index, spec, pairs))
-    return jobs, total
+            plan.jobs.append(Job(index, spec, pairs))
+    return plan
+
+
+class _Race:
+    """Each spec's first lap: every variant verified and timed briefly. When a spec's lap
+    is complete, those that cannot tie with the fastest are stored as raced out, and
+    the rest go on to a full measurement."""
+
+    # The brief lap: a few samples of each clock, no noise target, a quarter of the
+    # time a full measurement may take.
+    BRIEF_SAMPLES = 5
+
+    def __init__(self, plan: _Plan, settings: Settings, baseline: str | None, tie_floor: float) -> None:
+        self.settings, self.baseline, self.tie_floor = settings, baseline, tie_floor
+        self.brief_settings = replace(settings, min_samples=min(settings.min_samples, self.BRIEF_SAMPLES),
+                                      max_samples=max(settings.max_samples, self.BRIEF_SAMPLES), max_noise=1.0,
+                                      min_time=0.0, max_time=settings.max_time / 4)
+        self.known = plan.known
+        self.waiting = {job.spec_index: len(job.pairs) for job in plan.jobs}
+        self.laps: dict[int, list[tuple[Pair, Result]]] = {job.spec_index: [] for job in plan.jobs}
+
+    def brief(self, job: Job) -> Job:
+        return replace(job, settings=self.brief_settings, phase="brief")
+
+    def lap(self, job: Job, result: Result, store: Store, run_id: int, events: Events) -> list[Job]:
+        pair = next(p for p in job.pairs if p.variant.id == result.variant)
+        if result.status == "ok":
+            self.laps[job.spec_index].append((pair, result))
+        else:  # a verdict, not a time: final whatever the race decides
+            store.add(run_id, job.spec_index, result)
+            events.result(job.spec, result)
+        self.waiting[job.spec_index] -= 1
+        if self.waiting[job.spec_index]:
+            return []
+        return self._decide(job, store, run_id, events)
+
+    def _decide(self, job: Job, store: Store, run_id: int, events: Events) -> list[Job]:
+        rank = self.settings.rank_by
+        lap = self.laps.pop(job.spec_index)
+        times = [(r.variant, e) for r in self.known.get(job.spec_index, []) if (e := estimate(r.clock(rank)))]
+        times += [(r.variant, e) for _, r in lap if (e := estimate(r.clock(rank)))]
+        if not times:
+            return []
+        best, fastest = min(times, key=lambda t: t[1].median)
+        survivors: list[Pair] = []
+        for pair, result in lap:
+            mine = estimate(result.clock(rank))
+            if mine is None or pair.variant.id == self.baseline or ties_with(fastest, mine, self.tie_floor):
+                survivors.append(pair)
+                continue
+            ratio = mine.median / fastest.median
+            raced = replace(result, status="raced", category="raced", key=_key({**pair.detail, "raced": True}),
+                            message=f"raced out: {ratio:.2f}x the time of {best} after a brief measurement, slower "
+                                    f"at {100 * CONFIDENCE:g}% confidence",
+                            measure={**(result.measure or {}),
+                                     "race": {"best": best, "ratio": ratio, "confidence": CONFIDENCE}})
+            store.add(run_id, job.spec_index, raced)
+            events.result(job.spec, raced)
+        return [replace(job, pairs=survivors, settings=None, phase="full")] if survivors else []
 
 
 def _orig(spec: Spec) -> dict:

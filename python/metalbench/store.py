@@ -51,8 +51,8 @@ CREATE TABLE IF NOT EXISTS results (
   created REAL NOT NULL,
   variant TEXT NOT NULL,
   spec_key TEXT NOT NULL,
-  status TEXT NOT NULL,            -- ok, wrong, failed, timeout, crashed, unsupported
-  category TEXT NOT NULL,          -- '', compile, launch, runtime, wrong, timeout, crashed, unsupported
+  status TEXT NOT NULL,            -- ok, wrong, failed, timeout, crashed, raced, unsupported
+  category TEXT NOT NULL,          -- '', compile, launch, runtime, wrong, timeout, crashed, raced, unsupported
   message TEXT NOT NULL,
   log TEXT NOT NULL,
   gpu TEXT,                        -- JSON statistics of each clock, nanoseconds per launch
@@ -276,6 +276,15 @@ class Store:
                             for clock, ns in result.samples.items()])
             db.execute("INSERT INTO run_results VALUES (?, ?, ?, 0)", (run_id, result_id, spec_index))
         return result_id
+
+    def result(self, result_id: int) -> Result:
+        """One stored result, outside any run."""
+        r = self._db.execute("SELECT variant, spec_key, status, category, message, gpu, cpu, batch, key FROM results "
+                             "WHERE id=?", (result_id,)).fetchone()
+        if r is None:
+            raise MissingRun(f"{self.path}: no result {result_id}")
+        return Result(variant=r[0], spec_key=r[1], status=r[2], category=r[3], message=r[4], gpu=_load(r[5]),
+                      cpu=_load(r[6]), batch=_load(r[7]), key=r[8], id=result_id)
 
     def reuse(self, run_id: int, spec_index: int, result_id: int) -> None:
         with self._transaction() as db:

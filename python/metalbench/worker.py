@@ -22,7 +22,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .measure import Settings, Worker, worker_stdio
@@ -56,9 +56,13 @@ class Pair:
 
 @dataclass
 class Job:
+    """Some pairs of one spec, measured with `settings` (None: the pool's)."""
+
     spec_index: int
     spec: Spec
     pairs: list[Pair]
+    settings: Settings | None = None
+    phase: str = "full"  # or "brief": the first lap of a race (runner.py)
 
 
 def _orphan_watch() -> None:
@@ -91,9 +95,10 @@ class _Runner:
             self.prepared = self.worker.prepare(job.spec, self.settings)
             for note in self.prepared.notes:
                 self.send(("note", note))
+        settings = job.settings or self.settings
         for pair in job.pairs:
             self.send(("begin", pair.id))
-            result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, self.settings)
+            result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, settings)
             self.send(("result", pair.id, result))
             if result.category in ("runtime", "compile") and not self.worker.healthy():
                 self.send(("lost", f"the device stopped working after {pair.variant.id} on {job.spec.label()} "
@@ -219,9 +224,10 @@ class Pool:
                 w.stop()
         self.workers = [None] * len(self.slots)
 
-    def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], None],
+    def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
             on_note: Callable[[str], None]) -> None:
-        """Runs every job; calls `on_result` once for every pair, in the order answered."""
+        """Runs every job; calls `on_result` once for every pair, in the order answered,
+        and runs the jobs it returns too."""
         if not self.isolated:
             return self._run_here(jobs, on_result, on_note)
         queue: deque[Job] = deque(jobs)
@@ -244,25 +250,26 @@ class Pool:
                     self._replace(i, "timeout", f"took longer than {self.timeout:g} s (--timeout); its worker "
                                   "was stopped", on_result, queue)
 
-    def _run_here(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], None],
+    def _run_here(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
                   on_note: Callable[[str], None]) -> None:
         current: list[Job] = []
+        queue: deque[Job] = deque(jobs)
 
         def send(message: tuple) -> None:
             if message[0] == "result":
-                on_result(current[0], message[2])
+                queue.extend(on_result(current[0], message[2]))
             elif message[0] == "note":
                 on_note(message[1])
             elif message[0] == "lost":
                 raise DeviceLost(f"{message[1]}; without isolation the run cannot go on")
 
         runner = _Runner(self.local, self.settings, send)
-        for job in jobs:
-            current[:] = [job]
-            runner.run(job)
+        while queue:
+            current[:] = [queue.popleft()]
+            runner.run(current[0])
 
-    def _receive(self, w: _Process, on_result: Callable[[Job, Result], None], on_note: Callable[[str], None],
-                 queue: deque[Job]) -> None:
+    def _receive(self, w: _Process, on_result: Callable[[Job, Result], Iterable[Job]],
+                 on_note: Callable[[str], None], queue: deque[Job]) -> None:
         i = self.workers.index(w)
         try:
             message = w.conn.recv()
@@ -278,7 +285,7 @@ class Pool:
         elif kind == "result":
             assert w.job is not None
             w.left.popleft()
-            on_result(w.job, message[2])
+            queue.extend(on_result(w.job, message[2]))
         elif kind == "done":
             w.job, w.step = None, "idle"
         elif kind == "lost":
@@ -296,10 +303,10 @@ class Pool:
     def _requeue(self, w: _Process, queue: deque[Job]) -> None:
         """Puts the pairs `w` had not answered back at the front, and stops it."""
         if w.job is not None and w.left:
-            queue.appendleft(Job(w.job.spec_index, w.job.spec, list(w.left)))
+            queue.appendleft(replace(w.job, pairs=list(w.left)))
         w.stop()
 
-    def _replace(self, i: int, status: str, why: str, on_result: Callable[[Job, Result], None],
+    def _replace(self, i: int, status: str, why: str, on_result: Callable[[Job, Result], Iterable[Job]],
                  queue: deque[Job]) -> None:
         """Stops worker i, blames the pair it was on (or, while it prepared the spec, every pair of
         the job), and starts a new worker for what is left."""
@@ -315,7 +322,8 @@ class Pool:
             what = f"preparing {job.spec.label()} (inputs, reference, buffers) "
         for pair in blamed:
             message = f"{what}{why}" if status == "timeout" else f"its worker {why} {what}".rstrip()
-            on_result(job, Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status,
-                                  category=status, message=message, key=pair.key, detail=pair.detail))
+            queue.extend(on_result(job, Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status,
+                                               category=status, message=message, key=pair.key,
+                                               detail=pair.detail)))
         self._requeue(w, queue)
         self._spawn(i)
