@@ -23,7 +23,7 @@ FAMILIES = ("tilegemv", "bcastgemv", "kpargemv", "simdgemv", "persistgemv")
 def fast_settings() -> runner.Settings:
     """The cheapest measurement: correctness is what these tests are about. The one
     place to change when runner.Settings' fields change."""
-    return runner.Settings(warmup=1, iterations=3, min_iterations=2, max_seconds=0.05)
+    return runner.Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
 
 
 def _family_variants(backend: str | None = None) -> list:

@@ -226,11 +226,12 @@ def _cli_run(tmp_path, kernels, *extra):
     (tmp_path / "tiny.toml").write_text(SUITE)
     return subprocess.Popen(
         [sys.executable, "-m", "metalbench", "run", "--suite", str(tmp_path / "tiny.toml"), "--backend", "opencl",
-         "--kernels", str(kernels), "--variants", "hang/*", "--max-time", "0.05", "--timeout", "600", *extra],
+         "--kernels", str(kernels), "--variants", "hang/*", "--max-time", "0.05", "--timeout", "600", "--no-race",
+         *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_hang(store_path, deadline=60.0):
+def _wait_for_hang(store_path, deadline=180.0):
     """Until the run has stored its first result (the baseline's) and is inside the hung kernel."""
     start = time.monotonic()
     while time.monotonic() - start < deadline:

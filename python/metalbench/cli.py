@@ -22,6 +22,7 @@ from . import _core, report, runner, specs, store, variants
 from .cli_suite import suite_app
 from .expr import ExprError
 from .measure import Settings
+from .ray_pool import ray_available
 from .store import CLOCKS, MissingRun, Result, Store
 from .ties import TIE_FLOOR
 
@@ -66,15 +67,22 @@ TieOpt = Annotated[float, typer.Option("--tie", help="Variants within this many 
 
 
 class _Bar(runner.Events):
-    def __init__(self, progress: Progress) -> None:
+    """One bar for the sweep and, with several devices, one more per device counting what it measured."""
+
+    def __init__(self, progress: Progress, devices: list[int]) -> None:
         self.progress = progress
         self.task = progress.add_task("sweep", total=None, what="")
+        self.per_device = {d: progress.add_task(f"  device {d}", total=None, what="") for d in devices} \
+            if len(devices) > 1 else {}
 
     def start(self, total: int) -> None:
         self.progress.update(self.task, total=total)
 
     def result(self, spec: specs.Spec, result: Result) -> None:
         self.progress.update(self.task, advance=1, what=f"{spec.label()}  {result.variant}")
+        device = (result.measure or {}).get("device")
+        if device in self.per_device:
+            self.progress.update(self.per_device[device], advance=1, what=f"{spec.label()}  {result.variant}")
 
     def note(self, message: str) -> None:
         self.progress.console.print(f"[yellow]note:[/] {message}", markup=True, highlight=False)
@@ -116,6 +124,15 @@ def run(
     suite: Annotated[str, typer.Option(help="Built-in suite name or path to a suite TOML.")] = "qwen2.5-0.5b-decode",
     backend: Annotated[str, typer.Option(help="auto, metal, cuda or opencl.")] = "auto",
     device: Annotated[int, typer.Option(help="Device index within the backend (`metalbench devices`).")] = 0,
+    devices_opt: Annotated[str | None, typer.Option("--devices", help="Several devices of one model, sharing "
+                                                    "the sweep: 'all' or indices like 0,1.",
+                                                    show_default=False)] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes per device (more overlap compiling with "
+                                         "measuring); with --ray and a backend Ray counts no GPUs of, the "
+                                         "number of actors.")] = 1,
+    ray: Annotated[str | None, typer.Option("--ray", help="Measure on a Ray cluster: its address, 'auto', or "
+                                            "'local' for a new instance here (pip install 'metalbench[ray]').",
+                                            show_default=False)] = None,
     variants_glob: Annotated[list[str] | None, typer.Option("--variants", help="Glob over variant ids "
                              "(e.g. 'gemv/*'); may be repeated. The baseline always runs.",
                              show_default=False)] = None,
@@ -160,13 +177,17 @@ def run(
     chosen = _choose(available, chosen_backend, variants_glob or [])
     if not chosen:
         raise runner.BackendError(f"no variant runs on {chosen_backend}")
+    indices = _devices(devices_opt, chosen_backend)
+    if ray is not None and (missing := ray_available()):
+        raise UsageProblem(f"--ray: {missing}")
     results = _open_store(db)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[what]}"))
     with Progress(*columns, console=err, transient=True) as progress:
         try:
             run_id = runner.run(the_suite, chosen, backend=chosen_backend, store=results, device=device,
-                                settings=settings, force=force, events=_Bar(progress), timeout=timeout, race=race,
+                                devices=indices, workers=workers, ray=ray, settings=settings, force=force,
+                                events=_Bar(progress, indices or [device]), timeout=timeout, race=race,
                                 tie_floor=tie_floor)
         except KeyboardInterrupt:
             progress.stop()
@@ -179,6 +200,18 @@ def run(
             last = results.latest_run()
             _fail(f"{e} (every result stored so far is kept; `metalbench report {last}` shows them)", UNFINISHED)
     _show(results, run_id, json_path, verbose_failures, None, tie_floor)
+
+
+def _devices(text: str | None, backend: str) -> list[int] | None:
+    """--devices: None (one device, --device), 'all', or comma-separated indices."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return [d["index"] for d in _core.devices(backend)]
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise UsageProblem(f"--devices must be 'all' or indices like 0,1, got {text!r}") from None
 
 
 def _tie(percent: float) -> float:

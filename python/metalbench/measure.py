@@ -126,7 +126,7 @@ class Worker:
     kernels (one build per variant and dtype) and the compare kernel."""
 
     def __init__(self, backend: str, index: int) -> None:
-        self.backend = backend
+        self.backend, self.index = backend, index
         self.device = _core.open(backend, index)
         self.info = self.device.info
         self.compare = Comparer(self.device, backend)
@@ -198,7 +198,13 @@ class Worker:
         return found
 
     def measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings) -> Result:
-        """The result of variant `v` on the prepared spec (never raises for the variant's own faults)."""
+        """The result of variant `v` on the prepared spec (never raises for the variant's own faults);
+        its `measure` says which device index measured it."""
+        result = self._measure(prepared, v, key, detail, settings)
+        result.measure = {**(result.measure or {}), "device": self.index}
+        return result
+
+    def _measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings) -> Result:
         spec = prepared.spec
         result = Result(variant=v.id, spec_key=spec.key(), status="failed", key=key, detail=detail)
         if prepared.failure:

@@ -77,6 +77,7 @@ class SpecReport:
     ties: list[str]  # the best's tie group, the best first
     baseline_us: float | None
     raced: list[tuple[str, float]] = field(default_factory=list)  # raced out: variant, times the best's
+    devices: list[int] = field(default_factory=list)  # indices of the devices that measured its variants
 
 
 @dataclass
@@ -231,9 +232,10 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) ->
             if row.status == "wrong":
                 row.tags.append("bad-rel")
         rows.sort(key=lambda x: (x.status != "ok", x.us(rank) if x.us(rank) is not None else float("inf")))
+        where = sorted({r.measure["device"] for r in results if r.measure and "device" in r.measure})
         specs.append(SpecReport(index, spec["label"], spec["key"], spec.get("orig"), rows,
                                 best.variant if best else None, [row.variant for row in ties], base_us,
-                                sorted(raced, key=lambda x: x[1])))
+                                sorted(raced, key=lambda x: x[1]), where))
     ordered = sorted(failures.values(), key=lambda f: (f.category, f.variant))
     return Report(run.id, run.status, run.suite, run.backend, run.device, run.settings, rank,
                   "cold" if run.settings.get("cold") else "warm", tie_floor, run.baseline, orig_note, compared,
@@ -293,6 +295,8 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
         title = f"[{spec.index}] {spec.label}"
         if orig:
             title += f"   (original: {orig['impl']} {orig['ms'] * 1e3:.0f} us on {orig['device']})"
+        if len(spec.devices) > 1:  # same model (the runner refuses a mix), but not the same chip
+            title += f"   (measured on devices {', '.join(map(str, spec.devices))})"
         table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
         headers = ["variant", column(report, rank), "noise", *(column(report, c) for c in others), "vs base",
                    "vs orig", "max abs", "max rel", "tags"]

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, replace
 
 from . import _core
 from .measure import Settings
+from .ray_pool import RayPool
 from .specs import Spec, Suite
 from .store import Result, Store
 from .ties import CONFIDENCE, TIE_FLOOR, estimate, ties_with
@@ -125,8 +126,15 @@ def _detail(v: Variant, spec: Spec, backend: str, info: dict, settings: Settings
 def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store, device: int = 0,
         settings: Settings | None = None, force: bool = False, events: Events | None = None,
         timeout: float = DEFAULT_TIMEOUT, isolated: bool = True, race: bool = True,
-        tie_floor: float = TIE_FLOOR) -> int:
-    """Sweeps `variants` x `suite` on one device and returns the run's id in `store`.
+        tie_floor: float = TIE_FLOOR, devices: Sequence[int] | None = None, workers: int = 1,
+        ray: str | None = None) -> int:
+    """Sweeps `variants` x `suite` and returns the run's id in `store`.
+
+    On `device`, or on every one of `devices` (all the same model: they share one
+    ranking per spec), with `workers` worker processes on each; a spec's pairs are
+    shared out among them, and every result records the device index that measured it.
+    With `ray` (an address, 'auto' or 'local'), Ray actors on that cluster measure
+    instead (ray_pool.py).
 
     Unsupported pairs are recorded, never run. A stored result with the same key is
     reused unless `force`, also a stored `timeout` or `crashed`. Every result is
@@ -149,21 +157,34 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     for run_id in store.abandon_dead_runs():
         events.note(f"run {run_id} was left 'running' by a process that no longer exists (killed or crashed); "
                     "marked 'abandoned', its stored results are kept")
-    found = _core.devices(backend)
-    if not 0 <= device < len(found):
-        raise BackendError(f"{backend} has no device {device} ({len(found)} found; `metalbench devices` lists them)")
-    info = found[device]
+    indices = list(devices) if devices is not None else [device]
+    if not 1 <= workers <= 256:
+        raise BackendError(f"workers must be from 1 to 256 per device, got {workers}")
+    pool: Pool | RayPool
+    if ray is not None:
+        # The devices are the cluster's: their info comes from the first actor.
+        pool = RayPool(backend, settings, timeout, ray, workers)
+        try:
+            info = pool.start()
+        except BaseException:
+            pool.close()
+            raise
+        share = max(1, len(pool.actors))
+    else:
+        info = _same_model(backend, indices)
+        pool = Pool(backend, indices, settings, timeout, workers_per_device=workers, isolated=isolated)
+        share = len(indices) * workers
     base = baseline_of(variants, backend)
     run_id = store.begin_run(suite.name, backend, info, {**asdict(settings), "race": race},
                              base.id if base else None,
                              [{"key": s.key(), "label": s.label(), **_orig(s)} for s in suite.specs])
     status = "interrupted"
-    pool = Pool(backend, [device], settings, timeout, isolated=isolated)
     try:
         plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events)
         events.start(plan.total)
         if plan.jobs:
-            pool.start()
+            if ray is None:
+                pool.start()
             race_of = _Race(plan, settings, base.id if base else None, tie_floor) if race else None
 
             def stored(job: Job, result: Result) -> list[Job]:
@@ -173,12 +194,43 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
                 events.result(job.spec, result)
                 return []
 
-            pool.run([race_of.brief(job) for job in plan.jobs] if race_of else plan.jobs, stored, events.note)
+            def stored_and_shared(job: Job, result: Result) -> list[Job]:
+                return [part for new in stored(job, result) for part in _split(new, share)]
+
+            first = [race_of.brief(job) for job in plan.jobs] if race_of else plan.jobs
+            pool.run([part for job in first for part in _split(job, share)], stored_and_shared, events.note)
         status = "complete"
     finally:
         pool.close()
         store.finish_run(run_id, status)
     return run_id
+
+
+def _same_model(backend: str, indices: Sequence[int]) -> dict:
+    """The info of the first device; every device must exist and be the same model,
+    since they share one ranking (the result key names the model, not the index)."""
+    found = _core.devices(backend)
+    if not indices:
+        raise BackendError("no device given")
+    for index in indices:
+        if not 0 <= index < len(found):
+            raise BackendError(f"{backend} has no device {index} ({len(found)} found; `metalbench devices` lists them)")
+    if len(set(indices)) != len(indices):
+        raise BackendError(f"a device is named twice in {list(indices)}")
+    model = {(found[i]["vendor"], found[i]["name"], found[i]["driver"]) for i in indices}
+    if len(model) > 1:
+        listed = "; ".join(f"{i}: {found[i]['name']} ({found[i]['driver']})" for i in indices)
+        raise BackendError(f"the devices are not all the same model and driver ({listed}); their times do not "
+                           "rank together: run each model separately")
+    return found[indices[0]]
+
+
+def _split(job: Job, parts: int) -> list[Job]:
+    """`job` in up to `parts` jobs of consecutive pairs, so that every worker gets a share of each spec."""
+    if parts <= 1 or len(job.pairs) <= 1:
+        return [job]
+    size = -(-len(job.pairs) // parts)
+    return [replace(job, pairs=job.pairs[i:i + size]) for i in range(0, len(job.pairs), size)]
 
 
 @dataclass

@@ -30,7 +30,7 @@ from .specs import Spec
 from .store import Result
 from .variants import Variant
 
-__all__ = ["DeviceLost", "Job", "Pair", "Pool", "WorkerError"]
+__all__ = ["DeviceLost", "Job", "JobRunner", "Pair", "Pool", "WorkerError"]
 
 # Longest wait between checks of deadlines and of Ctrl-C, in seconds.
 _TICK = 0.2
@@ -79,7 +79,7 @@ def _orphan_watch() -> None:
     threading.Thread(target=watch, name="metalbench-orphan-watch", daemon=True).start()
 
 
-class _Runner:
+class JobRunner:
     """A worker's side of the protocol: runs jobs on its device, reporting every step
     through `send` as (kind, value[, result]) messages."""
 
@@ -119,7 +119,7 @@ def _serve(conn: multiprocessing.connection.Connection, backend: str, index: int
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", worker.info))
-    runner = _Runner(worker, settings, conn.send)
+    runner = JobRunner(worker, settings, conn.send)
     try:
         while True:
             job: Job | None = conn.recv()
@@ -263,7 +263,7 @@ class Pool:
             elif message[0] == "lost":
                 raise DeviceLost(f"{message[1]}; without isolation the run cannot go on")
 
-        runner = _Runner(self.local, self.settings, send)
+        runner = JobRunner(self.local, self.settings, send)
         while queue:
             current[:] = [queue.popleft()]
             runner.run(current[0])

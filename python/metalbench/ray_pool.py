@@ -1,0 +1,166 @@
+"""The sweep's worker side on a Ray cluster: the same jobs, run by Ray actors.
+
+With the optional extra (`pip install metalbench[ray]`), `metalbench run --ray
+ADDRESS` hands the pairs to one actor per GPU of the cluster (`num_gpus=1`, so Ray
+places them and sets each one's visible device) or, for a backend Ray cannot count
+(OpenCL, Metal), to `--workers` actors of one CPU each. Each actor holds a device
+and measures one pair per call (worker.py's protocol); results come back to the
+process that started the run, which stores them as they arrive.
+
+Ray does the scheduling, the placement and the restarts: an actor whose process
+dies (a crashing kernel, or its node failing) is restarted by Ray
+(`max_restarts=-1`), and the pair it was on is stored as `crashed`. Calls are not
+retried (`max_task_retries=0`): a kernel that crashes its process would crash it
+again. A pair that overruns --timeout has its actor killed and restarted, and is
+stored as `timeout`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from .measure import Settings, Worker
+from .store import Result
+from .worker import DeviceLost, Job, JobRunner, WorkerError
+
+__all__ = ["RayPool", "ray_available"]
+
+# Longest wait between checks of deadlines and of Ctrl-C, in seconds.
+_TICK = 0.2
+# Backends whose devices Ray counts as GPUs (it knows CUDA's).
+_GPU_BACKENDS = ("cuda",)
+
+
+def ray_available() -> str:
+    """'' when Ray can be imported, else what to install."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return "Ray is not installed: pip install 'metalbench[ray]'"
+    return ""
+
+
+class _Actor:
+    """Lives in a Ray worker process: one device, and the spec prepared last."""
+
+    def __init__(self, backend: str, settings: Settings) -> None:
+        self.worker = Worker(backend, 0)  # Ray makes the actor's device the first it sees
+        self.messages: list[tuple] = []
+        self.runner = JobRunner(self.worker, settings, self.messages.append)
+
+    def info(self) -> dict:
+        return self.worker.info
+
+    def run(self, job: Job) -> list[tuple]:
+        self.messages.clear()
+        self.runner.run(job)
+        return list(self.messages)
+
+
+class RayPool:
+    """Pool's interface (worker.py) on a Ray cluster at `address` ('auto', 'local' for a
+    new instance on this machine, or an address `ray.init` takes)."""
+
+    def __init__(self, backend: str, settings: Settings, timeout: float, address: str, workers: int) -> None:
+        missing = ray_available()
+        if missing:
+            raise DeviceLost(missing)
+        import ray
+
+        self.ray = ray
+        self.backend, self.settings, self.timeout, self.address, self.workers = (
+            backend, settings, timeout, address, workers)
+        self.actors: list[Any] = []
+        self.started = False  # ray.init was called here, so shutdown is ours too
+
+    def start(self) -> dict:
+        ray = self.ray
+        if not ray.is_initialized():
+            # 'local' starts an instance of this machine's own, with a CPU for each worker.
+            local = self.address == "local"
+            ray.init(address=None if local else self.address, num_cpus=self.workers if local else None,
+                     include_dashboard=False, log_to_driver=False)
+            self.started = True
+        if self.backend in _GPU_BACKENDS:
+            count = int(ray.cluster_resources().get("GPU", 0))
+            if count == 0:
+                raise DeviceLost(f"the Ray cluster at {self.address} has no GPU for {self.backend}")
+            resources = {"num_gpus": 1}
+        else:
+            count, resources = self.workers, {"num_cpus": 1}
+        actor = ray.remote(max_restarts=-1, max_task_retries=0, **resources)(_Actor)
+        self.actors = [actor.remote(self.backend, self.settings) for _ in range(count)]
+        try:
+            return ray.get(self.actors[0].info.remote(), timeout=max(self.timeout, 120.0))
+        except Exception as e:  # noqa: BLE001 - any failure to open the device ends the run
+            raise DeviceLost(f"a Ray actor could not open {self.backend} device 0: {e}") from None
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor, no_restart=True)
+        self.actors = []
+        if self.started:
+            self.ray.shutdown()
+            self.started = False
+
+    def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
+            on_note: Callable[[str], None]) -> None:
+        """Runs every job, one pair per call; calls `on_result` for every pair as it is answered."""
+        ray = self.ray
+        queue: deque[Job] = deque(single for job in jobs for single in _pairs(job))
+        busy: dict[Any, tuple[Any, Job, float]] = {}  # call -> (actor, job, deadline)
+        while queue or busy:
+            idle = [a for a in self.actors if all(a is not held for held, _, _ in busy.values())]
+            for actor in idle:
+                if not queue:
+                    break
+                job = queue.popleft()
+                busy[actor.run.remote(job)] = (actor, job, time.monotonic() + self.timeout)
+            ready, _ = ray.wait(list(busy), num_returns=1, timeout=_TICK)
+            for call in ready:
+                actor, job, _ = busy.pop(call)
+                for new in self._answer(call, actor, job, on_result, on_note):
+                    queue.extend(_pairs(new))
+            now = time.monotonic()
+            for call, (actor, job, deadline) in list(busy.items()):
+                if now > deadline:
+                    del busy[call]
+                    ray.kill(actor, no_restart=False)  # Ray starts it again
+                    queue.extend(new for new in on_result(job, _blamed(job, "timeout", f"took longer than "
+                                                                        f"{self.timeout:g} s (--timeout); its Ray "
+                                                                        "actor was restarted")))
+
+    def _answer(self, call: Any, actor: Any, job: Job, on_result: Callable[[Job, Result], Iterable[Job]],
+                on_note: Callable[[str], None]) -> list[Job]:
+        ray = self.ray
+        try:
+            messages = ray.get(call)
+        except ray.exceptions.RayActorError as e:
+            return list(on_result(job, _blamed(job, "crashed", f"its Ray actor died ({type(e).__name__}); Ray "
+                                                               "restarted it")))
+        except ray.exceptions.RayTaskError as e:
+            raise WorkerError(str(e)) from None
+        new: list[Job] = []
+        for message in messages:
+            if message[0] == "result":
+                new.extend(on_result(job, message[2]))
+            elif message[0] == "note":
+                on_note(message[1])
+            elif message[0] == "lost":  # its device stopped working: a new process gets a new one
+                on_note(f"{message[1]}; Ray restarts its actor")
+                ray.kill(actor, no_restart=False)
+        return new
+
+
+def _pairs(job: Job) -> list[Job]:
+    return [replace(job, pairs=[pair]) for pair in job.pairs]
+
+
+def _blamed(job: Job, status: str, message: str) -> Result:
+    pair = job.pairs[0]
+    return Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status, category=status, message=message,
+                  key=pair.key, detail=pair.detail)
