@@ -273,17 +273,19 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
     console.print(f"device: {d.get('name')} ({d.get('vendor')}) · backend {report.backend} · "
                   f"driver {d.get('driver')}")
     order = [report.rank_by] + [c for c in ("batch", "gpu", "cpu") if c != report.rank_by]
-    console.print(f"timing ({report.mode}): " + "; ".join(f"{CLOCK_NAMES[c]} = {CLOCK_MEANING[c]}" for c in order))
-    if report.mode == "cold":
-        console.print("        cold: each launch reads its own copy of the inputs, rotated so that none is in the "
-                      "last-level cache")
+    console.print(f"timing: per launch, in us; {report.mode} cache" +
+                  (" (each launch reads its own copy of the inputs, rotated so that none is in the last-level "
+                   "cache)" if report.mode == "cold" else ""))
+    for c in order:
+        console.print(f"  {CLOCK_NAMES[c]:<6} = {CLOCK_MEANING[c]}" + ("  [ranks]" if c == report.rank_by else ""))
     if "max_noise" in s:
-        console.print(f"        ranked by [bold]{CLOCK_NAMES[report.rank_by]}[/]: sampled until its noise "
-                      f"(relative standard deviation) is at most {100 * s['max_noise']:g}% after {s['min_samples']} "
-                      f"samples and {1e3 * s['min_time']:g} ms, or for at most {1e3 * s['max_time']:g} ms a pair "
-                      "(* marks one that stopped short)")
-    console.print(f"        ties: 95% confidence intervals of the medians overlap, or within "
-                  f"{100 * report.tie_floor:g}% of the best")
+        console.print(f"  {CLOCK_NAMES[report.rank_by]} is sampled until its noise (relative standard deviation) is "
+                      f"at most {100 * s['max_noise']:g}%, after {s['min_samples']} samples spanning "
+                      f"{1e3 * s['min_time']:g} ms, for at most {1e3 * s['max_time']:g} ms a pair; * marks a figure "
+                      "that stopped short")
+    console.print(f"  ties: 95% confidence intervals of the medians overlap, or within {100 * report.tie_floor:g}% "
+                  "of the best" + ("; variants that could not tie after a brief lap were raced out"
+                                   if s.get("race") else ""))
     console.print(f"clock: {report.clock_note}")
     console.print(f"baseline: {report.baseline or 'none'} · {report.orig_note}")
     for note in report.notes:
@@ -318,8 +320,7 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
         if spec.raced:
             shown = ", ".join(f"{v} {ratio:.1f}x" for v, ratio in spec.raced[:4])
             more = f" and {len(spec.raced) - 4} more" if len(spec.raced) > 4 else ""
-            console.print(f"raced out after a brief measurement (slower than the best at 95% confidence; times the "
-                          f"best's): {shown}{more}", markup=False, style="dim")
+            console.print(f"raced out (times the best's): {shown}{more}", markup=False, style="dim")
     console.print()
     _render_summary(report, console)
     c = report.counts
