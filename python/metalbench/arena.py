@@ -99,14 +99,17 @@ class Arena:
         self.copies_of(out)[:] = data
         return out
 
-    def copies_of(self, arena: np.ndarray) -> np.ndarray:
-        """The copies inside host bytes of the whole arena, as a (count, size) view."""
-        body = arena[self.guard:].reshape(self.count, self.stride)
+    def copies_of(self, arena: np.ndarray, count: int | None = None) -> np.ndarray:
+        """The copies inside host bytes of the arena (or of its first `count` copies), as a (count, size) view."""
+        count = self.count if count is None else count
+        body = arena[self.guard:self.guard + count * self.stride].reshape(count, self.stride)
         return body[:, :self.size]
 
-    def band_damage(self, arena: np.ndarray) -> str | None:
-        """How the worst touched guard band was written, from host bytes of the arena."""
-        body = arena[self.guard:].reshape(self.count, self.stride)
+    def band_damage(self, arena: np.ndarray, count: int | None = None) -> str | None:
+        """How the worst touched guard band was written, from host bytes of the arena (or of
+        its first `count` copies and their bands)."""
+        count = self.count if count is None else count
+        body = arena[self.guard:self.guard + count * self.stride].reshape(count, self.stride)
         after = body[:, self.size:]
         want_after = _pattern(self.stride)[self.size:]
         touched = after != want_after
@@ -114,14 +117,16 @@ class Arena:
             i, last = np.nonzero(touched)
             worst = int(np.argmax(last))
             return f"wrote {int(last[worst]) + 1} bytes past the end of {self.name}" + \
-                (f" (copy {int(i[worst])})" if self.count > 1 else "")
+                (f" (copy {int(i[worst])})" if count > 1 else "")
         before = arena[:self.guard] != _pattern(self.guard)
         if before.any():
             return f"wrote {self.guard - int(np.argmax(before))} bytes before the start of {self.name}"
         return None
 
-    def read(self) -> np.ndarray:
-        out = np.empty(self.total, dtype=np.uint8)
+    def read(self, count: int | None = None) -> np.ndarray:
+        """Host bytes of the arena, or of its start through copy `count` - 1 and the band after it."""
+        size = self.total if count is None else self.guard + count * self.stride
+        out = np.empty(size, dtype=np.uint8)
         self.buffer.read(out)
         return out
 
@@ -211,12 +216,14 @@ class SpecBuffers:
         for target, source in self.resets(ws, ws0):
             target.copy_from(source)
 
-    def outputs(self) -> tuple[np.ndarray, str | None]:
-        """Every slot's C as (slots, batch, m, n), and how a guard band of C was written, if one was."""
-        raw = self.c.read()
+    def outputs(self, first_only: bool = False) -> tuple[np.ndarray, str | None]:
+        """Every slot's C as (slots, batch, m, n), and how a guard band of C was written, if one
+        was; with `first_only`, after a launch on slot 0 alone, slot 0 and its bands only."""
+        raw = self.c.read(1 if first_only else self.c.count)
         dtype = self.c_initial.dtype
-        out = self.c.copies_of(raw).copy().view(dtype).reshape(self.slots, *self.c_initial.shape)
-        return out, self.c.band_damage(raw)
+        count = 1 if first_only else self.slots
+        out = self.c.copies_of(raw, count).copy().view(dtype).reshape(count, *self.c_initial.shape)
+        return out, self.c.band_damage(raw, count)
 
     def damage(self, ws: Arena, ws0: _core.Buffer, first_only: bool = False) -> Damage | None:
         """The first input or workspace the kernel changed, with where, or None. With

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -40,6 +42,8 @@ _FASTEST_LAUNCH = 1e-6
 _SLOT_BUDGET = 16 << 20
 # Cold input copies take at most this share of the device's memory.
 _COLD_SHARE = 4
+# Compiler threads at most: compiling is memory-hungry too (NVRTC takes ~100 MB).
+_BUILD_THREADS = 16
 
 
 @dataclass(frozen=True)
@@ -184,14 +188,30 @@ class Worker:
                     "cold_partial": settings.cold and copies < wanted}
         return out
 
+    def build(self, wanted: list[Variant], dtype: str, done: Callable[[str], None]) -> None:
+        """Builds every variant of `wanted` not built yet, side by side: compilers (NVRTC,
+        the OpenCL and Metal compilers) release the GIL and take one thread each, and a
+        sweep's kernels are many, so a cold kernel cache costs seconds rather than
+        minutes. `done(variant id)` is called as each is built."""
+        todo = list({v.id: v for v in wanted if (v.id, dtype) not in self.kernels}.values())
+        if len(todo) < 2:
+            return
+        with ThreadPoolExecutor(min(len(todo), os.cpu_count() or 1, _BUILD_THREADS)) as pool:
+            for v, built in zip(todo, pool.map(lambda v: self._build(v, dtype), todo), strict=True):
+                self.kernels[(v.id, dtype)] = built
+                done(v.id)
+
+    def _build(self, v: Variant, dtype: str) -> _core.Kernel | Exception:
+        try:
+            return build_kernel(self.device, self.backend, v, dtype)
+        except Exception as e:  # noqa: BLE001 - any failure belongs to this variant alone
+            return e
+
     def kernel(self, v: Variant, dtype: str) -> _core.Kernel:
         """Builds once per variant and dtype; a build failure is remembered and raised again."""
         slot = (v.id, dtype)
         if slot not in self.kernels:
-            try:
-                self.kernels[slot] = build_kernel(self.device, self.backend, v, dtype)
-            except Exception as e:  # noqa: BLE001 - any failure belongs to this variant alone
-                self.kernels[slot] = e
+            self.kernels[slot] = self._build(v, dtype)
         found = self.kernels[slot]
         if isinstance(found, Exception):
             raise found
@@ -240,7 +260,7 @@ class Worker:
         except _core.DeviceError as e:
             result.category, result.message = "runtime", str(e)
             return result
-        outputs, band = buffers.outputs()
+        outputs, band = buffers.outputs(first_only=True)
         check = metrics.check(spec, outputs[0], ref, prepared.c_initial)
         result.checks = asdict(check)
         damage = band or self._damage(buffers, ws, ws0, first_only=True)

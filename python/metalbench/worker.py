@@ -96,6 +96,9 @@ class JobRunner:
             for note in self.prepared.notes:
                 self.send(("note", note))
         settings = job.settings or self.settings
+        # Each build is a step of its own: a slow compiler is never taken for a hung kernel.
+        self.worker.build([pair.variant for pair in job.pairs], job.spec.dtype,
+                          lambda variant: self.send(("built", variant)))
         for pair in job.pairs:
             self.send(("begin", pair.id))
             result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, settings)
@@ -280,8 +283,8 @@ class Pool:
         w.since = time.monotonic()
         if kind == "note":
             on_note(value)
-        elif kind in ("prepare", "begin"):
-            w.step = kind
+        elif kind in ("prepare", "begin", "built"):
+            w.step = "begin" if kind == "begin" else "prepare"
         elif kind == "result":
             assert w.job is not None
             w.left.popleft()
