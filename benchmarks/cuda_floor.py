@@ -2,31 +2,41 @@
 
     python benchmarks/cuda_floor.py [--json PATH]
 
-Times, warm and cold (L2 flushed before each launch, untimed), a ladder of
-kernels that do less and less of what the attention GEMVs of the default suite
-do (14 heads, 64 x 64 halves of B each, 114 KB in all): an empty kernel on one
-thread; an empty kernel on their grid (14 x 4 blocks of 128 threads); one that
-only stores C; one that loads all of B once and stores C; one that also reads
-each head's row of A and C before storing it, as alpha/beta with beta = 1 does;
-and that one again through the GEMM kernel ABI with its shapes read at run time.
-None does arithmetic to speak of. The last is the floor no such GEMV can beat
-with this timing: what separates a real kernel from it is its own work, what
-separates it from the empty kernel is launch width and memory latency.
+Times a ladder of kernels that do less and less of what the attention GEMVs of the
+default suite do (14 heads, 64 x 64 halves of B each, 114 KB in all): an empty
+kernel on one thread; an empty kernel on their grid (14 x 4 blocks of 128 threads);
+one that only stores C; one that loads all of B once and stores C; one that also
+reads each head's row of A and C before storing it, as alpha/beta with beta = 1
+does; and that one again through the GEMM kernel ABI with its shapes read at run
+time. None does arithmetic to speak of. The last is the floor no such GEMV can beat:
+what separates a real kernel from it is its own work, what separates it from the
+empty kernel is launch width and memory latency.
+
+Each kernel is timed by the embedded timer (Device.measure), by its batch clock (N
+launches back to back between one pair of events, over N: what a decode loop pays)
+and its per-launch clock (each launch between its own events), warm and cold:
+- warm: one set of buffers, so every launch finds its bytes in L2;
+- cold: as the runner's cold mode does it, many sets of buffers (one argument list
+  per slot), together at least twice the L2, taken in turn, so that a launch's
+  bytes were last touched some 2 x L2 of traffic earlier and are no longer cached.
+  An empty kernel reads nothing, so it has no cold figure.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import struct
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import pick_backend, say, skipped, table, write_json
 
-from cuda_harness import open_cuda  # noqa: E402
+import metalbench
 
 HEADS, ROWS, K = 14, 64, 64  # the suite's alpha/beta specs: batch 14, n 64, k 64 (fp16)
+SETTINGS = {"warmup": 10, "min_samples": 20, "max_samples": 2000, "min_time": 0.02, "max_time": 4.0,
+            "max_noise": 0.005, "rank_by": "batch"}
 
 LADDER = r"""
 extern "C" __global__ void empty() {}
@@ -89,48 +99,87 @@ extern "C" __global__ void load_all_store_abi(const uint4* __restrict__ a, const
 """
 
 
+class Slots:
+    """`count` copies of A, B, C and the workspace, each copy a view at an aligned offset of one
+    allocation per role; slot i's arguments are the i-th copies."""
+
+    SIZES = {"a": HEADS * K * 2, "b": HEADS * ROWS * K * 2, "c": HEADS * ROWS * 2, "ws": 4}
+
+    def __init__(self, dev: metalbench.Device, count: int) -> None:
+        align = int(dev.info["view_alignment"])
+        self.count = count
+        self.views: dict[str, list] = {}
+        for role, size in self.SIZES.items():
+            stride = -(-size // align) * align
+            arena = dev.allocate(stride * count)
+            arena.fill(1)
+            self.views[role] = [arena.view(i * stride, size) for i in range(count)]
+
+    @classmethod
+    def bytes_per_slot(cls) -> int:
+        return sum(cls.SIZES.values())
+
+    def args(self, roles: list[str], params: bytes | None = None) -> list[list]:
+        """One argument list per slot: the named roles' copies ('c' twice for the bias), then params."""
+        out = []
+        for i in range(self.count):
+            args = [self.views[r][i] for r in roles]
+            out.append(args + ([params] if params is not None else []))
+        return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--iterations", type=int, default=2000)
-    ap.add_argument("--json", type=Path, default=Path("cuda_floor.json"))
+    ap.add_argument("--device", type=int, default=0)
+    ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    dev = open_cuda()
-    if dev is None:
+    backend, why = pick_backend("cuda")
+    if backend is None:
+        write_json(args.json, skipped("the CUDA time floor", why))
         return 2
+    dev = metalbench.open_device("cuda", args.device)
+    info = dev.info
     defines = {"HEADS": str(HEADS), "ROWS": str(ROWS), "K": str(K)}
-    kernels = {name: dev.compile(LADDER, name, defines, f"floor/{name}") for name in ("empty", "store_only",
-                                                                                    "load_store", "load_all_store",
-                                                                                    "load_all_store_abi")}
-    b = dev.allocate(HEADS * ROWS * K * 2)
-    b.fill(1)
-    a = dev.allocate(HEADS * K * 2)
-    a.fill(1)
-    c = dev.allocate(HEADS * ROWS * 2)
-    ws = dev.allocate(4)
+    names = ("empty", "store_only", "load_store", "load_all_store", "load_all_store_abi")
+    kernels = {name: dev.compile(LADDER, name, defines, f"floor/{name}") for name in names}
+    cold_count = math.ceil(2 * int(info["cache_bytes"]) / Slots.bytes_per_slot())
+    warm, cold = Slots(dev, 1), Slots(dev, cold_count)
     pieces = HEADS * ROWS * K // 8
     params = struct.pack("<16i", HEADS, 1, ROWS, K, *([0] * 12))  # MBParams' batch, m, n, k
     cases = [
-        ("empty, 1 thread", "empty", [], [1], [1]),
-        ("empty, 56 blocks of 128", "empty", [], [HEADS * 4], [128]),
-        ("store C only", "store_only", [c], [HEADS * ROWS // 128], [128]),
-        ("load B once, store C", "load_store", [b, c], [pieces // 128], [128]),
-        ("load B, A and C, store C", "load_all_store", [b, a, c], [pieces // 128], [128]),
-        ("the same, shapes at run time", "load_all_store_abi", [a, b, c, c, ws, params], [pieces // 128], [128]),
+        ("empty, 1 thread", "empty", [], None, [1], [1]),
+        ("empty, 56 blocks of 128", "empty", [], None, [HEADS * 4], [128]),
+        ("store C only", "store_only", ["c"], None, [HEADS * ROWS // 128], [128]),
+        ("load B once, store C", "load_store", ["b", "c"], None, [pieces // 128], [128]),
+        ("load B, A and C, store C", "load_all_store", ["b", "a", "c"], None, [pieces // 128], [128]),
+        ("the same, shapes at run time", "load_all_store_abi", ["a", "b", "c", "c", "ws"], params, [pieces // 128],
+         [128]),
     ]
+    say(f"{info['name']} | {info['driver']} | L2 {int(info['cache_bytes']) >> 20} MiB | cold: {cold_count} slots of "
+        f"{Slots.bytes_per_slot()} bytes")
     rows = []
-    print(f"{dev.info['name']} | {dev.info['driver']}")
-    print(f"{'kernel':<30} {'warm us':>8} {'cold us':>8}")
-    for label, name, kargs, groups, threads in cases:
+    for label, name, roles, extra, groups, threads in cases:
         row = {"kernel": label}
-        for mode in ("warm", "cold"):
-            m = dev.measure(kernels[name], kargs, groups, threads, warmup=10, iterations=args.iterations,
-                            min_iterations=args.iterations, max_seconds=30.0, cold=mode == "cold")
-            row[mode + "_us"] = m["gpu"]["median"] / 1e3
+        for mode, slots in (("warm", warm), ("cold", cold)):
+            if not roles and mode == "cold":
+                continue  # reads nothing: no cache state to speak of
+            slot_args = slots.args(roles, extra) if roles else []
+            m = dev.measure(kernels[name], slot_args, groups, threads, **SETTINGS)
+            row[mode] = {"batch_us": m["batch"]["median"] / 1e3, "launch_us": m["gpu"]["median"] / 1e3,
+                         "batch_noise": m["batch"]["rel_stdev"], "batch_size": m["batch_size"],
+                         "stop": m["batch"]["stop"], "slots": slots.count if roles else 1}
         rows.append(row)
-        print(f"{label:<30} {row['warm_us']:8.2f} {row['cold_us']:8.2f}")
-    shape = {"heads": HEADS, "rows": ROWS, "k": K}
-    args.json.write_text(json.dumps({"device": dev.info, "shape": shape, "rows": rows}, indent=1))
-    print(f"\nwrote {args.json}")
+        say(f"{label}: done")
+
+    def us(row: dict, mode: str, clock: str) -> str:
+        return f"{row[mode][clock]:.2f}" if mode in row else "-"
+
+    print(table(f"time floor of decode-sized kernels: {info['name']} ({info['driver']}), microseconds per launch",
+                ["kernel", "batch warm", "batch cold", "launch warm", "launch cold"],
+                [[r["kernel"], us(r, "warm", "batch_us"), us(r, "cold", "batch_us"), us(r, "warm", "launch_us"),
+                  us(r, "cold", "launch_us")] for r in rows]))
+    write_json(args.json, {"device": info, "shape": {"heads": HEADS, "rows": ROWS, "k": K}, "settings": SETTINGS,
+                           "cold_slots": cold_count, "rows": rows})
     return 0
 
 
