@@ -1,10 +1,14 @@
 """The CUDA backend. Without a GPU: the loader's messages, the cache setting, and the
-CUDA prelude with every kernel body compiled by a local nvcc. With one (`-m gpu`):
-every variant verified, cuBLAS on every op and layout, the compiled-kernel cache,
-and the timer."""
+CUDA prelude with every kernel body compiled by a local nvcc. With one (`-m gpu`),
+through the public API only: every variant verified by the runner on the odd and
+smoke suites, cuBLAS on every op, layout and batch (through the runner, and with its
+element type inferred through the embedded timer), planted faults that each cost one
+result (correct once but wrong when timed, hung, illegal address), NVML clock
+readings, the compiled-kernel cache, and the embedded timer."""
 
 import ctypes
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -15,17 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 
-from metalbench import _core
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from cuda_harness import CHECK_SPECS, Buffers, make_problem, run_checked, suite_specs, verify_all  # noqa: E402
-
-from metalbench import paths, report, runner, variants  # noqa: E402
-from metalbench.specs import Spec, load_suite  # noqa: E402
-from metalbench.store import Store  # noqa: E402
+import metalbench
+from metalbench import _core, metrics, paths, report, runner, variants
+from metalbench.reference import ReferenceCache, make_inputs
+from metalbench.specs import Spec, load_suite
+from metalbench.store import Store
 
 
 def _loads(name: str) -> bool:
@@ -34,6 +34,15 @@ def _loads(name: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def _nvrtc_wheel() -> bool:
+    """Whether an NVIDIA wheel (nvidia-cuda-nvrtc, or one that brings it) put NVRTC where the loader looks."""
+    try:
+        import nvidia  # the namespace package of NVIDIA's wheels
+    except ImportError:
+        return False
+    return any(list(Path(base).glob("*/lib/libnvrtc.so*")) for base in nvidia.__path__)
 
 
 def _cuda_reason() -> str:
@@ -66,8 +75,8 @@ def test_reason_names_missing_nvrtc(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_HOME", "CUDA_PATH", "LD_LIBRARY_PATH")}
     env["METALBENCH_NVRTC"] = str(tmp_path / "no-such-libnvrtc.so")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
-    if _loads("libnvrtc.so") or list(Path("/usr/local").glob("cuda*/lib*/libnvrtc.so*")):
-        pytest.skip("this machine has NVRTC in a standard place")
+    if _loads("libnvrtc.so") or list(Path("/usr/local").glob("cuda*/lib*/libnvrtc.so*")) or _nvrtc_wheel():
+        pytest.skip("this machine has NVRTC in a standard place (a toolkit, or a wheel the loader finds)")
     assert "NVRTC" in out and "nvidia-cuda-nvrtc" in out and "METALBENCH_NVRTC" in out
 
 
@@ -117,13 +126,68 @@ def test_prelude_and_every_body_compile_with_nvcc(tmp_path):
 
 # ---- on a CUDA GPU ---------------------------------------------------------------------
 
+FAST = runner.Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
+BAD = ("failed", "wrong", "timeout", "crashed")
+
 
 @pytest.fixture(scope="module")
 def cuda():
     reason = _cuda_reason()
     if reason:
         pytest.skip(f"no CUDA device: {reason}")
-    return _core.open("cuda", 0)
+    return metalbench.open_device("cuda", 0)
+
+
+@pytest.fixture
+def needs_cuda():
+    """For tests that only sweep: the device is opened in the runner's worker processes."""
+    reason = _cuda_reason()
+    if reason:
+        pytest.skip(f"no CUDA device: {reason}")
+
+
+class Recorder(runner.Events):
+    def __init__(self):
+        self.notes = []
+
+    def note(self, message):
+        self.notes.append(message)
+
+
+def sweep(tmp_path, suite, patterns=(), kernels=(), timeout=runner.DEFAULT_TIMEOUT, events=None):
+    """runner.run of the CUDA variants matching `patterns` (with cuBLAS, the baseline) over a suite
+    (a built-in name, or the text of a suite file): the stored run and its report."""
+    if "\n" in suite:
+        path = tmp_path / "suite.toml"
+        path.write_text(suite)
+        suite = path
+    store = Store(tmp_path / "results.sqlite")
+    chosen = runner.with_baseline(variants.load_variants("cuda", kernels), "cuda", patterns)
+    run_id = runner.run(load_suite(suite), chosen, backend="cuda", store=store, settings=FAST, force=True,
+                        timeout=timeout, events=events)
+    run = store.load_run(run_id)
+    return run, report.build(run)
+
+
+def results_of(run, variant):
+    return [r for r in run.results if r.variant == variant and r.status != "unsupported"]
+
+
+def spec_toml(specs):
+    """A suite file holding `specs`."""
+    lines = ['name = "test"']
+    for s in specs:
+        lines += ["[[spec]]", f'op = "{s.op}"', f'dtype = "{s.dtype}"', f"batch = {s.batch}", f"m = {s.m}",
+                  f"n = {s.n}", f"k = {s.k}", f"transpose_a = {str(s.transpose_a).lower()}",
+                  f"transpose_b = {str(s.transpose_b).lower()}", f"alpha = {s.alpha!r}", f"beta = {s.beta!r}"]
+    return "\n".join(lines) + "\n"
+
+
+def every_op_layout_and_batch(dtype):
+    return [Spec(op, dtype, batch, m, 40, 72, ta, tb, alpha, beta)
+            for op, alpha, beta in (("matmul", 1.0, 0.0), ("matmul_bias_add", 1.0, 0.0),
+                                    ("matmul_alpha_beta", 0.75, -0.5))
+            for ta in (False, True) for tb in (False, True) for batch, m in ((1, 1), (3, 5))]
 
 
 @pytest.mark.gpu
@@ -131,56 +195,88 @@ def test_device_info(cuda):
     info = cuda.info
     assert info["backend"] == "cuda" and info["vendor"] == "NVIDIA"
     assert info["compute_units"] > 0 and info["cache_bytes"] > 0 and info["memory_bytes"] > 0
-    assert info["max_group_size"] >= 1024
+    assert info["max_group_size"] >= 1024 and info["max_held_launches"] > 0
     assert info["driver"].startswith("CUDA ") and "NVRTC" in info["driver"]
 
 
 @pytest.mark.gpu
-def test_every_cuda_variant_verifies(cuda):
-    chosen = variants.load_variants("cuda")
-    rows = verify_all(cuda, chosen, CHECK_SPECS + suite_specs("smoke"), measure=True)
-    bad = [r for r in rows if "error" in r or "wrong" in r]
+@pytest.mark.parametrize("suite", ["odd", "smoke"])
+def test_the_runner_verifies_every_cuda_variant(needs_cuda, tmp_path, suite):
+    run, rep = sweep(tmp_path, suite)
+    bad = [(r.variant, run.specs[r.spec_index]["label"], r.status, r.message) for r in run.results if r.status in BAD]
     assert not bad, bad[:20]
-    # Every family ran on at least one shape.
-    assert {r["variant"].split("/")[0] for r in rows} == {v.family.name for v in chosen}
+    # Every family verified on at least one spec of the suite.
+    verified = {r.variant.split("/")[0] for r in run.results if r.status == "ok"}
+    assert verified == {v.family.name for v in variants.load_variants("cuda")}
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
-def test_cublas_every_op_layout_and_batch(cuda, dtype):
-    told = cuda.builtin("cublas", "cublas/baseline", {"MB_F16": "1" if dtype == "float16" else "0"})
-    inferred = cuda.builtin("cublas", "cublas/baseline")  # element type read off the buffers
-    assert told.max_group_size == 0
-    for kernel in (told, inferred):
-        _every_op(cuda, kernel, dtype)
+def test_cublas_on_every_op_layout_and_batch_through_the_runner(needs_cuda, tmp_path, dtype):
+    specs = every_op_layout_and_batch(dtype)
+    run, rep = sweep(tmp_path, spec_toml(specs), ["cublas/*"])
+    blas = results_of(run, "cublas/baseline")
+    assert len(blas) == len(specs) == 24
+    assert all(r.status == "ok" for r in blas), [(run.specs[r.spec_index]["label"], r.message) for r in blas
+                                                 if r.status != "ok"]
+    assert all(s.best == "cublas/baseline" for s in rep.specs)
+
+
+def exact_buffers(device, spec):
+    """The spec's inputs in buffers of exactly their size (as the builtin reads the element type
+    off them), C at its initial state, and what checking the output needs."""
+    inputs = make_inputs(spec)
+    ref, _ = ReferenceCache().get(spec, inputs)
+    c0 = metrics.initial_c(spec, inputs)
+    bias = inputs.bias if inputs.bias is not None else np.zeros(1, dtype=inputs.a.dtype)
+    a, b, c, bias_buf = (device.allocate(x.nbytes) for x in (inputs.a, inputs.b, c0, bias))
+    for buf, x in ((a, inputs.a), (b, inputs.b), (c, c0), (bias_buf, bias)):
+        buf.write(np.ascontiguousarray(x))
+    ws = device.allocate(4)
+    ws.fill(0)
+    return [a, b, c, bias_buf, ws, spec.params()], ref, c0
+
+
+def check_output(spec, c, ref, c0):
+    out = np.empty_like(c0)
+    c.read(out)
+    return metrics.check(spec, out, ref, c0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_cublas_infers_the_element_type_from_the_buffers(cuda, dtype):
+    inferred = cuda.builtin("cublas", "cublas/baseline")  # no MB_F16: read off the buffers' sizes
+    assert inferred.max_group_size == 0
+    for spec in every_op_layout_and_batch(dtype):
+        args, ref, c0 = exact_buffers(cuda, spec)
+        cuda.run(inferred, args, [1], [1])
+        check = check_output(spec, args[2], ref, c0)
+        assert check.verdict == "ok", f"{spec.label()}: {check.reason}"
+    # Timed through the embedded timer, a held batch included (cuBLAS must not allocate
+    # or synchronize while the stream waits).
+    r = cuda.measure(inferred, args, [1], [1], warmup=1, min_samples=5, max_samples=20, min_time=0, max_time=2.0,
+                     max_noise=1.0, rank_by="batch")
+    assert r["batch"]["count"] >= 5 and r["batch"]["median"] > 0 and r["batch_size"] >= 1
     if dtype == "float16":  # told float32 about float16 buffers: refused, not read past their end
-        wrong = cuda.builtin("cublas", "x", {"MB_F16": "0"})
-        s = Spec("matmul", "float16", 1, 1, 40, 72, False, True)
-        with pytest.raises(_core.UsageError, match="smaller than the params"):
-            run_checked(cuda, wrong, Buffers(cuda, make_problem(s)), [1], [1])
-
-
-def _every_op(cuda, kernel, dtype):
-    for op, alpha, beta in (("matmul", 1, 0), ("matmul_bias_add", 1, 0), ("matmul_alpha_beta", 0.75, -0.5)):
-        for ta in (False, True):
-            for tb in (False, True):
-                for batch, m in ((1, 1), (3, 5)):
-                    s = Spec(op, dtype, batch, m, 40, 72, ta, tb, alpha, beta)
-                    why = run_checked(cuda, kernel, Buffers(cuda, make_problem(s)), [1], [1])
-                    assert why is None, f"{s.label()}: {why}"
+        told_wrong = cuda.builtin("cublas", "x", {"MB_F16": "0"})
+        spec = Spec("matmul", "float16", 1, 1, 40, 72, False, True)
+        args, _, _ = exact_buffers(cuda, spec)
+        with pytest.raises(metalbench.UsageError, match="smaller than the params"):
+            cuda.run(told_wrong, args, [1], [1])
 
 
 def _compile_in_subprocess(cache: Path, source: str) -> str:
     code = textwrap.dedent(f"""
         import time
-        from metalbench import _core
-        _core.set_cache_dir({str(cache)!r})
-        dev = _core.open("cuda", 0)
+        import metalbench
+        dev = metalbench.open_device("cuda", 0)
         t = time.perf_counter()
         dev.compile({source!r}, "twice", {{"SCALE": "3"}}, "test/twice")
         print(time.perf_counter() - t)
     """)
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, "METALBENCH_CACHE_DIR": str(cache)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
 
 
 TWICE = 'extern "C" __global__ void twice(float* x, int n) { int i = threadIdx.x; if (i < n) x[i] *= SCALE; }\n'
@@ -188,40 +284,41 @@ TWICE = 'extern "C" __global__ void twice(float* x, int n) { int i = threadIdx.x
 
 @pytest.mark.gpu
 def test_second_process_compiles_nothing_and_damage_is_rebuilt(cuda, tmp_path):
-    cache = tmp_path / "kernels"
-    _compile_in_subprocess(cache, TWICE)
-    entries = list((cache / "cuda").glob("*.bin"))
+    root = tmp_path / "cache"
+    cache = root / "kernels" / "cuda"  # METALBENCH_CACHE_DIR/kernels, one folder per backend
+    _compile_in_subprocess(root, TWICE)
+    entries = list(cache.glob("*.bin"))
     assert len(entries) == 1
     first = entries[0].read_bytes()
     stamp = entries[0].stat().st_mtime_ns
-    _compile_in_subprocess(cache, TWICE)
-    assert list((cache / "cuda").glob("*.bin")) == entries
+    _compile_in_subprocess(root, TWICE)
+    assert list(cache.glob("*.bin")) == entries
     assert entries[0].stat().st_mtime_ns == stamp  # read, not written again
     # Another define is another entry.
-    _compile_in_subprocess(cache, TWICE.replace("SCALE", "(SCALE + 1)"))
-    assert len(list((cache / "cuda").glob("*.bin"))) == 2
+    _compile_in_subprocess(root, TWICE.replace("SCALE", "(SCALE + 1)"))
+    assert len(list(cache.glob("*.bin"))) == 2
     # An intact entry of another key under this name (a file-name collision) is not used.
-    (other,) = set((cache / "cuda").glob("*.bin")) - set(entries)
+    (other,) = set(cache.glob("*.bin")) - set(entries)
     entries[0].write_bytes(other.read_bytes())
-    _compile_in_subprocess(cache, TWICE)
+    _compile_in_subprocess(root, TWICE)
     assert entries[0].read_bytes() == first
     # A damaged entry is detected by its checksum, removed and compiled again.
     damaged = bytearray(first)
     damaged[len(damaged) // 2] ^= 0xFF
     entries[0].write_bytes(bytes(damaged))
-    _compile_in_subprocess(cache, TWICE)
+    _compile_in_subprocess(root, TWICE)
     assert entries[0].read_bytes() == first
     entries[0].write_bytes(first[:40])  # truncated
-    _compile_in_subprocess(cache, TWICE)
+    _compile_in_subprocess(root, TWICE)
     assert entries[0].read_bytes() == first
 
 
 @pytest.mark.gpu
 def test_compile_error_carries_the_log(cuda):
-    with pytest.raises(_core.CompileError) as e:
+    with pytest.raises(metalbench.CompileError) as e:
         cuda.compile('extern "C" __global__ void broken() { undeclared = 1; }', "broken", {}, "test/broken")
     assert "undeclared" in e.value.log
-    with pytest.raises(_core.CompileError, match="no kernel named"):
+    with pytest.raises(metalbench.CompileError, match="no kernel named"):
         cuda.compile('extern "C" __global__ void here() {}', "elsewhere", {}, "test/missing")
 
 
@@ -234,87 +331,176 @@ def test_launch_checks(cuda):
     out = np.empty(64, np.float32)
     x.read(out)
     np.testing.assert_array_equal(out, 2 * np.arange(64, dtype=np.float32))
-    with pytest.raises(_core.UsageError, match="arguments"):
+    with pytest.raises(metalbench.UsageError, match="arguments"):
         cuda.run(k, [x], [1], [64])
-    with pytest.raises(_core.UsageError):
+    with pytest.raises(metalbench.UsageError):
         cuda.run(k, [x, struct.pack("<q", 64)], [1], [64])  # 8 bytes for an int
-    with pytest.raises(_core.UsageError, match="no vendor library routine"):
+    with pytest.raises(metalbench.UsageError, match="no vendor library routine"):
         cuda.builtin("cudnn", "x/y")
 
 
+COUNT = 'extern "C" __global__ void count(int* c) { if (threadIdx.x == 0) c[0] += 1; }\n'
+
+
 @pytest.mark.gpu
-def test_timer_batches_past_the_gate_and_cold_mode(cuda):
+def test_timer_clocks_stop_rules_slots_and_resets(cuda):
     k = cuda.compile(TWICE, "twice", {"SCALE": "1"}, "test/twice")
     x = cuda.allocate(4 * 256)
     args = [x, struct.pack("<i", 256)]
-    r = cuda.measure(k, args, [1], [256], warmup=2, iterations=150, min_iterations=150, max_seconds=10.0)
+    # The per-launch clock ranks: with no noise allowed it runs to its sample cap.
+    r = cuda.measure(k, args, [1], [256], warmup=2, min_samples=10, max_samples=150, min_time=0, max_time=30.0,
+                     max_noise=0.0, rank_by="gpu")
+    assert r["rank_by"] == "gpu" and r["gpu"]["stop"] == "sample-cap"
     assert r["gpu_ns"].shape == (150,) and (r["gpu_ns"] > 0).all()
+    assert r["batch"]["stop"] == "enough" and r["cpu"]["stop"] == "enough"
     assert r["gpu"]["median"] < 1e6 and r["cpu"]["median"] >= r["gpu"]["min"]
-    cold = cuda.measure(k, args, [1], [256], iterations=20, min_iterations=20, max_seconds=10.0, cold=True)
-    assert cold["cold"] and cold["gpu"]["count"] == 20
-    # cuBLAS in a held batch too (it must not allocate or synchronize while the stream waits).
-    s = Spec("matmul_bias_add", "float16", 1, 1, 896, 896, False, True)
-    bufs = Buffers(cuda, make_problem(s))
-    blas = cuda.builtin("cublas", "cublas/baseline", {"MB_F16": "1"})
-    r = cuda.measure(blas, bufs.args(), [1], [1], iterations=100, min_iterations=100, max_seconds=10.0, cold=True)
-    assert r["gpu"]["count"] == 100 and r["gpu"]["median"] > 0
+    # The batch clock: batches long enough for 0.5 ms, within what the backend holds.
+    r = cuda.measure(k, args, [1], [256], min_samples=12, min_time=0, max_noise=1.0, max_time=30.0)
+    assert r["batch"]["stop"] == "converged" and r["batch"]["count"] == 12
+    assert 1 <= r["batch_size"] <= cuda.info["max_held_launches"]
+    assert r["batch_size"] * r["gpu"]["median"] >= 4e5 or r["batch_size"] == cuda.info["max_held_launches"]
+    # A cap on the time keeps at least one sample.
+    r = cuda.measure(k, args, [1], [256], min_samples=1000, max_samples=1000, max_time=1e-6)
+    assert r["batch"]["stop"] == "time-cap" and r["batch"]["count"] >= 1
+    # Slots (one argument list each) taken in turn, every one reset before each round:
+    # no slot is ever launched twice between resets.
+    counter = cuda.compile(COUNT, "count", {}, "test/count")
+    slots = 6
+    arena, zeros = cuda.allocate(256 * slots), cuda.allocate(256 * slots)
+    zeros.fill(0)
+    views = [[arena.view(256 * i, 4)] for i in range(slots)]
+    r = cuda.measure(counter, views, [1], [1], min_samples=3, max_samples=30, max_time=10.0, resets=[(arena, zeros)])
+    got = np.empty(64 * slots, dtype=np.int32)
+    arena.read(got)
+    counts = got[::64]
+    assert set(counts) <= {0, 1}
+    last = {(r["first_slot"] + i) % slots for i in range(r["last_round"])}
+    assert last and all(counts[i] == 1 for i in last)
+    assert r["batch_size"] <= slots
 
 
 @pytest.mark.gpu
-def test_the_runner_verifies_every_cuda_family_on_the_smoke_suite(tmp_path):
-    if _cuda_reason():
-        pytest.skip("no CUDA device")
-    store = Store(tmp_path / "results.sqlite")
-    chosen = runner.with_baseline(variants.load_variants("cuda"), "cuda", [])
-    settings = runner.Settings(warmup=1, iterations=3, min_iterations=2, max_seconds=0.05)
-    run_id = runner.run(load_suite("smoke"), chosen, backend="cuda", store=store, settings=settings)
-    rep = report.build(store.load_run(run_id))
-    assert rep.counts["failed"] == 0, rep.failures
-    assert rep.counts["wrong"] == 0, rep.failures
+def test_cublas_times_over_slots_in_a_held_batch(cuda):
+    spec = Spec("matmul_bias_add", "float16", 1, 1, 896, 896, False, True)
+    blas = cuda.builtin("cublas", "cublas/baseline", {"MB_F16": "1"})
+    slots = []
+    for _ in range(4):  # each slot its own C (and inputs), as the runner's output slots are
+        args, ref, c0 = exact_buffers(cuda, spec)
+        slots.append(args)
+    r = cuda.measure(blas, slots, [1], [1], warmup=1, min_samples=10, max_samples=200, max_time=5.0)
+    assert r["batch"]["count"] >= 10 and r["batch"]["median"] > 0 and r["batch_size"] >= 1
+    for args in slots:  # every slot was launched and left the right answer
+        assert check_output(spec, args[2], ref, c0).verdict == "ok"
 
 
-FAULT = """
-MB_KERNEL(fault) {
-  if (p.k == 29) ((volatile float*)0x10)[LOCAL_ID(0)] = 1.0f; /* an illegal address on the k = 29 specs */
+@pytest.mark.gpu
+def test_nvml_clock_readings_reach_the_report(cuda, tmp_path):
+    reading = cuda.clock()
+    assert reading is not None, f"no clock: {cuda.info['clock_source']}"
+    assert 0 < reading["mhz"] <= reading["max_mhz"] * 1.05 and isinstance(reading["throttled"], bool)
+    spec = Spec("matmul", "float16", 1, 1, 896, 896, False, True)
+    run, rep = sweep(tmp_path, spec_toml([spec]), ["cublas/*"])
+    assert re.match(r"\d+-\d+ MHz \(maximum \d+\)", rep.clock_note), rep.clock_note
+    console = Console(record=True, width=200)
+    report.render(rep, console)
+    assert re.search(r"^clock: \d+-\d+ MHz", console.export_text(), re.MULTILINE)
+
+
+# ---- planted faults: each costs its own result --------------------------------------------------------------------
+
+BODY = """\
+{globals}
+MB_KERNEL({name}) {{
   int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0), i = GROUP_ID(1), bi = GROUP_ID(2);
-  if (j >= p.n) return;
-  float acc = 0.0f;
-  for (int kk = 0; kk < p.k; ++kk) acc += LOAD(a, A_AT(bi, i, kk)) * LOAD(b, B_AT(bi, kk, j));
-  MB_STORE_C(C_AT(bi, i, j), j, acc);
-}
+  {before}
+  if (j < p.n) {{
+    float acc = 0.0f;
+    for (int kk = 0; kk < p.k; ++kk) acc += LOAD(a, A_AT(bi, i, kk)) * LOAD(b, B_AT(bi, kk, j));
+    MB_STORE_C(C_AT(bi, i, j), j, acc);
+  }}
+  {after}
+}}
 """
 
 
-@pytest.mark.gpu
-def test_a_kernel_fault_stops_the_run_and_each_rerun_gets_past_one(tmp_path):
-    """A fault poisons the CUDA context: the run stops with one line naming the
-    culprit, and the rerun (a new process, a new context) reuses what was stored."""
-    if _cuda_reason():
-        pytest.skip("no CUDA device")
-    (tmp_path / "fault.cu").write_text(FAULT)
-    (tmp_path / "fault.toml").write_text(textwrap.dedent("""\
-        name = "fault"
-        source = "fault.cu"
-        entry = "fault"
+def family(folder, name, before="", after="", globals_=""):
+    """A correct one-thread-per-output CUDA kernel with a fault planted in it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.cu").write_text(BODY.format(name=name, before=before, after=after, globals=globals_))
+    (folder / f"{name}.toml").write_text(textwrap.dedent(f"""\
+        name = "{name}"
+        source = "{name}.cu"
+        entry = "{name}"
         backends = ["cuda"]
         dtypes = ["float16", "float32"]
-        config = "tg{TG}"
+        config = "tg{{TG}}"
         [grid]
         TG = [64]
         [dispatch]
         groups = ["ceil_div(n, TG)", "m", "batch"]
         threads = ["TG", 1, 1]
         """))
-    faulting = [s.label() for s in load_suite("smoke").specs if s.k == 29]
-    assert len(faulting) >= 2
-    cmd = [sys.executable, "-m", "metalbench", "run", "--backend", "cuda", "--suite", "smoke", "--kernels",
-           str(tmp_path), "--variants", "fault/*", "--iterations", "3", "--db", str(tmp_path / "r.sqlite")]
-    for culprit in faulting[:2]:
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        assert r.returncode == 1, r.stderr
-        assert f"the device stopped working after fault/tg64 on {culprit}" in r.stderr
-        assert "ILLEGAL_ADDRESS" in r.stderr and "Traceback" not in r.stderr
-    store = Store(tmp_path / "r.sqlite")
-    last = store.load_run(store.latest_run())
-    failed = [r for r in last.results if r.status == "failed"]
-    assert [(r.category, r.reused) for r in failed] == [("runtime", True), ("runtime", False)]
+    return folder
+
+
+ONE_SPEC = spec_toml([Spec("matmul", "float16", 1, 1, 96, 64, False, True)])
+# Two specs with k = 29 (where a fault is planted) around one with k = 64.
+THREE_SPECS = spec_toml([Spec("matmul", "float16", 1, 1, 45, 29, False, True),
+                         Spec("matmul", "float16", 1, 1, 96, 64, False, True),
+                         Spec("matmul", "float16", 2, 3, 45, 29, False, False)])
+
+
+@pytest.mark.gpu
+def test_a_kernel_correct_once_but_skipping_its_work_later_is_wrong(needs_cuda, tmp_path):
+    # A __device__ global is program-scope state: it survives from launch to launch of
+    # the module. Blocks count themselves done after their stores (behind a barrier, so
+    # that no thread of the first launch can see the count complete); every later
+    # launch sees it complete and returns at once.
+    kernels = family(tmp_path / "k", "once", globals_="__device__ unsigned int mb_blocks_done;",
+                     before="if (*(volatile unsigned int*)&mb_blocks_done >= gridDim.x * gridDim.y * gridDim.z) "
+                            "return;",
+                     after="__syncthreads(); if (threadIdx.x == 0) atomicAdd(&mb_blocks_done, 1u);")
+    run, rep = sweep(tmp_path, ONE_SPEC, ["once/*"], kernels=[kernels])
+    (once,) = results_of(run, "once/tg64")
+    assert once.status == "wrong" and once.message.startswith("correct once, wrong when timed"), once.message
+    assert "never written" in once.message
+    assert rep.specs[0].best == "cublas/baseline"
+
+
+HANG = "volatile GLOBAL_PTR int* flag = (volatile GLOBAL_PTR int*)ws; while (flag[0] == 0) {}"
+
+
+@pytest.mark.gpu
+def test_a_hung_kernel_times_out_and_the_sweep_goes_on(needs_cuda, tmp_path):
+    kernels = family(tmp_path / "k", "hang", before=HANG)
+    run, rep = sweep(tmp_path, THREE_SPECS, ["hang/*"], kernels=[kernels], timeout=5)
+    hung = results_of(run, "hang/tg64")
+    assert [r.status for r in hung] == ["timeout"] * 3
+    assert all("longer than 5 s" in r.message for r in hung), [r.message for r in hung]
+    # cuBLAS still ran on every spec, after each hang, in a new worker.
+    assert all(s.best == "cublas/baseline" for s in rep.specs)
+    assert rep.counts["timeout"] == 3 and rep.counts["failed"] == 0 and rep.counts["crashed"] == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fault", [
+    "((volatile float*)0x10)[LOCAL_ID(0)] = 1.0f;",       # an illegal address
+    "*((GLOBAL_PTR float*)c + 0x4000000000L) = 1.0f;",     # a terabyte past C
+], ids=["illegal-address", "far-write"])
+def test_a_kernel_fault_costs_one_result_and_a_new_worker_goes_on(needs_cuda, tmp_path, fault):
+    """A fault poisons the CUDA context of its worker: that pair fails with the driver's
+    error, the worker, whose device no longer works, is replaced, and the sweep goes on."""
+    kernels = family(tmp_path / "k", "fault", after=f"if (p.k == 29) {{ {fault} }}")
+    events = Recorder()
+    run, rep = sweep(tmp_path, THREE_SPECS, ["fault/*"], kernels=[kernels], events=events)
+    faults = results_of(run, "fault/tg64")
+    assert [(r.status, r.category) for r in faults] == [("failed", "runtime"), ("ok", ""), ("failed", "runtime")], \
+        [r.message for r in faults]
+    for r in (faults[0], faults[2]):
+        assert "CUDA_ERROR_" in r.message, r.message
+        label = run.specs[r.spec_index]["label"]
+        assert any(f"the device stopped working after fault/tg64 on {label}" in n and "starting a new worker" in n
+                   for n in events.notes), events.notes
+    # cuBLAS ran on every spec, before and after each fault.
+    assert all(r.status == "ok" for r in results_of(run, "cublas/baseline"))
+    assert rep.counts["failed"] == 2 and rep.counts["crashed"] == 0
