@@ -20,6 +20,11 @@ and its per-launch clock (each launch between its own events), warm and cold:
   per slot), together at least twice the L2, taken in turn, so that a launch's
   bytes were last touched some 2 x L2 of traffic earlier and are no longer cached.
   An empty kernel reads nothing, so it has no cold figure.
+
+Then the read ceiling: the best bandwidth of a kernel that only reads every 16-byte
+word of a buffer the size of the LM head's weights (151936 x 896 halves, 272 MB, far
+past L2, so warm and cold are one), over a few unrollings and grid sizes, by the
+batch clock. No GEMV over that many bytes can beat it.
 """
 
 from __future__ import annotations
@@ -99,6 +104,43 @@ extern "C" __global__ void load_all_store_abi(const uint4* __restrict__ a, const
 """
 
 
+# Every 16-byte word of a buffer read once (UNROLL loads in flight per thread, grid-stride), nothing else.
+READ = r"""
+extern "C" __global__ void mb_read(const uint4* __restrict__ p, unsigned long long n, unsigned* sink) {
+  unsigned acc = 0;
+  const unsigned long long step = (unsigned long long)gridDim.x * blockDim.x;
+  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n; i += UNROLL * step) {
+    uint4 v[UNROLL];
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) v[u] = i + u * step < n ? __ldg(p + i + u * step) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int u = 0; u < UNROLL; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  if (acc == 0x9e3779b9u) *sink = acc;
+}
+"""
+LM_HEAD_BYTES = 151936 * 896 * 2
+
+
+def read_ceiling(dev: metalbench.Device) -> dict:
+    """The best bandwidth (bytes / batch time) of mb_read over LM_HEAD_BYTES, and how it was had."""
+    buf, sink = dev.allocate(LM_HEAD_BYTES), dev.allocate(16)
+    buf.fill(1)
+    sms = int(dev.info["compute_units"])
+    tried = []
+    for unroll in (2, 4, 8):
+        kernel = dev.compile(READ, "mb_read", {"UNROLL": str(unroll)}, f"floor/read_u{unroll}")
+        for blocks_per_sm in (4, 8, 16):
+            for threads in (256, 512):
+                m = dev.measure(kernel, [buf, struct.pack("<Q", LM_HEAD_BYTES // 16), sink], [sms * blocks_per_sm],
+                                [threads], **{**SETTINGS, "min_samples": 10, "max_time": 1.0})
+                tried.append({"unroll": unroll, "blocks_per_sm": blocks_per_sm, "threads": threads,
+                              "batch_us": m["batch"]["median"] / 1e3,
+                              "gbps": LM_HEAD_BYTES / m["batch"]["median"]})
+    best = max(tried, key=lambda t: t["gbps"])
+    return {"bytes": LM_HEAD_BYTES, "best": best, "tried": tried}
+
+
 class Slots:
     """`count` copies of A, B, C and the workspace, each copy a view at an aligned offset of one
     allocation per role; slot i's arguments are the i-th copies."""
@@ -171,6 +213,10 @@ def main() -> int:
         rows.append(row)
         say(f"{label}: done")
 
+    ceiling = read_ceiling(dev)
+    best = ceiling["best"]
+    peak = float(info["peak_bandwidth"])
+
     def us(row: dict, mode: str, clock: str) -> str:
         return f"{row[mode][clock]:.2f}" if mode in row else "-"
 
@@ -178,8 +224,15 @@ def main() -> int:
                 ["kernel", "batch warm", "batch cold", "launch warm", "launch cold"],
                 [[r["kernel"], us(r, "warm", "batch_us"), us(r, "cold", "batch_us"), us(r, "warm", "launch_us"),
                   us(r, "cold", "launch_us")] for r in rows]))
+    print()
+    print(table(f"read ceiling over {LM_HEAD_BYTES / 1e6:.0f} MB (the LM head's weights), best of "
+                f"{len(ceiling['tried'])} grids",
+                ["kernel", "batch us", "TB/s", "of peak", "how"],
+                [["read every 16-byte word once", f"{best['batch_us']:.2f}", f"{best['gbps'] / 1e3:.3f}",
+                  f"{best['gbps'] * 1e9 / peak:.0%}" if peak else "-",
+                  f"unroll {best['unroll']}, {best['blocks_per_sm']} blocks/SM of {best['threads']}"]]))
     write_json(args.json, {"device": info, "shape": {"heads": HEADS, "rows": ROWS, "k": K}, "settings": SETTINGS,
-                           "cold_slots": cold_count, "rows": rows})
+                           "cold_slots": cold_count, "rows": rows, "read_ceiling": ceiling})
     return 0
 
 
