@@ -25,18 +25,21 @@
    of the best); in particular when every sweep picks the same variant. Target
    (this script's reading of the issue): every spec stable.
 
-And the default suite's sweep wall time, compile included, from an empty kernel
-cache (METALBENCH_CACHE_DIR points at a fresh temporary folder for the whole run),
-against 60 s. That first sweep is the warm sweep of part 3 and the first of part 4:
-it runs with the same settings as the others, and each variant compiles before its
-first pair is verified, never while one is timed.
+And the default suite's sweep wall time, compile included, from empty kernel and
+reference caches (METALBENCH_CACHE_DIR points at a fresh temporary folder), against
+60 s. That first sweep is the warm sweep of part 3 and the first of part 4: it runs
+with the same settings as the others, and each variant compiles before its first
+pair is verified, never while one is timed.
 
-Order: the warm sweep (wall time), the cold sweep, the remaining stability sweeps,
-then the plain program, the harness (cuBLAS sweep and empty kernel), the plain
-program again. Each part prints a table with its figures and verdicts; the last table
-gathers every target. Without a CUDA device nothing runs (exit 2); without nvcc or
-cuBLAS's headers and libraries the comparisons with the plain program (parts 1 and
-2) are skipped, said so, and the rest runs. Exit 1 when a target is missed.
+Order: parts 1 and 2 first (the plain program, the harness's cuBLAS sweep and empty
+kernel, the plain program again; their own caches), then the full sweeps (warm from
+empty caches, cold, the remaining stability sweeps), each part's table printed as
+soon as it is known and the JSON rewritten after each stage; the last table gathers
+every target. The whole takes about as long as five sweeps of the default suite;
+--parts splits it (parts 3 and 4 each measure the wall time too). Without a CUDA
+device nothing runs (exit 2); without nvcc or cuBLAS's headers and libraries the
+comparisons with the plain program (parts 1 and 2) are skipped, said so, and the
+rest runs. Exit 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -209,6 +212,102 @@ def stability(reports: list) -> tuple[list[dict], int]:
     return rows, stable
 
 
+Targets = dict[str, tuple[bool | None, str]]
+
+
+def part1(empty: dict, plain: list[dict], targets: Targets) -> tuple[str, dict]:
+    p = plain[0]["empty"] if plain else None
+    batch_plain = pooled(plain, lambda run: run["empty"]) if plain else None
+    ratio = empty["batch"] / batch_plain if batch_plain else None
+    ok = None if ratio is None else abs(ratio - 1) <= EMPTY_TARGET
+    ctx = [median([run["empty"][k] for run in plain]) if p else None
+           for k in ("event_pair_us", "launch_sync_us", "graph_us")]
+    rows = [["batch: back to back / N", empty["batch"], batch_plain, ratio, f"<= {EMPTY_TARGET:.0%}", verdict(ok)],
+            ["per launch: event pair", empty["gpu"], ctx[0], empty["gpu"] / ctx[0] if ctx[0] else None, "context", ""],
+            ["CPU: launch + synchronize", empty["cpu"], ctx[1], empty["cpu"] / ctx[1] if ctx[1] else None, "context",
+             ""],
+            ["CUDA graph replay, per launch", None, ctx[2], None, "context", ""]]
+    text = table(f"1. empty kernel, one thread (harness: Device.measure, batches of {empty['batch_size']}; "
+                 f"plain: {len(plain)} runs, batches of {p['n'] if p else '-'})",
+                 ["clock", "harness us", "plain us", "ratio", "target", "verdict"],
+                 [[r[0], *(fmt(x, ".3f") if isinstance(x, float) else x for x in r[1:])] for r in rows])
+    targets["1. empty kernel batch time within 10% of the plain program"] = (
+        ok, f"{empty['batch']:.3f} vs {batch_plain:.3f} us" if batch_plain else "no plain program")
+    return text, {"harness": empty, "plain_batch_us": batch_plain, "ratio": ratio, "passed": ok,
+                  "plain_context_us": dict(zip(("event_pair", "launch_sync", "graph"), ctx, strict=True))}
+
+
+def part2(harness: object, plain: list[dict], targets: Targets) -> tuple[str, dict]:
+    rows, close = [], 0
+    rep = harness.report
+    for i, spec in enumerate(rep.specs):
+        row = next((r for r in spec.rows if r.variant == rep.baseline and r.status == "ok"), None)
+        h = row.clocks["batch"] if row and "batch" in row.clocks else None
+        p_us = pooled(plain, lambda run, i=i: run["specs"][i]) if plain else None
+        ratio = h.median_us / p_us if h and p_us else None
+        ok = None if not plain else ratio is not None and abs(ratio - 1) <= CUBLAS_TARGET
+        close += bool(ok)
+        rows.append({"spec": spec.label, "harness_us": h.median_us if h else None,
+                     "harness_noise": h.noise if h else None,
+                     "plain_runs_us": [run["specs"][i]["batch_us"] for run in plain], "plain_us": p_us,
+                     "ratio": ratio, "passed": ok})
+    n = len(rows)
+    ok = (close == n) if plain else None
+    text = table("2. cuBLAS, batch time: harness (runner.run, cublas/*, warm) against the plain program",
+                 ["spec", "harness us", "noise", "plain runs us", "plain us", "ratio", "verdict"],
+                 [[r["spec"], fmt(r["harness_us"]), percent(r["harness_noise"]),
+                   " ".join(f"{x:.2f}" for x in r["plain_runs_us"]) or "-", fmt(r["plain_us"]),
+                   fmt(r["ratio"], ".3f"), verdict(r["passed"])] for r in rows])
+    targets["2. cuBLAS batch time within 5% of the plain program, every spec"] = (
+        ok, f"{close}/{n}" if plain else "no plain program")
+    return text, {"rows": rows, "within": close, "of": n, "passed": ok, "harness": harness.summary()}
+
+
+def part3(warm: object, cold: object, suite: Suite, targets: Targets) -> tuple[str, dict]:
+    warm_rows, warm_wins, warm_clear = versus_cublas(warm.report, suite)
+    cold_rows, cold_wins, cold_clear = versus_cublas(cold.report, suite)
+    rows = [[w["spec"], w["best"] or "-", fmt(w["best_us"]), fmt(w["cublas_us"]), times(w["speedup"]),
+             fmt(w["gbps"], ".0f"), c["best"] or "-", fmt(c["best_us"]), fmt(c["cublas_us"]), times(c["speedup"]),
+             fmt(c["gbps"], ".0f")] for w, c in zip(warm_rows, cold_rows, strict=True)]
+    n = len(rows)
+    text = table("3. best metalbench variant against cuBLAS, batch time (full sweeps of the default suite)",
+                 ["spec", "best warm", "us", "cuBLAS us", "speedup", "GB/s", "best cold", "us", "cuBLAS us",
+                  "speedup", "GB/s"], rows)
+    for mode, wins, clear in (("warm", warm_wins, warm_clear), ("cold", cold_wins, cold_clear)):
+        targets[f"3. a variant faster than cuBLAS on >= {min(WIN_TARGET, n)} of {n} specs, {mode}"] = (
+            wins >= min(WIN_TARGET, n), f"{wins}/{n} ({clear} clear of the tie group)")
+    return text, {"warm": {"rows": warm_rows, "wins": warm_wins, "clear": warm_clear},
+                  "cold": {"rows": cold_rows, "wins": cold_wins, "clear": cold_clear}}
+
+
+def part4(warm: list, targets: Targets) -> tuple[str, dict]:
+    rows, stable = stability([s.report for s in warm])
+    n = len(rows)
+    text = table(f"4. best pick over {len(warm)} forced warm sweeps (tie group sizes in brackets)",
+                 ["spec", *(f"sweep {i + 1}" for i in range(len(warm))), "stable"],
+                 [[r["spec"], *(f"{b or '-'} [{len(t)}]" for b, t in zip(r["bests"], r["ties"], strict=True)),
+                   "yes" if r["stable"] else "NO"] for r in rows])
+    targets[f"4. best pick stable over {len(warm)} sweeps, every spec"] = (stable == n, f"{stable}/{n}")
+    return text, {"rows": rows, "stable": stable, "of": n}
+
+
+def wall(warm: list, cold: object | None, targets: Targets) -> tuple[str, dict]:
+    first = warm[0]
+    named = [("warm 1 (compiles)", first)] + [(f"warm {i + 2}", s) for i, s in enumerate(warm[1:])]
+    named += [("cold", cold)] if cold else []
+    text = table("sweep wall time: the default suite, every variant (the first from empty kernel and reference caches)",
+                 ["sweep", "seconds", "pairs", "failed", "wrong", "timeout", "crashed"],
+                 [[name, f"{s.seconds:.1f}", *(s.report.counts[c] for c in ("measured", "failed", "wrong", "timeout",
+                                                                             "crashed"))] for name, s in named])
+    targets[f"sweep wall time <= {WALL_TARGET:.0f} s (compile included)"] = (
+        first.seconds <= WALL_TARGET, f"{first.seconds:.1f} s, {first.report.counts['measured']} pairs")
+    return text, {**first.summary(), "target_s": WALL_TARGET}
+
+
+def show(text: str) -> None:
+    print(text, end="\n\n", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", default="1,2,3,4", help="which parts to run (comma-separated; default all)")
@@ -218,7 +317,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     parts = {int(p) for p in args.parts.split(",") if p.strip()}
-    out: dict = {"parts": sorted(parts), "targets": {}}
+    out: dict = {"parts": sorted(parts)}
 
     backend, why = pick_backend("cuda")
     if backend is None:
@@ -226,148 +325,62 @@ def main() -> int:
         write_json(args.json, out)
         return 2
     suite = load_suite(DEFAULT_SUITE)
-    targets: dict[str, tuple[bool | None, str]] = {}
+    targets: Targets = {}
     with tempfile.TemporaryDirectory(prefix="mb-measurement-") as tmp:
         work = Path(tmp)
-        os.environ["METALBENCH_CACHE_DIR"] = str(work / "cache")  # an empty kernel (and reference) cache
         store = Store(work / "results.sqlite")
-        exe, plain_why = (None, "") if not parts & {1, 2} else build_plain(work, args.arch)
-        if parts & {1, 2} and exe is None:
-            out["plain_program"] = skipped("parts 1 and 2's comparison with the plain program", plain_why)
         common = {"backend": backend, "store": store, "device": args.device}
 
-        # Sweeps: warm (from an empty kernel cache), cold, then the other stability sweeps.
-        warm_sweeps, cold = [], None
-        if parts & {3, 4}:
-            everything = choose(backend)
-            warm_sweeps.append(sweep("warm sweep 1 (empty kernel cache)", suite, everything, **common))
-            if 3 in parts:
-                cold = sweep("cold sweep", suite, everything, settings=runner.Settings(cold=True), **common)
-            if 4 in parts:
-                for i in range(2, args.stability_sweeps + 1):
-                    warm_sweeps.append(sweep(f"warm sweep {i}", suite, everything, **common))
-            first = warm_sweeps[0]
-            out["device"] = first.report.device
-            out["wall"] = {**first.summary(), "target_s": WALL_TARGET}
-            out["sweeps"] = {"warm": [s.summary() for s in warm_sweeps], "cold": cold.summary() if cold else None}
-
-        # The plain program around the harness.
-        plain: list[dict] = []
-        harness_blas, empty = None, None
+        # Parts 1 and 2: the plain program, the harness, the plain program again. Their
+        # caches are their own, so that the sweeps below start from empty ones.
         if parts & {1, 2}:
+            os.environ["METALBENCH_CACHE_DIR"] = str(work / "cache-1-2")
+            exe, why = build_plain(work, args.arch)
+            plain: list[dict] = []
             if exe is not None:
                 got, why = run_plain(exe, suite, work, "before")
                 plain += [got] if got else []
+            harness = None
             if 2 in parts:
-                harness_blas = sweep("cuBLAS through the harness", suite, choose(backend, ["cublas/*"]),
-                                     settings=CUBLAS_SETTINGS, **common)
-            if 1 in parts:
-                empty = embedded_empty(args.device)
-            if exe is not None:
-                got, why2 = run_plain(exe, suite, work, "after")
+                harness = sweep("cuBLAS through the harness", suite, choose(backend, ["cublas/*"]),
+                                settings=CUBLAS_SETTINGS, **common)
+            empty = embedded_empty(args.device) if 1 in parts else None
+            if exe is not None and plain:
+                got, why = run_plain(exe, suite, work, "after")
                 plain += [got] if got else []
-                if not plain:
-                    out["plain_program"] = skipped("parts 1 and 2's comparison with the plain program", why or why2)
+            if not plain:
+                out["plain_program"] = skipped("parts 1 and 2's comparison with the plain program", why)
             out["plain_runs"] = plain
+            if empty is not None:
+                text, out["part1"] = part1(empty, plain, targets)
+                show(text)
+            if harness is not None:
+                text, out["part2"] = part2(harness, plain, targets)
+                show(text)
+            write_json(args.json, {**out, "targets": targets})
+
+        # Parts 3 and 4: full sweeps, the first from empty kernel and reference caches.
+        if parts & {3, 4}:
+            os.environ["METALBENCH_CACHE_DIR"] = str(work / "cache")
+            everything = choose(backend)
+            warm = [sweep("warm sweep 1 (empty caches)", suite, everything, **common)]
+            out["device"] = warm[0].report.device
+            cold = sweep("cold sweep", suite, everything, settings=runner.Settings(cold=True), **common) \
+                if 3 in parts else None
+            if 4 in parts:
+                for i in range(2, args.stability_sweeps + 1):
+                    warm.append(sweep(f"warm sweep {i}", suite, everything, **common))
+            out["sweeps"] = {"warm": [s.summary() for s in warm], "cold": cold.summary() if cold else None}
+            if cold is not None:
+                text, out["part3"] = part3(warm[0], cold, suite, targets)
+                show(text)
+            if 4 in parts and len(warm) >= 2:
+                text, out["part4"] = part4(warm, targets)
+                show(text)
+            text, out["wall"] = wall(warm, cold, targets)
+            show(text)
         store.close()
 
-    tables = []
-    # Part 1.
-    if empty is not None:
-        p = plain[0]["empty"] if plain else None
-        batch_plain = pooled(plain, lambda run: run["empty"]) if plain else None
-        ratio = empty["batch"] / batch_plain if batch_plain else None
-        ok = None if ratio is None else abs(ratio - 1) <= EMPTY_TARGET
-        ctx = [median([run["empty"][k] for run in plain]) if p else None for k in ("event_pair_us", "launch_sync_us",
-                                                                                     "graph_us")]
-        rows = [["batch: back to back / N", empty["batch"], batch_plain, ratio, f"<= {EMPTY_TARGET:.0%}", verdict(ok)],
-                ["per launch: event pair", empty["gpu"], ctx[0], empty["gpu"] / ctx[0] if ctx[0] else None, "context",
-                 ""],
-                ["CPU: launch + synchronize", empty["cpu"], ctx[1], empty["cpu"] / ctx[1] if ctx[1] else None,
-                 "context", ""],
-                ["CUDA graph replay, per launch", None, ctx[2], None, "context", ""]]
-        tables.append(table(f"1. empty kernel, one thread (harness: Device.measure, batches of {empty['batch_size']}; "
-                            f"plain: {len(plain)} runs, batches of {p['n'] if p else '-'})",
-                            ["clock", "harness us", "plain us", "ratio", "target", "verdict"],
-                            [[r[0], *(fmt(x, '.3f') if isinstance(x, float) else x for x in r[1:])] for r in rows]))
-        targets["1. empty kernel batch time within 10% of the plain program"] = (
-            ok, f"{empty['batch']:.3f} vs {batch_plain:.3f} us" if batch_plain else "no plain program")
-        out["part1"] = {"harness": empty, "plain_batch_us": batch_plain, "ratio": ratio, "passed": ok,
-                        "plain_context_us": dict(zip(("event_pair", "launch_sync", "graph"), ctx, strict=True))}
-
-    # Part 2.
-    if harness_blas is not None:
-        rows, close = [], 0
-        rep = harness_blas.report
-        for i, spec in enumerate(rep.specs):
-            row = next((r for r in spec.rows if r.variant == rep.baseline and r.status == "ok"), None)
-            h = row.clocks["batch"] if row and "batch" in row.clocks else None
-            each = [run["specs"][i]["batch_us"] for run in plain]
-            p_us = pooled(plain, lambda run, i=i: run["specs"][i]) if plain else None
-            ratio = h.median_us / p_us if h and p_us else None
-            ok = None if not plain else ratio is not None and abs(ratio - 1) <= CUBLAS_TARGET
-            close += bool(ok)
-            rows.append({"spec": spec.label, "harness_us": h.median_us if h else None,
-                         "harness_noise": h.noise if h else None, "plain_runs_us": each, "plain_us": p_us,
-                         "ratio": ratio, "passed": ok})
-        n = len(rows)
-        ok = (close == n) if plain else None
-        tables.append(table("2. cuBLAS, batch time: harness (runner.run, cublas/*, warm) against the plain program",
-                            ["spec", "harness us", "noise", "plain runs us", "plain us", "ratio", "verdict"],
-                            [[r["spec"], fmt(r["harness_us"]), percent(r["harness_noise"]),
-                              " ".join(f"{x:.2f}" for x in r["plain_runs_us"]) or "-", fmt(r["plain_us"]),
-                              fmt(r["ratio"], ".3f"), verdict(r["passed"])] for r in rows]))
-        targets["2. cuBLAS batch time within 5% of the plain program, every spec"] = (
-            ok, f"{close}/{n}" if plain else "no plain program")
-        out["part2"] = {"rows": rows, "within": close, "of": n, "passed": ok, "harness": harness_blas.summary()}
-
-    # Part 3.
-    if 3 in parts and warm_sweeps and cold is not None:
-        warm_rows, warm_wins, warm_clear = versus_cublas(warm_sweeps[0].report, suite)
-        cold_rows, cold_wins, cold_clear = versus_cublas(cold.report, suite)
-        rows = [[w["spec"], w["best"] or "-", fmt(w["best_us"]), fmt(w["cublas_us"]), times(w["speedup"]),
-                 fmt(w["gbps"], ".0f"), c["best"] or "-", fmt(c["best_us"]), fmt(c["cublas_us"]), times(c["speedup"]),
-                 fmt(c["gbps"], ".0f")]
-                for w, c in zip(warm_rows, cold_rows, strict=True)]
-        n = len(rows)
-        tables.append(table("3. best metalbench variant against cuBLAS, batch time (full sweeps of the default suite)",
-                            ["spec", "best warm", "us", "cuBLAS us", "speedup", "GB/s", "best cold", "us",
-                             "cuBLAS us", "speedup", "GB/s"], rows))
-        for mode, wins, clear in (("warm", warm_wins, warm_clear), ("cold", cold_wins, cold_clear)):
-            targets[f"3. a variant faster than cuBLAS on >= {min(WIN_TARGET, n)} of {n} specs, {mode}"] = (
-                wins >= min(WIN_TARGET, n), f"{wins}/{n} ({clear} clear of the tie group)")
-        out["part3"] = {"warm": {"rows": warm_rows, "wins": warm_wins, "clear": warm_clear},
-                        "cold": {"rows": cold_rows, "wins": cold_wins, "clear": cold_clear}}
-
-    # Part 4.
-    if 4 in parts and len(warm_sweeps) >= 2:
-        rows, stable = stability([s.report for s in warm_sweeps])
-        n = len(rows)
-        tables.append(table(f"4. best pick over {len(warm_sweeps)} forced warm sweeps (tie group sizes in brackets)",
-                            ["spec", *(f"sweep {i + 1}" for i in range(len(warm_sweeps))), "stable"],
-                            [[r["spec"], *(f"{b or '-'} [{len(t)}]" for b, t in zip(r["bests"], r["ties"],
-                                                                                   strict=True)),
-                              "yes" if r["stable"] else "NO"] for r in rows]))
-        targets[f"4. best pick stable over {len(warm_sweeps)} sweeps, every spec"] = (stable == n, f"{stable}/{n}")
-        out["part4"] = {"rows": rows, "stable": stable, "of": n}
-
-    # Wall time.
-    if warm_sweeps:
-        first = warm_sweeps[0]
-        c = first.report.counts
-        tables.append(table("sweep wall time: the default suite, every variant, empty kernel cache",
-                            ["sweep", "seconds", "pairs", "failed", "wrong", "timeout", "crashed"],
-                            [[s_name, f"{s.seconds:.1f}", s.report.counts["measured"], s.report.counts["failed"],
-                              s.report.counts["wrong"], s.report.counts["timeout"], s.report.counts["crashed"]]
-                             for s_name, s in [("warm 1 (compiles)", first)] +
-                             [(f"warm {i + 2}", s) for i, s in enumerate(warm_sweeps[1:])] +
-                             ([("cold", cold)] if cold else [])]))
-        targets[f"sweep wall time <= {WALL_TARGET:.0f} s (compile included)"] = (
-            first.seconds <= WALL_TARGET, f"{first.seconds:.1f} s, {c['measured']} pairs")
-
-    for t in tables:
-        print(t)
-        print()
     print(table("targets", ["target", "figure", "verdict"],
                 [[name, figure, verdict(ok)] for name, (ok, figure) in targets.items()]))
     out["targets"] = {name: {"passed": ok, "figure": figure} for name, (ok, figure) in targets.items()}

@@ -146,6 +146,13 @@ def needs_cuda():
         pytest.skip(f"no CUDA device: {reason}")
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One kernel and reference cache for the sweeps of every variant, so that the second
+    compiles nothing (the worker compiles one variant after another)."""
+    return tmp_path_factory.mktemp("cuda-cache")
+
+
 class Recorder(runner.Events):
     def __init__(self):
         self.notes = []
@@ -201,7 +208,8 @@ def test_device_info(cuda):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("suite", ["odd", "smoke"])
-def test_the_runner_verifies_every_cuda_variant(needs_cuda, tmp_path, suite):
+def test_the_runner_verifies_every_cuda_variant(needs_cuda, tmp_path, suite, shared_cache, monkeypatch):
+    monkeypatch.setenv("METALBENCH_CACHE_DIR", str(shared_cache))
     run, rep = sweep(tmp_path, suite)
     bad = [(r.variant, run.specs[r.spec_index]["label"], r.status, r.message) for r in run.results if r.status in BAD]
     assert not bad, bad[:20]
