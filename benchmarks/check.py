@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import asdict
 from pathlib import Path
 
 from _common import DEFAULT_SUITE, FAST, choose, pick_backend, say, skipped, sweep, table, write_json
@@ -102,7 +103,7 @@ def main() -> int:
     notes = {name: s.notes for name, (_, s) in sweeps.items() if s.notes}
     write_json(args.json, {
         "backend": backend, "device": device, "suites": list(sweeps), "variants": len(chosen),
-        "settings": FAST.__dict__, "seconds": seconds, "families": {k: dict(v) for k, v in families.items()},
+        "settings": asdict(FAST), "seconds": seconds, "families": {k: dict(v) for k, v in families.items()},
         "total": dict(total), "failures": failures, "notes": notes, "passed": not bad,
     })
     say(f"check finished in {seconds:.0f} s")

@@ -355,11 +355,13 @@ def test_timer_clocks_stop_rules_slots_and_resets(cuda):
     k = cuda.compile(TWICE, "twice", {"SCALE": "1"}, "test/twice")
     x = cuda.allocate(4 * 256)
     args = [x, struct.pack("<i", 256)]
-    # The per-launch clock ranks: with no noise allowed it runs to its sample cap.
+    # The per-launch clock ranks: with no noise allowed it runs to its sample cap (unless
+    # every sample is the same, which events' 0.5 us resolution makes possible).
     r = cuda.measure(k, args, [1], [256], warmup=2, min_samples=10, max_samples=150, min_time=0, max_time=30.0,
                      max_noise=0.0, rank_by="gpu")
-    assert r["rank_by"] == "gpu" and r["gpu"]["stop"] == "sample-cap"
-    assert r["gpu_ns"].shape == (150,) and (r["gpu_ns"] > 0).all()
+    assert r["rank_by"] == "gpu" and (r["gpu_ns"] > 0).all()
+    assert (r["gpu"]["stop"] == "sample-cap" and r["gpu_ns"].shape == (150,)) or \
+        (r["gpu"]["stop"] == "converged" and r["gpu"]["rel_stdev"] == 0)
     assert r["batch"]["stop"] == "enough" and r["cpu"]["stop"] == "enough"
     assert r["gpu"]["median"] < 1e6 and r["cpu"]["median"] >= r["gpu"]["min"]
     # The batch clock: batches long enough for 0.5 ms, within what the backend holds.
