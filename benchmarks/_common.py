@@ -111,9 +111,10 @@ class Sweep:
                 "settings": self.report.settings}
 
 
-def choose(backend: str, patterns: Sequence[str] = ()) -> list[variants.Variant]:
-    """The backend's variants matching `patterns` (all when none), with its baseline."""
-    chosen = runner.with_baseline(variants.load_variants(backend), backend, patterns)
+def choose(backend: str, patterns: Sequence[str] = (), kernels: Sequence[Path] = ()) -> list[variants.Variant]:
+    """The backend's variants (built in, and those of the `kernels` folders) matching `patterns`
+    (all when none), with its baseline."""
+    chosen = runner.with_baseline(variants.load_variants(backend, kernels), backend, patterns)
     if not chosen:
         raise SystemExit(f"no variant of {backend} matches {', '.join(patterns)}")
     return chosen

@@ -1,7 +1,7 @@
 """Verifies every variant of a backend on the smoke, odd and default suites, through the runner.
 
     python benchmarks/check.py [--backend auto|metal|cuda|opencl] [--device N] [--suite NAME]...
-                               [--variants GLOB]... [--timeout S] [--db PATH] [--json PATH]
+                               [--variants GLOB]... [--kernels DIR]... [--timeout S] [--db PATH] [--json PATH]
 
 Each suite is swept by runner.run with fast settings (one warm-up launch, 2 to 3
 samples per clock, 50 ms per pair), forced, into a fresh store (or --db): the runner
@@ -63,6 +63,7 @@ def main() -> int:
     ap.add_argument("--device", type=int, default=0)
     ap.add_argument("--suite", action="append", help=f"suite to verify on (repeatable; default: {', '.join(SUITES)})")
     ap.add_argument("--variants", action="append", default=[], help="glob of variant ids (default: every one)")
+    ap.add_argument("--kernels", action="append", type=Path, default=[], help="a folder of your own families")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds a pair may take (runner --timeout)")
     ap.add_argument("--db", type=Path, help="result store (default: a fresh one in a temporary folder)")
     ap.add_argument("--json", type=Path)
@@ -72,7 +73,7 @@ def main() -> int:
     if backend is None:
         write_json(args.json, skipped(f"check on --backend {args.backend}", why))
         return 2
-    chosen = choose(backend, args.variants)
+    chosen = choose(backend, args.variants, args.kernels)
     suites = [load_suite(name) for name in args.suite or SUITES]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mb-check-") as tmp:
