@@ -213,8 +213,9 @@ def test_the_runner_verifies_every_cuda_variant(needs_cuda, tmp_path, suite, sha
     run, rep = sweep(tmp_path, suite)
     bad = [(r.variant, run.specs[r.spec_index]["label"], r.status, r.message) for r in run.results if r.status in BAD]
     assert not bad, bad[:20]
-    # Every family verified on at least one spec of the suite.
-    verified = {r.variant.split("/")[0] for r in run.results if r.status == "ok"}
+    # Every family verified on at least one spec of the suite (a pair raced out was
+    # verified before the race ended its timing).
+    verified = {r.variant.split("/")[0] for r in run.results if r.status in ("ok", "raced")}
     assert verified == {v.family.name for v in variants.load_variants("cuda")}
 
 
@@ -504,8 +505,10 @@ def test_a_kernel_fault_costs_one_result_and_a_new_worker_goes_on(needs_cuda, tm
     events = Recorder()
     run, rep = sweep(tmp_path, THREE_SPECS, ["fault/*"], kernels=[kernels], events=events)
     faults = results_of(run, "fault/tg64")
-    assert [(r.status, r.category) for r in faults] == [("failed", "runtime"), ("ok", ""), ("failed", "runtime")], \
+    # On the k = 64 spec it is correct: ok, or raced out by cuBLAS after a brief timing.
+    assert [r.status for r in faults] in (["failed", "ok", "failed"], ["failed", "raced", "failed"]), \
         [r.message for r in faults]
+    assert faults[0].category == faults[2].category == "runtime"
     for r in (faults[0], faults[2]):
         assert "CUDA_ERROR_" in r.message, r.message
         label = run.specs[r.spec_index]["label"]
