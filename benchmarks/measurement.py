@@ -25,6 +25,10 @@
    of the best); in particular when every sweep picks the same variant. Target
    (this script's reading of the issue): every spec stable.
 
+Every sweep uses runner.run's defaults but for what a part changes (cold, or the
+samples of part 2), racing included where the runner races: a variant raced out
+after its brief timing has no full time, so it is in no tie group.
+
 And the default suite's sweep wall time, compile included, from empty kernel and
 reference caches (METALBENCH_CACHE_DIR points at a fresh temporary folder), against
 60 s. That first sweep is the warm sweep of part 3 and the first of part 4: it runs
