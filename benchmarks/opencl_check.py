@@ -1,42 +1,48 @@
-"""Verifies OpenCL variants (PoCL on a machine without a GPU) on the smoke suite, the
-default suite and odd shapes, counting each set on its own.
+"""Verifies the portable families on OpenCL (PoCL on a machine without a GPU) with 32-lane
+SIMD groups emulated, so that the lane arithmetic Metal and CUDA run is checked here too.
 
-    python benchmarks/opencl_check.py [--variants GLOB]... [--sets smoke,default,odd] [--simd32]
-                                      [--json PATH]
+    python benchmarks/opencl_check.py [--variants GLOB]... [--sets smoke,default,odd] [--json PATH]
 
-Runs through metalbench._core (benchmarks/cuda_harness.py's verify_all, which is not
-tied to CUDA): each supported pair is launched twice from a zeroed workspace and a
-fresh C, so a kernel that leaves the workspace dirty fails its second run. Exits 1 if
-any pair is wrong or fails.
+Each portable body is built with tests/simd32/opencl_simd32.h after the OpenCL
+prelude: SIMD_WIDTH 32, SIMD_SUM and SIMD_BROADCAST emulated through a scratch buffer
+that the kernel takes as a seventh argument (slowly, on a CPU). That source and that
+argument are what the runner cannot give a kernel, so this script launches through
+the embedded API (open_device, Device.compile and run) and judges each output with
+the package's own inputs, references and verdicts (metalbench.reference,
+metalbench.metrics): each supported pair is launched twice from C's initial state,
+the second time from the workspace the first left, so a kernel that leaves it dirty
+fails too. Verifying the variants as they are, without the emulation, is
+benchmarks/check.py's job (`--backend opencl`), through the runner.
 
---simd32 builds portable bodies with tests/simd32/opencl_simd32.h after the OpenCL
-prelude: SIMD_WIDTH 32, SIMD_SUM and SIMD_BROADCAST emulated through a scratch buffer,
-so the lane arithmetic that Metal and CUDA run is checked here too (on CPU, slowly).
+Prints one line per failing pair and a table per set; exits 1 if any pair is wrong
+or fails, 2 when OpenCL cannot run here. (--simd32 is accepted and changes nothing:
+the emulation is what this script is for.)
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+from _common import pick_backend, skipped, table, write_json
 
-from cuda_harness import CHECK_SPECS, Buffers, check, make_problem, suite_specs, verify_all  # noqa: E402
-
-from metalbench import _core, paths, variants  # noqa: E402
-from metalbench.specs import Spec  # noqa: E402
-from metalbench.variants import Variant  # noqa: E402
+import metalbench
+from metalbench import metrics, paths, variants
+from metalbench.reference import ReferenceCache, make_inputs
+from metalbench.specs import Spec, load_suite
+from metalbench.variants import Variant
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMD32 = ROOT / "tests" / "simd32" / "opencl_simd32.h"
 
-# Beyond CHECK_SPECS: m = 1 tails that no vector width divides in k or n for both
+# Beyond the odd suite: m = 1 tails that no vector width divides in k or n for both
 # layouts, A stored transposed, alpha/beta with beta != 0 on both layouts, float32
 # with and without bias, batches with odd n, and a k long enough for every split.
-ODD_SPECS = CHECK_SPECS + [
+EXTRA_SPECS = [
     Spec("matmul", "float16", 1, 1, 301, 1027, False, True),
     Spec("matmul", "float16", 1, 1, 301, 1027, False, False),
     Spec("matmul_bias_add", "float16", 2, 1, 258, 130, False, False),
@@ -51,10 +57,10 @@ ODD_SPECS = CHECK_SPECS + [
     Spec("matmul", "float16", 1, 1, 640, 8200, False, True),
 ]
 
-SETS = {
-    "smoke": lambda: suite_specs("smoke"),
-    "default": lambda: suite_specs("qwen2.5-0.5b-decode"),
-    "odd": lambda: ODD_SPECS,
+SETS: dict[str, Callable[[], list[Spec]]] = {
+    "smoke": lambda: list(load_suite("smoke").specs),
+    "default": lambda: list(load_suite("qwen2.5-0.5b-decode").specs),
+    "odd": lambda: list(load_suite("odd").specs) + EXTRA_SPECS,
 }
 
 
@@ -69,10 +75,40 @@ def simd32_source(v: Variant) -> str:
     return prelude + "\n" + SIMD32.read_text() + "\n" + head[head.index(common):] + text[cut:]
 
 
-def verify_simd32(dev: _core.Device, chosen: list[Variant], shapes: list[Spec],
-                  log=print) -> list[dict]:
-    """verify_all's checks (two launches, the second from the workspace the first left)
-    with SIMD_WIDTH 32 emulated: portable variants only."""
+class _Problem:
+    """A spec's inputs on the device (each buffer exactly its size), its reference and C's initial state."""
+
+    def __init__(self, dev: metalbench.Device, spec: Spec) -> None:
+        self.spec = spec
+        inputs = make_inputs(spec)
+        self.ref, _ = ReferenceCache().get(spec, inputs)
+        self.c0 = np.ascontiguousarray(metrics.initial_c(spec, inputs))
+        bias = inputs.bias if inputs.bias is not None else np.zeros(1, dtype=inputs.a.dtype)
+        self.a, self.b, self.bias = (self._upload(dev, x) for x in (inputs.a, inputs.b, bias))
+        self.c = dev.allocate(self.c0.nbytes)
+
+    @staticmethod
+    def _upload(dev: metalbench.Device, array: np.ndarray) -> metalbench.Buffer:
+        buf = dev.allocate(array.nbytes)
+        buf.write(np.ascontiguousarray(array))
+        return buf
+
+    def launch_and_check(self, dev: metalbench.Device, kernel: metalbench.Kernel, ws: metalbench.Buffer,
+                         scratch: metalbench.Buffer, groups: list[int], threads: list[int]) -> str | None:
+        """One launch from C's initial state; None if its output is correct, else why not."""
+        self.c.write(self.c0)
+        dev.run(kernel, [self.a, self.b, self.c, self.bias, ws, self.spec.params(), scratch], groups, threads)
+        out = np.empty_like(self.c0)
+        self.c.read(out)
+        check = metrics.check(self.spec, out, self.ref, self.c0)
+        return None if check.verdict == "ok" else check.reason
+
+
+def verify_simd32(dev: metalbench.Device, chosen: list[Variant], shapes: list[Spec],
+                  log: Callable[[str], None] = print) -> list[dict]:
+    """Every portable variant on every shape it supports, twice (the second launch from the
+    workspace the first left), with SIMD_WIDTH 32 emulated. One row per pair: variant,
+    shape, and "wrong" or "error" when it did not verify."""
     rows = []
     kernels: dict = {}
     for s in shapes:
@@ -87,16 +123,14 @@ def verify_simd32(dev: _core.Device, chosen: list[Variant], shapes: list[Spec],
                 key = (v.id, s.dtype)
                 if key not in kernels:
                     kernels[key] = dev.compile(simd32_source(v), v.family.entry, v.defines(s.dtype), v.id + "@simd32")
-                problem = problem or make_problem(s)
+                problem = problem or _Problem(dev, s)
                 groups, threads = v.geometry(s)
-                bufs = Buffers(dev, problem, v.workspace_floats(s))
-                scratch = dev.allocate(4 * max(1, groups[0] * groups[1] * groups[2] * threads[0] * threads[1]
-                                               * threads[2]))
+                ws = dev.allocate(4 * v.workspace_floats(s))
+                ws.fill(0)
+                scratch = dev.allocate(4 * max(1, int(np.prod(groups)) * int(np.prod(threads))))
                 why = None
                 for _ in range(2):
-                    bufs.reset()
-                    dev.run(kernels[key], bufs.args() + [scratch], list(groups), list(threads))
-                    why = check(problem, bufs.result())
+                    why = problem.launch_and_check(dev, kernels[key], ws, scratch, list(groups), list(threads))
                     if why:
                         break
                 if why:
@@ -110,34 +144,31 @@ def verify_simd32(dev: _core.Device, chosen: list[Variant], shapes: list[Spec],
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", action="append", default=[])
     ap.add_argument("--sets", default="smoke,default,odd")
-    ap.add_argument("--simd32", action="store_true", help="emulate 32-lane SIMD groups (portable families only)")
+    ap.add_argument("--simd32", action="store_true", help="accepted for compatibility: always on")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    reason = _core.unavailable_reason("opencl")
-    if reason:
-        print(f"OpenCL is not available here: {reason}")
+    backend, why = pick_backend("opencl")
+    if backend is None:
+        write_json(args.json, skipped("the 32-lane SIMD check on OpenCL", why))
         return 2
-    _core.set_cache_dir(str(paths.cache_dir() / "kernels"))
-    dev = _core.open("opencl", 0)
-    print(dev.info["name"], dev.info["driver"])
+    dev = metalbench.open_device("opencl", 0)
     chosen = variants.select(variants.load_variants("opencl"), args.variants)
-    out, bad = {}, 0
+    out, lines, bad = {}, [], 0
     for name in args.sets.split(","):
-        t0 = time.time()
-        shapes = SETS[name]()
-        rows = verify_simd32(dev, chosen, shapes) if args.simd32 else verify_all(dev, chosen, shapes)
+        started = time.perf_counter()
+        rows = verify_simd32(dev, chosen, SETS[name]())
         failed = sum(1 for r in rows if "error" in r)
         wrong = sum(1 for r in rows if "wrong" in r)
         bad += failed + wrong
         out[name] = rows
-        label = f"{name} (simd32)" if args.simd32 else name
-        print(f"{label}: {len(rows)} pairs of {len(chosen)} variants verified, {failed} failed, {wrong} wrong, "
-              f"{time.time() - t0:.1f} s")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=1))
+        lines.append([name, len(rows), len(rows) - failed - wrong, failed, wrong,
+                      f"{time.perf_counter() - started:.0f}"])
+    print(table(f"portable variants with 32-lane SIMD groups emulated on {dev.info['name']}",
+                ["set", "pairs", "verified", "failed", "wrong", "seconds"], lines))
+    write_json(args.json, {"device": dev.info, "sets": out, "passed": not bad})
     return 1 if bad else 0
 
 
