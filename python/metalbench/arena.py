@@ -66,8 +66,9 @@ class Damage:
 class Arena:
     """`count` copies of `size` bytes in one allocation, each between two guard bands."""
 
-    def __init__(self, device: _core.Device, name: str, size: int, count: int, alignment: int) -> None:
-        self.name, self.size, self.count = name, size, count
+    def __init__(self, device: _core.Device, name: str, size: int, count: int, alignment: int,
+                 unit: str = "copy") -> None:
+        self.name, self.size, self.count, self.unit = name, size, count, unit
         self.guard = guard_bytes(alignment)
         self.stride = -(-(size + self.guard) // alignment) * alignment
         self.total = self.guard + count * self.stride
@@ -117,7 +118,7 @@ class Arena:
             i, last = np.nonzero(touched)
             worst = int(np.argmax(last))
             return f"wrote {int(last[worst]) + 1} bytes past the end of {self.name}" + \
-                (f" (copy {int(i[worst])})" if count > 1 else "")
+                (f" ({self.unit} {int(i[worst])})" if count > 1 else "")
         before = arena[:self.guard] != _pattern(self.guard)
         if before.any():
             return f"wrote {self.guard - int(np.argmax(before))} bytes before the start of {self.name}"
@@ -179,7 +180,7 @@ class SpecBuffers:
         self.alignment = int(info["view_alignment"])
         self.c_initial = np.ascontiguousarray(c_initial)
         self.inputs = {name: self._input(name, array) for name, array in (("A", a), ("B", b), ("bias", bias))}
-        self.c = Arena(device, "C", self.c_initial.nbytes, slots, self.alignment)
+        self.c = Arena(device, "C", self.c_initial.nbytes, slots, self.alignment, "slot")
         self.c.write(self.c_initial)
         self.c0 = device.allocate(self.c.total)
         self.c0.copy_from(self.c.buffer)
@@ -195,7 +196,7 @@ class SpecBuffers:
     def workspace(self, floats: int) -> tuple[Arena, _core.Buffer]:
         """The workspace arena for `floats` floats per slot (zero, guarded) and its pristine twin."""
         if floats not in self._workspaces:
-            arena = Arena(self.device, "the workspace", 4 * floats, self.slots, self.alignment)
+            arena = Arena(self.device, "the workspace", 4 * floats, self.slots, self.alignment, "slot")
             arena.write(np.zeros(0, dtype=np.uint8))
             pristine = self.device.allocate(arena.total)
             pristine.copy_from(arena.buffer)
