@@ -39,7 +39,7 @@
 
 #define A_EL(kk) LOAD(a, a0 + (kk) * a_ks)
 
-MB_KERNEL(bcastgemv) {
+MB_KERNEL_SIZED(bcastgemv, MB_TG) {
 #if KSL > 1
   SHARED float red[KSL * MB_BN];
 #endif

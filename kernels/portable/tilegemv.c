@@ -62,7 +62,7 @@
 #endif
 #endif
 
-MB_KERNEL(tilegemv) {
+MB_KERNEL_SIZED(tilegemv, MB_TG) {
 #if MB_STAGE
   SHARED float xs[MB_KC];
 #endif
