@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from metalbench import report, runner, specs, variants
 from metalbench.store import Store
@@ -122,13 +123,13 @@ def choose(backend: str, patterns: Sequence[str] = (), kernels: Sequence[Path] =
 
 def sweep(label: str, suite: specs.Suite, chosen: Sequence[variants.Variant], *, backend: str, store: Store,
           device: int = 0, settings: runner.Settings | None = None, force: bool = True, timeout: float | None = None,
-          isolated: bool = True) -> Sweep:
-    """runner.run, timed on the wall clock; forced by default, so that every pair is measured now."""
+          **options: Any) -> Sweep:
+    """runner.run, timed on the wall clock; forced by default, so that every pair is measured now.
+    `options` go to runner.run as they are (isolated, race, workers, ...)."""
     events = Progress(label)
     started = time.perf_counter()
     run_id = runner.run(suite, chosen, backend=backend, store=store, device=device, settings=settings, force=force,
-                        events=events, timeout=runner.DEFAULT_TIMEOUT if timeout is None else timeout,
-                        isolated=isolated)
+                        events=events, timeout=runner.DEFAULT_TIMEOUT if timeout is None else timeout, **options)
     seconds = time.perf_counter() - started
     say(f"{label}: done in {seconds:.1f} s")
     return Sweep(run_id, report.build(store.load_run(run_id)), seconds, events.notes)

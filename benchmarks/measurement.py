@@ -319,6 +319,8 @@ def main() -> int:
     ap.add_argument("--device", type=int, default=0, help="CUDA device index (the plain program uses the same)")
     ap.add_argument("--arch", default="sm_90", help="nvcc -arch for the plain program (sm_90: H100, H200)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--keep", type=Path, help="copy the sweeps' result store here at the end (for metalbench "
+                    "report and compare)")
     args = ap.parse_args()
     parts = {int(p) for p in args.parts.split(",") if p.strip()}
     out: dict = {"parts": sorted(parts)}
@@ -384,6 +386,8 @@ def main() -> int:
             text, out["wall"] = wall(warm, cold, targets)
             show(text)
         store.close()
+        if args.keep:
+            shutil.copy(work / "results.sqlite", args.keep)
 
     print(table("targets", ["target", "figure", "verdict"],
                 [[name, figure, verdict(ok)] for name, (ok, figure) in targets.items()]))
