@@ -3,8 +3,10 @@
 // loop in csrc/core.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
 #include <cstring>
@@ -21,6 +23,10 @@ using namespace nb::literals;
 namespace {
 
 using Array = nb::ndarray<nb::numpy, uint64_t, nb::ndim<1>>;
+// How the arguments and results below read in signatures and the type stub.
+using AnyDict = nb::typed<nb::dict, nb::str, nb::any>;
+using Args = nb::typed<nb::list, std::variant<std::shared_ptr<mb::Buffer>, nb::bytes>>;
+using Resets = nb::typed<nb::list, nb::typed<nb::tuple, std::shared_ptr<mb::Buffer>, std::shared_ptr<mb::Buffer>>>;
 
 nb::dict info_dict(const mb::DeviceInfo& i) {
   nb::dict d;
@@ -161,10 +167,14 @@ NB_MODULE(_core, m) {
   static nb::exception<mb::UsageError> usage_error(m, "UsageError", PyExc_ValueError);
   static nb::exception<mb::UnavailableError> unavailable_error(m, "UnavailableError", PyExc_RuntimeError);
   static nb::exception<mb::DeviceError> device_error(m, "DeviceError", PyExc_RuntimeError);
+  // Named after the module as imported (metalbench._core, or _core where the build
+  // imports it to write the type stub), so that the stub lists it as the module's own.
+  const std::string compile_error_name = nb::cast<std::string>(m.attr("__name__")) + ".CompileError";
   static nb::object compile_error = nb::borrow(
-      PyErr_NewExceptionWithDoc("metalbench._core.CompileError",
+      PyErr_NewExceptionWithDoc(compile_error_name.c_str(),
                                 "A kernel failed to compile; `log` holds the compiler output.",
                                 PyExc_RuntimeError, nullptr));
+  compile_error.attr("log") = "";  // each raised error sets its own; declared here for the stub
   m.attr("CompileError") = compile_error;
   // CompileError carries the compiler log as an attribute, which nb::exception
   // cannot attach, so it is raised by hand.
@@ -231,10 +241,10 @@ NB_MODULE(_core, m) {
       .def_prop_ro("simd_width", &mb::Kernel::simd_width);
 
   nb::class_<mb::Device>(m, "Device", "One GPU (or OpenCL device) opened by a backend.")
-      .def_prop_ro("info", [](const mb::Device& d) { return info_dict(d.info()); })
+      .def_prop_ro("info", [](const mb::Device& d) -> AnyDict { return info_dict(d.info()); })
       .def(
           "compile",
-          [](mb::Device& d, const std::string& source, const std::string& entry, const nb::dict& defines,
+          [](mb::Device& d, const std::string& source, const std::string& entry, const AnyDict& defines,
              const std::string& label) {
             auto defs = to_defines(defines);
             const std::string& who = label.empty() ? entry : label;
@@ -246,7 +256,7 @@ NB_MODULE(_core, m) {
           "Compiles `entry` from `source` with `defines` as macros; raises CompileError with the log.")
       .def(
           "builtin",
-          [](mb::Device& d, const std::string& name, const std::string& label, const nb::dict& defines) {
+          [](mb::Device& d, const std::string& name, const std::string& label, const AnyDict& defines) {
             auto defs = to_defines(defines);
             mb::check_defines(defs, label);
             nb::gil_scoped_release nogil;
@@ -273,8 +283,8 @@ NB_MODULE(_core, m) {
           "nbytes"_a)
       .def(
           "run",
-          [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const nb::list& args,
-             const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads) {
+          [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const Args& args, const std::vector<uint32_t>& groups,
+             const std::vector<uint32_t>& threads) {
             mb::Launch l = make_launch(std::move(k), args, groups, threads);
             mb::check_launch(d, l);
             nb::gil_scoped_release nogil;
@@ -286,7 +296,7 @@ NB_MODULE(_core, m) {
           [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const nb::list& args, const std::vector<uint32_t>& groups,
              const std::vector<uint32_t>& threads, int warmup, int min_samples, int max_samples, double min_time,
              double max_time, double max_noise, const std::string& rank_by, double batch_time, size_t max_batch,
-             double min_clock_fraction, const nb::list& resets) {
+             double min_clock_fraction, const Resets& resets) -> AnyDict {
             std::vector<mb::Launch> slots = make_slots(k, args, groups, threads);
             std::vector<mb::Reset> pairs;
             for (nb::handle h : resets) {
@@ -341,7 +351,7 @@ NB_MODULE(_core, m) {
           "'cpu_ns'), 'batch_size', the final round's slots ('first_slot', 'last_round': that many from there, "
           "wrapping) and the lowest and highest clock seen ('clock', None where unknown).")
       .def(
-          "clock", [](mb::Device& d) { return reading(d.clock()); },
+          "clock", [](mb::Device& d) -> nb::typed<nb::object, std::optional<AnyDict>> { return reading(d.clock()); },
           "The GPU's core clock now ({'mhz', 'max_mhz', 'throttled'}), or None where the backend exposes none.");
 
   m.def("set_cache_dir", &mb::set_cache_dir, "path"_a,
@@ -353,7 +363,7 @@ NB_MODULE(_core, m) {
       "backend"_a, "Why `backend` cannot be used on this machine, or '' if it can.");
   m.def(
       "devices",
-      [](const std::string& name) {
+      [](const std::string& name) -> nb::typed<nb::list, AnyDict> {
         nb::list out;
         for (const auto& i : mb::backend(name).devices()) out.append(info_dict(i));
         return out;
