@@ -96,9 +96,10 @@ Array to_numpy(std::vector<uint64_t>&& v) {
   return Array(heap->data(), {heap->size()}, owner);
 }
 
-std::array<uint32_t, 3> dim3(const std::vector<uint32_t>& v, const char* what) {
+// `who` is the "[core::operation] label: " an error starts with.
+std::array<uint32_t, 3> dim3(const std::vector<uint32_t>& v, const std::string& who, const char* what) {
   if (v.empty() || v.size() > 3)
-    throw mb::UsageError(std::string(what) + " takes 1 to 3 dimensions, got " + std::to_string(v.size()));
+    throw mb::UsageError(who + what + " takes 1 to 3 dimensions, got " + std::to_string(v.size()));
   std::array<uint32_t, 3> out{1, 1, 1};
   for (size_t i = 0; i < v.size(); ++i) out[i] = v[i];
   return out;
@@ -108,10 +109,11 @@ std::array<uint32_t, 3> dim3(const std::vector<uint32_t>& v, const char* what) {
 // params struct); they are converted while the GIL is held.
 mb::Launch make_launch(std::shared_ptr<mb::Kernel> kernel, const nb::list& args,
                        const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads) {
+  const std::string who = "[core::launch] " + kernel->label() + ": ";
   mb::Launch l;
   l.kernel = std::move(kernel);
-  l.groups = dim3(groups, "groups");
-  l.threads = dim3(threads, "threads");
+  l.groups = dim3(groups, who, "groups");
+  l.threads = dim3(threads, who, "threads");
   size_t i = 0;
   for (nb::handle h : args) {
     if (nb::isinstance<mb::Buffer>(h)) {
@@ -121,7 +123,7 @@ mb::Launch make_launch(std::shared_ptr<mb::Kernel> kernel, const nb::list& args,
       const auto* p = static_cast<const uint8_t*>(b.data());
       l.args.emplace_back(std::vector<uint8_t>(p, p + b.size()));
     } else {
-      throw mb::UsageError("argument " + std::to_string(i) + " must be a Buffer or bytes, not " +
+      throw mb::UsageError(who + "argument " + std::to_string(i) + " must be a Buffer or bytes, not " +
                            std::string(nb::type_name(h.type()).c_str()));
     }
     ++i;
@@ -154,8 +156,9 @@ std::vector<mb::Define> to_defines(const nb::dict& defines) {
 
 size_t checked_bytes(const mb::Buffer& buf, size_t n, size_t offset, const char* verb) {
   if (offset > buf.bytes() || n > buf.bytes() - offset)
-    throw mb::UsageError(std::string("cannot ") + verb + " " + std::to_string(n) + " bytes at offset " +
-                         std::to_string(offset) + " of a " + std::to_string(buf.bytes()) + "-byte buffer");
+    throw mb::UsageError(std::string("[core::") + verb + "] cannot " + verb + " " + std::to_string(n) +
+                         " bytes at offset " + std::to_string(offset) + " of a " + std::to_string(buf.bytes()) +
+                         "-byte buffer");
   return n;
 }
 
@@ -300,9 +303,11 @@ NB_MODULE(_core, m) {
             std::vector<mb::Launch> slots = make_slots(k, args, groups, threads);
             std::vector<mb::Reset> pairs;
             for (nb::handle h : resets) {
-              auto pair = nb::cast<nb::tuple>(h);
-              if (pair.size() != 2)
+              // Checked before the casts, whose own error would read only "std::bad_cast".
+              if (!nb::isinstance<nb::tuple>(h) || nb::len(h) != 2 || !nb::isinstance<mb::Buffer>(h[0]) ||
+                  !nb::isinstance<mb::Buffer>(h[1]))
                 throw mb::UsageError("[core::measure] resets: each is a (target, source) pair of buffers");
+              auto pair = nb::borrow<nb::tuple>(h);
               pairs.push_back({nb::cast<std::shared_ptr<mb::Buffer>>(pair[0]),
                                nb::cast<std::shared_ptr<mb::Buffer>>(pair[1])});
             }
