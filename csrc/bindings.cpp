@@ -3,8 +3,10 @@
 // loop in csrc/core.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
 #include <cstring>
@@ -21,6 +23,10 @@ using namespace nb::literals;
 namespace {
 
 using Array = nb::ndarray<nb::numpy, uint64_t, nb::ndim<1>>;
+// How the arguments and results below read in signatures and the type stub.
+using AnyDict = nb::typed<nb::dict, nb::str, nb::any>;
+using Args = nb::typed<nb::list, std::variant<std::shared_ptr<mb::Buffer>, nb::bytes>>;
+using Resets = nb::typed<nb::list, nb::typed<nb::tuple, std::shared_ptr<mb::Buffer>, std::shared_ptr<mb::Buffer>>>;
 
 nb::dict info_dict(const mb::DeviceInfo& i) {
   nb::dict d;
@@ -90,9 +96,10 @@ Array to_numpy(std::vector<uint64_t>&& v) {
   return Array(heap->data(), {heap->size()}, owner);
 }
 
-std::array<uint32_t, 3> dim3(const std::vector<uint32_t>& v, const char* what) {
+// `who` is the "[core::operation] label: " an error starts with.
+std::array<uint32_t, 3> dim3(const std::vector<uint32_t>& v, const std::string& who, const char* what) {
   if (v.empty() || v.size() > 3)
-    throw mb::UsageError(std::string(what) + " takes 1 to 3 dimensions, got " + std::to_string(v.size()));
+    throw mb::UsageError(who + what + " takes 1 to 3 dimensions, got " + std::to_string(v.size()));
   std::array<uint32_t, 3> out{1, 1, 1};
   for (size_t i = 0; i < v.size(); ++i) out[i] = v[i];
   return out;
@@ -102,10 +109,11 @@ std::array<uint32_t, 3> dim3(const std::vector<uint32_t>& v, const char* what) {
 // params struct); they are converted while the GIL is held.
 mb::Launch make_launch(std::shared_ptr<mb::Kernel> kernel, const nb::list& args,
                        const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads) {
+  const std::string who = "[core::launch] " + kernel->label() + ": ";
   mb::Launch l;
   l.kernel = std::move(kernel);
-  l.groups = dim3(groups, "groups");
-  l.threads = dim3(threads, "threads");
+  l.groups = dim3(groups, who, "groups");
+  l.threads = dim3(threads, who, "threads");
   size_t i = 0;
   for (nb::handle h : args) {
     if (nb::isinstance<mb::Buffer>(h)) {
@@ -115,7 +123,7 @@ mb::Launch make_launch(std::shared_ptr<mb::Kernel> kernel, const nb::list& args,
       const auto* p = static_cast<const uint8_t*>(b.data());
       l.args.emplace_back(std::vector<uint8_t>(p, p + b.size()));
     } else {
-      throw mb::UsageError("argument " + std::to_string(i) + " must be a Buffer or bytes, not " +
+      throw mb::UsageError(who + "argument " + std::to_string(i) + " must be a Buffer or bytes, not " +
                            std::string(nb::type_name(h.type()).c_str()));
     }
     ++i;
@@ -148,8 +156,9 @@ std::vector<mb::Define> to_defines(const nb::dict& defines) {
 
 size_t checked_bytes(const mb::Buffer& buf, size_t n, size_t offset, const char* verb) {
   if (offset > buf.bytes() || n > buf.bytes() - offset)
-    throw mb::UsageError(std::string("cannot ") + verb + " " + std::to_string(n) + " bytes at offset " +
-                         std::to_string(offset) + " of a " + std::to_string(buf.bytes()) + "-byte buffer");
+    throw mb::UsageError(std::string("[core::") + verb + "] cannot " + verb + " " + std::to_string(n) +
+                         " bytes at offset " + std::to_string(offset) + " of a " + std::to_string(buf.bytes()) +
+                         "-byte buffer");
   return n;
 }
 
@@ -161,10 +170,14 @@ NB_MODULE(_core, m) {
   static nb::exception<mb::UsageError> usage_error(m, "UsageError", PyExc_ValueError);
   static nb::exception<mb::UnavailableError> unavailable_error(m, "UnavailableError", PyExc_RuntimeError);
   static nb::exception<mb::DeviceError> device_error(m, "DeviceError", PyExc_RuntimeError);
+  // Named after the module as imported (metalbench._core, or _core where the build
+  // imports it to write the type stub), so that the stub lists it as the module's own.
+  const std::string compile_error_name = nb::cast<std::string>(m.attr("__name__")) + ".CompileError";
   static nb::object compile_error = nb::borrow(
-      PyErr_NewExceptionWithDoc("metalbench._core.CompileError",
+      PyErr_NewExceptionWithDoc(compile_error_name.c_str(),
                                 "A kernel failed to compile; `log` holds the compiler output.",
                                 PyExc_RuntimeError, nullptr));
+  compile_error.attr("log") = "";  // each raised error sets its own; declared here for the stub
   m.attr("CompileError") = compile_error;
   // CompileError carries the compiler log as an attribute, which nb::exception
   // cannot attach, so it is raised by hand.
@@ -231,10 +244,10 @@ NB_MODULE(_core, m) {
       .def_prop_ro("simd_width", &mb::Kernel::simd_width);
 
   nb::class_<mb::Device>(m, "Device", "One GPU (or OpenCL device) opened by a backend.")
-      .def_prop_ro("info", [](const mb::Device& d) { return info_dict(d.info()); })
+      .def_prop_ro("info", [](const mb::Device& d) -> AnyDict { return info_dict(d.info()); })
       .def(
           "compile",
-          [](mb::Device& d, const std::string& source, const std::string& entry, const nb::dict& defines,
+          [](mb::Device& d, const std::string& source, const std::string& entry, const AnyDict& defines,
              const std::string& label) {
             auto defs = to_defines(defines);
             const std::string& who = label.empty() ? entry : label;
@@ -246,7 +259,7 @@ NB_MODULE(_core, m) {
           "Compiles `entry` from `source` with `defines` as macros; raises CompileError with the log.")
       .def(
           "builtin",
-          [](mb::Device& d, const std::string& name, const std::string& label, const nb::dict& defines) {
+          [](mb::Device& d, const std::string& name, const std::string& label, const AnyDict& defines) {
             auto defs = to_defines(defines);
             mb::check_defines(defs, label);
             nb::gil_scoped_release nogil;
@@ -273,8 +286,8 @@ NB_MODULE(_core, m) {
           "nbytes"_a)
       .def(
           "run",
-          [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const nb::list& args,
-             const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads) {
+          [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const Args& args, const std::vector<uint32_t>& groups,
+             const std::vector<uint32_t>& threads) {
             mb::Launch l = make_launch(std::move(k), args, groups, threads);
             mb::check_launch(d, l);
             nb::gil_scoped_release nogil;
@@ -286,13 +299,15 @@ NB_MODULE(_core, m) {
           [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const nb::list& args, const std::vector<uint32_t>& groups,
              const std::vector<uint32_t>& threads, int warmup, int min_samples, int max_samples, double min_time,
              double max_time, double max_noise, const std::string& rank_by, double batch_time, size_t max_batch,
-             double min_clock_fraction, const nb::list& resets) {
+             double min_clock_fraction, const Resets& resets) -> AnyDict {
             std::vector<mb::Launch> slots = make_slots(k, args, groups, threads);
             std::vector<mb::Reset> pairs;
             for (nb::handle h : resets) {
-              auto pair = nb::cast<nb::tuple>(h);
-              if (pair.size() != 2)
+              // Checked before the casts, whose own error would read only "std::bad_cast".
+              if (!nb::isinstance<nb::tuple>(h) || nb::len(h) != 2 || !nb::isinstance<mb::Buffer>(h[0]) ||
+                  !nb::isinstance<mb::Buffer>(h[1]))
                 throw mb::UsageError("[core::measure] resets: each is a (target, source) pair of buffers");
+              auto pair = nb::borrow<nb::tuple>(h);
               pairs.push_back({nb::cast<std::shared_ptr<mb::Buffer>>(pair[0]),
                                nb::cast<std::shared_ptr<mb::Buffer>>(pair[1])});
             }
@@ -341,7 +356,7 @@ NB_MODULE(_core, m) {
           "'cpu_ns'), 'batch_size', the final round's slots ('first_slot', 'last_round': that many from there, "
           "wrapping) and the lowest and highest clock seen ('clock', None where unknown).")
       .def(
-          "clock", [](mb::Device& d) { return reading(d.clock()); },
+          "clock", [](mb::Device& d) -> nb::typed<nb::object, std::optional<AnyDict>> { return reading(d.clock()); },
           "The GPU's core clock now ({'mhz', 'max_mhz', 'throttled'}), or None where the backend exposes none.");
 
   m.def("set_cache_dir", &mb::set_cache_dir, "path"_a,
@@ -353,7 +368,7 @@ NB_MODULE(_core, m) {
       "backend"_a, "Why `backend` cannot be used on this machine, or '' if it can.");
   m.def(
       "devices",
-      [](const std::string& name) {
+      [](const std::string& name) -> nb::typed<nb::list, AnyDict> {
         nb::list out;
         for (const auto& i : mb::backend(name).devices()) out.append(info_dict(i));
         return out;

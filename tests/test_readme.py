@@ -1,6 +1,8 @@
 """The README's examples, run as written."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,25 @@ def test_embedding_example_runs_as_written(opencl, capsys):
         pytest.skip("the example's kernel is OpenCL C; this machine's first backend is another")
     (block,) = python_blocks()
     exec(compile(block, str(README), "exec"), {})
-    gpu_median, cpu_median, *_ = capsys.readouterr().out.split()
-    assert float(gpu_median) > 0 and float(cpu_median) > 0
+    medians = {line.split()[0]: float(line.split()[1]) for line in capsys.readouterr().out.splitlines()}
+    assert set(medians) == {"gpu", "batch", "cpu"} and all(m > 0 for m in medians.values())
+
+
+def test_embedding_example_type_checks(tmp_path):
+    """mypy checks the example against the installed package's stubs (python/metalbench/py.typed, _core.pyi)."""
+    pytest.importorskip("mypy", reason="mypy is not installed (the `test` extra installs it)")
+    (block,) = python_blocks()
+    example = tmp_path / "example.py"
+    example.write_text(block)
+    # From tmp_path, so that no configuration and no source tree but the installed package's is seen.
+    done = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path / "cache"),
+                           str(example)], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # The stubs, not a fallback to Any, are what was checked.
+    example.write_text("import metalbench\nreveal_type(metalbench.open_device().measure)\n")
+    done = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache"), str(example)],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert "Overload(" in done.stdout and "metalbench._core.Buffer" in done.stdout, done.stdout
 
 
 def test_readme_suite_and_family_examples_load(tmp_path):

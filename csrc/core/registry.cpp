@@ -52,7 +52,7 @@ Backend& backend(const std::string& name) {
   }
   std::string known;
   for (const auto& e : entries()) known += (known.empty() ? "" : ", ") + e.name;
-  throw UsageError("unknown backend '" + name + "' (this build has: " + known + ")");
+  throw UsageError("[core::backend] unknown backend '" + name + "' (this build has: " + known + ")");
 }
 
 }  // namespace mb

@@ -47,22 +47,24 @@ static_assert(sizeof(Params) == 64, "MBParams is 64 bytes");
 
 constexpr int kOpMatmul = 0, kOpBias = 1, kOpAlphaBeta = 2;
 
-void check_blas(cublasStatus_t s, const std::string& what) {
-  if (s != CUBLAS_STATUS_SUCCESS) throw DeviceError("[cuda::cublas] " + what + " failed: cuBLAS status " + std::to_string(s));
+// `op` is the operation an error names: "builtin" while the handle is made, else "launch".
+void check_blas(cublasStatus_t s, const std::string& what, const char* op = "launch") {
+  if (s != CUBLAS_STATUS_SUCCESS)
+    throw DeviceError(std::string("[cuda::") + op + "] " + what + " failed: cuBLAS status " + std::to_string(s));
 }
 
 BlasState& blas_state(Context& ctx) {
   if (ctx.blas) return *ctx.blas;
   const CublasApi& b = cublas();
   auto s = std::make_unique<BlasState>();
-  check(driver().cuMemAlloc(&s->workspace, s->workspace_bytes), "allocate", "the cuBLAS workspace");
+  check(driver().cuMemAlloc(&s->workspace, s->workspace_bytes), "builtin", "allocating the cuBLAS workspace");
   try {
-    check_blas(b.cublasCreate(&s->handle), "cublasCreate");
-    check_blas(b.cublasSetStream(s->handle, ctx.stream), "cublasSetStream");
+    check_blas(b.cublasCreate(&s->handle), "cublasCreate", "builtin");
+    check_blas(b.cublasSetStream(s->handle, ctx.stream), "cublasSetStream", "builtin");
     // An explicit workspace: cuBLAS never allocates (and so never synchronizes) in a timed batch.
     check_blas(b.cublasSetWorkspace(s->handle, reinterpret_cast<void*>(s->workspace), s->workspace_bytes),
-               "cublasSetWorkspace");
-    check_blas(b.cublasLtCreate(&s->lt), "cublasLtCreate");
+               "cublasSetWorkspace", "builtin");
+    check_blas(b.cublasLtCreate(&s->lt), "cublasLtCreate", "builtin");
   } catch (...) {
     destroy_blas(s.get());
     throw;
@@ -108,17 +110,17 @@ class BlasKernel final : public CuKernel {
 
   std::function<void()> prepare(const Launch& launch) override {
     if (launch.args.size() != 6)
-      throw UsageError("[cuda::cublas] " + label_ + ": cuBLAS takes the 6 GEMM arguments (a, b, c, bias, ws, params), got " +
+      throw UsageError("[cuda::launch] " + label_ + ": cuBLAS takes the 6 GEMM arguments (a, b, c, bias, ws, params), got " +
                        std::to_string(launch.args.size()));
     const auto* raw = std::get_if<std::vector<uint8_t>>(&launch.args[5]);
     if (!raw || raw->size() != sizeof(Params))
-      throw UsageError("[cuda::cublas] " + label_ + ": argument 5 must be the 64-byte MBParams");
+      throw UsageError("[cuda::launch] " + label_ + ": argument 5 must be the 64-byte MBParams");
     Params p;
     std::memcpy(&p, raw->data(), sizeof p);
     if (p.batch < 1 || p.m < 1 || p.n < 1 || p.k < 1)
-      throw UsageError("[cuda::cublas] " + label_ + ": empty problem (batch, m, n, k = " + std::to_string(p.batch) + ", " +
+      throw UsageError("[cuda::launch] " + label_ + ": empty problem (batch, m, n, k = " + std::to_string(p.batch) + ", " +
                        std::to_string(p.m) + ", " + std::to_string(p.n) + ", " + std::to_string(p.k) + ")");
-    if (p.op < kOpMatmul || p.op > kOpAlphaBeta) throw UsageError("[cuda::cublas] " + label_ + ": unknown op " + std::to_string(p.op));
+    if (p.op < kOpMatmul || p.op > kOpAlphaBeta) throw UsageError("[cuda::launch] " + label_ + ": unknown op " + std::to_string(p.op));
     CuBuffer& a = buffer_arg(launch, 0);
     CuBuffer& b = buffer_arg(launch, 1);
     CuBuffer& c = buffer_arg(launch, 2);
@@ -138,7 +140,7 @@ class BlasKernel final : public CuKernel {
     };
     const size_t es = element_ ? (holds(element_) ? element_ : 0) : holds(4) ? 4 : holds(2) ? 2 : 0;
     if (!es)
-      throw UsageError("[cuda::cublas] " + label_ + ": the buffers are smaller than the params address" +
+      throw UsageError("[cuda::launch] " + label_ + ": the buffers are smaller than the params address" +
                        (element_ ? " at " + std::to_string(element_) + " bytes per element" : std::string()) +
                        " (a " + std::to_string(a.bytes()) +
                        " bytes for " + std::to_string(need_a) + " elements, b " + std::to_string(b.bytes()) +
@@ -250,7 +252,7 @@ class BlasKernel final : public CuKernel {
     api.cublasLtMatmulPreferenceDestroy(pref);
     check_blas(st, who + ": cublasLtMatmulAlgoGetHeuristic");
     if (returned < 1 || result.state != CUBLAS_STATUS_SUCCESS)
-      throw DeviceError("[cuda::cublas] " + who + ": cuBLASLt has no algorithm for this bias GEMM (m " + std::to_string(p.m) +
+      throw DeviceError("[cuda::launch] " + who + ": cuBLASLt has no algorithm for this bias GEMM (m " + std::to_string(p.m) +
                         ", n " + std::to_string(p.n) + ", k " + std::to_string(p.k) + ", batch " +
                         std::to_string(p.batch) + ")");
     lt->algo = result.algo;

@@ -193,22 +193,24 @@ class CompiledKernel final : public CuKernel {
   void collect(const std::vector<Arg>& args, CUdeviceptr* ptrs, void** params) const {
     const size_t n = args.size();
     if (known_params_ && n != param_sizes_.size())
-      throw UsageError(label_ + ": launch has " + std::to_string(n) + " arguments, the kernel takes " +
-                       std::to_string(param_sizes_.size()));
+      throw UsageError("[cuda::launch] " + label_ + ": launch has " + std::to_string(n) +
+                       " arguments, the kernel takes " + std::to_string(param_sizes_.size()));
     for (size_t i = 0; i < n; ++i) {
       if (const auto* held = std::get_if<std::shared_ptr<Buffer>>(&args[i])) {
         auto* buf = dynamic_cast<CuBuffer*>(held->get());
-        if (!buf) throw UsageError(label_ + ": argument " + std::to_string(i) + " is not a CUDA buffer");
+        if (!buf)
+          throw UsageError("[cuda::launch] " + label_ + ": argument " + std::to_string(i) + " is not a CUDA buffer");
         if (known_params_ && param_sizes_[i] != sizeof(CUdeviceptr))
-          throw UsageError(label_ + ": argument " + std::to_string(i) + " is a buffer, the kernel's parameter is " +
-                           std::to_string(param_sizes_[i]) + " bytes");
+          throw UsageError("[cuda::launch] " + label_ + ": argument " + std::to_string(i) +
+                           " is a buffer, the kernel's parameter is " + std::to_string(param_sizes_[i]) + " bytes");
         ptrs[i] = buf->ptr();
         params[i] = &ptrs[i];
       } else {
         const auto& bytes = std::get<std::vector<uint8_t>>(args[i]);
         if (known_params_ && param_sizes_[i] != bytes.size())
-          throw UsageError(label_ + ": argument " + std::to_string(i) + " is " + std::to_string(bytes.size()) +
-                           " bytes, the kernel's parameter is " + std::to_string(param_sizes_[i]));
+          throw UsageError("[cuda::launch] " + label_ + ": argument " + std::to_string(i) + " is " +
+                           std::to_string(bytes.size()) + " bytes, the kernel's parameter is " +
+                           std::to_string(param_sizes_[i]));
         params[i] = const_cast<uint8_t*>(bytes.data());
       }
     }
@@ -330,7 +332,7 @@ class CuDevice final : public Device {
                                   const std::vector<Define>& defines) override {
     if (name != "cublas")
       throw UsageError("[cuda::builtin] " + label + ": no vendor library routine '" + name +
-                       "); the CUDA backend has 'cublas'");
+                       "'; the CUDA backend has 'cublas'");
     // MB_F16 gives the element type; without it the type is read off the buffers.
     size_t element = 0;
     for (const auto& d : defines)
@@ -361,41 +363,44 @@ class CuDevice final : public Device {
     ctx_->ensure_events(2 * batch);
     while (out.size() < launches.size()) {
       const size_t first = out.size(), n = std::min(batch, launches.size() - first);
+      const std::string& who = launches[first].kernel->label();
       bool forced = held([&] {
         for (size_t i = 0; i < n; ++i) {
-          check(d.cuEventRecord(ctx_->events[2 * i], ctx_->stream), "timing", "cuEventRecord");
+          check(d.cuEventRecord(ctx_->events[2 * i], ctx_->stream), "timing", who + ": cuEventRecord");
           enqueue[first + i]();
-          check(d.cuEventRecord(ctx_->events[2 * i + 1], ctx_->stream), "timing", "cuEventRecord");
+          check(d.cuEventRecord(ctx_->events[2 * i + 1], ctx_->stream), "timing", who + ": cuEventRecord");
         }
-      }, launches[first].kernel->label());
+      }, who);
       if (forced && batch > 1) {  // this run may have waited on the host: again, smaller
         batch = std::max<size_t>(1, batch / 2);
         continue;
       }
-      for (size_t i = 0; i < n; ++i) out.push_back(elapsed(ctx_->events[2 * i], ctx_->events[2 * i + 1]));
+      for (size_t i = 0; i < n; ++i) out.push_back(elapsed(ctx_->events[2 * i], ctx_->events[2 * i + 1], who));
     }
     return out;
   }
 
   uint64_t timed_batch(const std::vector<Launch>& launches) override {
     if (launches.size() > kMaxHeld)
-      throw UsageError("[cuda::timing] a batch of " + std::to_string(launches.size()) + " launches exceeds the " +
+      throw UsageError("[cuda::timing] " + launches.front().kernel->label() + ": a batch of " +
+                       std::to_string(launches.size()) + " launches exceeds the " +
                        std::to_string(kMaxHeld) + " this backend holds at once");
     std::lock_guard<std::mutex> guard(ctx_->mutex);
     ctx_->make_current();
     std::vector<std::function<void()>> enqueue = prepare_all(launches);
     const DriverApi& d = driver();
     ctx_->ensure_events(2);
+    const std::string& who = launches.front().kernel->label();
     bool forced = held([&] {
-      check(d.cuEventRecord(ctx_->events[0], ctx_->stream), "timing", "cuEventRecord");
+      check(d.cuEventRecord(ctx_->events[0], ctx_->stream), "timing", who + ": cuEventRecord");
       for (auto& e : enqueue) e();
-      check(d.cuEventRecord(ctx_->events[1], ctx_->stream), "timing", "cuEventRecord");
-    }, launches.front().kernel->label());
+      check(d.cuEventRecord(ctx_->events[1], ctx_->stream), "timing", who + ": cuEventRecord");
+    }, who);
     if (forced)
-      throw DeviceError("[cuda::timing] " + launches.front().kernel->label() + ": enqueueing a batch of " +
+      throw DeviceError("[cuda::timing] " + who + ": enqueueing a batch of " +
                         std::to_string(launches.size()) + " launches took longer than " +
                         std::to_string(kGateTimeout.count()) + " s, so the GPU may have waited for the host");
-    return elapsed(ctx_->events[0], ctx_->events[1]);
+    return elapsed(ctx_->events[0], ctx_->events[1], who);
   }
 
   ClockReading clock() override { return nvml_.read(); }
@@ -439,9 +444,9 @@ class CuDevice final : public Device {
     return forced;
   }
 
-  uint64_t elapsed(CUevent start, CUevent end) {
+  uint64_t elapsed(CUevent start, CUevent end, const std::string& who) {
     float ms = 0.0f;
-    check(driver().cuEventElapsedTime(&ms, start, end), "timing", "cuEventElapsedTime");
+    check(driver().cuEventElapsedTime(&ms, start, end), "timing", who + ": cuEventElapsedTime");
     return static_cast<uint64_t>(std::llround(double(ms) * 1e6));
   }
 

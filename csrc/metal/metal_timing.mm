@@ -212,10 +212,10 @@ std::unique_ptr<Counters> Counters::open(Context& ctx, std::string* why) {
   // order; macOS 26 has been reported to write zeros here (gfx-rs/wgpu issue 9414).
   try {
     @autoreleasepool {
-      id<MTLBuffer> scratch = [device newBufferWithLength:16 options:MTLResourceStorageModeShared];
-      if (!scratch) throw DeviceError("no scratch buffer");
-      id<MTLCounterSampleBuffer> samples = c->buffer(0);
       const std::string who = where("timing", "counter probe");
+      id<MTLBuffer> scratch = [device newBufferWithLength:16 options:MTLResourceStorageModeShared];
+      if (!scratch) throw DeviceError(who + "the device gave no scratch buffer");
+      id<MTLCounterSampleBuffer> samples = c->buffer(0);
       id<MTLCommandBuffer> cb = new_command_buffer(ctx, who);
       join_pass(ctx, cb, {scratch}, Span{samples, 0, 1});
       join_pass(ctx, cb, {scratch}, Span{samples, 2, 3});

@@ -77,7 +77,7 @@ class MpsLaunch final : public PreparedLaunch {
  public:
   bool single_dispatch() const override { return false; }
   void dispatch(id<MTLComputeCommandEncoder>) const override {
-    throw std::logic_error("an MPS launch encodes passes of its own");
+    throw std::logic_error(where("launch", "") + "an MPS launch encodes passes of its own");
   }
   void encode(id<MTLCommandBuffer> cb) const override {
     if (plan->bias_first) encode_dispatch(cb, bias_pipeline, bias_args, bias_groups, MTLSizeMake(kBiasGroup, 1, 1));

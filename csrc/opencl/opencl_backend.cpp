@@ -278,7 +278,7 @@ class ClDevice final : public Device {
     std::string failure;
     for (cl_event e : events) {
       if (failure.empty()) {
-        auto [start, end] = span(e, e, &failure);
+        auto [start, end] = span(e, e, launches.front().kernel->label(), &failure);
         out.push_back(end - start);
       }
       api().clReleaseEvent(e);
@@ -290,7 +290,7 @@ class ClDevice final : public Device {
   uint64_t timed_batch(const std::vector<Launch>& launches) override {
     std::vector<cl_event> events = held(launches, /*every=*/false);
     std::string failure;
-    auto [start, end] = span(events.front(), events.back(), &failure);
+    auto [start, end] = span(events.front(), events.back(), launches.front().kernel->label(), &failure);
     for (cl_event e : events) api().clReleaseEvent(e);
     if (!failure.empty()) throw DeviceError(failure);
     return end - start;
@@ -306,7 +306,7 @@ class ClDevice final : public Device {
     std::lock_guard<std::mutex> guard(ctx_->mutex);
     cl_int rc = CL_SUCCESS;
     cl_event gate = api().clCreateUserEvent(ctx_->context, &rc);
-    check(rc, "launch] clCreateUserEvent");
+    check(rc, "launch] " + launches.front().kernel->label() + ": clCreateUserEvent");
     std::vector<cl_event> events;
     std::string failure;
     try {
@@ -333,12 +333,14 @@ class ClDevice final : public Device {
     return events;
   }
 
-  // The start of `first` and the end of `last` from their profiling information.
-  std::pair<cl_ulong, cl_ulong> span(cl_event first, cl_event last, std::string* failure) {
+  // The start of `first` and the end of `last` from their profiling information;
+  // `label` names the launches in an error.
+  std::pair<cl_ulong, cl_ulong> span(cl_event first, cl_event last, const std::string& label, std::string* failure) {
     cl_ulong start = 0, end = 0;
     cl_int rc = api().clGetEventProfilingInfo(first, CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr);
     if (rc == CL_SUCCESS) rc = api().clGetEventProfilingInfo(last, CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr);
-    if (rc != CL_SUCCESS) *failure = std::string("[opencl::timing] reading profiling info failed: ") + error_name(rc);
+    if (rc != CL_SUCCESS)
+      *failure = "[opencl::timing] " + label + ": reading profiling info failed: " + error_name(rc);
     return {start, end > start ? end : start};
   }
 
@@ -423,6 +425,7 @@ const char* error_name(cl_int code) {
     case -5: return "CL_OUT_OF_RESOURCES";
     case -6: return "CL_OUT_OF_HOST_MEMORY";
     case -11: return "CL_BUILD_PROGRAM_FAILURE";
+    case -13: return "CL_MISALIGNED_SUB_BUFFER_OFFSET";
     case -30: return "CL_INVALID_VALUE";
     case -36: return "CL_INVALID_COMMAND_QUEUE";
     case -38: return "CL_INVALID_MEM_OBJECT";
