@@ -63,14 +63,16 @@ def test_slower_faster_noise_and_verdicts(tmp_path):
     a = add_run(store, {(0, "fast/a"): ("ok", 10000, 50), (0, "same/b"): ("ok", 20000, 50),
                         (0, "better/c"): ("ok", 30000, 50), (1, "breaks/d"): ("ok", 5000, 50),
                         (1, "fixed/e"): ("wrong", 6000, 50), (1, "gone/f"): ("ok", 1000, 50),
-                        (1, "few/g"): ("ok", 1000, 3)}, seed=1)
+                        (1, "few/g"): ("ok", 1000, 3), (0, "raced/i"): ("ok", 40000, 50)}, seed=1)
     b = add_run(store, {(0, "fast/a"): ("ok", 11000, 50), (0, "same/b"): ("ok", 20000, 50),
                         (0, "better/c"): ("ok", 24000, 50), (1, "breaks/d"): ("wrong", 5000, 50),
                         (1, "fixed/e"): ("ok", 6000, 50), (1, "timeout/h"): ("timeout", None, 0),
-                        (1, "few/g"): ("ok", 1000, 3)}, seed=2)
+                        (1, "few/g"): ("ok", 1000, 3), (0, "raced/i"): ("raced", 40000, 3)}, seed=2)
     c = compare.compare(store, a, store, b, threshold_pct=5)
     by = {p.variant: p for p in c.pairs}
-    assert set(by) == {"fast/a", "same/b", "better/c", "breaks/d", "fixed/e", "few/g"}
+    assert set(by) == {"fast/a", "same/b", "better/c", "breaks/d", "fixed/e", "few/g", "raced/i"}
+    # Raced out in B: verified, briefly timed; no verdict change, and its time compares.
+    assert by["raced/i"].verdict == "" and not by["raced/i"].regression and by["raced/i"].b_us is not None
     assert (c.only_a, c.only_b) == (1, 1) and not c.devices_differ
     assert by["fast/a"].outcome == "slower" and by["fast/a"].regression and by["fast/a"].test == "mann-whitney"
     assert by["fast/a"].change_pct == pytest.approx(10, abs=1.5) and by["fast/a"].p_value < compare.ALPHA

@@ -22,7 +22,9 @@ stored per-launch samples of that clock:
 
 A regression is a real change that makes B slower than A by more than the
 threshold (5% by default), or a verdict that got worse: a pair correct in A that is
-wrong, failed, timed out or crashed in B. `compare` exits 1 when there is any.
+wrong, failed, timed out or crashed in B. `compare` exits 1 when there is any. A pair
+raced out (verified, then timed only briefly, as slower than the best) counts as
+correct, and its brief times are compared like any others.
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ ALPHA = 0.01
 MIN_SAMPLES = 5
 # What a worse verdict is called, by B's status, for a pair correct in A.
 _WORSE = {"wrong": "newly wrong", "failed": "newly failing", "timeout": "timeout", "crashed": "crashed"}
-_TIMED = ("ok", "wrong")
+# Correct verdicts: a raced-out pair was verified, then timed only briefly (runner.py).
+_CORRECT = ("ok", "raced")
+_TIMED = ("ok", "raced", "wrong")
 
 
 def mann_whitney_u(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -196,15 +200,15 @@ def compare(store_a: Store, run_a: int, store_b: Store, run_b: int, threshold_pc
     for key in sorted(pa.keys() & pb.keys(), key=lambda k: (order.get(k[0], 0), k[1])):
         x, y = pa[key], pb[key]
         pair = Pair(key[0], labels.get(key[0], key[0]), key[1], x.status, y.status)
-        if x.status == "ok" and y.status != "ok":
-            pair.verdict = _WORSE.get(y.status, f"now {y.status}")
+        if x.status in _CORRECT and y.status in _WORSE:
+            pair.verdict = _WORSE[y.status]
             pair.regression = True
-        elif x.status != "ok" and y.status == "ok":
+        elif x.status in _WORSE and y.status in _CORRECT:
             pair.verdict = "fixed"
         if x.status in _TIMED and y.status in _TIMED:
             _judge(pair, x, y, store_a, store_b, clock)
             if pair.significant and pair.change_pct is not None and pair.change_pct > threshold_pct \
-                    and y.status == "ok":
+                    and y.status in _CORRECT:
                 pair.regression = True
         pairs.append(pair)
     return Comparison(a, b, clock, threshold_pct, a.device != b.device, pairs, len(pa.keys() - pb.keys()),

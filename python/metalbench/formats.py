@@ -48,14 +48,19 @@ def _row_cells(report: Report, spec: SpecReport, row: Row) -> dict[str, str]:
 
 
 def to_csv(report: Report) -> str:
-    """Every variant that ran on every spec, then one line per failed, timed-out or
-    crashed pair (status and message only): the columns are CSV_COLUMNS."""
+    """Every variant that ran on every spec, then one line per raced-out pair and per
+    failed, timed-out or crashed pair (status and message only): the columns are CSV_COLUMNS."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, restval="", lineterminator="\n")
     writer.writeheader()
     for spec in report.specs:
         for row in spec.rows:
             writer.writerow(_row_cells(report, spec, row))
+    for spec in report.specs:
+        for variant, ratio in spec.raced:
+            writer.writerow({"run": str(report.run_id), "spec_index": str(spec.index), "spec": spec.label,
+                             "spec_key": spec.key, "variant": variant, "status": "raced", "rank_by": report.rank_by,
+                             "mode": report.mode, "message": f"raced out: {ratio:.2f}x the best's time in a brief lap"})
     by_label = {s.label: s for s in reversed(report.specs)}  # the first spec of a label wins
     for f in report.failures:
         if f.category == "wrong":  # wrong rows ran and are above, with their figures
@@ -160,6 +165,9 @@ def to_markdown(report: Report) -> str:
         lines += ["<details>", f"<summary>{_html_text(title)}: best {_html_text(spec.best or 'none correct')}"
                   "</summary>", ""]
         lines += _table(headers, rows, set(range(1, len(headers) - 1))) if rows else ["(no variant ran)"]
+        if spec.raced:
+            lines += ["", "Raced out (times the best's, in a brief lap): " +
+                      ", ".join(f"`{v}` {ratio:.1f}x" for v, ratio in spec.raced)]
         lines += ["", "</details>", ""]
     if report.failures:
         lines += ["## Failures", ""]

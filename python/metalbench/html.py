@@ -58,7 +58,8 @@ def chart_data(report: Report) -> dict[str, Any]:
                                "gbps": row.gbps, "gflops": row.gflops, "pct_peak": row.pct_peak,
                                "best": row.variant == spec.best, "baseline": "baseline" in row.tags})
         specs.append({"index": spec.index, "label": spec.label, "key": spec.key, "best": spec.best,
-                      "baseline": report.baseline, "variants": variants})
+                      "baseline": report.baseline, "variants": variants,
+                      "raced": [{"variant": v, "ratio": ratio} for v, ratio in spec.raced]})
     return {"schema": report.schema, "run": report.run_id, "rank_by": rank, "mode": report.mode, "specs": specs,
             "roofline": {"peak_gbps": report.peak_bandwidth / 1e9 if report.peak_bandwidth else None,
                          "peak_source": report.peak_source, "points": points}}
@@ -211,6 +212,10 @@ def to_html(report: Report) -> str:
         parts.append(f"<section class='spec' id='spec-{spec['index']}'>")
         parts.append(_spec_chart(report, spec) if spec["variants"] else
                      f"<h3>[{spec['index']}] {_esc(spec['label'])}</h3><p>(no variant ran)</p>")
+        if spec["raced"]:
+            parts.append("<p class='raced'>raced out (times the best's, in a brief lap): " +
+                         ", ".join(f"<code>{_esc(r['variant'])}</code> {r['ratio']:.1f}x" for r in spec["raced"]) +
+                         "</p>")
         parts.append("</section>")
     parts.append("<h2>Failures</h2>")
     if report.failures:
