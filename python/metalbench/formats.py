@@ -120,7 +120,8 @@ def header_rows(report: Report) -> list[tuple[str, str]]:
              ("clock", report.clock_note), ("baseline", f"{report.baseline or 'none'}: {report.orig_note}"),
              ("roofline", peak_note(report))]
     c = report.counts
-    rows.append(("counts", f"{c['measured']} measured, {c['reused']} reused, {c['unsupported']} unsupported, "
+    rows.append(("counts", f"{c['measured']} measured ({c.get('raced', 0)} of them raced out), {c['reused']} reused, "
+                           f"{c['unsupported']} unsupported, "
                            f"{c['failed']} failed, {c['wrong']} wrong, {c['timeout']} timed out, "
                            f"{c['crashed']} crashed"))
     return rows

@@ -148,7 +148,8 @@ def _roofline_chart(data: dict[str, Any]) -> str:
     ax.set_xlabel("arithmetic intensity (FLOP per byte moved at least)")
     ax.set_ylabel(f"achieved GB/s ({CLOCK_NAMES[data['rank_by']]} time, {data['mode']})")
     ax.grid(which="both", alpha=0.25)
-    ax.legend(fontsize=8, loc="lower right")
+    # Below the axes, so that it never hides a point.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False)
     ax.set_title("roofline: bytes each spec must move over its time; labels are spec numbers", loc="left",
                  fontsize=10)
     return _svg(fig)
