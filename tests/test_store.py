@@ -61,7 +61,7 @@ def test_missing_run_and_missing_store(tmp_path):
         Store(tmp_path / "nowhere.sqlite", readonly=True)
 
 
-def test_a_version_1_store_is_upgraded_and_its_results_kept(tmp_path):
+def test_a_version_1_store_is_upgraded_to_3_and_its_results_kept(tmp_path):
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
     db.executescript("""
@@ -85,10 +85,15 @@ def test_a_version_1_store_is_upgraded_and_its_results_kept(tmp_path):
     # Read-only, it is read as it is.
     old = Store(path, readonly=True)
     assert old.version == 1 and old.load_run(1).results[0].gpu["median"] == 5.0 and old.samples(1) == {}
+    assert old.peak("opencl|dev") is None  # no peaks table before version 3
     old.close()
     s = Store(path)
-    assert s.version == 2
+    assert s.version == 3
     assert s.load_run(1).results[0].batch is None
+    # Version 3's table is there after the upgrade, and readable read-only too.
+    s.put_peak("opencl|dev", 2.5e10, "measured: test")
+    assert s.peak("opencl|dev") == (2.5e10, "measured: test")
+    assert Store(path, readonly=True).peak("opencl|dev") == (2.5e10, "measured: test")
     # A version 1 run left 'running' has no process to ask about: it is abandoned.
     assert s.abandon_dead_runs() == [2]
     assert s.load_run(2).status == "abandoned"
@@ -130,3 +135,20 @@ def test_read_only_opening_never_writes(tmp_path):
     with pytest.raises(StoreError, match="read-only"):
         ro.begin_run("smoke", "opencl", {}, {}, None, [])
     assert path.read_bytes() == before
+
+
+def test_a_version_2_store_reads_without_peaks_and_upgrades_to_3(tmp_path):
+    s = make(tmp_path)
+    run = s.begin_run("smoke", "opencl", {}, {}, None, [])
+    s.add(run, 0, Result("a/b", "k", "ok", key="one", batch={"median": 7.0, "count": 1}))
+    # Make it a version 2 store: no peaks table, schema 2.
+    s._db.execute("DROP TABLE peaks")
+    s._db.execute("UPDATE meta SET value='2' WHERE name='schema'")
+    s.close()
+    path = tmp_path / "r.sqlite"
+    old = Store(path, readonly=True)
+    assert old.version == 2 and old.peak("any") is None and old.load_run(run).results[0].batch["median"] == 7.0
+    old.close()
+    new = Store(path)
+    assert new.version == 3 and new.peak("any") is None
+    assert new.load_run(run).results[0].key == "one"

@@ -1,9 +1,10 @@
 """`metalbench`: run suites, list what there is, show stored reports.
 
 Exit codes: 0 done; 1 a run that could not finish (the device was lost, the store
-could not be written); 2 a usage error (a bad option or value, a malformed suite or
-manifest, a --variants glob that matches nothing); 130 interrupted (Ctrl-C). Every
-error is one line on stderr, starting with "metalbench: error:".
+could not be written), or `compare` found a regression; 2 a usage error (a bad option
+or value, a malformed suite or manifest, a --variants glob that matches nothing, a run
+that cannot be exported, --html without the plot extra); 130 interrupted (Ctrl-C).
+Every error is one line on stderr, starting with "metalbench: error:".
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import _core, report, runner, specs, store, variants
+from . import _core, compare, export, formats, report, roofline, runner, specs, store, variants
+from . import html as html_page
 from .cli_suite import suite_app
 from .expr import ExprError
 from .measure import Settings
@@ -39,7 +41,8 @@ INTERRUPTED = 130
 
 # What a user can get wrong: each is reported as one line, never a traceback.
 USER_ERRORS = (specs.SuiteError, specs.SpecError, variants.ManifestError, ExprError, runner.BackendError,
-               MissingRun, _core.UsageError, _core.UnavailableError, _core.CompileError, ValueError, OSError)
+               MissingRun, _core.UsageError, _core.UnavailableError, _core.CompileError, export.ExportError,
+               html_page.MissingExtra, ValueError, OSError)
 # What stops a run that was started right: the device, the store, or a worker's own bug.
 RUN_ERRORS = (runner.DeviceLost, runner.WorkerError, store.StoreError, _core.DeviceError)
 
@@ -64,6 +67,12 @@ RankOpt = Annotated[str | None, typer.Option("--rank-by", help="Clock that tags 
                                              "on its own) or cpu (submit to completion).", show_default=False)]
 TieOpt = Annotated[float, typer.Option("--tie", help="Variants within this many percent of the best tie with it "
                                        "(as do those whose confidence intervals overlap).")]
+JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.",
+                                              show_default=False)]
+CsvOpt = Annotated[Path | None, typer.Option("--csv", help="Also write every variant x spec as CSV here.",
+                                             show_default=False)]
+MarkdownOpt = Annotated[Path | None, typer.Option("--markdown", help="Also write the report as Markdown (GitHub) "
+                                                  "here.", show_default=False)]
 
 
 class _Bar(runner.Events):
@@ -155,8 +164,9 @@ def run(
     timeout: Annotated[float, typer.Option(help="Seconds a pair may take before its worker is stopped and the "
                                            "pair stored as a timeout.")] = runner.DEFAULT_TIMEOUT,
     kernels: KernelsOpt = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.",
-                                                   show_default=False)] = None,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    markdown_path: MarkdownOpt = None,
     verbose_failures: Annotated[bool, typer.Option("--verbose-failures", help="List every failure with its "
                                                    "compiler log.")] = False,
     tie: TieOpt = 100 * TIE_FLOOR,
@@ -199,7 +209,7 @@ def run(
             progress.stop()
             last = results.latest_run()
             _fail(f"{e} (every result stored so far is kept; `metalbench report {last}` shows them)", UNFINISHED)
-    _show(results, run_id, json_path, verbose_failures, None, tie_floor)
+    _show(results, run_id, _Outputs(json_path, csv_path, markdown_path), verbose_failures, None, tie_floor)
 
 
 def _devices(text: str | None, backend: str) -> list[int] | None:
@@ -226,21 +236,42 @@ def _rank(rank_by: str | None) -> str | None:
     return rank_by
 
 
-def _show(results: Store, run_id: int, json_path: Path | None, verbose_failures: bool, rank_by: str | None,
+class _Outputs:
+    """The files a report is also written to; None where not asked for."""
+
+    def __init__(self, json_path: Path | None = None, csv_path: Path | None = None,
+                 markdown_path: Path | None = None, html_path: Path | None = None) -> None:
+        self.json, self.csv, self.markdown, self.html = json_path, csv_path, markdown_path, html_path
+
+
+def _build(results: Store, run_id: int, rank_by: str | None, tie_floor: float) -> report.Report:
+    run = results.load_run(run_id)
+    # Runs made before peaks were recorded with them take the store's peak for their device.
+    return report.build(run, rank_by=rank_by, tie_floor=tie_floor, peak=results.peak(roofline.device_key(run.device)))
+
+
+def _show(results: Store, run_id: int, outputs: _Outputs, verbose_failures: bool, rank_by: str | None,
           tie_floor: float) -> None:
-    rep = report.build(results.load_run(run_id), rank_by=rank_by, tie_floor=tie_floor)
+    rep = _build(results, run_id, rank_by, tie_floor)
     report.render(rep, console, verbose_failures)
-    if json_path:
-        report.write_json(rep, json_path)
-        console.print(f"JSON report written to {json_path}")
+    for path, write, what in ((outputs.json, report.write_json, "JSON"), (outputs.csv, formats.write_csv, "CSV"),
+                              (outputs.markdown, formats.write_markdown, "Markdown"),
+                              (outputs.html, html_page.write_html, "HTML")):
+        if path:
+            write(rep, path)
+            console.print(f"{what} report written to {path}")
 
 
 @app.command("report")
 def show_report(
     run_id: Annotated[int | None, typer.Argument(help="Run id (default: the newest).", show_default=False)]
     = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the report as JSON here.",
-                                                   show_default=False)] = None,
+    json_path: JsonOpt = None,
+    csv_path: CsvOpt = None,
+    markdown_path: MarkdownOpt = None,
+    html_path: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML page with "
+                                                   "charts here (needs the plot extra: pip install "
+                                                   "'metalbench[plot]').", show_default=False)] = None,
     verbose_failures: Annotated[bool, typer.Option("--verbose-failures")] = False,
     rank_by: RankOpt = None,
     tie: TieOpt = 100 * TIE_FLOOR,
@@ -248,11 +279,85 @@ def show_report(
 ) -> None:
     """Show the report of a stored run (the store is only read)."""
     tie_floor, rank_by = _tie(tie), _rank(rank_by)
+    if html_path:
+        html_page.require_plotting()  # before any work: a missing extra is one line and exit 2
     results = _open_store(db, readonly=True)
+    _show(results, _run_id(results, run_id), _Outputs(json_path, csv_path, markdown_path, html_path),
+          verbose_failures, rank_by, tie_floor)
+
+
+def _run_id(results: Store, run_id: int | None) -> int:
+    """`run_id`, or the store's newest run."""
     run_id = run_id if run_id is not None else results.latest_run()
     if run_id is None:
         raise MissingRun(f"{results.path}: no runs stored yet")
-    _show(results, run_id, json_path, verbose_failures, rank_by, tie_floor)
+    return run_id
+
+
+@app.command("export")
+def export_(
+    run_id: Annotated[int | None, typer.Argument(help="Run id (default: the newest).", show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the dispatch table, its C header and one "
+                                      "kernel source per winner into (made if missing).")] = Path("metalbench-export"),
+    kernels: KernelsOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Export each spec's best correct variant: dispatch.json, metalbench_dispatch.h and self-contained sources."""
+    results = _open_store(db, readonly=True)
+    run = results.load_run(_run_id(results, run_id))
+    rep = report.build(run, peak=results.peak(roofline.device_key(run.device)))
+    done = export.write_export(run, rep, variants.load_variants(None, kernels or []), out)
+    table = Table(title=f"run {run.id} ({run.suite}, {run.backend}): best per spec by {report.CLOCK_NAMES[rep.rank_by]}"
+                  f" time, {rep.mode}", title_justify="left", show_edge=False, pad_edge=False)
+    clock = report.column(rep, rep.rank_by)
+    for name in ("spec", "use", "file", "groups", "threads", clock):
+        table.add_column(name, justify="right" if name == clock else "left")
+    for e in done.entries:
+        t = (e.get("times") or {}).get(rep.rank_by)
+        use = {"vendor": f"{e.get('library')} (vendor library)", "none": "(none correct)"}.get(e["kind"],
+                                                                                             e.get("variant", ""))
+        table.add_row(e["label"], use, e.get("file") or "-", "x".join(map(str, e.get("groups") or [])) or "-",
+                      "x".join(map(str, e.get("threads") or [])) or "-", f"{t['median_us']:.2f}" if t else "-")
+    console.print(table)
+    console.print(f"wrote {done.table}, {done.header} and {len(done.sources)} kernel sources to {out}")
+
+
+@app.command("compare")
+def compare_(
+    run_a: Annotated[str, typer.Argument(help="Run A, the reference: a run id, or 'latest'.", show_default=False)],
+    run_b: Annotated[str, typer.Argument(help="Run B, compared with A: a run id, or 'latest' (of --db-b's store "
+                                         "when given).", show_default=False)],
+    threshold: Annotated[float, typer.Option("--threshold", help="Percent slower past which a real change is a "
+                                             "regression (exit status 1).")] = 5.0,
+    every: Annotated[bool, typer.Option("--all", help="Show every pair, not only those that changed.")] = False,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the comparison as JSON here.",
+                                                   show_default=False)] = None,
+    db: DbOpt = None,
+    db_b: Annotated[Path | None, typer.Option("--db-b", help="Store of run B, when it is not --db's (another "
+                                              "machine's, or a baseline kept by CI).", show_default=False)] = None,
+) -> None:
+    """Compare two runs pair by pair (spec x variant); exit 1 on a regression past --threshold."""
+    if not 0 <= threshold <= 1000 or threshold != threshold:
+        raise UsageProblem(f"--threshold must be a percentage from 0 to 1000, got {threshold}")
+    store_a = _open_store(db, readonly=True)
+    store_b = _open_store(db_b, readonly=True) if db_b else store_a
+    result = compare.compare(store_a, _which(store_a, run_a), store_b, _which(store_b, run_b), threshold)
+    compare.render(result, console, every)
+    if json_path:
+        compare.write_json(result, json_path)
+        console.print(f"JSON comparison written to {json_path}")
+    if result.regressions:
+        raise typer.Exit(UNFINISHED)
+
+
+def _which(results: Store, text: str) -> int:
+    """A run named on the command line: its id, or 'latest'."""
+    if text == "latest":
+        return _run_id(results, None)
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageProblem(f"a run is a number or 'latest', got {text!r}") from None
 
 
 @app.command()

@@ -6,6 +6,11 @@ launch finds them in the last-level cache).
 
 The best correct variant of a spec is the fastest by the ranking clock; every
 correct variant that cannot be told apart from it (ties.py) shares the tag as a tie.
+
+Roofline figures (roofline.py): every row has the bytes its spec must move at least and
+its FLOPs, hence GB/s, GFLOP/s and % of the device's peak memory bandwidth by the
+ranking clock. The peak is the run's (recorded when it started), else the one a
+caller passes (the store's, for runs made before peaks were recorded).
 """
 
 from __future__ import annotations
@@ -18,14 +23,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .roofline import figures
+from .specs import SpecError, spec_from_key
 from .store import CLOCKS, Result, Run
 from .ties import TIE_FLOOR, Estimate, ties_with
 
 __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
 
 # The JSON report's format (semver): a new field bumps the minor version, a removed
-# or changed one the major.
-JSON_SCHEMA = "1.0.0"
+# or changed one the major. docs/json.md documents every field.
+# 1.1.0: roofline figures (Row.gbps, gflops, pct_peak; SpecReport.bytes, flops;
+#        Report.peak_bandwidth, peak_source), SpecReport.raced and devices.
+JSON_SCHEMA = "1.1.0"
 # Statuses of a pair that ran but gave no usable time.
 FAILED = ("failed", "timeout", "crashed")
 CLOCK_NAMES = {"batch": "batch", "gpu": "launch", "cpu": "CPU"}
@@ -60,6 +69,10 @@ class Row:
     reused: bool
     reason: str
     tags: list[str] = field(default_factory=list)
+    # Roofline figures by the ranking clock (None without a time, or a peak for pct_peak).
+    gbps: float | None = None
+    gflops: float | None = None
+    pct_peak: float | None = None
 
     def us(self, clock: str) -> float | None:
         t = self.clocks.get(clock)
@@ -78,6 +91,12 @@ class SpecReport:
     baseline_us: float | None
     raced: list[tuple[str, float]] = field(default_factory=list)  # raced out: variant, times the best's
     devices: list[int] = field(default_factory=list)  # indices of the devices that measured its variants
+    bytes: int | None = None  # the least bytes the op must move (Spec.bytes_moved)
+    flops: int | None = None
+
+    def best_row(self) -> Row | None:
+        """The row of the best correct variant, if any."""
+        return next((r for r in self.rows if r.variant == self.best), None)
 
 
 @dataclass
@@ -109,6 +128,8 @@ class Report:
     counts: dict[str, int]
     failures: list[Failure]
     notes: list[str] = field(default_factory=list)
+    peak_bandwidth: float | None = None  # bytes per second; None when unknown
+    peak_source: str = ""
     schema: str = JSON_SCHEMA
 
 
@@ -157,11 +178,18 @@ def _clock_note(run: Run) -> str:
     return note
 
 
-def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) -> Report:
-    """The report of `run`, ranked by `rank_by` (default: the clock the run measured to converge)."""
+def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
+          peak: tuple[float, str] | None = None) -> Report:
+    """The report of `run`, ranked by `rank_by` (default: the clock the run measured to converge).
+
+    `peak` (bytes per second, source) is used when the run recorded no peak bandwidth."""
     rank = rank_by or run.settings.get("rank_by", "gpu")
     if rank not in CLOCKS:
         raise ValueError(f"rank_by must be one of {', '.join(CLOCKS)}, got {rank!r}")
+    peak_bw: float | None = float(run.device.get("peak_bandwidth") or 0) or None
+    peak_source = str(run.device.get("peak_bandwidth_source") or "") if peak_bw else ""
+    if peak_bw is None and peak is not None and peak[0] > 0:
+        peak_bw, peak_source = peak
     recorded = sorted({s["orig"]["device"] for s in run.specs if s.get("orig")})
     device_name = run.device.get("name", "")
     compared = bool(recorded) and all(_device_matches(r, device_name) for r in recorded)
@@ -186,6 +214,10 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) ->
         base_timing = _timing(base.clock(rank)) if base else None
         base_us = base_timing.median_us if base_timing else None
         orig_ms = spec["orig"]["ms"] if spec.get("orig") else None
+        try:
+            shape = spec_from_key(spec["key"])
+        except SpecError:  # a key this version cannot read: no roofline figures for it
+            shape = None
         rows: list[Row] = []
         raced: list[tuple[str, float]] = []
         for r in results:
@@ -208,12 +240,15 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) ->
             clocks = {c: t for c in CLOCKS if (t := _timing(r.clock(c))) is not None}
             checks = r.checks or {}
             ranked = clocks.get(rank)
+            roof = figures(shape, ranked.median_us, peak_bw) if shape and ranked and ranked.median_us > 0 else None
             rows.append(Row(
                 variant=r.variant, status=r.status, clocks=clocks,
                 vs_baseline_pct=_pct(ranked.median_us if ranked else None, base_us),
                 vs_orig_pct=_pct(ranked.median_us, orig_ms * 1e3) if compared and orig_ms and ranked else None,
                 max_abs=checks.get("max_abs"), max_rel=checks.get("max_rel"), reused=r.reused,
                 reason=r.message if r.status == "wrong" else "",
+                gbps=roof.gbps if roof else None, gflops=roof.gflops if roof else None,
+                pct_peak=roof.pct_peak if roof else None,
             ))
         # A wrong result is never best, however fast it was.
         correct = [row for row in rows if row.status == "ok" and rank in row.clocks]
@@ -235,11 +270,12 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR) ->
         where = sorted({r.measure["device"] for r in results if r.measure and "device" in r.measure})
         specs.append(SpecReport(index, spec["label"], spec["key"], spec.get("orig"), rows,
                                 best.variant if best else None, [row.variant for row in ties], base_us,
-                                sorted(raced, key=lambda x: x[1]), where))
+                                sorted(raced, key=lambda x: x[1]), where,
+                                shape.bytes_moved() if shape else None, shape.flops() if shape else None))
     ordered = sorted(failures.values(), key=lambda f: (f.category, f.variant))
     return Report(run.id, run.status, run.suite, run.backend, run.device, run.settings, rank,
                   "cold" if run.settings.get("cold") else "warm", tie_floor, run.baseline, orig_note, compared,
-                  _clock_note(run), specs, dict(counts), ordered)
+                  _clock_note(run), specs, dict(counts), ordered, peak_bandwidth=peak_bw, peak_source=peak_source)
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -288,6 +324,7 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
                                    if s.get("race") else ""))
     console.print(f"clock: {report.clock_note}")
     console.print(f"baseline: {report.baseline or 'none'} · {report.orig_note}")
+    console.print(f"roofline: {peak_note(report)}")
     for note in report.notes:
         console.print(f"[yellow]note:[/] {note}")
     rank = report.rank_by
@@ -301,7 +338,7 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
             title += f"   (measured on devices {', '.join(map(str, spec.devices))})"
         table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
         headers = ["variant", column(report, rank), "noise", *(column(report, c) for c in others), "vs base",
-                   "vs orig", "max abs", "max rel", "tags"]
+                   "vs orig", "GB/s", "% peak", "max abs", "max rel", "tags"]
         for name in headers:
             table.add_column(name, justify="left" if name in ("variant", "tags") else "right",  # type: ignore[arg-type]
                              no_wrap=name in ("variant", "tags"))
@@ -311,7 +348,8 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
             ranked = row.clocks.get(rank)
             table.add_row(row.variant, _us_text(ranked, True), _fmt(100 * ranked.noise if ranked else None, ".1f") +
                           ("%" if ranked else ""), *(_us_text(row.clocks.get(c), False) for c in others),
-                          _pct_text(row.vs_baseline_pct), _pct_text(row.vs_orig_pct), _fmt(row.max_abs, ".2e"),
+                          _pct_text(row.vs_baseline_pct), _pct_text(row.vs_orig_pct), _fmt(row.gbps, ".2f"),
+                          _fmt(row.pct_peak, ".1f"), _fmt(row.max_abs, ".2e"),
                           _fmt(row.max_rel, ".2e"), tags.replace("[", r"\["), style=style)
         if not spec.rows:
             table.add_row("(no variant ran)", *["-"] * (len(headers) - 2), "")
@@ -345,7 +383,7 @@ def _render_summary(report: Report, console: Console) -> None:
     rank = report.rank_by
     table = Table(title=f"best correct variant per spec ({CLOCK_NAMES[rank]} time, {report.mode})",
                   title_justify="left", show_edge=False, pad_edge=False)
-    for name in ("spec", "best", column(report, rank), "noise", "baseline us", "speedup", "ties"):
+    for name in ("spec", "best", column(report, rank), "noise", "baseline us", "speedup", "GB/s", "% peak", "ties"):
         table.add_column(name, justify="left" if name in ("spec", "best", "ties") else "right", no_wrap=name != "ties")
     for spec in report.specs:
         best = next((r for r in spec.rows if r.variant == spec.best), None)
@@ -355,8 +393,19 @@ def _render_summary(report: Report, console: Console) -> None:
         ties = "-" if not others else (", ".join(others[:3]) + (f" +{len(others) - 3} more" if len(others) > 3 else ""))
         table.add_row(spec.label, spec.best or "(none correct)", _us_text(ranked, True),
                       _fmt(100 * ranked.noise if ranked else None, ".1f") + ("%" if ranked else ""),
-                      _fmt(spec.baseline_us, ".2f"), speedup, ties)
+                      _fmt(spec.baseline_us, ".2f"), speedup, _fmt(best.gbps if best else None, ".2f"),
+                      _fmt(best.pct_peak if best else None, ".1f"), ties)
     console.print(table)
+
+
+def peak_note(report: Report) -> str:
+    """One line on the roof that % of peak is taken against."""
+    if not report.peak_bandwidth:
+        return "peak memory bandwidth unknown (no % of peak)"
+    note = f"% peak = GB/s over {report.peak_bandwidth / 1e9:.1f} GB/s ({report.peak_source})"
+    if report.mode == "warm":
+        note += "; warm: inputs that fit in cache may pass 100%"
+    return note
 
 
 def to_dict(report: Report) -> dict:

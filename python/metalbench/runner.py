@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 
-from . import _core
+from . import _core, roofline
 from .measure import Settings
 from .ray_pool import RayPool
 from .specs import Spec, Suite
@@ -172,6 +172,8 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
         share = max(1, len(pool.actors))
     else:
         info = _same_model(backend, indices)
+        # The roof of the roofline, recorded with the run: the device's own, stored, or measured now.
+        info = roofline.with_peak(info, store, backend, indices[0], events.note)
         pool = Pool(backend, indices, settings, timeout, workers_per_device=workers, isolated=isolated)
         share = len(indices) * workers
     base = baseline_of(variants, backend)

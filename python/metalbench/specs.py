@@ -25,7 +25,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["DTYPES", "OPS", "Orig", "Spec", "SpecError", "Suite", "SuiteError", "builtin_suites", "load_suite"]
+__all__ = ["DTYPES", "OPS", "Orig", "Spec", "SpecError", "Suite", "SuiteError", "builtin_suites", "load_suite",
+           "spec_from_key"]
 
 OPS: tuple[str, ...] = ("matmul", "matmul_bias_add", "matmul_alpha_beta")
 DTYPES: dict[str, np.dtype] = {"float16": np.dtype(np.float16), "float32": np.dtype(np.float32)}
@@ -236,6 +237,25 @@ class Spec:
     def flops(self) -> int:
         """Multiply-adds counted as two."""
         return 2 * self.batch * self.m * self.n * self.k
+
+
+def spec_from_key(key: str) -> Spec:
+    """The spec whose key() is `key` (without `orig`, which keys leave out); SpecError if
+    `key` is not one. Stored runs keep their specs as keys, and reports need the shapes."""
+    parts = key.split("/")
+    try:
+        op, dtype, dims, layout = parts[:4]
+        batch, m, n, k = (int(x) for x in dims.split("x"))
+        extra = dict(p.split("=", 1) for p in parts[4:])
+        if len(layout) != 2 or set(layout) - {"n", "t"} or set(extra) - {"alpha", "beta"}:
+            raise ValueError
+        alpha, beta = float(extra.get("alpha", 1.0)), float(extra.get("beta", 0.0))
+    except ValueError:
+        raise SpecError(f"{key!r} is not a spec key (op/dtype/BxMxNxK/layout[/alpha=A/beta=B])") from None
+    spec = Spec(op, dtype, batch, m, n, k, layout[0] == "t", layout[1] == "t", alpha, beta)
+    if spec.key() != key:
+        raise SpecError(f"{key!r} is not a spec key in canonical form (that spec's key is {spec.key()!r})")
+    return spec
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@ samples are kept beside the results (table `samples`), so that two runs can late
 be compared sample by sample.
 
 Schema versions: 1 had no batch clock, no samples and no owner of a run; 2 adds
-them. A version 1 store is upgraded in place when it is opened for writing.
+them; 3 adds `peaks`, each device's peak memory bandwidth where no API gives it
+(measured once by roofline.py). An older store is upgraded in place when it is
+opened for writing, and read as it is when opened read-only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 __all__ = ["CLOCKS", "MissingRun", "Result", "Run", "Store", "StoreError"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # The clocks a result is timed by (csrc/core/measure.h); also the columns of `results`.
 CLOCKS = ("gpu", "batch", "cpu")
 
@@ -75,6 +77,12 @@ CREATE TABLE IF NOT EXISTS samples (
   clock TEXT NOT NULL,             -- gpu, batch or cpu
   ns BLOB NOT NULL,                -- little-endian uint64 nanoseconds per launch, in the order taken
   PRIMARY KEY (result_id, clock)
+);
+CREATE TABLE IF NOT EXISTS peaks (   -- (v3)
+  device_key TEXT PRIMARY KEY,     -- roofline.device_key(): backend, vendor, name, driver
+  bytes_per_s REAL NOT NULL,
+  source TEXT NOT NULL,            -- how it was had, in words ("measured: ...")
+  measured_at REAL NOT NULL
 );
 """
 
@@ -188,9 +196,9 @@ class Store:
     def _check_schema(self) -> None:
         if self.readonly:
             row = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-            if row is None or int(row[0]) not in (1, SCHEMA_VERSION):
+            if row is None or not 1 <= int(row[0]) <= SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: store schema {row[0] if row else '?'}, this metalbench reads "
-                                 f"1 and {SCHEMA_VERSION}")
+                                 f"1 to {SCHEMA_VERSION}")
             self.version = int(row[0])
             return
         found = self._db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
@@ -198,7 +206,7 @@ class Store:
         if version is not None and int(version[0]) > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: store schema {version[0]} is newer than this metalbench's "
                              f"({SCHEMA_VERSION}); upgrade metalbench or give --db another store")
-        # Every statement is IF NOT EXISTS: creates what a new (or version 1) store lacks.
+        # Every statement is IF NOT EXISTS: creates what a new (or older) store lacks.
         self._db.executescript(_SCHEMA)
         with self._transaction() as db:
             for table, column, kind in _ADDED:
@@ -296,6 +304,19 @@ class Store:
             return {}
         rows = self._db.execute("SELECT clock, ns FROM samples WHERE result_id=?", (result_id,)).fetchall()
         return {clock: np.frombuffer(blob, dtype="<u8").astype(np.uint64) for clock, blob in rows}
+
+    def peak(self, device_key: str) -> tuple[float, str] | None:
+        """The stored peak bandwidth of a device (bytes per second, and how it was had), or None."""
+        if self.version < 3:
+            return None
+        row = self._db.execute("SELECT bytes_per_s, source FROM peaks WHERE device_key=?", (device_key,)).fetchone()
+        return None if row is None else (float(row[0]), str(row[1]))
+
+    def put_peak(self, device_key: str, bytes_per_s: float, source: str) -> None:
+        """Stores (or replaces) a device's peak bandwidth."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO peaks VALUES (?, ?, ?, ?)",
+                       (device_key, float(bytes_per_s), source, time.time()))
 
     def latest_run(self) -> int | None:
         row = self._db.execute("SELECT max(id) FROM runs").fetchone()

@@ -1,0 +1,253 @@
+"""`metalbench export`: a run's winners as a dispatch table an application can ship.
+
+For every spec of the run, the best correct variant by the run's ranking clock
+(report.build(...).specs[i].best), with what it takes to launch it and what it was
+measured at, written to a folder:
+
+    dispatch.json            the table (EXPORT_SCHEMA; docs/json.md lists its fields)
+    metalbench_dispatch.h    the same table as C data, for the host code of any backend
+    <family>-<config>-<f16|f32>.<cl|cu|metal>
+                             one self-contained source per winning kernel: its defines
+                             as #define lines, then the backend's prelude, common.h and
+                             the body, so it compiles with no defines and no metalbench
+
+A winner that is a vendor library (cuBLAS, MPS) becomes a "use the vendor library"
+entry with no source. A winning kernel whose source on disk is no longer the one the
+run measured (its hash differs) is refused rather than exported under its old times.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import paths
+from .report import CLOCK_NAMES, Report
+from .specs import Spec, SpecError, spec_from_key
+from .store import CLOCKS, Result, Run
+from .variants import Variant
+
+__all__ = ["EXPORT_SCHEMA", "ExportError", "Exported", "build_table", "self_contained_source", "write_export"]
+
+# The dispatch table's format (semver): a new field bumps the minor version, a removed
+# or changed one the major.
+EXPORT_SCHEMA = "1.0.0"
+# Per backend: the language of its sources, their file extension, and how the
+# embedded timer compiled them (an app should compile them the same way).
+LANGUAGES = {
+    "opencl": ("OpenCL C 1.2", "cl", "clBuildProgram options: -cl-std=CL1.2"),
+    "cuda": ("CUDA C++", "cu", "NVRTC options: --std=c++17 --gpu-architecture=<the device's>"),
+    "metal": ("Metal Shading Language", "metal", "newLibraryWithSource with default MTLCompileOptions"),
+}
+# What to call a vendor builtin in the table.
+VENDOR_LIBRARIES = {"cublas": "cuBLAS", "mps": "Metal Performance Shaders", "mps-gemv": "Metal Performance Shaders"}
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported as it is; the message says which variant and why."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What write_export wrote."""
+
+    table: Path
+    header: Path
+    sources: list[Path]
+    entries: list[dict[str, Any]]
+
+
+def _timing(stats: dict | None) -> dict[str, Any] | None:
+    if not stats or not stats.get("count"):
+        return None
+    return {"median_us": stats["median"] / 1e3,
+            "ci_us": [stats.get("ci_lo", stats["min"]) / 1e3, stats.get("ci_hi", stats["max"]) / 1e3],
+            "noise": float(stats.get("rel_stdev", 0.0)), "samples": int(stats["count"]), "stop": stats.get("stop", "")}
+
+
+def _spec_fields(spec: Spec) -> dict[str, Any]:
+    return {"op": spec.op, "dtype": spec.dtype, "batch": spec.batch, "m": spec.m, "n": spec.n, "k": spec.k,
+            "transpose_a": spec.transpose_a, "transpose_b": spec.transpose_b, "alpha": spec.alpha, "beta": spec.beta}
+
+
+def self_contained_source(variant: Variant, backend: str, dtype: str, comment: str) -> str:
+    """The variant's source for `backend` as one file: `comment`, its defines as #define
+    lines, then the prelude, common.h and the body (with no #line directive, so that a
+    compiler's line numbers are this file's own)."""
+    body = variant.family.source
+    if body is None:
+        raise ExportError(f"{variant.id} is a vendor builtin and has no source")
+    include = paths.kernels_dir() / "include"
+    defines = "".join(f"#define {name} {value}\n" for name, value in variant.defines(dtype).items())
+    return "".join([f"/* {comment.strip()} */\n\n", defines, "\n", (include / f"{backend}.h").read_text(), "\n",
+                    (include / "common.h").read_text(), f"\n/* ---- {body.name} ---- */\n", body.read_text()])
+
+
+def _winner(run: Run, index: int, variant: str) -> Result:
+    for r in run.results:
+        if r.spec_index == index and r.variant == variant and r.status == "ok":
+            return r
+    raise ExportError(f"run {run.id}: no stored result of {variant} on spec {index}")
+
+
+def build_table(run: Run, report: Report, variants: list[Variant]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The dispatch table of `run` (ranked as `report` is) and the sources it names,
+    by file name. `variants` must hold every winner's variant (load_variants)."""
+    if run.backend not in LANGUAGES:
+        raise ExportError(f"run {run.id}: backend {run.backend!r} has no export language")
+    language, ext, how = LANGUAGES[run.backend]
+    by_id = {v.id: v for v in variants}
+    entries: list[dict[str, Any]] = []
+    sources: dict[str, str] = {}
+    kernels: dict[str, dict[str, Any]] = {}
+    for spec_report in report.specs:
+        try:
+            spec = spec_from_key(spec_report.key)
+        except SpecError as e:
+            raise ExportError(f"run {run.id}: spec {spec_report.index}: {e}") from None
+        entry: dict[str, Any] = {"spec_index": spec_report.index, "spec_key": spec_report.key,
+                                 "label": spec_report.label, "spec": _spec_fields(spec)}
+        if spec_report.best is None:
+            entry.update(kind="none", reason="no variant was correct on this spec")
+            entries.append(entry)
+            continue
+        result = _winner(run, spec_report.index, spec_report.best)
+        detail = result.detail
+        v = by_id.get(spec_report.best)
+        if v is None:
+            raise ExportError(f"{spec_report.best}: won spec {spec_report.index} but is not among the families "
+                              "found now (give the folder it came from with --kernels)")
+        best_row = spec_report.best_row()
+        entry.update(variant=v.id, family=v.family.name, source_hash=detail.get("source_hash"),
+                     defines=detail.get("defines", {}), groups=detail.get("groups"), threads=detail.get("threads"),
+                     workspace_floats=detail.get("workspace"),
+                     times={c: t for c in CLOCKS if (t := _timing(result.clock(c))) is not None},
+                     ties=[t for t in spec_report.ties if t != v.id],
+                     roofline={"bytes": spec_report.bytes, "flops": spec_report.flops,
+                               "gbps": best_row.gbps if best_row else None,
+                               "pct_peak": best_row.pct_peak if best_row else None})
+        if v.family.builtin:
+            library = VENDOR_LIBRARIES.get(v.family.builtin, v.family.builtin)
+            entry.update(kind="vendor", library=library,
+                         note=f"use the vendor library ({library}): {v.family.description}")
+            del entry["groups"], entry["threads"], entry["workspace_floats"]
+        else:
+            now = v.source_hash(run.backend, spec.dtype)
+            if now != detail.get("source_hash"):
+                raise ExportError(f"{v.id}: its source or defines changed since run {run.id} measured it "
+                                  f"(hash {str(detail.get('source_hash'))[:12]} then, {now[:12]} now); run again, "
+                                  "or check out the kernels it was measured with")
+            name = _UNSAFE.sub("_", f"{v.family.name}-{v.config}-{'f16' if spec.dtype == 'float16' else 'f32'}")
+            if v.precompiled:
+                entry.update(kind="precompiled", file=f"{name}.metallib", entry=v.family.entry)
+                sources[entry["file"]] = str(v.family.source)  # copied, not written: marked by write_export
+            else:
+                file = f"{name}.{ext}"
+                entry.update(kind="kernel", file=file, entry=v.family.entry)
+                if file not in sources:
+                    sources[file] = self_contained_source(
+                        v, run.backend, spec.dtype,
+                        f"{v.id} ({spec.dtype}), exported by metalbench from run {run.id} ({run.suite}, "
+                        f"{run.device.get('name')}).\n   {language}; kernel `{v.family.entry}`, the six arguments "
+                        f"(a, b, c, bias, ws, p) of kernels/README.md.\n   Self-contained: compile it as it is, "
+                        f"with no defines. Source hash {detail.get('source_hash')}.")
+            kernels.setdefault(entry["file"], {"file": entry["file"], "variant": v.id, "entry": v.family.entry,
+                                               "dtype": spec.dtype, "defines": entry["defines"], "specs": []})
+            kernels[entry["file"]]["specs"].append(spec_report.index)
+        entries.append(entry)
+    d = run.device
+    table = {
+        "schema": EXPORT_SCHEMA, "run": run.id, "suite": run.suite, "backend": run.backend, "language": language,
+        "compile": how,
+        "device": {"name": d.get("name"), "vendor": d.get("vendor"), "driver": d.get("driver"),
+                   "peak_bandwidth": report.peak_bandwidth, "peak_source": report.peak_source},
+        "rank_by": report.rank_by, "rank_clock": CLOCK_NAMES[report.rank_by], "mode": report.mode,
+        "settings": run.settings, "kernels": list(kernels.values()), "specs": entries,
+    }
+    return table, sources
+
+
+def _c_string(text: str | None) -> str:
+    return "NULL" if text is None else json.dumps(text)  # a JSON string is a valid C string literal here
+
+
+def header_source(table: dict[str, Any]) -> str:
+    """metalbench_dispatch.h: the table as a C array, usable from the host code of any backend."""
+    lines = [
+        f"/* metalbench dispatch table: run {table['run']} ({table['suite']}), {table['backend']} on "
+        f"{table['device']['name']},",
+        f" * ranked by {table['rank_clock']} time ({table['mode']} cache). Written by `metalbench export`: "
+        "export again rather than edit.",
+        " *",
+        " * One entry per spec. kind 'kernel': compile `file` (beside this header) as it is and launch `entry`",
+        " * with `groups` groups of `threads` threads (CUDA: grid and block; Metal: threadgroups and threads",
+        " * per threadgroup; OpenCL: global size = groups x threads, local size = threads), arguments",
+        " * (a, b, c, bias, ws, p): ws a zeroed buffer of `workspace_floats` floats that the kernel leaves",
+        " * zero, p an MBParams filled from the spec. kind 'vendor': call `vendor` for this spec instead.",
+        " * kind 'none': no variant was correct. */",
+        "#ifndef METALBENCH_DISPATCH_H", "#define METALBENCH_DISPATCH_H", "",
+        "#ifndef MB_COMMON_H /* the kernels' parameter block, as kernels/include/common.h defines it */",
+        "typedef struct {",
+        "  int batch, m, n, k;",
+        "  int lda, ldb, ldc;                /* row pitch of each matrix as stored, in elements */",
+        "  int stride_a, stride_b, stride_c; /* distance between batch entries, in elements */",
+        "  int trans_a, trans_b, op;",
+        "  float alpha, beta;",
+        "  int reserved;",
+        "} MBParams;",
+        "#define MB_OP_MATMUL 0", "#define MB_OP_BIAS_ADD 1", "#define MB_OP_ALPHA_BETA 2",
+        "#endif", "",
+        "typedef struct {",
+        "  const char* spec_key; /* metalbench's key: op/dtype/BxMxNxK/layout[/alpha=/beta=] */",
+        "  int op;               /* MB_OP_* */",
+        "  int f16;              /* 1: float16 data, 0: float32 */",
+        "  int batch, m, n, k, trans_a, trans_b;",
+        "  float alpha, beta;",
+        "  const char* kind;     /* \"kernel\", \"vendor\", \"precompiled\" or \"none\" */",
+        "  const char* vendor;   /* the library to call when kind is \"vendor\", else NULL */",
+        "  const char* file;     /* the source beside this header, else NULL */",
+        "  const char* entry;    /* the kernel's name in it */",
+        "  unsigned int groups[3], threads[3];",
+        "  unsigned long long workspace_floats;",
+        "  double median_us;     /* as measured, by the ranking clock */",
+        "} mb_dispatch_entry;", "",
+        "static const mb_dispatch_entry mb_dispatch[] = {",
+    ]
+    ops = {"matmul": "MB_OP_MATMUL", "matmul_bias_add": "MB_OP_BIAS_ADD", "matmul_alpha_beta": "MB_OP_ALPHA_BETA"}
+    for e in table["specs"]:
+        s = e["spec"]
+        groups = e.get("groups") or [0, 0, 0]
+        threads = e.get("threads") or [0, 0, 0]
+        median = (e.get("times", {}).get(table["rank_by"]) or {}).get("median_us", 0.0)
+        lines.append(
+            f"  {{{_c_string(e['spec_key'])}, {ops[s['op']]}, {int(s['dtype'] == 'float16')}, {s['batch']}, "
+            f"{s['m']}, {s['n']}, {s['k']}, {int(s['transpose_a'])}, {int(s['transpose_b'])}, {s['alpha']!r}f, "
+            f"{s['beta']!r}f, {_c_string(e['kind'])}, {_c_string(e.get('library'))}, {_c_string(e.get('file'))}, "
+            f"{_c_string(e.get('entry'))}, {{{', '.join(map(str, groups))}}}, {{{', '.join(map(str, threads))}}}, "
+            f"{e.get('workspace_floats') or 0}ULL, {median!r}}},  /* [{e['spec_index']}] {e['label']} */")
+    lines += ["};", f"#define MB_DISPATCH_COUNT {len(table['specs'])}", "", "#endif", ""]
+    return "\n".join(lines)
+
+
+def write_export(run: Run, report: Report, variants: list[Variant], out: Path) -> Exported:
+    """Writes the table, the header and the sources into folder `out` (made if missing)."""
+    table, sources = build_table(run, report, variants)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    precompiled = {e["file"] for e in table["specs"] if e["kind"] == "precompiled"}
+    for name, text in sources.items():
+        path = out / name
+        if name in precompiled:
+            shutil.copyfile(text, path)
+        else:
+            path.write_text(text, encoding="utf-8")
+        written.append(path)
+    (out / "dispatch.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
+    (out / "metalbench_dispatch.h").write_text(header_source(table), encoding="utf-8")
+    return Exported(out / "dispatch.json", out / "metalbench_dispatch.h", written, table["specs"])
