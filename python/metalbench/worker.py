@@ -16,12 +16,15 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -63,6 +66,7 @@ class Job:
     pairs: list[Pair]
     settings: Settings | None = None
     phase: str = "full"  # or "brief": the first lap of a race (runner.py)
+    retried: bool = False  # its worker died once before any pair began: the next death blames them all
 
 
 def _orphan_watch() -> None:
@@ -79,13 +83,47 @@ def _orphan_watch() -> None:
     threading.Thread(target=watch, name="metalbench-orphan-watch", daemon=True).start()
 
 
+class _DeviceLock:
+    """Held while a pair is verified and timed, so that workers sharing a device never
+    measure at the same time (they would time each other's kernels); they still
+    compile and prepare side by side. A file lock, which the system releases if its
+    holder dies, so a killed worker never leaves it held."""
+
+    def __init__(self, path: str) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    @contextmanager
+    def held(self, waiting: Callable[[], None]) -> Iterator[None]:
+        import fcntl
+
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waiting()
+                time.sleep(0.01)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
 class JobRunner:
     """A worker's side of the protocol: runs jobs on its device, reporting every step
     through `send` as (kind, value[, result]) messages."""
 
-    def __init__(self, worker: Worker, settings: Settings, send: Callable[[tuple], None]) -> None:
-        self.worker, self.settings, self.send = worker, settings, send
+    def __init__(self, worker: Worker, settings: Settings, send: Callable[[tuple], None],
+                 lock: _DeviceLock | None = None) -> None:
+        self.worker, self.settings, self.send, self.lock = worker, settings, send, lock
         self.prepared = None
+        self.said_waiting = 0.0
+
+    def _waiting(self) -> None:
+        # Waiting for the device is not hanging: say so now and then, so the deadline moves on.
+        if time.monotonic() - self.said_waiting > 1.0:
+            self.send(("waiting", None))
+            self.said_waiting = time.monotonic()
 
     def run(self, job: Job) -> bool:
         """Runs `job`; False when the device stopped working (the last message said so)."""
@@ -100,8 +138,9 @@ class JobRunner:
         self.worker.build([pair.variant for pair in job.pairs], job.spec.dtype,
                           lambda variant: self.send(("built", variant)))
         for pair in job.pairs:
-            self.send(("begin", pair.id))
-            result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, settings)
+            with self.lock.held(self._waiting) if self.lock else nullcontext():
+                self.send(("begin", pair.id))
+                result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, settings)
             self.send(("result", pair.id, result))
             if result.category in ("runtime", "compile") and not self.worker.healthy():
                 self.send(("lost", f"the device stopped working after {pair.variant.id} on {job.spec.label()} "
@@ -111,7 +150,8 @@ class JobRunner:
         return True
 
 
-def _serve(conn: multiprocessing.connection.Connection, backend: str, index: int, settings: Settings) -> None:
+def _serve(conn: multiprocessing.connection.Connection, backend: str, index: int, settings: Settings,
+           lock_path: str | None) -> None:
     """The worker process's loop: open the device, then run jobs until told to stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _orphan_watch()
@@ -122,7 +162,7 @@ def _serve(conn: multiprocessing.connection.Connection, backend: str, index: int
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", worker.info))
-    runner = JobRunner(worker, settings, conn.send)
+    runner = JobRunner(worker, settings, conn.send, _DeviceLock(lock_path) if lock_path else None)
     try:
         while True:
             job: Job | None = conn.recv()
@@ -150,7 +190,7 @@ def _exit_reason(process: multiprocessing.process.BaseProcess) -> str:
 class _Process:
     """One worker process, the job it holds, and the step it is on."""
 
-    def __init__(self, context: Any, backend: str, index: int, settings: Settings) -> None:
+    def __init__(self, context: Any, backend: str, index: int, settings: Settings, lock_path: str | None) -> None:
         # A spawned worker inherits the C environment, which native libraries may have
         # changed in place: the OpenCL ICD loader of one GPU machine cut
         # OCL_ICD_FILENAMES at its first ':' while listing devices, and a worker then
@@ -158,13 +198,13 @@ class _Process:
         for name, value in os.environ.items():
             os.putenv(name, value)
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=_serve, args=(child, backend, index, settings), daemon=True,
+        self.process = context.Process(target=_serve, args=(child, backend, index, settings, lock_path), daemon=True,
                                        name=f"metalbench-worker-{backend}{index}")
         self.process.start()
         child.close()
         self.job: Job | None = None
         self.left: deque[Pair] = deque()  # pairs of the job not yet answered
-        self.step: str = "start"          # start, prepare, begin (a pair), idle
+        self.step: str = "start"          # start, prepare, begin (a pair), waiting (its turn), idle
         self.since = time.monotonic()
 
     def stop(self) -> None:
@@ -185,6 +225,9 @@ class Pool:
                  workers_per_device: int = 1, isolated: bool = True) -> None:
         self.backend, self.settings, self.timeout, self.isolated = backend, settings, timeout, isolated
         self.slots = [index for index in devices for _ in range(workers_per_device)]
+        # Workers that share a device take turns to measure (_DeviceLock).
+        self.lock_dir = tempfile.mkdtemp(prefix="metalbench-locks-") if workers_per_device > 1 else None
+        self.locks = {d: os.path.join(self.lock_dir, f"device{d}") for d in devices} if self.lock_dir else {}
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[_Process | None] = [None] * len(self.slots)
         self.infos: dict[int, dict] = {}
@@ -199,7 +242,7 @@ class Pool:
         return self.infos[self.slots[0]]
 
     def _spawn(self, i: int) -> _Process:
-        w = _Process(self.context, self.backend, self.slots[i], self.settings)
+        w = _Process(self.context, self.backend, self.slots[i], self.settings, self.locks.get(self.slots[i]))
         self.workers[i] = w
         deadline = time.monotonic() + max(self.timeout, 60.0)
         while not w.conn.poll(_TICK):
@@ -226,6 +269,8 @@ class Pool:
             if w is not None:
                 w.stop()
         self.workers = [None] * len(self.slots)
+        if self.lock_dir:
+            shutil.rmtree(self.lock_dir, ignore_errors=True)
 
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
             on_note: Callable[[str], None]) -> None:
@@ -283,7 +328,7 @@ class Pool:
         w.since = time.monotonic()
         if kind == "note":
             on_note(value)
-        elif kind in ("prepare", "begin", "built"):
+        elif kind in ("prepare", "begin", "built", "waiting"):
             w.step = "begin" if kind == "begin" else "prepare"
         elif kind == "result":
             assert w.job is not None
@@ -311,8 +356,8 @@ class Pool:
 
     def _replace(self, i: int, status: str, why: str, on_result: Callable[[Job, Result], Iterable[Job]],
                  queue: deque[Job]) -> None:
-        """Stops worker i, blames the pair it was on (or, while it prepared the spec, every pair of
-        the job), and starts a new worker for what is left."""
+        """Stops worker i, blames the pair it was on (or, when it died preparing the job a second
+        time, every pair of the job), and starts a new worker for what is left."""
         w = self.workers[i]
         assert w is not None and w.job is not None
         w.stop()
@@ -320,6 +365,11 @@ class Pool:
         if w.step == "begin" and w.left:
             blamed = [w.left.popleft()]
             what = ""
+        elif w.step == "waiting" or not job.retried:
+            # Waiting its turn on the device, or the first death while preparing the spec or
+            # building its kernels: no pair is to blame yet, so the job is tried once more.
+            blamed, what = [], ""
+            w.job = replace(job, retried=w.step != "waiting")
         else:
             blamed, w.left = list(w.left), deque()
             what = f"preparing {job.spec.label()} (inputs, reference, buffers) "
