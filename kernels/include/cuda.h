@@ -87,9 +87,6 @@ __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
 #define MB_KERNEL(name)                                                                          \
   extern "C" __global__ void name(const T* __restrict__ a, const T* __restrict__ b, T* c,        \
                                   const T* __restrict__ bias, float* ws, const MBParams p)
-/* NVRTC budgets registers for up to the device's limit of threads unless told less: no
- * bound is needed for a group of at most 1024. */
-#define MB_KERNEL_SIZED(name, threads) MB_KERNEL(name)
 
 #define MB_DIM(v, d) ((int)((d) == 0 ? (v).x : (d) == 1 ? (v).y : (v).z))
 #define GROUP_ID(d) MB_DIM(blockIdx, d)

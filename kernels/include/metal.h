@@ -42,9 +42,6 @@ using namespace metal;
                    uint3 mb_local_id [[thread_position_in_threadgroup]],                                 \
                    uint3 mb_group_size [[threads_per_threadgroup]],                                      \
                    uint3 mb_num_groups [[threadgroups_per_grid]])
-/* Metal sizes each pipeline itself (maxTotalThreadsPerThreadgroup), and the runner
- * refuses a launch past it with the pipeline's own limit: no attribute is needed. */
-#define MB_KERNEL_SIZED(name, threads) MB_KERNEL(name)
 
 #define GROUP_ID(d) ((int)mb_group_id[d])
 #define LOCAL_ID(d) ((int)mb_local_id[d])

@@ -16,15 +16,9 @@
 #define LOAD4(ptr, i) vload4(0, (ptr) + (i))
 #endif
 
-#define MB_KERNEL_WITH(name, attributes)                                                     \
-  __kernel attributes void name(__global const T* a, __global const T* b, __global T* c,    \
-                                __global const T* bias, __global float* ws, const MBParams p)
-#define MB_KERNEL(name) MB_KERNEL_WITH(name, )
-/* The launch always has `threads` x 1 x 1 threads per group. Without this, NVIDIA's
- * OpenCL compiler budgets registers as it likes and may then allow only 256 threads
- * to a kernel that runs with 512 or 1024 (CL_KERNEL_WORK_GROUP_SIZE). */
-#define MB_KERNEL_SIZED(name, threads) \
-  MB_KERNEL_WITH(name, __attribute__((reqd_work_group_size(threads, 1, 1))))
+#define MB_KERNEL(name)                                                                     \
+  __kernel void name(__global const T* a, __global const T* b, __global T* c,               \
+                     __global const T* bias, __global float* ws, const MBParams p)
 
 #define GROUP_ID(d) ((int)get_group_id(d))
 #define LOCAL_ID(d) ((int)get_local_id(d))

@@ -39,7 +39,7 @@
 
 #define A_EL(kk) LOAD(a, a0 + (kk) * a_ks)
 
-MB_KERNEL_SIZED(bcastgemv, MB_TG) {
+MB_KERNEL(bcastgemv) {
 #if KSL > 1
   SHARED float red[KSL * MB_BN];
 #endif

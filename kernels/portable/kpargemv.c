@@ -30,7 +30,7 @@
 
 #define A_EL(kk) LOAD(a, a0 + (kk) * a_ks)
 
-MB_KERNEL_SIZED(kpargemv, MB_TG) {
+MB_KERNEL(kpargemv) {
   SHARED float red[NSG * MB_ROWS]; /* red[simd group * ROWS + r] */
   const int t = LOCAL_ID(0);
   const int li = t % MB_LPR; /* thread within the lane group */

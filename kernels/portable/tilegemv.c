@@ -62,7 +62,7 @@
 #endif
 #endif
 
-MB_KERNEL_SIZED(tilegemv, MB_TG) {
+MB_KERNEL(tilegemv) {
 #if MB_STAGE
   SHARED float xs[MB_KC];
 #endif
