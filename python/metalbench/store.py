@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY,
   started REAL NOT NULL,
   finished REAL,
-  status TEXT NOT NULL,            -- running, complete, interrupted, failed, abandoned
+  status TEXT NOT NULL,            -- running, complete, interrupted, abandoned
   suite TEXT NOT NULL,
   backend TEXT NOT NULL,
   device TEXT NOT NULL,            -- JSON of the device's info
