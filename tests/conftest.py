@@ -1,4 +1,6 @@
 import os
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +28,26 @@ def opencl():
             pytest.fail(f"OpenCL is required here but unavailable: {reason}")
         pytest.skip(f"no OpenCL device: {reason}")
     return _core.open("opencl", 0)
+
+
+def write_family(folder: Path, name: str, source: str, *, backend: str = "opencl", extra: str = "",
+                 suffix: str = ".c") -> Path:
+    """A family of one variant (`name`/tg64, one thread per output column) for the kernel
+    `name` in `source`, written into `folder`, which is returned for --kernels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}{suffix}").write_text(textwrap.dedent(source))
+    (folder / f"{name}.toml").write_text(textwrap.dedent(f"""\
+        name = "{name}"
+        source = "{name}{suffix}"
+        entry = "{name}"
+        backends = ["{backend}"]
+        dtypes = ["float16", "float32"]
+        config = "tg{{TG}}"
+        {extra}
+        [grid]
+        TG = [64]
+        [dispatch]
+        groups = ["ceil_div(n, TG)", "m", "batch"]
+        threads = ["TG", 1, 1]
+        """))
+    return folder

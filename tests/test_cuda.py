@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_family
 from rich.console import Console
 
 import metalbench
@@ -436,22 +437,8 @@ MB_KERNEL({name}) {{
 
 def family(folder, name, before="", after="", globals_=""):
     """A correct one-thread-per-output CUDA kernel with a fault planted in it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.cu").write_text(BODY.format(name=name, before=before, after=after, globals=globals_))
-    (folder / f"{name}.toml").write_text(textwrap.dedent(f"""\
-        name = "{name}"
-        source = "{name}.cu"
-        entry = "{name}"
-        backends = ["cuda"]
-        dtypes = ["float16", "float32"]
-        config = "tg{{TG}}"
-        [grid]
-        TG = [64]
-        [dispatch]
-        groups = ["ceil_div(n, TG)", "m", "batch"]
-        threads = ["TG", 1, 1]
-        """))
-    return folder
+    return write_family(folder, name, BODY.format(name=name, before=before, after=after, globals=globals_),
+                        backend="cuda", suffix=".cu")
 
 
 ONE_SPEC = spec_toml([Spec("matmul", "float16", 1, 1, 96, 64, False, True)])

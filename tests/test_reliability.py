@@ -11,11 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
+from conftest import write_family
 
 from metalbench import report, runner, variants
 from metalbench.measure import Settings, Worker
@@ -57,22 +57,7 @@ LAST = "j == p.n - 1 && i == p.m - 1 && bi == p.batch - 1"
 
 
 def family(folder, name, before="", after="", extra=""):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.c").write_text(BODY.format(name=name, before=before, after=after))
-    (folder / f"{name}.toml").write_text(textwrap.dedent(f"""\
-        name = "{name}"
-        source = "{name}.c"
-        entry = "{name}"
-        backends = ["opencl"]
-        config = "tg{{TG}}"
-        {extra}
-        [grid]
-        TG = [64]
-        [dispatch]
-        groups = ["ceil_div(n, TG)", "m", "batch"]
-        threads = ["TG", 1, 1]
-        """))
-    return folder
+    return write_family(folder, name, BODY.format(name=name, before=before, after=after), extra=extra)
 
 
 def sweep(tmp_path, kernels, patterns, force=False, timeout=60.0, suite=None):

@@ -1,9 +1,9 @@
 """The sweep on real kernels, compiled and run by PoCL."""
 
 import re
-import textwrap
 
 import pytest
+from conftest import write_family
 
 from metalbench import report, runner, variants
 from metalbench.paths import cache_dir
@@ -38,23 +38,7 @@ def sweep(tmp_path, patterns, kernels=(), force=False, events=None, suite="smoke
 
 
 def user_family(folder, name, body, extra=""):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.c").write_text(textwrap.dedent(body))
-    (folder / f"{name}.toml").write_text(textwrap.dedent(f"""\
-        name = "{name}"
-        source = "{name}.c"
-        entry = "{name}"
-        backends = ["opencl"]
-        dtypes = ["float16", "float32"]
-        config = "tg{{TG}}"
-        {extra}
-        [grid]
-        TG = [64]
-        [dispatch]
-        groups = ["ceil_div(n, TG)", "m", "batch"]
-        threads = ["TG", 1, 1]
-        """))
-    return folder
+    return write_family(folder, name, body, extra=extra)
 
 
 def test_every_builtin_family_verifies_on_the_smoke_suite(opencl, tmp_path):
