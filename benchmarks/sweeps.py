@@ -26,7 +26,6 @@ from _common import choose, pick_backend, say, sweep, table, verdict, write_json
 from metalbench.specs import load_suite
 from metalbench.store import Store
 
-
 LABELS = ("1 racing, empty caches", "2 racing, warm caches", "3 in this process", "4 two workers",
           "5 without racing")
 
