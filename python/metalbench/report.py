@@ -234,7 +234,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
             if r.status in FAILED:
                 continue
             if r.status == "raced":
-                counts["raced"] += 1
+                counts["raced"] += not r.reused  # of those measured in this run
                 raced.append((r.variant, float(((r.measure or {}).get("race") or {}).get("ratio", 0.0))))
                 continue
             clocks = {c: t for c in CLOCKS if (t := _timing(r.clock(c))) is not None}
