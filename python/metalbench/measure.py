@@ -58,6 +58,7 @@ class Settings:
     max_noise: float = 0.005
     rank_by: str = "batch"
     cold: bool = False
+    batch_time: float = BATCH_TIME  # seconds of GPU time a batch sample spans at least
 
     def __post_init__(self) -> None:
         def finite(name: str, low: float, high: float) -> None:
@@ -76,6 +77,7 @@ class Settings:
         finite("min_time", 0, 86400)
         finite("max_time", 1e-6, 86400)
         finite("max_noise", 0, 1)
+        finite("batch_time", 1e-6, 10)
         if self.rank_by not in CLOCKS:
             raise ValueError(f"setting rank_by must be one of {', '.join(CLOCKS)}, got {self.rank_by!r}")
 
@@ -83,7 +85,7 @@ class Settings:
         """Keyword arguments of Device.measure."""
         return {"warmup": self.warmup, "min_samples": self.min_samples, "max_samples": self.max_samples,
                 "min_time": self.min_time, "max_time": self.max_time, "max_noise": self.max_noise,
-                "rank_by": self.rank_by, "batch_time": BATCH_TIME}
+                "rank_by": self.rank_by, "batch_time": self.batch_time}
 
 
 def plan_slots(spec: Spec, copies: int, alignment: int, max_held: int) -> int:

@@ -34,7 +34,8 @@ __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
 # or changed one the major. docs/json.md documents every field.
 # 1.1.0: roofline figures (Row.gbps, gflops, pct_peak; SpecReport.bytes, flops;
 #        Report.peak_bandwidth, peak_source), SpecReport.raced and devices.
-JSON_SCHEMA = "1.1.0"
+# 1.2.0: settings.batch_time.
+JSON_SCHEMA = "1.2.0"
 # Statuses of a pair that ran but gave no usable time.
 FAILED = ("failed", "timeout", "crashed")
 CLOCK_NAMES = {"batch": "batch", "gpu": "launch", "cpu": "CPU"}
