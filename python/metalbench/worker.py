@@ -69,6 +69,14 @@ class Job:
     retried: bool = False  # its worker died once before any pair began: the next death blames them all
 
 
+def _ahead(queue: deque[Job], jobs: Iterable[Job]) -> None:
+    """Puts the jobs a result gave rise to (a race's full lap) at the front of the queue:
+    the worker that just finished the spec's brief lap still holds its inputs, reference
+    and buffers, which take longer to make again than many a full lap (the LM head's
+    inputs are 270 MB of random draws)."""
+    queue.extendleft(reversed(list(jobs)))
+
+
 def _orphan_watch() -> None:
     """Ends this process once its parent is gone (killed with -9, say): a worker stuck
     in a hung kernel would otherwise run on for ever. A thread, since the main one may
@@ -305,7 +313,7 @@ class Pool:
 
         def send(message: tuple) -> None:
             if message[0] == "result":
-                queue.extend(on_result(current[0], message[2]))
+                _ahead(queue, on_result(current[0], message[2]))
             elif message[0] == "note":
                 on_note(message[1])
             elif message[0] == "lost":
@@ -333,7 +341,7 @@ class Pool:
         elif kind == "result":
             assert w.job is not None
             w.left.popleft()
-            queue.extend(on_result(w.job, message[2]))
+            _ahead(queue, on_result(w.job, message[2]))
         elif kind == "done":
             w.job, w.step = None, "idle"
         elif kind == "lost":
@@ -375,8 +383,8 @@ class Pool:
             what = f"preparing {job.spec.label()} (inputs, reference, buffers) "
         for pair in blamed:
             message = f"{what}{why}" if status == "timeout" else f"its worker {why} {what}".rstrip()
-            queue.extend(on_result(job, Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status,
-                                               category=status, message=message, key=pair.key,
-                                               detail=pair.detail)))
+            _ahead(queue, on_result(job, Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status,
+                                                category=status, message=message, key=pair.key,
+                                                detail=pair.detail)))
         self._requeue(w, queue)
         self._spawn(i)
