@@ -20,6 +20,7 @@ from typing import Any
 
 from metalbench import report, runner, specs, variants
 from metalbench.store import Store
+from metalbench.ties import TIE_FLOOR
 
 # Settings for verifying rather than timing: every pair is still verified, before and
 # after its timed launches, but timed only briefly (tests/test_runner.py uses the same).
@@ -123,16 +124,18 @@ def choose(backend: str, patterns: Sequence[str] = (), kernels: Sequence[Path] =
 
 def sweep(label: str, suite: specs.Suite, chosen: Sequence[variants.Variant], *, backend: str, store: Store,
           device: int = 0, settings: runner.Settings | None = None, force: bool = True, timeout: float | None = None,
-          **options: Any) -> Sweep:
+          tie_floor: float = TIE_FLOOR, **options: Any) -> Sweep:
     """runner.run, timed on the wall clock; forced by default, so that every pair is measured now.
-    `options` go to runner.run as they are (isolated, race, workers, ...)."""
+    `tie_floor` is the tie rule's (racing's and the report's); `options` go to runner.run as
+    they are (isolated, race, workers, ...)."""
     events = Progress(label)
     started = time.perf_counter()
     run_id = runner.run(suite, chosen, backend=backend, store=store, device=device, settings=settings, force=force,
-                        events=events, timeout=runner.DEFAULT_TIMEOUT if timeout is None else timeout, **options)
+                        events=events, timeout=runner.DEFAULT_TIMEOUT if timeout is None else timeout,
+                        tie_floor=tie_floor, **options)
     seconds = time.perf_counter() - started
     say(f"{label}: done in {seconds:.1f} s")
-    return Sweep(run_id, report.build(store.load_run(run_id)), seconds, events.notes)
+    return Sweep(run_id, report.build(store.load_run(run_id), tie_floor=tie_floor), seconds, events.notes)
 
 
 def pick_backend(name: str) -> tuple[str | None, str]:
