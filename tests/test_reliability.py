@@ -115,6 +115,9 @@ def test_a_kernel_that_writes_far_out_of_bounds_crashes_only_its_worker(opencl, 
     ("intob", f"if ({LAST}) STORE((GLOBAL_PTR T*)b, 0, 7.0f);", "changed its input B"),
     ("wspast", f"if ({LAST}) ws[-1] = 1.0f;", "before the start of the workspace"),
     ("dirty", f"if ({LAST}) ws[0] = 1.0f;", "left its workspace dirty"),
+    # 8 KB on: past its own slot's band, into another slot or that slot's band.
+    ("stray", f"if ({LAST}) STORE(c, C_AT(bi, i, j) + 4096, 0.0f);",
+     "wrote into C outside the slots it was launched on"),
 ])
 def test_writes_where_a_kernel_must_not_are_wrong_with_a_reason(opencl, tmp_path, name, after, reason):
     kernels = family(tmp_path / "k", name, after=after)
@@ -172,6 +175,22 @@ def test_a_kernel_correct_once_but_not_when_timed_is_wrong(opencl):
     result = worker.measure(prepared, naive, "k", detail, FAST)
     assert result.status == "wrong"
     assert result.message.startswith("correct once, wrong when timed:") and "never written" in result.message
+
+
+def test_the_last_rounds_slots_are_read_back_wrapping_and_the_rest_compared_on_the_device(opencl):
+    worker = Worker("opencl", 0)
+    prepared = worker.prepare(Spec("matmul", "float16", 1, 1, 96, 64, False, True), FAST)
+    buffers = prepared.buffers
+    n = buffers.slots
+    assert n > 4 and buffers.runs(n - 2, 5) == [(n - 2, 2), (0, 3)] and buffers.runs(1, 2) == [(1, 2)]
+    c = buffers.c
+    for slot, value in ((n - 2, 1), (n - 1, 2), (0, 3), (2, 4)):
+        c.buffer.write(np.full(96, value, dtype=np.float16), c.offset(slot))
+    outputs, band = buffers.outputs(n - 2, 5)
+    assert band is None and [float(o.reshape(-1)[0]) for o in outputs][:3] == [1, 2, 3]
+    assert float(outputs[4].reshape(-1)[0]) == 4
+    assert buffers.strays(n - 2, 5) is None  # every slot written lies in the run
+    assert "outside the slots" in buffers.strays(n - 2, 4)  # slot 2 is not in it
 
 
 # --- 5. odd values fail one variant or spec, never the sweep -------------------------------------------------------

@@ -131,6 +131,20 @@ class Arena:
         self.buffer.read(out)
         return out
 
+    def span(self, first: int, count: int) -> tuple[int, int]:
+        """Bytes [start, end) of copies first .. first + count - 1, with the band before the
+        first and after the last. Starts and ends are multiples of the alignment, so the
+        pattern's phase there is the arena's own."""
+        return self.offset(first) - self.guard, self.offset(first + count - 1) + self.stride
+
+    def read_run(self, first: int, count: int) -> np.ndarray:
+        """Host bytes of span(first, count), laid out as an arena of `count` copies: band_damage
+        and copies_of take it with that count."""
+        start, end = self.span(first, count)
+        out = np.empty(end - start, dtype=np.uint8)
+        self.buffer.read(out, start)
+        return out
+
 
 class Comparer:
     """Compares two buffers of one device on the device (kernels/internal/compare.c)."""
@@ -217,14 +231,36 @@ class SpecBuffers:
         for target, source in self.resets(ws, ws0):
             target.copy_from(source)
 
-    def outputs(self, first_only: bool = False) -> tuple[np.ndarray, str | None]:
-        """Every slot's C as (slots, batch, m, n), and how a guard band of C was written, if one
-        was; with `first_only`, after a launch on slot 0 alone, slot 0 and its bands only."""
-        raw = self.c.read(1 if first_only else self.c.count)
+    def runs(self, first: int, count: int) -> list[tuple[int, int]]:
+        """Slots first, first + 1, ... (`count` of them, wrapping past the last slot) as at most
+        two runs of consecutive slots, (first slot, length) each."""
+        if not 1 <= count <= self.slots:
+            raise ValueError(f"{count} slots asked of {self.slots}")
+        head = min(count, self.slots - first)
+        return [(first, head)] + ([(0, count - head)] if count > head else [])
+
+    def outputs(self, first: int = 0, count: int = 1) -> tuple[np.ndarray, str | None]:
+        """C of slots first, first + 1, ... (`count` of them, wrapping) as (count, batch, m, n),
+        and how a guard band next to one of them was written, if one was."""
         dtype = self.c_initial.dtype
-        count = 1 if first_only else self.slots
-        out = self.c.copies_of(raw, count).copy().view(dtype).reshape(count, *self.c_initial.shape)
-        return out, self.c.band_damage(raw, count)
+        parts, damage = [], None
+        for start, length in self.runs(first, count):
+            raw = self.c.read_run(start, length)
+            parts.append(self.c.copies_of(raw, length).view(dtype).reshape(length, *self.c_initial.shape))
+            damage = damage or self.c.band_damage(raw, length)
+        return np.concatenate(parts), damage
+
+    def strays(self, first: int, count: int) -> str | None:
+        """After C was reset and only slots first .. (`count`, wrapping) were launched: how the
+        rest of C's arena (other slots and their bands) was written, if it was. Compared with
+        C's pristine twin on the device, so a stray write anywhere in the arena is found
+        without reading it back."""
+        runs = sorted(self.runs(first, count))
+        edges = [0] + [b for start, length in runs for b in self.c.span(start, length)] + [self.c.total]
+        for lo, hi in zip(edges[::2], edges[1::2], strict=True):
+            if hi > lo and not self.compare.equal(self.c.buffer.view(lo, hi - lo), self.c0.view(lo, hi - lo)):
+                return f"wrote into C outside the slots it was launched on (bytes {lo} to {hi} of C's arena)"
+        return None
 
     def damage(self, ws: Arena, ws0: _core.Buffer, first_only: bool = False) -> Damage | None:
         """The first input or workspace the kernel changed, with where, or None. With

@@ -262,10 +262,10 @@ class Worker:
         except _core.DeviceError as e:
             result.category, result.message = "runtime", str(e)
             return result
-        outputs, band = buffers.outputs(first_only=True)
+        outputs, band = buffers.outputs(0, 1)
         check = metrics.check(spec, outputs[0], ref, prepared.c_initial)
         result.checks = asdict(check)
-        damage = band or self._damage(buffers, ws, ws0, first_only=True)
+        damage = band or buffers.strays(0, 1) or self._damage(buffers, ws, ws0, first_only=True)
         if damage:
             # Memory it must not touch: not run again, so nothing else is damaged.
             result.status, result.category, result.message = "wrong", "wrong", damage
@@ -285,10 +285,12 @@ class Worker:
         result.measure = {"batch_size": timing["batch_size"], "clock": timing["clock"], "warmup": timing["warmup"],
                           **prepared.mode}
         if not wrong:
-            outputs, band = buffers.outputs()
-            timed = [(timing["first_slot"] + i) % buffers.slots for i in range(timing["last_round"])]
-            again = band or self._damage(buffers, ws, ws0) or self._verify_slots(spec, outputs, timed, ref,
-                                                                                 prepared.c_initial)
+            # The last round started from a reset and launched only these slots: their outputs
+            # and bands are read back, the rest of C must still be as reset.
+            first, count = timing["first_slot"], timing["last_round"]
+            outputs, band = buffers.outputs(first, count)
+            again = band or buffers.strays(first, count) or self._damage(buffers, ws, ws0) or \
+                self._verify_slots(spec, outputs, ref, prepared.c_initial)
             if again:
                 wrong = f"correct once, wrong when timed: {again}"
         if wrong:
@@ -307,17 +309,15 @@ class Worker:
         return found.reason
 
     @staticmethod
-    def _verify_slots(spec: Spec, outputs: np.ndarray, slots: list[int], ref: Reference,
-                      c_initial: np.ndarray) -> str:
-        """Why the given slots' outputs are not all correct, or ""; identical outputs are checked once."""
-        first = outputs[slots[0]]
-        same = [np.array_equal(outputs[i].view(np.uint8), first.view(np.uint8)) for i in slots]
-        for i, is_same in zip(slots, same, strict=True):
-            if i != slots[0] and is_same:
+    def _verify_slots(spec: Spec, outputs: np.ndarray, ref: Reference, c_initial: np.ndarray) -> str:
+        """Why the last timed round's outputs are not all correct, or ""; identical outputs are checked once."""
+        first = outputs[0].view(np.uint8)
+        for i, out in enumerate(outputs):
+            if i and np.array_equal(out.view(np.uint8), first):
                 continue
-            check = metrics.check(spec, outputs[i], ref, c_initial)
+            check = metrics.check(spec, out, ref, c_initial)
             if check.verdict != "ok":
-                return f"{check.reason} (launch {slots.index(i) + 1} of the last timed round)"
+                return f"{check.reason} (launch {i + 1} of the last timed round)"
         return ""
 
 
