@@ -106,14 +106,15 @@ std::array<uint32_t, 3> dim3(const std::vector<uint32_t>& v, const std::string& 
 }
 
 // Arguments arrive as a list of Buffer objects and bytes-like objects (a packed
-// params struct); they are converted while the GIL is held.
-mb::Launch make_launch(std::shared_ptr<mb::Kernel> kernel, const nb::list& args,
-                       const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads) {
-  const std::string who = "[core::launch] " + kernel->label() + ": ";
+// params struct); they are converted while the GIL is held. `shape` is a launch
+// whose kernel and dimensions are set: measure() converts hundreds of slots that
+// share them.
+mb::Launch make_launch(const mb::Launch& shape, const nb::list& args) {
   mb::Launch l;
-  l.kernel = std::move(kernel);
-  l.groups = dim3(groups, who, "groups");
-  l.threads = dim3(threads, who, "threads");
+  l.kernel = shape.kernel;
+  l.groups = shape.groups;
+  l.threads = shape.threads;
+  l.args.reserve(args.size());
   size_t i = 0;
   for (nb::handle h : args) {
     if (nb::isinstance<mb::Buffer>(h)) {
@@ -123,27 +124,40 @@ mb::Launch make_launch(std::shared_ptr<mb::Kernel> kernel, const nb::list& args,
       const auto* p = static_cast<const uint8_t*>(b.data());
       l.args.emplace_back(std::vector<uint8_t>(p, p + b.size()));
     } else {
-      throw mb::UsageError(who + "argument " + std::to_string(i) + " must be a Buffer or bytes, not " +
-                           std::string(nb::type_name(h.type()).c_str()));
+      throw mb::UsageError("[core::launch] " + shape.kernel->label() + ": argument " + std::to_string(i) +
+                           " must be a Buffer or bytes, not " + std::string(nb::type_name(h.type()).c_str()));
     }
     ++i;
   }
   return l;
 }
 
+// A launch of `kernel` with these dimensions and no arguments yet.
+mb::Launch launch_shape(std::shared_ptr<mb::Kernel> kernel, const std::vector<uint32_t>& groups,
+                        const std::vector<uint32_t>& threads) {
+  const std::string who = "[core::launch] " + kernel->label() + ": ";
+  mb::Launch l;
+  l.kernel = std::move(kernel);
+  l.groups = dim3(groups, who, "groups");
+  l.threads = dim3(threads, who, "threads");
+  return l;
+}
+
 // `args` is one launch's argument list, or a list of such lists: one launch per slot.
 std::vector<mb::Launch> make_slots(const std::shared_ptr<mb::Kernel>& kernel, const nb::list& args,
                                    const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads) {
+  const mb::Launch shape = launch_shape(kernel, groups, threads);
   std::vector<mb::Launch> out;
   bool nested = args.size() > 0 && nb::isinstance<nb::list>(args[0]);
   if (!nested) {
-    out.push_back(make_launch(kernel, args, groups, threads));
+    out.push_back(make_launch(shape, args));
     return out;
   }
+  out.reserve(args.size());
   for (nb::handle h : args) {
     if (!nb::isinstance<nb::list>(h))
       throw mb::UsageError("[core::measure] args: give one list of arguments, or a list of such lists (one per slot)");
-    out.push_back(make_launch(kernel, nb::borrow<nb::list>(h), groups, threads));
+    out.push_back(make_launch(shape, nb::borrow<nb::list>(h)));
   }
   return out;
 }
@@ -288,7 +302,7 @@ NB_MODULE(_core, m) {
           "run",
           [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const Args& args, const std::vector<uint32_t>& groups,
              const std::vector<uint32_t>& threads) {
-            mb::Launch l = make_launch(std::move(k), args, groups, threads);
+            mb::Launch l = make_launch(launch_shape(std::move(k), groups, threads), args);
             mb::check_launch(d, l);
             nb::gil_scoped_release nogil;
             d.run(l);

@@ -53,24 +53,25 @@ bool number(const std::string& s) {
 
 void check_launch(const Device& device, const Launch& launch) {
   if (!launch.kernel) throw UsageError("[core::launch] launch has no kernel");
-  const std::string who = "[core::launch] " + launch.kernel->label();
+  // Built only for an error: measure() checks every slot's launch, hundreds of them.
+  auto who = [&] { return "[core::launch] " + launch.kernel->label(); };
   for (int d = 0; d < 3; ++d) {
     if (launch.groups[d] == 0 || launch.threads[d] == 0)
-      throw UsageError(who + ": launch of " + dims(launch.groups) + " groups of " + dims(launch.threads) +
+      throw UsageError(who() + ": launch of " + dims(launch.groups) + " groups of " + dims(launch.threads) +
                        " threads has an empty dimension");
   }
   uint64_t per_group = uint64_t(launch.threads[0]) * launch.threads[1] * launch.threads[2];
   size_t kernel_max = launch.kernel->max_group_size();
   if (kernel_max > 0 && per_group > kernel_max)
-    throw UsageError(who + ": group of " + std::to_string(per_group) + " threads exceeds this kernel's limit of " +
+    throw UsageError(who() + ": group of " + std::to_string(per_group) + " threads exceeds this kernel's limit of " +
                      std::to_string(kernel_max));
   int device_max = device.info().max_group_size;
   if (kernel_max > 0 && device_max > 0 && per_group > uint64_t(device_max))
-    throw UsageError(who + ": group of " + std::to_string(per_group) + " threads exceeds the device's limit of " +
+    throw UsageError(who() + ": group of " + std::to_string(per_group) + " threads exceeds the device's limit of " +
                      std::to_string(device_max));
   for (size_t i = 0; i < launch.args.size(); ++i) {
     const auto* buf = std::get_if<std::shared_ptr<Buffer>>(&launch.args[i]);
-    if (buf && !*buf) throw UsageError(who + ": argument " + std::to_string(i) + " is a null buffer");
+    if (buf && !*buf) throw UsageError(who() + ": argument " + std::to_string(i) + " is a null buffer");
   }
 }
 

@@ -199,6 +199,7 @@ class SpecBuffers:
         self.c0 = device.allocate(self.c.total)
         self.c0.copy_from(self.c.buffer)
         self._workspaces: dict[int, tuple[Arena, _core.Buffer]] = {}
+        self._args: tuple[Arena, bytes, list[list]] | None = None
 
     def _input(self, name: str, array: np.ndarray) -> tuple[Arena, _core.Buffer]:
         arena = Arena(self.device, name, array.nbytes, self.copies, self.alignment)
@@ -218,10 +219,13 @@ class SpecBuffers:
         return self._workspaces[floats]
 
     def slot_args(self, ws: Arena, params: bytes) -> list[list]:
-        """The six kernel arguments of every slot."""
-        a, b, bias = (self.inputs[n][0].views for n in ("A", "B", "bias"))
-        return [[a[i % self.copies], b[i % self.copies], self.c.views[i], bias[i % self.copies], ws.views[i], params]
-                for i in range(self.slots)]
+        """The six kernel arguments of every slot (kept: every variant with this workspace
+        takes the same, and a cold spec has hundreds of slots)."""
+        if self._args is None or self._args[0] is not ws or self._args[1] != params:
+            a, b, bias = (self.inputs[n][0].views for n in ("A", "B", "bias"))
+            self._args = (ws, params, [[a[i % self.copies], b[i % self.copies], self.c.views[i],
+                                        bias[i % self.copies], ws.views[i], params] for i in range(self.slots)])
+        return self._args[2]
 
     def resets(self, ws: Arena, ws0: _core.Buffer) -> list[tuple[_core.Buffer, _core.Buffer]]:
         """What the measurement loop restores before every round: C and the workspace."""
