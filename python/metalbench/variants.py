@@ -162,8 +162,12 @@ class Variant:
             text = self.source(backend)
         else:
             text = f"builtin:{self.family.builtin}"
-        blob = json.dumps([backend, text, self.family.entry, self.defines(dtype)], sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
+        # The text is hashed as it is, after the rest: JSON-escaping a whole source for
+        # every pair of a sweep took longer than all of its hashing.
+        digest = hashlib.sha256(json.dumps([backend, self.family.entry, self.defines(dtype)], sort_keys=True).encode())
+        digest.update(b"\0")
+        digest.update(text.encode())
+        return digest.hexdigest()
 
     def _eval(self, text: object, env: dict[str, object], where: str) -> object:
         try:
@@ -185,8 +189,17 @@ def prelude_source(backend: str, body: Path) -> str:
     """A kernel body as `backend` compiles it: its prelude, the shared header, then the
     body after a #line directive, so that compiler messages name the body's own lines."""
     include = paths.kernels_dir() / "include"
-    return "".join([(include / f"{backend}.h").read_text(), "\n", (include / "common.h").read_text(),
-                    f'\n#line 1 "{body.name}"\n', body.read_text()])
+    files = (include / f"{backend}.h", include / "common.h", body)
+    # A sweep asks for the same few sources thousands of times (every pair's key hashes
+    # its source): each file is read again only when its size or time stamp changed.
+    stamp = tuple((f, st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
+    if _SOURCES.get((backend, body)) is None or _SOURCES[(backend, body)][0] != stamp:
+        prelude, common, text = (f.read_text() for f in files)
+        _SOURCES[(backend, body)] = (stamp, "".join([prelude, "\n", common, f'\n#line 1 "{body.name}"\n', text]))
+    return _SOURCES[(backend, body)][1]
+
+
+_SOURCES: dict[tuple[str, Path], tuple[tuple, str]] = {}
 
 
 def _want(data: dict, key: str, kind: type | tuple[type, ...], path: Path, default: object = ...) -> object:
