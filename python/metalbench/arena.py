@@ -155,27 +155,31 @@ class Comparer:
         self.kernel = device.compile(prelude_source(backend, body), "mb_compare", {"MB_F16": "1"}, "internal/compare")
         self.result = device.allocate(4)
         self.dummy = device.allocate(4)
+        self._params: dict[int, bytes] = {}  # MBParams for n words
 
     def equal(self, x: _core.Buffer, y: _core.Buffer) -> bool:
         """Whether `x` and `y` (same size, a whole number of 16-bit words) hold the same bytes."""
-        words = x.nbytes // 2
-        step = _COMPARE_CHUNK
-        for start in range(0, words, step):
-            n = min(step, words - start)
-            if words > step:
-                xs, ys = x.view(2 * start, 2 * n), y.view(2 * start, 2 * n)
-            else:
-                xs, ys = x, y
-            self.result.fill(0)
-            params = Spec("matmul", "float16", 1, 1, n, 1).params()
-            groups = min(_COMPARE_GROUPS, -(-n // _COMPARE_THREADS))
-            self.device.run(self.kernel, [xs, ys, self.dummy, self.dummy, self.result, params], [groups],
-                            [_COMPARE_THREADS])
-            found = np.zeros(1, dtype=np.int32)
-            self.result.read(found)
-            if found[0]:
-                return False
-        return True
+        return self.all_equal([(x, y)])
+
+    def all_equal(self, pairs: list[tuple[_core.Buffer, _core.Buffer]]) -> bool:
+        """Whether every pair holds the same bytes: one launch per pair (per chunk of a large
+        one), all counting into one word that is read once."""
+        if not pairs:
+            return True
+        self.result.fill(0)
+        for x, y in pairs:
+            words = x.nbytes // 2
+            for start in range(0, words, _COMPARE_CHUNK):
+                n = min(_COMPARE_CHUNK, words - start)
+                xs, ys = (x.view(2 * start, 2 * n), y.view(2 * start, 2 * n)) if words > _COMPARE_CHUNK else (x, y)
+                if n not in self._params:
+                    self._params[n] = Spec("matmul", "float16", 1, 1, n, 1).params()
+                groups = min(_COMPARE_GROUPS, -(-n // _COMPARE_THREADS))
+                self.device.run(self.kernel, [xs, ys, self.dummy, self.dummy, self.result, self._params[n]], [groups],
+                                [_COMPARE_THREADS])
+        found = np.zeros(1, dtype=np.int32)
+        self.result.read(found)
+        return not found[0]
 
 
 class SpecBuffers:
@@ -261,27 +265,35 @@ class SpecBuffers:
         without reading it back."""
         runs = sorted(self.runs(first, count))
         edges = [0] + [b for start, length in runs for b in self.c.span(start, length)] + [self.c.total]
-        for lo, hi in zip(edges[::2], edges[1::2], strict=True):
-            if hi > lo and not self.compare.equal(self.c.buffer.view(lo, hi - lo), self.c0.view(lo, hi - lo)):
-                return f"wrote into C outside the slots it was launched on (bytes {lo} to {hi} of C's arena)"
-        return None
+        rest = [(lo, hi) for lo, hi in zip(edges[::2], edges[1::2], strict=True) if hi > lo]
+        pairs = [(self.c.buffer.view(lo, hi - lo), self.c0.view(lo, hi - lo)) for lo, hi in rest]
+        if self.compare.all_equal(pairs):
+            return None
+        lo, hi = next(r for r, pair in zip(rest, pairs, strict=True) if not self.compare.equal(*pair))
+        return f"wrote into C outside the slots it was launched on (bytes {lo} to {hi} of C's arena)"
 
     def damage(self, ws: Arena, ws0: _core.Buffer, first_only: bool = False) -> Damage | None:
         """The first input or workspace the kernel changed, with where, or None. With
         `first_only`, after a launch on slot 0 alone, only what it was given is compared:
         input copy 0 and workspace slot 0 with their bands."""
-        for name, (arena, pristine) in self.inputs.items():
-            if not self._equal(arena, pristine, first_only):
-                return Damage(name, self._locate(arena, pristine, f"changed its input {name}"))
-        if not self._equal(ws, ws0, first_only):
-            return Damage("workspace", self._locate(ws, ws0, "left its workspace dirty (the ABI says zero)"))
+        named = [(name, arena, pristine) for name, (arena, pristine) in self.inputs.items()]
+        named.append(("workspace", ws, ws0))
+        pairs = [self._pair(arena, pristine, first_only) for _, arena, pristine in named]
+        if self.compare.all_equal(pairs):  # the common case in one read; else which, one by one
+            return None
+        for (name, arena, pristine), pair in zip(named, pairs, strict=True):
+            if not self.compare.equal(*pair):
+                what = "left its workspace dirty (the ABI says zero)" if name == "workspace" else \
+                    f"changed its input {name}"
+                return Damage(name, self._locate(arena, pristine, what))
         return None
 
-    def _equal(self, arena: Arena, pristine: _core.Buffer, first_only: bool) -> bool:
+    @staticmethod
+    def _pair(arena: Arena, pristine: _core.Buffer, first_only: bool) -> tuple[_core.Buffer, _core.Buffer]:
         if not first_only or arena.count == 1:
-            return self.compare.equal(arena.buffer, pristine)
+            return arena.buffer, pristine
         span = arena.guard + arena.stride  # copy 0 and the bands on either side
-        return self.compare.equal(arena.buffer.view(0, span), pristine.view(0, span))
+        return arena.buffer.view(0, span), pristine.view(0, span)
 
     def _locate(self, arena: Arena, pristine: _core.Buffer, inside: str) -> str:
         """Says where two device buffers differ: in a guard band, or inside the data."""
