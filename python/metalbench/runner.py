@@ -182,6 +182,8 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
                              [{"key": s.key(), "label": s.label(), **_orig(s)} for s in suite.specs])
     status = "interrupted"
     try:
+        if ray is None:
+            pool.begin()
         plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events)
         events.start(plan.total)
         if plan.jobs:

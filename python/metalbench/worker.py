@@ -240,18 +240,33 @@ class Pool:
         self.workers: list[_Process | None] = [None] * len(self.slots)
         self.infos: dict[int, dict] = {}
 
+    def begin(self) -> None:
+        """Starts every worker process without waiting for it: a worker takes a second or
+        more to start Python and open its device, which the runner spends planning."""
+        if self.isolated:
+            for i, w in enumerate(self.workers):
+                if w is None:
+                    self._launch(i)
+
     def start(self) -> dict:
-        """Starts every worker and returns the first device's info; DeviceLost if one cannot open its device."""
+        """Starts every worker (those begun are waited for) and returns the first device's info;
+        DeviceLost if one cannot open its device."""
         if not self.isolated:
             self.local = Worker(self.backend, self.slots[0])
             return self.local.info
-        for i in range(len(self.slots)):
-            self._spawn(i)
+        for i, w in enumerate(self.workers):
+            if w is None or w.step == "start":
+                self._spawn(i, w)
         return self.infos[self.slots[0]]
 
-    def _spawn(self, i: int) -> _Process:
+    def _launch(self, i: int) -> _Process:
         w = _Process(self.context, self.backend, self.slots[i], self.settings, self.locks.get(self.slots[i]))
         self.workers[i] = w
+        return w
+
+    def _spawn(self, i: int, begun: _Process | None = None) -> _Process:
+        """Worker i, started (unless `begun`) and ready."""
+        w = begun or self._launch(i)
         deadline = time.monotonic() + max(self.timeout, 60.0)
         while not w.conn.poll(_TICK):
             if not w.process.is_alive() and not w.conn.poll():
