@@ -21,6 +21,13 @@ double seconds_since(Clock::time_point since) {
 // whose noise must come down, the two others only need their minimum.
 constexpr double kRankShare = 0.5;
 constexpr double kOtherShare = 0.25;
+// Launches a batch sample takes at least (where they fit in its time). A batch's first
+// launch starts on an idle GPU, and a batch of few launches is not back to back for
+// long: with the brief lap's 0.1 ms, the LM head's batches (64 us launches on an
+// H200) were 2 launches, and the brief laps raced out a variant that the full
+// measurements, 8 launches a batch, put in the best's tie group. With at least 8, a
+// brief lap's batches are a full one's for every launch of 60 us or more.
+constexpr size_t kMinBatch = 8;
 // Upper bounds that catch a mistyped setting before it allocates or waits for ever.
 constexpr double kMaxSeconds = 24 * 3600.0;
 constexpr int kMaxSamples = 10'000'000;
@@ -125,9 +132,13 @@ class Loop {
       return std::make_pair(ns, total);
     });
 
-    // The batch spans batch_time by the gpu clock's estimate of one launch.
+    // The batch spans batch_time by the gpu clock's estimate of one launch, and at least
+    // kMinBatch launches where they fit in the batch clock's share of max_time.
     double per_launch = std::max(1.0, m.gpu.stats.median);
     size_t n = static_cast<size_t>(std::ceil(config_.batch_time * 1e9 / per_launch));
+    const double share = config_.stop.max_time * (config_.rank_by == ClockKind::batch ? kRankShare : kOtherShare);
+    const size_t fit = launch_s_ > 0 ? std::max<size_t>(1, static_cast<size_t>(share / launch_s_)) : kMinBatch;
+    n = std::max(n, std::min(kMinBatch, fit));
     n = std::clamp<size_t>(n, 1, config_.max_batch);
     if (size_t held = device_.info().max_held_launches) n = std::min(n, held);
     if (!resets_.empty()) n = std::min(n, slots_.size());  // every launch from a reset slot
