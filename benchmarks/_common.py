@@ -8,6 +8,7 @@ processes use the spawn start method, which imports the script again).
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -144,3 +145,17 @@ def pick_backend(name: str) -> tuple[str | None, str]:
         return runner.pick_backend(name), ""
     except runner.BackendError as e:
         return None, str(e)
+
+
+def cuda_args(doc: str, what: str) -> argparse.Namespace | None:
+    """A CUDA-only script's arguments (--device, --json), or None, after saying that `what`
+    was skipped and why, when CUDA cannot run here (the script then exits 2)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    backend, why = pick_backend("cuda")
+    if backend is None:
+        write_json(args.json, skipped(what, why))
+        return None
+    return args

@@ -29,13 +29,11 @@ batch clock. No GEMV over that many bytes can beat it.
 
 from __future__ import annotations
 
-import argparse
 import math
 import struct
 import sys
-from pathlib import Path
 
-from _common import pick_backend, say, skipped, table, write_json
+from _common import cuda_args, say, table, write_json
 
 import metalbench
 
@@ -212,13 +210,8 @@ def ladder(dev: metalbench.Device, only: str | None = None) -> list[dict]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", type=int, default=0)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    backend, why = pick_backend("cuda")
-    if backend is None:
-        write_json(args.json, skipped("the CUDA time floor", why))
+    args = cuda_args(__doc__, "the CUDA time floor")
+    if args is None:
         return 2
     dev = metalbench.open_device("cuda", args.device)
     info = dev.info

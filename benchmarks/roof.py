@@ -24,13 +24,12 @@ cold: each launch reads inputs that are not in L2.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from _common import choose, fmt, median, pick_backend, say, skipped, sweep, table, verdict, write_json
+from _common import choose, cuda_args, fmt, median, say, sweep, table, verdict, write_json
 from cuda_floor import FLOOR, ladder, read_ceiling
 
 import metalbench
@@ -45,15 +44,11 @@ SUITE = "qwen2.5-0.5b-decode"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", type=int, default=0)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
-    backend, why = pick_backend("cuda")
-    if backend is None:
-        write_json(args.json, skipped("the roof figures", why))
+    args = cuda_args(__doc__, "the roof figures")
+    if args is None:
         return 2
     suite = load_suite(SUITE)
+    backend = "cuda"
     chosen = choose(backend)
     with tempfile.TemporaryDirectory(prefix="mb-roof-") as tmp:
         os.environ["METALBENCH_CACHE_DIR"] = str(Path(tmp) / "cache")
