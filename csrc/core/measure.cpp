@@ -137,7 +137,7 @@ class Loop {
     double per_launch = std::max(1.0, m.gpu.stats.median);
     size_t n = static_cast<size_t>(std::ceil(config_.batch_time * 1e9 / per_launch));
     const double share = config_.stop.max_time * (config_.rank_by == ClockKind::batch ? kRankShare : kOtherShare);
-    const size_t fit = launch_s_ > 0 ? std::max<size_t>(1, static_cast<size_t>(share / launch_s_)) : kMinBatch;
+    const size_t fit = std::max<size_t>(1, static_cast<size_t>(share * 1e9 / per_launch));
     n = std::max(n, std::min(kMinBatch, fit));
     n = std::clamp<size_t>(n, 1, config_.max_batch);
     if (size_t held = device_.info().max_held_launches) n = std::min(n, held);
