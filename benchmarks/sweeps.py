@@ -1,6 +1,7 @@
-"""The default suite swept five ways on one device: what each costs, and whether the picks agree.
+"""The default suite swept several ways on one device: what each costs, and whether the picks agree.
 
-    python benchmarks/sweeps.py [--backend auto] [--device N] [--suite NAME] [--json PATH]
+    python benchmarks/sweeps.py [--backend auto] [--device N] [--suite NAME] [--only 1,2,3,4,5]
+                                [--control] [--tie PCT] [--json PATH]
 
 1. racing, one isolated worker, empty kernel and reference caches (what a first run costs);
 2. the same again, forced, caches warm: the reference the others are compared with;
