@@ -133,11 +133,13 @@ class Loop {
     });
 
     // The batch spans batch_time by the gpu clock's estimate of one launch, and at least
-    // kMinBatch launches where they fit in the batch clock's share of max_time.
+    // kMinBatch launches where min_samples such batches fit in the batch clock's share of
+    // max_time (a slow device keeps its samples rather than its batch length).
     double per_launch = std::max(1.0, m.gpu.stats.median);
     size_t n = static_cast<size_t>(std::ceil(config_.batch_time * 1e9 / per_launch));
     const double share = config_.stop.max_time * (config_.rank_by == ClockKind::batch ? kRankShare : kOtherShare);
-    const size_t fit = std::max<size_t>(1, static_cast<size_t>(share * 1e9 / per_launch));
+    const double per_sample = share / std::max(1, config_.stop.min_samples);
+    const size_t fit = std::max<size_t>(1, static_cast<size_t>(per_sample * 1e9 / per_launch));
     n = std::max(n, std::min(kMinBatch, fit));
     n = std::clamp<size_t>(n, 1, config_.max_batch);
     if (size_t held = device_.info().max_held_launches) n = std::min(n, held);

@@ -49,7 +49,8 @@ struct MeasureConfig {
   // A batch sample spans at least this much GPU time (as estimated from the gpu
   // clock's median), so that the timestamps' resolution and the per-sample costs
   // are small against it: 0.5 ms is 1000 times CUDA events' 0.5 us resolution. It
-  // also takes at least 8 launches where they fit in the clock's time (measure.cpp).
+  // also takes at least 8 launches where min_samples such samples fit in the clock's
+  // time (measure.cpp).
   double batch_time = 5e-4;
   size_t max_batch = 4096;   // launches in one batch sample at most
   // Samples taken while the clock ran below this fraction of its maximum, or while
