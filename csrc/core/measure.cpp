@@ -26,7 +26,8 @@ constexpr double kOtherShare = 0.25;
 // long: with the brief lap's 0.1 ms, the LM head's batches (64 us launches on an
 // H200) were 2 launches, and the brief laps raced out a variant that the full
 // measurements, 8 launches a batch, put in the best's tie group. With at least 8, a
-// brief lap's batches are a full one's for every launch of 60 us or more.
+// brief lap's batches are a full one's for launches from 60 to 300 us (default
+// settings; longer ones get fewer, as many as leave time for the samples).
 constexpr size_t kMinBatch = 8;
 // Upper bounds that catch a mistyped setting before it allocates or waits for ever.
 constexpr double kMaxSeconds = 24 * 3600.0;
