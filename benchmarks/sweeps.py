@@ -55,7 +55,7 @@ def main() -> int:
     args = ap.parse_args()
     wanted = {int(x) for x in args.only.split(",")} | ({6} if args.control else set())
     if not {1, 5} <= wanted or not wanted <= set(range(1, 7)):
-        ap.error("--only takes sweep numbers from 1 to 5 and must include 1 and 5")
+        ap.error("--only takes sweep numbers from 1 to 6 and must include 1 and 5")
     backend, why = pick_backend(args.backend)
     if backend is None:
         print(f"SKIPPED every sweep: {why}")
