@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metalbench import report, runner, specs, variants
+from metalbench import backends, report, runner, specs, variants
 from metalbench.store import Store
 from metalbench.ties import TIE_FLOOR
 
@@ -142,8 +142,8 @@ def sweep(label: str, suite: specs.Suite, chosen: Sequence[variants.Variant], *,
 def pick_backend(name: str) -> tuple[str | None, str]:
     """(backend, "") when `name` can run here, else (None, why not)."""
     try:
-        return runner.pick_backend(name), ""
-    except runner.BackendError as e:
+        return backends.pick_backend(name), ""
+    except backends.BackendError as e:
         return None, str(e)
 
 

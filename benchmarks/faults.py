@@ -21,7 +21,7 @@ from pathlib import Path
 
 from _common import table, write_json
 
-from metalbench import report, runner, variants
+from metalbench import backends, report, runner, variants
 from metalbench.measure import Settings
 from metalbench.specs import load_suite
 from metalbench.store import Store
@@ -92,7 +92,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=10.0, help="--timeout of the sweep, seconds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    backend = runner.pick_backend(args.backend)
+    backend = backends.pick_backend(args.backend)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         kernels = root / "kernels"

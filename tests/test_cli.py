@@ -108,3 +108,41 @@ def test_a_damaged_store_stops_a_run_with_one_line(opencl, tmp_path):
     assert result.returncode == 1, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "damaged.sqlite" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_bug_is_exit_1_with_its_traceback_saved_not_a_usage_error(tmp_path, monkeypatch, capsys):
+    """An exception metalbench did not raise for bad input is a bug: not blamed on the user
+    (exit 2), but one line naming the log that holds its traceback, and status 1."""
+    import pytest
+
+    from metalbench import cli as cli_module
+    from metalbench import specs
+
+    def broken(name):
+        raise ValueError("an internal invariant broke")  # a plain ValueError: not an InputError
+
+    monkeypatch.setattr(specs, "load_suite", broken)
+    monkeypatch.setattr(sys, "argv", ["metalbench", "list", "--suite", "smoke"])
+    monkeypatch.setenv("METALBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(SystemExit) as exited:
+        cli_module.main()
+    assert exited.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("metalbench: internal error: ValueError: an internal invariant broke")
+    log = Path(err.rsplit("traceback saved to ", 1)[1].rstrip(")"))
+    assert log.parent == tmp_path / "cache" / "crash-logs"
+    assert "Traceback" in log.read_text() and "an internal invariant broke" in log.read_text()
+
+
+def test_input_errors_keep_exit_2(tmp_path):
+    bad = cli("suite", "from-config", str(Path(__file__).parent / "data" / "qwen2.5-0.5b.json"), "--tokens", "0")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert "--tokens" in bad.stderr
+    for args in (["report", "--json", str(tmp_path / "no" / "such" / "dir" / "r.json")],
+                 ["run", "--suite", "smoke", "--csv", str(tmp_path / "no" / "r.csv")],
+                 ["export", "--out", str(tmp_path / "a-file" / "out")]):
+        (tmp_path / "a-file").write_text("")
+        unwritable = cli(*args)
+        assert unwritable.returncode == 2 and unwritable.stderr.count("\n") == 1, unwritable.stderr
+        assert unwritable.stderr.startswith(f"metalbench: error: {args[-2]} {args[-1]}: "), unwritable.stderr

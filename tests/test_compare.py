@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from metalbench import compare
-from metalbench.store import Result, Store
+from metalbench.results import Result
+from metalbench.store import Store
 
 DEVICE = {"name": "Test GPU", "vendor": "Test", "driver": "1.0", "backend": "opencl"}
 SPECS = [{"key": "matmul/float16/1x1x64x64/nt", "label": "matmul 1x64x64 nt"},

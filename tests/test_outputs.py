@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 import metalbench
-from metalbench import export, formats, html, metrics, report, roofline, runner, variants
+from metalbench import export, formats, html, metrics, report, roofline, runner, variants, worker
+from metalbench.measure import Settings
 from metalbench.reference import ReferenceCache, make_inputs
 from metalbench.specs import load_suite, spec_from_key
 from metalbench.store import Store
@@ -50,17 +51,34 @@ def test_roofline_figures_are_bytes_and_flops_over_time():
     assert roofline.figures(spec, 2.0, None).pct_peak is None
 
 
-def test_the_peak_is_measured_once_per_device_and_stored(opencl, tmp_path):
+class _Counted:
+    """A pool that measures the peak in its worker process and counts how often it was asked."""
+
+    def __init__(self) -> None:
+        self.pool, self.asked = worker.ProcessPool("opencl", [0], Settings(), 120), 0
+
+    def measure_peak(self) -> tuple[float, str]:
+        self.asked += 1
+        return self.pool.measure_peak()
+
+
+def test_the_peak_is_measured_once_per_device_by_a_worker_and_stored(opencl, tmp_path):
     store = Store(tmp_path / "r.sqlite")
     info = opencl.info
     assert info["peak_bandwidth"] == 0  # OpenCL gives none: it must be measured
-    first = roofline.with_peak(info, store, "opencl", 0)
-    assert first["peak_bandwidth"] > 1e8 and first["peak_bandwidth_source"].startswith("measured: ")
-    assert store.peak(roofline.device_key(info)) == (first["peak_bandwidth"], first["peak_bandwidth_source"])
-    # The second time it comes from the store, and a device's own figure is left alone.
-    assert roofline.with_peak(info, store, "opencl", 0) == first
-    own = {**info, "peak_bandwidth": 3.35e12, "peak_bandwidth_source": "NVML"}
-    assert roofline.with_peak(own, store, "opencl", 0) is own
+    counted = _Counted()
+    try:
+        first = runner._with_peak(info, store, counted, print)
+        assert counted.asked == 1 and counted.pool.workers[0] is not None  # measured in a worker process
+        assert first["peak_bandwidth"] > 1e8 and first["peak_bandwidth_source"].startswith("measured: ")
+        assert store.peak(roofline.device_key(info)) == (first["peak_bandwidth"], first["peak_bandwidth_source"])
+        # The second time it comes from the store, and a device's own figure is left alone.
+        assert runner._with_peak(info, store, counted, print) == first
+        own = {**info, "peak_bandwidth": 3.35e12, "peak_bandwidth_source": "NVML"}
+        assert runner._with_peak(own, store, counted, print) is own
+        assert counted.asked == 1
+    finally:
+        counted.pool.close()
 
 
 def test_every_row_has_roofline_figures_against_the_runs_peak(swept):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from metalbench import runner
+from metalbench import backends
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -17,7 +17,7 @@ def python_blocks():
 
 
 def test_embedding_example_runs_as_written(opencl, capsys):
-    if runner.pick_backend("auto") != "opencl":
+    if backends.pick_backend("auto") != "opencl":
         pytest.skip("the example's kernel is OpenCL C; this machine's first backend is another")
     (block,) = python_blocks()
     exec(compile(block, str(README), "exec"), {})

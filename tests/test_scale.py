@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from metalbench import report, runner, variants
+from metalbench import backends, report, runner, variants, worker
 from metalbench.measure import Settings
 from metalbench.ray_pool import ray_available
 from metalbench.specs import load_suite
@@ -92,11 +92,11 @@ def test_a_worker_killed_mid_sweep_loses_and_repeats_no_pair(one_worker, tmp_pat
 def test_devices_of_different_models_are_refused(monkeypatch):
     infos = [{"index": 0, "vendor": "NVIDIA", "name": "NVIDIA H200", "driver": "13.0"},
              {"index": 1, "vendor": "NVIDIA", "name": "NVIDIA A100", "driver": "13.0"}]
-    monkeypatch.setattr(runner._core, "devices", lambda backend: infos)
-    with pytest.raises(runner.BackendError, match="not all the same model.*run each model separately"):
-        runner._same_model("cuda", [0, 1])
-    with pytest.raises(runner.BackendError, match="no device 2"):
-        runner._same_model("cuda", [0, 2])
+    monkeypatch.setattr(worker._core, "devices", lambda backend: infos)
+    with pytest.raises(backends.BackendError, match="not all the same model.*run each model separately"):
+        worker.ProcessPool("cuda", [0, 1], Settings(), 60).describe()
+    with pytest.raises(backends.BackendError, match="no device 2"):
+        worker.ProcessPool("cuda", [0, 2], Settings(), 60).describe()
 
 
 needs_ray = pytest.mark.skipif(bool(ray_available()), reason=ray_available() or "")

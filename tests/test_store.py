@@ -6,7 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from metalbench.store import MissingRun, Result, Store, StoreError
+from metalbench.results import Result
+from metalbench.store import MissingRun, Store, StoreError
 
 
 def make(tmp_path):

@@ -2,7 +2,7 @@ import textwrap
 
 import pytest
 
-from metalbench import variants
+from metalbench import backends, variants
 from metalbench.specs import Spec
 from metalbench.variants import ManifestError, expand, load_families, load_variants, parse_family, select
 
@@ -119,7 +119,7 @@ def test_select_by_glob():
 def test_portable_families_run_on_every_backend_with_a_prelude():
     naive = next(f for f in load_families() if f.name == "naive")
     preludes = {p.stem for p in (variants.paths.kernels_dir() / "include").glob("*.h")}
-    assert set(naive.backends) == {b for b in variants.BACKENDS if b in preludes}
+    assert set(naive.backends) == {b for b in backends.BACKENDS if b in preludes}
 
 
 @pytest.mark.parametrize("edit, message", [

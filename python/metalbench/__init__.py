@@ -32,6 +32,6 @@ def devices() -> list[dict]:
 
 def open_device(backend: str = "auto", index: int = 0) -> Device:
     """Opens a device; "auto" picks Metal, then CUDA, then OpenCL, whichever can run here."""
-    from .runner import pick_backend
+    from .backends import pick_backend
 
     return _open(pick_backend(backend), index)

@@ -1,16 +1,22 @@
 """`metalbench`: run suites, list what there is, show stored reports.
 
 Exit codes: 0 done; 1 a run that could not finish (the device was lost, the store
-could not be written), or `compare` found a regression; 2 a usage error (a bad option
-or value, a malformed suite or manifest, a --variants glob that matches nothing, a run
-that cannot be exported, --html without the plot extra); 130 interrupted (Ctrl-C).
-Every error is one line on stderr, starting with "metalbench: error:".
+could not be written), `compare` found a regression, or metalbench itself failed (a
+bug: the line names the file its traceback was saved to); 2 a usage error (a bad
+option or value, a malformed suite or manifest, a --variants glob that matches
+nothing, a run that cannot be exported, --html without the plot extra); 130
+interrupted (Ctrl-C). Every error is one line on stderr, starting with
+"metalbench: error:" (or "metalbench: internal error:" for a bug).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -19,13 +25,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import _core, compare, export, formats, report, roofline, runner, specs, store, variants
+from . import __version__, _core, backends, compare, export, formats, report, roofline, runner, specs, store, variants
 from . import html as html_page
 from .cli_suite import suite_app
-from .expr import ExprError
+from .errors import InputError
 from .measure import Settings
 from .ray_pool import ray_available
-from .store import CLOCKS, MissingRun, Result, Store
+from .results import CLOCKS, Result
+from .store import MissingRun, Store
 from .ties import TIE_FLOOR
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -39,15 +46,14 @@ USAGE = 2
 UNFINISHED = 1
 INTERRUPTED = 130
 
-# What a user can get wrong: each is reported as one line, never a traceback.
-USER_ERRORS = (specs.SuiteError, specs.SpecError, variants.ManifestError, ExprError, runner.BackendError,
-               MissingRun, _core.UsageError, _core.UnavailableError, _core.CompileError, export.ExportError,
-               html_page.MissingExtra, ValueError, OSError)
+# What a user can get wrong: each is reported as one line, never a traceback. Every
+# other exception is a bug of metalbench's own (main()).
+USER_ERRORS = (InputError, _core.UsageError, _core.UnavailableError, _core.CompileError)
 # What stops a run that was started right: the device, the store, or a worker's own bug.
 RUN_ERRORS = (runner.DeviceLost, runner.WorkerError, store.StoreError, _core.DeviceError)
 
 
-class UsageProblem(ValueError):
+class UsageProblem(InputError, ValueError):
     """A command-line value that cannot be used; the message names the option."""
 
 
@@ -182,14 +188,15 @@ def run(
     tie_floor = _tie(tie)
     the_suite = specs.load_suite(suite)
     every = variants.load_variants(None, kernels or [])
-    chosen_backend = runner.pick_backend(backend)
+    chosen_backend = backends.pick_backend(backend)
     available = [v for v in every if chosen_backend in v.family.backends]
     chosen = _choose(available, chosen_backend, variants_glob or [])
     if not chosen:
-        raise runner.BackendError(f"no variant runs on {chosen_backend}")
+        raise backends.BackendError(f"no variant runs on {chosen_backend}")
     indices = _devices(devices_opt, chosen_backend)
     if ray is not None and (missing := ray_available()):
         raise UsageProblem(f"--ray: {missing}")
+    outputs = _Outputs(json_path, csv_path, markdown_path)
     results = _open_store(db)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[what]}"))
@@ -209,7 +216,7 @@ def run(
             progress.stop()
             last = results.latest_run()
             _fail(f"{e} (every result stored so far is kept; `metalbench report {last}` shows them)", UNFINISHED)
-    _show(results, run_id, _Outputs(json_path, csv_path, markdown_path), verbose_failures, None, tie_floor)
+    _show(results, run_id, outputs, verbose_failures, None, tie_floor)
 
 
 def _devices(text: str | None, backend: str) -> list[int] | None:
@@ -237,11 +244,32 @@ def _rank(rank_by: str | None) -> str | None:
 
 
 class _Outputs:
-    """The files a report is also written to; None where not asked for."""
+    """The files a report is also written to; None where not asked for. Each is checked when
+    asked for, so that a path that cannot be written fails before any work, not after it."""
 
     def __init__(self, json_path: Path | None = None, csv_path: Path | None = None,
                  markdown_path: Path | None = None, html_path: Path | None = None) -> None:
         self.json, self.csv, self.markdown, self.html = json_path, csv_path, markdown_path, html_path
+        for path, option in ((json_path, "--json"), (csv_path, "--csv"), (markdown_path, "--markdown"),
+                             (html_path, "--html")):
+            if path is not None:
+                _writable(path, option)
+
+
+def _writable(path: Path, option: str, folder: bool = False) -> None:
+    """UsageProblem unless `path` (a file, or with `folder` a folder that may be made) can be written."""
+    if folder:
+        target = next(p for p in (path, *path.parents) if p.exists())
+        if not target.is_dir():
+            raise UsageProblem(f"{option} {path}: {target} is not a folder")
+    else:
+        if path.is_dir():
+            raise UsageProblem(f"{option} {path}: is a folder; give a file name")
+        target = path.parent if str(path.parent) else Path(".")
+        if not target.is_dir():
+            raise UsageProblem(f"{option} {path}: no folder {target}")
+    if not os.access(target, os.W_OK):
+        raise UsageProblem(f"{option} {path}: {target} is not writable")
 
 
 def _build(results: Store, run_id: int, rank_by: str | None, tie_floor: float) -> report.Report:
@@ -254,11 +282,15 @@ def _show(results: Store, run_id: int, outputs: _Outputs, verbose_failures: bool
           tie_floor: float) -> None:
     rep = _build(results, run_id, rank_by, tie_floor)
     report.render(rep, console, verbose_failures)
-    for path, write, what in ((outputs.json, report.write_json, "JSON"), (outputs.csv, formats.write_csv, "CSV"),
-                              (outputs.markdown, formats.write_markdown, "Markdown"),
-                              (outputs.html, html_page.write_html, "HTML")):
+    for path, write, what, option in ((outputs.json, report.write_json, "JSON", "--json"),
+                                      (outputs.csv, formats.write_csv, "CSV", "--csv"),
+                                      (outputs.markdown, formats.write_markdown, "Markdown", "--markdown"),
+                                      (outputs.html, html_page.write_html, "HTML", "--html")):
         if path:
-            write(rep, path)
+            try:
+                write(rep, path)
+            except OSError as e:
+                raise UsageProblem(f"{option} {path}: cannot write: {e.strerror or e}") from None
             console.print(f"{what} report written to {path}")
 
 
@@ -281,9 +313,9 @@ def show_report(
     tie_floor, rank_by = _tie(tie), _rank(rank_by)
     if html_path:
         html_page.require_plotting()  # before any work: a missing extra is one line and exit 2
+    outputs = _Outputs(json_path, csv_path, markdown_path, html_path)
     results = _open_store(db, readonly=True)
-    _show(results, _run_id(results, run_id), _Outputs(json_path, csv_path, markdown_path, html_path),
-          verbose_failures, rank_by, tie_floor)
+    _show(results, _run_id(results, run_id), outputs, verbose_failures, rank_by, tie_floor)
 
 
 def _run_id(results: Store, run_id: int | None) -> int:
@@ -303,10 +335,14 @@ def export_(
     db: DbOpt = None,
 ) -> None:
     """Export each spec's best correct variant: dispatch.json, metalbench_dispatch.h and self-contained sources."""
+    _writable(out, "--out", folder=True)
     results = _open_store(db, readonly=True)
     run = results.load_run(_run_id(results, run_id))
     rep = report.build(run, peak=results.peak(roofline.device_key(run.device)))
-    done = export.write_export(run, rep, variants.load_variants(None, kernels or []), out)
+    try:
+        done = export.write_export(run, rep, variants.load_variants(None, kernels or []), out)
+    except OSError as e:
+        raise UsageProblem(f"--out {out}: cannot write: {e.strerror or e}") from None
     table = Table(title=f"run {run.id} ({run.suite}, {run.backend}): best per spec by {report.CLOCK_NAMES[rep.rank_by]}"
                   f" time, {rep.mode}", title_justify="left", show_edge=False, pad_edge=False)
     clock = report.column(rep, rep.rank_by)
@@ -339,12 +375,17 @@ def compare_(
     """Compare two runs pair by pair (spec x variant); exit 1 on a regression past --threshold."""
     if not 0 <= threshold <= 1000 or threshold != threshold:
         raise UsageProblem(f"--threshold must be a percentage from 0 to 1000, got {threshold}")
+    if json_path is not None:
+        _writable(json_path, "--json")
     store_a = _open_store(db, readonly=True)
     store_b = _open_store(db_b, readonly=True) if db_b else store_a
     result = compare.compare(store_a, _which(store_a, run_a), store_b, _which(store_b, run_b), threshold)
     compare.render(result, console, every)
     if json_path:
-        compare.write_json(result, json_path)
+        try:
+            compare.write_json(result, json_path)
+        except OSError as e:
+            raise UsageProblem(f"--json {json_path}: cannot write: {e.strerror or e}") from None
         console.print(f"JSON comparison written to {json_path}")
     if result.regressions:
         raise typer.Exit(UNFINISHED)
@@ -442,6 +483,33 @@ def main() -> None:
             sys.exit(INTERRUPTED)
         message = _usage_error(e)
         if message is None:
-            raise
+            _internal_error(e)
         _fail(message, USAGE)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _internal_error(e: BaseException) -> NoReturn:
+    """A bug of metalbench's own: one line naming the file its traceback went to, status 1."""
+    text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    where = "not saved"
+    for folder in (_crash_dir(), Path(tempfile.gettempdir())):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=time.strftime("metalbench-%Y%m%d-%H%M%S-"), suffix=".log",
+                                        dir=folder)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"metalbench {__version__}, python {sys.version.split()[0]}\n{' '.join(sys.argv)}\n\n{text}")
+            where = name
+            break
+        except OSError:
+            continue
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    print(f"metalbench: internal error: {type(e).__name__}{': ' + first if first else ''} (a bug in metalbench; "
+          f"traceback saved to {where})", file=sys.stderr)
+    sys.exit(UNFINISHED)
+
+
+def _crash_dir() -> Path:
+    from .paths import cache_dir
+
+    return cache_dir() / "crash-logs"

@@ -38,18 +38,21 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from .errors import InputError
 from .report import CLOCK_NAMES
-from .store import Result, Run, Store
+from .results import CORRECT, Result, Run, Status
+from .store import Store
 
-__all__ = ["ALPHA", "MIN_SAMPLES", "Comparison", "Pair", "compare", "mann_whitney_u", "render"]
+__all__ = ["ALPHA", "MIN_SAMPLES", "CompareError", "Comparison", "Pair", "compare", "mann_whitney_u", "render"]
 
 ALPHA = 0.01
 MIN_SAMPLES = 5
 # What a worse verdict is called, by B's status, for a pair correct in A.
-_WORSE = {"wrong": "newly wrong", "failed": "newly failing", "timeout": "timeout", "crashed": "crashed"}
+_WORSE = {Status.WRONG: "newly wrong", Status.FAILED: "newly failing", Status.TIMEOUT: "timeout",
+          Status.CRASHED: "crashed"}
 # Correct verdicts: a raced-out pair was verified, then timed only briefly (runner.py).
-_CORRECT = ("ok", "raced")
-_TIMED = ("ok", "raced", "wrong")
+_CORRECT = CORRECT
+_TIMED = (*CORRECT, Status.WRONG)
 
 
 def mann_whitney_u(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -75,6 +78,10 @@ def mann_whitney_u(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     delta = u - n1 * n2 / 2.0
     z = (abs(delta) - 0.5) / math.sqrt(variance) if abs(delta) >= 0.5 else 0.0
     return u, min(1.0, math.erfc(z / math.sqrt(2.0)))
+
+
+class CompareError(InputError, ValueError):
+    """Two runs that cannot be compared as asked; the message says why."""
 
 
 @dataclass
@@ -156,7 +163,7 @@ def _pairs_of(run: Run) -> dict[tuple[str, str], Result]:
     """Results by (spec key, variant), unsupported left out; a spec listed twice keeps its first."""
     out: dict[tuple[str, str], Result] = {}
     for r in run.results:
-        if r.status != "unsupported":
+        if r.status != Status.UNSUPPORTED:
             out.setdefault((r.spec_key, r.variant), r)
     return out
 
@@ -190,7 +197,7 @@ def compare(store_a: Store, run_a: int, store_b: Store, run_b: int, threshold_pc
     ra, rb = store_a.load_run(run_a), store_b.load_run(run_b)
     a, b = _side(ra, store_a), _side(rb, store_b)
     if a.rank_by != b.rank_by:
-        raise ValueError(f"run {a.run} is ranked by the {a.rank_by} clock and run {b.run} by the {b.rank_by} "
+        raise CompareError(f"run {a.run} is ranked by the {a.rank_by} clock and run {b.run} by the {b.rank_by} "
                          "clock: their times do not compare (run one again with --rank-by)")
     clock = a.rank_by
     labels = {s["key"]: s["label"] for s in (*rb.specs, *ra.specs)}
@@ -220,7 +227,7 @@ def _best(ra: Run, rb: Run, pairs: list[Pair], clock: str) -> list[dict[str, Any
     def fastest(run: Run) -> dict[str, tuple[str, float]]:
         out: dict[str, tuple[str, float]] = {}
         for r in run.results:
-            stats = r.clock(clock) if r.status == "ok" else None
+            stats = r.clock(clock) if r.status == Status.OK else None
             if stats and stats.get("count") and (r.spec_key not in out or stats["median"] / 1e3 < out[r.spec_key][1]):
                 out[r.spec_key] = (r.variant, stats["median"] / 1e3)
         return out

@@ -22,19 +22,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import _core
-from .variants import BACKENDS
+from .backends import BACKENDS, TRAITS
 
 __all__ = ["BackendReport", "DeviceReport", "diagnose", "render"]
 
-# Where each backend's DeviceInfo.cache_bytes comes from: the size cold mode rotates
-# enough input copies past that none is still cached.
-CACHE_SOURCES = {
-    "opencl": "CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, as the OpenCL driver reports it",
-    "cuda": "CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, the L2 as the CUDA driver reports it",
-    "metal": "assumed: Metal reports no cache size; 128 MiB is above every Apple system-level cache "
-             "reported so far",
-}
-NOT_BUILT = {"metal": "the Metal backend is built on macOS only"}
 
 
 @dataclass(frozen=True)
@@ -79,7 +70,7 @@ def _device(backend: str, listed: dict) -> DeviceReport:
         index=int(info["index"]), name=str(info["name"]), vendor=str(info["vendor"]), driver=str(info["driver"]),
         compute_units=int(info["compute_units"]), memory_bytes=int(info["memory_bytes"]),
         max_group_size=int(info["max_group_size"]), unified_memory=bool(info["unified_memory"]),
-        cache_bytes=int(info["cache_bytes"]), cache_source=CACHE_SOURCES.get(backend, "the backend's DeviceInfo"),
+        cache_bytes=int(info["cache_bytes"]), cache_source=TRAITS[backend].cache_source,
         timing_source=str(info.get("timing_source", "")), clock_source=str(info.get("clock_source", "")),
         peak_bandwidth=float(info.get("peak_bandwidth", 0.0)),
         peak_bandwidth_source=str(info.get("peak_bandwidth_source", "")), opened=opened, open_error=error,
@@ -92,7 +83,7 @@ def diagnose() -> list[BackendReport]:
     out: list[BackendReport] = []
     for name in BACKENDS:
         if name not in built:
-            reason = NOT_BUILT.get(name, "this build was made without it")
+            reason = TRAITS[name].not_built or "this build was made without it"
             out.append(BackendReport(name, built=False, available=False, reason=reason))
             continue
         reason = _core.unavailable_reason(name)

@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from . import paths
+from .backends import TRAITS
+from .errors import InputError
 from .report import CLOCK_NAMES, Report
+from .results import CLOCKS, Result, Run, Status
 from .specs import Spec, SpecError, spec_from_key
-from .store import CLOCKS, Result, Run
 from .variants import Variant
 
 __all__ = ["EXPORT_SCHEMA", "ExportError", "Exported", "build_table", "self_contained_source", "write_export"]
@@ -36,19 +38,12 @@ __all__ = ["EXPORT_SCHEMA", "ExportError", "Exported", "build_table", "self_cont
 # The dispatch table's format (semver): a new field bumps the minor version, a removed
 # or changed one the major.
 EXPORT_SCHEMA = "1.0.0"
-# Per backend: the language of its sources, their file extension, and how the
-# embedded timer compiled them (an app should compile them the same way).
-LANGUAGES = {
-    "opencl": ("OpenCL C 1.2", "cl", "clBuildProgram options: -cl-std=CL1.2"),
-    "cuda": ("CUDA C++", "cu", "NVRTC options: --std=c++17 --gpu-architecture=<the device's>"),
-    "metal": ("Metal Shading Language", "metal", "newLibraryWithSource with default MTLCompileOptions"),
-}
 # What to call a vendor builtin in the table.
 VENDOR_LIBRARIES = {"cublas": "cuBLAS", "mps": "Metal Performance Shaders", "mps-gemv": "Metal Performance Shaders"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-class ExportError(ValueError):
+class ExportError(InputError, ValueError):
     """A run that cannot be exported as it is; the message says which variant and why."""
 
 
@@ -90,7 +85,7 @@ def self_contained_source(variant: Variant, backend: str, dtype: str, comment: s
 
 def _winner(run: Run, index: int, variant: str) -> Result:
     for r in run.results:
-        if r.spec_index == index and r.variant == variant and r.status == "ok":
+        if r.spec_index == index and r.variant == variant and r.status == Status.OK:
             return r
     raise ExportError(f"run {run.id}: no stored result of {variant} on spec {index}")
 
@@ -98,9 +93,10 @@ def _winner(run: Run, index: int, variant: str) -> Result:
 def build_table(run: Run, report: Report, variants: list[Variant]) -> tuple[dict[str, Any], dict[str, str]]:
     """The dispatch table of `run` (ranked as `report` is) and the sources it names,
     by file name. `variants` must hold every winner's variant (load_variants)."""
-    if run.backend not in LANGUAGES:
+    if run.backend not in TRAITS:
         raise ExportError(f"run {run.id}: backend {run.backend!r} has no export language")
-    language, ext, how = LANGUAGES[run.backend]
+    traits = TRAITS[run.backend]
+    language, ext, how = traits.language, traits.extension, traits.compiled_with
     by_id = {v.id: v for v in variants}
     entries: list[dict[str, Any]] = []
     sources: dict[str, str] = {}

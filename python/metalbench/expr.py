@@ -14,10 +14,12 @@ import operator
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 
+from .errors import InputError
+
 __all__ = ["ExprError", "evaluate", "names_in"]
 
 
-class ExprError(ValueError):
+class ExprError(InputError, ValueError):
     """An expression that does not parse, names something unknown, or fails."""
 
 

@@ -13,7 +13,8 @@ import csv
 import io
 from pathlib import Path
 
-from .report import CLOCK_MEANING, CLOCK_NAMES, FAILED, Report, Row, SpecReport, column, peak_note
+from .report import CLOCK_MEANING, CLOCK_NAMES, Report, Row, SpecReport, column, peak_note
+from .results import FAILED, Category, Status
 
 __all__ = ["CSV_COLUMNS", "to_csv", "to_markdown", "write_csv", "write_markdown"]
 
@@ -59,13 +60,14 @@ def to_csv(report: Report) -> str:
     for spec in report.specs:
         for variant, ratio in spec.raced:
             writer.writerow({"run": str(report.run_id), "spec_index": str(spec.index), "spec": spec.label,
-                             "spec_key": spec.key, "variant": variant, "status": "raced", "rank_by": report.rank_by,
-                             "mode": report.mode, "message": f"raced out: {ratio:.2f}x the best's time in a brief lap"})
+                             "spec_key": spec.key, "variant": variant, "status": Status.RACED,
+                             "rank_by": report.rank_by, "mode": report.mode,
+                             "message": f"raced out: {ratio:.2f}x the best's time in a brief lap"})
     by_label = {s.label: s for s in reversed(report.specs)}  # the first spec of a label wins
     for f in report.failures:
-        if f.category == "wrong":  # wrong rows ran and are above, with their figures
+        if f.category == Category.WRONG:  # wrong rows ran and are above, with their figures
             continue
-        status = f.category if f.category in FAILED else "failed"
+        status = f.category if f.category in FAILED else Status.FAILED
         for label in f.specs:
             spec = by_label.get(label)
             writer.writerow({"run": str(report.run_id), "spec_index": str(spec.index) if spec else "",

@@ -18,8 +18,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .errors import InputError
 from .formats import header_rows
 from .report import CLOCK_NAMES, Report, SpecReport, column
+from .results import Status
 
 __all__ = ["MissingExtra", "chart_data", "require_plotting", "to_html", "write_html"]
 
@@ -28,7 +30,7 @@ INSTALL_HINT = "pip install 'metalbench[plot]'"
 _BEST, _TIE, _BASE, _WRONG, _OTHER = "#1a9850", "#91cf60", "#4575b4", "#d73027", "#555555"
 
 
-class MissingExtra(RuntimeError):
+class MissingExtra(InputError, RuntimeError):
     """The plotting library is not installed; the message says how to install it."""
 
 
@@ -53,7 +55,7 @@ def chart_data(report: Report) -> dict[str, Any]:
                 continue
             variants.append({"variant": row.variant, "status": row.status, "tags": row.tags,
                              "median_us": t.median_us, "ci_us": list(t.ci_us), "noise": t.noise})
-            if row.status == "ok" and row.gbps is not None and spec.bytes and spec.flops is not None:
+            if row.status == Status.OK and row.gbps is not None and spec.bytes and spec.flops is not None:
                 points.append({"spec": spec.index, "variant": row.variant, "intensity": spec.flops / spec.bytes,
                                "gbps": row.gbps, "gflops": row.gflops, "pct_peak": row.pct_peak,
                                "best": row.variant == spec.best, "baseline": "baseline" in row.tags})
@@ -90,7 +92,7 @@ def _spec_chart(report: Report, spec: dict[str, Any]) -> str:
     labels, ys = [], []
     for y, v in enumerate(reversed(rows)):
         median, noise = v["median_us"], v["noise"] * v["median_us"]
-        if v["status"] != "ok":
+        if v["status"] != Status.OK:
             color = _WRONG
         elif "best" in v["tags"]:
             color = _BEST
@@ -102,7 +104,7 @@ def _spec_chart(report: Report, spec: dict[str, Any]) -> str:
             color = _OTHER
         ax.errorbar([median], [y], xerr=[[min(noise, median * 0.999)], [noise]], fmt="none", ecolor=color,
                     elinewidth=3, alpha=0.45)
-        marker = "*" if "best" in v["tags"] else "s" if "baseline" in v["tags"] else "x" if v["status"] != "ok" \
+        marker = "*" if "best" in v["tags"] else "s" if "baseline" in v["tags"] else "x" if v["status"] != Status.OK \
             else "o"
         ax.plot([median], [y], marker=marker, color=color, markersize=11 if marker == "*" else 6, linestyle="none")
         ax.annotate(f"{median:.2f}", (median, y), xytext=(8, 0), textcoords="offset points", va="center",

@@ -24,8 +24,8 @@ import numpy as np
 from . import _core, metrics
 from .arena import Comparer, SpecBuffers, guard_bytes, plan_copies
 from .reference import Reference, ReferenceCache, make_inputs
+from .results import CLOCKS, Category, Result, Status
 from .specs import DTYPES, Spec
-from .store import CLOCKS, Result
 from .variants import ManifestError, Variant, build_kernel
 
 __all__ = ["BATCH_TIME", "Prepared", "Settings", "Worker", "plan_slots"]
@@ -228,24 +228,24 @@ class Worker:
 
     def _measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings) -> Result:
         spec = prepared.spec
-        result = Result(variant=v.id, spec_key=spec.key(), status="failed", key=key, detail=detail)
+        result = Result(variant=v.id, spec_key=spec.key(), status=Status.FAILED, key=key, detail=detail)
         if prepared.failure:
-            result.category, result.message = "runtime", f"{spec.label()} {prepared.failure}"
+            result.category, result.message = Category.RUNTIME, f"{spec.label()} {prepared.failure}"
             return result
         buffers, ref = prepared.buffers, prepared.ref
         assert buffers is not None and ref is not None and prepared.c_initial is not None
         try:
             kernel = self.kernel(v, spec.dtype)
         except _core.CompileError as e:
-            result.category, result.message, result.log = "compile", str(e), getattr(e, "log", "")
+            result.category, result.message, result.log = Category.COMPILE, str(e), getattr(e, "log", "")
             return result
         except (_core.UsageError, _core.UnavailableError, ManifestError, OSError) as e:
-            result.category, result.message = "compile", str(e)
+            result.category, result.message = Category.COMPILE, str(e)
             return result
         groups, threads = detail["groups"], detail["threads"]
         ws_bytes = 4 * detail["workspace"] * buffers.slots
         if ws_bytes > int(self.info["memory_bytes"]) // 2:
-            result.category = "launch"
+            result.category = Category.LAUNCH
             result.message = (f"its workspace of {detail['workspace']} floats x {buffers.slots} slots "
                               f"({_gib(ws_bytes)}) does not fit the device's memory")
             return result
@@ -257,10 +257,10 @@ class Worker:
         try:
             self.device.run(kernel, args[0], groups, threads)
         except _core.UsageError as e:
-            result.category, result.message = "launch", str(e)
+            result.category, result.message = Category.LAUNCH, str(e)
             return result
         except _core.DeviceError as e:
-            result.category, result.message = "runtime", str(e)
+            result.category, result.message = Category.RUNTIME, str(e)
             return result
         outputs, band = buffers.outputs(0, 1)
         check = metrics.check(spec, outputs[0], ref, prepared.c_initial)
@@ -268,16 +268,16 @@ class Worker:
         damage = band or buffers.strays(0, 1) or self._damage(buffers, ws, ws0, first_only=True)
         if damage:
             # Memory it must not touch: not run again, so nothing else is damaged.
-            result.status, result.category, result.message = "wrong", "wrong", damage
+            result.status, result.category, result.message = Status.WRONG, Category.WRONG, damage
             return result
-        wrong = check.reason if check.verdict != "ok" else ""
+        wrong = check.reason if check.verdict != Status.OK else ""
 
         # Time, then verify what the final round left.
         try:
             timing = self.device.measure(kernel, args, groups, threads, resets=buffers.resets(ws, ws0),
                                          **settings.core())
         except (_core.UsageError, _core.DeviceError) as e:
-            result.category, result.message = "runtime", f"timing: {e}"
+            result.category, result.message = Category.RUNTIME, f"timing: {e}"
             return result
         for clock in CLOCKS:
             setattr(result, clock, timing[clock])
@@ -294,9 +294,9 @@ class Worker:
             if again:
                 wrong = f"correct once, wrong when timed: {again}"
         if wrong:
-            result.status, result.category, result.message = "wrong", "wrong", wrong
+            result.status, result.category, result.message = Status.WRONG, Category.WRONG, wrong
         else:
-            result.status = "ok"
+            result.status = Status.OK
         return result
 
     def _damage(self, buffers: SpecBuffers, ws: object, ws0: _core.Buffer, first_only: bool = False) -> str:
@@ -316,7 +316,7 @@ class Worker:
             if i and np.array_equal(out.view(np.uint8), first):
                 continue
             check = metrics.check(spec, out, ref, c_initial)
-            if check.verdict != "ok":
+            if check.verdict != Status.OK:
                 return f"{check.reason} (launch {i + 1} of the last timed round)"
         return ""
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .reference import Inputs, Reference
+from .results import Status
 from .specs import DTYPES, Spec
 
 __all__ = ["Check", "Tolerance", "check", "initial_c", "sentinel", "tolerance"]
@@ -112,7 +113,7 @@ class Check:
     nan_count: int
     unwritten: int
     bad: int
-    verdict: str
+    verdict: Status
     reason: str
 
 
@@ -208,6 +209,6 @@ def check(spec: Spec, out: np.ndarray, ref: Reference, c_before: np.ndarray) -> 
         nan_count=nans,
         unwritten=unwritten,
         bad=unwritten + nans + infs + over,
-        verdict="wrong" if reasons else "ok",
+        verdict=Status.WRONG if reasons else Status.OK,
         reason="; ".join(reasons),
     )

@@ -23,16 +23,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
+from .backends import TRAITS
 from .measure import Settings, Worker
-from .store import Result
-from .worker import DeviceLost, Job, JobRunner, WorkerError
+from .pool import DeviceLost, Job, Message, PeakUnavailable, WorkerError, ahead, pick
+from .results import Category, Result, Status
+from .worker import JobRunner
 
 __all__ = ["RayPool", "ray_available"]
 
 # Longest wait between checks of deadlines and of Ctrl-C, in seconds.
 _TICK = 0.2
-# Backends whose devices Ray counts as GPUs (it knows CUDA's).
-_GPU_BACKENDS = ("cuda",)
 
 
 def ray_available() -> str:
@@ -55,6 +55,9 @@ class _Actor:
     def info(self) -> dict:
         return self.worker.info
 
+    def peak(self) -> tuple[float, str] | str:
+        return self.runner.peak()
+
     def run(self, job: Job) -> list[tuple]:
         self.messages.clear()
         self.runner.run(job)
@@ -62,8 +65,8 @@ class _Actor:
 
 
 class RayPool:
-    """Pool's interface (worker.py) on a Ray cluster at `address` ('auto', 'local' for a
-    new instance on this machine, or an address `ray.init` takes)."""
+    """pool.Pool on a Ray cluster at `address` ('auto', 'local' for a new instance on this
+    machine, or an address `ray.init` takes), one pair per call, with spec affinity."""
 
     def __init__(self, backend: str, settings: Settings, timeout: float, address: str, workers: int) -> None:
         missing = ray_available()
@@ -75,9 +78,20 @@ class RayPool:
         self.backend, self.settings, self.timeout, self.address, self.workers = (
             backend, settings, timeout, address, workers)
         self.actors: list[Any] = []
+        self.holds: dict[int, int] = {}  # id(actor) -> the spec index it prepared last
         self.started = False  # ray.init was called here, so shutdown is ours too
+        self.info: dict | None = None
 
-    def start(self) -> dict:
+    @property
+    def share(self) -> int:
+        return max(1, len(self.actors))
+
+    def begin(self) -> None:
+        """Nothing to start ahead: describe() starts the actors, whose info a run needs first."""
+
+    def describe(self) -> dict:
+        if self.info is not None:
+            return self.info
         ray = self.ray
         if not ray.is_initialized():
             # 'local' starts an instance of this machine's own, with a CPU for each worker.
@@ -85,7 +99,7 @@ class RayPool:
             ray.init(address=None if local else self.address, num_cpus=self.workers if local else None,
                      include_dashboard=False, log_to_driver=False)
             self.started = True
-        if self.backend in _GPU_BACKENDS:
+        if TRAITS[self.backend].ray_gpus:
             count = int(ray.cluster_resources().get("GPU", 0))
             if count == 0:
                 raise DeviceLost(f"the Ray cluster at {self.address} has no GPU for {self.backend}")
@@ -95,9 +109,20 @@ class RayPool:
         actor = ray.remote(max_restarts=-1, max_task_retries=0, **resources)(_Actor)
         self.actors = [actor.remote(self.backend, self.settings) for _ in range(count)]
         try:
-            return ray.get(self.actors[0].info.remote(), timeout=max(self.timeout, 120.0))
+            self.info = ray.get(self.actors[0].info.remote(), timeout=max(self.timeout, 120.0))
         except Exception as e:  # noqa: BLE001 - any failure to open the device ends the run
             raise DeviceLost(f"a Ray actor could not open {self.backend} device 0: {e}") from None
+        return self.info
+
+    def measure_peak(self) -> tuple[float, str]:
+        self.describe()
+        try:
+            found = self.ray.get(self.actors[0].peak.remote(), timeout=self.timeout)
+        except Exception as e:  # noqa: BLE001 - a dead or overrunning actor: no peak, the run goes on
+            raise PeakUnavailable(f"the read-bandwidth kernel's Ray actor failed ({type(e).__name__})") from None
+        if isinstance(found, str):
+            raise PeakUnavailable(found)
+        return found
 
     def close(self) -> None:
         for actor in self.actors:
@@ -109,30 +134,34 @@ class RayPool:
 
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
             on_note: Callable[[str], None]) -> None:
-        """Runs every job, one pair per call; calls `on_result` for every pair as it is answered."""
+        """Runs every job, one pair per call; calls `on_result` for every pair as it is answered,
+        and runs the jobs it returns next, with spec affinity (pool.pick)."""
         ray = self.ray
+        self.describe()
         queue: deque[Job] = deque(single for job in jobs for single in _pairs(job))
         busy: dict[Any, tuple[Any, Job, float]] = {}  # call -> (actor, job, deadline)
         while queue or busy:
             idle = [a for a in self.actors if all(a is not held for held, _, _ in busy.values())]
             for actor in idle:
-                if not queue:
+                others = [s for a, s in self.holds.items() if a != id(actor)]
+                job = pick(queue, self.holds.get(id(actor)), others)
+                if job is None:
                     break
-                job = queue.popleft()
+                self.holds[id(actor)] = job.spec_index
                 busy[actor.run.remote(job)] = (actor, job, time.monotonic() + self.timeout)
             ready, _ = ray.wait(list(busy), num_returns=1, timeout=_TICK)
             for call in ready:
                 actor, job, _ = busy.pop(call)
-                for new in self._answer(call, actor, job, on_result, on_note):
-                    queue.extend(_pairs(new))
+                ahead(queue, [one for new in self._answer(call, actor, job, on_result, on_note) for one in _pairs(new)])
             now = time.monotonic()
             for call, (actor, job, deadline) in list(busy.items()):
                 if now > deadline:
                     del busy[call]
+                    self.holds.pop(id(actor), None)
                     ray.kill(actor, no_restart=False)  # Ray starts it again
-                    queue.extend(new for new in on_result(job, _blamed(job, "timeout", f"took longer than "
-                                                                        f"{self.timeout:g} s (--timeout); its Ray "
-                                                                        "actor was restarted")))
+                    blamed = _blamed(job, Status.TIMEOUT, f"took longer than {self.timeout:g} s (--timeout); its "
+                                                          "Ray actor was restarted")
+                    ahead(queue, [one for new in on_result(job, blamed) for one in _pairs(new)])
 
     def _answer(self, call: Any, actor: Any, job: Job, on_result: Callable[[Job, Result], Iterable[Job]],
                 on_note: Callable[[str], None]) -> list[Job]:
@@ -140,18 +169,20 @@ class RayPool:
         try:
             messages = ray.get(call)
         except ray.exceptions.RayActorError as e:
-            return list(on_result(job, _blamed(job, "crashed", f"its Ray actor died ({type(e).__name__}); Ray "
-                                                               "restarted it")))
+            self.holds.pop(id(actor), None)
+            return list(on_result(job, _blamed(job, Status.CRASHED, f"its Ray actor died ({type(e).__name__}); "
+                                                                    "Ray restarted it")))
         except ray.exceptions.RayTaskError as e:
             raise WorkerError(str(e)) from None
         new: list[Job] = []
         for message in messages:
-            if message[0] == "result":
+            if message[0] == Message.RESULT:
                 new.extend(on_result(job, message[2]))
-            elif message[0] == "note":
+            elif message[0] == Message.NOTE:
                 on_note(message[1])
-            elif message[0] == "lost":  # its device stopped working: a new process gets a new one
+            elif message[0] == Message.LOST:  # its device stopped working: a new process gets a new one
                 on_note(f"{message[1]}; Ray restarts its actor")
+                self.holds.pop(id(actor), None)
                 ray.kill(actor, no_restart=False)
         return new
 
@@ -160,7 +191,7 @@ def _pairs(job: Job) -> list[Job]:
     return [replace(job, pairs=[pair]) for pair in job.pairs]
 
 
-def _blamed(job: Job, status: str, message: str) -> Result:
+def _blamed(job: Job, status: Status, message: str) -> Result:
     pair = job.pairs[0]
-    return Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status, category=status, message=message,
-                  key=pair.key, detail=pair.detail)
+    return Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status, category=Category(status.value),
+                  message=message, key=pair.key, detail=pair.detail)

@@ -23,9 +23,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from .errors import InputError
+from .results import CLOCKS, FAILED, Category, Result, Run, Status
 from .roofline import figures
 from .specs import SpecError, spec_from_key
-from .store import CLOCKS, Result, Run
 from .ties import TIE_FLOOR, Estimate, ties_with
 
 __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
@@ -36,8 +37,6 @@ __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
 #        Report.peak_bandwidth, peak_source), SpecReport.raced and devices.
 # 1.2.0: settings.batch_time.
 JSON_SCHEMA = "1.2.0"
-# Statuses of a pair that ran but gave no usable time.
-FAILED = ("failed", "timeout", "crashed")
 CLOCK_NAMES = {"batch": "batch", "gpu": "launch", "cpu": "CPU"}
 CLOCK_MEANING = {
     "batch": "N launches back to back between one pair of device timestamps, divided by N",
@@ -61,7 +60,7 @@ class Timing:
 @dataclass
 class Row:
     variant: str
-    status: str  # ok or wrong
+    status: Status  # ok or wrong
     clocks: dict[str, Timing]
     vs_baseline_pct: float | None  # ranking clock against the baseline's; negative is faster
     vs_orig_pct: float | None      # ranking clock against the recorded original time
@@ -103,7 +102,7 @@ class SpecReport:
 @dataclass
 class Failure:
     variant: str
-    category: str
+    category: Category
     count: int
     message: str  # of the first occurrence
     specs: list[str]
@@ -186,7 +185,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
     `peak` (bytes per second, source) is used when the run recorded no peak bandwidth."""
     rank = rank_by or run.settings.get("rank_by", "gpu")
     if rank not in CLOCKS:
-        raise ValueError(f"rank_by must be one of {', '.join(CLOCKS)}, got {rank!r}")
+        raise InputError(f"rank_by must be one of {', '.join(CLOCKS)}, got {rank!r}")
     peak_bw: float | None = float(run.device.get("peak_bandwidth") or 0) or None
     peak_source = str(run.device.get("peak_bandwidth_source") or "") if peak_bw else ""
     if peak_bw is None and peak is not None and peak[0] > 0:
@@ -211,7 +210,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
     specs: list[SpecReport] = []
     for index, spec in enumerate(run.specs):
         results = by_spec.get(index, [])
-        base = next((r for r in results if r.variant == run.baseline and r.status == "ok"), None)
+        base = next((r for r in results if r.variant == run.baseline and r.status == Status.OK), None)
         base_timing = _timing(base.clock(rank)) if base else None
         base_us = base_timing.median_us if base_timing else None
         orig_ms = spec["orig"]["ms"] if spec.get("orig") else None
@@ -222,11 +221,11 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
         rows: list[Row] = []
         raced: list[tuple[str, float]] = []
         for r in results:
-            if r.status == "unsupported":
+            if r.status == Status.UNSUPPORTED:
                 counts["unsupported"] += 1
                 continue
             counts["reused" if r.reused else "measured"] += 1
-            if r.status in (*FAILED, "wrong"):
+            if r.status in (*FAILED, Status.WRONG):
                 counts[r.status] += 1
                 f = failures.setdefault((r.variant, r.category), Failure(r.variant, r.category, 0, r.message, [], []))
                 f.count += 1
@@ -234,7 +233,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                 f.logs.append(r.log)
             if r.status in FAILED:
                 continue
-            if r.status == "raced":
+            if r.status == Status.RACED:
                 counts["raced"] += not r.reused  # of those measured in this run
                 raced.append((r.variant, float(((r.measure or {}).get("race") or {}).get("ratio", 0.0))))
                 continue
@@ -247,12 +246,12 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                 vs_baseline_pct=_pct(ranked.median_us if ranked else None, base_us),
                 vs_orig_pct=_pct(ranked.median_us, orig_ms * 1e3) if compared and orig_ms and ranked else None,
                 max_abs=checks.get("max_abs"), max_rel=checks.get("max_rel"), reused=r.reused,
-                reason=r.message if r.status == "wrong" else "",
+                reason=r.message if r.status == Status.WRONG else "",
                 gbps=roof.gbps if roof else None, gflops=roof.gflops if roof else None,
                 pct_peak=roof.pct_peak if roof else None,
             ))
         # A wrong result is never best, however fast it was.
-        correct = [row for row in rows if row.status == "ok" and rank in row.clocks]
+        correct = [row for row in rows if row.status == Status.OK and rank in row.clocks]
         best = min(correct, key=lambda x: x.clocks[rank].median_us, default=None)
         ties = [] if best is None else \
             [row for row in correct if row is best or ties_with(_estimate(best.clocks[rank]),
@@ -265,9 +264,9 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                 row.tags.append("best")
             elif row in ties:
                 row.tags.append("tie")
-            if row.status == "wrong":
+            if row.status == Status.WRONG:
                 row.tags.append("bad-rel")
-        rows.sort(key=lambda x: (x.status != "ok", x.us(rank) if x.us(rank) is not None else float("inf")))
+        rows.sort(key=lambda x: (x.status != Status.OK, x.us(rank) if x.us(rank) is not None else float("inf")))
         where = sorted({r.measure["device"] for r in results if r.measure and "device" in r.measure})
         specs.append(SpecReport(index, spec["label"], spec["key"], spec.get("orig"), rows,
                                 best.variant if best else None, [row.variant for row in ties], base_us,
@@ -345,7 +344,7 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
                              no_wrap=name in ("variant", "tags"))
         for row in spec.rows:
             tags = " ".join(f"[{t}]" for t in row.tags) + (" (reused)" if row.reused else "")
-            style = "red" if row.status == "wrong" else ("bold" if "best" in row.tags else None)
+            style = "red" if row.status == Status.WRONG else ("bold" if "best" in row.tags else None)
             ranked = row.clocks.get(rank)
             table.add_row(row.variant, _us_text(ranked, True), _fmt(100 * ranked.noise if ranked else None, ".1f") +
                           ("%" if ranked else ""), *(_us_text(row.clocks.get(c), False) for c in others),

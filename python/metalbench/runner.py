@@ -1,8 +1,8 @@
 """The sweep: every variant on every spec of a suite, each result stored as it completes.
 
-    from metalbench import runner, specs, store, variants
+    from metalbench import backends, runner, specs, store, variants
     suite = specs.load_suite("qwen2.5-0.5b-decode")
-    backend = runner.pick_backend("auto")
+    backend = backends.pick_backend("auto")
     chosen = runner.with_baseline(variants.load_variants(backend), backend, patterns=["gemv/*"])
     run_id = runner.run(suite, chosen, backend=backend, store=store.Store(path))
 
@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
-from . import _core, roofline
+from .backends import BackendError
 from .measure import Settings
-from .ray_pool import RayPool
+from .pool import DeviceLost, Job, Pair, PeakUnavailable, Phase, Pool, WorkerError, open_pool
+from .results import Category, Result, Status
+from .roofline import device_key
 from .specs import Spec, Suite
-from .store import Result, Store
+from .store import Store
 from .ties import CONFIDENCE, TIE_FLOOR, estimate, ties_with
-from .variants import BACKENDS, ManifestError, Variant, build_kernel, select
-from .worker import DeviceLost, Job, Pair, Pool, WorkerError
+from .variants import ManifestError, Variant, build_kernel, select
 
-__all__ = ["BackendError", "DeviceLost", "Events", "Settings", "WorkerError", "build_kernel", "pick_backend", "run",
+__all__ = ["DeviceLost", "Events", "Settings", "WorkerError", "build_kernel", "run",
            "with_baseline"]
 
 # Part of every result key: bump it when verdict rules change, so that verdicts
@@ -44,10 +45,6 @@ CHECK_VERSION = 3
 DEFAULT_TIMEOUT = 60.0
 
 
-class BackendError(RuntimeError):
-    """No usable backend, or the one asked for cannot run here."""
-
-
 class Events:
     """What a sweep reports as it goes; the CLI draws a progress bar from it."""
 
@@ -59,27 +56,6 @@ class Events:
 
     def note(self, message: str) -> None:
         """Something the user should know that is not a result (a damaged cache entry)."""
-
-
-def pick_backend(name: str = "auto") -> str:
-    """`name` if it can run here, or for "auto" the first of Metal, CUDA, OpenCL that can."""
-    built = _core.backends()
-    if name != "auto":
-        if name not in BACKENDS:
-            raise BackendError(f"unknown backend '{name}' (choose from auto, {', '.join(BACKENDS)})")
-        if name not in built:
-            raise BackendError(f"backend '{name}' is not part of this build (it has: {', '.join(built)})")
-        reason = _core.unavailable_reason(name)
-        if reason:
-            raise BackendError(f"backend '{name}' cannot run here: {reason}")
-        return name
-    reasons = []
-    for candidate in built:
-        reason = _core.unavailable_reason(candidate)
-        if not reason:
-            return candidate
-        reasons.append(f"{candidate}: {reason}")
-    raise BackendError("no backend can run here; " + "; ".join(reasons))
 
 
 def baseline_of(variants: Sequence[Variant], backend: str) -> Variant | None:
@@ -157,52 +133,41 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     for run_id in store.abandon_dead_runs():
         events.note(f"run {run_id} was left 'running' by a process that no longer exists (killed or crashed); "
                     "marked 'abandoned', its stored results are kept")
-    indices = list(devices) if devices is not None else [device]
     if not 1 <= workers <= 256:
         raise BackendError(f"workers must be from 1 to 256 per device, got {workers}")
-    pool: Pool | RayPool
-    if ray is not None:
-        # The devices are the cluster's: their info comes from the first actor.
-        pool = RayPool(backend, settings, timeout, ray, workers)
-        try:
-            info = pool.start()
-        except BaseException:
-            pool.close()
-            raise
-        share = max(1, len(pool.actors))
-    else:
-        info = _same_model(backend, indices)
+    pool = open_pool(backend, list(devices) if devices is not None else [device], settings, timeout,
+                     workers=workers, isolated=isolated, ray=ray)
+    try:
+        info = pool.describe()
+        pool.begin()
         # The roof of the roofline, recorded with the run: the device's own, stored, or measured now.
-        info = roofline.with_peak(info, store, backend, indices[0], events.note)
-        pool = Pool(backend, indices, settings, timeout, workers_per_device=workers, isolated=isolated)
-        share = len(indices) * workers
+        info = _with_peak(info, store, pool, events.note)
+    except BaseException:
+        pool.close()
+        raise
     base = baseline_of(variants, backend)
     run_id = store.begin_run(suite.name, backend, info, {**asdict(settings), "race": race},
                              base.id if base else None,
                              [{"key": s.key(), "label": s.label(), **_orig(s)} for s in suite.specs])
     status = "interrupted"
     try:
-        if ray is None:
-            pool.begin()
         plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events)
         events.start(plan.total)
         if plan.jobs:
-            if ray is None:
-                pool.start()
             race_of = _Race(plan, settings, base.id if base else None, tie_floor) if race else None
 
             def stored(job: Job, result: Result) -> list[Job]:
-                if race_of is not None and job.phase == "brief":
+                if race_of is not None and job.phase == Phase.BRIEF:
                     return race_of.lap(job, result, store, run_id, events)
                 store.add(run_id, job.spec_index, result)
                 events.result(job.spec, result)
                 return []
 
             def stored_and_shared(job: Job, result: Result) -> list[Job]:
-                return [part for new in stored(job, result) for part in _split(new, share)]
+                return [part for new in stored(job, result) for part in _split(new, pool.share)]
 
             first = [race_of.brief(job) for job in plan.jobs] if race_of else plan.jobs
-            pool.run([part for job in first for part in _split(job, share)], stored_and_shared, events.note)
+            pool.run([part for job in first for part in _split(job, pool.share)], stored_and_shared, events.note)
         status = "complete"
     finally:
         pool.close()
@@ -210,23 +175,22 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     return run_id
 
 
-def _same_model(backend: str, indices: Sequence[int]) -> dict:
-    """The info of the first device; every device must exist and be the same model,
-    since they share one ranking (the result key names the model, not the index)."""
-    found = _core.devices(backend)
-    if not indices:
-        raise BackendError("no device given")
-    for index in indices:
-        if not 0 <= index < len(found):
-            raise BackendError(f"{backend} has no device {index} ({len(found)} found; `metalbench devices` lists them)")
-    if len(set(indices)) != len(indices):
-        raise BackendError(f"a device is named twice in {list(indices)}")
-    model = {(found[i]["vendor"], found[i]["name"], found[i]["driver"]) for i in indices}
-    if len(model) > 1:
-        listed = "; ".join(f"{i}: {found[i]['name']} ({found[i]['driver']})" for i in indices)
-        raise BackendError(f"the devices are not all the same model and driver ({listed}); their times do not "
-                           "rank together: run each model separately")
-    return found[indices[0]]
+def _with_peak(info: dict, store: Store, pool: Pool, note: Callable[[str], None]) -> dict:
+    """`info` with `peak_bandwidth` and `peak_bandwidth_source`: the device's own figure where
+    it has one, else the store's for this device, else measured now by a worker and stored.
+    A peak that cannot be had is a note, never an error: the run goes on without % of peak."""
+    if float(info.get("peak_bandwidth") or 0) > 0:
+        return info
+    key = device_key(info)
+    found = store.peak(key)
+    if found is None:
+        try:
+            found = pool.measure_peak()
+        except PeakUnavailable as e:
+            note(f"peak bandwidth not measured, so no % of peak: {e}")
+            return info
+        store.put_peak(key, *found)
+    return {**info, "peak_bandwidth": found[0], "peak_bandwidth_source": found[1]}
 
 
 def _split(job: Job, parts: int) -> list[Job]:
@@ -260,8 +224,8 @@ def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, s
             else:
                 failure = None
             if why is not None:
-                store.add(run_id, index, Result(variant=v.id, spec_key=spec.key(), status="unsupported",
-                                                category="unsupported", message=why))
+                store.add(run_id, index, Result(variant=v.id, spec_key=spec.key(), status=Status.UNSUPPORTED,
+                                                category=Category.UNSUPPORTED, message=why))
                 continue
             plan.total += 1
             try:
@@ -269,7 +233,8 @@ def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, s
                     raise failure
                 detail = _detail(v, spec, backend, info, settings)
             except ManifestError as e:
-                result = Result(variant=v.id, spec_key=spec.key(), status="failed", category="launch", message=str(e))
+                result = Result(variant=v.id, spec_key=spec.key(), status=Status.FAILED, category=Category.LAUNCH,
+                                message=str(e))
                 store.add(run_id, index, result)
                 events.result(spec, result)
                 continue
@@ -282,9 +247,9 @@ def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, s
             if reused is not None:
                 store.reuse(run_id, index, reused)
                 kept = store.result(reused)
-                if kept.status == "ok":
+                if kept.status == Status.OK:
                     plan.known.setdefault(index, []).append(kept)
-                events.result(spec, Result(variant=v.id, spec_key=spec.key(), status="reused", id=reused, reused=True))
+                events.result(spec, replace(kept, reused=True))
                 continue
             serial += 1
             pairs.append(Pair(serial, v, key, detail))
@@ -318,11 +283,11 @@ class _Race:
         self.laps: dict[int, list[tuple[Pair, Result]]] = {job.spec_index: [] for job in plan.jobs}
 
     def brief(self, job: Job) -> Job:
-        return replace(job, settings=self.brief_settings, phase="brief")
+        return replace(job, settings=self.brief_settings, phase=Phase.BRIEF)
 
     def lap(self, job: Job, result: Result, store: Store, run_id: int, events: Events) -> list[Job]:
         pair = next(p for p in job.pairs if p.variant.id == result.variant)
-        if result.status == "ok":
+        if result.status == Status.OK:
             self.laps[job.spec_index].append((pair, result))
         else:  # a verdict, not a time: final whatever the race decides
             store.add(run_id, job.spec_index, result)
@@ -347,14 +312,15 @@ class _Race:
                 survivors.append(pair)
                 continue
             ratio = mine.median / fastest.median
-            raced = replace(result, status="raced", category="raced", key=_key({**pair.detail, "raced": True}),
+            raced = replace(result, status=Status.RACED, category=Category.RACED,
+                            key=_key({**pair.detail, "raced": True}),
                             message=f"raced out: {ratio:.2f}x the time of {best} after a brief measurement, slower "
                                     f"at {100 * CONFIDENCE:g}% confidence",
                             measure={**(result.measure or {}),
                                      "race": {"best": best, "ratio": ratio, "confidence": CONFIDENCE}})
             store.add(run_id, job.spec_index, raced)
             events.result(job.spec, raced)
-        return [replace(job, pairs=survivors, settings=None, phase="full")] if survivors else []
+        return [replace(job, pairs=survivors, settings=None, phase=Phase.FULL)] if survivors else []
 
 
 def _orig(spec: Spec) -> dict:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
@@ -40,11 +42,11 @@ _SHORT_OP = {"matmul": "matmul", "matmul_bias_add": "bias_add", "matmul_alpha_be
 _SUITES = Path(__file__).resolve().parent / "suites"
 
 
-class SpecError(ValueError):
+class SpecError(InputError, ValueError):
     """A spec that cannot be run as given; the message names the field."""
 
 
-class SuiteError(ValueError):
+class SuiteError(InputError, ValueError):
     """A suite that cannot be loaded.
 
     The message names the file, the spec (by its 0-based position among the

@@ -7,7 +7,7 @@ be compared sample by sample.
 
 Schema versions: 1 had no batch clock, no samples and no owner of a run; 2 adds
 them; 3 adds `peaks`, each device's peak memory bandwidth where no API gives it
-(measured once by roofline.py). An older store is upgraded in place when it is
+(measured once by peak.py). An older store is upgraded in place when it is
 opened for writing, and read as it is when opened read-only.
 """
 
@@ -20,16 +20,16 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["CLOCKS", "MissingRun", "Result", "Run", "Store", "StoreError"]
+from .errors import InputError
+from .results import Result, Run
+
+__all__ = ["MissingRun", "Store", "StoreError"]
 
 SCHEMA_VERSION = 3
-# The clocks a result is timed by (csrc/core/measure.h); also the columns of `results`.
-CLOCKS = ("gpu", "batch", "cpu")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -95,52 +95,8 @@ class StoreError(RuntimeError):
     """The store cannot be opened, read or written; the message names the file and what to do."""
 
 
-class MissingRun(LookupError):
+class MissingRun(InputError, LookupError):
     """The run, or the store, asked for does not exist."""
-
-
-@dataclass
-class Result:
-    """One variant on one spec, as measured (or judged unsupported)."""
-
-    variant: str
-    spec_key: str
-    status: str
-    category: str = ""
-    message: str = ""
-    log: str = ""
-    gpu: dict | None = None
-    cpu: dict | None = None
-    checks: dict | None = None
-    key: str | None = None
-    detail: dict = field(default_factory=dict)
-    batch: dict | None = None
-    measure: dict | None = None
-    # Per-launch samples of each clock; written to `samples`, not loaded with a run.
-    samples: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    # Filled in when read back from a run:
-    id: int | None = None
-    spec_index: int = -1
-    reused: bool = False
-
-    def clock(self, name: str) -> dict | None:
-        """The statistics of clock `name` (gpu, batch or cpu)."""
-        return getattr(self, name)
-
-
-@dataclass
-class Run:
-    id: int
-    started: float
-    finished: float | None
-    status: str
-    suite: str
-    backend: str
-    device: dict
-    settings: dict
-    baseline: str | None
-    specs: list[dict]
-    results: list[Result]
 
 
 def _what_to_do(error: sqlite3.Error) -> str:
@@ -386,10 +342,3 @@ def _dump(value: dict | None) -> str | None:
 
 def _load(text: str | None) -> dict | None:
     return None if text is None else json.loads(text)
-
-
-def result_fields(result: Result) -> dict:
-    """A result as plain data, for JSON output (samples left out)."""
-    fields = asdict(result)
-    fields.pop("samples", None)
-    return fields

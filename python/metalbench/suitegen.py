@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import specs
+from .errors import InputError
 
 __all__ = ["ARCHITECTURES", "DECODE_CONTEXTS", "PHASES", "PREFILL_TOKENS", "ConfigError", "Model", "Product",
            "Workload", "default_name", "parse_config", "parse_lengths", "products", "read_config", "render",
@@ -41,6 +42,10 @@ PHASES: tuple[str, ...] = ("decode", "prefill")
 DECODE_CONTEXTS: tuple[int, ...] = (256, 1024, 4096)
 PREFILL_TOKENS = 512
 _DTYPE = "float16"
+
+
+class WorkloadError(InputError, ValueError):
+    """A workload option (--phase, --tokens, --context, ...) that cannot be used; the message names it."""
 
 
 class ConfigError(specs.SuiteError):
@@ -238,7 +243,7 @@ def parse_lengths(text: str, what: str = "--context") -> tuple[int, ...]:
         item = item.strip()
         # int() alone would take "+5" and "1_000"; a length is plain digits.
         if not item.isdecimal() or not item.isascii() or int(item) < 1:
-            raise ValueError(f"{what}: lengths must be positive integers separated by commas, got {text!r}")
+            raise WorkloadError(f"{what}: lengths must be positive integers separated by commas, got {text!r}")
         lengths.append(int(item))
     return tuple(lengths)
 
@@ -270,23 +275,23 @@ class Workload:
              qk_context: tuple[int, ...] | None = None, pv_context: tuple[int, ...] | None = None) -> Workload:
         """Fill in the defaults and check the values; ValueError names the option as the command line spells it."""
         if phase not in PHASES:
-            raise ValueError(f"--phase: must be one of {', '.join(PHASES)}, got {phase!r}")
+            raise WorkloadError(f"--phase: must be one of {', '.join(PHASES)}, got {phase!r}")
         if tokens is None:
             tokens = 1 if phase == "decode" else PREFILL_TOKENS
         if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-            raise ValueError(f"--tokens: must be a positive integer, got {tokens!r}")
+            raise WorkloadError(f"--tokens: must be a positive integer, got {tokens!r}")
         both = context or (DECODE_CONTEXTS if phase == "decode" else (tokens,))
         qk, pv = tuple(qk_context or both), tuple(pv_context or both)
         for what, lengths in (("--context", both), ("--qk-context", qk), ("--pv-context", pv)):
             for length in lengths:
                 if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-                    raise ValueError(f"{what}: lengths must be positive integers, got {length!r}")
+                    raise WorkloadError(f"{what}: lengths must be positive integers, got {length!r}")
                 if lengths.count(length) > 1:
                     # The same spec twice would be measured twice and reported twice.
-                    raise ValueError(f"{what}: {length} is given twice")
+                    raise WorkloadError(f"{what}: {length} is given twice")
                 if phase == "prefill" and length < tokens:
                     # Every prompt token attends to the whole prompt up to itself.
-                    raise ValueError(f"{what}: {length} is shorter than the prompt ({tokens} tokens); in prefill a "
+                    raise WorkloadError(f"{what}: {length} is shorter than the prompt ({tokens} tokens); in prefill a "
                                      "context counts the prompt and anything cached before it")
         return cls(phase=phase, tokens=tokens, qk_contexts=qk, pv_contexts=pv)
 

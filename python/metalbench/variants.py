@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import _core, expr, paths
+from .backends import BACKENDS
+from .errors import InputError
 from .specs import DTYPES, Spec
 
 try:
@@ -19,11 +21,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["BACKENDS", "Family", "ManifestError", "Variant", "build_kernel", "load_families", "load_variants",
+__all__ = ["Family", "ManifestError", "Variant", "build_kernel", "load_families", "load_variants",
            "prelude_source", "select"]
 
-# --backend auto tries them in this order; also the order of preludes.
-BACKENDS = ("metal", "cuda", "opencl")
 SPEC_FIELDS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta", "bias")
 _KEYS = {
     "name", "description", "source", "entry", "backends", "dtypes", "config", "baseline", "builtin",
@@ -58,7 +58,7 @@ def config_name(template: str, params: dict[str, object]) -> str:
     return _PLACEHOLDER.sub(value, template)
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError, ValueError):
     """A family manifest that cannot be used; the message names the file and field."""
 
 

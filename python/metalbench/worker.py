@@ -25,56 +25,24 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
+from . import _core
+from .backends import BackendError
 from .measure import Settings, Worker, worker_stdio
-from .specs import Spec
-from .store import Result
-from .variants import Variant
+from .peak import measure_read_bandwidth
+from .pool import DeviceLost, Job, Message, PeakUnavailable, Step, WorkerError, ahead, pick
+from .results import Category, Result, Status
 
-__all__ = ["DeviceLost", "Job", "JobRunner", "Pair", "Pool", "WorkerError"]
+__all__ = ["JobRunner", "PeakJob", "ProcessPool"]
 
 # Longest wait between checks of deadlines and of Ctrl-C, in seconds.
 _TICK = 0.2
 
 
-class DeviceLost(RuntimeError):
-    """The device cannot be opened again after a worker lost it: the run cannot finish."""
-
-
-class WorkerError(RuntimeError):
-    """A worker failed in metalbench's own code (a bug), not in a kernel."""
-
-
-@dataclass(frozen=True)
-class Pair:
-    """One variant on the job's spec, with the key it will be stored under."""
-
-    id: int
-    variant: Variant
-    key: str
-    detail: dict
-
-
-@dataclass
-class Job:
-    """Some pairs of one spec, measured with `settings` (None: the pool's)."""
-
-    spec_index: int
-    spec: Spec
-    pairs: list[Pair]
-    settings: Settings | None = None
-    phase: str = "full"  # or "brief": the first lap of a race (runner.py)
-    retried: bool = False  # its worker died once before any pair began: the next death blames them all
-
-
-def _ahead(queue: deque[Job], jobs: Iterable[Job]) -> None:
-    """Puts the jobs a result gave rise to (a race's full lap) at the front of the queue:
-    the worker that just finished the spec's brief lap still holds its inputs, reference
-    and buffers, which take longer to make again than many a full lap (the LM head's
-    inputs are 270 MB of random draws)."""
-    queue.extendleft(reversed(list(jobs)))
+class PeakJob:
+    """Asks a worker for its device's read bandwidth (peak.py) instead of measuring pairs."""
 
 
 def _orphan_watch() -> None:
@@ -130,32 +98,41 @@ class JobRunner:
     def _waiting(self) -> None:
         # Waiting for the device is not hanging: say so now and then, so the deadline moves on.
         if time.monotonic() - self.said_waiting > 1.0:
-            self.send(("waiting", None))
+            self.send((Message.WAITING, None))
             self.said_waiting = time.monotonic()
 
     def run(self, job: Job) -> bool:
         """Runs `job`; False when the device stopped working (the last message said so)."""
         if self.prepared is None or self.prepared.spec != job.spec:
             self.prepared = None  # its buffers go before the next spec's are made
-            self.send(("prepare", None))
+            self.send((Message.PREPARE, None))
             self.prepared = self.worker.prepare(job.spec, self.settings)
             for note in self.prepared.notes:
-                self.send(("note", note))
+                self.send((Message.NOTE, note))
         settings = job.settings or self.settings
         # Each build is a step of its own: a slow compiler is never taken for a hung kernel.
         self.worker.build([pair.variant for pair in job.pairs], job.spec.dtype,
-                          lambda variant: self.send(("built", variant)))
+                          lambda variant: self.send((Message.BUILT, variant)))
         for pair in job.pairs:
             with self.lock.held(self._waiting) if self.lock else nullcontext():
-                self.send(("begin", pair.id))
+                self.send((Message.BEGIN, pair.id))
                 result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, settings)
-            self.send(("result", pair.id, result))
-            if result.category in ("runtime", "compile") and not self.worker.healthy():
-                self.send(("lost", f"the device stopped working after {pair.variant.id} on {job.spec.label()} "
-                                   f"({result.message})"))
+            self.send((Message.RESULT, pair.id, result))
+            if result.category in (Category.RUNTIME, Category.COMPILE) and not self.worker.healthy():
+                self.send((Message.LOST, f"the device stopped working after {pair.variant.id} on "
+                                         f"{job.spec.label()} ({result.message})"))
                 return False
-        self.send(("done", None))
+        self.send((Message.DONE, None))
         return True
+
+    def peak(self) -> tuple[float, str] | str:
+        """The device's read bandwidth (bytes per second, source), or why it could not be had."""
+        w = self.worker
+        try:
+            with self.lock.held(self._waiting) if self.lock else nullcontext():
+                return measure_read_bandwidth(w.device, w.backend)
+        except (_core.CompileError, _core.DeviceError, _core.UsageError, _core.UnavailableError, OSError) as e:
+            return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 def _serve(conn: multiprocessing.connection.Connection, backend: str, index: int, settings: Settings,
@@ -167,19 +144,21 @@ def _serve(conn: multiprocessing.connection.Connection, backend: str, index: int
     try:
         worker = Worker(backend, index)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which decides
-        conn.send(("failed", f"{type(e).__name__}: {e}"))
+        conn.send((Message.FAILED, f"{type(e).__name__}: {e}"))
         return
-    conn.send(("ready", worker.info))
+    conn.send((Message.READY, worker.info))
     runner = JobRunner(worker, settings, conn.send, _DeviceLock(lock_path) if lock_path else None)
     try:
         while True:
-            job: Job | None = conn.recv()
-            if job is None or not runner.run(job):
+            job: Job | PeakJob | None = conn.recv()
+            if isinstance(job, PeakJob):
+                conn.send((Message.PEAK, runner.peak()))
+            elif job is None or not runner.run(job):
                 return
     except EOFError:
         return
     except Exception:  # noqa: BLE001 - a bug of metalbench's own: the parent stops the run
-        conn.send(("error", traceback.format_exc()))
+        conn.send((Message.ERROR, traceback.format_exc()))
 
 
 def _exit_reason(process: multiprocessing.process.BaseProcess) -> str:
@@ -196,7 +175,7 @@ def _exit_reason(process: multiprocessing.process.BaseProcess) -> str:
 
 
 class _Process:
-    """One worker process, the job it holds, and the step it is on."""
+    """One worker process, the job it holds, the step it is on and the spec it has prepared."""
 
     def __init__(self, context: Any, backend: str, index: int, settings: Settings, lock_path: str | None) -> None:
         # A spawned worker inherits the C environment, which native libraries may have
@@ -211,9 +190,10 @@ class _Process:
         self.process.start()
         child.close()
         self.job: Job | None = None
-        self.left: deque[Pair] = deque()  # pairs of the job not yet answered
-        self.step: str = "start"          # start, prepare, begin (a pair), waiting (its turn), idle
+        self.left: deque = deque()         # pairs of the job not yet answered
+        self.step = Step.START
         self.since = time.monotonic()
+        self.holds: int | None = None      # the spec index whose buffers it made last
 
     def stop(self) -> None:
         if self.process.is_alive():
@@ -222,8 +202,9 @@ class _Process:
         self.conn.close()
 
 
-class Pool:
-    """Workers on one or more devices, and the deadlines they are held to.
+class ProcessPool:
+    """Worker processes on one or more devices, and the deadlines they are held to
+    (pool.Pool, with spec affinity).
 
     With `isolated` False the jobs run in this process instead, one device, no
     deadlines: what isolation costs is measured against that (benchmarks/isolation.py).
@@ -232,13 +213,35 @@ class Pool:
     def __init__(self, backend: str, devices: Iterable[int], settings: Settings, timeout: float,
                  workers_per_device: int = 1, isolated: bool = True) -> None:
         self.backend, self.settings, self.timeout, self.isolated = backend, settings, timeout, isolated
+        devices = list(devices)
+        self.devices = devices
         self.slots = [index for index in devices for _ in range(workers_per_device)]
+        self.share = len(self.slots)
         # Workers that share a device take turns to measure (_DeviceLock).
         self.lock_dir = tempfile.mkdtemp(prefix="metalbench-locks-") if workers_per_device > 1 else None
         self.locks = {d: os.path.join(self.lock_dir, f"device{d}") for d in devices} if self.lock_dir else {}
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[_Process | None] = [None] * len(self.slots)
-        self.infos: dict[int, dict] = {}
+        self.local: JobRunner | None = None
+
+    def describe(self) -> dict:
+        """The first device's info, as the driver lists it; every device must be the same model,
+        since they share one ranking (a result's key names the model, not the index)."""
+        found = _core.devices(self.backend)
+        if not self.devices:
+            raise BackendError("no device given")
+        for index in self.devices:
+            if not 0 <= index < len(found):
+                raise BackendError(f"{self.backend} has no device {index} ({len(found)} found; "
+                                   "`metalbench devices` lists them)")
+        if len(set(self.devices)) != len(self.devices):
+            raise BackendError(f"a device is named twice in {self.devices}")
+        model = {(found[i]["vendor"], found[i]["name"], found[i]["driver"]) for i in self.devices}
+        if len(model) > 1:
+            listed = "; ".join(f"{i}: {found[i]['name']} ({found[i]['driver']})" for i in self.devices)
+            raise BackendError(f"the devices are not all the same model and driver ({listed}); their times do not "
+                               "rank together: run each model separately")
+        return found[self.devices[0]]
 
     def begin(self) -> None:
         """Starts every worker process without waiting for it: a worker takes a second or
@@ -248,16 +251,15 @@ class Pool:
                 if w is None:
                     self._launch(i)
 
-    def start(self) -> dict:
-        """Starts every worker (those begun are waited for) and returns the first device's info;
-        DeviceLost if one cannot open its device."""
+    def _start(self) -> None:
+        """Every worker started (those begun are waited for); DeviceLost if one cannot open its device."""
         if not self.isolated:
-            self.local = Worker(self.backend, self.slots[0])
-            return self.local.info
+            if self.local is None:
+                self.local = JobRunner(Worker(self.backend, self.slots[0]), self.settings, self._local_send)
+            return
         for i, w in enumerate(self.workers):
-            if w is None or w.step == "start":
+            if w is None or w.step == Step.START:
                 self._spawn(i, w)
-        return self.infos[self.slots[0]]
 
     def _launch(self, i: int) -> _Process:
         w = _Process(self.context, self.backend, self.slots[i], self.settings, self.locks.get(self.slots[i]))
@@ -279,13 +281,42 @@ class Pool:
         try:
             kind, value = w.conn.recv()
         except EOFError:
-            kind, value = "failed", f"its worker {_exit_reason(self._reap(w))}"
-        if kind != "ready":
+            kind, value = Message.FAILED, f"its worker {_exit_reason(self._reap(w))}"
+        if kind != Message.READY:
             w.stop()
             raise DeviceLost(f"{self.backend} device {self.slots[i]} cannot be opened: {value}")
-        self.infos[self.slots[i]] = value
-        w.step, w.since = "idle", time.monotonic()
+        w.step, w.since = Step.IDLE, time.monotonic()
         return w
+
+    def measure_peak(self) -> tuple[float, str]:
+        """The first device's read bandwidth, measured by its first worker within the deadline."""
+        self._start()
+        if self.local is not None:
+            found = self.local.peak()
+        else:
+            w = self.workers[0]
+            assert w is not None
+            w.conn.send(PeakJob())
+            deadline = time.monotonic() + self.timeout
+            while not w.conn.poll(_TICK):
+                if not w.process.is_alive() or time.monotonic() > deadline:
+                    why = _exit_reason(self._reap(w)) if not w.process.is_alive() else \
+                        f"took longer than {self.timeout:g} s (--timeout)"
+                    w.stop()
+                    self._spawn(0)
+                    raise PeakUnavailable(f"the read-bandwidth kernel's worker {why}")
+            try:
+                kind, found = w.conn.recv()
+            except EOFError:
+                why = _exit_reason(self._reap(w))
+                w.stop()
+                self._spawn(0)
+                raise PeakUnavailable(f"the read-bandwidth kernel's worker {why}") from None
+            if kind == Message.ERROR:
+                raise WorkerError(found)
+        if isinstance(found, str):
+            raise PeakUnavailable(found)
+        return found
 
     def close(self) -> None:
         for w in self.workers:
@@ -298,16 +329,19 @@ class Pool:
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
             on_note: Callable[[str], None]) -> None:
         """Runs every job; calls `on_result` once for every pair, in the order answered,
-        and runs the jobs it returns too."""
-        if not self.isolated:
-            return self._run_here(jobs, on_result, on_note)
+        and runs the jobs it returns next, with spec affinity (pool.pick)."""
+        self._start()
         queue: deque[Job] = deque(jobs)
+        if self.local is not None:
+            return self._run_here(queue, on_result, on_note)
         while True:
             for w in self.workers:
                 if w is not None and w.job is None and queue:
-                    job = queue.popleft()
-                    w.job, w.left = job, deque(job.pairs)
-                    w.step, w.since = "sent", time.monotonic()
+                    others = [o.holds for o in self.workers if o is not w and o is not None and o.holds is not None]
+                    job = pick(queue, w.holds, others)
+                    assert job is not None
+                    w.job, w.left, w.holds = job, deque(job.pairs), job.spec_index
+                    w.step, w.since = Step.SENT, time.monotonic()
                     w.conn.send(job)
             busy = [w for w in self.workers if w is not None and w.job is not None]
             if not busy:
@@ -318,26 +352,30 @@ class Pool:
                     self._receive(w, on_result, on_note, queue)
             for i, w in enumerate(self.workers):
                 if w is not None and w.job is not None and time.monotonic() - w.since > self.timeout:
-                    self._replace(i, "timeout", f"took longer than {self.timeout:g} s (--timeout); its worker "
-                                  "was stopped", on_result, queue)
+                    self._replace(i, Status.TIMEOUT, f"took longer than {self.timeout:g} s (--timeout); its "
+                                  "worker was stopped", on_result, queue)
 
-    def _run_here(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
+    def _local_send(self, message: tuple) -> None:
+        current, queue, on_result, on_note = self._here
+        if message[0] == Message.RESULT:
+            ahead(queue, on_result(current[0], message[2]))
+        elif message[0] == Message.NOTE:
+            on_note(message[1])
+        elif message[0] == Message.LOST:
+            raise DeviceLost(f"{message[1]}; without isolation the run cannot go on")
+
+    def _run_here(self, queue: deque[Job], on_result: Callable[[Job, Result], Iterable[Job]],
                   on_note: Callable[[str], None]) -> None:
+        assert self.local is not None
         current: list[Job] = []
-        queue: deque[Job] = deque(jobs)
-
-        def send(message: tuple) -> None:
-            if message[0] == "result":
-                _ahead(queue, on_result(current[0], message[2]))
-            elif message[0] == "note":
-                on_note(message[1])
-            elif message[0] == "lost":
-                raise DeviceLost(f"{message[1]}; without isolation the run cannot go on")
-
-        runner = JobRunner(self.local, self.settings, send)
+        self._here = (current, queue, on_result, on_note)
+        holds: int | None = None
         while queue:
-            current[:] = [queue.popleft()]
-            runner.run(current[0])
+            job = pick(queue, holds, [])
+            assert job is not None
+            current[:] = [job]
+            holds = job.spec_index
+            self.local.run(job)
 
     def _receive(self, w: _Process, on_result: Callable[[Job, Result], Iterable[Job]],
                  on_note: Callable[[str], None], queue: deque[Job]) -> None:
@@ -345,26 +383,31 @@ class Pool:
         try:
             message = w.conn.recv()
         except (EOFError, OSError):
-            self._replace(i, "crashed", _exit_reason(self._reap(w)), on_result, queue)
+            self._replace(i, Status.CRASHED, _exit_reason(self._reap(w)), on_result, queue)
             return
         kind, value = message[0], message[1]
         w.since = time.monotonic()
-        if kind == "note":
+        if kind == Message.NOTE:
             on_note(value)
-        elif kind in ("prepare", "begin", "built", "waiting"):
-            w.step = "begin" if kind == "begin" else "prepare"
-        elif kind == "result":
+        elif kind in (Message.PREPARE, Message.BUILT):
+            w.step = Step.PREPARE
+        elif kind == Message.WAITING:
+            w.step = Step.WAITING
+        elif kind == Message.BEGIN:
+            w.step = Step.BEGIN
+        elif kind == Message.RESULT:
             assert w.job is not None
             w.left.popleft()
-            _ahead(queue, on_result(w.job, message[2]))
-        elif kind == "done":
-            w.job, w.step = None, "idle"
-        elif kind == "lost":
+            w.step = Step.WAITING  # between pairs until the next begins
+            ahead(queue, on_result(w.job, message[2]))
+        elif kind == Message.DONE:
+            w.job, w.step = None, Step.IDLE
+        elif kind == Message.LOST:
             on_note(f"{value}; starting a new worker")
             self._reap(w)
             self._requeue(w, queue)
             self._spawn(i)
-        elif kind == "error":
+        elif kind == Message.ERROR:
             raise WorkerError(value)
 
     def _reap(self, w: _Process) -> multiprocessing.process.BaseProcess:
@@ -377,7 +420,7 @@ class Pool:
             queue.appendleft(replace(w.job, pairs=list(w.left)))
         w.stop()
 
-    def _replace(self, i: int, status: str, why: str, on_result: Callable[[Job, Result], Iterable[Job]],
+    def _replace(self, i: int, status: Status, why: str, on_result: Callable[[Job, Result], Iterable[Job]],
                  queue: deque[Job]) -> None:
         """Stops worker i, blames the pair it was on (or, when it died preparing the job a second
         time, every pair of the job), and starts a new worker for what is left."""
@@ -385,21 +428,22 @@ class Pool:
         assert w is not None and w.job is not None
         w.stop()
         job = w.job
-        if w.step == "begin" and w.left:
+        if w.step == Step.BEGIN and w.left:
             blamed = [w.left.popleft()]
             what = ""
-        elif w.step == "waiting" or not job.retried:
-            # Waiting its turn on the device, or the first death while preparing the spec or
-            # building its kernels: no pair is to blame yet, so the job is tried once more.
+        elif w.step == Step.WAITING or not job.retried:
+            # Between pairs, or the first death before any pair began (sent, preparing the
+            # spec or building its kernels): no pair is to blame yet, so the job is tried
+            # once more; a death while waiting for the device does not count as a try.
             blamed, what = [], ""
-            w.job = replace(job, retried=w.step != "waiting")
+            w.job = replace(job, retried=job.retried or w.step != Step.WAITING)
         else:
             blamed, w.left = list(w.left), deque()
             what = f"preparing {job.spec.label()} (inputs, reference, buffers) "
         for pair in blamed:
-            message = f"{what}{why}" if status == "timeout" else f"its worker {why} {what}".rstrip()
-            _ahead(queue, on_result(job, Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status,
-                                                category=status, message=message, key=pair.key,
-                                                detail=pair.detail)))
+            message = f"{what}{why}" if status == Status.TIMEOUT else f"its worker {why} {what}".rstrip()
+            ahead(queue, on_result(job, Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status,
+                                               category=Category(status.value), message=message, key=pair.key,
+                                               detail=pair.detail)))
         self._requeue(w, queue)
         self._spawn(i)

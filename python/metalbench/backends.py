@@ -1,0 +1,79 @@
+"""What metalbench knows of each backend, in one place, and which one to use.
+
+A backend's native side is a folder under csrc/ (its device, kernels, buffers and
+timing) and a prelude kernels/include/<name>.h (the portable dialect in its
+language). Everything the Python side must know of it is a `Traits` entry here:
+the language its kernels are exported in, where the size cold mode keeps inputs
+out of comes from, whether Ray counts its devices as GPUs, and why a build may
+lack it. Nothing here opens a device: `pick_backend` asks the core only whether a
+backend can run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InputError
+
+__all__ = ["BACKENDS", "TRAITS", "BackendError", "Traits", "pick_backend", "traits"]
+
+
+class BackendError(InputError, RuntimeError):
+    """No usable backend, or the one asked for cannot run here."""
+
+
+@dataclass(frozen=True)
+class Traits:
+    """One backend's facts."""
+
+    name: str
+    language: str         # what its kernel sources are written in
+    extension: str        # file extension of an exported source
+    compiled_with: str    # how the embedded timer compiles a source (an app should do the same)
+    cache_source: str     # where DeviceInfo.cache_bytes comes from
+    ray_gpus: bool        # Ray counts its devices as GPUs (num_gpus), so it can place actors on them
+    not_built: str        # why a build may lack it ("" where every build has it)
+
+
+# In --backend auto's order: the first that can run here is used.
+TRAITS: dict[str, Traits] = {t.name: t for t in (
+    Traits("metal", "Metal Shading Language", "metal", "newLibraryWithSource with default MTLCompileOptions",
+           "assumed: Metal reports no cache size; 128 MiB is above every Apple system-level cache reported so far",
+           ray_gpus=False, not_built="the Metal backend is built on macOS only"),
+    Traits("cuda", "CUDA C++", "cu", "NVRTC options: --std=c++17 --gpu-architecture=<the device's>",
+           "CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, the L2 as the CUDA driver reports it", ray_gpus=True, not_built=""),
+    Traits("opencl", "OpenCL C 1.2", "cl", "clBuildProgram options: -cl-std=CL1.2",
+           "CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, as the OpenCL driver reports it", ray_gpus=False, not_built=""),
+)}
+BACKENDS: tuple[str, ...] = tuple(TRAITS)
+
+
+def traits(name: str) -> Traits:
+    """The facts of backend `name`; BackendError for a name metalbench does not know."""
+    try:
+        return TRAITS[name]
+    except KeyError:
+        raise BackendError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})") from None
+
+
+def pick_backend(name: str = "auto") -> str:
+    """`name` if it can run here, or for "auto" the first of Metal, CUDA, OpenCL that can."""
+    from . import _core  # the one question asked of the native side
+
+    built = _core.backends()
+    if name != "auto":
+        if name not in BACKENDS:
+            raise BackendError(f"unknown backend '{name}' (choose from auto, {', '.join(BACKENDS)})")
+        if name not in built:
+            raise BackendError(f"backend '{name}' is not part of this build (it has: {', '.join(built)})")
+        reason = _core.unavailable_reason(name)
+        if reason:
+            raise BackendError(f"backend '{name}' cannot run here: {reason}")
+        return name
+    reasons = []
+    for candidate in (b for b in BACKENDS if b in built):
+        reason = _core.unavailable_reason(candidate)
+        if not reason:
+            return candidate
+        reasons.append(f"{candidate}: {reason}")
+    raise BackendError("no backend can run here; " + "; ".join(reasons))
