@@ -21,6 +21,7 @@ QK = (51, 83, 90, 76, 80, 67, 73)
 PV = (95, 16, 88, 83, 69, 67, 68, 84)
 # The trace behind the built-in suite ran attention one query head at a time.
 SEED = dict(qk_context=QK, pv_context=PV, attention="per-head")
+SUITES = DATA.parents[1] / "python" / "metalbench" / "suites"
 
 
 def write_suite(tmp_path, config, workload, name=None):
@@ -60,6 +61,26 @@ def test_the_builtin_suite_is_not_what_the_default_attention_gives():
     assert {(s.batch, s.m) for s in attention} == {(2, 7)}
     assert [s.spec for s in suitegen.products(model, Workload.make(attention="grouped", qk_context=QK,
                                                                     pv_context=PV))] == [p.spec for p in made]
+
+
+def test_batched_decode_is_what_its_header_command_makes():
+    text = (SUITES / "batched-decode.toml").read_text()
+    args = recorded_command(text)
+    assert args[:3] == ["suite", "from-config", "tests/data/qwen2.5-0.5b.json"]
+    again = cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == text
+    suite = specs.load_suite("batched-decode")
+    builtin = specs.load_suite("qwen2.5-0.5b-decode").specs
+    assert suite.name == "batched-decode" and len(suite.specs) == 14
+    for step, t in zip((suite.specs[:7], suite.specs[7:]), (4, 16), strict=True):
+        # The Qwen2.5-0.5B weights of the built-in suite, at m = t.
+        assert [dataclasses.replace(s, orig=None) for s in step[:5]] == \
+            [dataclasses.replace(s, m=t, orig=None) for s in builtin[:5]]
+        # Grouped attention at context 1024: 2 key/value heads per sequence, 7 query heads each.
+        pv, qk = step[5:]
+        assert (pv.batch, pv.m, pv.n, pv.k, pv.layout, pv.beta) == (2 * t, 7, 64, 1024, "nn", 0.0)
+        assert (qk.batch, qk.m, qk.n, qk.k, qk.layout, qk.alpha, qk.beta) == (2 * t, 7, 1024, 64, "nt", 0.125, 1.0)
 
 
 def _attention_by_specs(made, q, k, v, mask, per_head_kv):
@@ -406,13 +427,16 @@ def test_cli_writes_a_suite_that_loads(tmp_path):
     assert without_orig(specs.load_suite(out)) == without_orig(specs.load_suite("qwen2.5-0.5b-decode"))
 
 
-def test_readme_command_gives_the_builtin_suite(tmp_path):
+def test_readme_commands_give_the_builtin_suites(tmp_path):
     readme = (DATA.parents[1] / "README.md").read_text()
-    (command,) = [line for line in readme.splitlines() if line.startswith("metalbench suite from-config tests/")]
+    seed, batched = [line for line in readme.splitlines() if line.startswith("metalbench suite from-config tests/")]
     out = tmp_path / "readme.toml"
-    result = cli(*shlex.split(command)[1:], "--out", str(out))
+    result = cli(*shlex.split(seed)[1:], "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert without_orig(specs.load_suite(out)) == without_orig(specs.load_suite("qwen2.5-0.5b-decode"))
+    result = cli(*shlex.split(batched)[1:])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (SUITES / "batched-decode.toml").read_text()
 
 
 @pytest.mark.parametrize("args, needle", [
