@@ -25,15 +25,24 @@ def from_config(
     # same one-line error as every other (cli.main's USER_ERRORS).
     phase: Annotated[str, typer.Option(metavar="decode|prefill", help="decode: one new token per sequence and "
                                        "step. prefill: one prompt of --tokens tokens.")] = "decode",
-    tokens: Annotated[int | None, typer.Option(help="decode: sequences decoded together (weight products "
-                                               "m = N; attention batch = N x heads, m = 1), default 1. prefill: "
-                                               f"the prompt's length (m = N), default {suitegen.PREFILL_TOKENS}.",
-                                               show_default=False)] = None,
+    tokens: Annotated[str | None, typer.Option(metavar="N,...", help="decode: sequences decoded together "
+                                               "(weight products m = N), default 1. prefill: the prompt's length "
+                                               f"(m = N), default {suitegen.PREFILL_TOKENS}. Several counts make "
+                                               "one set of specs each.", show_default=False)] = None,
+    attention: Annotated[str | None, typer.Option(metavar="grouped|per-head", help="grouped: one product per "
+                                                  "key/value head, the query heads that share it stacked as A's "
+                                                  "rows (decode batch = N x kv_heads, m = heads / kv_heads; "
+                                                  "prefill batch = kv_heads, m = N x heads / kv_heads), so each "
+                                                  "K and V is read once for its group. per-head: one product per "
+                                                  "query head (decode batch = N x heads, m = 1; prefill batch = "
+                                                  "heads, m = N). Default: grouped where the config has fewer "
+                                                  "key/value heads than query heads, else per-head.",
+                                                  show_default=False)] = None,
     context: Annotated[str | None, typer.Option(metavar=_LENGTHS, help="Context lengths (keys in the cache, the "
                                                 "new tokens included): one Q x K^T and one P x V spec per length. "
                                                 "Default: decode "
                                                 f"{','.join(map(str, suitegen.DECODE_CONTEXTS))}; prefill "
-                                                "--tokens (nothing cached before the prompt).",
+                                                "each prompt's length (nothing cached before it).",
                                                 show_default=False)] = None,
     qk_context: Annotated[str | None, typer.Option(metavar=_LENGTHS, help="Context lengths for Q x K^T only "
                                                    "(replaces --context for it).", show_default=False)] = None,
@@ -49,11 +58,13 @@ def from_config(
 
     The Q/K/V (fused), output, MLP gate/up (fused) and down projections, the LM
     head, and per context length the attention score (Q x K^T) and value (P x V)
-    products as batched alpha/beta GEMMs. The file's header says how each operand
-    is laid out.
+    products as batched alpha/beta GEMMs, for each --tokens count in turn. The
+    file's header records the command that makes it again, what was assumed,
+    and how each operand is laid out.
     """
     workload = suitegen.Workload.make(
-        phase=phase, tokens=tokens,
+        phase=phase, attention=attention,
+        tokens=suitegen.parse_lengths(tokens, "--tokens", "token counts") if tokens is not None else None,
         context=suitegen.parse_lengths(context, "--context") if context is not None else None,
         qk_context=suitegen.parse_lengths(qk_context, "--qk-context") if qk_context is not None else None,
         pv_context=suitegen.parse_lengths(pv_context, "--pv-context") if pv_context is not None else None,

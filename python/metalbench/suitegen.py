@@ -1,24 +1,33 @@
 """A suite from a model's Hugging Face `config.json`: the GEMMs one decoder layer, the LM head and attention run.
 
 `read_config` reads the sizes (and biases) a supported architecture's config gives,
-`Workload` says what the model is doing (decode or prefill, how many tokens, which
-context lengths), `products` turns both into specs and `render` writes them as a
-suite file that `specs.load_suite` reads. `suite_from_config` does all four.
+`Workload` says what the model is doing (decode or prefill, how many tokens, how
+attention runs, which context lengths), `products` turns both into specs and
+`render` writes them as a suite file that `specs.load_suite` reads.
+`suite_from_config` does all four.
 
 Layouts follow `metalbench.specs` (A is m x k, B is k x n, C is m x n, all
 row-major; `transpose_b`: B is stored n x k) and the built-in
 qwen2.5-0.5b-decode suite, which a Qwen2.5-0.5B config with that suite's context
-lengths reproduces spec for spec, in its order:
+lengths and per-head attention reproduces spec for spec, in its order:
 
 - weight products (MLP, output projection, LM head): A holds the activations,
   B is the weight as a checkpoint stores it, out x in, so `transpose_b = true`;
 - the fused Q/K/V projection: B stored in x out (`transpose_b = false`), as the
   trace behind the built-in suite recorded that product;
-- q.K^T: one product per query head (batch); B is the key cache as stored,
-  context x head_dim, so `transpose_b = true`; alpha scales the scores, beta = 1
-  adds the mask held in C;
-- P.V: one product per query head; B is the value cache as stored, context x
-  head_dim (k x n); alpha = 1, beta = 0.
+- q.K^T: B is the key cache as stored, context x head_dim, so
+  `transpose_b = true`; alpha scales the scores, beta = 1 adds the mask held in C;
+- P.V: B is the value cache as stored, context x head_dim (k x n); alpha = 1,
+  beta = 0.
+
+Attention is one product per key/value head (grouped: A stacks the query heads
+that share that K and V, so each is read once for its group) or per query head
+(per-head: each K and V is read once per query head that uses it). Grouped is
+the default where the config has fewer key/value heads than query heads. In
+prefill grouped A is the group's heads one after another, each with a row per
+prompt token: Q stored heads x tokens x head_dim, as per-head prefill already
+takes it, makes that one contiguous block per group, and the causal mask stays
+row by row in C.
 """
 
 from __future__ import annotations
@@ -27,20 +36,22 @@ import json
 import math
 import shlex
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import specs
 from .errors import InputError
 
-__all__ = ["ARCHITECTURES", "DECODE_CONTEXTS", "PHASES", "PREFILL_TOKENS", "ConfigError", "Model", "Product",
-           "Workload", "default_name", "parse_config", "parse_lengths", "products", "read_config", "render",
-           "suite_from_config"]
+__all__ = ["ARCHITECTURES", "ATTENTION", "DECODE_CONTEXTS", "PHASES", "PREFILL_TOKENS", "ConfigError", "Model",
+           "Product", "Workload", "default_name", "parse_config", "parse_lengths", "products", "read_config",
+           "render", "suite_from_config"]
 
 PHASES: tuple[str, ...] = ("decode", "prefill")
 # Short, medium and long histories: where the fastest attention kernel tends to change.
 DECODE_CONTEXTS: tuple[int, ...] = (256, 1024, 4096)
 PREFILL_TOKENS = 512
+# --attention's values; the first is the default for a config whose query heads share key/value heads.
+ATTENTION: tuple[str, ...] = ("grouped", "per-head")
 _DTYPE = "float16"
 
 
@@ -236,71 +247,113 @@ def read_config(path: str | Path) -> Model:
     return parse_config(data, path)
 
 
-def parse_lengths(text: str, what: str = "--context") -> tuple[int, ...]:
-    """`"256,1024"` -> (256, 1024); ValueError, naming `what`, for anything but positive integers."""
+def parse_lengths(text: str, what: str = "--context", noun: str = "lengths") -> tuple[int, ...]:
+    """`"256,1024"` -> (256, 1024); WorkloadError, naming `what`, for anything but positive integers."""
     lengths: list[int] = []
     for item in text.split(","):
         item = item.strip()
         # int() alone would take "+5" and "1_000"; a length is plain digits.
         if not item.isdecimal() or not item.isascii() or int(item) < 1:
-            raise WorkloadError(f"{what}: lengths must be positive integers separated by commas, got {text!r}")
+            raise WorkloadError(f"{what}: {noun} must be positive integers separated by commas, got {text!r}")
         lengths.append(int(item))
     return tuple(lengths)
 
 
+def _positive_distinct(what: str, values: tuple[object, ...], noun: str) -> None:
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise WorkloadError(f"{what}: {noun} must be positive integers, got {value!r}")
+        if values.count(value) > 1:
+            # The same spec twice would be measured twice and reported twice.
+            raise WorkloadError(f"{what}: {value} is given twice")
+
+
 @dataclass(frozen=True)
 class Workload:
-    """What the model is doing: its phase, tokens per step and the context lengths of the attention products.
+    """What the model is doing: its phase, tokens per step, how attention runs and the context lengths.
 
     decode:  `tokens` sequences step together, one new token each (default 1):
-             weight products have m = tokens; each sequence attends to its own
-             cache, so attention has batch = tokens x heads and m = 1.
+             weight products have m = tokens; each sequence attends to its own cache.
     prefill: one prompt of `tokens` tokens (default PREFILL_TOKENS): weight
-             products and attention have m = tokens; the LM head runs on the
-             last token only (m = 1), as generation needs only its logits.
+             products have m = tokens; the LM head runs on the last token only
+             (m = 1), as generation needs only its logits.
+    Several token counts make one set of products each, one count after another.
+
+    attention, for a model with heads query heads and kv_heads key/value heads
+    (g = heads / kv_heads query heads share each K and V):
+    grouped:  one product per key/value head, its group's query heads stacked in A
+              (decode: batch = tokens x kv_heads, m = g; prefill: batch = kv_heads,
+              m = g x tokens), so each K and V is read once for its group;
+    per-head: one product per query head (decode: batch = tokens x heads, m = 1;
+              prefill: batch = heads, m = tokens), which reads each K and V once
+              per query head.
+    None (the default) is grouped where kv_heads < heads, else per-head; with
+    kv_heads = heads the two give the same products.
 
     A context length counts the keys in the cache, the new tokens included.
     `make` gives both products every length of `context` (default: DECODE_CONTEXTS
-    for decode, `tokens` for prefill, i.e. a prompt with nothing cached before
+    for decode; for prefill None, each prompt's own length, nothing cached before
     it); `qk_context` or `pv_context` replaces that list for one product.
     """
 
     phase: str
-    tokens: int
-    qk_contexts: tuple[int, ...]
-    pv_contexts: tuple[int, ...]
+    tokens: tuple[int, ...]
+    qk_contexts: tuple[int, ...] | None
+    pv_contexts: tuple[int, ...] | None
+    attention: str | None = None
 
     @classmethod
-    def make(cls, phase: str = "decode", tokens: int | None = None, context: tuple[int, ...] | None = None,
-             qk_context: tuple[int, ...] | None = None, pv_context: tuple[int, ...] | None = None) -> Workload:
-        """Fill in the defaults and check the values; ValueError names the option as the command line spells it."""
+    def make(cls, phase: str = "decode", tokens: int | tuple[int, ...] | None = None,
+             context: tuple[int, ...] | None = None, qk_context: tuple[int, ...] | None = None,
+             pv_context: tuple[int, ...] | None = None, attention: str | None = None) -> Workload:
+        """Fill in the defaults and check the values; WorkloadError names the option as the command line spells it."""
         if phase not in PHASES:
             raise WorkloadError(f"--phase: must be one of {', '.join(PHASES)}, got {phase!r}")
+        if attention is not None and attention not in ATTENTION:
+            raise WorkloadError(f"--attention: must be one of {', '.join(ATTENTION)}, got {attention!r}")
         if tokens is None:
             tokens = 1 if phase == "decode" else PREFILL_TOKENS
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
-            raise WorkloadError(f"--tokens: must be a positive integer, got {tokens!r}")
-        both = context or (DECODE_CONTEXTS if phase == "decode" else (tokens,))
-        qk, pv = tuple(qk_context or both), tuple(pv_context or both)
+        counts = tuple(tokens) if isinstance(tokens, (tuple, list)) else (tokens,)
+        if not counts:
+            raise WorkloadError("--tokens: give at least one token count")
+        _positive_distinct("--tokens", counts, "token counts")
+        both = context or (DECODE_CONTEXTS if phase == "decode" else None)
+        qk, pv = qk_context or both, pv_context or both
+        longest = max(counts)
         for what, lengths in (("--context", both), ("--qk-context", qk), ("--pv-context", pv)):
-            for length in lengths:
-                if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-                    raise WorkloadError(f"{what}: lengths must be positive integers, got {length!r}")
-                if lengths.count(length) > 1:
-                    # The same spec twice would be measured twice and reported twice.
-                    raise WorkloadError(f"{what}: {length} is given twice")
-                if phase == "prefill" and length < tokens:
-                    # Every prompt token attends to the whole prompt up to itself.
-                    raise WorkloadError(f"{what}: {length} is shorter than the prompt ({tokens} tokens); in prefill a "
-                                     "context counts the prompt and anything cached before it")
-        return cls(phase=phase, tokens=tokens, qk_contexts=qk, pv_contexts=pv)
+            if lengths is None:
+                continue
+            _positive_distinct(what, tuple(lengths), "lengths")
+            short = [n for n in lengths if n < longest]
+            if phase == "prefill" and short:
+                # Every prompt token attends to the whole prompt up to itself.
+                raise WorkloadError(f"{what}: {short[0]} is shorter than the prompt ({longest} tokens); in prefill "
+                                 "a context counts the prompt and anything cached before it")
+        return cls(phase=phase, tokens=counts, qk_contexts=tuple(qk) if qk else None,
+                   pv_contexts=tuple(pv) if pv else None, attention=attention)
+
+    def contexts(self, tokens: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The Q x K^T and the P x V context lengths of the step with `tokens` tokens."""
+        return self.qk_contexts or (tokens,), self.pv_contexts or (tokens,)
+
+    def for_model(self, model: Model) -> Workload:
+        """This workload with `attention` decided: grouped where the model's query heads share key/value heads."""
+        if self.attention is not None:
+            return self
+        return replace(self, attention="grouped" if model.kv_heads < model.heads else "per-head")
 
     def options(self) -> str:
-        """The `metalbench suite from-config` options that give this workload."""
-        text = f"--phase {self.phase} --tokens {self.tokens}"
+        """The `metalbench suite from-config` options that give this workload (defaults left out only where
+        they depend on --tokens)."""
+        text = f"--phase {self.phase} --tokens {_lengths(self.tokens)}"
+        if self.attention:
+            text += f" --attention {self.attention}"
         if self.qk_contexts == self.pv_contexts:
-            return text + f" --context {_lengths(self.qk_contexts)}"
-        return text + f" --qk-context {_lengths(self.qk_contexts)} --pv-context {_lengths(self.pv_contexts)}"
+            return text + (f" --context {_lengths(self.qk_contexts)}" if self.qk_contexts else "")
+        for option, lengths in (("--qk-context", self.qk_contexts), ("--pv-context", self.pv_contexts)):
+            if lengths:
+                text += f" {option} {_lengths(lengths)}"
+        return text
 
 
 def _lengths(lengths: tuple[int, ...]) -> str:
@@ -315,16 +368,24 @@ class Product:
     spec: specs.Spec
 
 
-def products(model: Model, workload: Workload) -> list[Product]:
-    """The suite's specs, in the built-in qwen2.5-0.5b-decode suite's order: weights first, then attention.
-
-    ConfigError if a product is too large for the kernels' int32 indexing.
-    """
-    t = workload.tokens
+def _attention_shape(model: Model, workload: Workload, t: int) -> tuple[int, int, str]:
+    """batch and m of the attention products of the step with `t` tokens, and those words for the comment."""
+    heads, kv, g = model.heads, model.kv_heads, model.heads // model.kv_heads
     decode = workload.phase == "decode"
-    lm_m = t if decode else 1
-    att_batch, att_m = (t * model.heads, 1) if decode else (model.heads, t)
-    heads = f"{att_batch} = {t} x {model.heads} heads" if decode and t > 1 else f"{model.heads} heads"
+    if workload.attention == "per-head":
+        if decode:
+            return t * heads, 1, f"{t * heads} = {t} x {heads} heads" if t > 1 else f"{heads} heads"
+        return heads, t, f"{heads} heads"
+    if decode:
+        words = f"{t * kv} = {t} x {kv} key/value heads" if t > 1 else f"{kv} key/value heads"
+        return t * kv, g, f"{words}, {g} query heads each"
+    return kv, g * t, f"{kv} key/value heads, {g} query heads x {t} tokens each"
+
+
+def _step(model: Model, workload: Workload, t: int) -> list[tuple[str, dict[str, object]]]:
+    """What the step with `t` tokens runs, in the built-in suite's order: weights first, then attention."""
+    decode = workload.phase == "decode"
+    att_batch, att_m, heads = _attention_shape(model, workload, t)
 
     def weight(op_bias: bool) -> str:
         return "matmul_bias_add" if op_bias else "matmul"
@@ -338,25 +399,46 @@ def products(model: Model, workload: Workload) -> list[Product]:
         ("attention output projection" + (" with its bias" if model.o_bias else ""),
          dict(op=weight(model.o_bias), m=t, n=model.hidden, k=model.heads * model.head_dim, transpose_b=True)),
         ("LM head over the whole vocabulary" + ("" if decode else ", last prompt token only"),
-         dict(op="matmul", m=lm_m, n=model.vocab, k=model.hidden, transpose_b=True)),
+         dict(op="matmul", m=t if decode else 1, n=model.vocab, k=model.hidden, transpose_b=True)),
         (f"fused Q, K, V projection{' with its bias' if model.qkv_bias else ''} ({model.heads} + 2 x "
          f"{model.kv_heads} heads of {model.head_dim} outputs)",
          dict(op=weight(model.qkv_bias), m=t, n=model.qkv_size, k=model.hidden)),
     ]
-    for length in workload.pv_contexts:
+    qk_contexts, pv_contexts = workload.contexts(t)
+    for length in pv_contexts:
         plan.append((f"attention probabilities x V, {heads}: context {length}",
                      dict(op="matmul_alpha_beta", batch=att_batch, m=att_m, n=model.head_dim, k=length,
                           alpha=1.0, beta=0.0)))
-    for length in workload.qk_contexts:
+    for length in qk_contexts:
         plan.append((f"Q x K^T, {heads} (K stored context x head_dim): context {length}",
                      dict(op="matmul_alpha_beta", batch=att_batch, m=att_m, n=length, k=model.head_dim,
                           transpose_b=True, alpha=model.scale, beta=1.0)))
+    return plan
+
+
+def _step_name(workload: Workload, t: int) -> str:
+    if workload.phase == "decode":
+        return f"{t} sequence{'s' if t > 1 else ''}"
+    return f"{t}-token prompt"
+
+
+def products(model: Model, workload: Workload) -> list[Product]:
+    """The suite's specs: for each token count in turn, the built-in qwen2.5-0.5b-decode suite's order,
+    weights first, then attention.
+
+    ConfigError if a product is too large for the kernels' int32 indexing.
+    """
+    workload = workload.for_model(model)
     made = []
-    for what, fields in plan:
-        try:
-            made.append(Product(what, specs.Spec(**{"dtype": _DTYPE, "batch": 1, **fields})))  # type: ignore[arg-type]
-        except specs.SpecError as e:
-            raise ConfigError(f"{what}: {e}") from None
+    for t in workload.tokens:
+        # With one token count the comments read as the built-in suite's do.
+        prefix = f"{_step_name(workload, t)}: " if len(workload.tokens) > 1 else ""
+        for what, fields in _step(model, workload, t):
+            try:
+                spec = specs.Spec(**{"dtype": _DTYPE, "batch": 1, **fields})  # type: ignore[arg-type]
+            except specs.SpecError as e:
+                raise ConfigError(f"{prefix}{what}: {e}") from None
+            made.append(Product(prefix + what, spec))
     return made
 
 
@@ -400,34 +482,89 @@ def default_name(config: str | Path, phase: str) -> str:
     return f"{stem.lower()}-{phase}"
 
 
+
+def _doing(workload: Workload) -> str:
+    """The header's sentence on what the model is doing."""
+    ts = workload.tokens
+    ms = ", then ".join(f"m = {t}" for t in ts)
+    each = ", then of ".join(map(str, ts))
+    if workload.phase == "prefill":
+        prompt = f"one {ts[0]}-token prompt" if len(ts) == 1 else f"one prompt of {each} tokens"
+        return f"Prefill of {prompt} ({ms}; the LM head on the last token only, m = 1)."
+    if ts == (1,):
+        return "Decode step: one sequence, one new token (m = 1)."
+    steps = f"Decode step: {ts[0]} sequences" if len(ts) == 1 else f"Decode steps of {each} sequences"
+    return f"{steps} together, one new token each (weight products {ms}); each sequence attends to its own cache."
+
+
+def _attention_facts(model: Model, workload: Workload) -> str:
+    """The header's sentences on how attention runs and why (`workload` decided by for_model)."""
+    heads, kv, g = model.heads, model.kv_heads, model.heads // model.kv_heads
+    decode = workload.phase == "decode"
+    if workload.attention == "grouped":
+        shape = f"batch = tokens x {kv}, m = {g}" if decode else f"batch = {kv}, m = {g} x tokens"
+        text = (f"Attention grouped (--attention grouped): the {g} query heads that share a key/value head form "
+                f"one product ({shape}), so each K and V is read once for its group.")
+        if g == 1:
+            text += " With one query head per key/value head, these are the per-head products."
+    else:
+        shape = f"batch = tokens x {heads}, m = 1" if decode else f"batch = {heads}, m = tokens"
+        text = (f"Attention per head (--attention per-head): one product per query head ({shape}), which reads "
+                "each K and V once per query head" + (f", though {g} query heads share it." if g > 1 else "."))
+    if g > 1:
+        return text + f" Grouped is the default for this config ({kv} key/value heads for {heads} query heads)."
+    return text + " Per-head is the default for this config (one key/value head per query head)."
+
+
+def _layout(model: Model, workload: Workload) -> list[str]:
+    """The header's lines on how the attention products lay out their operands."""
+    alpha = f"alpha = {model.scale!r} scales the scores, beta = 1 adds the mask held in C"
+    if workload.attention == "per-head":
+        return [
+            "#   Q x K^T: one product per query head (batch), B is the key cache, context x head_dim",
+            f"#     (transpose_b = true); {alpha}.",
+            "#   P x V: one product per query head, B is the value cache, context x head_dim (k x n);",
+            "#     alpha = 1, beta = 0. K and V are not shared across a key/value group's heads here.",
+        ]
+    return [
+        "#   Q x K^T: one product per key/value head (batch); A holds its group's query heads (decode: a",
+        "#     row each; prefill: head after head, a row per prompt token each), B is the key cache,",
+        "#     context x head_dim (transpose_b = true);",
+        f"#     {alpha}, each row its own token's.",
+        "#   P x V: one product per key/value head, A its group's probabilities, B the value cache,",
+        "#     context x head_dim (k x n); alpha = 1, beta = 0. Each K and V is read once for its group.",
+    ]
+
+
 def render(model: Model, workload: Workload, made: list[Product], *, name: str, source: str | Path) -> str:
-    """The suite file: a header saying where it came from and how it lays operands out, then one [[spec]] each."""
+    """The suite file: a header saying where it came from, what it assumed and how it lays operands out,
+    then one [[spec]] each."""
     m = model
+    workload = workload.for_model(model)
     heads = f"{m.heads} query heads" + (f" and {m.kv_heads} key/value heads" if m.kv_heads != m.heads else "")
     biases = [what for what, on in (("Q, K, V", m.qkv_bias), ("the output projection", m.o_bias),
                                     ("the MLP", m.mlp_bias)) if on]
-    t = workload.tokens
-    if workload.phase == "decode" and t == 1:
-        doing = "Decode step: one sequence, one new token (m = 1)."
-        short = "m = 1"
-    elif workload.phase == "decode":
-        doing = (f"Decode step: {t} sequences together, one new token each (weight products m = {t}; attention "
-                 f"batch = {t} x {m.heads} heads, m = 1, each sequence against its own cache).")
-        short = f"m = {t}"
+    ts = workload.tokens
+    if workload.phase == "decode":
+        short = "m = " + ", ".join(map(str, ts))
     else:
-        doing = f"Prefill of one {t}-token prompt (m = {t}; the LM head on the last token only, m = 1)."
-        short = f"{t}-token prompt"
+        short = f"{', '.join(map(str, ts))}-token prompt" + ("s" if len(ts) > 1 else "")
+    attention = "grouped attention" if workload.attention == "grouped" and m.kv_heads < m.heads else "attention"
     description = (f"{m.model_type} {workload.phase} from {Path(source).name}: projections, MLP, LM head, "
-                   f"attention (fp16, {short})")
+                   f"{attention} (fp16, {short})")
+    prompts = "each prompt's length"
+    qk = _lengths(workload.qk_contexts) if workload.qk_contexts else prompts
+    pv = _lengths(workload.pv_contexts) if workload.pv_contexts else prompts
     facts = [
         f"{m.model_type}: hidden {m.hidden}, MLP {m.intermediate}, {heads} of {m.head_dim}, vocabulary {m.vocab}; "
         + (f"bias on {', '.join(biases)}." if biases else "no biases."),
-        doing,
-        f"Contexts: Q x K^T {_lengths(workload.qk_contexts)}; P x V {_lengths(workload.pv_contexts)} (keys in "
-        "the cache, the new tokens included).",
+        _doing(workload),
+        _attention_facts(m, workload),
+        (f"Contexts: Q x K^T {qk}; P x V {pv}" if qk != pv else f"Contexts: {qk} for Q x K^T and P x V")
+        + " (keys in the cache, the new tokens included).",
         *(f"Assumed: {note}." for note in m.notes),
     ]
-    longest = max(workload.qk_contexts + workload.pv_contexts)
+    longest = max(max(qk + pv) for qk, pv in map(workload.contexts, ts))
     if m.sliding_window and longest > m.sliding_window:
         facts.append(f"Note: the config's sliding_window ({m.sliding_window}) caps the keys some or all layers "
                      "attend to; contexts above it are kept as given.")
@@ -448,11 +585,9 @@ def render(model: Model, workload: Workload, made: list[Product], *, name: str, 
         "#     (transpose_b = true); a tied LM head's embedding table, vocabulary x hidden, is the same.",
         "#   Fused Q, K, V: B stored in x out (transpose_b = false), as in the built-in",
         "#     qwen2.5-0.5b-decode suite, whose trace recorded that product so.",
-        "#   Q x K^T: one product per query head (batch), B is the key cache, context x head_dim",
-        f"#     (transpose_b = true); alpha = {m.scale!r} scales the scores, beta = 1 adds the mask held in C.",
-        "#   P x V: one product per query head, B is the value cache, context x head_dim (k x n);",
-        "#     alpha = 1, beta = 0. K and V are not shared across a key/value group's heads here.",
-        "# Order: as the built-in suite's, weight products first, then attention.",
+        *_layout(m, workload),
+        "# Order: " + ("for each token count in turn, " if len(ts) > 1 else "")
+        + "as the built-in suite's, weight products first, then attention.",
         "",
         f"name = {_toml_string(name)}",
         f"description = {_toml_string(description)}",
