@@ -11,6 +11,7 @@
 
 #include <cstring>
 
+#include "core/abi.h"
 #include "core/checks.h"
 #include "core/device.h"
 #include "core/measure.h"
@@ -80,6 +81,26 @@ nb::object reading(const mb::ClockReading& r) {
   d["max_mhz"] = r.max_mhz;
   d["throttled"] = r.throttled;
   return d;
+}
+
+// _core.abi(): MBParams and the op codes as this build compiled them.
+nb::dict abi_dict() {
+  nb::dict fields;
+  for (const mb::ParamsField& f : mb::params_fields()) {
+    nb::dict field;
+    field["offset"] = f.offset;
+    field["format"] = std::string(1, f.format);
+    fields[f.name] = field;
+  }
+  nb::dict params;
+  params["size"] = sizeof(MBParams);
+  params["fields"] = fields;
+  nb::dict ops;
+  for (const mb::OpCode& o : mb::op_codes()) ops[o.name] = o.value;
+  nb::dict out;
+  out["params"] = params;
+  out["ops"] = ops;
+  return out;
 }
 
 mb::ClockKind clock_kind(const std::string& name) {
@@ -373,6 +394,10 @@ NB_MODULE(_core, m) {
           "clock", [](mb::Device& d) -> nb::typed<nb::object, std::optional<AnyDict>> { return reading(d.clock()); },
           "The GPU's core clock now ({'mhz', 'max_mhz', 'throttled'}), or None where the backend exposes none.");
 
+  m.def(
+      "abi", []() -> AnyDict { return abi_dict(); },
+      "The kernel ABI as this build compiled it (kernels/include/common.h): {'params': {'size', 'fields': {name: "
+      "{'offset', 'format'}}}, 'ops': {name: code}}, each format a code of the struct module.");
   m.def("set_cache_dir", &mb::set_cache_dir, "path"_a,
         "Where backends keep compiled kernels (the package passes paths.cache_dir() / 'kernels'); '' turns "
         "the on-disk cache off.");
