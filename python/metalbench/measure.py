@@ -30,9 +30,11 @@ from .variants import ManifestError, Variant, build_kernel
 
 __all__ = ["BATCH_TIME", "Prepared", "Settings", "Worker", "plan_slots"]
 
-# A batch sample spans at least this much GPU time: 1000 times CUDA events' 0.5 us
-# resolution, and long enough that a round's fixed costs stay out of it.
-BATCH_TIME = 5e-4
+# The core's measurement settings with its defaults (csrc/core/measure.h): the one
+# source of Settings' defaults and, through check(), of their ranges.
+_CORE_DEFAULTS = _core.MeasureConfig()
+# The GPU time a batch sample spans at least, by default (measure.h says why).
+BATCH_TIME = _CORE_DEFAULTS.batch_time
 # No GPU completes a launch much faster than this back to back (an H200 runs an empty
 # kernel in 1.4 us): with this many output slots, a batch of the fastest kernels can
 # still give every launch its own.
@@ -48,44 +50,56 @@ _BUILD_THREADS = 16
 
 @dataclass(frozen=True)
 class Settings:
-    """How each variant is measured; all of it is part of the result key (runner.py)."""
+    """How each variant is measured; all of it is part of the result key (runner.py).
 
-    warmup: int = 3
-    min_samples: int = 10
-    max_samples: int = 1000
-    min_time: float = 0.005
-    max_time: float = 0.1
-    max_noise: float = 0.005
-    rank_by: str = "batch"
+    Every field but `cold` is a setting of the core's measurement loop, with the
+    core's default, and is checked by the core on construction: ValueError("setting
+    NAME ...") with the core's words names the first one out of range.
+    """
+
+    warmup: int = _CORE_DEFAULTS.warmup
+    min_samples: int = _CORE_DEFAULTS.min_samples
+    max_samples: int = _CORE_DEFAULTS.max_samples
+    min_time: float = _CORE_DEFAULTS.min_time
+    max_time: float = _CORE_DEFAULTS.max_time
+    max_noise: float = _CORE_DEFAULTS.max_noise
+    rank_by: str = _CORE_DEFAULTS.rank_by
     cold: bool = False
-    batch_time: float = BATCH_TIME  # seconds of GPU time a batch sample spans at least
+    batch_time: float = _CORE_DEFAULTS.batch_time  # seconds of GPU time a batch sample spans at least
 
     def __post_init__(self) -> None:
-        def finite(name: str, low: float, high: float) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not low <= value <= high:
-                raise ValueError(f"setting {name} must be a finite number from {low:g} to {high:g}, got {value!r}")
-
-        for name, low, high in (("warmup", 0, 10**6), ("min_samples", 1, 10**7), ("max_samples", 1, 10**7)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"setting {name} must be an integer from {low} to {high}, got {value!r}")
-        if self.max_samples < self.min_samples:
-            raise ValueError(f"setting max_samples ({self.max_samples}) must be at least min_samples "
-                             f"({self.min_samples})")
-        finite("min_time", 0, 86400)
-        finite("max_time", 1e-6, 86400)
-        finite("max_noise", 0, 1)
-        finite("batch_time", 1e-6, 10)
-        if self.rank_by not in CLOCKS:
-            raise ValueError(f"setting rank_by must be one of {', '.join(CLOCKS)}, got {self.rank_by!r}")
+        _core_config(self.core())
 
     def core(self) -> dict:
         """Keyword arguments of Device.measure."""
         return {"warmup": self.warmup, "min_samples": self.min_samples, "max_samples": self.max_samples,
                 "min_time": self.min_time, "max_time": self.max_time, "max_noise": self.max_noise,
                 "rank_by": self.rank_by, "batch_time": self.batch_time}
+
+
+def _core_config(values: dict[str, object]) -> _core.MeasureConfig:
+    """`values` (MeasureConfig's field names) as the core's config, checked by the core:
+    ValueError("setting NAME ...") names the first one it refuses, in its words.
+
+    Only the type is checked here, since a value the binding cannot convert never
+    reaches the core; bool is an int to Python and to the binding, but `warmup=True`
+    is a mistake, not a 1.
+    """
+    config = _core.MeasureConfig()
+    try:
+        for name, value in values.items():
+            kind = type(getattr(_CORE_DEFAULTS, name))
+            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
+                what = {int: "an integer", float: "a number", str: "a string"}[kind]
+                raise ValueError(f"setting {name} must be {what}, got {value!r}")
+            try:
+                setattr(config, name, value)
+            except TypeError:  # an integer too large for the core's C int
+                raise ValueError(f"setting {name} is out of range, got {value!r}") from None
+        config.check()
+    except _core.UsageError as e:  # "[core::measure] max_time must be ...": the core names the setting
+        raise ValueError("setting " + str(e).removeprefix("[core::measure] ")) from None
+    return config
 
 
 def plan_slots(spec: Spec, copies: int, alignment: int, max_held: int) -> int:
