@@ -22,7 +22,7 @@ from pathlib import Path
 from _common import table, write_json
 
 from metalbench import backends, report, runner, variants
-from metalbench.measure import Settings
+from metalbench.settings import Settings
 from metalbench.specs import load_suite
 from metalbench.store import Store
 

@@ -11,6 +11,7 @@
 
 #include <cstring>
 
+#include "core/abi.h"
 #include "core/checks.h"
 #include "core/device.h"
 #include "core/measure.h"
@@ -82,11 +83,41 @@ nb::object reading(const mb::ClockReading& r) {
   return d;
 }
 
+// _core.abi(): MBParams and the op codes as this build compiled them.
+nb::dict abi_dict() {
+  nb::dict fields;
+  for (const mb::ParamsField& f : mb::params_fields()) {
+    nb::dict field;
+    field["offset"] = f.offset;
+    field["format"] = std::string(1, f.format);
+    fields[f.name] = field;
+  }
+  nb::dict params;
+  params["size"] = sizeof(MBParams);
+  params["fields"] = fields;
+  nb::dict ops;
+  for (const mb::OpCode& o : mb::op_codes()) ops[o.name] = o.value;
+  nb::dict out;
+  out["params"] = params;
+  out["ops"] = ops;
+  return out;
+}
+
 mb::ClockKind clock_kind(const std::string& name) {
   if (name == "gpu") return mb::ClockKind::gpu;
   if (name == "batch") return mb::ClockKind::batch;
   if (name == "cpu") return mb::ClockKind::cpu;
   throw mb::UsageError("[core::measure] rank_by must be 'batch', 'gpu' or 'cpu', not '" + name + "'");
+}
+
+// A field of MeasureConfig's stop rule as a property of MeasureConfig itself, so that
+// Python sees one flat set of settings, named as Device.measure's keywords.
+template <typename T>
+void stop_rule_field(nb::class_<mb::MeasureConfig>& config, const char* name, T mb::StopRule::*field,
+                     const char* doc) {
+  config.def_prop_rw(
+      name, [field](const mb::MeasureConfig& c) { return c.stop.*field; },
+      [field](mb::MeasureConfig& c, T value) { c.stop.*field = value; }, doc);
 }
 
 // Hands a vector's storage to numpy without copying it.
@@ -204,6 +235,34 @@ NB_MODULE(_core, m) {
       PyErr_SetObject(compile_error.ptr(), exc.ptr());
     }
   });
+
+  // The measurement settings with the core's defaults (csrc/core/measure.h), which
+  // Device.measure's keywords and metalbench's Settings take theirs from.
+  static const mb::MeasureConfig defaults;
+  nb::class_<mb::MeasureConfig> config(m, "MeasureConfig",
+                                       "The settings of Device.measure, made with the core's defaults; check() "
+                                       "refuses values out of range as Device.measure would.");
+  config.def(nb::init<>())
+      .def_rw("warmup", &mb::MeasureConfig::warmup, "Untimed launches first.");
+  stop_rule_field(config, "min_samples", &mb::StopRule::min_samples,
+                  "Fewest samples of each clock; the ranking clock's must also span min_time.");
+  stop_rule_field(config, "max_samples", &mb::StopRule::max_samples, "Most samples of each clock.");
+  stop_rule_field(config, "min_time", &mb::StopRule::min_time,
+                  "Seconds of sampled time the ranking clock needs before it may stop.");
+  stop_rule_field(config, "max_time", &mb::StopRule::max_time,
+                  "Seconds of wall time one measurement may take, all clocks together.");
+  stop_rule_field(config, "max_noise", &mb::StopRule::max_noise,
+                  "The ranking clock stops once its samples' relative standard deviation is at most this.");
+  config
+      .def_prop_rw(
+          "rank_by", [](const mb::MeasureConfig& c) { return std::string(mb::clock_name(c.rank_by)); },
+          [](mb::MeasureConfig& c, const std::string& v) { c.rank_by = clock_kind(v); },
+          "The clock that ranks: 'batch', 'gpu' or 'cpu'.")
+      .def_rw("batch_time", &mb::MeasureConfig::batch_time, "Seconds of GPU time a batch sample spans at least.")
+      .def_rw("max_batch", &mb::MeasureConfig::max_batch, "Most launches in one batch sample.")
+      .def_rw("min_clock_fraction", &mb::MeasureConfig::min_clock_fraction,
+              "Samples taken below this fraction of the maximum clock are discarded.")
+      .def("check", &mb::check_config, "Raises UsageError naming the first setting out of range.");
 
   nb::class_<mb::Buffer>(m, "Buffer", "Device memory; copies to and from numpy arrays.")
       .def_prop_ro("nbytes", &mb::Buffer::bytes)
@@ -355,10 +414,12 @@ NB_MODULE(_core, m) {
             out["clock"] = clock;
             return out;
           },
-          "kernel"_a, "args"_a, "groups"_a, "threads"_a, nb::kw_only(), "warmup"_a = 3, "min_samples"_a = 10,
-          "max_samples"_a = 1000, "min_time"_a = 0.005, "max_time"_a = 0.5, "max_noise"_a = 0.005,
-          "rank_by"_a = "batch", "batch_time"_a = 5e-4, "max_batch"_a = 4096, "min_clock_fraction"_a = 0.85,
-          "resets"_a = nb::list(),
+          "kernel"_a, "args"_a, "groups"_a, "threads"_a, nb::kw_only(), "warmup"_a = defaults.warmup,
+          "min_samples"_a = defaults.stop.min_samples, "max_samples"_a = defaults.stop.max_samples,
+          "min_time"_a = defaults.stop.min_time, "max_time"_a = defaults.stop.max_time,
+          "max_noise"_a = defaults.stop.max_noise, "rank_by"_a = std::string(mb::clock_name(defaults.rank_by)),
+          "batch_time"_a = defaults.batch_time, "max_batch"_a = defaults.max_batch,
+          "min_clock_fraction"_a = defaults.min_clock_fraction, "resets"_a = nb::list(),
           "Warm-up, then three clocks (per-launch GPU, batch, CPU round trip), each until its stop rule holds: "
           "the `rank_by` clock until its relative standard deviation is at most `max_noise` (after `min_samples` "
           "samples spanning `min_time` seconds), the others at `min_samples`; every clock stops at "
@@ -368,11 +429,16 @@ NB_MODULE(_core, m) {
           "the slots taken in turn across rounds. Returns per-clock statistics (with 'stop', 'discarded' and "
           "'round'), the samples as numpy uint64 arrays in nanoseconds per launch ('gpu_ns', 'batch_ns', "
           "'cpu_ns'), 'batch_size', the final round's slots ('first_slot', 'last_round': that many from there, "
-          "wrapping) and the lowest and highest clock seen ('clock', None where unknown).")
+          "wrapping) and the lowest and highest clock seen ('clock', None where unknown). The settings' defaults "
+          "and ranges are MeasureConfig's.")
       .def(
           "clock", [](mb::Device& d) -> nb::typed<nb::object, std::optional<AnyDict>> { return reading(d.clock()); },
           "The GPU's core clock now ({'mhz', 'max_mhz', 'throttled'}), or None where the backend exposes none.");
 
+  m.def(
+      "abi", []() -> AnyDict { return abi_dict(); },
+      "The kernel ABI as this build compiled it (kernels/include/common.h): {'params': {'size', 'fields': {name: "
+      "{'offset', 'format'}}}, 'ops': {name: code}}, each format a code of the struct module.");
   m.def("set_cache_dir", &mb::set_cache_dir, "path"_a,
         "Where backends keep compiled kernels (the package passes paths.cache_dir() / 'kernels'); '' turns "
         "the on-disk cache off.");

@@ -48,8 +48,16 @@ def _clang(args: list[str], source: Path) -> subprocess.CompletedProcess:
     return subprocess.run([CLANG, *args, str(source)], capture_output=True, text=True, timeout=120)
 
 
+def _include_path() -> list[str]:
+    """The _core target's include folders, as CMakeLists.txt gives them."""
+    found = re.search(r"target_include_directories\(_core PRIVATE ([^)]*)\)", (ROOT / "CMakeLists.txt").read_text())
+    assert found, "CMakeLists.txt no longer sets _core's include folders as this test reads them"
+    return found.group(1).split()
+
+
 def _objc(tree: Path, source: Path) -> subprocess.CompletedProcess:
-    return _clang([*OBJC_FLAGS, "-I", str(tree / "csrc"), "-I", str(SHIM)], source)
+    includes = [flag for folder in _include_path() for flag in ("-I", str(tree / folder))]
+    return _clang([*OBJC_FLAGS, *includes, "-I", str(SHIM)], source)
 
 
 # --- 1. the Objective-C++ backend against the declaration shim ---------------------------------------

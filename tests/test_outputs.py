@@ -5,15 +5,17 @@ import csv
 import io
 import json
 import re
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
 
 import metalbench
-from metalbench import export, formats, html, metrics, report, roofline, runner, variants, worker
-from metalbench.measure import Settings
+from metalbench import _core, export, formats, html, metrics, paths, report, roofline, runner, variants, worker
 from metalbench.reference import ReferenceCache, make_inputs
-from metalbench.specs import load_suite, spec_from_key
+from metalbench.settings import Settings
+from metalbench.specs import SHORT_OPS, load_suite, spec_from_key
 from metalbench.store import Store
 
 FAST = runner.Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
@@ -202,6 +204,35 @@ def test_exported_sources_compile_alone_and_are_correct(swept, tmp_path):
         check = metrics.check(spec, out, ref, c0)
         assert check.verdict == "ok", (e["file"], check.reason)
         assert json.dumps(e["spec_key"]) in header and json.dumps(e["file"]) in header
+
+
+def test_the_dispatch_header_has_the_compiled_params_and_compiles_as_c(swept, tmp_path):
+    """Host C that includes metalbench_dispatch.h (alone, and after common.h itself) sees
+    MBParams and the op codes exactly as the native core was compiled with them."""
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler")
+    store, run_id, rep = swept
+    table, _ = export.build_table(store.load_run(run_id), rep, variants.load_variants())
+    (tmp_path / "metalbench_dispatch.h").write_text(export.header_source(table))
+    abi = _core.abi()
+    checks = [f"_Static_assert(sizeof(MBParams) == {abi['params']['size']}, \"size\");",
+              *(f"_Static_assert(offsetof(MBParams, {name}) == {f['offset']}, \"{name}\");"
+                for name, f in abi["params"]["fields"].items()),
+              *(f"_Static_assert(MB_OP_{name.upper()} == {code}, \"{name}\");" for name, code in abi["ops"].items())]
+    program = "\n".join(["#include <stddef.h>", "#include <stdio.h>", "{include}", '#include "metalbench_dispatch.h"',
+                         *checks, "int main(void) {",
+                         "  for (int i = 0; i < MB_DISPATCH_COUNT; ++i) printf(\"%d\\n\", mb_dispatch[i].op);",
+                         "  return 0;", "}", ""])
+    include = paths.kernels_dir() / "include"
+    expected = "".join(f"{abi['ops'][SHORT_OPS[e['spec']['op']]]}\n" for e in table["specs"])
+    for first in ("", '#include "common.h"'):
+        (tmp_path / "main.c").write_text(program.replace("{include}", first))
+        built = subprocess.run([cc, "-std=c11", "-Wall", "-Werror", "-I", str(include), "-o", str(tmp_path / "main"),
+                                str(tmp_path / "main.c")], capture_output=True, text=True, cwd=tmp_path)
+        assert built.returncode == 0, built.stderr
+        ran = subprocess.run([str(tmp_path / "main")], capture_output=True, text=True, check=True)
+        assert ran.stdout == expected
 
 
 def test_a_vendor_winner_is_exported_as_use_the_library(swept, tmp_path):

@@ -18,7 +18,8 @@ import pytest
 from conftest import write_family
 
 from metalbench import report, runner, variants
-from metalbench.measure import Settings, Worker
+from metalbench.measure import Worker
+from metalbench.settings import Settings
 from metalbench.specs import Spec, load_suite
 from metalbench.store import Store
 

@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 
 from metalbench import backends, report, runner, variants, worker
-from metalbench.measure import Settings
 from metalbench.ray_pool import ray_available
+from metalbench.settings import Settings
 from metalbench.specs import load_suite
 from metalbench.store import Store
 

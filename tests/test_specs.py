@@ -7,7 +7,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from metalbench.specs import OPS, Orig, Spec, SpecError, SuiteError, builtin_suites, load_suite
+from metalbench import _core
+from metalbench.specs import OPS, SHORT_OPS, Orig, Spec, SpecError, SuiteError, builtin_suites, kernel_abi, load_suite
 
 QWEN_SPECS = [
     # op, batch, m, n, k, transpose_a, transpose_b, alpha, beta, impl, ms
@@ -63,12 +64,26 @@ def test_every_builtin_spec_is_within_the_int32_abi():
             assert max(math.prod(s.shape_a), math.prod(s.shape_b), math.prod(s.shape_c)) < 2**31
 
 
+def test_params_are_packed_as_the_core_was_compiled():
+    """specs.py's MBParams against common.h's as the native core laid it out: the same
+    fields at the same offsets with the same types, the same size, the same op codes."""
+    packed, compiled = kernel_abi(), _core.abi()
+    assert packed["params"]["size"] == compiled["params"]["size"] == len(Spec("matmul", "float16", 1, 1, 8, 8).params())
+    ours, theirs = packed["params"]["fields"], compiled["params"]["fields"]
+    assert ours.keys() == theirs.keys(), (f"only in specs.PARAMS_FIELDS: {sorted(ours.keys() - theirs.keys())}; "
+                                          f"only in kernels/include/common.h: {sorted(theirs.keys() - ours.keys())}")
+    differ = {name: (ours[name], theirs[name]) for name in ours if ours[name] != theirs[name]}
+    assert not differ, f"fields packed unlike common.h (specs.py, compiled): {differ}"
+    assert packed["ops"] == compiled["ops"]
+
+
 def _unpack(spec):
+    """The spec's packed params read back field by field where the compiled core has them."""
+    layout = _core.abi()["params"]
     raw = spec.params()
-    assert len(raw) == 64
-    names = ["batch", "m", "n", "k", "lda", "ldb", "ldc", "stride_a", "stride_b", "stride_c",
-             "trans_a", "trans_b", "op", "alpha", "beta", "reserved"]
-    return dict(zip(names, struct.unpack("<13i2fi", raw), strict=True))
+    assert len(raw) == layout["size"]
+    return {name: struct.unpack_from("<" + field["format"], raw, field["offset"])[0]
+            for name, field in layout["fields"].items()}
 
 
 @pytest.mark.parametrize("ta", [False, True])
@@ -110,7 +125,7 @@ def test_params_address_stored_arrays_as_the_kernel_macros_do(ta, tb):
 def test_op_codes_follow_ops_order():
     assert OPS == ("matmul", "matmul_bias_add", "matmul_alpha_beta")
     for code, op in enumerate(OPS):
-        assert _unpack(Spec(op, "float16", 1, 1, 8, 8))["op"] == code
+        assert _unpack(Spec(op, "float16", 1, 1, 8, 8))["op"] == code == _core.abi()["ops"][SHORT_OPS[op]]
 
 
 def test_key_is_canonical_and_ignores_orig():

@@ -77,3 +77,13 @@ def test_measure_overloads_keep_the_binding_parameters(tmp_path):
     assert len(overloads) == 2
     for params in overloads:
         assert params == binding[0]
+
+
+def test_measure_defaults_are_the_core_config(tmp_path):
+    """Device.measure's keyword defaults are MeasureConfig's, as the stub shows them."""
+    params = dict(measure_parameters(regenerate(tmp_path))[0])
+    config = _core.MeasureConfig()
+    settings = [name for name in dir(config) if not name.startswith("_") and name != "check"]
+    assert settings and set(settings) <= params.keys()
+    for name in settings:
+        assert ast.literal_eval(params[name]) == getattr(config, name), name

@@ -34,11 +34,16 @@ const char* clock_name(ClockKind kind);
 // noise is at most `max_noise`. The other clocks rank nothing and stop at
 // `min_samples`. Every clock stops at its share of `max_time` or at `max_samples`,
 // whichever comes first, and always has at least one sample.
+//
+// These defaults, with MeasureConfig's, are the only ones: they reach Python as
+// _core.MeasureConfig, whose values Device.measure's keywords, metalbench's Settings and
+// the CLI's options take. They are part of every stored result's key, so changing one
+// measures everything again.
 struct StopRule {
   double max_noise = 0.005;  // relative standard deviation of the samples
   int min_samples = 10;
   double min_time = 0.005;   // seconds of sampled GPU (or CPU) time
-  double max_time = 0.5;     // seconds of wall time for the whole measurement
+  double max_time = 0.1;     // seconds of wall time for the whole measurement
   int max_samples = 1000;    // per clock
 };
 
@@ -76,7 +81,8 @@ struct Measurement {
   ClockReading clock_low, clock_high;  // lowest and highest clock seen (known = false: none)
 };
 
-// Refuses settings that are not finite or out of range, naming the setting.
+// Refuses settings that are not finite or out of range, naming the setting: the one
+// place their ranges are written (Python asks it through MeasureConfig.check()).
 void check_config(const MeasureConfig& config);
 
 struct Reset {

@@ -17,9 +17,10 @@
 // runner allocates to the exact size: float32 when a, b and c each hold 4 bytes per
 // element the params address, float16 when they hold 2. Either way the buffers are
 // checked to hold everything the params address.
-#include <cstring>
 #include <map>
 
+#include "common.h"
+#include "core/gemm_args.h"
 #include "cuda_internal.h"
 
 namespace mb::cuda {
@@ -33,19 +34,6 @@ void destroy_blas(BlasState* b) {
 }
 
 namespace {
-
-// common.h's MBParams: sixteen 4-byte fields.
-struct Params {
-  int32_t batch, m, n, k;
-  int32_t lda, ldb, ldc;
-  int32_t stride_a, stride_b, stride_c;
-  int32_t trans_a, trans_b, op;
-  float alpha, beta;
-  int32_t reserved;
-};
-static_assert(sizeof(Params) == 64, "MBParams is 64 bytes");
-
-constexpr int kOpMatmul = 0, kOpBias = 1, kOpAlphaBeta = 2;
 
 // `op` is the operation an error names: "builtin" while the handle is made, else "launch".
 void check_blas(cublasStatus_t s, const std::string& what, const char* op = "launch") {
@@ -109,55 +97,31 @@ class BlasKernel final : public CuKernel {
   size_t max_group_size() const override { return 0; }  // cuBLAS picks its own geometry
 
   std::function<void()> prepare(const Launch& launch) override {
-    if (launch.args.size() != 6)
-      throw UsageError("[cuda::launch] " + label_ + ": cuBLAS takes the 6 GEMM arguments (a, b, c, bias, ws, params), got " +
-                       std::to_string(launch.args.size()));
-    const auto* raw = std::get_if<std::vector<uint8_t>>(&launch.args[5]);
-    if (!raw || raw->size() != sizeof(Params))
-      throw UsageError("[cuda::launch] " + label_ + ": argument 5 must be the 64-byte MBParams");
-    Params p;
-    std::memcpy(&p, raw->data(), sizeof p);
-    if (p.batch < 1 || p.m < 1 || p.n < 1 || p.k < 1)
-      throw UsageError("[cuda::launch] " + label_ + ": empty problem (batch, m, n, k = " + std::to_string(p.batch) + ", " +
-                       std::to_string(p.m) + ", " + std::to_string(p.n) + ", " + std::to_string(p.k) + ")");
-    if (p.op < kOpMatmul || p.op > kOpAlphaBeta) throw UsageError("[cuda::launch] " + label_ + ": unknown op " + std::to_string(p.op));
+    const std::string where = "[cuda::launch] " + label_ + ": ";
+    const MBParams p = gemm_params(launch, where);
     CuBuffer& a = buffer_arg(launch, 0);
     CuBuffer& b = buffer_arg(launch, 1);
     CuBuffer& c = buffer_arg(launch, 2);
     CuBuffer& bias = buffer_arg(launch, 3);
     buffer_arg(launch, 4);
-
-    // Elements each matrix spans, from its pitches and batch stride.
-    auto span = [&](int64_t stride, int64_t rows, int64_t cols, int64_t ld) {
-      return (p.batch - 1) * stride + (rows - 1) * ld + cols;
-    };
-    const int64_t need_a = p.trans_a ? span(p.stride_a, p.k, p.m, p.lda) : span(p.stride_a, p.m, p.k, p.lda);
-    const int64_t need_b = p.trans_b ? span(p.stride_b, p.n, p.k, p.ldb) : span(p.stride_b, p.k, p.n, p.ldb);
-    const int64_t need_c = span(p.stride_c, p.m, p.n, p.ldc);
-    auto holds = [&](size_t es) {
-      return a.bytes() >= es * need_a && b.bytes() >= es * need_b && c.bytes() >= es * need_c &&
-             (p.op != kOpBias || bias.bytes() >= es * size_t(p.n));
-    };
-    const size_t es = element_ ? (holds(element_) ? element_ : 0) : holds(4) ? 4 : holds(2) ? 2 : 0;
-    if (!es)
-      throw UsageError("[cuda::launch] " + label_ + ": the buffers are smaller than the params address" +
-                       (element_ ? " at " + std::to_string(element_) + " bytes per element" : std::string()) +
-                       " (a " + std::to_string(a.bytes()) +
-                       " bytes for " + std::to_string(need_a) + " elements, b " + std::to_string(b.bytes()) +
-                       " for " + std::to_string(need_b) + ", c " + std::to_string(c.bytes()) + " for " +
-                       std::to_string(need_c) + ")");
+    // Without MB_F16 the element size is the one at which the buffers hold the problem.
+    size_t es = element_;
+    if (!es) es = gemm_buffers_short(launch, p, 4).empty() ? 4 : 2;
+    const std::string short_by = gemm_buffers_short(launch, p, es);
+    if (!short_by.empty())
+      throw UsageError(where + short_by + (element_ ? "" : " (no MB_F16 define: tried 4 and 2 bytes an element)"));
     const cudaDataType type = es == 2 ? CUDA_R_16F : CUDA_R_32F;
     const cublasOperation_t op_a = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's A is our B
     const cublasOperation_t op_b = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's B is our A
-    const float alpha = p.op == kOpAlphaBeta ? p.alpha : 1.0f;
-    const float beta = p.op == kOpAlphaBeta ? p.beta : 0.0f;
+    const float alpha = p.op == MB_OP_ALPHA_BETA ? p.alpha : 1.0f;
+    const float beta = p.op == MB_OP_ALPHA_BETA ? p.beta : 0.0f;
     const CUdeviceptr pa = a.ptr(), pb = b.ptr(), pc = c.ptr(), pbias = bias.ptr();
     const CublasApi& api = cublas();
     BlasState& s = blas_state(*ctx_);
     auto hold = std::make_shared<std::vector<Arg>>(launch.args);
     const std::string* who = &label_;
 
-    if (p.op != kOpBias) {
+    if (p.op != MB_OP_BIAS_ADD) {
       return [=, &api, &s] {
         (void)hold;
         check_blas(api.cublasGemmStridedBatchedEx(
@@ -199,7 +163,7 @@ class BlasKernel final : public CuKernel {
   }
 
  private:
-  std::unique_ptr<LtPlan> plan(const Params& p, cudaDataType type, cublasOperation_t op_a, cublasOperation_t op_b,
+  std::unique_ptr<LtPlan> plan(const MBParams& p, cudaDataType type, cublasOperation_t op_a, cublasOperation_t op_b,
                                CUdeviceptr bias, uint32_t align_a, uint32_t align_b, uint32_t align_c,
                                BlasState& s) {
     const CublasApi& api = cublas();

@@ -30,10 +30,9 @@
 #include <string>
 #include <utility>
 
-#include "../../kernels/include/common.h"
+#include "common.h"
+#include "core/gemm_args.h"
 #include "metal/metal_internal.h"
-
-static_assert(sizeof(MBParams) == 64, "MBParams is the 64-byte kernel ABI (kernels/include/common.h)");
 
 namespace mb::metal {
 namespace {
@@ -126,17 +125,10 @@ class MpsKernel final : public MetalKernel {
 
   std::shared_ptr<const PreparedLaunch> prepare(const Launch& launch) override {
     const std::string who = where("launch", label_);
-    if (launch.args.size() != 6)
-      throw UsageError(who + "takes the 6 GEMM arguments (a, b, c, bias, ws, params), got " +
-                       std::to_string(launch.args.size()));
+    const MBParams p = gemm_params(launch, who);
     std::array<MetalBuffer*, 5> buffers{};
     for (size_t i = 0; i < buffers.size(); ++i) buffers[i] = &buffer_arg(*ctx_, launch, i);
-    const auto* bytes = std::get_if<std::vector<uint8_t>>(&launch.args[5]);
-    if (!bytes || bytes->size() != sizeof(MBParams))
-      throw UsageError(who + "argument 5 must be the " + std::to_string(sizeof(MBParams)) + " bytes of MBParams");
-    MBParams p;
-    std::memcpy(&p, bytes->data(), sizeof p);
-    check(p, buffers, who);
+    check(launch, p, buffers, who);
     @autoreleasepool {
       std::shared_ptr<const Plan> plan = plan_of(p, who);
       return wrap(p, plan, buffers, who);
@@ -149,39 +141,28 @@ class MpsKernel final : public MetalKernel {
   MPSDataType type() const { return f16_ ? MPSDataTypeFloat16 : MPSDataTypeFloat32; }
 
   // MPS asserts rather than reports on a matrix its buffer cannot hold, so the layout
-  // rules of MPSMatrix are checked here first: a batch stride is a whole number of
-  // rows, at least one matrix, and the buffer (or view) reaches the last element.
-  void check(const MBParams& p, const std::array<MetalBuffer*, 5>& buf, const std::string& who) const {
-    if (p.batch < 1 || p.m < 1 || p.n < 1 || p.k < 1) throw UsageError(who + "batch, m, n and k must be positive");
-    if (p.op < MB_OP_MATMUL || p.op > MB_OP_ALPHA_BETA) throw UsageError(who + "unknown op " + std::to_string(p.op));
-    if (p.lda < 0 || p.ldb < 0 || p.ldc < 0 || p.stride_a < 0 || p.stride_b < 0 || p.stride_c < 0)
-      throw UsageError(who + "row pitches and batch strides must not be negative");
+  // rules of MPSMatrix are checked here first: beyond what every builtin checks
+  // (core/gemm_args.h: the buffer, or view, reaches the last element), a batch stride
+  // is a whole number of rows, at least one matrix.
+  void check(const Launch& launch, const MBParams& p, const std::array<MetalBuffer*, 5>& buf,
+             const std::string& who) const {
     if (gemv() && p.m != 1) throw UsageError(who + "mps-gemv takes m = 1, not " + std::to_string(p.m));
     if (gemv() && p.trans_a && p.lda != 1)
       throw UsageError(who + "mps-gemv needs the row of A contiguous (A stored k x 1 with lda 1)");
-    const size_t es = element(), batch = size_t(p.batch);
-    for (const Stored& s : stored(p, buf)) {
-      if (s.pitch < s.columns)
-        throw UsageError(who + s.name + " has a row pitch of " + std::to_string(s.pitch) + " elements for " +
-                         std::to_string(s.columns) + " columns");
-      if (batch > 1 && (s.stride < s.rows * s.pitch || s.stride % s.pitch != 0))
+    for (const Stored& s : stored(p, buf))
+      if (p.batch > 1 && (s.stride < s.rows * s.pitch || s.stride % s.pitch != 0))
         throw UsageError(who + s.name + "'s batch stride " + std::to_string(s.stride) +
                          " is not a whole number of rows of at least one matrix, as MPS needs");
-      size_t need = ((batch - 1) * s.stride + (s.rows - 1) * s.pitch + s.columns) * es;
-      if (need > s.buffer->bytes())
-        throw UsageError(who + s.name + " needs " + std::to_string(need) + " bytes, its buffer has " +
-                         std::to_string(s.buffer->bytes()));
-    }
-    if (p.op == MB_OP_BIAS_ADD && buf[3]->bytes() < size_t(p.n) * es)
-      throw UsageError(who + "bias needs " + std::to_string(size_t(p.n) * es) + " bytes, its buffer has " +
-                       std::to_string(buf[3]->bytes()));
+    const std::string short_by = gemm_buffers_short(launch, p, element());
+    if (!short_by.empty()) throw UsageError(who + short_by);
   }
 
   static std::array<Stored, 3> stored(const MBParams& p, const std::array<MetalBuffer*, 5>& buf) {
-    const size_t m = size_t(p.m), n = size_t(p.n), k = size_t(p.k);
-    return {Stored{"A", p.trans_a ? k : m, p.trans_a ? m : k, size_t(p.lda), size_t(p.stride_a), buf[0]},
-            Stored{"B", p.trans_b ? n : k, p.trans_b ? k : n, size_t(p.ldb), size_t(p.stride_b), buf[1]},
-            Stored{"C", m, n, size_t(p.ldc), size_t(p.stride_c), buf[2]}};
+    const std::array<StoredMatrix, 3> m = stored_matrices(p);
+    std::array<Stored, 3> out;
+    for (size_t i = 0; i < out.size(); ++i)
+      out[i] = {m[i].name, m[i].rows, m[i].columns, m[i].pitch, m[i].stride, buf[i]};
+    return out;
   }
 
   // The cached plan of this spec, or a new one (the oldest of kPlans is dropped).

@@ -1,26 +1,40 @@
 /* Shared by every GEMM kernel on every backend; included after the backend's
  * prelude, which supplies T, LOAD, STORE and the thread-id macros.
  *
- * The ABI: every kernel takes (a, b, c, bias, ws, p) with p an MBParams. The runner
- * packs MBParams from the spec (metalbench/specs.py), so its layout is fixed:
- * sixteen 4-byte fields, 64 bytes, no padding on any backend. */
+ * The ABI: every kernel takes (a, b, c, bias, ws, p) with p an MBParams. This file is
+ * its one definition. The native core compiles against it (the vendor builtins read
+ * p; _core.abi() reports each field's offset and type as built), the runner packs p
+ * from the spec (metalbench/specs.py, which tests/test_specs.py checks against
+ * _core.abi()), and `metalbench export` copies the MBParams block below into the
+ * header it writes. */
 #ifndef MB_COMMON_H
 #define MB_COMMON_H
 
+/* ---- MBParams: from here to its end mark, `metalbench export` copies this block ---- */
+#ifndef MB_PARAMS_H
+#define MB_PARAMS_H
+/* The fields in memory order, as FIELD(type, name), so that the host can list them
+ * (csrc/core/abi.cpp). Adding one is a line here and its value in specs.Spec.params().
+ * Every field is 4 bytes, so no backend pads the struct. */
+#define MB_PARAMS_FIELDS(FIELD)                                                                                 \
+  FIELD(int, batch) FIELD(int, m) FIELD(int, n) FIELD(int, k)                                                   \
+  FIELD(int, lda) FIELD(int, ldb) FIELD(int, ldc)                /* row pitch as stored, in elements */         \
+  FIELD(int, stride_a) FIELD(int, stride_b) FIELD(int, stride_c) /* between batch entries, in elements */       \
+  FIELD(int, trans_a)                                            /* 1: A is stored k x m */                     \
+  FIELD(int, trans_b)                                            /* 1: B is stored n x k (the weight layout) */ \
+  FIELD(int, op)                                                 /* MB_OP_* */                                  \
+  FIELD(float, alpha) FIELD(float, beta)                         /* used by MB_OP_ALPHA_BETA only */            \
+  FIELD(int, reserved)
+#define MB_PARAMS_DECLARE(type, name) type name;
 typedef struct {
-  int batch, m, n, k;
-  int lda, ldb, ldc;                /* row pitch of each matrix as stored, in elements */
-  int stride_a, stride_b, stride_c; /* distance between batch entries, in elements */
-  int trans_a;                      /* 1: A is stored k x m */
-  int trans_b;                      /* 1: B is stored n x k (the usual weight layout) */
-  int op;                           /* MB_OP_* */
-  float alpha, beta;                /* used by MB_OP_ALPHA_BETA only */
-  int reserved;
+  MB_PARAMS_FIELDS(MB_PARAMS_DECLARE)
 } MBParams;
 
 #define MB_OP_MATMUL 0
 #define MB_OP_BIAS_ADD 1
 #define MB_OP_ALPHA_BETA 2
+#endif
+/* ---- end of MBParams ---- */
 
 /* Element offsets of logical A[bi](i, kk), B[bi](kk, j) and C[bi](i, j). */
 #define A_AT(bi, i, kk) ((bi) * p.stride_a + (p.trans_a ? (kk) * p.lda + (i) : (i) * p.lda + (kk)))

@@ -29,9 +29,9 @@ from . import __version__, _core, backends, compare, export, formats, report, ro
 from . import html as html_page
 from .cli_suite import suite_app
 from .errors import InputError
-from .measure import Settings
 from .ray_pool import ray_available
 from .results import CLOCKS, Result
+from .settings import Settings, SettingsError
 from .store import MissingRun, Store
 from .ties import TIE_FLOOR
 
@@ -109,6 +109,8 @@ def _open_store(db: Path | None, readonly: bool = False) -> Store:
     return Store(db or default_store(), readonly=readonly)
 
 
+# The defaults of `run`'s measurement options: Settings', which are the core's.
+_SETTINGS = Settings()
 # The options of `run` that are measurement settings, by Settings field.
 _SETTING_OPTIONS = {"warmup": "--warmup", "min_samples": "--min-samples", "max_samples": "--max-samples",
                     "min_time": "--min-time", "max_time": "--max-time", "max_noise": "--max-noise",
@@ -118,7 +120,7 @@ _SETTING_OPTIONS = {"warmup": "--warmup", "min_samples": "--min-samples", "max_s
 def _settings(**values: object) -> Settings:
     try:
         return Settings(**values)  # type: ignore[arg-type]
-    except ValueError as e:
+    except SettingsError as e:
         text = str(e)
         for name, option in _SETTING_OPTIONS.items():
             text = text.replace(f"setting {name}", option)
@@ -151,15 +153,15 @@ def run(
     variants_glob: Annotated[list[str] | None, typer.Option("--variants", help="Glob over variant ids "
                              "(e.g. 'gemv/*'); may be repeated. The baseline always runs.",
                              show_default=False)] = None,
-    warmup: Annotated[int, typer.Option(help="Untimed launches before sampling.")] = 3,
-    min_samples: Annotated[int, typer.Option(help="Fewest samples of each clock.")] = 10,
-    max_samples: Annotated[int, typer.Option(help="Most samples of each clock.")] = 1000,
+    warmup: Annotated[int, typer.Option(help="Untimed launches before sampling.")] = _SETTINGS.warmup,
+    min_samples: Annotated[int, typer.Option(help="Fewest samples of each clock.")] = _SETTINGS.min_samples,
+    max_samples: Annotated[int, typer.Option(help="Most samples of each clock.")] = _SETTINGS.max_samples,
     min_time: Annotated[float, typer.Option(help="Seconds of samples the ranking clock needs before it may "
-                                            "stop.")] = 0.005,
+                                            "stop.")] = _SETTINGS.min_time,
     max_time: Annotated[float, typer.Option(help="Seconds of measuring a variant x spec pair may take, all "
-                                            "clocks together (a budget, not a hang limit).")] = 0.1,
+                                            "clocks together (a budget, not a hang limit).")] = _SETTINGS.max_time,
     max_noise: Annotated[float, typer.Option(help="The ranking clock samples until its relative standard "
-                                             "deviation is at most this (0.005 = 0.5%).")] = 0.005,
+                                             "deviation is at most this (0.005 = 0.5%).")] = _SETTINGS.max_noise,
     rank_by: RankOpt = None,
     cold: Annotated[bool, typer.Option("--cold", help="Each launch reads its own copy of the inputs, rotated so "
                                        "that none is in the last-level cache.")] = False,
@@ -182,7 +184,7 @@ def run(
     # The user's own files and values are checked first: their mistakes are worth
     # hearing about even on a machine where no backend can run.
     settings = _settings(warmup=warmup, min_samples=min_samples, max_samples=max_samples, min_time=min_time,
-                         max_time=max_time, max_noise=max_noise, rank_by=_rank(rank_by) or "batch", cold=cold)
+                         max_time=max_time, max_noise=max_noise, rank_by=_rank(rank_by) or _SETTINGS.rank_by, cold=cold)
     if not 0 < timeout <= 86400 or timeout != timeout:
         raise UsageProblem(f"--timeout must be a number of seconds above 0 and at most 86400, got {timeout}")
     tie_floor = _tie(tie)

@@ -5,7 +5,8 @@ For every spec of the run, the best correct variant by the run's ranking clock
 measured at, written to a folder:
 
     dispatch.json            the table (EXPORT_SCHEMA; docs/json.md lists its fields)
-    metalbench_dispatch.h    the same table as C data, for the host code of any backend
+    metalbench_dispatch.h    the same table as C data, for the host code of any backend, with
+                             MBParams as kernels/include/common.h defines it (copied from there)
     <family>-<config>-<f16|f32>.<cl|cu|metal>
                              one self-contained source per winning kernel: its defines
                              as #define lines, then the backend's prelude, common.h and
@@ -30,10 +31,11 @@ from .backends import TRAITS
 from .errors import InputError
 from .report import CLOCK_NAMES, Report
 from .results import CLOCKS, Result, Run, Status
-from .specs import Spec, SpecError, spec_from_key
+from .specs import SHORT_OPS, Spec, SpecError, spec_from_key
 from .variants import Variant
 
-__all__ = ["EXPORT_SCHEMA", "ExportError", "Exported", "build_table", "self_contained_source", "write_export"]
+__all__ = ["EXPORT_SCHEMA", "ExportError", "Exported", "build_table", "params_block", "self_contained_source",
+           "write_export"]
 
 # The dispatch table's format (semver): a new field bumps the minor version, a removed
 # or changed one the major.
@@ -41,6 +43,10 @@ EXPORT_SCHEMA = "1.0.0"
 # What to call a vendor builtin in the table.
 VENDOR_LIBRARIES = {"cublas": "cuBLAS", "mps": "Metal Performance Shaders", "mps-gemv": "Metal Performance Shaders"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# The marks around common.h's definition of MBParams and the op codes, which the
+# dispatch header copies for host code (the rest of common.h is for kernels).
+_PARAMS_BEGIN = "/* ---- MBParams:"
+_PARAMS_END = "/* ---- end of MBParams ---- */"
 
 
 class ExportError(InputError, ValueError):
@@ -81,6 +87,17 @@ def self_contained_source(variant: Variant, backend: str, dtype: str, comment: s
     defines = "".join(f"#define {name} {value}\n" for name, value in variant.defines(dtype).items())
     return "".join([f"/* {comment.strip()} */\n\n", defines, "\n", (include / f"{backend}.h").read_text(), "\n",
                     (include / "common.h").read_text(), f"\n/* ---- {body.name} ---- */\n", body.read_text()])
+
+
+def params_block() -> str:
+    """kernels/include/common.h's MBParams block, from its first mark to its end mark:
+    the struct, its field list and the MB_OP_* codes, under their own include guard."""
+    path = paths.kernels_dir() / "include" / "common.h"
+    text = path.read_text()
+    start, end = text.find(_PARAMS_BEGIN), text.find(_PARAMS_END)
+    if start < 0 or end < start:
+        raise RuntimeError(f"{path}: no MBParams block between the marks {_PARAMS_BEGIN!r} and {_PARAMS_END!r}")
+    return text[start:end + len(_PARAMS_END)]
 
 
 def _winner(run: Run, index: int, variant: str) -> Result:
@@ -187,17 +204,8 @@ def header_source(table: dict[str, Any]) -> str:
         " * zero, p an MBParams filled from the spec. kind 'vendor': call `vendor` for this spec instead.",
         " * kind 'none': no variant was correct. */",
         "#ifndef METALBENCH_DISPATCH_H", "#define METALBENCH_DISPATCH_H", "",
-        "#ifndef MB_COMMON_H /* the kernels' parameter block, as kernels/include/common.h defines it */",
-        "typedef struct {",
-        "  int batch, m, n, k;",
-        "  int lda, ldb, ldc;                /* row pitch of each matrix as stored, in elements */",
-        "  int stride_a, stride_b, stride_c; /* distance between batch entries, in elements */",
-        "  int trans_a, trans_b, op;",
-        "  float alpha, beta;",
-        "  int reserved;",
-        "} MBParams;",
-        "#define MB_OP_MATMUL 0", "#define MB_OP_BIAS_ADD 1", "#define MB_OP_ALPHA_BETA 2",
-        "#endif", "",
+        "/* The kernels' parameter block p, copied from metalbench's kernels/include/common.h. */",
+        params_block(), "",
         "typedef struct {",
         "  const char* spec_key; /* metalbench's key: op/dtype/BxMxNxK/layout[/alpha=/beta=] */",
         "  int op;               /* MB_OP_* */",
@@ -214,14 +222,14 @@ def header_source(table: dict[str, Any]) -> str:
         "} mb_dispatch_entry;", "",
         "static const mb_dispatch_entry mb_dispatch[] = {",
     ]
-    ops = {"matmul": "MB_OP_MATMUL", "matmul_bias_add": "MB_OP_BIAS_ADD", "matmul_alpha_beta": "MB_OP_ALPHA_BETA"}
     for e in table["specs"]:
         s = e["spec"]
         groups = e.get("groups") or [0, 0, 0]
         threads = e.get("threads") or [0, 0, 0]
         median = (e.get("times", {}).get(table["rank_by"]) or {}).get("median_us", 0.0)
+        op = f"MB_OP_{SHORT_OPS[s['op']].upper()}"
         lines.append(
-            f"  {{{_c_string(e['spec_key'])}, {ops[s['op']]}, {int(s['dtype'] == 'float16')}, {s['batch']}, "
+            f"  {{{_c_string(e['spec_key'])}, {op}, {int(s['dtype'] == 'float16')}, {s['batch']}, "
             f"{s['m']}, {s['n']}, {s['k']}, {int(s['transpose_a'])}, {int(s['transpose_b'])}, {s['alpha']!r}f, "
             f"{s['beta']!r}f, {_c_string(e['kind'])}, {_c_string(e.get('library'))}, {_c_string(e.get('file'))}, "
             f"{_c_string(e.get('entry'))}, {{{', '.join(map(str, groups))}}}, {{{', '.join(map(str, threads))}}}, "

@@ -25,14 +25,12 @@ from . import _core, metrics
 from .arena import Comparer, SpecBuffers, guard_bytes, plan_copies
 from .reference import Reference, ReferenceCache, make_inputs
 from .results import CLOCKS, Category, Result, Status
+from .settings import BATCH_TIME, Settings
 from .specs import DTYPES, Spec
 from .variants import ManifestError, Variant, build_kernel
 
-__all__ = ["BATCH_TIME", "Prepared", "Settings", "Worker", "plan_slots"]
+__all__ = ["Prepared", "Worker", "plan_slots"]
 
-# A batch sample spans at least this much GPU time: 1000 times CUDA events' 0.5 us
-# resolution, and long enough that a round's fixed costs stay out of it.
-BATCH_TIME = 5e-4
 # No GPU completes a launch much faster than this back to back (an H200 runs an empty
 # kernel in 1.4 us): with this many output slots, a batch of the fastest kernels can
 # still give every launch its own.
@@ -44,48 +42,6 @@ _SLOT_BUDGET = 16 << 20
 _COLD_SHARE = 4
 # Compiler threads at most: compiling is memory-hungry too (NVRTC takes ~100 MB).
 _BUILD_THREADS = 16
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How each variant is measured; all of it is part of the result key (runner.py)."""
-
-    warmup: int = 3
-    min_samples: int = 10
-    max_samples: int = 1000
-    min_time: float = 0.005
-    max_time: float = 0.1
-    max_noise: float = 0.005
-    rank_by: str = "batch"
-    cold: bool = False
-    batch_time: float = BATCH_TIME  # seconds of GPU time a batch sample spans at least
-
-    def __post_init__(self) -> None:
-        def finite(name: str, low: float, high: float) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not low <= value <= high:
-                raise ValueError(f"setting {name} must be a finite number from {low:g} to {high:g}, got {value!r}")
-
-        for name, low, high in (("warmup", 0, 10**6), ("min_samples", 1, 10**7), ("max_samples", 1, 10**7)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"setting {name} must be an integer from {low} to {high}, got {value!r}")
-        if self.max_samples < self.min_samples:
-            raise ValueError(f"setting max_samples ({self.max_samples}) must be at least min_samples "
-                             f"({self.min_samples})")
-        finite("min_time", 0, 86400)
-        finite("max_time", 1e-6, 86400)
-        finite("max_noise", 0, 1)
-        finite("batch_time", 1e-6, 10)
-        if self.rank_by not in CLOCKS:
-            raise ValueError(f"setting rank_by must be one of {', '.join(CLOCKS)}, got {self.rank_by!r}")
-
-    def core(self) -> dict:
-        """Keyword arguments of Device.measure."""
-        return {"warmup": self.warmup, "min_samples": self.min_samples, "max_samples": self.max_samples,
-                "min_time": self.min_time, "max_time": self.max_time, "max_noise": self.max_noise,
-                "rank_by": self.rank_by, "batch_time": self.batch_time}
 
 
 def plan_slots(spec: Spec, copies: int, alignment: int, max_held: int) -> int:

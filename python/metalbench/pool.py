@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
-from .measure import Settings
 from .results import Result
+from .settings import Settings
 from .specs import Spec
 from .variants import Variant
 

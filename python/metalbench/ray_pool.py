@@ -24,9 +24,10 @@ from dataclasses import replace
 from typing import Any
 
 from .backends import TRAITS
-from .measure import Settings, Worker
+from .measure import Worker
 from .pool import DeviceLost, Job, Message, PeakUnavailable, WorkerError, ahead, pick
 from .results import Category, Result, Status
+from .settings import Settings
 from .worker import JobRunner
 
 __all__ = ["RayPool", "ray_available"]

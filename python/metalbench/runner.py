@@ -20,10 +20,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
 from .backends import BackendError
-from .measure import Settings
 from .pool import DeviceLost, Job, Pair, PeakUnavailable, Phase, Pool, WorkerError, open_pool
 from .results import Category, Result, Status
 from .roofline import device_key
+from .settings import Settings
 from .specs import Spec, Suite
 from .store import Store
 from .ties import CONFIDENCE, TIE_FLOOR, estimate, ties_with

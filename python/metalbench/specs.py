@@ -27,19 +27,45 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["DTYPES", "OPS", "Orig", "Spec", "SpecError", "Suite", "SuiteError", "builtin_suites", "load_suite",
-           "spec_from_key"]
+__all__ = ["DTYPES", "OPS", "PARAMS_FIELDS", "SHORT_OPS", "Orig", "Spec", "SpecError", "Suite", "SuiteError",
+           "builtin_suites", "kernel_abi", "load_suite", "spec_from_key"]
 
+# In the order of their codes in kernels/include/common.h (MB_OP_MATMUL is 0).
 OPS: tuple[str, ...] = ("matmul", "matmul_bias_add", "matmul_alpha_beta")
+# Each op's short name: in labels, and the suffix of its MB_OP_* in common.h.
+SHORT_OPS: dict[str, str] = {"matmul": "matmul", "matmul_bias_add": "bias_add", "matmul_alpha_beta": "alpha_beta"}
 DTYPES: dict[str, np.dtype] = {"float16": np.dtype(np.float16), "float32": np.dtype(np.float32)}
 
-# MBParams in kernels/include/common.h: 13 ints, alpha and beta, a reserved int.
-_PARAMS = struct.Struct("<13i2fi")
+# MBParams (kernels/include/common.h) in memory order: each field's name and its
+# struct code. tests/test_specs.py checks it against the layout the core was compiled
+# with (_core.abi()), so a field added to common.h is added here, with its value in
+# Spec.params().
+PARAMS_FIELDS: tuple[tuple[str, str], ...] = (
+    ("batch", "i"), ("m", "i"), ("n", "i"), ("k", "i"),
+    ("lda", "i"), ("ldb", "i"), ("ldc", "i"),
+    ("stride_a", "i"), ("stride_b", "i"), ("stride_c", "i"),
+    ("trans_a", "i"), ("trans_b", "i"), ("op", "i"),
+    ("alpha", "f"), ("beta", "f"),
+    ("reserved", "i"),
+)
+# Little endian with standard sizes and no padding: the layout of every backend here.
+_PARAMS = struct.Struct("<" + "".join(code for _, code in PARAMS_FIELDS))
 # Kernels compute element offsets in int32 (common.h), so no matrix may hold more.
 _INT32_MAX = 2**31 - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
-_SHORT_OP = {"matmul": "matmul", "matmul_bias_add": "bias_add", "matmul_alpha_beta": "alpha_beta"}
 _SUITES = Path(__file__).resolve().parent / "suites"
+
+
+def kernel_abi() -> dict[str, dict]:
+    """The kernel ABI as this module packs it, in the form of _core.abi() (which gives
+    it as the core was compiled): MBParams' size and each field's offset and struct
+    code, and each op's code by its short name."""
+    fields, offset = {}, 0
+    for name, code in PARAMS_FIELDS:
+        fields[name] = {"offset": offset, "format": code}
+        offset += struct.calcsize("<" + code)
+    return {"params": {"size": _PARAMS.size, "fields": fields},
+            "ops": {SHORT_OPS[op]: code for code, op in enumerate(OPS)}}
 
 
 class SpecError(InputError, ValueError):
@@ -195,7 +221,7 @@ class Spec:
         dims = f"{self.m}x{self.n}x{self.k}"
         if self.batch > 1:
             dims = f"{self.batch}x{dims}"
-        text = f"{_SHORT_OP[self.op]} {dims} {self.layout}"
+        text = f"{SHORT_OPS[self.op]} {dims} {self.layout}"
         if self.op == "matmul_alpha_beta":
             text += f" a={self.alpha:g} b={self.beta:g}"
         if self.dtype != "float16":
@@ -211,14 +237,16 @@ class Spec:
         }
 
     def params(self) -> bytes:
-        """The 64-byte MBParams of kernels/include/common.h, little endian."""
-        return _PARAMS.pack(
-            self.batch, self.m, self.n, self.k,
-            self.shape_a[2], self.shape_b[2], self.shape_c[2],  # row pitch as stored
-            self.m * self.k, self.k * self.n, self.m * self.n,  # contiguous batch entries
-            int(self.transpose_a), int(self.transpose_b), OPS.index(self.op),
-            self.alpha, self.beta, 0,
-        )
+        """The MBParams of kernels/include/common.h for this spec, little endian."""
+        values = {
+            "batch": self.batch, "m": self.m, "n": self.n, "k": self.k,
+            "lda": self.shape_a[2], "ldb": self.shape_b[2], "ldc": self.shape_c[2],  # row pitch as stored
+            "stride_a": self.m * self.k, "stride_b": self.k * self.n, "stride_c": self.m * self.n,  # contiguous
+            "trans_a": int(self.transpose_a), "trans_b": int(self.transpose_b), "op": OPS.index(self.op),
+            "alpha": self.alpha, "beta": self.beta,
+            "reserved": 0,
+        }
+        return _PARAMS.pack(*(values[name] for name, _ in PARAMS_FIELDS))
 
     def bytes_moved(self) -> int:
         """The least DRAM traffic the op can cost: A and B read, C written (and read), bias read."""

@@ -30,10 +30,11 @@ from typing import Any
 
 from . import _core
 from .backends import BackendError
-from .measure import Settings, Worker, worker_stdio
+from .measure import Worker, worker_stdio
 from .peak import measure_read_bandwidth
 from .pool import DeviceLost, Job, Message, PeakUnavailable, Step, WorkerError, ahead, pick
 from .results import Category, Result, Status
+from .settings import Settings
 
 __all__ = ["JobRunner", "PeakJob", "ProcessPool"]
 
