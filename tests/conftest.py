@@ -1,10 +1,33 @@
+"""What the tests share: fixtures for the state every test gets (its own cache and store,
+the OpenCL device), and plain helpers, imported as `from conftest import ...`, for what
+tests do again and again: sweep through the runner, run the CLI, write a family. The
+helpers are functions rather than fixtures because module-scoped fixtures sweep too."""
+
+from __future__ import annotations
+
 import os
+import subprocess
+import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from metalbench import _core
+from metalbench import _core, report, runner, variants
+from metalbench.measure import Settings
+from metalbench.specs import load_suite
+from metalbench.store import Result, Run, Store
+
+# The planted faults (faults/README.md): a folder of manifests for --kernels, and the
+# suite they run on.
+FAULTS = Path(__file__).resolve().parent / "faults"
+FAULT_KERNELS = FAULTS / "kernels"
+FAULT_SUITE = FAULTS / "suite.toml"
+
+# The cheapest measurement that still verifies: every pair is checked before and after
+# its timed launches, which are few. For tests about verdicts, not times.
+FAST = Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +51,50 @@ def opencl():
             pytest.fail(f"OpenCL is required here but unavailable: {reason}")
         pytest.skip(f"no OpenCL device: {reason}")
     return _core.open("opencl", 0)
+
+
+def sweep(folder: Path, patterns: Sequence[str] = (), *, suite: str | Path = "smoke", kernels: Sequence[Path] = (),
+          backend: str = "opencl", settings: Settings = FAST, **options: object) -> tuple[Run, report.Report]:
+    """runner.run of the `backend` variants matching `patterns` (every one when none), built in
+    or from the `kernels` folders, with the backend's baseline, over `suite` (a built-in name,
+    a path, or the text of a suite file), into the store folder/results.sqlite: the stored
+    run and its report. `options` go to runner.run as they are (force, race, timeout, ...)."""
+    if isinstance(suite, str) and "\n" in suite:
+        path = folder / "suite.toml"
+        path.write_text(suite)
+        suite = path
+    store = Store(folder / "results.sqlite")
+    chosen = runner.with_baseline(variants.load_variants(backend, kernels), backend, patterns)
+    run = store.load_run(runner.run(load_suite(suite), chosen, backend=backend, store=store, settings=settings,
+                                    **options))
+    return run, report.build(run)
+
+
+def results_of(run: Run, variant: str) -> list[Result]:
+    """The results of `variant` in `run` on the specs it supports, in the suite's order."""
+    return [r for r in run.results if r.variant == variant and r.status != "unsupported"]
+
+
+def _cli_command(args: Sequence[str], before: str) -> list[str]:
+    if not before:
+        return [sys.executable, "-m", "metalbench", *args]
+    # `before` runs first, in the CLI's own process; then the module runs as -m runs it.
+    program = f"{before}\nimport runpy\nrunpy.run_module('metalbench', run_name='__main__', alter_sys=True)"
+    return [sys.executable, "-c", program, *args]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, before: str = "", cwd: Path | None = None,
+        timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`python -m metalbench ARGS` as a user runs it, in a process of its own, to its end.
+    `env` adds to the environment; `before` is Python that runs first in that process (to
+    hide a module, say)."""
+    return subprocess.run(_cli_command(args, before), capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def start_cli(*args: str) -> subprocess.Popen[str]:
+    """`python -m metalbench ARGS` started and left running, for a test to signal or kill."""
+    return subprocess.Popen(_cli_command(args, ""), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def write_family(folder: Path, name: str, source: str, *, backend: str = "opencl", extra: str = "",
