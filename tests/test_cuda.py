@@ -1,10 +1,11 @@
-"""The CUDA backend. Without a GPU: the loader's messages, the cache setting, and the
-CUDA prelude with every kernel body compiled by a local nvcc. With one (`-m gpu`),
-through the public API only: every variant verified by the runner on the odd and
-smoke suites, cuBLAS on every op, layout and batch (through the runner, and with its
-element type inferred through the embedded timer), planted faults that each cost one
-result (correct once but wrong when timed, hung, illegal address), NVML clock
-readings, the compiled-kernel cache, and the embedded timer."""
+"""The CUDA backend. Without a GPU: the loader's messages, and the CUDA prelude with
+every kernel body (the planted faults' of tests/faults too) compiled by a local nvcc.
+With one (`-m gpu`), through the public API only: every variant verified by the
+runner on the odd and smoke suites, cuBLAS on every op, layout and batch (through the
+runner, and with its element type inferred through the embedded timer), planted
+faults that each cost one result (correct once but wrong when timed, hung, illegal
+address), NVML clock readings, the compiled-kernel cache and where set_cache_dir puts
+it, and the embedded timer."""
 
 import ctypes
 import os
@@ -23,7 +24,7 @@ from conftest import FAULT_KERNELS, results_of, sweep
 from rich.console import Console
 
 import metalbench
-from metalbench import _core, metrics, paths, report, runner, variants
+from metalbench import _core, metrics, report, runner, variants
 from metalbench.reference import ReferenceCache, make_inputs
 from metalbench.specs import Spec
 
@@ -78,11 +79,6 @@ def test_reason_names_missing_nvrtc(tmp_path):
     if _loads("libnvrtc.so") or list(Path("/usr/local").glob("cuda*/lib*/libnvrtc.so*")) or _nvrtc_wheel():
         pytest.skip("this machine has NVRTC in a standard place (a toolkit, or a wheel the loader finds)")
     assert "NVRTC" in out and "nvidia-cuda-nvrtc" in out and "METALBENCH_NVRTC" in out
-
-
-def test_set_cache_dir_takes_a_path(tmp_path):
-    _core.set_cache_dir(str(tmp_path / "kernels"))
-    _core.set_cache_dir(str(paths.cache_dir() / "kernels"))
 
 
 def _nvcc() -> str | None:
@@ -260,10 +256,15 @@ def test_cublas_infers_the_element_type_from_the_buffers(cuda, dtype):
             cuda.run(told_wrong, args, [1], [1])
 
 
-def _compile_in_subprocess(cache: Path, source: str) -> str:
+def _compile_in_subprocess(cache: Path, source: str, cache_dir: str | None = None) -> str:
+    """Compiles `source` in a process of its own, with METALBENCH_CACHE_DIR `cache` and, given
+    `cache_dir`, _core.set_cache_dir(cache_dir) first; returns what it printed: the seconds
+    the compile took."""
     code = textwrap.dedent(f"""
         import time
         import metalbench
+        if {cache_dir!r} is not None:
+            metalbench._core.set_cache_dir({cache_dir!r})
         dev = metalbench.open_device("cuda", 0)
         t = time.perf_counter()
         dev.compile({source!r}, "twice", {{"SCALE": "3"}}, "test/twice")
@@ -305,6 +306,19 @@ def test_second_process_compiles_nothing_and_damage_is_rebuilt(cuda, tmp_path):
     entries[0].write_bytes(first[:40])  # truncated
     _compile_in_subprocess(root, TWICE)
     assert entries[0].read_bytes() == first
+
+
+@pytest.mark.gpu
+def test_set_cache_dir_moves_the_kernel_cache_and_an_empty_path_turns_it_off(cuda, tmp_path):
+    # In processes of their own: the setting is process-wide and would outlive this test.
+    env, chosen = tmp_path / "env", tmp_path / "chosen"
+    _compile_in_subprocess(env, TWICE, cache_dir=str(chosen))
+    assert len(list((chosen / "cuda").glob("*.bin"))) == 1
+    assert not (env / "kernels").exists()  # not where METALBENCH_CACHE_DIR would put it
+    _compile_in_subprocess(env, TWICE.replace("SCALE", "(SCALE + 1)"), cache_dir="")
+    assert len(list((chosen / "cuda").glob("*.bin"))) == 1 and not (env / "kernels").exists()
+    _compile_in_subprocess(env, TWICE)  # unset: METALBENCH_CACHE_DIR/kernels
+    assert len(list((env / "kernels" / "cuda").glob("*.bin"))) == 1
 
 
 @pytest.mark.gpu
