@@ -16,7 +16,7 @@ import pytest
 
 from metalbench import _core, report, runner, variants
 from metalbench.measure import Settings
-from metalbench.specs import load_suite
+from metalbench.specs import Spec, load_suite
 from metalbench.store import Result, Run, Store
 
 # The planted faults (faults/README.md): a folder of manifests for --kernels, and the
@@ -68,6 +68,28 @@ def sweep(folder: Path, patterns: Sequence[str] = (), *, suite: str | Path = "sm
     run = store.load_run(runner.run(load_suite(suite), chosen, backend=backend, store=store, settings=settings,
                                     **options))
     return run, report.build(run)
+
+
+class Recorder(runner.Events):
+    """Keeps what the runner reports (the total, each result, each note); with `stop_after`,
+    interrupts the sweep as Ctrl-C would once that many results are in."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.results: list[Result] = []
+        self.notes: list[str] = []
+        self.total: int | None = None
+        self.stop_after = stop_after
+
+    def start(self, total: int) -> None:
+        self.total = total
+
+    def result(self, spec: Spec, result: Result) -> None:
+        self.results.append(result)
+        if self.stop_after is not None and len(self.results) >= self.stop_after:
+            raise KeyboardInterrupt
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
 
 
 def results_of(run: Run, variant: str) -> list[Result]:

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAULT_KERNELS, results_of, sweep
+from conftest import FAULT_KERNELS, Recorder, results_of, sweep
 from rich.console import Console
 
 import metalbench
-from metalbench import _core, metrics, report, runner, variants
+from metalbench import _core, metrics, report, variants
 from metalbench.reference import ReferenceCache, make_inputs
 from metalbench.specs import Spec
 
@@ -146,14 +146,6 @@ def shared_cache(tmp_path_factory):
     """One kernel and reference cache for the sweeps of every variant, so that the second
     compiles nothing (the worker compiles one variant after another)."""
     return tmp_path_factory.mktemp("cuda-cache")
-
-
-class Recorder(runner.Events):
-    def __init__(self):
-        self.notes = []
-
-    def note(self, message):
-        self.notes.append(message)
 
 
 def cuda_sweep(tmp_path, suite, patterns=(), **options):
