@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import FAULT_KERNELS
+from simd32.check import HEADER as SIMD32
 
 from metalbench import variants
 from metalbench.specs import Spec
@@ -25,9 +26,6 @@ INCLUDE = ROOT / "kernels" / "include"
 SHIM = ROOT / "tests" / "metal_shim"
 CLANG = shutil.which("clang++-14")
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
-
-
-SIMD32 = ROOT / "tests" / "simd32" / "opencl_simd32.h"
 
 
 def build(backend: str, body: str, name: str, simd32: bool = False) -> str:

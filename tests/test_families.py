@@ -3,19 +3,12 @@ PoCL through the runner on the smoke suite, again with 32-lane SIMD groups emula
 (the lane arithmetic Metal and CUDA run), and their grids checked against what an
 Apple GPU allows."""
 
-import sys
-from pathlib import Path
-
 import pytest
 from conftest import sweep
+from simd32.check import verify_simd32
 
 from metalbench import variants
 from metalbench.specs import load_suite
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from opencl_check import verify_simd32  # noqa: E402
 
 FAMILIES = ("tilegemv", "bcastgemv", "kpargemv", "simdgemv", "persistgemv")
 
