@@ -1,7 +1,8 @@
 """What the tests share: fixtures for the state every test gets (its own cache and store,
 the OpenCL device), and plain helpers, imported as `from conftest import ...`, for what
 tests do again and again: sweep through the runner, run the CLI, write a family. The
-helpers are functions rather than fixtures because module-scoped fixtures sweep too."""
+helpers are functions rather than fixtures because module-scoped fixtures sweep too;
+start_cli is a fixture, as what it starts must be stopped when the test ends."""
 
 from __future__ import annotations
 
@@ -114,9 +115,23 @@ def cli(*args: str, env: dict[str, str] | None = None, before: str = "", cwd: Pa
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
-def start_cli(*args: str) -> subprocess.Popen[str]:
-    """`python -m metalbench ARGS` started and left running, for a test to signal or kill."""
-    return subprocess.Popen(_cli_command(args, ""), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def start_cli():
+    """start_cli(*ARGS) starts `python -m metalbench ARGS` and leaves it running, for the test
+    to signal or kill. Whatever still runs when the test ends (a test that failed, or ran
+    out of time) is killed: its workers end with it."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*args: str) -> subprocess.Popen[str]:
+        started.append(subprocess.Popen(_cli_command(args, ""), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
 
 
 def write_family(folder: Path, name: str, source: str, *, backend: str = "opencl", extra: str = "",

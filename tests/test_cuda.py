@@ -438,6 +438,7 @@ def test_a_kernel_correct_once_but_skipping_its_work_later_is_wrong(needs_cuda, 
 
 
 @pytest.mark.gpu
+@pytest.mark.slow
 def test_a_hung_kernel_times_out_and_the_sweep_goes_on(needs_cuda, tmp_path):
     run, rep = cuda_sweep(tmp_path, THREE_SPECS, ["hang/*"], kernels=[FAULT_KERNELS], timeout=5)
     hung = results_of(run, "hang/tg64")

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import FAST, FAULT_KERNELS, FAULT_SUITE, results_of, start_cli, sweep, write_family
+from conftest import FAST, FAULT_KERNELS, FAULT_SUITE, results_of, sweep, write_family
 
 from metalbench import variants
 from metalbench.measure import Worker
@@ -40,6 +40,7 @@ def test_every_planted_fault_names_its_own_code():
 
 # --- 2. a hung or crashing kernel costs one result -----------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_hung_kernel_times_out_and_the_sweep_goes_on(opencl, tmp_path):
     run, rep = faults(tmp_path, ["hang/*"], timeout=4)
     hung = results_of(run, "hang/tg64")
@@ -192,7 +193,7 @@ def test_a_spec_too_big_for_the_machine_fails_with_a_reason(opencl, tmp_path):
 
 # --- the CLI around a hung kernel: Ctrl-C, kill -9 -----------------------------------------------------------------
 
-def _run_hang(*extra):
+def _run_hang(start_cli, *extra):
     return start_cli("run", "--suite", str(FAULT_SUITE), "--backend", "opencl", "--kernels", str(FAULT_KERNELS),
                      "--variants", "hang/*", "--max-time", "0.05", "--timeout", "600", "--no-race", *extra)
 
@@ -214,8 +215,9 @@ def _wait_for_hang(store_path, deadline=180.0):
     raise AssertionError("the run never got to the hung kernel")
 
 
-def test_ctrl_c_stops_a_run_inside_a_hung_kernel_and_keeps_its_results(opencl, tmp_path):
-    proc = _run_hang()
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_inside_a_hung_kernel_and_keeps_its_results(opencl, tmp_path, start_cli):
+    proc = _run_hang(start_cli)
     _wait_for_hang(tmp_path / "results.sqlite")
     proc.send_signal(signal.SIGINT)
     start = time.monotonic()
@@ -227,9 +229,10 @@ def test_ctrl_c_stops_a_run_inside_a_hung_kernel_and_keeps_its_results(opencl, t
     assert run.status == "interrupted" and results_of(run, "naive/default")[0].status == "ok"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker processes through /proc")
-def test_a_killed_run_is_marked_abandoned_by_the_next(opencl, tmp_path):
-    proc = _run_hang()
+def test_a_killed_run_is_marked_abandoned_by_the_next(opencl, tmp_path, start_cli):
+    proc = _run_hang(start_cli)
     _wait_for_hang(tmp_path / "results.sqlite")
     workers = _children(proc.pid)
     assert workers
@@ -238,7 +241,7 @@ def test_a_killed_run_is_marked_abandoned_by_the_next(opencl, tmp_path):
     # Its worker, stuck in the kernel, notices its parent is gone and ends too.
     time.sleep(3)
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
-    again = _run_hang("--timeout", "3")
+    again = _run_hang(start_cli, "--timeout", "3")
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert "run 1 was left 'running'" in err and "marked 'abandoned'" in err
