@@ -134,17 +134,17 @@ def start_cli():
             proc.communicate()
 
 
-def write_family(folder: Path, name: str, source: str, *, backend: str = "opencl", extra: str = "",
-                 suffix: str = ".c") -> Path:
-    """A family of one variant (`name`/tg64, one thread per output column) for the kernel
-    `name` in `source`, written into `folder`, which is returned for --kernels."""
+def write_family(folder: Path, name: str, source: str, *, extra: str = "") -> Path:
+    """An OpenCL family of one variant (`name`/tg64, one thread per output column) for the
+    kernel `name` in `source`, written into `folder`, which is returned for --kernels;
+    `extra` is more of the manifest (before its [grid])."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}{suffix}").write_text(textwrap.dedent(source))
+    (folder / f"{name}.c").write_text(textwrap.dedent(source))
     (folder / f"{name}.toml").write_text(textwrap.dedent(f"""\
         name = "{name}"
-        source = "{name}{suffix}"
+        source = "{name}.c"
         entry = "{name}"
-        backends = ["{backend}"]
+        backends = ["opencl"]
         dtypes = ["float16", "float32"]
         config = "tg{{TG}}"
         {extra}
