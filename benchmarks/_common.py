@@ -24,7 +24,7 @@ from metalbench.store import Store
 from metalbench.ties import TIE_FLOOR
 
 # Settings for verifying rather than timing: every pair is still verified, before and
-# after its timed launches, but timed only briefly (tests/test_runner.py uses the same).
+# after its timed launches, but timed only briefly.
 FAST = runner.Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
 DEFAULT_SUITE = "qwen2.5-0.5b-decode"
 

@@ -7,12 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import cli
+
 from metalbench.store import Store
-
-
-def cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "metalbench", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600)
 
 
 def test_run_report_and_rerun(opencl, tmp_path):

@@ -1,12 +1,10 @@
 """`metalbench compare`: the significance test, the pairing, verdicts, exit codes."""
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import cli
 
 from metalbench import compare
 from metalbench.results import Result
@@ -15,11 +13,6 @@ from metalbench.store import Store
 DEVICE = {"name": "Test GPU", "vendor": "Test", "driver": "1.0", "backend": "opencl"}
 SPECS = [{"key": "matmul/float16/1x1x64x64/nt", "label": "matmul 1x64x64 nt"},
          {"key": "matmul/float16/1x1x32x32/nt", "label": "matmul 1x32x32 nt"}]
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "metalbench", *args], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=300)
 
 
 def _stats(ns):

@@ -1,10 +1,11 @@
-"""The CUDA backend. Without a GPU: the loader's messages, the cache setting, and the
-CUDA prelude with every kernel body compiled by a local nvcc. With one (`-m gpu`),
-through the public API only: every variant verified by the runner on the odd and
-smoke suites, cuBLAS on every op, layout and batch (through the runner, and with its
-element type inferred through the embedded timer), planted faults that each cost one
-result (correct once but wrong when timed, hung, illegal address), NVML clock
-readings, the compiled-kernel cache, and the embedded timer."""
+"""The CUDA backend. Without a GPU: the loader's messages, and the CUDA prelude with
+every kernel body (the planted faults' of tests/faults too) compiled by a local nvcc.
+With one (`-m gpu`), through the public API only: every variant verified by the
+runner on the odd and smoke suites, cuBLAS on every op, layout and batch (through the
+runner, and with its element type inferred through the embedded timer), planted
+faults that each cost one result (correct once but wrong when timed, hung, illegal
+address), NVML clock readings, the compiled-kernel cache and where set_cache_dir puts
+it, and the embedded timer."""
 
 import ctypes
 import os
@@ -19,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_family
+from conftest import FAULT_KERNELS, Recorder, results_of, sweep
 from rich.console import Console
 
 import metalbench
-from metalbench import _core, metrics, paths, report, runner, variants
+from metalbench import _core, metrics, report, variants
 from metalbench.reference import ReferenceCache, make_inputs
-from metalbench.specs import Spec, load_suite
-from metalbench.store import Store
+from metalbench.specs import Spec
 
 
 def _loads(name: str) -> bool:
@@ -81,19 +81,14 @@ def test_reason_names_missing_nvrtc(tmp_path):
     assert "NVRTC" in out and "nvidia-cuda-nvrtc" in out and "METALBENCH_NVRTC" in out
 
 
-def test_set_cache_dir_takes_a_path(tmp_path):
-    _core.set_cache_dir(str(tmp_path / "kernels"))
-    _core.set_cache_dir(str(paths.cache_dir() / "kernels"))
-
-
 def _nvcc() -> str | None:
     return shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
 
 
 def _representatives() -> list:
-    """Per CUDA family and dtype, the first and the last variant of its grid."""
+    """Per CUDA family (the planted faults' too) and dtype, the first and the last variant of its grid."""
     out = []
-    for family in variants.load_families():
+    for family in variants.load_families([FAULT_KERNELS]):
         if "cuda" not in family.backends or family.builtin:
             continue
         vs = variants.expand(family)
@@ -107,7 +102,7 @@ def _representatives() -> list:
 def test_prelude_and_every_body_compile_with_nvcc(tmp_path):
     nvcc = _nvcc()
     cases = _representatives()
-    assert {v.family.name for v, _ in cases} >= {"naive", "warpgemv", "splitkgemv", "nngemv"}
+    assert {v.family.name for v, _ in cases} >= {"naive", "warpgemv", "splitkgemv", "nngemv", "hang", "once"}
 
     def compile_one(i_case):
         i, (v, dtype) = i_case
@@ -127,7 +122,6 @@ def test_prelude_and_every_body_compile_with_nvcc(tmp_path):
 
 # ---- on a CUDA GPU ---------------------------------------------------------------------
 
-FAST = runner.Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
 BAD = ("failed", "wrong", "timeout", "crashed")
 
 
@@ -154,31 +148,9 @@ def shared_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("cuda-cache")
 
 
-class Recorder(runner.Events):
-    def __init__(self):
-        self.notes = []
-
-    def note(self, message):
-        self.notes.append(message)
-
-
-def sweep(tmp_path, suite, patterns=(), kernels=(), timeout=runner.DEFAULT_TIMEOUT, events=None):
-    """runner.run of the CUDA variants matching `patterns` (with cuBLAS, the baseline) over a suite
-    (a built-in name, or the text of a suite file): the stored run and its report."""
-    if "\n" in suite:
-        path = tmp_path / "suite.toml"
-        path.write_text(suite)
-        suite = path
-    store = Store(tmp_path / "results.sqlite")
-    chosen = runner.with_baseline(variants.load_variants("cuda", kernels), "cuda", patterns)
-    run_id = runner.run(load_suite(suite), chosen, backend="cuda", store=store, settings=FAST, force=True,
-                        timeout=timeout, events=events)
-    run = store.load_run(run_id)
-    return run, report.build(run)
-
-
-def results_of(run, variant):
-    return [r for r in run.results if r.variant == variant and r.status != "unsupported"]
+def cuda_sweep(tmp_path, suite, patterns=(), **options):
+    """The CUDA variants matching `patterns`, with cuBLAS (the baseline), over `suite`, every pair measured now."""
+    return sweep(tmp_path, patterns, suite=suite, backend="cuda", force=True, **options)
 
 
 def spec_toml(specs):
@@ -211,7 +183,7 @@ def test_device_info(cuda):
 @pytest.mark.parametrize("suite", ["odd", "smoke"])
 def test_the_runner_verifies_every_cuda_variant(needs_cuda, tmp_path, suite, shared_cache, monkeypatch):
     monkeypatch.setenv("METALBENCH_CACHE_DIR", str(shared_cache))
-    run, rep = sweep(tmp_path, suite)
+    run, rep = cuda_sweep(tmp_path, suite)
     bad = [(r.variant, run.specs[r.spec_index]["label"], r.status, r.message) for r in run.results if r.status in BAD]
     assert not bad, bad[:20]
     # Every family verified on at least one spec of the suite (a pair raced out was
@@ -224,7 +196,7 @@ def test_the_runner_verifies_every_cuda_variant(needs_cuda, tmp_path, suite, sha
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_cublas_on_every_op_layout_and_batch_through_the_runner(needs_cuda, tmp_path, dtype):
     specs = every_op_layout_and_batch(dtype)
-    run, rep = sweep(tmp_path, spec_toml(specs), ["cublas/*"])
+    run, rep = cuda_sweep(tmp_path, spec_toml(specs), ["cublas/*"])
     blas = results_of(run, "cublas/baseline")
     assert len(blas) == len(specs) == 24
     assert all(r.status == "ok" for r in blas), [(run.specs[r.spec_index]["label"], r.message) for r in blas
@@ -276,10 +248,15 @@ def test_cublas_infers_the_element_type_from_the_buffers(cuda, dtype):
             cuda.run(told_wrong, args, [1], [1])
 
 
-def _compile_in_subprocess(cache: Path, source: str) -> str:
+def _compile_in_subprocess(cache: Path, source: str, cache_dir: str | None = None) -> str:
+    """Compiles `source` in a process of its own, with METALBENCH_CACHE_DIR `cache` and, given
+    `cache_dir`, _core.set_cache_dir(cache_dir) first; returns what it printed: the seconds
+    the compile took."""
     code = textwrap.dedent(f"""
         import time
         import metalbench
+        if {cache_dir!r} is not None:
+            metalbench._core.set_cache_dir({cache_dir!r})
         dev = metalbench.open_device("cuda", 0)
         t = time.perf_counter()
         dev.compile({source!r}, "twice", {{"SCALE": "3"}}, "test/twice")
@@ -321,6 +298,19 @@ def test_second_process_compiles_nothing_and_damage_is_rebuilt(cuda, tmp_path):
     entries[0].write_bytes(first[:40])  # truncated
     _compile_in_subprocess(root, TWICE)
     assert entries[0].read_bytes() == first
+
+
+@pytest.mark.gpu
+def test_set_cache_dir_moves_the_kernel_cache_and_an_empty_path_turns_it_off(cuda, tmp_path):
+    # In processes of their own: the setting is process-wide and would outlive this test.
+    env, chosen = tmp_path / "env", tmp_path / "chosen"
+    _compile_in_subprocess(env, TWICE, cache_dir=str(chosen))
+    assert len(list((chosen / "cuda").glob("*.bin"))) == 1
+    assert not (env / "kernels").exists()  # not where METALBENCH_CACHE_DIR would put it
+    _compile_in_subprocess(env, TWICE.replace("SCALE", "(SCALE + 1)"), cache_dir="")
+    assert len(list((chosen / "cuda").glob("*.bin"))) == 1 and not (env / "kernels").exists()
+    _compile_in_subprocess(env, TWICE)  # unset: METALBENCH_CACHE_DIR/kernels
+    assert len(list((env / "kernels" / "cuda").glob("*.bin"))) == 1
 
 
 @pytest.mark.gpu
@@ -411,7 +401,7 @@ def test_nvml_clock_readings_reach_the_report(cuda, tmp_path):
     assert reading is not None, f"no clock: {cuda.info['clock_source']}"
     assert 0 < reading["mhz"] <= reading["max_mhz"] * 1.05 and isinstance(reading["throttled"], bool)
     spec = Spec("matmul", "float16", 1, 1, 896, 896, False, True)
-    run, rep = sweep(tmp_path, spec_toml([spec]), ["cublas/*"])
+    run, rep = cuda_sweep(tmp_path, spec_toml([spec]), ["cublas/*"])
     assert re.match(r"\d+-\d+ MHz \(maximum \d+\)", rep.clock_note), rep.clock_note
     console = Console(record=True, width=200)
     report.render(rep, console)
@@ -420,25 +410,13 @@ def test_nvml_clock_readings_reach_the_report(cuda, tmp_path):
 
 # ---- planted faults: each costs its own result --------------------------------------------------------------------
 
-BODY = """\
-{globals}
-MB_KERNEL({name}) {{
-  int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0), i = GROUP_ID(1), bi = GROUP_ID(2);
-  {before}
-  if (j < p.n) {{
-    float acc = 0.0f;
-    for (int kk = 0; kk < p.k; ++kk) acc += LOAD(a, A_AT(bi, i, kk)) * LOAD(b, B_AT(bi, kk, j));
-    MB_STORE_C(C_AT(bi, i, j), j, acc);
-  }}
-  {after}
-}}
-"""
-
-
-def family(folder, name, before="", after="", globals_=""):
-    """A correct one-thread-per-output CUDA kernel with a fault planted in it."""
-    return write_family(folder, name, BODY.format(name=name, before=before, after=after, globals=globals_),
-                        backend="cuda", suffix=".cu")
+def faults_only_on_k(folder, k):
+    """A copy of tests/faults/kernels whose faults are planted only on specs of this k (the
+    grid parameter only_k of planted.c): on the others each kernel is correct."""
+    shutil.copytree(FAULT_KERNELS, folder)
+    for manifest in folder.glob("*.toml"):
+        manifest.write_text(manifest.read_text().replace("[grid]\n", f"[grid]\nonly_k = [{k}]\n"))
+    return folder
 
 
 ONE_SPEC = spec_toml([Spec("matmul", "float16", 1, 1, 96, 64, False, True)])
@@ -450,28 +428,19 @@ THREE_SPECS = spec_toml([Spec("matmul", "float16", 1, 1, 45, 29, False, True),
 
 @pytest.mark.gpu
 def test_a_kernel_correct_once_but_skipping_its_work_later_is_wrong(needs_cuda, tmp_path):
-    # A __device__ global is program-scope state: it survives from launch to launch of
-    # the module. Blocks count themselves done after their stores (behind a barrier, so
-    # that no thread of the first launch can see the count complete); every later
-    # launch sees it complete and returns at once.
-    kernels = family(tmp_path / "k", "once", globals_="__device__ unsigned int mb_blocks_done;",
-                     before="if (*(volatile unsigned int*)&mb_blocks_done >= gridDim.x * gridDim.y * gridDim.z) "
-                            "return;",
-                     after="__syncthreads(); if (threadIdx.x == 0) atomicAdd(&mb_blocks_done, 1u);")
-    run, rep = sweep(tmp_path, ONE_SPEC, ["once/*"], kernels=[kernels])
+    # tests/faults/kernels/cuda/once.cu: a counter in a __device__ global, which outlives
+    # the launch, makes every launch after the first return at once.
+    run, rep = cuda_sweep(tmp_path, ONE_SPEC, ["once/*"], kernels=[FAULT_KERNELS])
     (once,) = results_of(run, "once/tg64")
     assert once.status == "wrong" and once.message.startswith("correct once, wrong when timed"), once.message
     assert "never written" in once.message
     assert rep.specs[0].best == "cublas/baseline"
 
 
-HANG = "volatile GLOBAL_PTR int* flag = (volatile GLOBAL_PTR int*)ws; while (flag[0] == 0) {}"
-
-
 @pytest.mark.gpu
+@pytest.mark.slow
 def test_a_hung_kernel_times_out_and_the_sweep_goes_on(needs_cuda, tmp_path):
-    kernels = family(tmp_path / "k", "hang", before=HANG)
-    run, rep = sweep(tmp_path, THREE_SPECS, ["hang/*"], kernels=[kernels], timeout=5)
+    run, rep = cuda_sweep(tmp_path, THREE_SPECS, ["hang/*"], kernels=[FAULT_KERNELS], timeout=5)
     hung = results_of(run, "hang/tg64")
     assert [r.status for r in hung] == ["timeout"] * 3
     assert all("longer than 5 s" in r.message for r in hung), [r.message for r in hung]
@@ -481,17 +450,14 @@ def test_a_hung_kernel_times_out_and_the_sweep_goes_on(needs_cuda, tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("fault", [
-    "((volatile float*)0x10)[LOCAL_ID(0)] = 1.0f;",       # an illegal address
-    "*((GLOBAL_PTR float*)c + 0x4000000000L) = 1.0f;",     # a terabyte past C
-], ids=["illegal-address", "far-write"])
+@pytest.mark.parametrize("fault", ["null", "far"])  # an illegal address; a terabyte past C
 def test_a_kernel_fault_costs_one_result_and_a_new_worker_goes_on(needs_cuda, tmp_path, fault):
     """A fault poisons the CUDA context of its worker: that pair fails with the driver's
     error, the worker, whose device no longer works, is replaced, and the sweep goes on."""
-    kernels = family(tmp_path / "k", "fault", after=f"if (p.k == 29) {{ {fault} }}")
+    kernels = faults_only_on_k(tmp_path / "k", 29)
     events = Recorder()
-    run, rep = sweep(tmp_path, THREE_SPECS, ["fault/*"], kernels=[kernels], events=events)
-    faults = results_of(run, "fault/tg64")
+    run, rep = cuda_sweep(tmp_path, THREE_SPECS, [f"{fault}/*"], kernels=[kernels], events=events)
+    faults = results_of(run, f"{fault}/tg64")
     # On the k = 64 spec it is correct: ok, or raced out by cuBLAS after a brief timing.
     assert [r.status for r in faults] in (["failed", "ok", "failed"], ["failed", "raced", "failed"]), \
         [r.message for r in faults]
@@ -499,7 +465,7 @@ def test_a_kernel_fault_costs_one_result_and_a_new_worker_goes_on(needs_cuda, tm
     for r in (faults[0], faults[2]):
         assert "CUDA_ERROR_" in r.message, r.message
         label = run.specs[r.spec_index]["label"]
-        assert any(f"the device stopped working after fault/tg64 on {label}" in n and "starting a new worker" in n
+        assert any(f"the device stopped working after {fault}/tg64 on {label}" in n and "starting a new worker" in n
                    for n in events.notes), events.notes
     # cuBLAS ran on every spec, before and after each fault.
     assert all(r.status == "ok" for r in results_of(run, "cublas/baseline"))

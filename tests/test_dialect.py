@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FAULT_KERNELS
+from simd32.check import HEADER as SIMD32
 
+from metalbench import variants
 from metalbench.specs import Spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,9 +26,6 @@ INCLUDE = ROOT / "kernels" / "include"
 SHIM = ROOT / "tests" / "metal_shim"
 CLANG = shutil.which("clang++-14")
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
-
-
-SIMD32 = ROOT / "tests" / "simd32" / "opencl_simd32.h"
 
 
 def build(backend: str, body: str, name: str, simd32: bool = False) -> str:
@@ -212,6 +212,13 @@ def test_load4_if_takes_both_paths(opencl, dtype):
 # ---- as Metal and as CUDA ----------------------------------------------------------------------------------
 
 
+def _parse_msl(path: Path, version: int, defines: dict[str, str]) -> subprocess.CompletedProcess:
+    """clang++-14 parses the Metal source at `path` against tests/metal_shim."""
+    return subprocess.run([CLANG, "-fsyntax-only", "-x", "c++", "-std=c++17", "-Wno-unknown-attributes", "-I",
+                           str(SHIM), f"-D__METAL_VERSION__={version}", *(f"-D{k}={v}" for k, v in defines.items()),
+                           str(path)], capture_output=True, text=True, timeout=120)
+
+
 @pytest.mark.skipif(CLANG is None, reason="clang++-14 is not installed")
 @pytest.mark.parametrize("version", [300, 320])
 @pytest.mark.parametrize("name", sorted(BODIES))
@@ -219,10 +226,23 @@ def test_load4_if_takes_both_paths(opencl, dtype):
 def test_parses_as_msl(tmp_path, name, version, f16):
     path = tmp_path / f"{name}.metal"
     path.write_text(build("metal", BODIES[name], name))
-    r = subprocess.run([CLANG, "-fsyntax-only", "-x", "c++", "-std=c++17", "-Wno-unknown-attributes", "-I", str(SHIM),
-                        f"-D__METAL_VERSION__={version}", f"-DMB_F16={f16}", str(path)],
-                       capture_output=True, text=True, timeout=120)
+    r = _parse_msl(path, version, {"MB_F16": f16})
     assert r.returncode == 0, r.stderr
+
+
+def _planted_faults() -> list:
+    return [v for v in variants.load_variants("metal", [FAULT_KERNELS]) if v.family.manifest.parent == FAULT_KERNELS]
+
+
+@pytest.mark.skipif(CLANG is None, reason="clang++-14 is not installed")
+@pytest.mark.parametrize("fault", _planted_faults(), ids=lambda v: v.family.name)
+def test_the_planted_faults_parse_as_msl(tmp_path, fault):
+    """tests/faults: the same source is meant to run on every backend, Metal included."""
+    path = tmp_path / f"{fault.family.name}.metal"
+    path.write_text(fault.source("metal"))
+    for dtype in fault.family.dtypes:
+        r = _parse_msl(path, 300, fault.defines(dtype))
+        assert r.returncode == 0, r.stderr
 
 
 @pytest.mark.skipif(NVCC is None, reason="no nvcc on this machine")

@@ -3,27 +3,14 @@ PoCL through the runner on the smoke suite, again with 32-lane SIMD groups emula
 (the lane arithmetic Metal and CUDA run), and their grids checked against what an
 Apple GPU allows."""
 
-import sys
-from pathlib import Path
-
 import pytest
+from conftest import sweep
+from simd32.check import verify_simd32
 
-from metalbench import report, runner, variants
+from metalbench import variants
 from metalbench.specs import load_suite
-from metalbench.store import Store
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from opencl_check import verify_simd32  # noqa: E402
 
 FAMILIES = ("tilegemv", "bcastgemv", "kpargemv", "simdgemv", "persistgemv")
-
-
-def fast_settings() -> runner.Settings:
-    """The cheapest measurement: correctness is what these tests are about. The one
-    place to change when runner.Settings' fields change."""
-    return runner.Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
 
 
 def _family_variants(backend: str | None = None) -> list:
@@ -39,10 +26,7 @@ def test_the_families_are_there_and_say_what_they_test():
 
 
 def test_every_variant_verifies_on_the_smoke_suite(opencl, tmp_path):
-    store = Store(tmp_path / "results.sqlite")
-    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", [f"{f}/*" for f in FAMILIES])
-    run_id = runner.run(load_suite("smoke"), chosen, backend="opencl", store=store, settings=fast_settings())
-    rep = report.build(store.load_run(run_id))
+    _, rep = sweep(tmp_path, [f"{f}/*" for f in FAMILIES])
     assert rep.counts["failed"] == 0, rep.failures[:5]
     assert rep.counts["wrong"] == 0, rep.failures[:5]
     # Raced out is verified too: every variant ran, and was correct, on some smoke spec.

@@ -10,6 +10,7 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import cli, sweep
 
 import metalbench
 from metalbench import _core, export, formats, html, metrics, paths, report, roofline, runner, variants, worker
@@ -18,7 +19,6 @@ from metalbench.settings import Settings
 from metalbench.specs import SHORT_OPS, load_suite, spec_from_key
 from metalbench.store import Store
 
-FAST = runner.Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
 # A few families, splitk among them for its workspace; naive/default joins as the baseline.
 PATTERNS = ["simdgemv/*", "splitk/*", "tiled/bm16_bn32_bk8_tm1_tn2"]
 
@@ -29,10 +29,8 @@ def swept(opencl, tmp_path_factory):
     root = tmp_path_factory.mktemp("outputs")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("METALBENCH_CACHE_DIR", str(root / "cache"))
-        store = Store(root / "results.sqlite")
-        chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", PATTERNS)
-        run_id = runner.run(load_suite("smoke"), chosen, backend="opencl", store=store, settings=FAST)
-    return store, run_id, report.build(store.load_run(run_id))
+        run, rep = sweep(root, PATTERNS)
+    return Store(root / "results.sqlite"), run.id, rep
 
 
 def test_spec_keys_parse_back_to_their_specs():
@@ -263,34 +261,23 @@ def test_a_changed_source_is_not_exported(swept, tmp_path):
         export.build_table(run, rep, variants.load_variants())
 
 
-def _cli(*args, code=""):
-    import os
-    import subprocess
-    import sys
-
-    # `code` runs before the CLI, in its process (to hide a module, say).
-    program = f"import sys\n{code}\nfrom metalbench.cli import main\nsys.argv = ['metalbench', *sys.argv[1:]]\nmain()"
-    return subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True,
-                          env=dict(os.environ), timeout=600)
-
-
 def test_cli_writes_every_format_and_exports(opencl, tmp_path):
-    run = _cli("run", "--suite", "smoke", "--backend", "opencl", "--variants", "simdgemv/nt_bn4_vec4",
-               "--max-samples", "3", "--min-samples", "2", "--max-time", "0.05", "--csv", str(tmp_path / "r.csv"),
-               "--markdown", str(tmp_path / "r.md"))
+    run = cli("run", "--suite", "smoke", "--backend", "opencl", "--variants", "simdgemv/nt_bn4_vec4",
+              "--max-samples", "3", "--min-samples", "2", "--max-time", "0.05", "--csv", str(tmp_path / "r.csv"),
+              "--markdown", str(tmp_path / "r.md"))
     assert run.returncode == 0, run.stderr
     assert "% peak" in run.stdout and "roofline: % peak = GB/s over" in run.stdout
     assert (tmp_path / "r.csv").read_text().startswith("run,spec_index,")
     assert (tmp_path / "r.md").read_text().startswith("# metalbench run 1: smoke")
-    exported = _cli("export", "--out", str(tmp_path / "out"))
+    exported = cli("export", "--out", str(tmp_path / "out"))
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "out" / "dispatch.json").is_file() and (tmp_path / "out" / "metalbench_dispatch.h").is_file()
     assert "simdgemv-nt_bn4_vec4-f16.cl" in exported.stdout
-    missing = _cli("report", "--html", str(tmp_path / "r.html"), code="sys.modules['matplotlib'] = None")
+    missing = cli("report", "--html", str(tmp_path / "r.html"), before="import sys; sys.modules['matplotlib'] = None")
     assert missing.returncode == 2 and not (tmp_path / "r.html").exists()
     assert missing.stderr.strip() == ("metalbench: error: --html needs matplotlib, which is not installed: "
                                       "pip install 'metalbench[plot]'")
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
-    page = _cli("report", "--html", str(tmp_path / "r.html"))
+    page = cli("report", "--html", str(tmp_path / "r.html"))
     assert page.returncode == 0, page.stderr
     assert "<svg" in (tmp_path / "r.html").read_text()

@@ -1,4 +1,5 @@
-"""Faulty kernels and hostile inputs, planted on PoCL: each costs its own result, never the sweep.
+"""Faulty kernels and hostile inputs on PoCL: each costs its own result, never the sweep.
+The faulty kernels are the planted faults of tests/faults (its README.md says which).
 
 Categories (the reliability issue): a hung or crashing kernel is contained in its
 worker; writes past a buffer, into an input or into a dirty workspace are caught;
@@ -8,83 +9,40 @@ test_store.py.
 """
 
 import os
+import re
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import write_family
+from conftest import FAST, FAULT_KERNELS, FAULT_SUITE, results_of, sweep, write_family
 
-from metalbench import report, runner, variants
+from metalbench import variants
 from metalbench.measure import Worker
-from metalbench.settings import Settings
-from metalbench.specs import Spec, load_suite
+from metalbench.specs import Spec
 from metalbench.store import Store
 
-FAST = Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
-# Two small specs: a decode GEMV and a batched alpha/beta product that reads C.
-SUITE = """\
-name = "tiny"
-[[spec]]
-op = "matmul"
-m = 1
-n = 96
-k = 64
-transpose_b = true
-[[spec]]
-op = "matmul_alpha_beta"
-batch = 2
-m = 3
-n = 40
-k = 24
-alpha = 0.5
-beta = 1.0
-"""
-# A correct kernel, one thread per output, to which each planted fault is added.
-BODY = """\
-MB_KERNEL({name}) {{
-  int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0), i = GROUP_ID(1), bi = GROUP_ID(2);
-  {before}
-  if (j >= p.n) return;
-  float acc = 0.0f;
-  for (int kk = 0; kk < p.k; ++kk) acc += LOAD(a, A_AT(bi, i, kk)) * LOAD(b, B_AT(bi, kk, j));
-  MB_STORE_C(C_AT(bi, i, j), j, acc);
-  {after}
-}}
-"""
-LAST = "j == p.n - 1 && i == p.m - 1 && bi == p.batch - 1"
+
+def faults(tmp_path, patterns, **options):
+    """The planted faults matching `patterns` (tests/faults), with the baseline, on their suite."""
+    return sweep(tmp_path, patterns, suite=FAULT_SUITE, kernels=[FAULT_KERNELS], **options)
 
 
-def family(folder, name, before="", after="", extra=""):
-    return write_family(folder, name, BODY.format(name=name, before=before, after=after), extra=extra)
-
-
-def sweep(tmp_path, kernels, patterns, force=False, timeout=60.0, suite=None, race=True):
-    path = tmp_path / "tiny.toml"
-    path.write_text(suite or SUITE)
-    store = Store(tmp_path / "results.sqlite")
-    chosen = runner.with_baseline(variants.load_variants("opencl", [kernels]), "opencl", patterns)
-    run_id = runner.run(load_suite(path), chosen, backend="opencl", store=store, settings=FAST, force=force,
-                        timeout=timeout, race=race)
-    run = store.load_run(run_id)
-    return run, report.build(run)
-
-
-def results_of(run, variant):
-    return [r for r in run.results if r.variant == variant]
+def test_every_planted_fault_names_its_own_code():
+    """A manifest whose fault planted.c has no code for would plant nothing: a correct kernel."""
+    source = (FAULT_KERNELS / "planted.c").read_text()
+    planted = [f for f in variants.load_families([FAULT_KERNELS]) if f.source == FAULT_KERNELS / "planted.c"]
+    assert len(planted) >= 9
+    for family in planted:
+        assert family.grid.get("fault") == [family.name], family.manifest
+        assert re.search(rf"\bMB_fault_{family.name}\b", source), family.name
 
 
 # --- 2. a hung or crashing kernel costs one result -----------------------------------------------------------------
 
-HANG = "volatile GLOBAL_PTR int* flag = (volatile GLOBAL_PTR int*)ws; while (flag[0] == 0) {}"
-FAR = "*((GLOBAL_PTR float*)c + 0x4000000000L) = 1.0f;"  # a terabyte past C
-
-
+@pytest.mark.slow
 def test_a_hung_kernel_times_out_and_the_sweep_goes_on(opencl, tmp_path):
-    kernels = family(tmp_path / "k", "hang", before=HANG)
-    run, rep = sweep(tmp_path, kernels, ["hang/*"], timeout=4)
+    run, rep = faults(tmp_path, ["hang/*"], timeout=4)
     hung = results_of(run, "hang/tg64")
     assert [r.status for r in hung] == ["timeout", "timeout"]
     assert all("longer than 4 s" in r.message for r in hung)
@@ -92,15 +50,15 @@ def test_a_hung_kernel_times_out_and_the_sweep_goes_on(opencl, tmp_path):
     assert all(s.best == "naive/default" for s in rep.specs)
     assert rep.counts["timeout"] == 2 and rep.counts["failed"] == 0
     # A rerun does not try them again; --force does.
-    again, rep2 = sweep(tmp_path, kernels, ["hang/*"], timeout=4)
+    again, rep2 = faults(tmp_path, ["hang/*"], timeout=4)
     assert rep2.counts["reused"] == 4 and rep2.counts["measured"] == 0
     assert [r.status for r in results_of(again, "hang/tg64")] == ["timeout", "timeout"]
 
 
-def test_a_kernel_that_writes_far_out_of_bounds_crashes_only_its_worker(opencl, tmp_path):
-    kernels = family(tmp_path / "k", "far", after=f"if ({LAST}) {{ {FAR} }}")
-    run, rep = sweep(tmp_path, kernels, ["far/*"])
-    crashed = results_of(run, "far/tg64")
+@pytest.mark.parametrize("name", ["far", "null"])
+def test_a_kernel_that_writes_far_out_of_bounds_crashes_only_its_worker(opencl, tmp_path, name):
+    run, rep = faults(tmp_path, [f"{name}/*"])
+    crashed = results_of(run, f"{name}/tg64")
     assert [r.status for r in crashed] == ["crashed", "crashed"]
     assert all("SIGSEGV" in r.message or "SIGBUS" in r.message for r in crashed), [r.message for r in crashed]
     assert all(s.best == "naive/default" for s in rep.specs)
@@ -109,20 +67,16 @@ def test_a_kernel_that_writes_far_out_of_bounds_crashes_only_its_worker(opencl, 
 
 # --- 3. out-of-bounds writes are caught --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, after, reason", [
-    ("past", f"if ({LAST}) for (int e = 1; e <= 8; ++e) STORE(c, C_AT(bi, i, j) + e, 0.0f);",
-     "wrote 16 bytes past the end of C"),
-    ("before", f"if ({LAST}) STORE(c, -1, 0.0f);", "wrote 2 bytes before the start of C"),
-    ("intob", f"if ({LAST}) STORE((GLOBAL_PTR T*)b, 0, 7.0f);", "changed its input B"),
-    ("wspast", f"if ({LAST}) ws[-1] = 1.0f;", "before the start of the workspace"),
-    ("dirty", f"if ({LAST}) ws[0] = 1.0f;", "left its workspace dirty"),
-    # 8 KB on: past its own slot's band, into another slot or that slot's band.
-    ("stray", f"if ({LAST}) STORE(c, C_AT(bi, i, j) + 4096, 0.0f);",
-     "wrote into C outside the slots it was launched on"),
+@pytest.mark.parametrize("name, reason", [
+    ("past", "wrote 16 bytes past the end of C"),
+    ("before", "wrote 2 bytes before the start of C"),
+    ("intob", "changed its input B"),
+    ("wspast", "before the start of the workspace"),
+    ("dirty", "left its workspace dirty"),
+    ("stray", "wrote into C outside the slots it was launched on"),
 ])
-def test_writes_where_a_kernel_must_not_are_wrong_with_a_reason(opencl, tmp_path, name, after, reason):
-    kernels = family(tmp_path / "k", name, after=after)
-    run, rep = sweep(tmp_path, kernels, [f"{name}/*"])
+def test_writes_where_a_kernel_must_not_are_wrong_with_a_reason(opencl, tmp_path, name, reason):
+    run, rep = faults(tmp_path, [f"{name}/*"])
     for r in results_of(run, f"{name}/tg64"):
         assert r.status == "wrong" and reason in r.message, r.message
     # Never best; and the next variant of the spec saw its inputs as uploaded.
@@ -136,13 +90,23 @@ def test_every_timed_launch_starts_from_a_fresh_c(opencl, tmp_path):
     # A kernel that would skip its work when C already holds a value writes garbage
     # instead: were any timed launch to see an earlier launch's output, the last
     # round would be wrong. It is correct, so every launch found C reset.
-    kernels = family(tmp_path / "k", "seen", extra='requires = ["op == \'matmul\'"]', before="""
-        int seen = j < p.n && LOAD(c, C_AT(bi, i, j)) == LOAD(c, C_AT(bi, i, j));  /* not NaN: a value */
-        if (seen) { STORE(c, C_AT(bi, i, j), 12345.0f); return; }""")
+    kernels = write_family(tmp_path / "k", "seen", """\
+        MB_KERNEL(seen) {
+          int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0), i = GROUP_ID(1), bi = GROUP_ID(2);
+          if (j >= p.n) return;
+          if (LOAD(c, C_AT(bi, i, j)) == LOAD(c, C_AT(bi, i, j))) {  /* not NaN: a value */
+            STORE(c, C_AT(bi, i, j), 12345.0f);
+            return;
+          }
+          float acc = 0.0f;
+          for (int kk = 0; kk < p.k; ++kk) acc += LOAD(a, A_AT(bi, i, kk)) * LOAD(b, B_AT(bi, kk, j));
+          MB_STORE_C(C_AT(bi, i, j), j, acc);
+        }
+        """, extra='requires = ["op == \'matmul\'"]')
     # Without racing: a brief lap that finds it slower than the baseline would store it as
     # raced, and this is about the full measurement's rounds.
-    run, _ = sweep(tmp_path, kernels, ["seen/*"], race=False)
-    seen = [r for r in results_of(run, "seen/tg64") if r.status != "unsupported"]
+    run, _ = sweep(tmp_path, ["seen/*"], suite=FAULT_SUITE, kernels=[kernels], race=False)
+    seen = results_of(run, "seen/tg64")
     assert [r.status for r in seen] == ["ok"], [r.message for r in seen]
     assert seen[0].batch["count"] >= 1 and seen[0].measure["slots"] > 1
 
@@ -206,12 +170,13 @@ def test_the_last_rounds_slots_are_read_back_wrapping_and_the_rest_compared_on_t
     ('"ceil_div(n, TG)"', '"2**31"', "does not fit the device's memory"),
 ])
 def test_odd_dispatch_and_workspace_values_fail_that_variant(opencl, tmp_path, groups, workspace, needle):
-    kernels = family(tmp_path / "k", "odd")
+    # It never launches: the dispatch or the workspace fails it first.
+    kernels = write_family(tmp_path / "k", "odd", "MB_KERNEL(odd) { }\n")
     manifest = (kernels / "odd.toml").read_text().replace('"ceil_div(n, TG)"', groups)
     if workspace:
         manifest = manifest.replace('config = "tg{TG}"', f'config = "tg{{TG}}"\nworkspace = {workspace}')
     (kernels / "odd.toml").write_text(manifest)
-    run, rep = sweep(tmp_path, kernels, ["odd/*"])
+    run, rep = sweep(tmp_path, ["odd/*"], suite=FAULT_SUITE, kernels=[kernels])
     odd = results_of(run, "odd/tg64")
     assert len(odd) == 2 and all(r.status == "failed" and needle in r.message for r in odd), \
         [r.message for r in odd]
@@ -219,9 +184,8 @@ def test_odd_dispatch_and_workspace_values_fail_that_variant(opencl, tmp_path, g
 
 
 def test_a_spec_too_big_for_the_machine_fails_with_a_reason(opencl, tmp_path):
-    huge = SUITE + "[[spec]]\nop = \"matmul\"\nm = 1\nn = 1000000000\nk = 2\ntranspose_b = true\n"
-    kernels = family(tmp_path / "k", "plain")
-    run, rep = sweep(tmp_path, kernels, ["plain/*"], suite=huge)
+    huge = FAULT_SUITE.read_text() + "[[spec]]\nop = \"matmul\"\nm = 1\nn = 1000000000\nk = 2\ntranspose_b = true\n"
+    run, rep = sweep(tmp_path, ["naive/*"], suite=huge)
     big = [r for r in run.results if r.spec_index == 2 and r.status != "unsupported"]
     assert big and all(r.status == "failed" and "memory" in r.message for r in big), [r.message for r in big]
     assert rep.specs[0].best is not None and rep.specs[1].best is not None
@@ -229,13 +193,9 @@ def test_a_spec_too_big_for_the_machine_fails_with_a_reason(opencl, tmp_path):
 
 # --- the CLI around a hung kernel: Ctrl-C, kill -9 -----------------------------------------------------------------
 
-def _cli_run(tmp_path, kernels, *extra):
-    (tmp_path / "tiny.toml").write_text(SUITE)
-    return subprocess.Popen(
-        [sys.executable, "-m", "metalbench", "run", "--suite", str(tmp_path / "tiny.toml"), "--backend", "opencl",
-         "--kernels", str(kernels), "--variants", "hang/*", "--max-time", "0.05", "--timeout", "600", "--no-race",
-         *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _run_hang(start_cli, *extra):
+    return start_cli("run", "--suite", str(FAULT_SUITE), "--backend", "opencl", "--kernels", str(FAULT_KERNELS),
+                     "--variants", "hang/*", "--max-time", "0.05", "--timeout", "600", "--no-race", *extra)
 
 
 def _wait_for_hang(store_path, deadline=180.0):
@@ -255,9 +215,9 @@ def _wait_for_hang(store_path, deadline=180.0):
     raise AssertionError("the run never got to the hung kernel")
 
 
-def test_ctrl_c_stops_a_run_inside_a_hung_kernel_and_keeps_its_results(opencl, tmp_path):
-    kernels = family(tmp_path / "k", "hang", before=HANG)
-    proc = _cli_run(tmp_path, kernels)
+@pytest.mark.slow
+def test_ctrl_c_stops_a_run_inside_a_hung_kernel_and_keeps_its_results(opencl, tmp_path, start_cli):
+    proc = _run_hang(start_cli)
     _wait_for_hang(tmp_path / "results.sqlite")
     proc.send_signal(signal.SIGINT)
     start = time.monotonic()
@@ -269,10 +229,10 @@ def test_ctrl_c_stops_a_run_inside_a_hung_kernel_and_keeps_its_results(opencl, t
     assert run.status == "interrupted" and results_of(run, "naive/default")[0].status == "ok"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker processes through /proc")
-def test_a_killed_run_is_marked_abandoned_by_the_next(opencl, tmp_path):
-    kernels = family(tmp_path / "k", "hang", before=HANG)
-    proc = _cli_run(tmp_path, kernels)
+def test_a_killed_run_is_marked_abandoned_by_the_next(opencl, tmp_path, start_cli):
+    proc = _run_hang(start_cli)
     _wait_for_hang(tmp_path / "results.sqlite")
     workers = _children(proc.pid)
     assert workers
@@ -281,7 +241,7 @@ def test_a_killed_run_is_marked_abandoned_by_the_next(opencl, tmp_path):
     # Its worker, stuck in the kernel, notices its parent is gone and ends too.
     time.sleep(3)
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
-    again = _cli_run(tmp_path, kernels, "--timeout", "3")
+    again = _run_hang(start_cli, "--timeout", "3")
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, err
     assert "run 1 was left 'running'" in err and "marked 'abandoned'" in err

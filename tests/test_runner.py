@@ -3,46 +3,15 @@
 import re
 
 import pytest
-from conftest import write_family
+from conftest import Recorder, sweep, write_family
 
-from metalbench import report, runner, variants
+from metalbench import variants
 from metalbench.paths import cache_dir
-from metalbench.specs import load_suite
 from metalbench.store import Store
-
-FAST = runner.Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
-
-
-class Recorder(runner.Events):
-    def __init__(self, stop_after=None):
-        self.results, self.notes, self.total, self.stop_after = [], [], None, stop_after
-
-    def start(self, total):
-        self.total = total
-
-    def result(self, spec, result):
-        self.results.append(result)
-        if self.stop_after is not None and len(self.results) >= self.stop_after:
-            raise KeyboardInterrupt
-
-    def note(self, message):
-        self.notes.append(message)
-
-
-def sweep(tmp_path, patterns, kernels=(), force=False, events=None, suite="smoke", race=True):
-    store = Store(tmp_path / "results.sqlite")
-    chosen = runner.with_baseline(variants.load_variants("opencl", kernels), "opencl", patterns)
-    run_id = runner.run(load_suite(suite), chosen, backend="opencl", store=store, settings=FAST, force=force,
-                        events=events, race=race)
-    return store, run_id, report.build(store.load_run(run_id))
-
-
-def user_family(folder, name, body, extra=""):
-    return write_family(folder, name, body, extra=extra)
 
 
 def test_every_builtin_family_verifies_on_the_smoke_suite(opencl, tmp_path):
-    store, run_id, rep = sweep(tmp_path, [], race=False)
+    _, rep = sweep(tmp_path, race=False)
     assert rep.counts["failed"] == 0, rep.failures
     assert rep.counts["wrong"] == 0, rep.failures
     measured_families = {row.variant.split("/")[0] for s in rep.specs for row in s.rows}
@@ -58,13 +27,13 @@ def test_every_builtin_family_verifies_on_the_smoke_suite(opencl, tmp_path):
 
 def test_a_wrong_kernel_is_flagged_and_never_best(opencl, tmp_path):
     # Writes zeros without reading anything: the fastest kernel there is, and wrong.
-    kernels = user_family(tmp_path / "k", "zeros", """\
+    kernels = write_family(tmp_path / "k", "zeros", """\
         MB_KERNEL(zeros) {
           int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0);
           if (j < p.n) STORE(c, C_AT(GROUP_ID(2), GROUP_ID(1), j), 0.0f);
         }
         """)
-    _, _, rep = sweep(tmp_path, ["zeros/*"], kernels=[kernels])
+    _, rep = sweep(tmp_path, ["zeros/*"], kernels=[kernels])
     rows = [row for s in rep.specs for row in s.rows if row.variant == "zeros/tg64"]
     assert rows and all(row.status == "wrong" and "bad-rel" in row.tags for row in rows)
     assert all(not {"best", "tie"} & set(row.tags) for row in rows)
@@ -74,7 +43,7 @@ def test_a_wrong_kernel_is_flagged_and_never_best(opencl, tmp_path):
 
 
 def test_elements_never_written_are_caught(opencl, tmp_path):
-    kernels = user_family(tmp_path / "k", "skiplast", """\
+    kernels = write_family(tmp_path / "k", "skiplast", """\
         MB_KERNEL(skiplast) {
           int j = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0);
           int i = GROUP_ID(1), bi = GROUP_ID(2);
@@ -84,8 +53,8 @@ def test_elements_never_written_are_caught(opencl, tmp_path):
           MB_STORE_C(C_AT(bi, i, j), j, acc);
         }
         """, extra='requires = ["op == \'matmul\'"]')
-    store, run_id, rep = sweep(tmp_path, ["skiplast/*"], kernels=[kernels])
-    bad = [r for r in store.load_run(run_id).results if r.variant == "skiplast/tg64" and r.status == "wrong"]
+    run, _ = sweep(tmp_path, ["skiplast/*"], kernels=[kernels])
+    bad = [r for r in run.results if r.variant == "skiplast/tg64" and r.status == "wrong"]
     assert bad
     for r in bad:
         assert r.checks["unwritten"] > 0
@@ -93,13 +62,13 @@ def test_elements_never_written_are_caught(opencl, tmp_path):
 
 
 def test_a_compile_error_is_reported_with_its_log_and_the_sweep_goes_on(opencl, tmp_path):
-    kernels = user_family(tmp_path / "k", "broken", """\
+    kernels = write_family(tmp_path / "k", "broken", """\
         MB_KERNEL(broken) {
           float acc = 0.0f
           STORE(c, 0, acc);
         }
         """)
-    _, _, rep = sweep(tmp_path, ["broken/*"], kernels=[kernels])
+    _, rep = sweep(tmp_path, ["broken/*"], kernels=[kernels])
     failure = next(f for f in rep.failures if f.variant == "broken/tg64")
     assert failure.category == "compile"
     assert "broken/tg64" in failure.message
@@ -111,13 +80,13 @@ def test_a_compile_error_is_reported_with_its_log_and_the_sweep_goes_on(opencl, 
 
 
 def test_a_rerun_reuses_every_result_and_force_measures_again(opencl, tmp_path):
-    _, _, first = sweep(tmp_path, ["naive/*"])
+    _, first = sweep(tmp_path, ["naive/*"])
     assert first.counts["reused"] == 0 and first.counts["measured"] > 0
-    _, _, second = sweep(tmp_path, ["naive/*"])
+    _, second = sweep(tmp_path, ["naive/*"])
     assert second.counts["measured"] == 0
     assert second.counts["reused"] == first.counts["measured"]
     assert [s.best for s in second.specs] == [s.best for s in first.specs]
-    _, _, forced = sweep(tmp_path, ["naive/*"], force=True)
+    _, forced = sweep(tmp_path, ["naive/*"], force=True)
     assert forced.counts["reused"] == 0 and forced.counts["measured"] == first.counts["measured"]
 
 
@@ -130,7 +99,7 @@ def test_a_damaged_reference_is_recomputed_and_reported(opencl, tmp_path):
         data[len(data) // 2] ^= 0xFF
         p.write_bytes(bytes(data))
     events = Recorder()
-    _, _, rep = sweep(tmp_path, ["naive/*"], force=True, events=events)
+    _, rep = sweep(tmp_path, ["naive/*"], force=True, events=events)
     assert len(events.notes) == len(entries)
     assert all("recomputed" in n for n in events.notes)
     assert rep.counts["wrong"] == 0 and rep.counts["failed"] == 0
@@ -144,17 +113,13 @@ def test_an_interrupted_sweep_keeps_what_it_stored(opencl, tmp_path):
     interrupted = store.load_run(store.latest_run())
     assert interrupted.status == "interrupted"
     assert len([r for r in interrupted.results if r.status == "ok"]) == 3
-    _, _, rep = sweep(tmp_path, ["naive/*"])
+    _, rep = sweep(tmp_path, ["naive/*"])
     assert rep.counts["reused"] == 3
 
 
 def test_racing_measures_fully_only_what_may_tie_with_the_fastest(opencl, tmp_path):
-    store = Store(tmp_path / "results.sqlite")
-    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["gemv/*", "naive/*"])
-    suite = load_suite("smoke")
-    run_id = runner.run(suite, chosen, backend="opencl", store=store, settings=FAST)
-    run = store.load_run(run_id)
-    rep = report.build(run)
+    patterns = ["gemv/*", "naive/*"]
+    run, rep = sweep(tmp_path, patterns)
     raced = [r for r in run.results if r.status == "raced"]
     # naive is many times slower than gemv on every m = 1 spec it shares with it.
     assert raced and rep.counts["raced"] == len(raced)
@@ -165,8 +130,8 @@ def test_racing_measures_fully_only_what_may_tie_with_the_fastest(opencl, tmp_pa
     for spec in rep.specs:
         assert spec.best not in {v for v, _ in spec.raced}
     # A rerun reuses the race's verdicts; without racing, the raced-out ones are measured fully.
-    again = report.build(store.load_run(runner.run(suite, chosen, backend="opencl", store=store, settings=FAST)))
+    _, again = sweep(tmp_path, patterns)
     assert again.counts["measured"] == 0
-    full = store.load_run(runner.run(suite, chosen, backend="opencl", store=store, settings=FAST, race=False))
+    full, _ = sweep(tmp_path, patterns, race=False)
     assert not any(r.status == "raced" for r in full.results)
     assert sum(1 for r in full.results if not r.reused and r.status == "ok") == len(raced)

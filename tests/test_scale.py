@@ -7,24 +7,18 @@ import signal
 from collections import Counter
 
 import pytest
+from conftest import sweep
 
-from metalbench import backends, report, runner, variants, worker
+from metalbench import backends, runner, worker
 from metalbench.ray_pool import ray_available
 from metalbench.settings import Settings
-from metalbench.specs import load_suite
-from metalbench.store import Store
 
-FAST = Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
 PATTERNS = ["gemv/*", "splitk/*", "tiled/*"]
 
 
-def sweep(path, events=None, **options):
-    store = Store(path)
-    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", PATTERNS)
-    run_id = runner.run(load_suite("smoke"), chosen, backend="opencl", store=store, settings=FAST, race=False,
-                        events=events, **options)
-    run = store.load_run(run_id)
-    return run, report.build(run)
+def sweep_smoke(folder, **options):
+    """These families on the smoke suite, without racing (every pair measured fully)."""
+    return sweep(folder, PATTERNS, race=False, **options)
 
 
 def verdicts(run):
@@ -42,7 +36,7 @@ def one_worker(tmp_path_factory):
 
     if _core.unavailable_reason("opencl"):
         pytest.skip("no OpenCL device")
-    return sweep(tmp_path_factory.mktemp("one") / "r.sqlite")
+    return sweep_smoke(tmp_path_factory.mktemp("one"))
 
 
 def _same_as_one_worker(run, rep, one_worker):
@@ -54,7 +48,7 @@ def _same_as_one_worker(run, rep, one_worker):
 
 
 def test_two_workers_give_the_verdicts_of_one(one_worker, tmp_path):
-    run, rep = sweep(tmp_path / "r.sqlite", workers=2)
+    run, rep = sweep_smoke(tmp_path, workers=2)
     _same_as_one_worker(run, rep, one_worker)
     # Both workers measured, and every result says which device did.
     measured = [r for r in run.results if r.status not in ("unsupported",) and r.measure]
@@ -78,7 +72,7 @@ class _KillsAWorker(runner.Events):
 
 def test_a_worker_killed_mid_sweep_loses_and_repeats_no_pair(one_worker, tmp_path):
     events = _KillsAWorker(after=40)
-    run, rep = sweep(tmp_path / "r.sqlite", events=events, workers=2)
+    run, rep = sweep_smoke(tmp_path, events=events, workers=2)
     assert events.killed is not None
     assert_no_pair_twice(run)
     assert set(verdicts(run)) == set(verdicts(one_worker[0]))
@@ -104,5 +98,5 @@ needs_ray = pytest.mark.skipif(bool(ray_available()), reason=ray_available() or 
 
 @needs_ray
 def test_ray_gives_the_verdicts_of_one_worker(one_worker, tmp_path):
-    run, rep = sweep(tmp_path / "r.sqlite", ray="local", workers=2)
+    run, rep = sweep_smoke(tmp_path, ray="local", workers=2)
     _same_as_one_worker(run, rep, one_worker)
