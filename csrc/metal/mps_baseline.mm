@@ -137,10 +137,10 @@ class MpsKernel final : public MetalKernel {
     MBParams p;
     std::memcpy(&p, bytes->data(), sizeof p);
     check(p, buffers, who);
-    @autoreleasepool {
+    return pooled([&] {
       std::shared_ptr<const Plan> plan = plan_of(p, who);
       return wrap(p, plan, buffers, who);
-    }
+    });
   }
 
  private:
