@@ -6,12 +6,12 @@ prelude assumes (measure.unsupported_here, decided by the worker once the kernel
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import write_family
 
 from metalbench import compare, export, measure, paths, report, runner, variants
 from metalbench.specs import load_suite
@@ -38,22 +38,11 @@ k = 24
 
 
 def wide_family(folder: Path, tg: int) -> Path:
-    """The naive body, once with 64 threads a group and once with `tg`."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(paths.kernels_dir() / "portable" / "naive.c", folder / "wide.c")
-    (folder / "wide.toml").write_text(f"""\
-name = "wide"
-source = "wide.c"
-entry = "naive"
-backends = ["opencl"]
-dtypes = ["float16", "float32"]
-config = "tg{{TG}}"
-[grid]
-TG = [64, {tg}]
-[dispatch]
-groups = ["ceil_div(n, TG)", "m", "batch"]
-threads = ["TG", 1, 1]
-""")
+    """The naive body as family `wide`, once with 64 threads a group and once with `tg`."""
+    body = (paths.kernels_dir() / "portable" / "naive.c").read_text().replace("MB_KERNEL(naive)", "MB_KERNEL(wide)")
+    write_family(folder, "wide", body)
+    manifest = folder / "wide.toml"
+    manifest.write_text(manifest.read_text().replace("TG = [64]", f"TG = [64, {tg}]"))
     return folder
 
 
