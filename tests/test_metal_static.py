@@ -489,9 +489,19 @@ def test_the_window_constants_are_the_backends():
     assert "constexpr size_t kWindowBuffers = kQueueDepth / 2 - 1;" in header and WINDOW == QUEUE_DEPTH // 2 - 1
 
 
+def test_a_warm_round_fits_in_one_window():
+    """The most output slots a warm spec gets, hence launches in a round of the ranking clock, take one window:
+    the slots are views of one arena, so no launch needs a join (one command buffer each)."""
+    from metalbench.measure import plan_slots
+    from metalbench.specs import Spec
+
+    tiny = Spec(op="matmul", dtype="float16", batch=1, m=1, n=8, k=8)
+    assert plan_slots(tiny, copies=1, alignment=256, max_held=4096) <= WINDOW
+
+
 @pytest.mark.parametrize("units, pattern, expected", [
     (1, "1", [(0, 1)]),
-    (500, "1", [(0, 500)]),  # a core round of 500 launches sharing their allocations: one window
+    (501, "1", [(0, 501)]),  # a warm core round (plan_slots: 501 at most) shares its allocations: one window
     (511, "1", [(0, 511)]),
     (512, "1", [(0, 511), (511, 512)]),
     (1500, "1", [(0, 511), (511, 1022), (1022, 1500)]),

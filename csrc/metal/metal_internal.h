@@ -94,8 +94,9 @@ struct Context {
 constexpr NSUInteger kQueueDepth = 1024;
 // Command buffers one window of a held run commits besides its gate, with command-buffer
 // times (one per launch, and one per join): two windows in flight, gates included, stay
-// within the queue's depth, and a round of the core's (at most 500 launches whose slots
-// share their allocations, so need no join: measure.py's plan_slots) fits in one.
+// within the queue's depth, and a warm round of the core's fits in one (about 500
+// launches, measure.py's plan_slots, whose slots share their allocations and so need no
+// join; tests/test_metal_static.py checks it). Cold rounds can be longer: several windows.
 constexpr size_t kWindowBuffers = kQueueDepth / 2 - 1;
 
 id<MTLCommandBuffer> new_command_buffer(const Context& ctx, const std::string& who);
