@@ -1,16 +1,14 @@
 // Metal backend: every device Metal reports, MSL compiled at run time, buffers in
-// shared or private storage (metal_buffer.mm), and GPU time from each launch's own
-// compute pass where the GPU samples counters at stage boundaries, or from each
-// launch's own command buffer where it does not (metal_timing.mm). Warm-up, sample
-// counts, statistics and launch checks stay in csrc/core. Errors start with
-// "[metal::operation]".
+// shared or private storage (metal_buffer.mm), and GPU time from timestamp counters
+// sampled at the passes around each launch where the GPU samples them at stage
+// boundaries, or from each launch's own command buffer where it does not
+// (metal_timing.mm, metal_held.mm). Warm-up, sample counts, statistics and launch
+// checks stay in csrc/core. Errors start with "[metal::operation]".
 #import <Foundation/Foundation.h>
 #import <Metal/Metal.h>
 
-#include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <string>
 #include <vector>
 
@@ -43,9 +41,6 @@ NSString* ns(const std::string& s, const char* operation, const std::string& who
 constexpr uint64_t kCacheBoundBytes = 128ull << 20;
 // Launches one timed_batch takes: one command buffer holds them all.
 constexpr size_t kMaxHeld = 4096;
-// Counter sample buffers a timed run keeps in flight (Counters::kSamplesPerBuffer / 2
-// launches each): a driver has only so many of them.
-constexpr size_t kCounterPool = 8;
 constexpr size_t kView = 256;  // DeviceInfo::view_alignment; metal_buffer.mm checks it
 
 // METALBENCH_METAL_TIMING: "auto" (default: counters where the probe passes),
@@ -93,8 +88,8 @@ bool stage_counters(id<MTLDevice> d) {
 }
 
 const char* const kCountersSource =
-    "Metal stage-boundary counters: each launch between the start and end samples of its own compute pass "
-    "(MTLCounterSampleBuffer), ";
+    "Metal stage-boundary counters: each launch from the end of the pass before it to the start of the pass after "
+    "it (MTLCounterSampleBuffer), ";
 const char* const kBuffersSource =
     "Metal command buffers: each launch in a command buffer of its own, GPUEndTime - GPUStartTime (includes the "
     "command buffer's fixed cost); ";
@@ -102,14 +97,14 @@ const char* const kBuffersSource =
 // The system default device first (the one an app would get), then every other.
 std::vector<id<MTLDevice>> enumerate() {
   std::vector<id<MTLDevice>> out;
-  @autoreleasepool {
+  pooled([&] {
     id<MTLDevice> preferred = MTLCreateSystemDefaultDevice();
     if (preferred) out.push_back(preferred);
     NSArray<id<MTLDevice>>* all = MTLCopyAllDevices();
     for (id<MTLDevice> d in all) {
       if (!preferred || d.registryID != preferred.registryID) out.push_back(d);
     }
-  }
+  });
   return out;
 }
 
@@ -119,7 +114,7 @@ std::vector<id<MTLDevice>> enumerate() {
 DeviceInfo describe(id<MTLDevice> d, int index, const std::string& timing, const std::string& timing_source,
                     bool private_buffers) {
   DeviceInfo i;
-  @autoreleasepool {
+  pooled([&] {
     i.backend = "metal";
     i.index = index;
     i.name = str(d.name);
@@ -135,7 +130,7 @@ DeviceInfo describe(id<MTLDevice> d, int index, const std::string& timing, const
     i.max_held_launches = kMaxHeld;
     i.clock_source = "none: Metal exposes no GPU clock";
     i.timing_source = timing_source;
-  }
+  });
   return i;
 }
 
@@ -237,8 +232,10 @@ class MetalDevice final : public Device {
     ctx_->private_storage = private_storage(device, storage);
     ctx_->queue = [device newCommandQueueWithMaxCommandBufferCount:kQueueDepth];
     if (!ctx_->queue) throw DeviceError(where("open", ctx_->name) + "the device gave no command queue");
-    gate_ = [device newSharedEvent];
-    if (!gate_) throw DeviceError(where("open", ctx_->name) + "the device gave no shared event");
+    ctx_->gate = [device newSharedEvent];
+    if (!ctx_->gate) throw DeviceError(where("open", ctx_->name) + "the device gave no shared event");
+    ctx_->scratch = [device newBufferWithLength:16 options:MTLResourceStorageModeShared];
+    if (!ctx_->scratch) throw DeviceError(where("open", ctx_->name) + "the device gave no 16-byte buffer");
     ctx_->join = build_join_pipeline(*ctx_);
     std::string why = "METALBENCH_METAL_TIMING=command-buffer";
     if (timing != TimingMode::command_buffers) {
@@ -257,14 +254,14 @@ class MetalDevice final : public Device {
 
   std::shared_ptr<Kernel> compile(const std::string& source, const std::string& entry,
                                   const std::vector<Define>& defines, const std::string& label) override {
-    @autoreleasepool {
+    return pooled([&]() -> std::shared_ptr<Kernel> {
       return std::make_shared<PipelineKernel>(ctx_, build_pipeline(*ctx_, source, entry, defines, label), label);
-    }
+    });
   }
 
   std::shared_ptr<Kernel> load(const std::string& path, const std::string& entry,
                                const std::string& label) override {
-    @autoreleasepool {
+    return pooled([&]() -> std::shared_ptr<Kernel> {
       NSError* error = nil;
       NSURL* url = [NSURL fileURLWithPath:ns(path, "load", label, "the library path")];
       id<MTLLibrary> library = [ctx_->device newLibraryWithURL:url error:&error];
@@ -272,7 +269,7 @@ class MetalDevice final : public Device {
         throw CompileError(where("load", label) + "loading " + path + " failed",
                            error ? str(error.localizedDescription) : "");
       return std::make_shared<PipelineKernel>(ctx_, pipeline_of(*ctx_, library, entry, label), label);
-    }
+    });
   }
 
   std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
@@ -285,37 +282,32 @@ class MetalDevice final : public Device {
       if (d.name == "MB_F16") f16 = &d;
     if (!f16 || (f16->value != "0" && f16->value != "1"))
       throw UsageError(where("builtin", label) + "the " + name + " builtin needs the define MB_F16 = 0 or 1");
-    @autoreleasepool {
-      return make_mps_kernel(ctx_, name, label, f16->value == "1");
-    }
+    return pooled([&]() -> std::shared_ptr<Kernel> { return make_mps_kernel(ctx_, name, label, f16->value == "1"); });
   }
 
   std::shared_ptr<Buffer> allocate(size_t bytes) override {
-    @autoreleasepool {
-      return std::make_shared<MetalBuffer>(ctx_, bytes);
-    }
+    return pooled([&]() -> std::shared_ptr<Buffer> { return std::make_shared<MetalBuffer>(ctx_, bytes); });
   }
 
   void run(const Launch& launch) override {
     const std::string who = where("launch", launch.kernel->label());
     std::lock_guard<std::mutex> hold(ctx_->mutex);
-    @autoreleasepool {
+    pooled([&] {
       auto prepared = kernel_of(launch).prepare(launch);
       id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, who);
-      encode_each(*ctx_, cb, {prepared.get()}, {Span{}}, nullptr);
+      encode_launch(cb, *prepared);
       submit_and_wait(cb, who);
-    }
+    });
   }
 
   std::vector<uint64_t> timed(const std::vector<Launch>& launches) override {
     if (launches.empty()) throw UsageError(where("timing", ctx_->name) + "nothing to launch");
     const std::string who = where("timing", launches.front().kernel->label());
     std::lock_guard<std::mutex> hold(ctx_->mutex);
-    @autoreleasepool {
+    return pooled([&] {
       std::vector<std::shared_ptr<const PreparedLaunch>> keep;
-      std::vector<const PreparedLaunch*> run = prepare_all(launches, keep);
-      return counters_ ? timed_passes(run, who) : timed_buffers(run, who);
-    }
+      return timed_run(*ctx_, counters_.get(), prepare_all(launches, keep), who);
+    });
   }
 
   uint64_t timed_batch(const std::vector<Launch>& launches) override {
@@ -325,23 +317,10 @@ class MetalDevice final : public Device {
       throw UsageError(who + "a batch of " + std::to_string(launches.size()) + " launches exceeds the " +
                        std::to_string(kMaxHeld) + " this backend holds in one command buffer");
     std::lock_guard<std::mutex> hold(ctx_->mutex);
-    @autoreleasepool {
+    return pooled([&] {
       std::vector<std::shared_ptr<const PreparedLaunch>> keep;
-      std::vector<const PreparedLaunch*> run = prepare_all(launches, keep);
-      // One command buffer, so the GPU never waits for the host inside it; no gate.
-      id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, who);
-      if (counters_) {
-        id<MTLCounterSampleBuffer> samples = counters_->buffer(0);
-        encode_all(*ctx_, cb, run, Span{samples, 0, 1});
-        submit_and_wait(cb, who);
-        std::vector<uint64_t> t = counters_->resolve(samples, 2, who);
-        if (t[1] < t[0]) throw DeviceError(who + "the batch's end sample precedes its start sample");
-        return static_cast<uint64_t>(std::llround(double(t[1] - t[0]) * counters_->ns_per_tick(who)));
-      }
-      encode_all(*ctx_, cb, run, Span{});
-      submit_and_wait(cb, who);
-      return buffer_time(cb, who);
-    }
+      return timed_batch_run(*ctx_, counters_.get(), prepare_all(launches, keep), who);
+    });
   }
 
  private:
@@ -364,179 +343,8 @@ class MetalDevice final : public Device {
     return out;
   }
 
-  // GPUEndTime - GPUStartTime of a completed command buffer, in nanoseconds.
-  static uint64_t buffer_time(id<MTLCommandBuffer> cb, const std::string& who) {
-    CFTimeInterval start = cb.GPUStartTime, end = cb.GPUEndTime;
-    if (!(end >= start) || start <= 0)
-      throw DeviceError(who + "the device reported no GPU time for a completed command buffer (GPUStartTime " +
-                        std::to_string(start) + " s, GPUEndTime " + std::to_string(end) + " s)");
-    return static_cast<uint64_t>(std::llround((end - start) * 1e9));
-  }
-
-  // A held run (see Device::timed). The first command buffers of a run, its window,
-  // are committed behind a gate (a shared event the first one waits for), which
-  // opens once they are all committed; every later launch depends on the one before
-  // it (hazards or a join, metal_timing.mm), so none starts before the gate opens
-  // although only the first command buffer waits for it. The window is 120 command
-  // buffers with command-buffer times (one launch each, plus any join between two),
-  // and 8 with counters (1024 launches each, one counter sample buffer each).
-  // - Guaranteed: the launches of the window run back to back, the GPU never waiting
-  //   for the host between them; every launch starts after the one before it ended
-  //   (checked on the timestamps: overlapping samples are a DeviceError); and no
-  //   sample ever covers time the GPU spent waiting for the host, since a sample
-  //   spans one launch's own pass or command buffer.
-  // - Not guaranteed: past the window the host encodes while the GPU runs (with
-  //   counters, once the oldest command buffer has completed and its sample buffer is
-  //   free again); if the host encodes more slowly than the GPU runs, the GPU can
-  //   wait between two launches there, never inside one. The core's rounds are far
-  //   shorter than a window.
-  // The gate never holds more than a window, fewer than the queue's depth, so asking
-  // the queue for another command buffer can never wait for a gated one (the whole
-  // device is held: Context::mutex).
-  struct Flight {
-    id<MTLCommandBuffer> cb;
-    size_t first = 0, count = 0;  // launches it times (0: a join between two)
-    size_t pool = 0;              // its counter sample buffer
-  };
-
-  class Gate {
-   public:
-    Gate(id<MTLSharedEvent> event, uint64_t value) : event_(event), value_(value) {}
-    ~Gate() { open(); }  // also when encoding failed: nothing may wait for ever
-    void hold(id<MTLCommandBuffer> cb) {
-      if (value_) [cb encodeWaitForEvent:event_ value:value_];
-    }
-    void open() {
-      if (value_ && !opened_) event_.signaledValue = value_;
-      opened_ = true;
-    }
-
-   private:
-    id<MTLSharedEvent> event_;
-    uint64_t value_;
-    bool opened_ = false;
-  };
-
-  std::vector<uint64_t> timed_passes(const std::vector<const PreparedLaunch*>& run, const std::string& who) {
-    const size_t n = run.size(), per = Counters::kSamplesPerBuffer / 2;
-    const size_t buffers = (n + per - 1) / per;
-    Gate gate(gate_, buffers > 1 ? ++gate_value_ : 0);
-    std::deque<Flight> flight;
-    std::vector<uint64_t> out;
-    out.reserve(n);
-    uint64_t last_end = 0;
-    double rate = 0;
-    auto finish = [&] {
-      Flight f = flight.front();
-      flight.pop_front();
-      [f.cb waitUntilCompleted];
-      check_completed(f.cb, who);
-      if (rate == 0) rate = counters_->ns_per_tick(who);
-      std::vector<uint64_t> t = counters_->resolve(counters_->buffer(f.pool), 2 * f.count, who);
-      for (size_t j = 0; j < f.count; ++j) {
-        const uint64_t start = t[2 * j], end = t[2 * j + 1];
-        check_order(f.first + j, start >= last_end, end >= start, who);
-        last_end = end;
-        out.push_back(static_cast<uint64_t>(std::llround(double(end - start) * rate)));
-      }
-    };
-    try {
-      const PreparedLaunch* prev = nullptr;
-      for (size_t b = 0, first = 0; b < buffers; ++b, first += per) {
-        @autoreleasepool {
-          if (flight.size() == kCounterPool) {  // its sample buffer is needed again
-            gate.open();
-            finish();
-          }
-          const size_t count = std::min(per, n - first), pool = b % kCounterPool;
-          id<MTLCounterSampleBuffer> samples = counters_->buffer(pool);
-          std::vector<Span> spans(count);
-          for (size_t j = 0; j < count; ++j) spans[j] = Span{samples, 2 * j, 2 * j + 1};
-          std::vector<const PreparedLaunch*> part(run.begin() + first, run.begin() + first + count);
-          id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, who);
-          if (b == 0) gate.hold(cb);
-          encode_each(*ctx_, cb, part, spans, prev);
-          [cb commit];
-          flight.push_back({cb, first, count, pool});
-          prev = part.back();
-        }
-      }
-      gate.open();
-      while (!flight.empty()) finish();
-    } catch (...) {
-      gate.open();
-      for (const Flight& f : flight) [f.cb waitUntilCompleted];
-      throw;
-    }
-    return out;
-  }
-
-  std::vector<uint64_t> timed_buffers(const std::vector<const PreparedLaunch*>& run, const std::string& who) {
-    const size_t n = run.size();
-    Gate gate(gate_, n > 1 ? ++gate_value_ : 0);
-    std::vector<Flight> flight;
-    flight.reserve(n);
-    // The next command buffer; the first waits for the gate, which opens before the
-    // window would grow past kWindowBuffers.
-    auto next = [&]() -> id<MTLCommandBuffer> {
-      if (flight.size() >= kWindowBuffers) gate.open();
-      id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, who);
-      if (flight.empty()) gate.hold(cb);
-      return cb;
-    };
-    try {
-      const PreparedLaunch* prev = nullptr;
-      for (size_t i = 0; i < n; ++i) {
-        @autoreleasepool {
-          const PreparedLaunch& l = *run[i];
-          if (needs_join(prev, l)) {  // in a command buffer of its own, outside every sample
-            id<MTLCommandBuffer> join = next();
-            encode_join(*ctx_, join, prev, &l, Span{});
-            [join commit];
-            flight.push_back({join, i, 0, 0});
-          }
-          id<MTLCommandBuffer> cb = next();
-          encode_each(*ctx_, cb, {&l}, {Span{}}, nullptr);
-          [cb commit];
-          flight.push_back({cb, i, 1, 0});
-          prev = &l;
-        }
-      }
-      gate.open();
-      for (const Flight& f : flight) [f.cb waitUntilCompleted];
-    } catch (...) {
-      gate.open();
-      for (const Flight& f : flight) [f.cb waitUntilCompleted];
-      throw;
-    }
-    std::vector<uint64_t> out;
-    out.reserve(n);
-    CFTimeInterval last_end = 0;
-    for (const Flight& f : flight) {
-      check_completed(f.cb, who);
-      if (f.count == 0) continue;
-      CFTimeInterval start = f.cb.GPUStartTime, end = f.cb.GPUEndTime;
-      check_order(f.first, start >= last_end, end >= start, who);
-      last_end = end;
-      out.push_back(buffer_time(f.cb, who));
-    }
-    return out;
-  }
-
-  // A launch that started before the one before it ended, or ended before it started:
-  // the order the timing relies on did not hold, so no sample of this run is trusted.
-  static void check_order(size_t i, bool after_previous, bool forward, const std::string& who) {
-    if (!forward) throw DeviceError(who + "launch " + std::to_string(i) + " of a timed run ended before it started");
-    if (!after_previous)
-      throw DeviceError(who + "launch " + std::to_string(i) + " of a timed run started before launch " +
-                        std::to_string(i - 1) + " ended: consecutive samples overlap, so Metal ran them "
-                        "concurrently; please report this with `metalbench doctor`");
-  }
-
   std::shared_ptr<Context> ctx_;
   DeviceInfo info_;
-  id<MTLSharedEvent> gate_;
-  uint64_t gate_value_ = 0;  // the last value a gate used; each gate waits for a new one
   std::unique_ptr<Counters> counters_;
 };
 

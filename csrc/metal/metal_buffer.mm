@@ -63,12 +63,12 @@ void download(Context& ctx, id<MTLBuffer> buffer, size_t at, uint8_t* dst, size_
   const size_t lo = words_down(at), hi = words_up(at + n);
   for (size_t chunk = lo; chunk < hi; chunk += kStagingBytes) {
     const size_t len = std::min(kStagingBytes, hi - chunk);
-    @autoreleasepool {
+    pooled([&] {
       id<MTLBuffer> staging = new_staging(ctx, len, who);
       blit_copy(ctx, buffer, chunk, staging, 0, len, who);
       const size_t from = std::max(chunk, at), to = std::min(chunk + len, at + n);
       std::memcpy(dst + (from - at), static_cast<const uint8_t*>(staging.contents) + (from - chunk), to - from);
-    }
+    });
   }
 }
 
@@ -79,13 +79,13 @@ void upload(Context& ctx, id<MTLBuffer> buffer, size_t at, const uint8_t* src, s
   const size_t lo = words_down(at), hi = words_up(at + n);
   for (size_t chunk = lo; chunk < hi; chunk += kStagingBytes) {
     const size_t len = std::min(kStagingBytes, hi - chunk);
-    @autoreleasepool {
+    pooled([&] {
       id<MTLBuffer> staging = new_staging(ctx, len, who);
       const size_t from = std::max(chunk, at), to = std::min(chunk + len, at + n);
       if (from != chunk || to != chunk + len) blit_copy(ctx, buffer, chunk, staging, 0, len, who);
       std::memcpy(static_cast<uint8_t*>(staging.contents) + (from - chunk), src + (from - at), to - from);
       blit_copy(ctx, staging, 0, buffer, chunk, len, who);
-    }
+    });
   }
 }
 
@@ -146,13 +146,13 @@ void MetalBuffer::fill(uint8_t value) {
   }
   const std::string who = where("fill", ctx_->name);
   std::lock_guard<std::mutex> hold(ctx_->mutex);
-  @autoreleasepool {
+  pooled([&] {
     id<MTLCommandBuffer> cb = new_command_buffer(*ctx_, who);
     id<MTLBlitCommandEncoder> blit = blit_encoder(cb, who);
     [blit fillBuffer:buffer_ range:NSMakeRange(offset_, bytes_) value:value];
     [blit endEncoding];
     submit_and_wait(cb, who);
-  }
+  });
 }
 
 // A blit on the GPU for both storage modes: whole words, then the last one to three
@@ -172,9 +172,7 @@ void MetalBuffer::copy_from(const Buffer& source) {
   const size_t words = words_down(bytes_);
   if (words > 0) {
     std::lock_guard<std::mutex> hold(ctx_->mutex);
-    @autoreleasepool {
-      blit_copy(*ctx_, src->buffer_, src->offset_, buffer_, offset_, words, who);
-    }
+    pooled([&] { blit_copy(*ctx_, src->buffer_, src->offset_, buffer_, offset_, words, who); });
   }
   if (words < bytes_) {
     uint8_t tail[4];

@@ -1,7 +1,8 @@
 // Shared by the Metal backend's translation units (Objective-C++ with ARC only):
 //   metal_buffer.mm   buffers and views, in shared or private storage;
-//   metal_timing.mm   how launches are ordered, encoded and timed (counters, gates);
-//   metal_backend.mm  devices, compiled kernels, run/timed/timed_batch;
+//   metal_timing.mm   how launches are ordered and encoded, and the timestamp counters;
+//   metal_held.mm     held runs: timed() and timed_batch(), paced as metal_held.h says;
+//   metal_backend.mm  devices, compiled kernels, run();
 //   mps_baseline.mm   the MPS builtins.
 // They meet at PreparedLaunch. Errors start with "[metal::operation] ".
 #pragma once
@@ -10,9 +11,12 @@
 #import <Metal/Metal.h>
 
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "core/device.h"
@@ -23,6 +27,39 @@ namespace mb::metal {
 std::string where(const char* operation, const std::string& who);
 
 std::string str(NSString* s);
+
+// Runs `body` inside an autorelease pool and returns what it returns. clang pops an
+// @autoreleasepool block's pool on the normal way out only: an exception leaving the
+// block skips the pop, and what the block autoreleased (command buffers, with every
+// buffer they retain) lives until the thread ends. So the exception is caught inside
+// the pool and thrown again once the pool is drained. Every pool of the backend is this
+// one (tests/test_metal_static.py checks that no other @autoreleasepool exists).
+template <typename Body>
+auto pooled(Body&& body) -> decltype(body()) {
+  using Result = decltype(body());
+  std::exception_ptr error;
+  if constexpr (std::is_void_v<Result>) {
+    @autoreleasepool {
+      try {
+        body();
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+  } else {
+    std::optional<Result> out;
+    @autoreleasepool {
+      try {
+        out.emplace(body());
+      } catch (...) {
+        error = std::current_exception();
+      }
+    }
+    if (error) std::rethrow_exception(error);
+    return std::move(*out);
+  }
+}
 
 // Everything one opened device needs; every object it hands out holds it, so that
 // Python may drop them in any order.
@@ -36,22 +73,31 @@ struct Context {
   bool private_storage = false;
   // Held by everything that submits to `queue` and waits (launches, timed runs,
   // staging copies), so that one device is used by one thread at a time. A timed run
-  // holds up to kWindowBuffers command buffers behind a gate; a second thread asking
-  // the queue for more could wait for one of them to complete, which cannot happen
-  // before the first thread opens the gate. The core also holds Device::measuring
-  // for a whole measurement; this lock covers run() and buffer copies called from
-  // other threads in between.
+  // holds up to a window of command buffers behind a gate; a second thread asking the
+  // queue for more could wait for one of them to complete, which cannot happen before
+  // the first thread opens the gate. The core also holds Device::measuring for a whole
+  // measurement; this lock covers run() and buffer copies called from other threads in
+  // between.
   std::mutex mutex;
-  // The join kernel (metal_timing.mm), built when the device is opened.
+  // The join kernel (metal_timing.mm), built when the device is opened, and a 16-byte
+  // buffer it binds where its launches bind none.
   id<MTLComputePipelineState> join;
+  id<MTLBuffer> scratch;
+  // The gates of held runs (metal_held.h): a shared event the host raises to open one,
+  // and the last value a gate waited for; each gate waits for a new one.
+  id<MTLSharedEvent> gate;
+  uint64_t gate_value = 0;
 };
 
 // Uncompleted command buffers the queue lends out; [queue commandBuffer] blocks
 // beyond it.
-constexpr NSUInteger kQueueDepth = 256;
-// Command buffers one gated window of a timed run commits before opening its gate:
-// two windows in flight stay within the queue's depth.
-constexpr size_t kWindowBuffers = 120;
+constexpr NSUInteger kQueueDepth = 1024;
+// Command buffers one window of a held run commits besides its gate, with command-buffer
+// times (one per launch, and one per join): two windows in flight, gates included, stay
+// within the queue's depth, and a warm round of the core's fits in one (about 500
+// launches, measure.py's plan_slots, whose slots share their allocations and so need no
+// join; tests/test_metal_static.py checks it). Cold rounds can be longer: several windows.
+constexpr size_t kWindowBuffers = kQueueDepth / 2 - 1;
 
 id<MTLCommandBuffer> new_command_buffer(const Context& ctx, const std::string& who);
 // After waitUntilCompleted: a command buffer that did not complete is a DeviceError.
@@ -146,7 +192,7 @@ void encode_dispatch(id<MTLCommandBuffer> cb, id<MTLComputePipelineState> pipeli
 std::shared_ptr<MetalKernel> make_mps_kernel(std::shared_ptr<Context> ctx, const std::string& name,
                                              const std::string& label, bool f16);
 
-// ---- timing (metal_timing.mm) -------------------------------------------------------------------
+// ---- ordering, encoding and counters (metal_timing.mm) -----------------------------------------
 
 // Where the two timestamps of one timed span go: sample indices of a counter sample
 // buffer, or nothing (buffer nil) when command buffers are timed instead.
@@ -184,6 +230,7 @@ class Counters {
   };
   explicit Counters(Context& ctx, id<MTLCounterSet> set) : ctx_(ctx), set_(set) {}
   Stamp stamp() const;
+  bool probe(std::string* why);
 
   Context& ctx_;
   id<MTLCounterSet> set_;
@@ -192,17 +239,19 @@ class Counters {
   double rate_ = 0;  // ns per tick, 0 until calibrated
 };
 
-// Encodes a run of launches so that each starts only once the one before it has
-// ended, and takes the timestamps asked for. `prev` is the launch before `first`
-// (nullptr at the start of a run): the order holds across command buffers too.
-//
-// Per launch (timed): each launch gets span `spans[i]`, a compute pass of its own
-// whose start and end are sampled, or for a launch with passes of its own (MPS) the
-// end of a join pass before it and the start of one after it.
-void encode_each(const Context& ctx, id<MTLCommandBuffer> cb, const std::vector<const PreparedLaunch*>& launches,
-                 const std::vector<Span>& spans, const PreparedLaunch* prev);
-// The whole run (timed_batch): consecutive dispatches share one serial compute pass,
-// and `span` samples the start of the first pass and the end of the last.
+// One launch into `cb`, untimed by counters: a kernel's dispatch in a compute pass of
+// its own, or MPS's passes.
+void encode_launch(id<MTLCommandBuffer> cb, const PreparedLaunch& launch);
+// Launches timed by counters, every one the same way, kernels and MPS alike: launch j
+// spans from the end of the join pass before it (sample 2j of `samples`) to the start
+// of the join pass after it (sample 2j + 1). `prev` is the launch before the first
+// (nullptr at the start of a run): the first join waits for it, so the order holds
+// across command buffers too.
+void encode_timed(const Context& ctx, id<MTLCommandBuffer> cb, const std::vector<const PreparedLaunch*>& launches,
+                  id<MTLCounterSampleBuffer> samples, const PreparedLaunch* prev);
+// The whole run (timed_batch): consecutive dispatches share one serial compute pass.
+// With counters, `span` samples the end of a join pass before the first launch and the
+// start of one after the last, as encode_timed times a single launch.
 void encode_all(const Context& ctx, id<MTLCommandBuffer> cb, const std::vector<const PreparedLaunch*>& launches,
                 const Span& span);
 // A pass that orders what comes after it after `a` and `b` (metal_timing.mm says how).
@@ -212,5 +261,15 @@ void encode_join(const Context& ctx, id<MTLCommandBuffer> cb, const PreparedLaun
 bool needs_join(const PreparedLaunch* a, const PreparedLaunch& b);
 // The join kernel's pipeline, built once per device.
 id<MTLComputePipelineState> build_join_pipeline(const Context& ctx);
+
+// ---- held runs (metal_held.mm) ------------------------------------------------------------------
+
+// Device::timed: each launch's GPU time in nanoseconds, by counters where `counters` is
+// set, else by each launch's own command buffer. `who` starts every message.
+std::vector<uint64_t> timed_run(Context& ctx, Counters* counters, const std::vector<const PreparedLaunch*>& run,
+                                const std::string& who);
+// Device::timed_batch: the GPU time of all of `run`, in one command buffer.
+uint64_t timed_batch_run(Context& ctx, Counters* counters, const std::vector<const PreparedLaunch*>& run,
+                         const std::string& who);
 
 }  // namespace mb::metal

@@ -1,4 +1,4 @@
-// How the Metal backend orders, encodes and times launches.
+// How the Metal backend orders and encodes launches, and its timestamp counters.
 //
 // Order. Metal may run two compute passes (of one command buffer, or of two) at the
 // same time unless one depends on the other. Buffers made by the device are
@@ -14,14 +14,15 @@
 // put into; join passes around an MPS launch order it the same way.
 //
 // Timestamps. Where the device samples counters at stage boundaries
-// (MTLCounterSamplingPointAtStageBoundary), a compute pass gets a sample at its start
-// and at its end (MTLComputePassDescriptor.sampleBufferAttachments), so a launch's
-// time covers its own pass and nothing of its command buffer. An MPS launch is timed
-// from the end of the join pass before it to the start of the one after it. The
+// (MTLCounterSamplingPointAtStageBoundary), a compute pass can be sampled at its start
+// and at its end (MTLComputePassDescriptor.sampleBufferAttachments). MPS's passes
+// cannot be (it makes its own), so an MPS launch is timed from the end of a join pass
+// before it to the start of one after it; and so is every other launch (encode_timed),
+// so that a kernel's time and MPS's both hold the same two pass transitions. The
 // samples are GPU counter ticks; they become nanoseconds through a rate calibrated
-// against the host's clock (Counters::ns_per_tick). Elsewhere each launch gets a
-// command buffer of its own, timed by its GPUStartTime and GPUEndTime
-// (metal_backend.mm).
+// against the host's clock (Counters::ns_per_tick). Without counters each launch gets
+// a command buffer of its own, timed by its GPUStartTime and GPUEndTime
+// (metal_held.mm).
 #import <Foundation/Foundation.h>
 #import <Metal/Metal.h>
 
@@ -57,14 +58,15 @@ std::string join_source() {
          "  }\n}\n";
 }
 
+// A serial compute pass; with `span.samples`, one sampled at its start and end as `span` says.
 id<MTLComputeCommandEncoder> open_pass(id<MTLCommandBuffer> cb, const Span& span) {
+  // Serial, the default, said explicitly because timed_batch relies on it: "command
+  // encoder dispatches are executed in dispatched order" (MTLCommandBuffer.h), and a
+  // memory barrier on a serial encoder "is allowed, but ignored"
+  // (MTLComputeCommandEncoder.h), so each dispatch sees the one before it done.
   id<MTLComputeCommandEncoder> enc = nil;
   if (span.samples) {
     MTLComputePassDescriptor* pass = [MTLComputePassDescriptor computePassDescriptor];
-    // Serial is the default; said here because timed_batch relies on it: "command
-    // encoder dispatches are executed in dispatched order" (MTLCommandBuffer.h), and
-    // a memory barrier on a serial encoder "is allowed, but ignored"
-    // (MTLComputeCommandEncoder.h), so each dispatch sees the one before it done.
     pass.dispatchType = MTLDispatchTypeSerial;
     MTLComputePassSampleBufferAttachmentDescriptor* at = pass.sampleBufferAttachments[0];
     at.sampleBuffer = span.samples;
@@ -82,22 +84,23 @@ bool contains(const std::vector<id<MTLBuffer>>& set, id<MTLBuffer> b) {
   return std::find(set.begin(), set.end(), b) != set.end();
 }
 
-// A join pass over `resources` (see the top of this file).
+// A join pass over `resources` (see the top of this file); one over none binds the
+// device's scratch buffer, so that every join dispatches, sampled ones included.
 void join_pass(const Context& ctx, id<MTLCommandBuffer> cb, const std::vector<id<MTLBuffer>>& resources,
                const Span& span) {
+  const std::vector<id<MTLBuffer>> scratch{ctx.scratch};
+  const std::vector<id<MTLBuffer>>& bound = resources.empty() ? scratch : resources;
   id<MTLComputeCommandEncoder> enc = open_pass(cb, span);
-  if (!resources.empty()) {
-    [enc setComputePipelineState:ctx.join];
-    const uint32_t never = 0;
-    [enc setBytes:&never length:sizeof never atIndex:kJoinSlots];
-    for (size_t first = 0; first < resources.size(); first += kJoinSlots) {
-      for (NSUInteger i = 0; i < kJoinSlots; ++i) {
-        // Every slot is bound: the spare ones to the first buffer of this dispatch again.
-        size_t at = first + i < resources.size() ? first + i : first;
-        [enc setBuffer:resources[at] offset:0 atIndex:i];
-      }
-      [enc dispatchThreadgroups:MTLSizeMake(1, 1, 1) threadsPerThreadgroup:MTLSizeMake(1, 1, 1)];
+  [enc setComputePipelineState:ctx.join];
+  const uint32_t never = 0;
+  [enc setBytes:&never length:sizeof never atIndex:kJoinSlots];
+  for (size_t first = 0; first < bound.size(); first += kJoinSlots) {
+    for (NSUInteger i = 0; i < kJoinSlots; ++i) {
+      // Every slot is bound: the spare ones to the first buffer of this dispatch again.
+      size_t at = first + i < bound.size() ? first + i : first;
+      [enc setBuffer:bound[at] offset:0 atIndex:i];
     }
+    [enc dispatchThreadgroups:MTLSizeMake(1, 1, 1) threadsPerThreadgroup:MTLSizeMake(1, 1, 1)];
   }
   [enc endEncoding];
 }
@@ -132,57 +135,51 @@ void encode_join(const Context& ctx, id<MTLCommandBuffer> cb, const PreparedLaun
   join_pass(ctx, cb, all, span);
 }
 
-void encode_each(const Context& ctx, id<MTLCommandBuffer> cb, const std::vector<const PreparedLaunch*>& launches,
-                 const std::vector<Span>& spans, const PreparedLaunch* prev) {
-  for (size_t i = 0; i < launches.size(); ++i) {
-    const PreparedLaunch& l = *launches[i];
-    const Span& span = spans[i];
-    if (l.single_dispatch()) {
-      if (needs_join(prev, l)) encode_join(ctx, cb, prev, &l, Span{});
-      id<MTLComputeCommandEncoder> enc = open_pass(cb, span);
-      l.dispatch(enc);
-      [enc endEncoding];
-    } else {
-      // Its start is the end of a join before it, its end the start of one after it.
-      if (span.samples)
-        encode_join(ctx, cb, prev, &l, Span{span.samples, MTLCounterDontSample, span.start});
-      else if (needs_join(prev, l))
-        encode_join(ctx, cb, prev, &l, Span{});
-      l.encode(cb);
-      if (span.samples) encode_join(ctx, cb, &l, nullptr, Span{span.samples, span.end, MTLCounterDontSample});
-    }
-    prev = &l;
+void encode_launch(id<MTLCommandBuffer> cb, const PreparedLaunch& launch) {
+  if (!launch.single_dispatch()) {
+    launch.encode(cb);
+    return;
+  }
+  id<MTLComputeCommandEncoder> enc = open_pass(cb, Span{});
+  launch.dispatch(enc);
+  [enc endEncoding];
+}
+
+void encode_timed(const Context& ctx, id<MTLCommandBuffer> cb, const std::vector<const PreparedLaunch*>& launches,
+                  id<MTLCounterSampleBuffer> samples, const PreparedLaunch* prev) {
+  const size_t n = launches.size();
+  // Join j sits between launch j - 1 and launch j: its start is the end of launch
+  // j - 1 (sample 2j - 1), its end the start of launch j (sample 2j).
+  for (size_t j = 0; j <= n; ++j) {
+    const PreparedLaunch* before = j == 0 ? prev : launches[j - 1];
+    const PreparedLaunch* after = j < n ? launches[j] : nullptr;
+    encode_join(ctx, cb, before, after,
+                Span{samples, j > 0 ? 2 * j - 1 : MTLCounterDontSample, j < n ? 2 * j : MTLCounterDontSample});
+    if (after) encode_launch(cb, *after);
   }
 }
 
 void encode_all(const Context& ctx, id<MTLCommandBuffer> cb, const std::vector<const PreparedLaunch*>& launches,
                 const Span& span) {
   const size_t n = launches.size();
+  if (span.samples) encode_join(ctx, cb, nullptr, launches.front(), Span{span.samples, MTLCounterDontSample, span.start});
   const PreparedLaunch* prev = nullptr;
   for (size_t i = 0; i < n;) {
     const PreparedLaunch& l = *launches[i];
-    if (l.single_dispatch()) {
-      // Every dispatch up to the next MPS launch goes into one serial pass.
-      size_t j = i;
-      while (j < n && launches[j]->single_dispatch()) ++j;
-      if (needs_join(prev, l)) encode_join(ctx, cb, prev, &l, Span{});
-      Span pass{span.samples, i == 0 ? span.start : MTLCounterDontSample, j == n ? span.end : MTLCounterDontSample};
-      id<MTLComputeCommandEncoder> enc = open_pass(cb, pass);
-      for (size_t k = i; k < j; ++k) launches[k]->dispatch(enc);
-      [enc endEncoding];
-      prev = launches[j - 1];
-      i = j;
+    if (needs_join(prev, l)) encode_join(ctx, cb, prev, &l, Span{});
+    if (!l.single_dispatch()) {
+      l.encode(cb);
+      prev = &l;
+      ++i;
       continue;
     }
-    if (i == 0 && span.samples)
-      encode_join(ctx, cb, nullptr, &l, Span{span.samples, MTLCounterDontSample, span.start});
-    else if (needs_join(prev, l))
-      encode_join(ctx, cb, prev, &l, Span{});
-    l.encode(cb);
-    if (i + 1 == n && span.samples) encode_join(ctx, cb, &l, nullptr, Span{span.samples, span.end, MTLCounterDontSample});
-    prev = &l;
-    ++i;
+    // Every dispatch up to the next MPS launch goes into one serial pass.
+    id<MTLComputeCommandEncoder> enc = open_pass(cb, Span{});
+    for (; i < n && launches[i]->single_dispatch(); ++i) launches[i]->dispatch(enc);
+    [enc endEncoding];
+    prev = launches[i - 1];
   }
+  if (span.samples) encode_join(ctx, cb, launches.back(), nullptr, Span{span.samples, span.end, MTLCounterDontSample});
 }
 
 // ---- counters ---------------------------------------------------------------------------------------
@@ -207,36 +204,39 @@ std::unique_ptr<Counters> Counters::open(Context& ctx, std::string* why) {
     *why = "sampleTimestamps:gpuTimestamp: gave no GPU timestamp";
     return nullptr;
   }
-  // The probe: two passes that bind one buffer, so that the second waits for the
-  // first, each sampled at its start and end. The samples must exist and come in
-  // order; macOS 26 has been reported to write zeros here (gfx-rs/wgpu issue 9414).
   try {
-    @autoreleasepool {
-      const std::string who = where("timing", "counter probe");
-      id<MTLBuffer> scratch = [device newBufferWithLength:16 options:MTLResourceStorageModeShared];
-      if (!scratch) throw DeviceError(who + "the device gave no scratch buffer");
-      id<MTLCounterSampleBuffer> samples = c->buffer(0);
-      id<MTLCommandBuffer> cb = new_command_buffer(ctx, who);
-      join_pass(ctx, cb, {scratch}, Span{samples, 0, 1});
-      join_pass(ctx, cb, {scratch}, Span{samples, 2, 3});
-      submit_and_wait(cb, who);
-      std::vector<uint64_t> t = c->resolve(samples, 4, who);
-      if (!(t[0] <= t[1] && t[1] <= t[2] && t[2] <= t[3])) {
-        *why = "the probe's samples came out of order (" + std::to_string(t[0]) + ", " + std::to_string(t[1]) +
-               ", " + std::to_string(t[2]) + ", " + std::to_string(t[3]) + ")";
-        return nullptr;
-      }
-    }
-    // Calibrate once now, over at least kCalibrationNs.
-    double waited = c->stamp().host_ns - c->anchor_.host_ns;
-    if (waited < kCalibrationNs)
-      std::this_thread::sleep_for(std::chrono::nanoseconds(static_cast<int64_t>(kCalibrationNs - waited) + 1000));
-    c->ns_per_tick(where("timing", "counter probe"));
+    if (!c->probe(why)) return nullptr;
   } catch (const std::exception& e) {
     *why = std::string("the counter probe failed: ") + e.what();
     return nullptr;
   }
   return c;
+}
+
+// Two passes that bind one buffer, so that the second waits for the first, each sampled
+// at its start and end: the samples must exist and come in order (macOS 26 has been
+// reported to write zeros here: gfx-rs/wgpu issue 9414). Then the first calibration, over
+// at least kCalibrationNs.
+bool Counters::probe(std::string* why) {
+  const std::string who = where("timing", "counter probe");
+  const bool ordered = pooled([&] {
+    id<MTLCounterSampleBuffer> samples = buffer(0);
+    id<MTLCommandBuffer> cb = new_command_buffer(ctx_, who);
+    join_pass(ctx_, cb, {}, Span{samples, 0, 1});  // both bind the scratch buffer
+    join_pass(ctx_, cb, {}, Span{samples, 2, 3});
+    submit_and_wait(cb, who);
+    std::vector<uint64_t> t = resolve(samples, 4, who);
+    if (t[0] <= t[1] && t[1] <= t[2] && t[2] <= t[3]) return true;
+    *why = "the probe's samples came out of order (" + std::to_string(t[0]) + ", " + std::to_string(t[1]) + ", " +
+           std::to_string(t[2]) + ", " + std::to_string(t[3]) + ")";
+    return false;
+  });
+  if (!ordered) return false;
+  double waited = stamp().host_ns - anchor_.host_ns;
+  if (waited < kCalibrationNs)
+    std::this_thread::sleep_for(std::chrono::nanoseconds(static_cast<int64_t>(kCalibrationNs - waited) + 1000));
+  ns_per_tick(who);
+  return true;
 }
 
 Counters::Stamp Counters::stamp() const {

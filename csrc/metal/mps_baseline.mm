@@ -129,10 +129,10 @@ class MpsKernel final : public MetalKernel {
     std::array<MetalBuffer*, 5> buffers{};
     for (size_t i = 0; i < buffers.size(); ++i) buffers[i] = &buffer_arg(*ctx_, launch, i);
     check(launch, p, buffers, who);
-    @autoreleasepool {
+    return pooled([&] {
       std::shared_ptr<const Plan> plan = plan_of(p, who);
       return wrap(p, plan, buffers, who);
-    }
+    });
   }
 
  private:

@@ -6,9 +6,10 @@
  * - Thread and group ids are kernel parameters ([[threadgroup_position_in_grid]]
  *   and friends), not functions: GROUP_ID, LOCAL_ID, GROUP_SIZE and NUM_GROUPS
  *   work in the kernel body only, not in DEVICE_FN helpers (pass the ids in).
- * - SIMD_WIDTH is 32, the SIMD-group width of every Apple GPU. AMD GPUs in Intel
- *   Macs may run wider SIMD groups; a body that relies on the width there fails
- *   verification rather than going unnoticed.
+ * - SIMD_WIDTH is 32, the SIMD-group width of every Apple GPU. The GPUs of Intel
+ *   Macs may run other widths; a pipeline whose threadExecutionWidth is not this
+ *   SIMD_WIDTH is stored unsupported with its width (python/metalbench/measure.py,
+ *   unsupported_here, reads the define below).
  * - DEVICE_FENCE must be reached by every thread of the group: before MSL 3.2
  *   (macOS 15) the only device-memory fence is a group barrier. */
 #include <metal_stdlib>

@@ -12,16 +12,18 @@ This is the work a worker process does (worker.py); nothing here stores or repor
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from . import _core, metrics
+from . import _core, metrics, paths
 from .arena import Comparer, SpecBuffers, guard_bytes, plan_copies
 from .reference import Reference, ReferenceCache, make_inputs
 from .results import CLOCKS, Category, Result, Status
@@ -29,7 +31,7 @@ from .settings import BATCH_TIME, Settings
 from .specs import DTYPES, Spec
 from .variants import ManifestError, Variant, build_kernel
 
-__all__ = ["Prepared", "Worker", "plan_slots"]
+__all__ = ["Prepared", "Worker", "plan_slots", "prelude_simd_width", "unsupported_here"]
 
 # No GPU completes a launch much faster than this back to back (an H200 runs an empty
 # kernel in 1.4 us): with this many output slots, a batch of the fastest kernels can
@@ -42,6 +44,8 @@ _SLOT_BUDGET = 16 << 20
 _COLD_SHARE = 4
 # Compiler threads at most: compiling is memory-hungry too (NVRTC takes ~100 MB).
 _BUILD_THREADS = 16
+# How a prelude states the SIMD width it compiles the dialect for.
+_SIMD_WIDTH = re.compile(r"^#define SIMD_WIDTH (\d+)\b", re.MULTILINE)
 
 
 def plan_slots(spec: Spec, copies: int, alignment: int, max_held: int) -> int:
@@ -65,6 +69,43 @@ class Prepared:
     failure: str = ""
     notes: list[str] = field(default_factory=list)
     mode: dict = field(default_factory=dict)
+
+
+@functools.cache
+def prelude_simd_width(backend: str) -> int:
+    """The SIMD width `backend`'s prelude (kernels/include/<backend>.h, the one place it is
+    written) compiles the portable dialect for; 1: every thread is a SIMD group of its own."""
+    path = paths.kernels_dir() / "include" / f"{backend}.h"
+    found = _SIMD_WIDTH.search(path.read_text())
+    if found is None:
+        raise ManifestError(f"{path}: no '#define SIMD_WIDTH' line")
+    return int(found.group(1))
+
+
+def unsupported_here(kernel: _core.Kernel, v: Variant, backend: str, info: dict, threads: Sequence[int]) -> str:
+    """Why the built `kernel` of `v` cannot run a launch of `threads` on this device, or "".
+
+    Known only once the kernel is built, so the worker decides it, not the planner: a
+    pipeline may take fewer threads a group than its device (the Metal compiler chooses,
+    as NVIDIA's OpenCL does at 256 for some kernels), and the SIMD width a kernel runs
+    at is the compiler's (Metal's threadExecutionWidth: 32 on Apple GPUs, other widths on
+    an Intel Mac's). A kernel compiled with a prelude that assumes a width above 1 (the
+    lanes of SIMD_SUM, SIMD_BROADCAST, SIMD_LANE and the primitives built on them) would
+    compute wrong results at another; a width-1 prelude assumes no lock step at all.
+    Vendor builtins choose their own geometry and have no prelude.
+    """
+    group = math.prod(threads)
+    limit = int(kernel.max_group_size)  # 0: none of its own, as for a builtin
+    if limit and int(info.get("max_group_size") or 0):
+        limit = min(limit, int(info["max_group_size"]))
+    if limit and group > limit:
+        return f"a group of {group} threads is more than the {limit} this kernel takes on {info['name']}"
+    if v.family.builtin is None:
+        assumed = prelude_simd_width(backend)
+        if assumed > 1 and int(kernel.simd_width) != assumed:
+            return (f"its SIMD groups are {kernel.simd_width} threads wide on {info['name']}; the {backend} "
+                    f"prelude assumes {assumed}")
+    return ""
 
 
 def _host_available() -> int | None:
@@ -190,15 +231,20 @@ class Worker:
             return result
         buffers, ref = prepared.buffers, prepared.ref
         assert buffers is not None and ref is not None and prepared.c_initial is not None
+        groups, threads = detail["groups"], detail["threads"]
         try:
             kernel = self.kernel(v, spec.dtype)
+            why = unsupported_here(kernel, v, self.backend, self.info, threads)
         except _core.CompileError as e:
             result.category, result.message, result.log = Category.COMPILE, str(e), getattr(e, "log", "")
             return result
         except (_core.UsageError, _core.UnavailableError, ManifestError, OSError) as e:
             result.category, result.message = Category.COMPILE, str(e)
             return result
-        groups, threads = detail["groups"], detail["threads"]
+        if why:  # stored as the planner stores what a manifest rules out, with the key: a rerun reuses it
+            result.status, result.category = Status.UNSUPPORTED, Category.UNSUPPORTED
+            result.message = why
+            return result
         ws_bytes = 4 * detail["workspace"] * buffers.slots
         if ws_bytes > int(self.info["memory_bytes"]) // 2:
             result.category = Category.LAUNCH

@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS results (
   id INTEGER PRIMARY KEY,
-  key TEXT,                        -- NULL for unsupported pairs, which are never reused
+  key TEXT,                        -- NULL for pairs a manifest rules out (never reused)
   created REAL NOT NULL,
   variant TEXT NOT NULL,
   spec_key TEXT NOT NULL,
