@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <vector>
 
-#include "common.h"
+#include "kernel_abi.h"
 
 namespace mb {
 

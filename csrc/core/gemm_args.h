@@ -8,7 +8,7 @@
 #include <cstddef>
 #include <string>
 
-#include "common.h"
+#include "kernel_abi.h"
 #include "device.h"
 
 namespace mb {

@@ -19,7 +19,7 @@
 // checked to hold everything the params address.
 #include <map>
 
-#include "common.h"
+#include "core/kernel_abi.h"
 #include "core/gemm_args.h"
 #include "cuda_internal.h"
 

@@ -30,7 +30,7 @@
 #include <string>
 #include <utility>
 
-#include "common.h"
+#include "core/kernel_abi.h"
 #include "core/gemm_args.h"
 #include "metal/metal_internal.h"
 
