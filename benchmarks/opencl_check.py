@@ -38,6 +38,8 @@ from metalbench.variants import Variant
 
 ROOT = Path(__file__).resolve().parents[1]
 SIMD32 = ROOT / "tests" / "simd32" / "opencl_simd32.h"
+# Scratch floats per thread the emulation takes (MB_SIM_SLOTS in opencl_simd32.h).
+SIMD32_SLOTS = 16
 
 # Beyond the odd suite: m = 1 tails that no vector width divides in k or n for both
 # layouts, A stored transposed, alpha/beta with beta != 0 on both layouts, float32
@@ -127,7 +129,7 @@ def verify_simd32(dev: metalbench.Device, chosen: list[Variant], shapes: list[Sp
                 groups, threads = v.geometry(s)
                 ws = dev.allocate(4 * v.workspace_floats(s))
                 ws.fill(0)
-                scratch = dev.allocate(4 * max(1, int(np.prod(groups)) * int(np.prod(threads))))
+                scratch = dev.allocate(4 * SIMD32_SLOTS * max(1, int(np.prod(groups)) * int(np.prod(threads))))
                 why = None
                 for _ in range(2):
                     why = problem.launch_and_check(dev, kernels[key], ws, scratch, list(groups), list(threads))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,9 @@ NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/c
 
 
 SIMD32 = ROOT / "tests" / "simd32" / "opencl_simd32.h"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from opencl_check import SIMD32_SLOTS  # noqa: E402  scratch floats per thread of the emulation
 
 
 def build(backend: str, body: str, name: str, simd32: bool = False) -> str:
@@ -136,7 +140,7 @@ def _run(dev, name: str, a: np.ndarray, c_len: int, ws_words: int, groups: int, 
     bufs["a"].write(np.ascontiguousarray(a, dtype=dtype))
     args = [bufs["a"], bufs["b"], bufs["c"], bufs["bias"], bufs["ws"], _params()]
     if simd32:
-        args.append(dev.allocate(4 * groups * threads))
+        args.append(dev.allocate(4 * SIMD32_SLOTS * groups * threads))
     dev.run(kernel, args, [groups], [threads])
     c = np.empty(c_len, dtype)
     ws = np.empty(ws_words, np.int32)

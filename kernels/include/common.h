@@ -76,9 +76,44 @@ DEVICE_FN float mb_ws_take(GLOBAL_PTR float* slot) {
   while (word == 0) word = ATOMIC_XCHG((GLOBAL_PTR int*)slot, 0);
   return INT_AS_FLOAT(~word);
 }
+/* The sum, in slot order, of WS_TAKE of the n slots slot, slot + stride, ...: the first
+ * exchange of up to eight slots is issued before any is waited for, so that their
+ * latencies overlap (a split-K reduction takes one slot per split and output). */
+DEVICE_FN float mb_ws_take_sum(GLOBAL_PTR float* slot, int stride, int n) {
+  float sum = 0.0f;
+  for (int q0 = 0; q0 < n; q0 += 8) {
+    int word[8];
+    for (int q = 0; q < 8; ++q) word[q] = q0 + q < n ? ATOMIC_XCHG((GLOBAL_PTR int*)(slot + (q0 + q) * stride), 0) : 0;
+    for (int q = 0; q < 8 && q0 + q < n; ++q) {
+      while (word[q] == 0) word[q] = ATOMIC_XCHG((GLOBAL_PTR int*)(slot + (q0 + q) * stride), 0);
+      sum += INT_AS_FLOAT(~word[q]);
+    }
+  }
+  return sum;
+}
 #define WS_PUT(slot, x) mb_ws_put((slot), (x))
 #define WS_TAKE(slot) mb_ws_take(slot)
+#define WS_TAKE_SUM(slot, stride, n) mb_ws_take_sum((slot), (stride), (n))
+
+/* The arrival count of a split-K hand-off (kernels/README.md), made by every thread of
+ * the group after its WS_PUTs: sets the group-shared int `flag`, in every thread, to
+ * whether this group is the last of `n` to count itself in on `counter`. The last one
+ * then takes the partials and resets the counter (ATOMIC_STORE_ZERO). */
+#define WS_ARRIVE(counter, n, flag)                                              \
+  do {                                                                           \
+    DEVICE_FENCE();                                                              \
+    BARRIER();                                                                   \
+    if (LOCAL_LINEAR_ID == 0) (flag) = ATOMIC_INC(counter) == (n) - 1;           \
+    BARRIER();                                                                   \
+    if (flag) DEVICE_FENCE();                                                    \
+  } while (0)
 #endif
+
+/* Elements that one MT_COPY_VEC moves: 16 bytes of T (kernels/README.md, "The matrix tile"). */
+#define MT_VEC (MB_F16 ? 8 : 4)
+/* SIMD groups that share the work a 32-lane SIMD group does on CUDA and Metal: 1 there,
+ * 32 on OpenCL, whose SIMD groups are single work-items. */
+#define MT_SPLIT (32 / SIMD_WIDTH)
 
 #define LOCAL_LINEAR_ID (LOCAL_ID(0) + GROUP_SIZE(0) * (LOCAL_ID(1) + GROUP_SIZE(1) * LOCAL_ID(2)))
 #define SIMD_LANE (LOCAL_LINEAR_ID % SIMD_WIDTH)
