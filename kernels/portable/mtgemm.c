@@ -20,7 +20,8 @@
  *
  * Pipeline: tile t + NST - 1 is copied while tile t is multiplied. NST, the buffers in
  * use, is STAGES or fewer where group memory is short (MT_GROUP_BYTES: 48 KiB on CUDA,
- * 32 KiB where group memory holds floats). On CUDA the copies are asynchronous
+ * 32 KiB where group memory holds floats, Metal and OpenCL), and where it holds floats
+ * and a stage of BK would not fit at all, the k step is BK / 2. On CUDA the copies are asynchronous
  * (cp.async groups, MT_COPY_WAIT); elsewhere they complete as they are issued and the
  * same code is a plain loop with one barrier per tile.
  *
@@ -46,8 +47,23 @@
 #define NT (32 * MB_WM * MB_WN) /* threads */
 #define WTM (MB_BM / MB_WM)     /* a 32-lane SIMD group's region */
 #define WTN (MB_BN / MB_WN)
-#if WTM % TILE_M != 0 || WTN % TILE_N != 0 || MB_BK % TILE_K != 0 || MB_BK % 16 != 0
+#if WTM % TILE_M != 0 || WTN % TILE_N != 0 || MB_BK % 16 != 0
 #error "BM / WM must be a multiple of TILE_M, BN / WN of TILE_N, BK of 16"
+#endif
+
+/* Group memory of one stage for a k step of bk: A's rows, then B's, padded by 8. */
+#if MB_layout_nt
+#define STAGE_ELEMS_FOR(bk) (MB_BM * ((bk) + 8) + MB_BN * ((bk) + 8))
+#else
+#define STAGE_ELEMS_FOR(bk) (MB_BM * ((bk) + 8) + (bk) * (MB_BN + 8))
+#endif
+/* BK, or half of it where group memory holds floats and a stage of BK would not fit. */
+#if STAGE_ELEMS_FOR(MB_BK) * MT_T_BYTES <= MT_GROUP_BYTES
+#define BK MB_BK
+#elif MB_BK % 32 == 0 && STAGE_ELEMS_FOR(MB_BK / 2) * MT_T_BYTES <= MT_GROUP_BYTES
+#define BK (MB_BK / 2)
+#else
+#error "one stage does not fit in group memory"
 #endif
 #define FMW (WTM / TILE_M) /* tiles of a region */
 #define FNW (WTN / TILE_N)
@@ -59,24 +75,19 @@
 #define FM (FMW / SPM) /* tiles of one SIMD group */
 #define FN (FNW / SPN)
 
-#define LDA (MB_BK + 8)
+#define LDA (BK + 8)
 #define A_ELEMS (MB_BM * LDA)
 #if MB_layout_nt
-#define LDB (MB_BK + 8)
-#define B_ELEMS (MB_BN * LDB)
+#define LDB (BK + 8)
 #else
 #define LDB (MB_BN + 8)
-#define B_ELEMS (MB_BK * LDB)
 #endif
-#define STAGE_ELEMS (A_ELEMS + B_ELEMS)
+#define STAGE_ELEMS STAGE_ELEMS_FOR(BK)
 #define STAGE_BYTES (STAGE_ELEMS * MT_T_BYTES)
 #if MB_STAGES * STAGE_BYTES <= MT_GROUP_BYTES
 #define NST MB_STAGES
 #else
 #define NST (MT_GROUP_BYTES / STAGE_BYTES)
-#endif
-#if NST < 1
-#error "one stage does not fit in group memory"
 #endif
 
 /* Epilogue chunks: CH rows of BN floats (pitch LDE) in the stage memory, at least TILE_M
@@ -98,10 +109,10 @@ MB_KERNEL(mtgemm) {
   const int bi = GROUP_ID(2) / MB_SPLITS;
   const int split = GROUP_ID(2) % MB_SPLITS;
   /* This split's range of k: a whole number of BK tiles (the last may be short). */
-  const int kc = ((p.k + MB_SPLITS - 1) / MB_SPLITS + MB_BK - 1) / MB_BK * MB_BK;
+  const int kc = ((p.k + MB_SPLITS - 1) / MB_SPLITS + BK - 1) / BK * BK;
   const int kbeg = split * kc;
   const int kend = kbeg + kc < p.k ? kbeg + kc : p.k;
-  const int nk = kend > kbeg ? (kend - kbeg + MB_BK - 1) / MB_BK : 0;
+  const int nk = kend > kbeg ? (kend - kbeg + BK - 1) / BK : 0;
 
   const int a_base = bi * p.stride_a;
   const int b_base = bi * p.stride_b;
@@ -124,10 +135,10 @@ MB_KERNEL(mtgemm) {
   {                                                                                                           \
     SHARED_PTR MT_T* as_ = smem + (buf) * STAGE_ELEMS;                                                        \
     SHARED_PTR MT_T* bs_ = as_ + A_ELEMS;                                                                     \
-    const int k0_ = kbeg + (kt) * MB_BK;                                                                      \
+    const int k0_ = kbeg + (kt) * BK;                                                                      \
     if (va) {                                                                                                 \
-      for (int e = t; e < MB_BM * (MB_BK / MT_VEC); e += NT) {                                                \
-        const int r = e / (MB_BK / MT_VEC), q = (e % (MB_BK / MT_VEC)) * MT_VEC;                              \
+      for (int e = t; e < MB_BM * (BK / MT_VEC); e += NT) {                                                \
+        const int r = e / (BK / MT_VEC), q = (e % (BK / MT_VEC)) * MT_VEC;                              \
         const int gi = i0 + r, gk = k0_ + q;                                                                  \
         if (gi < p.m && gk + MT_VEC <= kend) {                                                                \
           MT_COPY_VEC(as_, r * LDA + q, a, a_base + gi * p.lda + gk);                                         \
@@ -140,8 +151,8 @@ MB_KERNEL(mtgemm) {
       }                                                                                                       \
     } else {                                                                                                  \
       /* Along i when A is stored k x m, so that neighbouring threads read neighbouring elements. */         \
-      for (int e = t; e < MB_BM * MB_BK; e += NT) {                                                           \
-        const int r = p.trans_a ? e % MB_BM : e / MB_BK, q = p.trans_a ? e / MB_BM : e % MB_BK;               \
+      for (int e = t; e < MB_BM * BK; e += NT) {                                                           \
+        const int r = p.trans_a ? e % MB_BM : e / BK, q = p.trans_a ? e / MB_BM : e % BK;               \
         const int gi = i0 + r, gk = k0_ + q;                                                                  \
         if (gi < p.m && gk < kend) MT_COPY(as_, r * LDA + q, a, A_AT(bi, gi, gk));                            \
         else MT_PUT(as_, r * LDA + q, 0.0f);                                                                  \
@@ -153,8 +164,8 @@ MB_KERNEL(mtgemm) {
 #if MB_layout_nt
 /* Bs[j][kk] from B stored n x k: along k. */
 #define LOAD_B(bs_, k0_)                                                                                      \
-  for (int e = t; e < MB_BN * (MB_BK / MT_VEC); e += NT) {                                                    \
-    const int r = e / (MB_BK / MT_VEC), q = (e % (MB_BK / MT_VEC)) * MT_VEC;                                  \
+  for (int e = t; e < MB_BN * (BK / MT_VEC); e += NT) {                                                    \
+    const int r = e / (BK / MT_VEC), q = (e % (BK / MT_VEC)) * MT_VEC;                                  \
     const int gj = j0 + r, gk = (k0_) + q;                                                                    \
     if (vb && gj < p.n && gk + MT_VEC <= kend) {                                                              \
       MT_COPY_VEC(bs_, r * LDB + q, b, b_base + gj * p.ldb + gk);                                             \
@@ -168,7 +179,7 @@ MB_KERNEL(mtgemm) {
 #else
 /* Bs[kk][j] from B stored k x n: along n. */
 #define LOAD_B(bs_, k0_)                                                                                      \
-  for (int e = t; e < MB_BK * (MB_BN / MT_VEC); e += NT) {                                                    \
+  for (int e = t; e < BK * (MB_BN / MT_VEC); e += NT) {                                                    \
     const int r = e / (MB_BN / MT_VEC), q = (e % (MB_BN / MT_VEC)) * MT_VEC;                                  \
     const int gk = (k0_) + r, gj = j0 + q;                                                                    \
     if (vb && gk < kend && gj + MT_VEC <= p.n) {                                                              \
@@ -187,7 +198,7 @@ MB_KERNEL(mtgemm) {
   if (active) {                                                                                               \
     SHARED_PTR MT_T* as_ = smem + (buf) * STAGE_ELEMS;                                                        \
     SHARED_PTR MT_T* bs_ = as_ + A_ELEMS;                                                                     \
-    for (int kk = 0; kk < MB_BK; kk += TILE_K) {                                                              \
+    for (int kk = 0; kk < BK; kk += TILE_K) {                                                              \
       MT_A_T fa[FM];                                                                                          \
       MT_B_T fb[FN];                                                                                          \
       for (int fm = 0; fm < FM; ++fm) MT_LOAD_A(fa[fm], as_, (row0 + fm * TILE_M) * LDA + kk, LDA);           \
