@@ -13,7 +13,8 @@ outside the extent the load is given):
   compiles every CUDA variant so);
 - parsed as Metal Shading Language against tests/metal_shim, whose simdgroup_matrix
   declarations follow the MSL specification;
-- run on a CUDA GPU (`-m gpu`), where there is one;
+- run on a CUDA GPU, an Apple GPU (`-m gpu`) and every other OpenCL device (the NVIDIA
+  driver beside PoCL), where there is one;
 - the device trait: a variant that needs the matrix unit is unsupported, with the
   missing unit named, on a device without one.
 """
@@ -206,6 +207,24 @@ def test_the_tile_computes_exactly_on_opencl(opencl, dtype, width):
         assert np.array_equal(got, want), (case, got, want)
 
 
+def _other_opencl_devices() -> list[int]:
+    """OpenCL devices past the first (the NVIDIA driver beside PoCL on a GPU machine)."""
+    if "opencl" not in _core.backends() or _core.unavailable_reason("opencl"):
+        return []
+    return list(range(1, len(_core.devices("opencl"))))
+
+
+@pytest.mark.parametrize("index", _other_opencl_devices() or [pytest.param(None, marks=pytest.mark.skip(
+    reason="one OpenCL device (the first is covered above)"))])
+def test_the_tile_computes_exactly_on_every_other_opencl_device(index):
+    dev = _core.open("opencl", index)
+    for dtype, f16 in ((np.float16, "1"), (np.float32, "0")):
+        kernel = dev.compile(source("opencl"), "tile_product", {"MB_F16": f16}, "tile")
+        for case in CASES:
+            got, want, tiles = run_tile(dev, kernel, dtype, case, scratch=False)
+            assert tiles == (8, 8, 8) and np.array_equal(got, want), (dev.info["name"], case, got, want)
+
+
 # ---- CUDA without a GPU: the ldmatrix addressing against the PTX ISA ------------------------------------
 
 
@@ -395,4 +414,32 @@ def test_the_tile_computes_exactly_on_cuda(cuda, dtype):
     for case in CASES:
         got, want, tiles = run_tile(cuda, kernel, dtype, case, scratch=False)
         assert tiles == (16, 8, 16 if f16 == "1" else 8), case
+        assert np.array_equal(got, want), (case, got, want)
+
+
+# ---- on an Apple GPU ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def metal():
+    reason = _core.unavailable_reason("metal") if "metal" in _core.backends() else "not built (macOS only)"
+    if reason:
+        pytest.skip(f"no Metal device: {reason}")
+    dev = _core.open("metal", 0)
+    if not dev.info["matrix_unit"]:
+        pytest.skip(f"no matrix unit: {dev.info['matrix_unit_detail']}")
+    return dev
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["float16", "float32"])
+def test_the_tile_computes_exactly_on_metal(metal, dtype):
+    """simdgroup_load and simdgroup_store (with elements_per_row, transposed or not, from
+    threadgroup and device memory), make_filled_simdgroup_matrix and
+    simdgroup_multiply_accumulate behave as the MSL specification says, on a real GPU."""
+    f16 = "1" if dtype == np.float16 else "0"
+    kernel = metal.compile(source("metal"), "tile_product", {"MB_F16": f16}, "tile")
+    for case in CASES:
+        got, want, tiles = run_tile(metal, kernel, dtype, case, scratch=False)
+        assert tiles == (8, 8, 8), case
         assert np.array_equal(got, want), (case, got, want)

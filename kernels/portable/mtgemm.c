@@ -277,11 +277,14 @@ MB_KERNEL(mtgemm) {
    * no cross-group memory ordering, and why the counter ends at 0). */
   WS_ARRIVE(counter, MB_SPLITS, last);
   if (last) {
+    /* A column per thread, four rows at a time, so that their takes overlap. */
     GLOBAL_PTR float* parts = ws + (bi * MB_SPLITS) * p.m * p.n;
-    for (int e = t; e < MB_BM * MB_BN; e += NT) {
-      const int gi = i0 + e / MB_BN, gj = j0 + e % MB_BN;
-      if (gi < p.m && gj < p.n) {
-        MB_STORE_C(C_AT(bi, gi, gj), gj, WS_TAKE_SUM(parts + gi * p.n + gj, p.m * p.n, MB_SPLITS));
+    for (int e = t; e < MB_BN; e += NT) {
+      const int gj = j0 + e;
+      for (int gi = i0; gj < p.n && gi < i0 + MB_BM && gi < p.m; gi += 4) {
+        const int count = p.m - gi < 4 ? p.m - gi : 4;
+        const MBSum4 sum = WS_TAKE_SUM4(parts + gi * p.n + gj, p.n, count, p.m * p.n, MB_SPLITS);
+        for (int u = 0; u < count; ++u) MB_STORE_C(C_AT(bi, gi + u, gj), gj, sum.v[u]);
       }
     }
     if (t == 0) ATOMIC_STORE_ZERO(counter);

@@ -210,10 +210,15 @@ MB_KERNEL(skinny) {
   GLOBAL_PTR int* counter = (GLOBAL_PTR int*)(ws + p.batch * MB_SPLITS * p.m * p.n) + bi * NUM_GROUPS(0) + GROUP_ID(0);
   WS_ARRIVE(counter, MB_SPLITS, last);
   if (last) {
+    /* A column per thread, four rows at a time, so that their takes overlap. */
     GLOBAL_PTR float* parts = ws + bi * MB_SPLITS * p.m * p.n;
-    for (int e = t; e < MB_BN * p.m; e += MB_TG) {
-      const int i = e / MB_BN, jj = j0 + e % MB_BN;
-      if (jj < p.n) MB_STORE_C(C_AT(bi, i, jj), jj, WS_TAKE_SUM(parts + i * p.n + jj, p.m * p.n, MB_SPLITS));
+    for (int e = t; e < MB_BN; e += MB_TG) {
+      const int jj = j0 + e;
+      for (int i = 0; jj < p.n && i < p.m; i += 4) {
+        const int count = p.m - i < 4 ? p.m - i : 4;
+        const MBSum4 sum = WS_TAKE_SUM4(parts + i * p.n + jj, p.n, count, p.m * p.n, MB_SPLITS);
+        for (int u = 0; u < count; ++u) MB_STORE_C(C_AT(bi, i + u, jj), jj, sum.v[u]);
+      }
     }
     if (t == 0) ATOMIC_STORE_ZERO(counter);
   }
