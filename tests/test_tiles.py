@@ -191,20 +191,31 @@ def run_tile(dev, kernel, dtype: type, case: tuple, scratch: bool) -> tuple[np.n
     return got, _expected(a, b, tiles, m, n, k, ta, tb), tiles
 
 
+def check_every_case(dev, backend: str, dtype: type, want_tiles: tuple, simd32: bool = False) -> None:
+    """The tile kernel on `dev` for every case: exact results, at the backend's tile sizes."""
+    f16 = "1" if dtype == np.float16 else "0"
+    kernel = dev.compile(source(backend, simd32=simd32), "tile_product", {"MB_F16": f16},
+                         f"tile{'@simd32' if simd32 else ''}")
+    for case in CASES:
+        got, want, tiles = run_tile(dev, kernel, dtype, case, scratch=simd32)
+        assert tiles == want_tiles, (dev.info["name"], case)
+        assert np.array_equal(got, want), (dev.info["name"], case, got, want)
+
+
+def cuda_tiles(dtype: type) -> tuple:
+    return (16, 8, 16 if dtype == np.float16 else 8)
+
+
+DTYPES = pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["float16", "float32"])
+
+
 # ---- PoCL ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["float16", "float32"])
+@DTYPES
 @pytest.mark.parametrize("width", [1, 32], ids=["opencl", "simd32"])
 def test_the_tile_computes_exactly_on_opencl(opencl, dtype, width):
-    f16 = "1" if dtype == np.float16 else "0"
-    kernel = opencl.compile(source("opencl", simd32=width == 32), "tile_product", {"MB_F16": f16},
-                            f"tile{'@simd32' if width == 32 else ''}")
-    want_tiles = (8, 8, 8) if width == 1 else (16, 8, 16 if f16 == "1" else 8)
-    for case in CASES:
-        got, want, tiles = run_tile(opencl, kernel, dtype, case, scratch=width == 32)
-        assert tiles == want_tiles, case
-        assert np.array_equal(got, want), (case, got, want)
+    check_every_case(opencl, "opencl", dtype, (8, 8, 8) if width == 1 else cuda_tiles(dtype), simd32=width == 32)
 
 
 def _other_opencl_devices() -> list[int]:
@@ -218,11 +229,8 @@ def _other_opencl_devices() -> list[int]:
     reason="one OpenCL device (the first is covered above)"))])
 def test_the_tile_computes_exactly_on_every_other_opencl_device(index):
     dev = _core.open("opencl", index)
-    for dtype, f16 in ((np.float16, "1"), (np.float32, "0")):
-        kernel = dev.compile(source("opencl"), "tile_product", {"MB_F16": f16}, "tile")
-        for case in CASES:
-            got, want, tiles = run_tile(dev, kernel, dtype, case, scratch=False)
-            assert tiles == (8, 8, 8) and np.array_equal(got, want), (dev.info["name"], case, got, want)
+    for dtype in (np.float16, np.float32):
+        check_every_case(dev, "opencl", dtype, (8, 8, 8))
 
 
 # ---- CUDA without a GPU: the ldmatrix addressing against the PTX ISA ------------------------------------
@@ -407,14 +415,9 @@ def cuda():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["float16", "float32"])
+@DTYPES
 def test_the_tile_computes_exactly_on_cuda(cuda, dtype):
-    f16 = "1" if dtype == np.float16 else "0"
-    kernel = cuda.compile(source("cuda"), "tile_product", {"MB_F16": f16}, "tile")
-    for case in CASES:
-        got, want, tiles = run_tile(cuda, kernel, dtype, case, scratch=False)
-        assert tiles == (16, 8, 16 if f16 == "1" else 8), case
-        assert np.array_equal(got, want), (case, got, want)
+    check_every_case(cuda, "cuda", dtype, cuda_tiles(dtype))
 
 
 # ---- on an Apple GPU ----------------------------------------------------------------------------------------
@@ -432,14 +435,9 @@ def metal():
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=["float16", "float32"])
+@DTYPES
 def test_the_tile_computes_exactly_on_metal(metal, dtype):
     """simdgroup_load and simdgroup_store (with elements_per_row, transposed or not, from
     threadgroup and device memory), make_filled_simdgroup_matrix and
     simdgroup_multiply_accumulate behave as the MSL specification says, on a real GPU."""
-    f16 = "1" if dtype == np.float16 else "0"
-    kernel = metal.compile(source("metal"), "tile_product", {"MB_F16": f16}, "tile")
-    for case in CASES:
-        got, want, tiles = run_tile(metal, kernel, dtype, case, scratch=False)
-        assert tiles == (8, 8, 8), case
-        assert np.array_equal(got, want), (case, got, want)
+    check_every_case(metal, "metal", dtype, (8, 8, 8))
