@@ -29,6 +29,9 @@ time, their ratio, the best's share of the HBM peak (bytes moved / time / peak) 
 plain-read floor: the best time of a kernel that only reads the product's bytes
 (benchmarks/cuda_floor.py's read kernel, over a few grids), cold as the products are.
 No kernel that moves those bytes can beat it, so best / floor is the distance left.
+Prefill is compute-bound instead: its table gives TFLOPS, beside the ceiling of the
+instruction the matrix tile uses on CUDA, mma.sync m16n8k16 (f16 in, f32 accumulate),
+measured by a kernel that issues nothing else; cuBLAS may use the faster wgmma of sm_90.
 
 On a machine without CUDA it prints one SKIPPED line and exits 2.
 """
@@ -138,6 +141,40 @@ def read_floor(dev: metalbench.Device, nbytes: int, cache: dict) -> float:
     return best
 
 
+# mma.sync.m16n8k16 back to back, eight independent accumulators per warp, nothing else:
+# the most any kernel built on the matrix tile's CUDA instruction can compute.
+MMA = r"""
+extern "C" __global__ void mb_mma_peak(float* out, int iters) {
+  unsigned a = 0x3c003c00u ^ threadIdx.x, b = 0x3c003c00u ^ (threadIdx.x << 1);
+  float c[8][4];
+  for (int j = 0; j < 8; ++j) c[j][0] = c[j][1] = c[j][2] = c[j][3] = 0.0f;
+  for (int i = 0; i < iters; ++i) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+      asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                   "{%8, %9}, {%0, %1, %2, %3};"
+                   : "+f"(c[j][0]), "+f"(c[j][1]), "+f"(c[j][2]), "+f"(c[j][3])
+                   : "r"(a), "r"(b), "r"(a), "r"(b), "r"(b), "r"(a));
+  }
+  float s = 0.0f;
+  for (int j = 0; j < 8; ++j) s += c[j][0] + c[j][1] + c[j][2] + c[j][3];
+  if (s == 1234.5f) out[0] = s;
+}
+"""
+MMA_ITERS = 4096
+
+
+def mma_ceiling(dev: metalbench.Device) -> float:
+    """TFLOPS of mma.sync m16n8k16 f16 -> f32 issued back to back on every SM (4 blocks of 4 warps each)."""
+    kernel = dev.compile(MMA, "mb_mma_peak", {}, "floor/mma_peak")
+    out = dev.allocate(16)
+    blocks = int(dev.info["compute_units"]) * 4
+    m = dev.measure(kernel, [out, struct.pack("<i", MMA_ITERS)], [blocks], [128],
+                    **{**SETTINGS, "min_samples": 10, "max_time": 0.5})
+    flops = blocks * 4 * MMA_ITERS * 8 * 2 * 16 * 8 * 16
+    return flops / (m["batch"]["median"] * 1e-9) / 1e12
+
+
 def product_rows(name: str, suite: Suite, rep: object, peak: float, floors: dict[int, float]) -> list[dict]:
     """One dict per weight product: the figures of the table and the JSON."""
     rows = []
@@ -150,7 +187,7 @@ def product_rows(name: str, suite: Suite, rep: object, peak: float, floors: dict
         base_us = base.us("batch") if base else None
         floor = floors.get(spec.bytes_moved())
         rows.append({"suite": name, "product": sr.label, "weight_bytes": spec.n * spec.k * DTYPES[spec.dtype].itemsize,
-                     "bytes": spec.bytes_moved(), "cublas_us": base_us,
+                     "bytes": spec.bytes_moved(), "flops": spec.flops(), "cublas_us": base_us,
                      "best": sr.best, "best_us": best_us,
                      "ratio": base_us / best_us if base_us and best_us else None,
                      "share_of_peak": spec.bytes_moved() / (best_us * 1e-6) / peak if best_us and peak else None,
@@ -222,6 +259,7 @@ def main() -> int:
             store.close()
             results[name] = (suite, run)
         dev = metalbench.open_device(backend, args.device)
+        ceiling = mma_ceiling(dev) if "llama-prefill-512" in results else None
         peak = 0.0
         for name, (suite, run) in results.items():
             peak = float(run.report.peak_bandwidth or dev.info["peak_bandwidth"] or 0)
@@ -243,6 +281,19 @@ def main() -> int:
                   fmt(r["cublas_share_of_peak"] * 100 if r["cublas_share_of_peak"] else None, ".1f"),
                   fmt(r["floor_us"]), fmt(r["floor_share_of_peak"] * 100 if r["floor_share_of_peak"] else None, ".1f"),
                   fmt(r["best_over_floor"])] for r in products], left=2))
+    prefill = [r for r in products if "-prefill-" in r["suite"]]
+    if prefill:
+        print()
+
+        def tflops(r: dict, key: str) -> str:
+            return fmt(r["flops"] / (r[key] * 1e-6) / 1e12 if r[key] else None, ".0f")
+
+        print(table(f"prefill, compute-bound: TFLOPS; mma.sync m16n8k16 (the matrix tile on CUDA) issued back to "
+                    f"back reaches {fmt(ceiling, '.0f')}", ["product", "cuBLAS", "best", "best variant",
+                                                            "best / mma.sync ceiling"],
+                    [[r["product"], tflops(r, "cublas_us"), tflops(r, "best_us"), r["best"] or "-",
+                      fmt(r["flops"] / (r["best_us"] * 1e-6) / 1e12 / ceiling if r["best_us"] and ceiling else None)]
+                     for r in prefill]))
     print()
     print(table("sweeps", ["suite", "specs", "pairs", "raced out", "wrong", "failed", "seconds"],
                 [[name, len(suite.specs), run.report.counts["measured"], run.report.counts["raced"],
@@ -251,7 +302,7 @@ def main() -> int:
     print()
     print(table("targets (issue 20, section 4)", ["suite", "figure", "target", "verdict"],
                 [[s, f, t, verdict(ok)] for s, f, t, ok in verdicts], left=2))
-    write_json(args.json, {"device": info, "peak_bandwidth": peak, "products": products,
+    write_json(args.json, {"device": info, "peak_bandwidth": peak, "mma_sync_tflops": ceiling, "products": products,
                            "sweeps": {name: {"specs": len(suite.specs), **run.summary()}
                                       for name, (suite, run) in results.items()},
                            "targets": [{"suite": s, "figure": f, "target": t, "met": ok} for s, f, t, ok in verdicts]})
