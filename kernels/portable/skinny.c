@@ -14,7 +14,8 @@
  * past BN have no row.
  *
  * layout_nn (B stored k x n, the fused QKV projection): NX = BN / 4 threads across n
- * (FLOAT4 loads along n), KS = TG / NX slices of threads split k; A is staged
+ * (FLOAT4 loads along n), KS = TG / NX slices of threads split k, four rows in flight
+ * per thread; A is staged
  * transposed (xt[kk][i]) so that one row of k gives each thread its MR values of A in
  * MR / 4 FLOAT4s. The slices are summed in group memory, one output row at a time.
  *
@@ -50,6 +51,7 @@
 #else
 #define NX (MB_BN / 4)
 #define KS (MB_TG / NX)
+#define RU 4 /* rows of k in flight per thread */
 #if MB_BN % 4 != 0 || MB_TG % NX != 0 || MB_MR % 4 != 0
 #error "nn: BN must be a multiple of 4, TG of BN / 4, MR of 4"
 #endif
@@ -152,23 +154,25 @@ MB_KERNEL(skinny) {
     }
 #else
     if (j < p.n) {
-      for (int kk = c0 + ks; kk < c1; kk += KS) {
-        FLOAT4 w;
-        if (vb) {
-          w = LOAD4(b, b0 + kk * p.ldb);
-        } else { /* n, ldb or the batch offset not a multiple of 4: columns one by one */
-          const int bk = b0 + kk * p.ldb;
-          w = MAKE_FLOAT4(LOAD(b, bk), j + 1 < p.n ? LOAD(b, bk + 1) : 0.0f, j + 2 < p.n ? LOAD(b, bk + 2) : 0.0f,
-                          j + 3 < p.n ? LOAD(b, bk + 3) : 0.0f);
+      /* RU rows of k per step, their loads issued before any is used (the last step may be short). */
+      for (int k0 = c0 + ks; k0 < c1; k0 += RU * KS) {
+        FLOAT4 w[RU];
+        for (int u = 0; u < RU; ++u) {
+          const int bk = b0 + (k0 + u * KS < c1 ? k0 + u * KS : k0) * p.ldb;
+          w[u] = vb ? LOAD4(b, bk)
+                    : MAKE_FLOAT4(LOAD(b, bk), j + 1 < p.n ? LOAD(b, bk + 1) : 0.0f,
+                                  j + 2 < p.n ? LOAD(b, bk + 2) : 0.0f, j + 3 < p.n ? LOAD(b, bk + 3) : 0.0f);
         }
-        for (int i4 = 0; i4 < MB_MR / 4; ++i4) {
-          const FLOAT4 x = xt[(kk - c0) * (MB_MR / 4) + i4];
-          const float xv[4] = {x.x, x.y, x.z, x.w};
-          for (int u = 0; u < 4; ++u) {
-            acc[(4 * i4 + u) * 4] += xv[u] * w.x;
-            acc[(4 * i4 + u) * 4 + 1] += xv[u] * w.y;
-            acc[(4 * i4 + u) * 4 + 2] += xv[u] * w.z;
-            acc[(4 * i4 + u) * 4 + 3] += xv[u] * w.w;
+        for (int u = 0; u < RU && k0 + u * KS < c1; ++u) {
+          for (int i4 = 0; i4 < MB_MR / 4; ++i4) {
+            const FLOAT4 x = xt[(k0 + u * KS - c0) * (MB_MR / 4) + i4];
+            const float xv[4] = {x.x, x.y, x.z, x.w};
+            for (int q = 0; q < 4; ++q) {
+              acc[(4 * i4 + q) * 4] += xv[q] * w[u].x;
+              acc[(4 * i4 + q) * 4 + 1] += xv[q] * w[u].y;
+              acc[(4 * i4 + q) * 4 + 2] += xv[q] * w[u].z;
+              acc[(4 * i4 + q) * 4 + 3] += xv[q] * w[u].w;
+            }
           }
         }
       }
