@@ -387,6 +387,27 @@ def _specs_for(v) -> list[Spec]:
     return [s for s in shapes if v.unsupported_reason(s) is None]
 
 
+def test_the_runner_stores_tile_variants_as_unsupported_without_a_matrix_unit(opencl, tmp_path, monkeypatch):
+    """The runner decides with the device's info: here an OpenCL device made to say it has none."""
+    from metalbench import runner
+    from metalbench.specs import load_suite
+    from metalbench.store import Store
+
+    real = runner._same_model
+
+    def without_unit(backend, indices):
+        return {**real(backend, indices), "matrix_unit": False, "matrix_unit_detail": "none: made up for the test"}
+
+    monkeypatch.setattr(runner, "_same_model", without_unit)
+    store = Store(tmp_path / "results.sqlite")
+    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["mtskinny/*"])
+    run = store.load_run(runner.run(load_suite("smoke"), chosen, backend="opencl", store=store, isolated=False,
+                                    settings=runner.Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)))
+    tiles = [r for r in run.results if r.variant.startswith("mtskinny/")]
+    assert tiles and all(r.status == "unsupported" for r in tiles)
+    assert any(r.message == "needs matrix_unit: none: made up for the test" for r in tiles)
+
+
 def test_every_device_says_whether_it_has_a_matrix_unit(opencl):
     info = opencl.info
     assert info["matrix_unit"] is True and info["matrix_unit_detail"].startswith("emulated")
