@@ -14,7 +14,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,12 +147,16 @@ def pick_backend(name: str) -> tuple[str | None, str]:
         return None, str(e)
 
 
-def cuda_args(doc: str, what: str) -> argparse.Namespace | None:
-    """A CUDA-only script's arguments (--device, --json), or None, after saying that `what`
-    was skipped and why, when CUDA cannot run here (the script then exits 2)."""
+def cuda_args(doc: str, what: str,
+              options: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace | None:
+    """A CUDA-only script's arguments (--device, --json, and those `options` adds), or None,
+    after saying that `what` was skipped and why, when CUDA cannot run here (the script
+    then exits 2)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", type=int, default=0)
     ap.add_argument("--json", type=Path)
+    if options is not None:
+        options(ap)
     args = ap.parse_args()
     backend, why = pick_backend("cuda")
     if backend is None:

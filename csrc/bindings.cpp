@@ -47,6 +47,8 @@ nb::dict info_dict(const mb::DeviceInfo& i) {
   d["peak_bandwidth_source"] = i.peak_bandwidth_source;
   d["clock_source"] = i.clock_source;
   d["timing_source"] = i.timing_source;
+  d["matrix_unit"] = i.matrix_unit;
+  d["matrix_unit_detail"] = i.matrix_unit_detail;
   return d;
 }
 

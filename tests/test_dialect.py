@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from conftest import FAULT_KERNELS
 from simd32.check import HEADER as SIMD32
+from simd32.check import SIMD32_SLOTS
 
 from metalbench import variants
 from metalbench.specs import Spec
@@ -114,7 +115,32 @@ MB_KERNEL(load4_if) {
 }
 """
 
-BODIES = {"handoff": HANDOFF, "bits_and_xchg": BITS_AND_XCHG, "broadcast": BROADCAST, "load4_if": LOAD4_IF_BODY}
+# WS_ARRIVE and WS_TAKE_SUM4 / WS_TAKE_SUM: every group puts a[g * TG + t] in slot
+# g * TG + t; the last to arrive sums each t's slots over the groups, in group order,
+# three outputs at once by WS_TAKE_SUM4 and the fourth by WS_TAKE_SUM, into c[t].
+TAKE_SUM = """
+MB_KERNEL(take_sum) {
+  SHARED int last;
+  const int t = LOCAL_ID(0);
+  const int g = GROUP_ID(0);
+  const int tg = GROUP_SIZE(0);
+  const int groups = NUM_GROUPS(0);
+  GLOBAL_PTR int* counter = (GLOBAL_PTR int*)(ws + groups * tg);
+  WS_PUT(ws + g * tg + t, LOAD(a, g * tg + t));
+  WS_ARRIVE(counter, groups, last);
+  if (last) {
+    if (t % 4 == 0) {
+      const MBSum4 s = WS_TAKE_SUM4(ws + t, 1, 3, tg, groups);
+      for (int u = 0; u < 3; ++u) STORE(c, t + u, s.v[u]);
+      STORE(c, t + 3, WS_TAKE_SUM(ws + t + 3, tg, groups));
+    }
+    if (t == 0) ATOMIC_STORE_ZERO(counter);
+  }
+}
+"""
+
+BODIES = {"handoff": HANDOFF, "bits_and_xchg": BITS_AND_XCHG, "broadcast": BROADCAST, "load4_if": LOAD4_IF_BODY,
+          "take_sum": TAKE_SUM}
 
 
 # ---- run by PoCL -----------------------------------------------------------------------------------------
@@ -136,7 +162,7 @@ def _run(dev, name: str, a: np.ndarray, c_len: int, ws_words: int, groups: int, 
     bufs["a"].write(np.ascontiguousarray(a, dtype=dtype))
     args = [bufs["a"], bufs["b"], bufs["c"], bufs["bias"], bufs["ws"], _params()]
     if simd32:
-        args.append(dev.allocate(4 * groups * threads))
+        args.append(dev.allocate(4 * SIMD32_SLOTS * groups * threads))
     dev.run(kernel, args, [groups], [threads])
     c = np.empty(c_len, dtype)
     ws = np.empty(ws_words, np.int32)
@@ -172,6 +198,17 @@ def test_ws_put_and_take_hand_floats_bit_for_bit_and_leave_ws_zero(opencl):
     again = np.empty_like(c)
     args[2].read(again)
     assert _same_floats(again, a)
+
+
+def test_ws_take_sum_adds_every_group_in_order_and_leaves_ws_zero(opencl):
+    groups, tg = 12, 32  # more groups than WS_TAKE_SUM4 has exchanges in flight at once
+    a = np.random.default_rng(9).uniform(-1, 1, groups * tg).astype(np.float32)
+    c, ws, (kernel, args) = _run(opencl, "take_sum", a, tg, groups * tg + 1, groups, tg)
+    want = np.zeros(tg, np.float32)
+    for g in range(groups):  # float32, in group order, as the kernel adds
+        want = want + a[g * tg: (g + 1) * tg]
+    assert np.array_equal(c, want)
+    assert not ws.any(), "the workspace must be left zero"
 
 
 def test_bit_casts_and_atomic_exchange(opencl):

@@ -11,13 +11,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import write_family
+from conftest import sweep, write_family
 
-from metalbench import compare, export, measure, paths, report, runner, variants
-from metalbench.specs import load_suite
+from metalbench import compare, export, measure, paths, report, variants
 from metalbench.store import Store
 
-FAST = runner.Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05)
 SUITE = """\
 name = "limits"
 [[spec]]
@@ -46,11 +44,10 @@ def wide_family(folder: Path, tg: int) -> Path:
     return folder
 
 
-def sweep(tmp_path: Path, kernels: Path, store: Store, force: bool = False) -> int:
-    suite = tmp_path / "limits.toml"
-    suite.write_text(SUITE)
-    chosen = runner.with_baseline(variants.load_variants("opencl", [kernels]), "opencl", ["wide/*"])
-    return runner.run(load_suite(suite), chosen, backend="opencl", store=store, settings=FAST, force=force)
+def sweep_wide(tmp_path: Path, kernels: Path) -> int:
+    # Without racing: a timing tie-break would decide whether wide/tg64 ends `ok` or `raced`.
+    run, _ = sweep(tmp_path, ["wide/*"], suite=SUITE, kernels=[kernels], race=False)
+    return run.id
 
 
 def test_a_group_over_the_kernels_limit_is_unsupported_with_the_limit(opencl, tmp_path):
@@ -60,7 +57,7 @@ def test_a_group_over_the_kernels_limit_is_unsupported_with_the_limit(opencl, tm
     assert limit > 64
     kernels = wide_family(tmp_path / "kernels", 2 * limit)
     store = Store(tmp_path / "results.sqlite")
-    first = sweep(tmp_path, kernels, store)
+    first = sweep_wide(tmp_path, kernels)
     run = store.load_run(first)
     by = {(r.variant, r.spec_index): r for r in run.results}
     for spec in range(2):
@@ -74,7 +71,7 @@ def test_a_group_over_the_kernels_limit_is_unsupported_with_the_limit(opencl, tm
     assert all(not any(row.variant == f"wide/tg{2 * limit}" for row in s.rows) for s in rep.specs)
 
     # A rerun reuses the verdict (the key holds what decides it), and counts it the same way.
-    second = sweep(tmp_path, kernels, store)
+    second = sweep_wide(tmp_path, kernels)
     again = store.load_run(second)
     reused = [r for r in again.results if r.variant == f"wide/tg{2 * limit}"]
     assert [(r.status, r.reused) for r in reused] == [("unsupported", True)] * 2

@@ -80,7 +80,7 @@ def test_backend_parses_against_the_shim(source):
 
 
 def _copy_tree(tmp_path: Path) -> Path:
-    """csrc/ and kernels/include/ as laid out in the repository (the core reaches common.h through core/kernel_abi.h)."""
+    """csrc/ and kernels/include/ as laid out in the repository (csrc/core/kernel_abi.h includes common.h)."""
     shutil.copytree(ROOT / "csrc", tmp_path / "csrc")
     shutil.copytree(ROOT / "kernels" / "include", tmp_path / "kernels" / "include")
     return tmp_path

@@ -66,6 +66,12 @@ struct DeviceInfo {
   std::string clock_source;
   // Which device timestamps GPU times come from (events, profiling, counters), in words.
   std::string timing_source;
+  // Whether the matrix tile of kernels/README.md runs here (the backend's matrix unit,
+  // or OpenCL's emulation, which runs everywhere), and in words what runs it or, when
+  // false, what is missing. Variants whose manifest `needs` "matrix_unit" are
+  // unsupported where it is false.
+  bool matrix_unit = false;
+  std::string matrix_unit_detail;
 };
 
 // The GPU's core clock at one moment, where the backend can read it.

@@ -92,6 +92,15 @@ DeviceInfo describe(CUdevice dev, int index) {
   i.max_group_size = attribute(dev, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK);
   i.unified_memory = attribute(dev, CU_DEVICE_ATTRIBUTE_INTEGRATED) != 0;
   i.view_alignment = 256;  // cuMemAlloc's alignment, enough for every vector load
+  // The matrix tile's float16 path is mma.sync.aligned.m16n8k16 (and cp.async, ldmatrix):
+  // sm_80 and later (kernels/include/cuda.h).
+  const int cc_major = attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
+  const std::string cc = std::to_string(cc_major) + "." +
+                         std::to_string(attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR));
+  i.matrix_unit = cc_major >= 8;
+  i.matrix_unit_detail = i.matrix_unit ? "tensor cores: mma.sync m16n8k16 f16 -> f32 (compute capability " + cc + ")"
+                                       : "none: the tile's mma.sync m16n8k16 needs compute capability 8.0, this "
+                                         "GPU has " + cc;
   i.max_held_launches = kMaxHeld;
   Nvml nvml(pci_bus_id(dev));
   i.clock_source = nvml.source();

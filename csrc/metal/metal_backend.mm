@@ -130,6 +130,11 @@ DeviceInfo describe(id<MTLDevice> d, int index, const std::string& timing, const
     i.max_held_launches = kMaxHeld;
     i.clock_source = "none: Metal exposes no GPU clock";
     i.timing_source = timing_source;
+    // simdgroup_matrix (MSL 2.4 and 6.7): GPUs of the Apple7 family (A14, M1) and later.
+    i.matrix_unit = [d supportsFamily:MTLGPUFamilyApple7];
+    i.matrix_unit_detail = i.matrix_unit ? "simdgroup_matrix 8x8 (GPU family Apple7 or later)"
+                                         : "none: simdgroup_matrix needs a GPU of the Apple7 family (A14, M1) or "
+                                           "later";
   });
   return i;
 }

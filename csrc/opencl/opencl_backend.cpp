@@ -125,6 +125,8 @@ DeviceInfo describe(const Found& f, int index) {
   i.view_alignment = std::max<size_t>(256, device_value<cl_uint>(f.device, CL_DEVICE_MEM_BASE_ADDR_ALIGN) / 8);
   i.clock_source = "none: OpenCL reports no current clock";
   i.timing_source = "OpenCL profiling events (CL_PROFILING_COMMAND_START/END of each launch)";
+  i.matrix_unit = true;  // kernels/include/opencl.h emulates the tile on any device
+  i.matrix_unit_detail = "emulated: each work-item holds its tiles in private memory (OpenCL 1.2 has no matrix unit)";
   return i;
 }
 

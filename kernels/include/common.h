@@ -90,9 +90,56 @@ DEVICE_FN float mb_ws_take(GLOBAL_PTR float* slot) {
   while (word == 0) word = ATOMIC_XCHG((GLOBAL_PTR int*)slot, 0);
   return INT_AS_FLOAT(~word);
 }
+/* Split-K reductions: for each of `count` (at most 4) outputs e, the sum in slot order of
+ * WS_TAKE of its n slots slot + e * estride + q * stride (q < n). The first exchanges of
+ * up to 8 splits of all the outputs are issued before any is waited for, so that their
+ * latencies overlap: a group that reduces takes its outputs four at a time. */
+typedef struct {
+  float v[4];
+} MBSum4;
+DEVICE_FN MBSum4 mb_ws_take_sum4(GLOBAL_PTR float* slot, int estride, int count, int stride, int n) {
+  MBSum4 out;
+  for (int e = 0; e < 4; ++e) out.v[e] = 0.0f;
+  for (int q0 = 0; q0 < n; q0 += 8) {
+    int word[32];
+    for (int e = 0; e < 4; ++e)
+      for (int q = 0; q < 8; ++q)
+        word[e * 8 + q] = e < count && q0 + q < n
+                              ? ATOMIC_XCHG((GLOBAL_PTR int*)(slot + e * estride + (q0 + q) * stride), 0)
+                              : 0;
+    for (int e = 0; e < 4 && e < count; ++e)
+      for (int q = 0; q < 8 && q0 + q < n; ++q) {
+        while (word[e * 8 + q] == 0)
+          word[e * 8 + q] = ATOMIC_XCHG((GLOBAL_PTR int*)(slot + e * estride + (q0 + q) * stride), 0);
+        out.v[e] += INT_AS_FLOAT(~word[e * 8 + q]);
+      }
+  }
+  return out;
+}
 #define WS_PUT(slot, x) mb_ws_put((slot), (x))
 #define WS_TAKE(slot) mb_ws_take(slot)
+#define WS_TAKE_SUM4(slot, estride, count, stride, n) mb_ws_take_sum4((slot), (estride), (count), (stride), (n))
+#define WS_TAKE_SUM(slot, stride, n) mb_ws_take_sum4((slot), 0, 1, (stride), (n)).v[0]
+
+/* The arrival count of a split-K hand-off (kernels/README.md), made by every thread of
+ * the group after its WS_PUTs: sets the group-shared int `flag`, in every thread, to
+ * whether this group is the last of `n` to count itself in on `counter`. The last one
+ * then takes the partials and resets the counter (ATOMIC_STORE_ZERO). */
+#define WS_ARRIVE(counter, n, flag)                                              \
+  do {                                                                           \
+    DEVICE_FENCE();                                                              \
+    BARRIER();                                                                   \
+    if (LOCAL_LINEAR_ID == 0) (flag) = ATOMIC_INC(counter) == (n) - 1;           \
+    BARRIER();                                                                   \
+    if (flag) DEVICE_FENCE();                                                    \
+  } while (0)
 #endif
+
+/* Elements that one MT_COPY_VEC moves: 16 bytes of T (kernels/README.md, "The matrix tile"). */
+#define MT_VEC (MB_F16 ? 8 : 4)
+/* SIMD groups that share the work a 32-lane SIMD group does on CUDA and Metal: 1 there,
+ * 32 on OpenCL, whose SIMD groups are single work-items. */
+#define MT_SPLIT (32 / SIMD_WIDTH)
 
 #define LOCAL_LINEAR_ID (LOCAL_ID(0) + GROUP_SIZE(0) * (LOCAL_ID(1) + GROUP_SIZE(1) * LOCAL_ID(2)))
 #define SIMD_LANE (LOCAL_LINEAR_ID % SIMD_WIDTH)

@@ -118,3 +118,230 @@ __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
 #define ATOMIC_XCHG(ptr, v) atomicExch((int*)(ptr), (int)(v))
 #define FLOAT_AS_INT(x) __float_as_int(x)
 #define INT_AS_FLOAT(i) __int_as_float(i)
+
+/* ---- The matrix tile (kernels/README.md, "The matrix tile") --------------------------
+ * One warp owns a TILE_M x TILE_N fp32 accumulator tile.
+ *
+ * float16: tensor cores, mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 (sm_80 and
+ * later: the device trait matrix_unit says whether this GPU has it). Fragments hold the
+ * PTX ISA's layout for that shape ("Matrix Fragments for mma.m16n8k16 with floating
+ * point type"): with g = lane / 4 and t = lane % 4, a lane holds A(g, 2t..2t+1),
+ * A(g+8, 2t..), A(g, 2t+8..), A(g+8, 2t+8..) (four .f16x2 registers, lower index in
+ * the low half), B(2t..2t+1, g), B(2t+8..2t+9, g) (two) and C(g, 2t..2t+1),
+ * C(g+8, 2t..2t+1) (four floats). Loads from group memory are ldmatrix (.trans for the
+ * layouts whose pairs are not contiguous), which wants every row it reads 16-byte
+ * aligned: hence the offset and leading dimension multiples of 8.
+ *
+ * float32: tf32 tensor cores round inputs to 10 mantissa bits, far outside an fp32
+ * tolerance (metrics.tolerance), so float32 tiles are FMA emulation in the same
+ * accumulator layout: a lane holds A's rows g and g + 8 and B's columns 2t and 2t + 1
+ * over all TILE_K = 8 of k, loaded redundantly (each element by 4 or 8 lanes), and
+ * computes its four outputs with fmaf. Correct on any GPU; not fast. */
+#define TILE_M 16
+#define TILE_N 8
+#if MB_F16
+#define TILE_K 16
+#else
+#define TILE_K 8
+#endif
+#define MT_T T
+#define MT_T_BYTES (MB_F16 ? 2 : 4)
+/* Group memory for tiles: ldmatrix and cp.async want 16-byte aligned rows. */
+#define MT_SHARED __shared__ __align__(16)
+#define MT_SCRATCH 1
+/* Static __shared__ memory a block may declare. */
+#define MT_GROUP_BYTES 49152
+
+struct mt_acc {
+  float v[4];
+};
+#if MB_F16
+struct mt_a {
+  unsigned r[4];
+};
+struct mt_b {
+  unsigned r[2];
+};
+#else
+struct mt_a {
+  float v[2][TILE_K]; /* rows g and g + 8 */
+};
+struct mt_b {
+  float v[2][TILE_K]; /* columns 2t and 2t + 1 */
+};
+#endif
+#define MT_ACC_T mt_acc
+#define MT_A_T mt_a
+#define MT_B_T mt_b
+
+__device__ __forceinline__ int mt_lane() {
+  unsigned l;
+  asm("mov.u32 %0, %%laneid;" : "=r"(l));
+  return (int)l;
+}
+/* The shared-window address of a pointer into group memory, as ldmatrix and cp.async take it. */
+__device__ __forceinline__ unsigned mt_smem(const void* p) {
+  unsigned a;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+
+__device__ __forceinline__ void mt_zero(mt_acc& c) {
+  c.v[0] = c.v[1] = c.v[2] = c.v[3] = 0.0f;
+}
+
+/* Element (r, c) of a tile read from device memory, 0 outside rows x cols: as the bits
+ * of a half (float16) or as a float. */
+__device__ __forceinline__ unsigned mt_bits(const T* g, int off, int rs, int cs, int r, int c, int rows, int cols) {
+#if MB_F16
+  return r < rows && c < cols ? (unsigned)g[off + r * rs + c * cs].bits : 0u;
+#else
+  return r < rows && c < cols ? __float_as_uint(g[off + r * rs + c * cs]) : 0u;
+#endif
+}
+
+#if MB_F16
+__device__ __forceinline__ void mt_ldsm4(unsigned* r, const T* p, bool trans) {
+  if (trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(mt_smem(p)) : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(mt_smem(p)) : "memory");
+}
+__device__ __forceinline__ void mt_ldsm2(unsigned* r, const T* p, bool trans) {
+  if (trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(mt_smem(p)) : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];"
+                 : "=r"(r[0]), "=r"(r[1]) : "r"(mt_smem(p)) : "memory");
+}
+
+/* The row and column of the stored tile that lane l points ldmatrix at, for each load
+ * form (tests/test_tiles.py checks them against the PTX ISA's ldmatrix and mma layouts). */
+#define MT_LDSM_A_ROW(l) ((l) & 15)
+#define MT_LDSM_A_COL(l) (((l) >> 4) << 3)
+#define MT_LDSM_AT_ROW(l) (((l) & 7) + (((l) >> 4) << 3))
+#define MT_LDSM_AT_COL(l) ((((l) >> 3) & 1) << 3)
+#define MT_LDSM_B_ROW(l) ((l) & 15)
+#define MT_LDSM_B_COL(l) 0
+#define MT_LDSM_BT_ROW(l) ((l) & 7)
+#define MT_LDSM_BT_COL(l) ((((l) >> 3) & 1) << 3)
+
+/* A(i, kk) at s[off + i * ld + kk]: lanes 0-15 point at rows 0-15 (k 0-7), lanes 16-31
+ * at rows 0-15 (k 8-15); the four 8x8 matrices land in a0a1, a2a3, a4a5, a6a7. */
+__device__ __forceinline__ void mt_load_a(mt_a& f, const T* s, int off, int ld) {
+  const int l = mt_lane();
+  mt_ldsm4(f.r, s + off + MT_LDSM_A_ROW(l) * ld + MT_LDSM_A_COL(l), false);
+}
+/* A(i, kk) at s[off + kk * ld + i]: matrix q = lane / 8 is k rows 8 (q / 2) .. +7 of i
+ * columns 8 (q % 2) .. +7, transposed on the way in. */
+__device__ __forceinline__ void mt_load_at(mt_a& f, const T* s, int off, int ld) {
+  const int l = mt_lane();
+  mt_ldsm4(f.r, s + off + MT_LDSM_AT_ROW(l) * ld + MT_LDSM_AT_COL(l), true);
+}
+/* B(kk, j) at s[off + kk * ld + j]: k rows 0-7 and 8-15, transposed on the way in. */
+__device__ __forceinline__ void mt_load_b(mt_b& f, const T* s, int off, int ld) {
+  const int l = mt_lane();
+  mt_ldsm2(f.r, s + off + MT_LDSM_B_ROW(l) * ld + MT_LDSM_B_COL(l), true);
+}
+/* B(kk, j) at s[off + j * ld + kk]: j rows 0-7, k 0-7 then k 8-15, as stored. */
+__device__ __forceinline__ void mt_load_bt(mt_b& f, const T* s, int off, int ld) {
+  const int l = mt_lane();
+  mt_ldsm2(f.r, s + off + MT_LDSM_BT_ROW(l) * ld + MT_LDSM_BT_COL(l), false);
+}
+
+/* From device memory, zero outside rows x cols: element by element (any alignment).
+ * (rs, cs) are the strides of the fragment's first and second index. */
+__device__ __forceinline__ void mt_load_a_g(mt_a& f, const T* g, int off, int rs, int cs, int rows, int cols) {
+  const int l = mt_lane(), gr = l >> 2, c = (l & 3) << 1;
+  for (int q = 0; q < 4; ++q) {
+    const int r = gr + ((q & 1) << 3), k = c + ((q >> 1) << 3);
+    f.r[q] = mt_bits(g, off, rs, cs, r, k, rows, cols) | (mt_bits(g, off, rs, cs, r, k + 1, rows, cols) << 16);
+  }
+}
+__device__ __forceinline__ void mt_load_b_g(mt_b& f, const T* g, int off, int rs, int cs, int rows, int cols) {
+  const int l = mt_lane(), j = l >> 2, k = (l & 3) << 1;
+  for (int q = 0; q < 2; ++q)
+    f.r[q] = mt_bits(g, off, rs, cs, k + (q << 3), j, rows, cols) |
+             (mt_bits(g, off, rs, cs, k + (q << 3) + 1, j, rows, cols) << 16);
+}
+
+__device__ __forceinline__ void mt_mma(mt_acc& c, const mt_a& a, const mt_b& b) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c.v[0]), "+f"(c.v[1]), "+f"(c.v[2]), "+f"(c.v[3])
+      : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]));
+}
+#else  /* float32: FMA emulation */
+/* Fragment element (h, kk): A's row g + 8h, or B's column 2t + h, at k = kk, read with
+ * strides (rs, cs) of the tile's first and second index; zero outside rows x cols. */
+__device__ __forceinline__ void mt_load_a_g(mt_a& f, const float* g, int off, int rs, int cs, int rows, int cols) {
+  const int gr = mt_lane() >> 2;
+  for (int h = 0; h < 2; ++h)
+    for (int kk = 0; kk < TILE_K; ++kk) f.v[h][kk] = __uint_as_float(mt_bits(g, off, rs, cs, gr + 8 * h, kk, rows, cols));
+}
+__device__ __forceinline__ void mt_load_b_g(mt_b& f, const float* g, int off, int rs, int cs, int rows, int cols) {
+  const int c = (mt_lane() & 3) << 1;
+  for (int h = 0; h < 2; ++h)
+    for (int kk = 0; kk < TILE_K; ++kk) f.v[h][kk] = __uint_as_float(mt_bits(g, off, rs, cs, kk, c + h, rows, cols));
+}
+__device__ __forceinline__ void mt_load_a(mt_a& f, const float* s, int off, int ld) {
+  mt_load_a_g(f, s, off, ld, 1, TILE_M, TILE_K);
+}
+__device__ __forceinline__ void mt_load_at(mt_a& f, const float* s, int off, int ld) {
+  mt_load_a_g(f, s, off, 1, ld, TILE_M, TILE_K);
+}
+__device__ __forceinline__ void mt_load_b(mt_b& f, const float* s, int off, int ld) {
+  mt_load_b_g(f, s, off, ld, 1, TILE_K, TILE_N);
+}
+__device__ __forceinline__ void mt_load_bt(mt_b& f, const float* s, int off, int ld) {
+  mt_load_b_g(f, s, off, 1, ld, TILE_K, TILE_N);
+}
+__device__ __forceinline__ void mt_mma(mt_acc& c, const mt_a& a, const mt_b& b) {
+  for (int kk = 0; kk < TILE_K; ++kk) {
+    c.v[0] = fmaf(a.v[0][kk], b.v[0][kk], c.v[0]);
+    c.v[1] = fmaf(a.v[0][kk], b.v[1][kk], c.v[1]);
+    c.v[2] = fmaf(a.v[1][kk], b.v[0][kk], c.v[2]);
+    c.v[3] = fmaf(a.v[1][kk], b.v[1][kk], c.v[3]);
+  }
+}
+#endif
+
+/* The accumulators to group memory (float), C(i, j) at s[off + i * ld + j]. */
+__device__ __forceinline__ void mt_store(const mt_acc& c, float* s, int off, int ld) {
+  const int l = mt_lane(), g = l >> 2, j = (l & 3) << 1;
+  s[off + g * ld + j] = c.v[0];
+  s[off + g * ld + j + 1] = c.v[1];
+  s[off + (g + 8) * ld + j] = c.v[2];
+  s[off + (g + 8) * ld + j + 1] = c.v[3];
+}
+
+#define MT_ZERO(c) mt_zero(c)
+#define MT_LOAD_A(f, s, off, ld) mt_load_a((f), (s), (off), (ld))
+#define MT_LOAD_AT(f, s, off, ld) mt_load_at((f), (s), (off), (ld))
+#define MT_LOAD_B(f, s, off, ld) mt_load_b((f), (s), (off), (ld))
+#define MT_LOAD_BT(f, s, off, ld) mt_load_bt((f), (s), (off), (ld))
+#define MT_LOAD_A_G(f, g, off, ld, rows, cols, scr) (mt_load_a_g((f), (g), (off), (ld), 1, (rows), (cols)), (void)(scr))
+#define MT_LOAD_AT_G(f, g, off, ld, rows, cols, scr) (mt_load_a_g((f), (g), (off), 1, (ld), (rows), (cols)), (void)(scr))
+#define MT_LOAD_B_G(f, g, off, ld, rows, cols, scr) (mt_load_b_g((f), (g), (off), (ld), 1, (rows), (cols)), (void)(scr))
+#define MT_LOAD_BT_G(f, g, off, ld, rows, cols, scr) (mt_load_b_g((f), (g), (off), 1, (ld), (rows), (cols)), (void)(scr))
+#define MT_MMA(c, a, b) mt_mma((c), (a), (b))
+#define MT_STORE(c, s, off, ld) mt_store((c), (s), (off), (ld))
+#define MT_SYNC() __syncwarp()
+
+/* Staging into group memory of MT_T: MT_PUT converts a float, MT_COPY copies one element
+ * as it is, MT_COPY_VEC copies MT_VEC elements (16 bytes) with cp.async (sm_80), which
+ * completes in the background: MT_COPY_COMMIT closes a group of copies, MT_COPY_WAIT(n)
+ * waits until at most n of this thread's groups are still in flight. */
+#if MB_F16
+#define MT_PUT(s, i, v) ((s)[i] = mb_f2h(v))
+#else
+#define MT_PUT(s, i, v) ((s)[i] = (v))
+#endif
+#define MT_COPY(s, si, g, gi) ((s)[si] = (g)[gi])
+#define MT_COPY_VEC(s, si, g, gi) \
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(mt_smem((s) + (si))), "l"((g) + (gi)) : "memory")
+#define MT_COPY_COMMIT() asm volatile("cp.async.commit_group;" ::: "memory")
+#define MT_COPY_WAIT(n) asm volatile("cp.async.wait_group %0;" ::"n"(n) : "memory")

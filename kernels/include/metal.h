@@ -85,3 +85,84 @@ using namespace metal;
 #define ATOMIC_XCHG(ptr, v) atomic_exchange_explicit((device atomic_int*)(ptr), (int)(v), memory_order_relaxed)
 #define FLOAT_AS_INT(x) as_type<int>((float)(x))
 #define INT_AS_FLOAT(i) as_type<float>((int)(i))
+
+/* ---- The matrix tile (kernels/README.md, "The matrix tile") --------------------------
+ * simdgroup_matrix (MSL specification sections 2.4 and 6.7; Metal 2.3, GPUs of the
+ * Apple7 family and later: the device trait matrix_unit says whether this one has it).
+ * The specification declares simdgroup_multiply_accumulate, simdgroup_load and
+ * simdgroup_store with one element type T for all their matrices and memory, and leaves
+ * the mapping of elements to threads unspecified. So fp32 accumulation of half inputs
+ * is done in simdgroup_float8x8 throughout: group memory holds floats (MT_T), converted
+ * from half when staged, and a half tile read from device memory goes through the
+ * SIMD group's MT_SCRATCH floats of group memory. Every call must be made by all 32
+ * threads of the SIMD group together, with the same arguments (uniform control flow,
+ * section 2.4). */
+#define TILE_M 8
+#define TILE_N 8
+#define TILE_K 8
+#define MT_T float
+#define MT_T_BYTES 4
+#define MT_SHARED threadgroup
+#define MT_SCRATCH 64
+/* maxThreadgroupMemoryLength of every Apple GPU. */
+#define MT_GROUP_BYTES 32768
+#define MT_ACC_T simdgroup_float8x8
+#define MT_A_T simdgroup_float8x8
+#define MT_B_T simdgroup_float8x8
+
+/* A tile of device memory, element (r, c) at g[off + r * rs + c * cs], zero outside
+ * rows x cols. A whole float tile is loaded directly (simdgroup_load with ld, transposed
+ * when the rows are strided); anything else goes through `scr`: each thread writes two
+ * of its 64 elements, and the SIMD group loads them once they are all there. */
+inline void mt_load_g(thread simdgroup_float8x8& f, device const T* g, int off, int rs, int cs, int rows, int cols,
+                      threadgroup float* scr, int lane) {
+#if !MB_F16
+  if (rows >= 8 && cols >= 8) {
+    if (cs == 1)
+      simdgroup_load(f, g + off, (ulong)rs);
+    else
+      simdgroup_load(f, g + off, (ulong)cs, ulong2(0, 0), true);
+    return;
+  }
+#endif
+  for (int e = lane; e < 64; e += 32) {
+    const int r = e / 8, c = e % 8;
+    scr[e] = r < rows && c < cols ? (float)g[off + r * rs + c * cs] : 0.0f;
+  }
+  simdgroup_barrier(mem_flags::mem_threadgroup);
+  simdgroup_load(f, scr, 8);
+  simdgroup_barrier(mem_flags::mem_threadgroup); /* every load done before scr is reused */
+}
+
+#define MT_ZERO(c) ((c) = make_filled_simdgroup_matrix<float, 8, 8>(0.0f))
+#define MT_LOAD_A(f, s, off, ld) simdgroup_load((f), (s) + (off), (ulong)(ld))
+#define MT_LOAD_AT(f, s, off, ld) simdgroup_load((f), (s) + (off), (ulong)(ld), ulong2(0, 0), true)
+#define MT_LOAD_B(f, s, off, ld) simdgroup_load((f), (s) + (off), (ulong)(ld))
+#define MT_LOAD_BT(f, s, off, ld) simdgroup_load((f), (s) + (off), (ulong)(ld), ulong2(0, 0), true)
+#define MT_LOAD_A_G(f, g, off, ld, rows, cols, scr) \
+  mt_load_g((f), (g), (off), (ld), 1, (rows), (cols), (scr) + SIMD_GROUP * MT_SCRATCH, SIMD_LANE)
+#define MT_LOAD_AT_G(f, g, off, ld, rows, cols, scr) \
+  mt_load_g((f), (g), (off), 1, (ld), (rows), (cols), (scr) + SIMD_GROUP * MT_SCRATCH, SIMD_LANE)
+#define MT_LOAD_B_G(f, g, off, ld, rows, cols, scr) \
+  mt_load_g((f), (g), (off), (ld), 1, (rows), (cols), (scr) + SIMD_GROUP * MT_SCRATCH, SIMD_LANE)
+#define MT_LOAD_BT_G(f, g, off, ld, rows, cols, scr) \
+  mt_load_g((f), (g), (off), 1, (ld), (rows), (cols), (scr) + SIMD_GROUP * MT_SCRATCH, SIMD_LANE)
+#define MT_MMA(c, a, b) simdgroup_multiply_accumulate((c), (a), (b), (c))
+#define MT_STORE(c, s, off, ld) simdgroup_store((c), (s) + (off), (ulong)(ld))
+#define MT_SYNC() simdgroup_barrier(mem_flags::mem_threadgroup)
+
+/* Staging: group memory holds floats, so every copy converts. */
+#define MT_PUT(s, i, v) ((s)[i] = (float)(v))
+#define MT_COPY(s, si, g, gi) ((s)[si] = (float)(g)[gi])
+inline void mt_copy_vec(threadgroup float* s, device const T* g, int count) {
+  for (int e = 0; e < count; e += 4) {
+    const float4 v = float4(*(device const MB_T4*)(g + e));
+    s[e] = v.x;
+    s[e + 1] = v.y;
+    s[e + 2] = v.z;
+    s[e + 3] = v.w;
+  }
+}
+#define MT_COPY_VEC(s, si, g, gi) mt_copy_vec((s) + (si), (g) + (gi), MT_VEC)
+#define MT_COPY_COMMIT() ((void)0)
+#define MT_COPY_WAIT(n) ((void)0)

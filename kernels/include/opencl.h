@@ -54,3 +54,87 @@
 #define ATOMIC_XCHG(ptr, v) atomic_xchg((__global int*)(ptr), (int)(v))
 #define FLOAT_AS_INT(x) as_int((float)(x))
 #define INT_AS_FLOAT(i) as_float((int)(i))
+
+/* ---- The matrix tile (kernels/README.md, "The matrix tile") --------------------------
+ * OpenCL 1.2 has no matrix unit and no SIMD group wider than the thread (SIMD_WIDTH 1),
+ * so the tile is a correct emulation: the calling work-item owns the whole tile, an
+ * 8 x 8 accumulator and 8 x 8 fragments in private memory, row-major, and multiplies
+ * them with float arithmetic. Group memory holds floats (MT_T), converted from half
+ * when staged, so every backend's body stages the same values. Nothing here needs the
+ * SIMD group's other lanes: MT_SYNC orders nothing (the thread reads what it wrote). */
+#define TILE_M 8
+#define TILE_N 8
+#define TILE_K 8
+#define MT_T float
+#define MT_T_BYTES 4
+#define MT_SHARED __local
+#define MT_SCRATCH 1
+/* The local memory OpenCL 1.2 promises every full-profile device. */
+#define MT_GROUP_BYTES 32768
+
+typedef struct {
+  float v[TILE_M * TILE_N];
+} mt_acc;
+typedef struct {
+  float v[TILE_M * TILE_K];
+} mt_a;
+typedef struct {
+  float v[TILE_K * TILE_N];
+} mt_b;
+#define MT_ACC_T mt_acc
+#define MT_A_T mt_a
+#define MT_B_T mt_b
+
+inline void mt_zero(mt_acc* c) {
+  for (int e = 0; e < TILE_M * TILE_N; ++e) c->v[e] = 0.0f;
+}
+/* Element (r, c) of a fragment of R x C, at off + r * rs + c * cs; from group memory
+ * always in range, from device memory zero outside rows x cols. */
+inline void mt_load_s(float* f, int R, int C, __local const float* s, int off, int rs, int cs) {
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) f[r * C + c] = s[off + r * rs + c * cs];
+}
+inline void mt_load_g(float* f, int R, int C, __global const T* g, int off, int rs, int cs, int rows, int cols) {
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) f[r * C + c] = r < rows && c < cols ? LOAD(g, off + r * rs + c * cs) : 0.0f;
+}
+inline void mt_mma(mt_acc* c, const mt_a* a, const mt_b* b) {
+  for (int i = 0; i < TILE_M; ++i)
+    for (int j = 0; j < TILE_N; ++j) {
+      float s = c->v[i * TILE_N + j];
+      for (int kk = 0; kk < TILE_K; ++kk) s += a->v[i * TILE_K + kk] * b->v[kk * TILE_N + j];
+      c->v[i * TILE_N + j] = s;
+    }
+}
+inline void mt_store(const mt_acc* c, __local float* s, int off, int ld) {
+  for (int i = 0; i < TILE_M; ++i)
+    for (int j = 0; j < TILE_N; ++j) s[off + i * ld + j] = c->v[i * TILE_N + j];
+}
+
+#define MT_ZERO(c) mt_zero(&(c))
+#define MT_LOAD_A(f, s, off, ld) mt_load_s((f).v, TILE_M, TILE_K, (s), (off), (ld), 1)
+#define MT_LOAD_AT(f, s, off, ld) mt_load_s((f).v, TILE_M, TILE_K, (s), (off), 1, (ld))
+#define MT_LOAD_B(f, s, off, ld) mt_load_s((f).v, TILE_K, TILE_N, (s), (off), (ld), 1)
+#define MT_LOAD_BT(f, s, off, ld) mt_load_s((f).v, TILE_K, TILE_N, (s), (off), 1, (ld))
+#define MT_LOAD_A_G(f, g, off, ld, rows, cols, scr) \
+  ((void)(scr), mt_load_g((f).v, TILE_M, TILE_K, (g), (off), (ld), 1, (rows), (cols)))
+#define MT_LOAD_AT_G(f, g, off, ld, rows, cols, scr) \
+  ((void)(scr), mt_load_g((f).v, TILE_M, TILE_K, (g), (off), 1, (ld), (rows), (cols)))
+#define MT_LOAD_B_G(f, g, off, ld, rows, cols, scr) \
+  ((void)(scr), mt_load_g((f).v, TILE_K, TILE_N, (g), (off), (ld), 1, (rows), (cols)))
+#define MT_LOAD_BT_G(f, g, off, ld, rows, cols, scr) \
+  ((void)(scr), mt_load_g((f).v, TILE_K, TILE_N, (g), (off), 1, (ld), (rows), (cols)))
+#define MT_MMA(c, a, b) mt_mma(&(c), &(a), &(b))
+#define MT_STORE(c, s, off, ld) mt_store(&(c), (s), (off), (ld))
+#define MT_SYNC() ((void)0)
+
+/* Staging: group memory holds floats, so every copy converts (vload_half for float16). */
+#define MT_PUT(s, i, v) ((s)[i] = (v))
+#define MT_COPY(s, si, g, gi) ((s)[si] = LOAD((g), (gi)))
+#if MB_F16
+#define MT_COPY_VEC(s, si, g, gi) vstore8(vload_half8(0, (g) + (gi)), 0, (s) + (si))
+#else
+#define MT_COPY_VEC(s, si, g, gi) vstore4(vload4(0, (g) + (gi)), 0, (s) + (si))
+#endif
+#define MT_COPY_COMMIT() ((void)0)
+#define MT_COPY_WAIT(n) ((void)0)

@@ -218,7 +218,7 @@ def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, s
         pairs: list[Pair] = []
         for v in variants:
             try:
-                why = v.unsupported_reason(spec)
+                why = v.unsupported_reason(spec, info)
             except ManifestError as e:
                 why, failure = None, e
             else:

@@ -27,8 +27,12 @@ __all__ = ["Family", "ManifestError", "Variant", "build_kernel", "load_families"
 SPEC_FIELDS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta", "bias")
 _KEYS = {
     "name", "description", "source", "entry", "backends", "dtypes", "config", "baseline", "builtin",
-    "workspace", "grid", "where", "requires", "dispatch",
+    "workspace", "grid", "where", "requires", "dispatch", "needs",
 }
+# What a family may need of the device (manifest `needs`): each is a boolean in the
+# device's info dict (csrc/core/device.h) with a "<name>_detail" that says, when it is
+# false, what the device lacks.
+NEEDS = ("matrix_unit",)
 _DISPATCH_KEYS = {"groups", "threads"}
 # Launch dimensions are 32-bit on every backend.
 _U32 = 2**32 - 1
@@ -80,6 +84,7 @@ class Family:
     groups: tuple[object, ...]
     threads: tuple[object, ...]
     workspace: object
+    needs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -97,10 +102,14 @@ class Variant:
         env.update(self.params)
         return env
 
-    def unsupported_reason(self, spec: Spec) -> str | None:
-        """Why this variant cannot run `spec`, or None if it can."""
+    def unsupported_reason(self, spec: Spec, device: dict | None = None) -> str | None:
+        """Why this variant cannot run `spec` (on the device whose info dict is `device`,
+        when given), or None if it can."""
         if spec.dtype not in self.family.dtypes:
             return f"dtype {spec.dtype} not in {', '.join(self.family.dtypes)}"
+        for need in self.family.needs if device is not None else ():
+            if not device.get(need, False):
+                return f"needs {need}: {device.get(need + '_detail') or 'the device does not say it has one'}"
         env = self._env(spec)
         for rule in self.family.requires:
             if not self._eval(rule, env, "requires"):
@@ -312,7 +321,11 @@ def parse_family(path: Path) -> Family:
         groups=geometry["groups"],
         threads=geometry["threads"],
         workspace=data.get("workspace"),
+        needs=_str_list(data, "needs", path, []),
     )
+    for need in family.needs:
+        if need not in NEEDS:
+            raise ManifestError(f"{path}: field 'needs': unknown need {need!r} (known: {', '.join(NEEDS)})")
     _check_names(family)
     return family
 

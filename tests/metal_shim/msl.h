@@ -73,6 +73,40 @@ T as_type(U x) {
   return T();
 }
 
+typedef unsigned long ulong;
+struct ulong2 {
+  ulong x, y;
+  ulong2(ulong v = 0) : x(v), y(v) {}
+  ulong2(ulong x_, ulong y_) : x(x_), y(y_) {}
+};
+
+// SIMD-group matrices, from the MSL specification (version 3.2): section 2.4 (the type
+// simdgroup_matrix<T,Cols,Rows>, T half, bfloat or float, Cols and Rows 8, the names
+// simdgroup_half8x8 and simdgroup_float8x8; bfloat is not used here) and section 6.7,
+// Tables 6.9 and 6.10. The specification gives every function one element type T for
+// all its matrices and its memory, so a half matrix cannot accumulate into a float one
+// or load from float memory here either. It declares load and store once for
+// threadgroup and once for device memory; with address spaces gone those are one, and
+// the `thread` on the matrix arguments is dropped with them.
+template <typename T, int Cols, int Rows>
+struct simdgroup_matrix {
+  simdgroup_matrix() = default;
+  explicit simdgroup_matrix(T dval);  // a diagonal matrix of dval
+};
+typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
+typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
+template <typename T, int Cols, int Rows>
+simdgroup_matrix<T, Cols, Rows> make_filled_simdgroup_matrix(T value);
+template <typename T, int Cols, int Rows>
+void simdgroup_load(simdgroup_matrix<T, Cols, Rows>& d, const T* src, ulong elements_per_row = Cols,
+                    ulong2 matrix_origin = 0, bool transpose_matrix = false);
+template <typename T, int Cols, int Rows>
+void simdgroup_store(simdgroup_matrix<T, Cols, Rows> a, T* dst, ulong elements_per_row = Cols,
+                     ulong2 matrix_origin = 0, bool transpose_matrix = false);
+template <typename T, int Cols, int Rows, int K>
+void simdgroup_multiply_accumulate(simdgroup_matrix<T, Cols, Rows>& d, simdgroup_matrix<T, K, Rows>& a,
+                                   simdgroup_matrix<T, Cols, K>& b, simdgroup_matrix<T, Cols, Rows>& c);
+
 float simd_sum(float x);
 int simd_sum(int x);
 float simd_max(float x);

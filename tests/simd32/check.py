@@ -26,6 +26,8 @@ from metalbench.variants import Variant
 
 # Appended to the OpenCL prelude: SIMD_WIDTH 32, SIMD_SUM and SIMD_BROADCAST emulated.
 HEADER = Path(__file__).resolve().parent / "opencl_simd32.h"
+# Scratch floats per thread the emulation takes (MB_SIM_SLOTS in opencl_simd32.h).
+SIMD32_SLOTS = 16
 
 
 def simd32_source(v: Variant) -> str:
@@ -91,7 +93,7 @@ def verify_simd32(dev: metalbench.Device, chosen: list[Variant], shapes: list[Sp
                 groups, threads = v.geometry(s)
                 ws = dev.allocate(4 * v.workspace_floats(s))
                 ws.fill(0)
-                scratch = dev.allocate(4 * max(1, int(np.prod(groups)) * int(np.prod(threads))))
+                scratch = dev.allocate(4 * SIMD32_SLOTS * max(1, int(np.prod(groups)) * int(np.prod(threads))))
                 why = None
                 for _ in range(2):
                     why = problem.launch_and_check(dev, kernels[key], ws, scratch, list(groups), list(threads))

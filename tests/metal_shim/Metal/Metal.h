@@ -40,6 +40,11 @@ typedef NS_ENUM(NSUInteger, MTLCounterSamplingPoint){
 
 typedef uint64_t MTLTimestamp;
 
+// MTLDevice.h: the GPU families (only those named here).
+typedef NS_ENUM(NSInteger, MTLGPUFamily){
+    MTLGPUFamilyApple7 = 1007,
+};
+
 typedef NS_ENUM(NSUInteger, MTLCommandBufferStatus){
     MTLCommandBufferStatusNotEnqueued = 0, MTLCommandBufferStatusEnqueued = 1,
     MTLCommandBufferStatusCommitted = 2,   MTLCommandBufferStatusScheduled = 3,
@@ -182,6 +187,7 @@ typedef struct {
                                                                       error:(NSError**)error;
 - (void)sampleTimestamps:(MTLTimestamp*)cpuTimestamp gpuTimestamp:(MTLTimestamp*)gpuTimestamp;
 - (BOOL)supportsCounterSampling:(MTLCounterSamplingPoint)samplingPoint;
+- (BOOL)supportsFamily:(MTLGPUFamily)gpuFamily;
 @end
 
 extern "C" id<MTLDevice> _Nullable MTLCreateSystemDefaultDevice(void) __attribute__((ns_returns_retained));
