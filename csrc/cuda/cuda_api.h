@@ -172,6 +172,9 @@ constexpr int CUBLASLT_MATMUL_DESC_EPILOGUE = 7;                // uint32_t
 constexpr int CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8;            // const void*
 constexpr uint32_t CUBLASLT_EPILOGUE_BIAS = 4;
 constexpr int CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1;    // uint64_t
+constexpr int CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK = 3;  // uint32_t
+constexpr uint32_t CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE = 2;  // split-K partials summed in the compute type
+constexpr int CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION = 16;  // cublasMath_t flag, same meaning
 constexpr int CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES = 5;  // uint32_t, B C D follow
 constexpr int CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES = 6;
 constexpr int CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES = 7;
@@ -183,6 +186,7 @@ constexpr int CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8;
   X(cublasGetVersion, cublasStatus_t, (cublasHandle_t, int*), "cublasGetVersion_v2")                 \
   X(cublasSetStream, cublasStatus_t, (cublasHandle_t, CUstream), "cublasSetStream_v2")               \
   X(cublasSetWorkspace, cublasStatus_t, (cublasHandle_t, void*, size_t), "cublasSetWorkspace_v2")    \
+  X(cublasSetMathMode, cublasStatus_t, (cublasHandle_t, int), "cublasSetMathMode")                   \
   X(cublasGemmStridedBatchedEx, cublasStatus_t,                                                      \
     (cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*, const void*,  \
      cudaDataType, int, long long, const void*, cudaDataType, int, long long, const void*, void*,    \
