@@ -486,7 +486,7 @@ def devices() -> None:
     for name in ("backend", "#", "device", "vendor", "units", "memory", "max group", "driver"):
         table.add_column(name, overflow="fold")
     for name in _core.backends():
-        reason = _core.unavailable_reason(name)
+        reason = backends.unavailable_reason(name)
         if reason:
             table.add_row(name, "-", f"[dim]unavailable: {escape(reason)}[/]", "", "", "", "", "")
             continue

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from . import _core
-from .backends import BACKENDS, TRAITS
+from .backends import BACKENDS, TRAITS, unavailable_reason
 from .roofline import device_key
 
 __all__ = ["BackendReport", "DeviceReport", "diagnose", "render"]
@@ -107,7 +107,7 @@ def diagnose(store: Path | None = None) -> list[BackendReport]:
             reason = TRAITS[name].not_built or "this build was made without it"
             out.append(BackendReport(name, built=False, available=False, reason=reason))
             continue
-        reason = _core.unavailable_reason(name)
+        reason = unavailable_reason(name)
         if reason:
             out.append(BackendReport(name, built=True, available=False, reason=reason))
             continue
