@@ -1,10 +1,25 @@
+import atexit
 import os
+import shutil
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from metalbench import _core
+# No test writes into the user's own folders: metalbench's cache and store (per test,
+# below), and the caches and settings of what it drives (PoCL's kernel cache,
+# matplotlib's font cache, Ray's) go to one folder per session, set here, before
+# anything is imported that reads them, and inherited by every process a test starts.
+# tests/test_home.py runs tests with HOME empty and checks that it stays so.
+_SESSION = Path(tempfile.mkdtemp(prefix="metalbench-tests-"))
+for _name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+    os.environ[_name] = str(_SESSION / _name.lower())
+os.environ["POCL_CACHE_DIR"] = str(_SESSION / "pocl")
+os.environ["MPLCONFIGDIR"] = str(_SESSION / "matplotlib")
+atexit.register(shutil.rmtree, _SESSION, ignore_errors=True)
+
+from metalbench import _core  # noqa: E402 - after the folders above are set
 
 
 @pytest.fixture(autouse=True)
