@@ -223,6 +223,17 @@ def test_line_progress_names_the_phase_the_pair_in_progress_and_the_time_left(mo
     assert not any("0/4" in line and "measuring" not in line and "planning" not in line for line in lines[3:])
 
 
+def test_pairs_in_progress_are_one_per_worker():
+    flight = cli_progress._InFlight()
+    flight.begin(SPEC, "gemv/a", 0)
+    flight.begin(SPEC, "gemv/b", 0)  # worker 0 moved on (a brief lap stores no result of its own)
+    assert flight.text() == "measuring matmul 1x64x64 nt: gemv/b"
+    flight.begin(SPEC, "gemv/c", 1)
+    assert flight.text() == "measuring matmul 1x64x64 nt: gemv/c (+1 more)"
+    flight.end(SPEC, Result("gemv/c", SPEC.key(), "ok"))
+    assert flight.text() == "measuring matmul 1x64x64 nt: gemv/b"
+
+
 def test_live_progress_is_never_an_unlabelled_zero_while_planning():
     console = Console(file=io.StringIO(), force_terminal=True, width=120)
     p = cli_progress.LiveProgress(console, [0])

@@ -30,21 +30,24 @@ LINE_EVERY = 5.0
 
 
 class _InFlight:
-    """The pairs being measured now, in the order they began."""
+    """The pair each worker is measuring now."""
 
     def __init__(self) -> None:
-        self.pairs: dict[tuple[str, str], str] = {}
+        self.pairs: dict[int, tuple[str, str, str]] = {}  # worker -> (spec key, variant, text)
 
-    def begin(self, spec: Spec, variant: str) -> None:
-        self.pairs[(spec.key(), variant)] = f"{spec.label()}: {variant}"
+    def begin(self, spec: Spec, variant: str, worker: int) -> None:
+        self.pairs.pop(worker, None)  # newest last
+        self.pairs[worker] = (spec.key(), variant, f"{spec.label()}: {variant}")
 
     def end(self, spec: Spec, result: Result) -> None:
-        self.pairs.pop((spec.key(), result.variant), None)
+        for worker, (key, variant, _) in list(self.pairs.items()):
+            if key == spec.key() and variant == result.variant:
+                del self.pairs[worker]
 
     def text(self) -> str:
         if not self.pairs:
             return ""
-        newest = list(self.pairs.values())[-1]
+        newest = list(self.pairs.values())[-1][2]
         more = len(self.pairs) - 1
         return f"measuring {newest}" + (f" (+{more} more)" if more else "")
 
@@ -108,8 +111,8 @@ class LiveProgress(Events):
     def start(self, total: int) -> None:
         self.progress.update(self.task, total=total, description="sweep")
 
-    def begin(self, spec: Spec, variant: str) -> None:
-        self.flight.begin(spec, variant)
+    def begin(self, spec: Spec, variant: str, worker: int = 0) -> None:
+        self.flight.begin(spec, variant, worker)
         self._show()
 
     def result(self, spec: Spec, result: Result) -> None:
@@ -177,8 +180,8 @@ class LineProgress(Events):
         self.total = total
         self._line(force=True)
 
-    def begin(self, spec: Spec, variant: str) -> None:
-        self.flight.begin(spec, variant)
+    def begin(self, spec: Spec, variant: str, worker: int = 0) -> None:
+        self.flight.begin(spec, variant, worker)
         self._line()
 
     def result(self, spec: Spec, result: Result) -> None:

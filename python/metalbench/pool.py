@@ -100,8 +100,10 @@ class Step(str, Enum):
     BEGIN = "begin"      # measuring a pair (that pair is blamed)
 
 
-# What a pool tells of a job's steps as they happen: (job, PREPARE | BUILT | BEGIN, the message's value).
-Progress = Callable[[Job, Message, object], None]
+# What a pool tells of a job's steps as they happen: (job, PREPARE | BUILT | BEGIN, the message's
+# value, the worker: an index among the pool's workers, so that pairs in progress side by side
+# are told apart).
+Progress = Callable[[Job, Message, object, int], None]
 
 
 class Pool(Protocol):

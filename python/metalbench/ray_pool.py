@@ -209,7 +209,7 @@ class RayPool:
                 self.nodes[job.pairs[0].id] = self._alive_nodes()
                 busy[actor.run.remote(job)] = (actor, job, time.monotonic() + self.timeout)
                 if on_progress is not None:  # an actor's messages come back with its answer: begun when sent
-                    on_progress(job, Message.BEGIN, job.pairs[0].id)
+                    on_progress(job, Message.BEGIN, job.pairs[0].id, self.actors.index(actor))
             ready, _ = ray.wait(list(busy), num_returns=1, timeout=_TICK)
             for call in ready:
                 actor, job, _ = busy.pop(call)

@@ -61,9 +61,10 @@ class Events:
         """What the sweep is doing besides measuring pairs (starting workers, planning,
         preparing a spec's inputs, compiling its kernels), so that a wait has a name."""
 
-    def begin(self, spec: Spec, variant: str) -> None:
-        """A worker began measuring `variant` on `spec`; its `result` ends it. With several
-        workers, several pairs are in progress at once."""
+    def begin(self, spec: Spec, variant: str, worker: int = 0) -> None:
+        """Worker `worker` (an index among the pool's) began measuring `variant` on `spec`: what
+        it measured before is over, whether or not a result came of it (a race's brief lap that
+        goes on to a full measurement stores none)."""
 
 
 def baseline_of(variants: Sequence[Variant], backend: str) -> Variant | None:
@@ -179,9 +180,9 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
             def stored_and_shared(job: Job, result: Result) -> list[Job]:
                 return [part for new in stored(job, result) for part in _split(new, pool.share)]
 
-            def progress(job: Job, step: Message, value: object) -> None:
+            def progress(job: Job, step: Message, value: object, worker: int) -> None:
                 if step == Message.BEGIN:
-                    events.begin(job.spec, next((p.variant.id for p in job.pairs if p.id == value), "?"))
+                    events.begin(job.spec, next((p.variant.id for p in job.pairs if p.id == value), "?"), worker)
                 elif step == Message.PREPARE:
                     events.status(f"preparing {job.spec.label()} (inputs, reference, buffers)")
                 elif step == Message.BUILT:

@@ -364,7 +364,7 @@ class ProcessPool:
     def _local_send(self, message: tuple) -> None:
         current, queue, on_result, on_note = self._here
         if self.on_progress is not None and message[0] in (Message.PREPARE, Message.BUILT, Message.BEGIN):
-            self.on_progress(current[0], message[0], message[1])
+            self.on_progress(current[0], message[0], message[1], 0)
         if message[0] == Message.RESULT:
             ahead(queue, on_result(current[0], message[2]))
         elif message[0] == Message.NOTE:
@@ -397,7 +397,7 @@ class ProcessPool:
         w.since = time.monotonic()
         if self.on_progress is not None and w.job is not None and kind in (Message.PREPARE, Message.BUILT,
                                                                            Message.BEGIN):
-            self.on_progress(w.job, kind, value)
+            self.on_progress(w.job, kind, value, i)
         if kind == Message.NOTE:
             on_note(value)
         elif kind in (Message.PREPARE, Message.BUILT):
