@@ -465,3 +465,34 @@ def test_help_of_every_command_fits_its_width():
 def test_json_report_is_written_as_utf8(tmp_path, stored):
     out = cli("report", "--db", str(stored), "--json", str(tmp_path / "r.json"), env={"PYTHONIOENCODING": "ascii"})
     assert out.returncode == 0 and json.loads(Path(tmp_path / "r.json").read_text(encoding="utf-8"))["run_id"] == 1
+
+
+# --- docs say what the code does --------------------------------------------------------
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_docs_json_names_every_schema_and_field():
+    from dataclasses import fields
+
+    from metalbench import export, html
+
+    text = (ROOT / "docs" / "json.md").read_text()
+    for schema in (report.JSON_SCHEMA, export.EXPORT_SCHEMA, compare.COMPARE_SCHEMA):
+        assert f"(schema {schema})" in text, schema
+    for cls in (report.Report, report.SpecReport, report.Row, report.Failure, report.Timing, compare.Comparison,
+                compare.Side, compare.Pair):
+        for f in fields(cls):
+            assert f"`{f.name}`" in text, f"docs/json.md does not document {cls.__name__}.{f.name}"
+    for key in ("chart", "best_gbps", "best_pct_peak", "intensity", "peak_gbps", "points"):
+        assert f"`{key}`" in text, key
+    assert "id=\"metalbench-data\"" in text and html.MEMORY_BOUND == 8.0 and "8 FLOP per byte" in text
+
+
+def test_readme_says_how_many_tests_need_a_gpu():
+    said = re.search(r"the (\d+) tests marked `gpu`", (ROOT / "README.md").read_text())
+    out = subprocess.run([sys.executable, "-m", "pytest", "--co", "-q", "-m", "gpu", "-p", "no:cacheprovider"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    collected = re.search(r"(\d+)/\d+ tests collected", out.stdout)
+    assert said and collected and said.group(1) == collected.group(1), (said, out.stdout[-300:])
