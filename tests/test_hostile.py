@@ -309,3 +309,55 @@ def test_measure_refuses_slots_of_different_arguments(opencl):
                        max_time=0.01)
     r = opencl.measure(kernel, [full, full], [4], [256], max_time=0.01, min_samples=2, max_samples=3)
     assert r["batch"]["count"] >= 2
+
+
+# --- more of the CLI's edges ------------------------------------------------------------
+
+
+def test_a_run_id_past_sqlite_integers_is_no_run(tmp_path):
+    _store_with_a_run(tmp_path / "r.sqlite")
+    for args in (["report"], ["export", "--out", str(tmp_path / "x")]):
+        one_line(cli(*args, "99999999999999999999999", "--db", str(tmp_path / "r.sqlite")), 2,
+                 "no run 99999999999999999999999")
+
+
+def test_a_full_disk_under_stdout_is_one_line_not_a_bug(tmp_path):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full here")
+    _store_with_a_run(tmp_path / "r.sqlite")
+    for extra in ([], ["--csv", "-", "-q"]):
+        with open("/dev/full", "w") as full:
+            out = subprocess.run([sys.executable, "-m", "metalbench", "report", "--db", str(tmp_path / "r.sqlite"),
+                                  *extra], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        assert out.returncode == 1 and out.stderr.count("\n") == 1, out.stderr
+        assert "cannot write the output: No space left on device" in out.stderr
+    one_line(cli("report", "--db", str(tmp_path / "r.sqlite"), "--json", "/dev/full", "-q"), 2,
+             "--json /dev/full: cannot write: No space left on device")
+
+
+def test_a_closed_stderr_is_no_crash(tmp_path):
+    _store_with_a_run(tmp_path / "r.sqlite")
+    out = subprocess.run(f"{sys.executable} -m metalbench report --db {tmp_path / 'r.sqlite'} 2>&-", shell=True,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "metalbench run 1" in out.stdout
+
+
+def test_ray_at_a_port_that_is_not_ray_fails_within_its_bound(tmp_path):
+    pytest.importorskip("ray")
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    code = ("import sys, time\nfrom metalbench import ray_pool\nfrom metalbench.measure import Settings\n"
+            "ray_pool.CONNECT_TIMEOUT = 3\nstarted = time.monotonic()\n"
+            f"try:\n    ray_pool.RayPool('opencl', Settings(), 60, '127.0.0.1:{port}', 1).describe()\n"
+            "except Exception as e:\n    print(type(e).__name__, e, round(time.monotonic() - started))\n")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    finally:
+        listener.close()
+    assert out.stdout.startswith(f"BackendError --ray 127.0.0.1:{port}: no Ray cluster answered within 3 s"), \
+        out.stdout + out.stderr[-500:]
+    assert int(out.stdout.split()[-1]) < 10

@@ -14,6 +14,8 @@ bug).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fnmatch
 import os
 import signal
@@ -611,6 +613,10 @@ def main() -> None:
         code = INTERRUPTED
     except BrokenPipeError:
         _closed_pipe()
+    except OSError as e:
+        if e.errno not in _OUTPUT_FULL:
+            _internal_error(e)
+        _output_full(e)
     except USER_ERRORS as e:
         _fail(str(e), USAGE)
     except RUN_ERRORS as e:
@@ -629,7 +635,23 @@ def main() -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         _closed_pipe()
+    except OSError as e:
+        _output_full(e)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+# What writing the output can meet that is no bug of metalbench's: a full disk or quota,
+# a file past its size limit, a device error.
+_OUTPUT_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+
+
+def _output_full(e: OSError) -> NoReturn:
+    """The output could not be written (stdout on a full disk, /dev/full): one line, status 1;
+    every result is in the store already."""
+    with contextlib.suppress(OSError):  # so that Python's own flush at exit finds nothing left to write
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    _fail(f"cannot write the output: {e.strerror or e} (every result is stored; `metalbench report` shows it "
+          "again)", UNFINISHED)
 
 
 def _closed_pipe() -> NoReturn:

@@ -322,6 +322,8 @@ class Store:
         return [(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]).get("name", "?")) for r in rows]
 
     def load_run(self, run_id: int) -> Run:
+        if not 0 < run_id < 2**63:  # SQLite's integers: a larger id is no run, not an OverflowError
+            raise MissingRun(f"{self.path}: no run {run_id}")
         try:
             return self._load_run(run_id)
         except sqlite3.Error as e:
