@@ -326,6 +326,8 @@ def test_an_interrupted_run_says_which_specs_it_never_reached(tmp_path):
     assert "naive/default (incomplete run)" in summary
     assert "1 specs not reached, 1 measured in part" in text
     assert json.loads(report.to_json(rep))["specs"][2]["state"] == "not reached"
+    markdown = formats.to_markdown(rep)
+    assert "1 specs not reached, 1 measured in part" in markdown and "(not reached: the run stopped first)" in markdown
 
 
 def test_a_finished_run_with_nothing_correct_is_none_correct_not_unreached(tmp_path):

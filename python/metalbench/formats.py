@@ -132,6 +132,11 @@ def header_rows(report: Report) -> list[tuple[str, str]]:
                       "of the best"),
              ("clock", report.clock_note), ("baseline", f"{report.baseline or 'none'}: {report.orig_note}"),
              ("roofline", peak_note(report))]
+    unreached = sum(1 for spec in report.specs if spec.state == "not reached")
+    partial = sum(1 for spec in report.specs if spec.state == "incomplete")
+    if unreached or partial:
+        rows.append(("unfinished", f"the run is {report.status}: {unreached} specs not reached, {partial} measured "
+                                   "in part (their best is of what was measured)"))
     c = report.counts
     rows.append(("counts", f"{c['measured']} measured ({c.get('raced', 0)} of them raced out), {c['reused']} reused, "
                            f"{c['unsupported']} unsupported, "
