@@ -42,11 +42,11 @@ def _stats(ns):
 
 
 def make_run(store, results, *, suite="test", specs=SPECS, status="complete", settings=SETTINGS, plan=None,
-             baseline="naive/default", device=DEVICE, seed=0):
+             baseline="naive/default", device=DEVICE, seed=0, backend="opencl"):
     """A run of `results`: {(spec index, variant): (status, median ns or None, samples)} or Result objects.
     `plan`: per spec index (pairs it reports, pairs it set out to measure), as the runner records them."""
     rng = np.random.default_rng(seed)
-    run = store.begin_run(suite, "opencl", device, settings, baseline, specs)
+    run = store.begin_run(suite, backend, device, settings, baseline, specs)
     if plan is not None:
         store.plan_run(run, {i: p for i, (p, _) in plan.items()}, {i: m for i, (_, m) in plan.items()})
     for (index, variant), value in results.items():
@@ -425,6 +425,9 @@ def test_compare_says_when_suites_cache_states_or_backends_differ(tmp_path):
     assert any(line.startswith("different suites") for line in c.differences)
     assert any(line.startswith("different cache states: A is warm, B is cold") for line in c.differences)
     assert json.loads(compare.to_json(c))["schema"] == compare.COMPARE_SCHEMA
+    cuda = make_run(store, {(0, "naive/default"): ("ok", 20000, 40)}, backend="cuda", seed=2)
+    assert any(line.startswith("different backends: A ran on opencl, B on cuda")
+               for line in compare.compare(store, a, store, cuda).differences)
     console = Console(file=io.StringIO(), width=200)
     compare.render(c, console)
     assert "note: different suites" in console.file.getvalue()
