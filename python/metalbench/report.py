@@ -436,9 +436,10 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
         cells = [_spec_cells(report, row) for row in spec.rows]
         for c in columns:
             c.styles = {}
+        vs_base, vs_orig = (next(c for c in columns if c.header == name) for name in ("vs base", "vs orig"))
         for r, row in enumerate(spec.rows):
-            columns[6].styles[r] = _pct_style(row.vs_baseline_pct) or ""
-            columns[7].styles[r] = _pct_style(row.vs_orig_pct) or ""
+            vs_base.styles[r] = _pct_style(row.vs_baseline_pct) or ""
+            vs_orig.styles[r] = _pct_style(row.vs_orig_pct) or ""
         styles = ["red" if row.status == Status.WRONG else ("bold" if "best" in row.tags else None)
                   for row in spec.rows]
         if not spec.rows:
