@@ -24,15 +24,39 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated, NoReturn, get_args
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__, _core, backends, compare, export, formats, report, roofline, runner, specs, store, variants
+from . import (
+    __version__,
+    _core,
+    backends,
+    cli_help,
+    compare,
+    export,
+    formats,
+    report,
+    roofline,
+    runner,
+    specs,
+    store,
+    variants,
+)
 from . import html as html_page
-from .cli_io import ClosedOutput, err_console, escape, out_console, prepare_streams
+from .cli_io import (
+    ClosedOutput,
+    Outputs,
+    UsageProblem,
+    err_console,
+    escape,
+    is_stdout,
+    out_console,
+    prepare_streams,
+    writable,
+)
 from .cli_progress import progress_for
 from .cli_suite import suite_app
 from .errors import InputError
@@ -89,10 +113,6 @@ def _root(
 USER_ERRORS = (InputError, _core.UsageError, _core.UnavailableError, _core.CompileError)
 # What stops a run that was started right: the device, the store, or a worker's own bug.
 RUN_ERRORS = (runner.DeviceLost, runner.WorkerError, store.StoreError, _core.DeviceError)
-
-
-class UsageProblem(InputError, ValueError):
-    """A command-line value that cannot be used; the message names the option."""
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -229,7 +249,7 @@ def run(
     indices = _devices(devices_opt, chosen_backend)
     if ray is not None and (missing := ray_available()):
         raise UsageProblem(f"--ray: {missing}")
-    outputs = _Outputs(json_path, csv_path, markdown_path)
+    outputs = Outputs(json_path, csv_path, markdown_path)
     results = _open_store(db)
     err = err_console()
     shown = progress_for(err, indices or [device], quiet)
@@ -276,60 +296,13 @@ def _rank(rank_by: str | None) -> str | None:
     return rank_by
 
 
-class _Outputs:
-    """The files a report is also written to; None where not asked for, '-' for standard
-    output (one of them at most: the rich report then goes to standard error). Each is
-    checked when asked for, so that a path that cannot be written fails before any work,
-    not after it."""
-
-    def __init__(self, json_path: Path | None = None, csv_path: Path | None = None,
-                 markdown_path: Path | None = None, html_path: Path | None = None) -> None:
-        self.json, self.csv, self.markdown, self.html = json_path, csv_path, markdown_path, html_path
-        asked = [(path, option) for path, option in ((json_path, "--json"), (csv_path, "--csv"),
-                                                     (markdown_path, "--markdown"), (html_path, "--html"))
-                 if path is not None]
-        dashes = [option for path, option in asked if _stdout(path)]
-        if len(dashes) > 1:
-            raise UsageProblem(f"{' and '.join(dashes)} both ask for standard output ('-'); give one of them a file")
-        self.to_stdout = bool(dashes)
-        for path, option in asked:
-            if not _stdout(path):
-                _writable(path, option)
-
-    def console(self, quiet: bool) -> Console:
-        """Where the rich report goes: nowhere with --quiet, stderr when stdout carries data."""
-        if quiet:
-            return Console(quiet=True)
-        return err_console() if self.to_stdout else out_console()
-
-
-def _stdout(path: Path | None) -> bool:
-    return path is not None and str(path) == "-"
-
-
-def _writable(path: Path, option: str, folder: bool = False) -> None:
-    """UsageProblem unless `path` (a file, or with `folder` a folder that may be made) can be written."""
-    if folder:
-        target = next(p for p in (path, *path.parents) if p.exists())
-        if not target.is_dir():
-            raise UsageProblem(f"{option} {path}: {target} is not a folder")
-    else:
-        if path.is_dir():
-            raise UsageProblem(f"{option} {path}: is a folder; give a file name")
-        target = path.parent if str(path.parent) else Path(".")
-        if not target.is_dir():
-            raise UsageProblem(f"{option} {path}: no folder {target}")
-    if not os.access(target, os.W_OK):
-        raise UsageProblem(f"{option} {path}: {target} is not writable")
-
-
 def _build(results: Store, run_id: int, rank_by: str | None, tie_floor: float) -> report.Report:
     run = results.load_run(run_id)
     # Runs made before peaks were recorded with them take the store's peak for their device.
     return report.build(run, rank_by=rank_by, tie_floor=tie_floor, peak=results.peak(roofline.device_key(run.device)))
 
 
-def _show(results: Store, run_id: int, outputs: _Outputs, verbose_failures: bool, rank_by: str | None,
+def _show(results: Store, run_id: int, outputs: Outputs, verbose_failures: bool, rank_by: str | None,
           tie_floor: float, quiet: bool = False) -> None:
     rep = _build(results, run_id, rank_by, tie_floor)
     shown = outputs.console(quiet)
@@ -340,7 +313,7 @@ def _show(results: Store, run_id: int, outputs: _Outputs, verbose_failures: bool
                                      (outputs.html, html_page.to_html, "HTML", "--html")):
         if path is None:
             continue
-        if _stdout(path):
+        if is_stdout(path):
             sys.stdout.write(text(rep))
             sys.stdout.flush()
             continue
@@ -373,7 +346,7 @@ def show_report(
     tie_floor, rank_by = _tie(tie), _rank(rank_by)
     if html_path:
         html_page.require_plotting()  # before any work: a missing extra is one line and exit 2
-    outputs = _Outputs(json_path, csv_path, markdown_path, html_path)
+    outputs = Outputs(json_path, csv_path, markdown_path, html_path)
     results = _open_store(db, readonly=True)
     _show(results, _run_id(results, run_id), outputs, verbose_failures, rank_by, tie_floor, quiet)
 
@@ -396,7 +369,7 @@ def export_(
     quiet: QuietOpt = False,
 ) -> None:
     """Export each spec's best correct variant: dispatch.json, metalbench_dispatch.h and self-contained sources."""
-    _writable(out, "--out", folder=True)
+    writable(out, "--out", folder=True)
     results = _open_store(db, readonly=True)
     run = results.load_run(_run_id(results, run_id))
     rep = report.build(run, peak=results.peak(roofline.device_key(run.device)))
@@ -451,14 +424,14 @@ def compare_(
     """
     if not 0 <= threshold <= 1000 or threshold != threshold:
         raise UsageProblem(f"--threshold must be a percentage from 0 to 1000, got {threshold}")
-    outputs = _Outputs(json_path=json_path)
+    outputs = Outputs(json_path=json_path)
     store_a = _open_store(db, readonly=True)
     store_b = _open_store(db_b, readonly=True) if db_b else store_a
     result = compare.compare(store_a, _which(store_a, run_a), store_b, _which(store_b, run_b), threshold)
     shown = outputs.console(quiet)
     compare.render(result, shown, every)
     if json_path is not None:
-        if _stdout(json_path):
+        if is_stdout(json_path):
             sys.stdout.write(compare.to_json(result))
             sys.stdout.flush()
         else:
@@ -553,50 +526,6 @@ def _usage_error(e: BaseException) -> str | None:
     return f"{message}{where}"
 
 
-# Placeholders shown in --help for option values (typer would show Python types: <int>,
-# <list[Path]>); flags show none.
-_METAVARS = {"device": "INDEX", "workers": "N", "warmup": "N", "min_samples": "N", "max_samples": "N",
-             "min_time": "SECONDS", "max_time": "SECONDS", "timeout": "SECONDS", "max_noise": "FRACTION",
-             "kernels": "DIR", "db": "FILE", "db_b": "FILE", "json_path": "FILE|-", "csv_path": "FILE|-",
-             "markdown_path": "FILE|-", "html_path": "FILE|-", "out": "DIR", "name": "NAME", "run_id": "RUN",
-             "config": "CONFIG.JSON"}
-_BY_TYPE = {int: "N", float: "NUMBER", str: "TEXT", Path: "PATH"}
-
-
-def _command() -> object:
-    """The click command typer makes of `app`, every option given a placeholder (not a
-    Python type) and help that typer's rich renderer shows as written ('metalbench[ray]'
-    stays, not 'metalbench')."""
-    command = typer.main.get_command(app)
-
-    def polish(cmd: object) -> None:
-        for param in getattr(cmd, "params", []):
-            if getattr(param, "help", None):
-                param.help = escape(param.help)
-            if getattr(param, "is_flag", False) or getattr(param, "is_bool_flag", False):
-                param.metavar = ""
-            elif param.metavar is None:
-                kind = getattr(getattr(param, "type_descriptor", None), "annotation", None)
-                kind = get_args(kind)[0] if get_args(kind) else kind  # list[Path] -> Path
-                param.metavar = _METAVARS.get(param.name, _BY_TYPE.get(kind, "VALUE"))
-            if getattr(param, "param_type_name", "") == "argument":
-                param.display_type_rich = lambda ctx: None  # its placeholder says it all
-        shown = cmd.get_help_option  # type: ignore[attr-defined]
-
-        def help_option(ctx: object, shown: object = shown) -> object:
-            option = shown(ctx)  # type: ignore[operator]
-            if option is not None:
-                option.metavar = ""
-            return option
-
-        cmd.get_help_option = help_option  # type: ignore[attr-defined]
-        for sub in getattr(cmd, "commands", {}).values():
-            polish(sub)
-
-    polish(command)
-    return command
-
-
 def main() -> None:
     """Console entry point: one line on stderr for every error, and the documented exit codes."""
     try:
@@ -606,7 +535,7 @@ def main() -> None:
     for signum in _SIGNALS:
         signal.signal(signum, _on_signal)
     try:
-        code = _command()(standalone_mode=False)  # type: ignore[operator]
+        code = cli_help.command(app)(standalone_mode=False)
     except Terminated as e:
         code = e.code
     except KeyboardInterrupt:

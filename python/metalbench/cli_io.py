@@ -1,4 +1,5 @@
-"""The CLI's standard streams: made safe before any command runs, and the consoles on them.
+"""The CLI's standard streams and output files: made safe before any command runs, checked
+before any work, and the consoles on them.
 
 - A closed standard output (`metalbench run >&-`) is refused before any work, in one
   line: a report written to nowhere is a run lost. A closed standard error is replaced
@@ -17,12 +18,16 @@ from __future__ import annotations
 import codecs
 import os
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
 
-__all__ = ["PIPED_WIDTH", "ClosedOutput", "err_console", "escape", "out_console", "prepare_streams"]
+from .errors import InputError
+
+__all__ = ["PIPED_WIDTH", "ClosedOutput", "Outputs", "UsageProblem", "err_console", "escape", "is_stdout",
+           "out_console", "prepare_streams", "writable"]
 
 # Printable stand-ins for the characters metalbench's output uses, on an ASCII stream.
 _PLAIN = {"·": "-", "×": "x", "±": "+/-", "—": "-", "–": "-", "→": "->", "←": "<-", "…": "...", "µ": "u",
@@ -39,6 +44,10 @@ def _plain(error: UnicodeError) -> tuple[str, int]:
 
 
 codecs.register_error(_HANDLER, _plain)
+
+
+class UsageProblem(InputError, ValueError):
+    """A command-line value that cannot be used; the message names the option."""
 
 
 class ClosedOutput(Exception):
@@ -90,3 +99,50 @@ def out_console() -> Console:
 def err_console() -> Console:
     """The console on standard error: progress, notes, and the report when stdout carries data."""
     return _Console(file=sys.stderr, stderr=True, highlight=False, width=_width(sys.stderr))
+
+
+class Outputs:
+    """The files a report is also written to; None where not asked for, '-' for standard
+    output (one of them at most: the rich report then goes to standard error). Each is
+    checked when asked for, so that a path that cannot be written fails before any work,
+    not after it."""
+
+    def __init__(self, json_path: Path | None = None, csv_path: Path | None = None,
+                 markdown_path: Path | None = None, html_path: Path | None = None) -> None:
+        self.json, self.csv, self.markdown, self.html = json_path, csv_path, markdown_path, html_path
+        asked = [(path, option) for path, option in ((json_path, "--json"), (csv_path, "--csv"),
+                                                     (markdown_path, "--markdown"), (html_path, "--html"))
+                 if path is not None]
+        dashes = [option for path, option in asked if is_stdout(path)]
+        if len(dashes) > 1:
+            raise UsageProblem(f"{' and '.join(dashes)} both ask for standard output ('-'); give one of them a file")
+        self.to_stdout = bool(dashes)
+        for path, option in asked:
+            if not is_stdout(path):
+                writable(path, option)
+
+    def console(self, quiet: bool) -> Console:
+        """Where the rich report goes: nowhere with --quiet, stderr when stdout carries data."""
+        if quiet:
+            return Console(quiet=True)
+        return err_console() if self.to_stdout else out_console()
+
+
+def is_stdout(path: Path | None) -> bool:
+    return path is not None and str(path) == "-"
+
+
+def writable(path: Path, option: str, folder: bool = False) -> None:
+    """UsageProblem unless `path` (a file, or with `folder` a folder that may be made) can be written."""
+    if folder:
+        target = next(p for p in (path, *path.parents) if p.exists())
+        if not target.is_dir():
+            raise UsageProblem(f"{option} {path}: {target} is not a folder")
+    else:
+        if path.is_dir():
+            raise UsageProblem(f"{option} {path}: is a folder; give a file name")
+        target = path.parent if str(path.parent) else Path(".")
+        if not target.is_dir():
+            raise UsageProblem(f"{option} {path}: no folder {target}")
+    if not os.access(target, os.W_OK):
+        raise UsageProblem(f"{option} {path}: {target} is not writable")
