@@ -361,3 +361,16 @@ def test_ray_at_a_port_that_is_not_ray_fails_within_its_bound(tmp_path):
     assert out.stdout.startswith(f"BackendError --ray 127.0.0.1:{port}: no Ray cluster answered within 3 s"), \
         out.stdout + out.stderr[-500:]
     assert int(out.stdout.split()[-1]) < 10
+
+
+def test_nohup_keeps_sighup_ignored(tmp_path):
+    """Under nohup, SIGHUP is ignored before metalbench starts; it must stay so."""
+    code = ("import signal, sys\nsignal.signal(signal.SIGHUP, signal.SIG_IGN)\nfrom metalbench import cli\n"
+            "sys.argv = ['metalbench', 'report', '--db', sys.argv[1], '-q']\n"
+            "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+            "print(signal.getsignal(signal.SIGHUP) is signal.SIG_IGN, signal.getsignal(signal.SIGTERM) is not "
+            "signal.SIG_DFL)\n")
+    _store_with_a_run(tmp_path / "r.sqlite")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "r.sqlite")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["True", "True"], out.stdout + out.stderr

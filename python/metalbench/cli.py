@@ -108,6 +108,7 @@ def _root(
 ) -> None:
     """Find the fastest correct GPU matmul kernel for every shape your model runs."""
 
+
 # What a user can get wrong: each is reported as one line, never a traceback. Every
 # other exception is a bug of metalbench's own (main()).
 USER_ERRORS = (InputError, _core.UsageError, _core.UnavailableError, _core.CompileError)
@@ -533,7 +534,8 @@ def main() -> None:
     except ClosedOutput as e:
         _fail(str(e), USAGE)
     for signum in _SIGNALS:
-        signal.signal(signum, _on_signal)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # `nohup` ignores SIGHUP: that choice stands
+            signal.signal(signum, _on_signal)
     try:
         code = cli_help.command(app)(standalone_mode=False)
     except Terminated as e:
