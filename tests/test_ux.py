@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,16 @@ def test_line_progress_names_the_phase_the_pair_in_progress_and_the_time_left(mo
     assert "2/4 pairs (50%)" in lines[4] and "left" in lines[4] and "gemv/b" not in lines[4]
     assert lines[-1].startswith("metalbench: 2/4 pairs")
     assert not any("0/4" in line and "measuring" not in line and "planning" not in line for line in lines[3:])
+
+
+def test_a_long_pair_still_gets_a_line(monkeypatch):
+    out = io.StringIO()
+    with cli_progress.LineProgress(out, every=0.05, heartbeat=0.3) as p:
+        p.start(2)
+        p.begin(SPEC, "naive/slow")
+        time.sleep(1.0)  # nothing happens: the heartbeat says what is still being measured
+    beats = [line for line in out.getvalue().splitlines() if "measuring matmul 1x64x64 nt: naive/slow" in line]
+    assert len(beats) >= 2, out.getvalue()
 
 
 def test_pairs_in_progress_are_one_per_worker():

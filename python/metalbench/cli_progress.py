@@ -12,6 +12,7 @@ that a log shows a long sweep moving without a line per pair.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TextIO
 
@@ -23,10 +24,13 @@ from .results import Result
 from .runner import Events
 from .specs import Spec
 
-__all__ = ["LINE_EVERY", "LineProgress", "LiveProgress", "QuietProgress", "progress_for"]
+__all__ = ["HEARTBEAT", "LINE_EVERY", "LineProgress", "LiveProgress", "QuietProgress", "progress_for"]
 
-# Seconds between two lines of progress when stderr is not a terminal.
+# Seconds between two lines of progress when stderr is not a terminal, and the longest
+# a log goes without a line while one pair takes long (the LM head's naive kernel on a
+# CPU driver takes minutes): a line then says what is still being measured.
 LINE_EVERY = 5.0
+HEARTBEAT = 30.0
 
 
 class _InFlight:
@@ -131,27 +135,43 @@ class LiveProgress(Events):
 class LineProgress(Events):
     """Progress as plain lines, for a stderr that is not a terminal."""
 
-    def __init__(self, stream: TextIO, every: float = LINE_EVERY) -> None:
-        self.stream, self.every = stream, every
+    def __init__(self, stream: TextIO, every: float = LINE_EVERY, heartbeat: float = HEARTBEAT) -> None:
+        self.stream, self.every, self.heartbeat = stream, every, heartbeat
         self.started = time.monotonic()
         self.last = -float("inf")
         self.total: int | None = None
         self.done = 0
         self.flight = _InFlight()
         self.doing = ""
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.beat: threading.Thread | None = None
 
     def __enter__(self) -> LineProgress:
+        self.beat = threading.Thread(target=self._beat, name="metalbench-progress", daemon=True)
+        self.beat.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def _beat(self) -> None:
+        # Events come only as pairs begin and end; a pair that takes minutes still gets a line.
+        while not self.stopped.wait(self.heartbeat / 6):
+            if time.monotonic() - self.last >= self.heartbeat:
+                self._line(force=True)
+
     def stop(self) -> None:
+        self.stopped.set()
         if self.total is not None and self.done:
             self._line(force=True)
             self.total = None  # said once
 
     def _line(self, force: bool = False) -> None:
+        with self.lock:
+            self._say(force)
+
+    def _say(self, force: bool) -> None:
         now = time.monotonic()
         if not force and now - self.last < self.every:
             return
