@@ -482,9 +482,9 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
 def _render_summary(report: Report, console: Console) -> None:
     rank = report.rank_by
     columns = [Column("spec"), Column("best"), Column(column(report, rank), numeric=True),
-               Column("noise", numeric=True, keep=6), Column("n", numeric=True, keep=3),
-               Column("baseline us", numeric=True, keep=4), Column("speedup", numeric=True, keep=7),
-               Column("GB/s", numeric=True, keep=2), Column("% peak", numeric=True, keep=5), Column("ties", keep=1)]
+               Column("noise", numeric=True, keep=6), Column("n", numeric=True, keep=5),
+               Column("baseline us", numeric=True, keep=3), Column("speedup", numeric=True, keep=7),
+               Column("GB/s", numeric=True, keep=2), Column("% peak", numeric=True, keep=5), Column("ties", keep=4)]
     rows = []
     for spec in report.specs:
         best = spec.best_row()

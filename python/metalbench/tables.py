@@ -1,7 +1,7 @@
 """Terminal tables that fit the console's width without ever cutting a number.
 
-A column is text (a variant id, a spec label, tags: folded onto more lines when space
-is short) or a number (kept whole, on one line, always). When even the narrowest
+A column is text (a variant id, a spec label, tags: wrapped at its spaces onto more
+lines when space is short) or a number (kept whole, on one line, always). When even the narrowest
 layout is wider than the console, whole columns are left out, the least useful first
 (each column says how useful it is), and the caller is told which, so it can say so.
 Cells are plain text: they are escaped here, so a name like "mk[/]" is shown as it is.
@@ -18,8 +18,8 @@ from rich.table import Table
 
 __all__ = ["OPTIONAL", "Column", "Layout", "fit", "table"]
 
-# Text columns are never folded narrower than this (or their widest cell, if less).
-_TEXT_FLOOR = 14
+# Text wraps at its spaces; a single word longer than this (an id) may be folded.
+_TEXT_WORD = 40
 # What a table with show_edge=False and pad_edge=False adds per column: one space of
 # padding on each side and a rule between columns, less the outer padding.
 _PER_COLUMN = 3
@@ -42,12 +42,13 @@ class Column:
         return max([len(c) for c in cells] + [len(self.header)])
 
     def narrowest(self, cells: Sequence[str]) -> int:
-        """The narrowest this column can be: numbers and header words whole, text folded."""
-        widest = max([len(c) for c in cells] or [0])
+        """The narrowest this column can be: numbers whole on one line, text wrapped at its
+        spaces (a word longer than _TEXT_WORD is folded), header words whole."""
         words = max((len(w) for w in self.header.split()), default=0)
         if self.numeric:
-            return max(widest, words)
-        return max(min(widest, _TEXT_FLOOR), min(words, _TEXT_FLOOR))
+            return max(max([len(c) for c in cells] or [0]), words)
+        longest = max((len(w) for c in cells for w in c.split()), default=0)
+        return max(min(longest, _TEXT_WORD), min(words, _TEXT_WORD), 1)
 
 
 # Columns this useful or less are left out before any text column is folded.
@@ -88,6 +89,11 @@ def fit(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | N
         if 0 < columns[i].keep <= OPTIONAL:
             shown.remove(i)
             dropped.append(columns[i].header)
+    if _total([natural[j] for j in shown]) <= width:
+        return Layout(shown, {j: natural[j] for j in shown}, dropped)
+    # Leaving out what is optional was not enough: fold text instead, every column back,
+    # and leave out only what must go.
+    shown, dropped = list(range(len(columns))), []
     for i in order:
         if _total([narrowest[j] for j in shown]) <= width:
             break
