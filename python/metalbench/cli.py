@@ -43,6 +43,7 @@ from . import (
     runner,
     specs,
     store,
+    tables,
     variants,
 )
 from . import html as html_page
@@ -381,22 +382,21 @@ def export_(
     for warning in done.warnings:
         print(f"metalbench: warning: {warning}", file=sys.stderr)
     shown = Console(quiet=True) if quiet else out_console()
-    table = Table(title=escape(f"run {run.id} ({run.suite}, {run.backend}): best per spec by "
-                               f"{report.CLOCK_NAMES[rep.rank_by]} time, {rep.mode}"),
-                  title_justify="left", show_edge=False, pad_edge=False)
     clock = report.column(rep, rep.rank_by)
-    for name in ("spec", "use", "file", "groups", "threads", clock):
-        table.add_column(name, justify="right" if name == clock else "left", overflow="fold",
-                         no_wrap=name in ("groups", "threads", clock))
+    columns = [tables.Column("spec"), tables.Column("use"), tables.Column("file", keep=4),
+               tables.Column("groups", numeric=True, keep=1), tables.Column("threads", numeric=True, keep=1),
+               tables.Column(clock, numeric=True)]
+    rows = []
     for e in done.entries:
         t = (e.get("times") or {}).get(rep.rank_by)
         partly = " (incomplete run)" if e.get("state") == "incomplete" else ""
         use = {"vendor": f"{e.get('library')} (vendor library)", "none": f"({e.get('reason', 'none correct')})"
                }.get(e["kind"], e.get("variant", "") + partly)
-        table.add_row(escape(e["label"]), escape(use), escape(e.get("file") or "-"),
-                      "x".join(map(str, e.get("groups") or [])) or "-",
-                      "x".join(map(str, e.get("threads") or [])) or "-", f"{t['median_us']:.2f}" if t else "-")
-    shown.print(table)
+        rows.append([e["label"], use, e.get("file") or "-", "x".join(map(str, e.get("groups") or [])) or "-",
+                     "x".join(map(str, e.get("threads") or [])) or "-", f"{t['median_us']:.2f}" if t else "-"])
+    title = f"run {run.id} ({run.suite}, {run.backend}): best per spec by {report.CLOCK_NAMES[rep.rank_by]} time, " \
+        f"{rep.mode}"
+    shown.print(tables.table(columns, rows, tables.fit(columns, rows, shown.width), title))
     shown.print(escape(f"wrote {done.table}, {done.header} and {len(done.sources)} kernel sources to {out}"))
 
 
