@@ -10,6 +10,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <cstring>
+#include <type_traits>
 
 #include "core/abi.h"
 #include "core/checks.h"
@@ -138,11 +139,27 @@ std::array<uint32_t, 3> dim3(const std::vector<uint32_t>& v, const std::string& 
   return out;
 }
 
+// Records which device made `made` (and, for a buffer, the allocation it lies in).
+template <class T>
+std::shared_ptr<T> stamped(std::shared_ptr<T> made, const mb::Device& d) {
+  made->origin.device = d.serial;
+  if constexpr (std::is_same_v<T, mb::Buffer>) made->origin.memory = made.get();
+  return made;
+}
+
+// A kernel or buffer of another device (or of one since closed) fails inside the
+// driver with a code that names nothing; refused here by name instead.
+void check_origin(const mb::Origin& origin, const mb::Device& d, const std::string& who) {
+  if (origin.device != 0 && origin.device != d.serial)
+    throw mb::UsageError(who + " belongs to another device, or to one since closed: make it on this device");
+}
+
 // Arguments arrive as a list of Buffer objects and bytes-like objects (a packed
 // params struct); they are converted while the GIL is held. `shape` is a launch
 // whose kernel and dimensions are set: measure() converts hundreds of slots that
 // share them.
-mb::Launch make_launch(const mb::Launch& shape, const nb::list& args) {
+mb::Launch make_launch(const mb::Device& d, const mb::Launch& shape, const nb::list& args) {
+  check_origin(shape.kernel->origin, d, "[core::launch] kernel " + shape.kernel->label());
   mb::Launch l;
   l.kernel = shape.kernel;
   l.groups = shape.groups;
@@ -151,7 +168,11 @@ mb::Launch make_launch(const mb::Launch& shape, const nb::list& args) {
   size_t i = 0;
   for (nb::handle h : args) {
     if (nb::isinstance<mb::Buffer>(h)) {
-      l.args.emplace_back(nb::cast<std::shared_ptr<mb::Buffer>>(h));
+      auto buffer = nb::cast<std::shared_ptr<mb::Buffer>>(h);
+      if (buffer)
+        check_origin(buffer->origin, d,
+                     "[core::launch] " + shape.kernel->label() + ": argument " + std::to_string(i) + ", a buffer,");
+      l.args.emplace_back(std::move(buffer));
     } else if (nb::isinstance<nb::bytes>(h)) {
       auto b = nb::cast<nb::bytes>(h);
       const auto* p = static_cast<const uint8_t*>(b.data());
@@ -177,21 +198,44 @@ mb::Launch launch_shape(std::shared_ptr<mb::Kernel> kernel, const std::vector<ui
 }
 
 // `args` is one launch's argument list, or a list of such lists: one launch per slot.
-std::vector<mb::Launch> make_slots(const std::shared_ptr<mb::Kernel>& kernel, const nb::list& args,
-                                   const std::vector<uint32_t>& groups, const std::vector<uint32_t>& threads) {
+// Every slot must take the same arguments (count, and buffer or bytes of one size at each
+// place): a backend sets a kernel's arguments slot by slot, so a short slot would run
+// with the arguments the slot before it left behind.
+void check_alike(const std::vector<mb::Launch>& slots) {
+  const auto& first = slots.front().args;
+  for (size_t s = 1; s < slots.size(); ++s) {
+    const auto& args = slots[s].args;
+    const std::string who = "[core::measure] " + slots.front().kernel->label() + ": slot " + std::to_string(s);
+    if (args.size() != first.size())
+      throw mb::UsageError(who + " has " + std::to_string(args.size()) + " arguments and slot 0 " +
+                           std::to_string(first.size()) + ": every slot takes the same arguments");
+    for (size_t i = 0; i < args.size(); ++i) {
+      const auto* bytes = std::get_if<std::vector<uint8_t>>(&args[i]);
+      const auto* bytes0 = std::get_if<std::vector<uint8_t>>(&first[i]);
+      if ((bytes == nullptr) != (bytes0 == nullptr) || (bytes && bytes->size() != bytes0->size()))
+        throw mb::UsageError(who + ": argument " + std::to_string(i) + " is not of slot 0's kind and size "
+                             "(a buffer, or bytes of one length): every slot takes the same arguments");
+    }
+  }
+}
+
+std::vector<mb::Launch> make_slots(const mb::Device& d, const std::shared_ptr<mb::Kernel>& kernel,
+                                   const nb::list& args, const std::vector<uint32_t>& groups,
+                                   const std::vector<uint32_t>& threads) {
   const mb::Launch shape = launch_shape(kernel, groups, threads);
   std::vector<mb::Launch> out;
   bool nested = args.size() > 0 && nb::isinstance<nb::list>(args[0]);
   if (!nested) {
-    out.push_back(make_launch(shape, args));
+    out.push_back(make_launch(d, shape, args));
     return out;
   }
   out.reserve(args.size());
   for (nb::handle h : args) {
     if (!nb::isinstance<nb::list>(h))
       throw mb::UsageError("[core::measure] args: give one list of arguments, or a list of such lists (one per slot)");
-    out.push_back(make_launch(shape, nb::borrow<nb::list>(h)));
+    out.push_back(make_launch(d, shape, nb::borrow<nb::list>(h)));
   }
+  check_alike(out);
   return out;
 }
 
@@ -294,6 +338,13 @@ NB_MODULE(_core, m) {
       .def(
           "copy_from",
           [](mb::Buffer& b, const mb::Buffer& src) {
+            if (src.origin.device != 0 && b.origin.device != 0 && src.origin.device != b.origin.device)
+              throw mb::UsageError("[core::copy] the source buffer belongs to another device (or to one since "
+                                   "closed): copy through host memory, read() then write()");
+            if (src.origin.memory != nullptr && src.origin.memory == b.origin.memory &&
+                src.origin.offset < b.origin.offset + b.bytes() && b.origin.offset < src.origin.offset + src.bytes())
+              throw mb::UsageError("[core::copy] the source and the target share memory (the same buffer, or "
+                                   "overlapping views of one): copy through another buffer");
             if (src.bytes() != b.bytes())
               throw mb::UsageError("[core::copy] cannot copy a " + std::to_string(src.bytes()) +
                                    "-byte buffer into a " + std::to_string(b.bytes()) + "-byte one");
@@ -307,7 +358,9 @@ NB_MODULE(_core, m) {
             if (nbytes == 0 || offset > b.bytes() || nbytes > b.bytes() - offset)
               throw mb::UsageError("[core::view] cannot view " + std::to_string(nbytes) + " bytes at offset " +
                                    std::to_string(offset) + " of a " + std::to_string(b.bytes()) + "-byte buffer");
-            return b.view(offset, nbytes);
+            auto made = b.view(offset, nbytes);
+            made->origin = {b.origin.device, b.origin.memory, b.origin.offset + offset};
+            return made;
           },
           "offset"_a, "nbytes"_a,
           "Bytes [offset, offset + nbytes) as a buffer sharing this one's memory; `offset` must be a multiple of "
@@ -328,7 +381,7 @@ NB_MODULE(_core, m) {
             const std::string& who = label.empty() ? entry : label;
             mb::check_defines(defs, who);
             nb::gil_scoped_release nogil;
-            return d.compile(source, entry, defs, who);
+            return stamped(d.compile(source, entry, defs, who), d);
           },
           "source"_a, "entry"_a, "defines"_a = nb::dict(), "label"_a = "",
           "Compiles `entry` from `source` with `defines` as macros; raises CompileError with the log.")
@@ -338,7 +391,7 @@ NB_MODULE(_core, m) {
             auto defs = to_defines(defines);
             mb::check_defines(defs, label);
             nb::gil_scoped_release nogil;
-            return d.builtin(name, label, defs);
+            return stamped(d.builtin(name, label, defs), d);
           },
           "name"_a, "label"_a, "defines"_a = nb::dict(),
           "A vendor-library routine (cuBLAS, MPS) that takes the GEMM kernel arguments; `defines` are the "
@@ -347,7 +400,7 @@ NB_MODULE(_core, m) {
           "load",
           [](mb::Device& d, const std::string& path, const std::string& entry, const std::string& label) {
             nb::gil_scoped_release nogil;
-            return d.load(path, entry, label.empty() ? entry : label);
+            return stamped(d.load(path, entry, label.empty() ? entry : label), d);
           },
           "path"_a, "entry"_a, "label"_a = "",
           "Kernel `entry` of a precompiled library file (a .metallib on Metal).")
@@ -356,14 +409,14 @@ NB_MODULE(_core, m) {
           [](mb::Device& d, size_t nbytes) {
             if (nbytes == 0) throw mb::UsageError("[core::allocate] cannot allocate an empty buffer");
             nb::gil_scoped_release nogil;
-            return d.allocate(nbytes);
+            return stamped(d.allocate(nbytes), d);
           },
           "nbytes"_a)
       .def(
           "run",
           [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const Args& args, const std::vector<uint32_t>& groups,
              const std::vector<uint32_t>& threads) {
-            mb::Launch l = make_launch(launch_shape(std::move(k), groups, threads), args);
+            mb::Launch l = make_launch(d, launch_shape(std::move(k), groups, threads), args);
             mb::check_launch(d, l);
             nb::gil_scoped_release nogil;
             d.run(l);
@@ -375,7 +428,7 @@ NB_MODULE(_core, m) {
              const std::vector<uint32_t>& threads, int warmup, int min_samples, int max_samples, double min_time,
              double max_time, double max_noise, const std::string& rank_by, double batch_time, size_t max_batch,
              double min_clock_fraction, const Resets& resets) -> AnyDict {
-            std::vector<mb::Launch> slots = make_slots(k, args, groups, threads);
+            std::vector<mb::Launch> slots = make_slots(d, k, args, groups, threads);
             std::vector<mb::Reset> pairs;
             for (nb::handle h : resets) {
               // Checked before the casts, whose own error would read only "std::bad_cast".
@@ -385,6 +438,8 @@ NB_MODULE(_core, m) {
               auto pair = nb::borrow<nb::tuple>(h);
               pairs.push_back({nb::cast<std::shared_ptr<mb::Buffer>>(pair[0]),
                                nb::cast<std::shared_ptr<mb::Buffer>>(pair[1])});
+              for (const auto& buffer : {pairs.back().target, pairs.back().source})
+                if (buffer) check_origin(buffer->origin, d, "[core::measure] resets: a buffer");
             }
             mb::MeasureConfig cfg;
             cfg.warmup = warmup;

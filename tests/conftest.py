@@ -6,20 +6,35 @@ start_cli is a fixture, as what it starts must be stopped when the test ends."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from metalbench import _core, report, runner, variants
-from metalbench.results import Result, Run
-from metalbench.settings import Settings
-from metalbench.specs import Spec, load_suite
-from metalbench.store import Store
+# No test writes into the user's own folders: metalbench's cache and store (per test,
+# below), and the caches and settings of what it drives (PoCL's kernel cache,
+# matplotlib's font cache, Ray's) go to one folder per session, set here, before
+# anything is imported that reads them, and inherited by every process a test starts.
+# tests/test_home.py runs tests with HOME empty and checks that it stays so.
+_SESSION = Path(tempfile.mkdtemp(prefix="metalbench-tests-"))
+for _name in ("XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME"):
+    os.environ[_name] = str(_SESSION / _name.lower())
+os.environ["POCL_CACHE_DIR"] = str(_SESSION / "pocl")
+os.environ["MPLCONFIGDIR"] = str(_SESSION / "matplotlib")
+atexit.register(shutil.rmtree, _SESSION, ignore_errors=True)
+
+from metalbench import _core, report, runner, variants  # noqa: E402 - after the folders above are set
+from metalbench.results import Result, Run  # noqa: E402
+from metalbench.settings import Settings  # noqa: E402
+from metalbench.specs import Spec, load_suite  # noqa: E402
+from metalbench.store import Store  # noqa: E402
 
 # The planted faults (faults/README.md): a folder of manifests for --kernels, and the
 # suite they run on.

@@ -112,6 +112,7 @@ def test_two_stores_of_two_devices_compare_by_spec_key(tmp_path):
         ns = np.round(rng.normal(median, 40, 40)).astype(np.uint64)
         r = Result("v/a", m3_specs[index]["key"], "ok", key=f"m3/{index}", batch=_stats(ns), samples={"batch": ns})
         m3.add(run, index, r)
+    m3.finish_run(run, "complete")
     m3.close()
     m1.close()
     c = compare.compare(Store(tmp_path / "m1.sqlite", readonly=True), a, Store(tmp_path / "m3.sqlite", readonly=True),

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -87,9 +88,20 @@ struct Define {
   std::string value;
 };
 
+// Where a kernel or buffer came from, as the bindings record it (0: not recorded, not
+// checked): the serial of the Device that made it, so that one used with another
+// device, or after its own was closed, is refused by name rather than failing inside
+// the driver ("unknown OpenCL error").
+struct Origin {
+  uint64_t device = 0;
+  const void* memory = nullptr;  // the allocation a buffer (or the view it is) lies in
+  size_t offset = 0;             // and where in it
+};
+
 class Buffer {
  public:
   virtual ~Buffer() = default;
+  Origin origin;
   virtual size_t bytes() const = 0;
   virtual void write(const void* src, size_t n, size_t offset = 0) = 0;
   virtual void read(void* dst, size_t n, size_t offset = 0) const = 0;
@@ -107,6 +119,7 @@ class Buffer {
 class Kernel {
  public:
   virtual ~Kernel() = default;
+  Origin origin;
   virtual const std::string& label() const = 0;
   // The most threads one group of this kernel may have (0: no kernel-level limit,
   // as for a vendor-library builtin that chooses its own geometry).
@@ -126,11 +139,18 @@ struct Launch {
   std::array<uint32_t, 3> threads{1, 1, 1};  // threads per group
 };
 
+inline uint64_t next_serial() {
+  static std::atomic<uint64_t> count{0};
+  return ++count;
+}
+
 // Objects a backend hands out (devices, kernels, buffers) keep alive whatever
 // they need (contexts, libraries), so Python may drop them in any order.
 class Device {
  public:
   virtual ~Device() = default;
+  // Unique for the life of the process: a new device never takes a closed one's serial.
+  const uint64_t serial = next_serial();
   virtual const DeviceInfo& info() const = 0;
 
   // Compiles `source`, whose kernel is `entry`, with `defines` as preprocessor

@@ -11,11 +11,13 @@ backend can run.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from .errors import InputError
 
-__all__ = ["BACKENDS", "TRAITS", "BackendError", "Traits", "pick_backend", "traits"]
+__all__ = ["BACKENDS", "TRAITS", "BackendError", "Traits", "pick_backend", "traits", "unavailable_reason"]
 
 
 class BackendError(InputError, RuntimeError):
@@ -56,6 +58,46 @@ def traits(name: str) -> Traits:
         raise BackendError(f"unknown backend '{name}' (choose from {', '.join(BACKENDS)})") from None
 
 
+def _pocl_cache() -> Path:
+    """Where PoCL keeps its compiled kernels, as PoCL itself decides."""
+    if os.environ.get("POCL_CACHE_DIR"):
+        return Path(os.environ["POCL_CACHE_DIR"])
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "pocl"
+    return Path(os.environ.get("HOME", "/")) / ".cache" / "pocl"
+
+
+def _unwritable(folder: Path) -> str:
+    """Why `folder` cannot be made and written, or ''."""
+    for place in (folder, *folder.parents):
+        if place.exists():
+            if not place.is_dir():
+                return f"{place} is not a folder"
+            if not os.access(place, os.W_OK | os.X_OK):
+                return f"{place} is not writable"
+            return ""
+    return ""
+
+
+def unavailable_reason(name: str) -> str:
+    """Why backend `name` cannot run here, or '' if it can: the core's reason, with its real
+    cause where the core can only see the symptom. PoCL, the CPU OpenCL driver, lists no
+    device when it cannot make its kernel cache (a HOME that is a file, or read-only), and
+    the loader then reads as if no driver were installed."""
+    from . import _core
+
+    reason = _core.unavailable_reason(name)
+    if name == "opencl" and reason and "found no device" in reason:
+        vendors = Path(os.environ.get("OCL_ICD_VENDORS", "/etc/OpenCL/vendors"))
+        icds = " ".join(p.read_text(errors="replace") for p in vendors.glob("*.icd")) if vendors.is_dir() else ""
+        cache = _pocl_cache()
+        why = _unwritable(cache) if "pocl" in icds.lower() else ""
+        if why:
+            return (f"the OpenCL loader found no device, and PoCL (installed here) cannot make its kernel cache "
+                    f"{cache}: {why}; point POCL_CACHE_DIR (or XDG_CACHE_HOME, or HOME) at a writable folder")
+    return reason
+
+
 def pick_backend(name: str = "auto") -> str:
     """`name` if it can run here, or for "auto" the first of Metal, CUDA, OpenCL that can."""
     from . import _core  # the one question asked of the native side
@@ -66,13 +108,13 @@ def pick_backend(name: str = "auto") -> str:
             raise BackendError(f"unknown backend '{name}' (choose from auto, {', '.join(BACKENDS)})")
         if name not in built:
             raise BackendError(f"backend '{name}' is not part of this build (it has: {', '.join(built)})")
-        reason = _core.unavailable_reason(name)
+        reason = unavailable_reason(name)
         if reason:
             raise BackendError(f"backend '{name}' cannot run here: {reason}")
         return name
     reasons = []
     for candidate in (b for b in BACKENDS if b in built):
-        reason = _core.unavailable_reason(candidate)
+        reason = unavailable_reason(candidate)
         if not reason:
             return candidate
         reasons.append(f"{candidate}: {reason}")

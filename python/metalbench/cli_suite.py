@@ -70,6 +70,8 @@ def from_config(
         pv_context=suitegen.parse_lengths(pv_context, "--pv-context") if pv_context is not None else None,
     )
     text = suitegen.suite_from_config(config, workload, name)
+    for warning in suitegen.read_config(config).warnings:  # in the file's header too
+        print(f"metalbench: warning: {config}: {warning}", file=sys.stderr)
     if out is None:
         sys.stdout.write(text)
         return

@@ -25,10 +25,18 @@ threshold (5% by default), or a verdict that got worse: a pair correct in A that
 wrong, failed, timed out or crashed in B. `compare` exits 1 when there is any. A pair
 raced out (verified, then timed only briefly, as slower than the best) counts as
 correct, and its brief times are compared like any others.
+
+A comparison that would compare nothing is refused (CompareError, exit 2), so that a CI
+gate never passes on it: two runs with no pair in common (two suites, two backends,
+disjoint variants), or a run still in progress. What makes two runs less alike than
+they look is said in a line of its own: different suites, backends, devices, cache
+states (warm, cold) or drivers, and a run that did not finish (its missing pairs are
+"only in" the other).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,14 +44,20 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from .errors import InputError
 from .report import CLOCK_NAMES
 from .results import CORRECT, Result, Run, Status
 from .store import Store
+from .tables import Column, fit, table
 
-__all__ = ["ALPHA", "MIN_SAMPLES", "CompareError", "Comparison", "Pair", "compare", "mann_whitney_u", "render"]
+__all__ = ["ALPHA", "COMPARE_SCHEMA", "MIN_SAMPLES", "CompareError", "Comparison", "Pair", "compare", "mann_whitney_u",
+           "render", "to_json"]
+
+# The comparison JSON's format (semver, as the report's): docs/json.md.
+# 1.1.0: schema, differences, a.status and b.status.
+COMPARE_SCHEMA = "1.1.0"
 
 ALPHA = 0.01
 MIN_SAMPLES = 5
@@ -126,6 +140,7 @@ class Side:
     driver: str
     rank_by: str
     mode: str
+    status: str = "complete"
 
 
 @dataclass
@@ -139,6 +154,8 @@ class Comparison:
     only_a: int                       # pairs measured in A only
     only_b: int
     best: list[dict[str, Any]] = field(default_factory=list)  # per spec: the best variant of each run
+    differences: list[str] = field(default_factory=list)  # how the two runs differ besides their times
+    schema: str = COMPARE_SCHEMA
 
     @property
     def regressions(self) -> list[Pair]:
@@ -156,7 +173,25 @@ def _side(run: Run, store: Store) -> Side:
     d = run.device
     return Side(run.id, str(store.path), run.suite, run.backend, f"{d.get('name')} ({d.get('vendor')})",
                 str(d.get("driver", "")), run.settings.get("rank_by", "gpu"),
-                "cold" if run.settings.get("cold") else "warm")
+                "cold" if run.settings.get("cold") else "warm", run.status)
+
+
+def _differences(a: Side, b: Side) -> list[str]:
+    """How two runs differ besides their times, one line each, for the reader to weigh."""
+    out = []
+    if a.suite != b.suite:
+        out.append(f"different suites: A ran {a.suite!r}, B {b.suite!r}; only specs of both (by shape) are compared")
+    if a.backend != b.backend:
+        out.append(f"different backends: A ran on {a.backend}, B on {b.backend}; their kernels and timers differ")
+    if a.mode != b.mode:
+        out.append(f"different cache states: A is {a.mode}, B is {b.mode}; cold times are slower by design")
+    if a.device == b.device and a.driver != b.driver:
+        out.append(f"different drivers: A {a.driver!r}, B {b.driver!r}")
+    for name, side in (("A", a), ("B", b)):
+        if side.status != "complete":
+            out.append(f"run {name} ({side.run}) is {side.status}: pairs it never reached are counted as only in "
+                       f"{'B' if name == 'A' else 'A'}, not compared")
+    return out
 
 
 def _pairs_of(run: Run) -> dict[tuple[str, str], Result]:
@@ -195,6 +230,11 @@ def compare(store_a: Store, run_a: int, store_b: Store, run_b: int, threshold_pc
     """Compares run `run_a` of `store_a` with run `run_b` of `store_b` (the rule: this
     module's docstring)."""
     ra, rb = store_a.load_run(run_a), store_b.load_run(run_b)
+    for run, store in ((ra, store_a), (rb, store_b)):
+        if run.status == "running" and store.alive(run.id):
+            raise CompareError(f"{store.path}: run {run.id} is still running: compare it when it has finished")
+        if run.status == "running":  # its process is gone: killed before it could say so
+            run.status = "abandoned"
     a, b = _side(ra, store_a), _side(rb, store_b)
     if a.rank_by != b.rank_by:
         raise CompareError(f"run {a.run} is ranked by the {a.rank_by} clock and run {b.run} by the {b.rank_by} "
@@ -218,8 +258,12 @@ def compare(store_a: Store, run_a: int, store_b: Store, run_b: int, threshold_pc
                     and y.status in _CORRECT:
                 pair.regression = True
         pairs.append(pair)
+    if not pairs:
+        raise CompareError(f"run {a.run} ({a.suite}, {a.backend}) and run {b.run} ({b.suite}, {b.backend}) have no "
+                           f"pair in common ({len(pa)} pairs in A, {len(pb)} in B; pairs match by spec shape and "
+                           "variant id): there is nothing to compare")
     return Comparison(a, b, clock, threshold_pct, a.device != b.device, pairs, len(pa.keys() - pb.keys()),
-                      len(pb.keys() - pa.keys()), _best(ra, rb, pairs, clock))
+                      len(pb.keys() - pa.keys()), _best(ra, rb, pairs, clock), _differences(a, b))
 
 
 def _best(ra: Run, rb: Run, pairs: list[Pair], clock: str) -> list[dict[str, Any]]:
@@ -246,13 +290,14 @@ def _best(ra: Run, rb: Run, pairs: list[Pair], clock: str) -> list[dict[str, Any
     return rows
 
 
-def _pct(value: float | None, threshold: float | None = None) -> str:
-    if value is None:
-        return "-"
-    color = "default"
-    if threshold is not None:
-        color = "red" if value > threshold else "green" if value < -threshold else "default"
-    return f"[{color}]{value:+.1f}%[/]"
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}%"
+
+
+def _pct_style(value: float | None, threshold: float | None = None) -> str | None:
+    if value is None or threshold is None:
+        return None
+    return "red" if value > threshold else "green" if value < -threshold else None
 
 
 def _us(value: float | None) -> str:
@@ -262,40 +307,43 @@ def _us(value: float | None) -> str:
 def render(c: Comparison, console: Console, every: bool = False) -> None:
     """The comparison as tables: the header, the best per spec, then every pair (or with
     `every` False, the pairs that changed: real changes and verdicts)."""
-    console.print(f"[bold]metalbench compare[/]: A = run {c.a.run} ({c.a.store}) -> B = run {c.b.run} ({c.b.store})")
+    where = escape(f"A = run {c.a.run} ({c.a.store}) -> B = run {c.b.run} ({c.b.store})")
+    console.print(f"[bold]metalbench compare[/]: {where}")
     for name, side in (("A", c.a), ("B", c.b)):
-        console.print(f"{name}: {side.suite} · {side.backend} · {side.device} · driver {side.driver} · {side.mode}")
+        console.print(escape(f"{name}: {side.suite} · {side.backend} · {side.device} · driver {side.driver} · "
+                             f"{side.mode} · {side.status}"))
     if c.devices_differ:
-        console.print(f"[yellow]devices differ[/]: A ran on {c.a.device}, B on {c.b.device}; pairs are matched by "
-                      "spec key and variant id")
+        devices = escape(f"A ran on {c.a.device}, B on {c.b.device}")
+        console.print(f"[yellow]devices differ[/]: {devices}; pairs are matched by spec key and variant id")
+    for line in c.differences:
+        console.print(f"[yellow]note:[/] {escape(line)}")
     console.print(f"time: median {CLOCK_NAMES[c.rank_by]} time per launch; a change is real when a Mann-Whitney U "
                   f"test of the stored samples gives p < {ALPHA:g} (95% confidence intervals of the medians apart "
                   f"where a side has fewer than {MIN_SAMPLES} samples); a regression is a real slowdown over "
                   f"{c.threshold_pct:g}%, or a correct pair that became wrong, failed, timed out or crashed")
-    table = Table(title="best correct variant per spec", title_justify="left", show_edge=False, pad_edge=False)
-    for name in ("spec", "best A", "A us", "best B", "B us", "change"):
-        table.add_column(name, justify="right" if name.endswith("us") or name == "change" else "left")
-    for row in c.best:
-        table.add_row(row["label"], row["best_a"] or "(none correct)", _us(row["a_us"]),
-                      row["best_b"] or "(none correct)", _us(row["b_us"]), _pct(row["change_pct"]))
+    columns = [Column("spec"), Column("best A"), Column("A us", numeric=True), Column("best B"),
+               Column("B us", numeric=True), Column("change", numeric=True)]
+    rows = [[row["label"], row["best_a"] or "(none correct)", _us(row["a_us"]), row["best_b"] or "(none correct)",
+             _us(row["b_us"]), _pct(row["change_pct"])] for row in c.best]
+    for r, row in enumerate(c.best):
+        columns[5].styles[r] = _pct_style(row["change_pct"]) or ""
     console.print()
-    console.print(table)
+    console.print(table(columns, rows, fit(columns, rows, console.width), "best correct variant per spec"))
     shown = c.pairs if every else [p for p in c.pairs if p.verdict or p.significant]
     title = "every pair" if every else "pairs that changed (--all shows every pair)"
-    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-    for name in ("spec", "variant", "A us", "B us", "change", "p", "outcome"):
-        table.add_column(name, justify="right" if name in ("A us", "B us", "change", "p") else "left")
-    for p in shown:
-        style = "red" if p.regression else None
-        p_text = "-" if p.p_value is None else f"{p.p_value:.2g}" if p.test == "mann-whitney" else "-"
-        if p.test == "ci-overlap":
-            p_text = "CI"
-        table.add_row(p.label, p.variant, _us(p.a_us), _us(p.b_us), _pct(p.change_pct, c.threshold_pct), p_text,
-                      p.outcome + (" [REGRESSION]" if p.regression else ""), style=style)
+    columns = [Column("spec"), Column("variant"), Column("A us", numeric=True), Column("B us", numeric=True),
+               Column("change", numeric=True), Column("p", numeric=True, keep=1), Column("outcome")]
+    rows, styles = [], []
+    for r, p in enumerate(shown):
+        p_text = "CI" if p.test == "ci-overlap" else f"{p.p_value:.2g}" if p.p_value is not None else "-"
+        rows.append([p.label, p.variant, _us(p.a_us), _us(p.b_us), _pct(p.change_pct), p_text,
+                     p.outcome + (" [REGRESSION]" if p.regression else "")])
+        columns[4].styles[r] = _pct_style(p.change_pct, c.threshold_pct) or ""
+        styles.append("red" if p.regression else None)
     if not shown:
-        table.add_row("(none)", "", "", "", "", "", "")
+        rows, styles = [["(none)", "", "", "", "", "", ""]], [None]
     console.print()
-    console.print(table)
+    console.print(table(columns, rows, fit(columns, rows, console.width), title, styles))
     same = sum(1 for p in c.pairs if p.change_pct is not None and not p.significant and not p.verdict)
     faster = sum(1 for p in c.pairs if p.outcome == "faster")
     slower = sum(1 for p in c.pairs if p.outcome == "slower")
@@ -307,8 +355,11 @@ def render(c: Comparison, console: Console, every: bool = False) -> None:
                   f"[green]no regression[/] past {c.threshold_pct:g}%")
 
 
-def write_json(c: Comparison, path: Path) -> None:
-    """The comparison as JSON (docs/json.md)."""
-    import json
+def to_json(c: Comparison) -> str:
+    """The comparison as JSON text (docs/json.md)."""
+    return json.dumps(c.to_dict(), indent=2) + "\n"
 
-    Path(path).write_text(json.dumps(c.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+def write_json(c: Comparison, path: Path) -> None:
+    """Writes to_json(c) to `path`."""
+    Path(path).write_text(to_json(c), encoding="utf-8")

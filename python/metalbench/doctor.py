@@ -7,22 +7,25 @@
 For every backend: whether this build has it and, if it cannot run here, why. For
 every device: its driver, the cache size cold mode keeps inputs out of and where
 that size comes from, which device timestamps GPU times are taken from, how the
-GPU's clock is read, and its peak memory bandwidth where an API gives it. Each
-device is opened, as a run would open it, so what is shown is what a run uses (the
-Metal backend, for one, decides at open whether its timestamp counters work).
+GPU's clock is read, and its peak memory bandwidth: where an API gives it, else the
+one a run measured and kept in the result store (read only; nothing is measured here).
+Each device is opened, as a run would open it, so what is shown is what a run uses
+(the Metal backend, for one, decides at open whether its timestamp counters work).
 """
 
 from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
 from . import _core
-from .backends import BACKENDS, TRAITS
+from .backends import BACKENDS, TRAITS, unavailable_reason
+from .roofline import device_key
 
 __all__ = ["BackendReport", "DeviceReport", "diagnose", "render"]
 
@@ -77,8 +80,26 @@ def _device(backend: str, listed: dict) -> DeviceReport:
     )
 
 
-def diagnose() -> list[BackendReport]:
-    """Every backend metalbench knows, in `--backend auto` order, with its devices opened."""
+def _stored_peaks(store: Path | None) -> dict[str, tuple[float, str]]:
+    """The peaks a store keeps, by device key; none when there is no store or it cannot be read."""
+    if store is None or not Path(store).is_file():
+        return {}
+    from .store import Store, StoreError
+
+    try:
+        kept = Store(Path(store), readonly=True)
+    except (StoreError, OSError, ValueError):
+        return {}
+    try:
+        return kept.peaks()
+    finally:
+        kept.close()
+
+
+def diagnose(store: Path | None = None) -> list[BackendReport]:
+    """Every backend metalbench knows, in `--backend auto` order, with its devices opened;
+    a device whose API gives no peak bandwidth shows the one `store` keeps for it, if any."""
+    peaks = _stored_peaks(store)
     built = set(_core.backends())
     out: list[BackendReport] = []
     for name in BACKENDS:
@@ -86,11 +107,18 @@ def diagnose() -> list[BackendReport]:
             reason = TRAITS[name].not_built or "this build was made without it"
             out.append(BackendReport(name, built=False, available=False, reason=reason))
             continue
-        reason = _core.unavailable_reason(name)
+        reason = unavailable_reason(name)
         if reason:
             out.append(BackendReport(name, built=True, available=False, reason=reason))
             continue
-        devices = [_device(name, d) for d in _core.devices(name)]
+        devices = []
+        for listed in _core.devices(name):
+            d = _device(name, listed)
+            kept = peaks.get(device_key({**listed, "backend": name, "name": d.name, "vendor": d.vendor,
+                                         "driver": d.driver}))
+            if d.peak_bandwidth <= 0 and kept is not None:
+                d = replace(d, peak_bandwidth=kept[0], peak_bandwidth_source=f"the result store ({kept[1]})")
+            devices.append(d)
         out.append(BackendReport(name, built=True, available=True, reason="", devices=devices))
     return out
 
@@ -104,7 +132,7 @@ def size(nbytes: float) -> str:
 
 def bandwidth(d: DeviceReport) -> str:
     if d.peak_bandwidth <= 0:
-        return "unknown (no API gives it)"
+        return "unknown (no API gives it; the first `metalbench run` on this device measures it)"
     return f"{d.peak_bandwidth / 1e9:.0f} GB/s, from {d.peak_bandwidth_source or 'the backend'}"
 
 
@@ -118,7 +146,7 @@ def render(reports: list[BackendReport], console: Console) -> None:
         console.print()
         if not r.available:
             state = "not built" if not r.built else "unavailable"
-            console.print(f"[bold]{r.name}[/]: {state}: {escape(r.reason)}")
+            console.print(f"[bold]{r.name}[/]: {state}: {escape(r.reason)}", soft_wrap=True)
             continue
         console.print(f"[bold]{r.name}[/]: available, {len(r.devices)} device{'s' if len(r.devices) != 1 else ''}")
         for d in r.devices:

@@ -15,14 +15,24 @@ measured at, written to a folder:
 A winner that is a vendor library (cuBLAS, MPS) becomes a "use the vendor library"
 entry with no source. A winning kernel whose source on disk is no longer the one the
 run measured (its hash differs) is refused rather than exported under its old times.
+
+File names keep letters, digits, '_', '.' and '-' of the family and config; a name
+that had other characters gets a short hash of the variant id as well, so that two
+families whose names differ only there ("col x", "col_x") never share a file. Names
+quoted in C comments have any "*/" broken up, so no name can end a comment early.
+
+A run that did not finish (interrupted, abandoned) is exported with a warning: a spec
+it never reached is a "none" entry marked `"state": "not reached"`, and a spec it
+measured in part has its best so far, marked `"state": "incomplete"`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +49,8 @@ __all__ = ["EXPORT_SCHEMA", "ExportError", "Exported", "build_table", "params_bl
 
 # The dispatch table's format (semver): a new field bumps the minor version, a removed
 # or changed one the major.
-EXPORT_SCHEMA = "1.0.0"
+# 1.1.0: specs[].state ("not reached", "incomplete") for runs that did not finish.
+EXPORT_SCHEMA = "1.1.0"
 # What to call a vendor builtin in the table.
 VENDOR_LIBRARIES = {"cublas": "cuBLAS", "mps": "Metal Performance Shaders", "mps-gemv": "Metal Performance Shaders"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -61,6 +72,7 @@ class Exported:
     header: Path
     sources: list[Path]
     entries: list[dict[str, Any]]
+    warnings: list[str] = field(default_factory=list)  # what the user must know before shipping it
 
 
 def _timing(stats: dict | None) -> dict[str, Any] | None:
@@ -69,6 +81,22 @@ def _timing(stats: dict | None) -> dict[str, Any] | None:
     return {"median_us": stats["median"] / 1e3,
             "ci_us": [stats.get("ci_lo", stats["min"]) / 1e3, stats.get("ci_hi", stats["max"]) / 1e3],
             "noise": float(stats.get("rel_stdev", 0.0)), "samples": int(stats["count"]), "stop": stats.get("stop", "")}
+
+
+def comment_text(text: str) -> str:
+    """`text` safe inside a C block comment: a "*/" in it (a family or suite name) would end
+    the comment and leave the rest as code."""
+    return str(text).replace("*/", "* /")
+
+
+def file_stem(family: str, config: str, dtype: str) -> str:
+    """A source file's name before its extension: the family and config as they are where
+    they are file-safe, with a short hash of the variant id where they were not."""
+    raw = f"{family}-{config}"
+    safe = _UNSAFE.sub("_", raw)
+    if safe != raw or safe.startswith("."):
+        safe += "-" + hashlib.sha256(f"{family}/{config}".encode()).hexdigest()[:8]
+    return f"{safe}-{'f16' if dtype == 'float16' else 'f32'}"
 
 
 def _spec_fields(spec: Spec) -> dict[str, Any]:
@@ -85,8 +113,9 @@ def self_contained_source(variant: Variant, backend: str, dtype: str, comment: s
         raise ExportError(f"{variant.id} is a vendor builtin and has no source")
     include = paths.kernels_dir() / "include"
     defines = "".join(f"#define {name} {value}\n" for name, value in variant.defines(dtype).items())
-    return "".join([f"/* {comment.strip()} */\n\n", defines, "\n", (include / f"{backend}.h").read_text(), "\n",
-                    (include / "common.h").read_text(), f"\n/* ---- {body.name} ---- */\n", body.read_text()])
+    return "".join([f"/* {comment_text(comment.strip())} */\n\n", defines, "\n",
+                    (include / f"{backend}.h").read_text(), "\n", (include / "common.h").read_text(),
+                    f"\n/* ---- {comment_text(body.name)} ---- */\n", body.read_text()])
 
 
 def params_block() -> str:
@@ -118,6 +147,7 @@ def build_table(run: Run, report: Report, variants: list[Variant]) -> tuple[dict
     entries: list[dict[str, Any]] = []
     sources: dict[str, str] = {}
     kernels: dict[str, dict[str, Any]] = {}
+    owners: dict[str, tuple[str, str]] = {}  # file stem -> the (variant, dtype) it holds
     for spec_report in report.specs:
         try:
             spec = spec_from_key(spec_report.key)
@@ -125,8 +155,11 @@ def build_table(run: Run, report: Report, variants: list[Variant]) -> tuple[dict
             raise ExportError(f"run {run.id}: spec {spec_report.index}: {e}") from None
         entry: dict[str, Any] = {"spec_index": spec_report.index, "spec_key": spec_report.key,
                                  "label": spec_report.label, "spec": _spec_fields(spec)}
+        if spec_report.state:
+            entry["state"] = spec_report.state
         if spec_report.best is None:
-            entry.update(kind="none", reason="no variant was correct on this spec")
+            entry.update(kind="none", reason=f"not reached: run {run.id} stopped before it" if
+                         spec_report.state == "not reached" else "no variant was correct on this spec")
             entries.append(entry)
             continue
         result = _winner(run, spec_report.index, spec_report.best)
@@ -155,7 +188,9 @@ def build_table(run: Run, report: Report, variants: list[Variant]) -> tuple[dict
                 raise ExportError(f"{v.id}: its source or defines changed since run {run.id} measured it "
                                   f"(hash {str(detail.get('source_hash'))[:12]} then, {now[:12]} now); run again, "
                                   "or check out the kernels it was measured with")
-            name = _UNSAFE.sub("_", f"{v.family.name}-{v.config}-{'f16' if spec.dtype == 'float16' else 'f32'}")
+            name = file_stem(v.family.name, v.config, spec.dtype)
+            while owners.setdefault(name, (v.id, spec.dtype)) != (v.id, spec.dtype):
+                name += "-2"  # a crafted name that equals another's hashed one: still a file of its own
             if v.precompiled:
                 entry.update(kind="precompiled", file=f"{name}.metallib", entry=v.family.entry)
                 sources[entry["file"]] = str(v.family.source)  # copied, not written: marked by write_export
@@ -192,8 +227,8 @@ def _c_string(text: str | None) -> str:
 def header_source(table: dict[str, Any]) -> str:
     """metalbench_dispatch.h: the table as a C array, usable from the host code of any backend."""
     lines = [
-        f"/* metalbench dispatch table: run {table['run']} ({table['suite']}), {table['backend']} on "
-        f"{table['device']['name']},",
+        comment_text(f"/* metalbench dispatch table: run {table['run']} ({table['suite']}), {table['backend']} on "
+                     f"{table['device']['name']},"),
         f" * ranked by {table['rank_clock']} time ({table['mode']} cache). Written by `metalbench export`: "
         "export again rather than edit.",
         " *",
@@ -233,9 +268,32 @@ def header_source(table: dict[str, Any]) -> str:
             f"{s['m']}, {s['n']}, {s['k']}, {int(s['transpose_a'])}, {int(s['transpose_b'])}, {s['alpha']!r}f, "
             f"{s['beta']!r}f, {_c_string(e['kind'])}, {_c_string(e.get('library'))}, {_c_string(e.get('file'))}, "
             f"{_c_string(e.get('entry'))}, {{{', '.join(map(str, groups))}}}, {{{', '.join(map(str, threads))}}}, "
-            f"{e.get('workspace_floats') or 0}ULL, {median!r}}},  /* [{e['spec_index']}] {e['label']} */")
+            f"{e.get('workspace_floats') or 0}ULL, {median!r}}},  /* [{e['spec_index']}] {comment_text(e['label'])}"
+            f"{' (' + e['state'] + ')' if e.get('state') else ''} */")
     lines += ["};", f"#define MB_DISPATCH_COUNT {len(table['specs'])}", "", "#endif", ""]
     return "\n".join(lines)
+
+
+def export_warnings(run: Run, report: Report) -> list[str]:
+    """What an application must know before it ships this table: specs the run never
+    reached, and specs whose best is of part of their variants."""
+    unreached = [s.index for s in report.specs if s.state == "not reached"]
+    partial = [s.index for s in report.specs if s.state == "incomplete"]
+    out = []
+    if unreached:
+        out.append(f"run {run.id} is {run.status}: {len(unreached)} specs were never reached (specs "
+                   f"{_indices(unreached)}); they are exported as kind 'none', state 'not reached'")
+    if partial:
+        out.append(f"run {run.id} is {run.status}: {len(partial)} specs were measured in part (specs "
+                   f"{_indices(partial)}); their winner is the best of what was measured, state 'incomplete'")
+    if out:
+        out.append(f"`metalbench run` again with the same options finishes the run, reusing what run {run.id} "
+                   "stored; then export the new run")
+    return out
+
+
+def _indices(indices: list[int]) -> str:
+    return ", ".join(map(str, indices[:8])) + (f" and {len(indices) - 8} more" if len(indices) > 8 else "")
 
 
 def write_export(run: Run, report: Report, variants: list[Variant], out: Path) -> Exported:
@@ -254,4 +312,5 @@ def write_export(run: Run, report: Report, variants: list[Variant], out: Path) -
         written.append(path)
     (out / "dispatch.json").write_text(json.dumps(table, indent=2) + "\n", encoding="utf-8")
     (out / "metalbench_dispatch.h").write_text(header_source(table), encoding="utf-8")
-    return Exported(out / "dispatch.json", out / "metalbench_dispatch.h", written, table["specs"])
+    return Exported(out / "dispatch.json", out / "metalbench_dispatch.h", written, table["specs"],
+                    export_warnings(run, report))

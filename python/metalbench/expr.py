@@ -123,10 +123,17 @@ def _eval(node: ast.expr, env: Mapping[str, object]) -> object:
     raise ExprError(f"{ast.unparse(node)!r} is not allowed in a manifest expression")
 
 
+def _checked(text: object) -> str:
+    if not isinstance(text, str):
+        raise ExprError(f"an expression is an integer or a string, not {type(text).__name__} {text!r}")
+    return text
+
+
 def evaluate(text: str | int | bool, env: Mapping[str, object]) -> object:
     """Value of a manifest expression; a bare int or bool stands for itself."""
     if isinstance(text, (bool, int)):
         return text
+    text = _checked(text)
     try:
         return _eval(_parse(text), env)
     except ExprError:
@@ -139,4 +146,5 @@ def names_in(text: str | int | bool) -> set[str]:
     """Names an expression refers to, for checking a manifest before any spec is seen."""
     if isinstance(text, (bool, int)):
         return set()
-    return {n.id for n in ast.walk(_parse(text)) if isinstance(n, ast.Name)} - set(_FUNCTIONS) - {"True", "False"}
+    tree = _parse(_checked(text))
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} - set(_FUNCTIONS) - {"True", "False"}

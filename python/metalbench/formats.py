@@ -13,7 +13,18 @@ import csv
 import io
 from pathlib import Path
 
-from .report import CLOCK_MEANING, CLOCK_NAMES, Report, Row, SpecReport, column, peak_note
+from .report import (
+    CLOCK_MEANING,
+    CLOCK_NAMES,
+    Report,
+    Row,
+    SpecReport,
+    column,
+    noise_text,
+    peak_note,
+    ratio_text,
+    state_text,
+)
 from .results import FAILED, Category, Status
 
 __all__ = ["CSV_COLUMNS", "to_csv", "to_markdown", "write_csv", "write_markdown"]
@@ -62,7 +73,7 @@ def to_csv(report: Report) -> str:
             writer.writerow({"run": str(report.run_id), "spec_index": str(spec.index), "spec": spec.label,
                              "spec_key": spec.key, "variant": variant, "status": Status.RACED,
                              "rank_by": report.rank_by, "mode": report.mode,
-                             "message": f"raced out: {ratio:.2f}x the best's time in a brief lap"})
+                             "message": f"raced out: {ratio_text(ratio)} the lap's fastest time in a brief lap"})
     by_label = {s.label: s for s in reversed(report.specs)}  # the first spec of a label wins
     for f in report.failures:
         if f.category == Category.WRONG:  # wrong rows ran and are above, with their figures
@@ -121,6 +132,11 @@ def header_rows(report: Report) -> list[tuple[str, str]]:
                       "of the best"),
              ("clock", report.clock_note), ("baseline", f"{report.baseline or 'none'}: {report.orig_note}"),
              ("roofline", peak_note(report))]
+    unreached = sum(1 for spec in report.specs if spec.state == "not reached")
+    partial = sum(1 for spec in report.specs if spec.state == "incomplete")
+    if unreached or partial:
+        rows.append(("unfinished", f"the run is {report.status}: {unreached} specs not reached, {partial} measured "
+                                   "in part (their best is of what was measured)"))
     c = report.counts
     rows.append(("counts", f"{c['measured']} measured ({c.get('raced', 0)} of them raced out), {c['reused']} reused, "
                            f"{c['unsupported']} unsupported, "
@@ -142,15 +158,16 @@ def to_markdown(report: Report) -> str:
         ranked = best.clocks.get(rank) if best else None
         speedup = f"{spec.baseline_us / ranked.median_us:.2f}x" if ranked and spec.baseline_us else "-"
         ties = [v for v in spec.ties if v != spec.best]
-        summary.append([spec.label, f"`{spec.best}`" if spec.best else "(none correct)",
-                        _us(best, rank, True) if best else "-", _f(100 * ranked.noise if ranked else None, ".1f", "%"),
+        summary.append([spec.label, f"`{state_text(spec)}`" if spec.best else state_text(spec),
+                        _us(best, rank, True) if best else "-", noise_text(ranked),
+                        str(ranked.samples) if ranked else "-",
                         _f(spec.baseline_us, ".2f"), speedup, _f(best.gbps if best else None, ".2f"),
                         _f(best.pct_peak if best else None, ".1f"), _first(ties, 3)])
-    lines += _table(["spec", "best", column(report, rank), "noise", "baseline us", "speedup", "GB/s", "% peak",
-                     "ties"], summary, {2, 3, 4, 5, 6, 7})
+    lines += _table(["spec", "best", column(report, rank), "noise", "n", "baseline us", "speedup", "GB/s", "% peak",
+                     "ties"], summary, {2, 3, 4, 5, 6, 7, 8})
     lines += ["", "## Every variant, per spec", ""]
-    headers = ["variant", column(report, rank), "noise", *(column(report, c) for c in others), "vs base", "vs orig",
-               "GB/s", "% peak", "max abs", "max rel", "tags"]
+    headers = ["variant", column(report, rank), "noise", "n", *(column(report, c) for c in others), "vs base",
+               "vs orig", "GB/s", "% peak", "max abs", "max rel", "tags"]
     for spec in report.specs:
         title = f"[{spec.index}] {spec.label}"
         if spec.orig:
@@ -161,22 +178,24 @@ def to_markdown(report: Report) -> str:
             ranked = row.clocks.get(rank)
             name = f"**{row.variant}**" if "best" in row.tags else row.variant
             tags = " ".join(f"[{t}]" for t in row.tags) + (" (reused)" if row.reused else "")
-            rows.append([name, _us(row, rank, True), _f(100 * ranked.noise if ranked else None, ".1f", "%"),
+            rows.append([name, _us(row, rank, True), noise_text(ranked), str(ranked.samples) if ranked else "-",
                          *(_us(row, c, False) for c in others), _pct(row.vs_baseline_pct), _pct(row.vs_orig_pct),
                          _f(row.gbps, ".2f"), _f(row.pct_peak, ".1f"), _f(row.max_abs, ".2e"),
                          _f(row.max_rel, ".2e"), tags or " "])
-        lines += ["<details>", f"<summary>{_html_text(title)}: best {_html_text(spec.best or 'none correct')}"
+        lines += ["<details>", f"<summary>{_html_text(title)}: best {_html_text(state_text(spec))}"
                   "</summary>", ""]
-        lines += _table(headers, rows, set(range(1, len(headers) - 1))) if rows else ["(no variant ran)"]
+        lines += _table(headers, rows, set(range(1, len(headers) - 1))) if rows else \
+            ["(not reached)" if spec.state == "not reached" else "(no variant ran)"]
         if spec.raced:
-            lines += ["", "Raced out (times the best's, in a brief lap): " +
-                      ", ".join(f"`{v}` {ratio:.1f}x" for v, ratio in spec.raced)]
+            lines += ["", "Raced out (slower than the best at 95% confidence in a brief lap; time as a multiple of "
+                      "the lap's fastest): " + ", ".join(f"`{v}` {ratio_text(ratio)}" for v, ratio in spec.raced)]
         lines += ["", "</details>", ""]
     if report.failures:
         lines += ["## Failures", ""]
         lines += _table(["variant", "category", "count", "specs", "message"],
                         [[f.variant, f.category, str(f.count), ", ".join(f.specs),
-                          f.message.splitlines()[0] if f.message else ""] for f in report.failures], {2})
+                          " / ".join(([f.message.splitlines()[0]] if f.message else []) + f.detail)]
+                         for f in report.failures], {2})
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

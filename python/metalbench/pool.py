@@ -27,8 +27,8 @@ from .settings import Settings
 from .specs import Spec
 from .variants import Variant
 
-__all__ = ["DeviceLost", "Job", "Message", "Pair", "Phase", "PeakUnavailable", "Pool", "Step", "WorkerError", "ahead",
-           "open_pool", "pick"]
+__all__ = ["DeviceLost", "Job", "Message", "Pair", "Phase", "PeakUnavailable", "Pool", "Progress", "Step",
+           "WorkerError", "ahead", "open_pool", "pick"]
 
 
 class DeviceLost(RuntimeError):
@@ -100,6 +100,12 @@ class Step(str, Enum):
     BEGIN = "begin"      # measuring a pair (that pair is blamed)
 
 
+# What a pool tells of a job's steps as they happen: (job, PREPARE | BUILT | BEGIN, the message's
+# value, the worker: an index among the pool's workers, so that pairs in progress side by side
+# are told apart).
+Progress = Callable[[Job, Message, object, int], None]
+
+
 class Pool(Protocol):
     """What the runner needs of whatever measures for it."""
 
@@ -115,9 +121,10 @@ class Pool(Protocol):
         """The read bandwidth of the first device, measured by a worker (peak.py); PeakUnavailable if not."""
 
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
-            on_note: Callable[[str], None]) -> None:
+            on_note: Callable[[str], None], on_progress: Progress | None = None) -> None:
         """Runs every job; calls `on_result` once for every pair, in the order answered, and runs
-        the jobs it returns next (ahead of the queue, with spec affinity)."""
+        the jobs it returns next (ahead of the queue, with spec affinity). `on_progress` hears
+        each job's PREPARE, BUILT and BEGIN steps as they happen (for a progress display)."""
 
     def close(self) -> None:
         """Stops every worker."""

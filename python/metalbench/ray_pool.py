@@ -25,7 +25,7 @@ from typing import Any
 
 from .backends import TRAITS
 from .measure import Worker
-from .pool import DeviceLost, Job, Message, PeakUnavailable, WorkerError, ahead, pick
+from .pool import DeviceLost, Job, Message, PeakUnavailable, Progress, WorkerError, ahead, pick
 from .results import Category, Result, Status
 from .settings import Settings
 from .worker import JobRunner
@@ -43,6 +43,56 @@ def ray_available() -> str:
     except ImportError:
         return "Ray is not installed: pip install 'metalbench[ray]'"
     return ""
+
+
+# Seconds --ray ADDRESS has to answer: ray.init retries an address where nothing
+# answers for ever (its GCS client waits, gives up, and starts again).
+CONNECT_TIMEOUT = 30.0
+
+
+def reachable(address: str, timeout: float = 5.0) -> None:
+    """BackendError unless something accepts a TCP connection at `address` ('host:port',
+    'ray://host:port'); 'auto' and addresses without a port are left to Ray."""
+    import socket
+
+    from .backends import BackendError
+
+    host_port = address.split("://", 1)[-1]
+    host, sep, port = host_port.rpartition(":")
+    if not sep or not port.isdecimal():
+        return
+    try:
+        with socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=timeout):
+            return
+    except OSError as e:
+        raise BackendError(f"--ray {address}: nothing answers there ({e.strerror or type(e).__name__}); start a "
+                           "Ray head there (ray start --head) or give its address") from None
+
+
+def _init_within(ray: Any, seconds: float, **kwargs: Any) -> None:
+    """ray.init, or BackendError when it has not connected within `seconds` (something
+    answers at the address, but not a Ray cluster that can be joined)."""
+    import threading
+
+    from .backends import BackendError
+
+    done: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            ray.init(**kwargs)
+            done.append(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            done.append(e)
+
+    thread = threading.Thread(target=connect, name="metalbench-ray-init", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if not done:
+        raise BackendError(f"--ray {kwargs.get('address')}: no Ray cluster answered within {seconds:g} s")
+    if done[0] is not None:
+        raise BackendError(f"--ray {kwargs.get('address') or 'local'}: Ray could not start or connect: "
+                           f"{str(done[0]).splitlines()[0] if str(done[0]) else type(done[0]).__name__}") from None
 
 
 class _Actor:
@@ -82,6 +132,7 @@ class RayPool:
         self.holds: dict[int, int] = {}  # id(actor) -> the spec index it prepared last
         self.started = False  # ray.init was called here, so shutdown is ours too
         self.info: dict | None = None
+        self.nodes: dict[int, int] = {}  # pair id -> the cluster's live nodes when it was sent
 
     @property
     def share(self) -> int:
@@ -97,8 +148,14 @@ class RayPool:
         if not ray.is_initialized():
             # 'local' starts an instance of this machine's own, with a CPU for each worker.
             local = self.address == "local"
-            ray.init(address=None if local else self.address, num_cpus=self.workers if local else None,
-                     include_dashboard=False, log_to_driver=False)
+            if local:
+                # Here, not in a thread of its own: the processes a local instance starts die with
+                # the thread that started them.
+                ray.init(address=None, num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+            else:
+                reachable(self.address)
+                _init_within(ray, CONNECT_TIMEOUT, address=self.address, include_dashboard=False,
+                             log_to_driver=False)
             self.started = True
         if TRAITS[self.backend].ray_gpus:
             count = int(ray.cluster_resources().get("GPU", 0))
@@ -106,7 +163,8 @@ class RayPool:
                 raise DeviceLost(f"the Ray cluster at {self.address} has no GPU for {self.backend}")
             resources = {"num_gpus": 1}
         else:
-            count, resources = self.workers, {"num_cpus": 1}
+            # One CPU each, spread over the cluster's nodes: each node's actors share its devices.
+            count, resources = self.workers, {"num_cpus": 1, "scheduling_strategy": "SPREAD"}
         actor = ray.remote(max_restarts=-1, max_task_retries=0, **resources)(_Actor)
         self.actors = [actor.remote(self.backend, self.settings) for _ in range(count)]
         try:
@@ -134,7 +192,7 @@ class RayPool:
             self.started = False
 
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
-            on_note: Callable[[str], None]) -> None:
+            on_note: Callable[[str], None], on_progress: Progress | None = None) -> None:
         """Runs every job, one pair per call; calls `on_result` for every pair as it is answered,
         and runs the jobs it returns next, with spec affinity (pool.pick)."""
         ray = self.ray
@@ -149,7 +207,10 @@ class RayPool:
                 if job is None:
                     break
                 self.holds[id(actor)] = job.spec_index
+                self.nodes[job.pairs[0].id] = self._alive_nodes()
                 busy[actor.run.remote(job)] = (actor, job, time.monotonic() + self.timeout)
+                if on_progress is not None:  # an actor's messages come back with its answer: begun when sent
+                    on_progress(job, Message.BEGIN, job.pairs[0].id, self.actors.index(actor))
             ready, _ = ray.wait(list(busy), num_returns=1, timeout=_TICK)
             for call in ready:
                 actor, job, _ = busy.pop(call)
@@ -164,6 +225,18 @@ class RayPool:
                                                           "Ray actor was restarted")
                     ahead(queue, [one for new in on_result(job, blamed) for one in _pairs(new)])
 
+    def _alive_nodes(self) -> int:
+        return sum(1 for node in self.ray.nodes() if node.get("Alive"))
+
+    def _node_lost(self, error: BaseException, alive_when_sent: int) -> bool:
+        """Whether an actor died with its node (removed, drained, failed) rather than by its
+        kernel: Ray says so in the error, or the cluster has fewer live nodes than when the
+        pair was sent."""
+        text = str(error).lower()
+        if "node" in text and any(word in text for word in ("died", "dead", "removed", "drain", "preempt")):
+            return True
+        return bool(getattr(error, "preempted", False)) or self._alive_nodes() < alive_when_sent
+
     def _answer(self, call: Any, actor: Any, job: Job, on_result: Callable[[Job, Result], Iterable[Job]],
                 on_note: Callable[[str], None]) -> list[Job]:
         ray = self.ray
@@ -171,8 +244,20 @@ class RayPool:
             messages = ray.get(call)
         except ray.exceptions.RayActorError as e:
             self.holds.pop(id(actor), None)
-            return list(on_result(job, _blamed(job, Status.CRASHED, f"its Ray actor died ({type(e).__name__}); "
-                                                                    "Ray restarted it")))
+            if isinstance(e, getattr(ray.exceptions, "ActorUnavailableError", ())):
+                # Sent to an actor Ray is restarting (its node, or its last kernel, took it down):
+                # nothing of this pair's is to blame; it is sent again, in a moment.
+                time.sleep(_TICK)
+                return [job]
+            if not job.retried and self._node_lost(e, self.nodes.get(job.pairs[0].id, 0)):
+                # A node left the cluster while the pair ran there: the node's loss, not the
+                # kernel's. The pair goes to another actor, once; a second death blames it.
+                on_note(f"a Ray node left the cluster while it measured {job.pairs[0].variant.id} on "
+                        f"{job.spec.label()}; measuring it on another node")
+                return [replace(job, retried=True)]
+            why = next((line.strip() for line in reversed(str(e).splitlines()) if line.strip()), "")
+            return list(on_result(job, _blamed(job, Status.CRASHED, f"its Ray actor died ({type(e).__name__}: "
+                                                                    f"{why[:200]}); Ray restarted it")))
         except ray.exceptions.RayTaskError as e:
             raise WorkerError(str(e)) from None
         new: list[Job] = []

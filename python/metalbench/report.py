@@ -21,12 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from .errors import InputError
 from .results import CLOCKS, FAILED, Category, Result, Run, Status
 from .roofline import figures
 from .specs import SpecError, spec_from_key
+from .tables import Column, fit, table
 from .ties import TIE_FLOOR, Estimate, ties_with
 
 __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
@@ -36,7 +37,8 @@ __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
 # 1.1.0: roofline figures (Row.gbps, gflops, pct_peak; SpecReport.bytes, flops;
 #        Report.peak_bandwidth, peak_source), SpecReport.raced and devices.
 # 1.2.0: settings.batch_time.
-JSON_SCHEMA = "1.2.0"
+# 1.3.0: SpecReport.state (not reached, incomplete), Failure.detail (a compile log's first lines).
+JSON_SCHEMA = "1.3.0"
 CLOCK_NAMES = {"batch": "batch", "gpu": "launch", "cpu": "CPU"}
 CLOCK_MEANING = {
     "batch": "N launches back to back between one pair of device timestamps, divided by N",
@@ -93,6 +95,9 @@ class SpecReport:
     devices: list[int] = field(default_factory=list)  # indices of the devices that measured its variants
     bytes: int | None = None  # the least bytes the op must move (Spec.bytes_moved)
     flops: int | None = None
+    # "" when the run finished the spec; "not reached" when it stopped before measuring any
+    # of it, "incomplete" when it stopped partway (its best is of what was measured).
+    state: str = ""
 
     def best_row(self) -> Row | None:
         """The row of the best correct variant, if any."""
@@ -107,6 +112,7 @@ class Failure:
     message: str  # of the first occurrence
     specs: list[str]
     logs: list[str]
+    detail: list[str] = field(default_factory=list)  # the first lines of the first log that says what failed
 
 
 @dataclass
@@ -178,6 +184,27 @@ def _clock_note(run: Run) -> str:
     return note
 
 
+def _state(spec: dict, results: list[Result]) -> str:
+    """How far an unfinished run got with a spec: "" (all of it), "incomplete" or "not reached".
+    Runs record per spec the pairs they report and how many of those they set out to
+    measure (runner: store.plan_run); for older runs, a spec with no result is not reached."""
+    have = sum(1 for r in results if r.status != Status.UNSUPPORTED)
+    if "pairs" not in spec:
+        return "not reached" if have == 0 else ""
+    pairs, to_measure = int(spec["pairs"]), int(spec.get("to_measure", 0))
+    if have >= pairs:
+        return ""
+    return "not reached" if have <= pairs - to_measure else "incomplete"
+
+
+def log_lines(log: str, count: int = 3) -> list[str]:
+    """The first `count` lines of a compiler log that matter: from its first line that
+    names an error (else its first line), blank lines left out."""
+    lines = [line.rstrip() for line in (log or "").splitlines() if line.strip()]
+    first = next((i for i, line in enumerate(lines) if "error" in line.lower()), 0)
+    return lines[first:first + count]
+
+
 def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
           peak: tuple[float, str] | None = None) -> Report:
     """The report of `run`, ranked by `rank_by` (default: the clock the run measured to converge).
@@ -204,6 +231,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
     by_spec: dict[int, list[Result]] = {}
     for r in run.results:
         by_spec.setdefault(r.spec_index, []).append(r)
+    finished = run.status == "complete"
 
     counts = Counter(measured=0, reused=0, unsupported=0, failed=0, wrong=0, timeout=0, crashed=0, raced=0)
     failures: dict[tuple[str, str], Failure] = {}
@@ -227,7 +255,8 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
             counts["reused" if r.reused else "measured"] += 1
             if r.status in (*FAILED, Status.WRONG):
                 counts[r.status] += 1
-                f = failures.setdefault((r.variant, r.category), Failure(r.variant, r.category, 0, r.message, [], []))
+                f = failures.setdefault((r.variant, r.category), Failure(r.variant, r.category, 0, r.message, [], [],
+                                                                         log_lines(r.log)))
                 f.count += 1
                 f.specs.append(spec["label"])
                 f.logs.append(r.log)
@@ -271,7 +300,8 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
         specs.append(SpecReport(index, spec["label"], spec["key"], spec.get("orig"), rows,
                                 best.variant if best else None, [row.variant for row in ties], base_us,
                                 sorted(raced, key=lambda x: x[1]), where,
-                                shape.bytes_moved() if shape else None, shape.flops() if shape else None))
+                                shape.bytes_moved() if shape else None, shape.flops() if shape else None,
+                                "" if finished else _state(spec, results)))
     ordered = sorted(failures.values(), key=lambda f: (f.category, f.variant))
     return Report(run.id, run.status, run.suite, run.backend, run.device, run.settings, rank,
                   "cold" if run.settings.get("cold") else "warm", tie_floor, run.baseline, orig_note, compared,
@@ -283,18 +313,47 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def _pct_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.0f}%"
+
+
+def _pct_style(value: float | None) -> str | None:
     if value is None:
+        return None
+    return "green" if value < -1 else "red" if value > 1 else None
+
+
+# Fewer samples than this give no noise figure: one sample has no spread, two a meaningless one.
+MIN_NOISE_SAMPLES = 3
+
+
+def noise_text(t: Timing | None, suffix: str = "%") -> str:
+    """A clock's noise in percent, or '-' where it has too few samples to have one."""
+    if t is None or t.samples < MIN_NOISE_SAMPLES:
         return "-"
-    color = "green" if value < -1 else "red" if value > 1 else "default"
-    return f"[{color}]{value:+.0f}%[/]"
+    return f"{100 * t.noise:.1f}{suffix}"
 
 
-def _us_text(t: Timing | None, ranking: bool) -> str:
+def us_text(t: Timing | None, ranking: bool, star: str = "*") -> str:
+    """A median in microseconds; a ranking figure that stopped before its noise target is starred."""
     if t is None:
         return "-"
-    # A ranking figure that stopped before its noise target says so.
-    mark = "*" if ranking and t.stop not in ("converged", "") else ""
+    mark = star if ranking and t.stop not in ("converged", "") else ""
     return f"{t.median_us:.2f}{mark}"
+
+
+def ratio_text(ratio: float) -> str:
+    """A time as a multiple of the best's, with the digits that keep it apart from 1x."""
+    text = f"{ratio:.2f}x"
+    return f"{ratio:.3f}x" if text == "1.00x" else text
+
+
+def state_text(spec: SpecReport) -> str:
+    """What a spec's summary says when it has no best, or a best of part of its variants."""
+    if spec.state == "not reached":
+        return "(not reached: the run stopped first)"
+    if spec.best is None:
+        return "(none correct)"
+    return spec.best + (" (incomplete run)" if spec.state == "incomplete" else "")
 
 
 def column(report: Report, clock: str) -> str:
@@ -302,33 +361,69 @@ def column(report: Report, clock: str) -> str:
     return f"{CLOCK_NAMES[clock]} {report.mode} us"
 
 
+# Each spec table's columns, and how useful each is when the console is too narrow for
+# all of them (tables.Column.keep: the lowest is left out first; 0 always stays).
+def _spec_columns(report: Report) -> list[Column]:
+    rank = report.rank_by
+    others = [c for c in ("gpu", "cpu", "batch") if c != rank]
+    return [Column("variant"), Column(column(report, rank), numeric=True), Column("noise", numeric=True, keep=9),
+            Column("n", numeric=True, keep=6), *(Column(column(report, c), numeric=True, keep=k)
+                                                for c, k in zip(others, (3, 2), strict=True)),
+            Column("vs base", numeric=True, keep=8), Column("vs orig", numeric=True, keep=1),
+            Column("GB/s", numeric=True, keep=4), Column("% peak", numeric=True, keep=7),
+            Column("max abs", numeric=True, keep=1), Column("max rel", numeric=True, keep=5), Column("tags", keep=10)]
+
+
+def _spec_cells(report: Report, row: Row) -> list[str]:
+    rank = report.rank_by
+    others = [c for c in ("gpu", "cpu", "batch") if c != rank]
+    ranked = row.clocks.get(rank)
+    tags = " ".join(f"[{t}]" for t in row.tags) + (" (reused)" if row.reused else "")
+    return [row.variant, us_text(ranked, True), noise_text(ranked), str(ranked.samples) if ranked else "-",
+            *(us_text(row.clocks.get(c), False) for c in others), _pct_text(row.vs_baseline_pct),
+            _pct_text(row.vs_orig_pct), _fmt(row.gbps, ".2f"), _fmt(row.pct_peak, ".1f"), _fmt(row.max_abs, ".2e"),
+            _fmt(row.max_rel, ".2e"), tags]
+
+
 def render(report: Report, console: Console, verbose_failures: bool = False) -> None:
+    """The report as tables on `console`, each fitted to its width (tables.py)."""
     d, s = report.device, report.settings
-    console.print(f"[bold]metalbench run {report.run_id}[/] · suite [bold]{report.suite}[/] "
-                  f"({len(report.specs)} specs) · status {report.status}")
-    console.print(f"device: {d.get('name')} ({d.get('vendor')}) · backend {report.backend} · "
-                  f"driver {d.get('driver')}")
+    console.print(f"[bold]metalbench run {report.run_id}[/] · suite [bold]{escape(report.suite)}[/] "
+                  f"({len(report.specs)} specs) · status {escape(report.status)}")
+    console.print(escape(f"device: {d.get('name')} ({d.get('vendor')}) · backend {report.backend} · "
+                         f"driver {d.get('driver')}"))
     order = [report.rank_by] + [c for c in ("batch", "gpu", "cpu") if c != report.rank_by]
     console.print(f"timing: per launch, in us; {report.mode} cache" +
                   (" (each launch reads its own copy of the inputs, rotated so that none is in the last-level "
                    "cache)" if report.mode == "cold" else ""))
     for c in order:
-        console.print(f"  {CLOCK_NAMES[c]:<6} = {CLOCK_MEANING[c]}" + ("  [ranks]" if c == report.rank_by else ""))
+        console.print(f"  {CLOCK_NAMES[c]:<6} = {CLOCK_MEANING[c]}" + ("  \\[ranks]" if c == report.rank_by else ""))
     if "max_noise" in s:
         console.print(f"  {CLOCK_NAMES[report.rank_by]} is sampled until its noise (relative standard deviation) is "
                       f"at most {100 * s['max_noise']:g}%, after {s['min_samples']} samples spanning "
                       f"{1e3 * s['min_time']:g} ms, for at most {1e3 * s['max_time']:g} ms a pair; * marks a figure "
-                      "that stopped short")
+                      f"that stopped short; n is its samples (no noise under {MIN_NOISE_SAMPLES})")
     console.print(f"  ties: 95% confidence intervals of the medians overlap, or within {100 * report.tie_floor:g}% "
-                  "of the best" + ("; variants that could not tie after a brief lap were raced out"
-                                   if s.get("race") else ""))
-    console.print(f"clock: {report.clock_note}")
-    console.print(f"baseline: {report.baseline or 'none'} · {report.orig_note}")
-    console.print(f"roofline: {peak_note(report)}")
+                  "of the best" + ("; variants slower than the fastest at 95% confidence after a brief lap were "
+                                   "raced out" if s.get("race") else ""))
+    console.print(escape(f"clock: {report.clock_note}"))
+    console.print(escape(f"baseline: {report.baseline or 'none'} · {report.orig_note}"))
+    console.print(escape(f"roofline: {peak_note(report)}"))
     for note in report.notes:
-        console.print(f"[yellow]note:[/] {note}")
-    rank = report.rank_by
-    others = [c for c in ("gpu", "cpu", "batch") if c != rank]
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    unreached = [spec for spec in report.specs if spec.state == "not reached"]
+    partial = [spec for spec in report.specs if spec.state == "incomplete"]
+    if unreached or partial:
+        console.print(f"[yellow]note:[/] the run is {escape(report.status)}: {len(unreached)} specs not reached, "
+                      f"{len(partial)} measured in part (their best is of what was measured); a rerun measures "
+                      "the rest and reuses what is stored")
+
+    columns = _spec_columns(report)
+    rows = [_spec_cells(report, row) for spec in report.specs for row in spec.rows]
+    layout = fit(columns, rows, console.width)
+    if layout.dropped:
+        console.print(escape(f"columns left out to fit {console.width} columns: {', '.join(layout.dropped)} (a "
+                             "wider terminal shows them, and --json or --csv holds every figure)"), style="dim")
     for spec in report.specs:
         orig = spec.orig
         title = f"[{spec.index}] {spec.label}"
@@ -336,66 +431,75 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
             title += f"   (original: {orig['impl']} {orig['ms'] * 1e3:.0f} us on {orig['device']})"
         if len(spec.devices) > 1:  # same model (the runner refuses a mix), but not the same chip
             title += f"   (measured on devices {', '.join(map(str, spec.devices))})"
-        table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
-        headers = ["variant", column(report, rank), "noise", *(column(report, c) for c in others), "vs base",
-                   "vs orig", "GB/s", "% peak", "max abs", "max rel", "tags"]
-        for name in headers:
-            table.add_column(name, justify="left" if name in ("variant", "tags") else "right",  # type: ignore[arg-type]
-                             no_wrap=name in ("variant", "tags"))
-        for row in spec.rows:
-            tags = " ".join(f"[{t}]" for t in row.tags) + (" (reused)" if row.reused else "")
-            style = "red" if row.status == Status.WRONG else ("bold" if "best" in row.tags else None)
-            ranked = row.clocks.get(rank)
-            table.add_row(row.variant, _us_text(ranked, True), _fmt(100 * ranked.noise if ranked else None, ".1f") +
-                          ("%" if ranked else ""), *(_us_text(row.clocks.get(c), False) for c in others),
-                          _pct_text(row.vs_baseline_pct), _pct_text(row.vs_orig_pct), _fmt(row.gbps, ".2f"),
-                          _fmt(row.pct_peak, ".1f"), _fmt(row.max_abs, ".2e"),
-                          _fmt(row.max_rel, ".2e"), tags.replace("[", r"\["), style=style)
+        if spec.state:
+            title += f"   ({spec.state})"
+        cells = [_spec_cells(report, row) for row in spec.rows]
+        for c in columns:
+            c.styles = {}
+        vs_base, vs_orig = (next(c for c in columns if c.header == name) for name in ("vs base", "vs orig"))
+        for r, row in enumerate(spec.rows):
+            vs_base.styles[r] = _pct_style(row.vs_baseline_pct) or ""
+            vs_orig.styles[r] = _pct_style(row.vs_orig_pct) or ""
+        styles = ["red" if row.status == Status.WRONG else ("bold" if "best" in row.tags else None)
+                  for row in spec.rows]
         if not spec.rows:
-            table.add_row("(no variant ran)", *["-"] * (len(headers) - 2), "")
+            cells = [["(not reached)" if spec.state == "not reached" else "(no variant ran)"]
+                     + ["-"] * (len(columns) - 2) + [""]]
+            styles = [None]
         console.print()
-        console.print(table)
+        console.print(table(columns, cells, layout, title, styles))
         if spec.raced:
-            shown = ", ".join(f"{v} {ratio:.1f}x" for v, ratio in spec.raced[:4])
+            listed = ", ".join(f"{v} {ratio_text(ratio)}" for v, ratio in spec.raced[:4])
             more = f" and {len(spec.raced) - 4} more" if len(spec.raced) > 4 else ""
-            console.print(f"raced out (times the best's): {shown}{more}", markup=False, style="dim")
+            console.print(f"raced out (slower than the best at 95% confidence in a brief lap; time as a multiple "
+                          f"of the lap's fastest): {listed}{more}", markup=False, style="dim")
     console.print()
     _render_summary(report, console)
     c = report.counts
     console.print(f"\n{c['measured']} measured ({c['raced']} of them raced out), {c['reused']} reused from the "
                   f"store, {c['unsupported']} unsupported (skipped), {c['failed']} failed, {c['wrong']} wrong, "
                   f"{c['timeout']} timed out, {c['crashed']} crashed")
+    if c["measured"] == 0 and c["reused"]:
+        console.print("nothing was measured: every result was reused from the store (an earlier run measured it "
+                      "with the same kernel, spec, device, driver and settings); --force measures again")
     if report.failures:
         console.print("\n[bold]failures[/]")
         for f in report.failures:
             first = f.message.splitlines()[0] if f.message else ""
-            console.print(f"  {f.variant}: {f.category} x{f.count}: {first}", markup=False)
-            if verbose_failures:
+            console.print(f"  {f.variant}: {f.category} x{f.count}: {first}", markup=False, soft_wrap=True)
+            if not verbose_failures:
+                for line in f.detail:
+                    console.print(f"      {line}", markup=False, soft_wrap=True, style="dim")
+            else:
                 for spec_label, log in zip(f.specs, f.logs, strict=True):
                     console.print(f"    - {spec_label}", markup=False)
                     if log:
                         console.print("      " + log.strip().replace("\n", "\n      "), markup=False)
         if not verbose_failures:
-            console.print("  (--verbose-failures lists each one with its compiler log)")
+            console.print("  (--verbose-failures lists each one with its whole compiler log)")
 
 
 def _render_summary(report: Report, console: Console) -> None:
     rank = report.rank_by
-    table = Table(title=f"best correct variant per spec ({CLOCK_NAMES[rank]} time, {report.mode})",
-                  title_justify="left", show_edge=False, pad_edge=False)
-    for name in ("spec", "best", column(report, rank), "noise", "baseline us", "speedup", "GB/s", "% peak", "ties"):
-        table.add_column(name, justify="left" if name in ("spec", "best", "ties") else "right", no_wrap=name != "ties")
+    columns = [Column("spec"), Column("best"), Column(column(report, rank), numeric=True),
+               Column("noise", numeric=True, keep=6), Column("n", numeric=True, keep=5),
+               Column("baseline us", numeric=True, keep=3), Column("speedup", numeric=True, keep=7),
+               Column("GB/s", numeric=True, keep=2), Column("% peak", numeric=True, keep=5), Column("ties", keep=4)]
+    rows = []
     for spec in report.specs:
-        best = next((r for r in spec.rows if r.variant == spec.best), None)
+        best = spec.best_row()
         ranked = best.clocks.get(rank) if best else None
         speedup = f"{spec.baseline_us / ranked.median_us:.2f}x" if ranked and spec.baseline_us else "-"
         others = [v for v in spec.ties if v != spec.best]
         ties = "-" if not others else (", ".join(others[:3]) + (f" +{len(others) - 3} more" if len(others) > 3 else ""))
-        table.add_row(spec.label, spec.best or "(none correct)", _us_text(ranked, True),
-                      _fmt(100 * ranked.noise if ranked else None, ".1f") + ("%" if ranked else ""),
-                      _fmt(spec.baseline_us, ".2f"), speedup, _fmt(best.gbps if best else None, ".2f"),
-                      _fmt(best.pct_peak if best else None, ".1f"), ties)
-    console.print(table)
+        rows.append([spec.label, state_text(spec), us_text(ranked, True), noise_text(ranked),
+                     str(ranked.samples) if ranked else "-", _fmt(spec.baseline_us, ".2f"), speedup,
+                     _fmt(best.gbps if best else None, ".2f"), _fmt(best.pct_peak if best else None, ".1f"), ties])
+    layout = fit(columns, rows, console.width)
+    title = f"best correct variant per spec ({CLOCK_NAMES[rank]} time, {report.mode})"
+    if layout.dropped:
+        title += f"; left out to fit: {', '.join(layout.dropped)}"
+    console.print(table(columns, rows, layout, title))
 
 
 def peak_note(report: Report) -> str:
@@ -412,5 +516,11 @@ def to_dict(report: Report) -> dict:
     return asdict(report)
 
 
+def to_json(report: Report) -> str:
+    """The report as JSON text (docs/json.md)."""
+    return json.dumps(to_dict(report), indent=2) + "\n"
+
+
 def write_json(report: Report, path: Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(report), indent=2))
+    """Writes to_json(report) to `path`."""
+    Path(path).write_text(to_json(report), encoding="utf-8")

@@ -17,10 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from .backends import BackendError
-from .pool import DeviceLost, Job, Pair, PeakUnavailable, Phase, Pool, WorkerError, open_pool
+from .pool import DeviceLost, Job, Message, Pair, PeakUnavailable, Phase, Pool, WorkerError, open_pool
 from .results import Category, Result, Status
 from .roofline import device_key
 from .settings import Settings
@@ -56,6 +56,15 @@ class Events:
 
     def note(self, message: str) -> None:
         """Something the user should know that is not a result (a damaged cache entry)."""
+
+    def status(self, text: str) -> None:
+        """What the sweep is doing besides measuring pairs (starting workers, planning,
+        preparing a spec's inputs, compiling its kernels), so that a wait has a name."""
+
+    def begin(self, spec: Spec, variant: str, worker: int = 0) -> None:
+        """Worker `worker` (an index among the pool's) began measuring `variant` on `spec`: what
+        it measured before is over, whether or not a result came of it (a race's brief lap that
+        goes on to a full measurement stores none)."""
 
 
 def baseline_of(variants: Sequence[Variant], backend: str) -> Variant | None:
@@ -135,13 +144,14 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
                     "marked 'abandoned', its stored results are kept")
     if not 1 <= workers <= 256:
         raise BackendError(f"workers must be from 1 to 256 per device, got {workers}")
+    events.status("opening the device")
     pool = open_pool(backend, list(devices) if devices is not None else [device], settings, timeout,
                      workers=workers, isolated=isolated, ray=ray)
     try:
         info = pool.describe()
         pool.begin()
         # The roof of the roofline, recorded with the run: the device's own, stored, or measured now.
-        info = _with_peak(info, store, pool, events.note)
+        info = _with_peak(info, store, pool, events.note, events.status)
     except BaseException:
         pool.close()
         raise
@@ -151,7 +161,11 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
                              [{"key": s.key(), "label": s.label(), **_orig(s)} for s in suite.specs])
     status = "interrupted"
     try:
+        events.status(f"planning {len(suite.specs)} specs x {len(variants)} variants (reusing stored results)")
         plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events)
+        # What each spec was to measure, so that a report of an interrupted run can tell
+        # a spec it never reached from one that had nothing to measure.
+        store.plan_run(run_id, plan.pairs, {job.spec_index: len(job.pairs) for job in plan.jobs})
         events.start(plan.total)
         if plan.jobs:
             race_of = _Race(plan, settings, base.id if base else None, tie_floor) if race else None
@@ -166,8 +180,18 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
             def stored_and_shared(job: Job, result: Result) -> list[Job]:
                 return [part for new in stored(job, result) for part in _split(new, pool.share)]
 
+            def progress(job: Job, step: Message, value: object, worker: int) -> None:
+                if step == Message.BEGIN:
+                    events.begin(job.spec, next((p.variant.id for p in job.pairs if p.id == value), "?"), worker)
+                elif step == Message.PREPARE:
+                    events.status(f"preparing {job.spec.label()} (inputs, reference, buffers)")
+                elif step == Message.BUILT:
+                    events.status(f"compiling the kernels of {job.spec.label()}")
+
             first = [race_of.brief(job) for job in plan.jobs] if race_of else plan.jobs
-            pool.run([part for job in first for part in _split(job, pool.share)], stored_and_shared, events.note)
+            events.status("starting the workers")
+            pool.run([part for job in first for part in _split(job, pool.share)], stored_and_shared, events.note,
+                     on_progress=progress)
         status = "complete"
     finally:
         pool.close()
@@ -175,7 +199,8 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     return run_id
 
 
-def _with_peak(info: dict, store: Store, pool: Pool, note: Callable[[str], None]) -> dict:
+def _with_peak(info: dict, store: Store, pool: Pool, note: Callable[[str], None],
+               status: Callable[[str], None] = lambda text: None) -> dict:
     """`info` with `peak_bandwidth` and `peak_bandwidth_source`: the device's own figure where
     it has one, else the store's for this device, else measured now by a worker and stored.
     A peak that cannot be had is a note, never an error: the run goes on without % of peak."""
@@ -184,6 +209,7 @@ def _with_peak(info: dict, store: Store, pool: Pool, note: Callable[[str], None]
     key = device_key(info)
     found = store.peak(key)
     if found is None:
+        status("measuring the peak memory bandwidth (once per device)")
         try:
             found = pool.measure_peak()
         except PeakUnavailable as e:
@@ -206,6 +232,7 @@ class _Plan:
     jobs: list[Job]
     total: int                    # pairs the run reports (measured or reused)
     known: dict[int, list[Result]]  # per spec index: the reused results that measured a time
+    pairs: dict[int, int] = field(default_factory=dict)  # per spec index: the pairs it reports (as `total`)
 
 
 def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, settings: Settings, store: Store,
@@ -228,6 +255,7 @@ def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, s
                                                 category=Category.UNSUPPORTED, message=why))
                 continue
             plan.total += 1
+            plan.pairs[index] = plan.pairs.get(index, 0) + 1
             try:
                 if failure is not None:
                     raise failure

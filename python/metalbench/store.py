@@ -149,17 +149,24 @@ class Store:
             # read it as it is on disk.
             return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
 
+    def _version(self, value: object) -> int:
+        try:
+            return int(str(value))
+        except ValueError:
+            raise StoreError(f"{self.path}: damaged: its schema version is {value!r}, not a number; move it aside "
+                             "and run again to start a new store") from None
+
     def _check_schema(self) -> None:
         if self.readonly:
             row = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone()
-            if row is None or not 1 <= int(row[0]) <= SCHEMA_VERSION:
+            if row is None or not 1 <= self._version(row[0]) <= SCHEMA_VERSION:
                 raise StoreError(f"{self.path}: store schema {row[0] if row else '?'}, this metalbench reads "
                                  f"1 to {SCHEMA_VERSION}")
             self.version = int(row[0])
             return
         found = self._db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
         version = self._db.execute("SELECT value FROM meta WHERE name='schema'").fetchone() if found else None
-        if version is not None and int(version[0]) > SCHEMA_VERSION:
+        if version is not None and self._version(version[0]) > SCHEMA_VERSION:
             raise StoreError(f"{self.path}: store schema {version[0]} is newer than this metalbench's "
                              f"({SCHEMA_VERSION}); upgrade metalbench or give --db another store")
         # Every statement is IF NOT EXISTS: creates what a new (or older) store lacks.
@@ -203,6 +210,18 @@ class Store:
             )
             return int(cur.lastrowid)
 
+    def plan_run(self, run_id: int, pairs: dict[int, int], to_measure: dict[int, int]) -> None:
+        """Records in each of the run's specs the pairs it reports (`pairs`: measured, reused or
+        failed before running) and how many of them it set out to measure (`to_measure`), by
+        spec index: a report of an interrupted run tells from them a spec it never reached
+        from one it finished."""
+        with self._transaction() as db:
+            row = db.execute("SELECT specs FROM runs WHERE id=?", (run_id,)).fetchone()
+            specs = json.loads(row[0])
+            for index, spec in enumerate(specs):
+                spec["pairs"], spec["to_measure"] = int(pairs.get(index, 0)), int(to_measure.get(index, 0))
+            db.execute("UPDATE runs SET specs=? WHERE id=?", (json.dumps(specs), run_id))
+
     def finish_run(self, run_id: int, status: str) -> None:
         with self._transaction() as db:
             db.execute("UPDATE runs SET finished=?, status=? WHERE id=?", (time.time(), status, run_id))
@@ -218,6 +237,11 @@ class Store:
                 db.executemany("UPDATE runs SET status='abandoned' WHERE id=? AND status='running'",
                                [(i,) for i in dead])
         return dead
+
+    def alive(self, run_id: int) -> bool:
+        """Whether the process of a `running` run may still be at work (as far as this host can tell)."""
+        row = self._db.execute("SELECT host, pid FROM runs WHERE id=?", (run_id,)).fetchone()
+        return row is not None and not _dead(row[0], row[1], socket.gethostname())
 
     def find(self, key: str) -> int | None:
         """The newest stored result with this key."""
@@ -247,8 +271,13 @@ class Store:
                              "WHERE id=?", (result_id,)).fetchone()
         if r is None:
             raise MissingRun(f"{self.path}: no result {result_id}")
-        return Result(variant=r[0], spec_key=r[1], status=r[2], category=r[3], message=r[4], gpu=_load(r[5]),
-                      cpu=_load(r[6]), batch=_load(r[7]), key=r[8], id=result_id)
+        try:
+            return Result(variant=_text(r[0], "variant"), spec_key=_text(r[1], "spec_key"), status=r[2],
+                          category=r[3], message=str(r[4]), gpu=_load(r[5], "gpu"), cpu=_load(r[6], "cpu"),
+                          batch=_load(r[7], "batch"), key=r[8], id=result_id)
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"{self.path}: damaged: result {result_id}: {e}; run with --force, or move the store "
+                             "aside (sqlite3's .recover may save the rest)") from None
 
     def reuse(self, run_id: int, spec_index: int, result_id: int) -> None:
         with self._transaction() as db:
@@ -268,6 +297,13 @@ class Store:
         row = self._db.execute("SELECT bytes_per_s, source FROM peaks WHERE device_key=?", (device_key,)).fetchone()
         return None if row is None else (float(row[0]), str(row[1]))
 
+    def peaks(self) -> dict[str, tuple[float, str]]:
+        """Every stored peak bandwidth, by device key (bytes per second, and how it was had)."""
+        if self.version < 3:
+            return {}
+        return {str(k): (float(b), str(src)) for k, b, src in
+                self._db.execute("SELECT device_key, bytes_per_s, source FROM peaks").fetchall()}
+
     def put_peak(self, device_key: str, bytes_per_s: float, source: str) -> None:
         """Stores (or replaces) a device's peak bandwidth."""
         with self._transaction() as db:
@@ -286,6 +322,8 @@ class Store:
         return [(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]).get("name", "?")) for r in rows]
 
     def load_run(self, run_id: int) -> Run:
+        if not 0 < run_id < 2**63:  # SQLite's integers: a larger id is no run, not an OverflowError
+            raise MissingRun(f"{self.path}: no run {run_id}")
         try:
             return self._load_run(run_id)
         except sqlite3.Error as e:
@@ -300,21 +338,30 @@ class Store:
             raise MissingRun(f"{self.path}: no run {run_id}")
         v2 = self.version >= 2
         extra = ", r.batch, r.measure" if v2 else ""
-        results = [
-            Result(variant=r[0], spec_key=r[1], status=r[2], category=r[3], message=r[4], log=r[5],
-                   gpu=_load(r[6]), cpu=_load(r[7]), checks=_load(r[8]), key=r[9], detail=json.loads(r[10]),
-                   id=r[11], spec_index=r[12], reused=bool(r[13]),
-                   batch=_load(r[14]) if v2 else None, measure=_load(r[15]) if v2 else None)
-            for r in self._db.execute(
+        results = []
+        for r in self._db.execute(
                 "SELECT r.variant, r.spec_key, r.status, r.category, r.message, r.log, r.gpu, r.cpu, r.checks, "
                 f"r.key, r.detail, r.id, rr.spec_index, rr.reused{extra} FROM run_results rr "
                 "JOIN results r ON r.id = rr.result_id WHERE rr.run_id=? ORDER BY rr.spec_index, r.id",
-                (run_id,),
-            )
-        ]
-        return Run(id=row[0], started=row[1], finished=row[2], status=row[3], suite=row[4], backend=row[5],
-                   device=json.loads(row[6]), settings=json.loads(row[7]), baseline=row[8],
-                   specs=json.loads(row[9]), results=results)
+                (run_id,)):
+            where = f"run {run_id}: result {r[11]}"
+            try:
+                results.append(Result(
+                    variant=_text(r[0], "variant"), spec_key=_text(r[1], "spec_key"), status=r[2], category=r[3],
+                    message=str(r[4]), log=str(r[5]), gpu=_load(r[6], "gpu"), cpu=_load(r[7], "cpu"),
+                    checks=_load(r[8], "checks"), key=r[9], detail=_load(r[10], "detail") or {}, id=r[11],
+                    spec_index=int(r[12]), reused=bool(r[13]), batch=_load(r[14], "batch") if v2 else None,
+                    measure=_load(r[15], "measure") if v2 else None))
+            except (ValueError, TypeError) as e:
+                raise StoreError(f"{self.path}: damaged: {where}: {e}; `metalbench run --db` another store, or "
+                                 "move this one aside (sqlite3's .recover may save the rest)") from None
+        try:
+            return Run(id=row[0], started=row[1], finished=row[2], status=_text(row[3], "status"),
+                       suite=_text(row[4], "suite"), backend=_text(row[5], "backend"),
+                       device=_load(row[6], "device") or {}, settings=_load(row[7], "settings") or {},
+                       baseline=row[8], specs=_specs(row[9]), results=results)
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"{self.path}: damaged: run {run_id}: {e}; move the store aside and run again") from None
 
 
 def _dead(run_host: str | None, pid: int | None, host: str) -> bool:
@@ -340,5 +387,30 @@ def _dump(value: dict | None) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-def _load(text: str | None) -> dict | None:
-    return None if text is None else json.loads(text)
+def _load(text: str | None, column: str = "") -> dict | None:
+    """A JSON object column (None stays None); ValueError naming the column when it is not one."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        raise ValueError(f"column {column} is not JSON ({str(text)[:40]!r})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"column {column} is {type(value).__name__} JSON, not an object")
+    return value
+
+
+def _text(value: object, column: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"column {column} is {value!r}, not text")
+    return value
+
+
+def _specs(text: str) -> list[dict]:
+    try:
+        specs = json.loads(text)
+    except (ValueError, TypeError, RecursionError):
+        raise ValueError("column specs is not JSON") from None
+    if not isinstance(specs, list) or not all(isinstance(s, dict) and "key" in s and "label" in s for s in specs):
+        raise ValueError("column specs is not a list of specs (each with a key and a label)")
+    return specs

@@ -97,6 +97,16 @@ _BY_ARCHITECTURE = {f.architecture: f for f in _FAMILIES.values()}
 ARCHITECTURES: tuple[str, ...] = tuple(sorted(_FAMILIES))
 
 
+# A config.json is a few kilobytes; a file past this is something else (weights, a log).
+MAX_CONFIG_BYTES = 16 << 20
+# The float16 range the score scale must fall in (smallest normal, largest finite), and
+# the range real models' scales fall well inside.
+F16_SMALLEST, F16_LARGEST = 6.1e-5, 65504.0
+ALPHA_PLAUSIBLE = (1e-3, 10.0)
+# How a warning starts in the suite file's header (cli_suite repeats these on stderr).
+WARNING = "Warning:"
+
+
 @dataclass(frozen=True)
 class Model:
     """What a suite needs from a config.json: sizes, which products add a bias, the score scale.
@@ -117,6 +127,7 @@ class Model:
     scale: float
     sliding_window: int | None = None
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # what looks wrong but can still be written (an odd score scale)
 
     @property
     def qkv_size(self) -> int:
@@ -210,6 +221,18 @@ def parse_config(data: object, source: str | Path = "config.json") -> Model:
                               f"got {_json(value)}")
         else:
             scaled_by = value
+    scale = 1.0 / math.sqrt(scaled_by)
+    warnings: list[str] = []
+    # float16 scores times alpha must stay finite and above its smallest normal value; real
+    # models scale by 1/sqrt(64..256), so anything far from 0.01..1 is worth a second look.
+    if not F16_SMALLEST <= scale <= F16_LARGEST:
+        raise ConfigError(f"{source}: field '{family.scale_field or 'head_dim'}': it makes the score scale alpha "
+                          f"{scale:.3g}, which float16 cannot hold (it must be from {F16_SMALLEST:g} to "
+                          f"{F16_LARGEST:g})")
+    if not ALPHA_PLAUSIBLE[0] <= scale <= ALPHA_PLAUSIBLE[1]:
+        warnings.append(f"the score scale alpha is {scale:.3g} (1/sqrt({scaled_by:g}), from "
+                        f"{family.scale_field or 'head_dim'}); models use 1/sqrt(64) to 1/sqrt(256), 0.06 to 0.125: "
+                        "check the config")
     window = data.get("sliding_window")
     # Qwen2 configs carry a window they switch off with use_sliding_window = false.
     uses_window = isinstance(window, int) and not isinstance(window, bool) and window > 0 \
@@ -225,9 +248,10 @@ def parse_config(data: object, source: str | Path = "config.json") -> Model:
         qkv_bias=_switch(data, source, family.qkv_bias),
         o_bias=_switch(data, source, family.o_bias),
         mlp_bias=_switch(data, source, family.mlp_bias),
-        scale=1.0 / math.sqrt(scaled_by),
+        scale=scale,
         sliding_window=window if uses_window else None,  # type: ignore[arg-type]
         notes=tuple(notes),
+        warnings=tuple(warnings),
     )
 
 
@@ -235,6 +259,9 @@ def read_config(path: str | Path) -> Model:
     """The Model a config.json file describes; ConfigError (one line: the file, and the field) if it cannot."""
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes, more than a config.json holds (at most "
+                              f"{MAX_CONFIG_BYTES >> 20} MiB): is it the model's weights?")
         raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read: {e.strerror or e}") from None
@@ -244,6 +271,8 @@ def read_config(path: str | Path) -> Model:
         raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a model's config.json") from None
     return parse_config(data, path)
 
 
@@ -563,6 +592,7 @@ def render(model: Model, workload: Workload, made: list[Product], *, name: str, 
         (f"Contexts: Q x K^T {qk}; P x V {pv}" if qk != pv else f"Contexts: {qk} for Q x K^T and P x V")
         + " (keys in the cache, the new tokens included).",
         *(f"Assumed: {note}." for note in m.notes),
+        *(f"{WARNING} {warning}." for warning in m.warnings),
     ]
     longest = max(max(qk + pv) for qk, pv in map(workload.contexts, ts))
     if m.sliding_window and longest > m.sliding_window:

@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from . import _core, expr, paths
@@ -203,7 +204,7 @@ def prelude_source(backend: str, body: Path) -> str:
     # its source): each file is read again only when its size or time stamp changed.
     stamp = tuple((f, st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
     if _SOURCES.get((backend, body)) is None or _SOURCES[(backend, body)][0] != stamp:
-        prelude, common, text = (f.read_text() for f in files)
+        prelude, common, text = (read_text(f) for f in files)
         _SOURCES[(backend, body)] = (stamp, "".join([prelude, "\n", common, f'\n#line 1 "{body.name}"\n', text]))
     return _SOURCES[(backend, body)][1]
 
@@ -238,14 +239,48 @@ def _default_backends(source: Path, kernels_root: Path) -> tuple[str, ...]:
     return tuple(b for b in BACKENDS if (kernels_root / "include" / f"{b}.h").is_file())
 
 
+def read_text(path: Path, what: str = "") -> str:
+    """A UTF-8 text file; ManifestError naming it (and `what` asked for it: a manifest's field) otherwise."""
+    where = f"{what}: {path}" if what else str(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{where}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except OSError as e:
+        raise ManifestError(f"{where}: {e.strerror}") from None
+
+
+@lru_cache(maxsize=1)
+def reserved_macros() -> frozenset[str]:
+    """The MB_ macros metalbench itself defines or the preludes (kernels/include) use: a grid
+    parameter may not redefine one (`F16` would become MB_F16, the dtype's switch)."""
+    include = paths.kernels_dir() / "include"
+    names = {"MB_F16"}
+    for header in sorted(include.glob("*.h")):
+        names.update(re.findall(r"\bMB_[A-Za-z0-9_]+\b", header.read_text(encoding="utf-8")))
+    return frozenset(names)
+
+
+def _macros(key: str, values: list[object]) -> set[str]:
+    """The macro names grid parameter `key` becomes (Variant.defines)."""
+    return {f"MB_{key}_{v}" if isinstance(v, str) else f"MB_{key}" for v in values}
+
+
+def _expression(value: object, path: Path, where: str) -> object:
+    """A manifest expression as written: a string, or an integer standing for itself."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise ManifestError(f"{path}: {where} must be an integer or an expression in quotes, got "
+                        f"{type(value).__name__} {value!r}")
+
+
 def parse_family(path: Path) -> Family:
     """Reads and checks one manifest; every problem names the file and the field."""
+    text = read_text(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ManifestError(f"{path}: {e}") from None
-    except OSError as e:
-        raise ManifestError(f"{path}: {e.strerror}") from None
     unknown = set(data) - _KEYS
     if unknown:
         raise ManifestError(f"{path}: unknown field '{sorted(unknown)[0]}' (known: {', '.join(sorted(_KEYS))})")
@@ -258,6 +293,8 @@ def parse_family(path: Path) -> Family:
             raise ManifestError(f"{path}: field 'source': no file {source}")
         if source.suffix == ".metallib" and source.parent.name != "metal":
             raise ManifestError(f"{path}: field 'source': a precompiled .metallib belongs in a metal/ folder")
+        if source.suffix != ".metallib":
+            read_text(source, f"{path}: field 'source'")
     entry = _want(data, "entry", str, path, "" if builtin else ...)
     if "backends" in data:
         backends = _str_list(data, "backends", path, ())
@@ -294,6 +331,16 @@ def parse_family(path: Path) -> Family:
                                     f"(it becomes part of a macro name)")
             if isinstance(v, int) and not isinstance(v, bool) and not -2**31 <= v < 2**31:
                 raise ManifestError(f"{path}: grid.{key}: value {v} does not fit a 32-bit int")
+        taken = _macros(key, values) & reserved_macros()
+        if taken:
+            raise ManifestError(f"{path}: grid.{key}: it would define {sorted(taken)[0]}, which metalbench or the "
+                                "kernels' prelude already defines; give the parameter another name")
+    names: dict[str, str] = {}
+    for key, values in grid.items():  # type: ignore[union-attr]
+        for macro in _macros(key, values):
+            if macro in names:
+                raise ManifestError(f"{path}: grid.{key} and grid.{names[macro]} would both define {macro}")
+            names[macro] = key
     dispatch = _want(data, "dispatch", dict, path, {} if builtin else ...)
     unknown = set(dispatch) - _DISPATCH_KEYS  # type: ignore[arg-type]
     if unknown:
@@ -303,6 +350,7 @@ def parse_family(path: Path) -> Family:
         value = dispatch.get(key, [1, 1, 1])  # type: ignore[union-attr]
         if not isinstance(value, list) or not 1 <= len(value) <= 3:
             raise ManifestError(f"{path}: dispatch.{key} must be a list of 1 to 3 expressions")
+        value = [_expression(v, path, f"dispatch.{key}[{i}]") for i, v in enumerate(value)]
         geometry[key] = tuple(value) + (1,) * (3 - len(value))
     family = Family(
         name=name,  # type: ignore[arg-type]
@@ -320,7 +368,7 @@ def parse_family(path: Path) -> Family:
         requires=_str_list(data, "requires", path, []),
         groups=geometry["groups"],
         threads=geometry["threads"],
-        workspace=data.get("workspace"),
+        workspace=_expression(data["workspace"], path, "field 'workspace'") if "workspace" in data else None,
         needs=_str_list(data, "needs", path, []),
     )
     for need in family.needs:

@@ -32,7 +32,7 @@ from . import _core
 from .backends import BackendError
 from .measure import Worker, worker_stdio
 from .peak import measure_read_bandwidth
-from .pool import DeviceLost, Job, Message, PeakUnavailable, Step, WorkerError, ahead, pick
+from .pool import DeviceLost, Job, Message, PeakUnavailable, Progress, Step, WorkerError, ahead, pick
 from .results import Category, Result, Status
 from .settings import Settings
 
@@ -139,7 +139,11 @@ class JobRunner:
 def _serve(conn: multiprocessing.connection.Connection, backend: str, index: int, settings: Settings,
            lock_path: str | None) -> None:
     """The worker process's loop: open the device, then run jobs until told to stop."""
+    # The parent owns Ctrl-C and SIGTERM (a CI cancel may signal the whole process group):
+    # it stops its workers itself, and a worker that died of the signal would be blamed
+    # on the pair it held.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _orphan_watch()
     worker_stdio()
     try:
@@ -224,6 +228,7 @@ class ProcessPool:
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[_Process | None] = [None] * len(self.slots)
         self.local: JobRunner | None = None
+        self.on_progress: Progress | None = None
 
     def describe(self) -> dict:
         """The first device's info, as the driver lists it; every device must be the same model,
@@ -328,9 +333,10 @@ class ProcessPool:
             shutil.rmtree(self.lock_dir, ignore_errors=True)
 
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
-            on_note: Callable[[str], None]) -> None:
+            on_note: Callable[[str], None], on_progress: Progress | None = None) -> None:
         """Runs every job; calls `on_result` once for every pair, in the order answered,
         and runs the jobs it returns next, with spec affinity (pool.pick)."""
+        self.on_progress = on_progress
         self._start()
         queue: deque[Job] = deque(jobs)
         if self.local is not None:
@@ -358,6 +364,8 @@ class ProcessPool:
 
     def _local_send(self, message: tuple) -> None:
         current, queue, on_result, on_note = self._here
+        if self.on_progress is not None and message[0] in (Message.PREPARE, Message.BUILT, Message.BEGIN):
+            self.on_progress(current[0], message[0], message[1], 0)
         if message[0] == Message.RESULT:
             ahead(queue, on_result(current[0], message[2]))
         elif message[0] == Message.NOTE:
@@ -388,6 +396,9 @@ class ProcessPool:
             return
         kind, value = message[0], message[1]
         w.since = time.monotonic()
+        if self.on_progress is not None and w.job is not None and kind in (Message.PREPARE, Message.BUILT,
+                                                                           Message.BEGIN):
+            self.on_progress(w.job, kind, value, i)
         if kind == Message.NOTE:
             on_note(value)
         elif kind in (Message.PREPARE, Message.BUILT):
