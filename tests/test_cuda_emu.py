@@ -1,11 +1,12 @@
-"""Native CUDA tensor-core kernels (kernels/cuda/tcgemv.cu) run on the CPU, from their own
+"""Native CUDA tensor-core kernels (kernels/cuda/tcgemv.cu, tcgemm.cu) run on the CPU, from their own
 source, through tests/cuda_emu: a stand-in for the CUDA prelude in which every CUDA
 thread is a std::thread and mma.sync, __syncthreads and the cluster barrier are barriers
 (prelude.h says what it models). Each launch is checked as the runner checks a GPU's:
 inputs from reference.make_inputs, C pre-filled with the never-written sentinel, the
 float64 reference and metrics.check; the emulation also aborts on a global access outside
-the buffers or misaligned for its width. So the fragment and lane arithmetic, the tails
-and the split of k over warps and clusters are verified here, without a GPU; the
+the buffers or misaligned for its width, and on ldmatrix rows outside group memory. So
+the fragment and lane arithmetic, the tails, the split of k over warps and clusters and
+the swizzled stages of tcgemm are verified here, without a GPU; the
 GPU run (tests/test_cuda.py, benchmarks/check.py) remains the word on the hardware."""
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ VARIANTS = [
     "tcgemv/nn_mr8_rt1_kw2_u2_cl1",
     "tcgemv/nn_mr16_rt1_kw4_u4_cl8",
     "tcgemv/nn_mr8_rt1_kw16_u4_cl2",
+    "tcgemm/bm64_bn128_w1x2",
+    "tcgemm/bm64_bn128_w2x2",
+    "tcgemm/bm128_bn128_w2x4",
 ]
 # Tails everywhere: n not a multiple of a tile, k not a multiple of a step, m below MR,
 # batches, every op (bias, alpha and beta reading C).
@@ -52,6 +56,9 @@ SPECS = [
     Spec(op="matmul_alpha_beta", dtype="float16", batch=3, m=4, n=64, k=48, alpha=0.5, beta=-1.0),
     Spec(op="matmul", dtype="float16", batch=1, m=11, n=200, k=1032),
     Spec(op="matmul_bias_add", dtype="float16", batch=1, m=16, n=104, k=64),
+    Spec(op="matmul", dtype="float16", batch=1, m=70, n=136, k=96, transpose_b=True),
+    Spec(op="matmul_alpha_beta", dtype="float16", batch=2, m=64, n=130, k=64, transpose_b=True, alpha=2.0, beta=0.5),
+    Spec(op="matmul_bias_add", dtype="float16", batch=1, m=130, n=40, k=160, transpose_b=True),
 ]
 
 
@@ -59,7 +66,8 @@ def _program(v: variants.Variant, folder: Path) -> Path:
     """g++ of the emulation's prelude, common.h, the variant's body (group memory declared
     through the emulation) and the launch."""
     body = v.family.source.read_text()
-    body = re.sub(r"__shared__\s+(\w+)\s+(\w+)((?:\[[^\]]+\])+);", r"auto& \2 = *emu_shared<\1\3>();", body)
+    body = re.sub(r"(?:__shared__|MT_SHARED)\s+(\w+)\s+(\w+)((?:\[[^\]]+\])+);", r"auto& \2 = *emu_shared<\1\3>();",
+                  body)
     common = (paths.kernels_dir() / "include" / "common.h").read_text()
     src = folder / f"{v.config}.cpp"
     src.write_text("\n".join([(EMU / "prelude.h").read_text(), common, body, (EMU / "launch.cpp").read_text()]))
@@ -91,7 +99,7 @@ def _run(exe: Path, v: variants.Variant, spec: Spec, folder: Path) -> metrics.Ch
 
 @needs_gxx
 @pytest.mark.parametrize("vid", VARIANTS)
-def test_tcgemv_is_correct_in_the_emulation(vid, tmp_path):
+def test_tensor_core_kernels_are_correct_in_the_emulation(vid, tmp_path):
     (v,) = variants.select(variants.load_variants("cuda"), [vid])
     specs = [s for s in SPECS if v.unsupported_reason(s) is None]
     assert specs, f"{vid} supports none of the test's specs"

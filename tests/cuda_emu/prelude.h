@@ -11,7 +11,10 @@
  * (and tests/test_tiles.py checks ldmatrix's addressing against):
  *   A: register q of lane l holds A(g + 8 (q & 1), 2t + 8 (q >> 1) + h), h the half;
  *   B: register q holds B(2t + 8q + h, g); C: v[q] is C(g + 8 (q >> 1), 2t + (q & 1)),
- * with g = l / 4 and t = l % 4. */
+ * with g = l / 4 and t = l % 4; and ldmatrix hands lanes what the PTX ISA says (lanes
+ * 8q .. 8q + 7 point at the rows of matrix q; without .trans lane l gets row l / 4,
+ * columns 2 (l % 4) and + 1, in register q; with .trans rows 2 (l % 4) and + 1 of column
+ * l / 4). cp.async copies at once: the waits have nothing to wait for. */
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -75,6 +78,7 @@ struct EmuWarp {
   std::barrier<>* sync;
   unsigned a[32][4], b[32][2];
   float c[32][4];
+  const unsigned short* row[32]; /* ldmatrix: the row each lane points at */
 };
 struct EmuCluster {
   int blocks, threads; /* blocks of the cluster, threads per block */
@@ -184,3 +188,33 @@ inline void mt_mma(mt_acc& c, const mt_a& a, const mt_b& b) {
   }
   w.sync->arrive_and_wait(); /* nobody posts the next fragments before everyone has read these */
 }
+
+/* ---- ldmatrix and cp.async ---- */
+inline void mt_ldsm(unsigned* r, const T* p, bool trans, int count) {
+  const int tid = emu_self.thread_idx.x, lane = tid % 32;
+  EmuWarp& w = emu_self.cluster->warps[emu_self.rank * (emu_self.cluster->threads / 32) + tid / 32];
+  const char* base = emu_self.cluster->shared[emu_self.rank].data();
+  if (lane < 8 * count && ((const char*)p < base || (const char*)p + 16 > base + EMU_SHARED || (uintptr_t)p % 16))
+    emu_fail("ldmatrix row outside group memory or not 16-byte aligned", p);
+  w.row[lane] = (const unsigned short*)p;
+  w.sync->arrive_and_wait();
+  const int g = lane / 4, t = lane % 4;
+  for (int q = 0; q < count; ++q) {
+    unsigned short lo, hi;
+    if (trans) {
+      lo = w.row[8 * q + 2 * t][g];
+      hi = w.row[8 * q + 2 * t + 1][g];
+    } else {
+      lo = w.row[8 * q + g][2 * t];
+      hi = w.row[8 * q + g][2 * t + 1];
+    }
+    r[q] = lo | ((unsigned)hi << 16);
+  }
+  w.sync->arrive_and_wait();
+}
+inline void mt_ldsm4(unsigned* r, const T* p, bool trans) { mt_ldsm(r, p, trans, 4); }
+inline void mt_ldsm2(unsigned* r, const T* p, bool trans) { mt_ldsm(r, p, trans, 2); }
+#define MT_SHARED __shared__
+#define MT_COPY_VEC(s, si, g, gi) (emu_check((g) + (gi), 16), std::memcpy((s) + (si), (g) + (gi), 16))
+#define MT_COPY_COMMIT() ((void)0)
+#define MT_COPY_WAIT(n) ((void)0)
