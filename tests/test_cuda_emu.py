@@ -39,9 +39,10 @@ VARIANTS = [
     "tcgemv/nn_mr8_rt1_kw2_u2_cl1",
     "tcgemv/nn_mr16_rt1_kw4_u4_cl8",
     "tcgemv/nn_mr8_rt1_kw16_u4_cl2",
-    "tcgemm/bm64_bn128_w1x2",
-    "tcgemm/bm64_bn128_w2x2",
-    "tcgemm/bm128_bn128_w2x4",
+    "tcgemm/bm64_bn128_w1x2_cl1",
+    "tcgemm/bm64_bn128_w2x2_cl2",
+    "tcgemm/bm64_bn128_w1x4_cl4",
+    "tcgemm/bm128_bn128_w2x4_cl1",
 ]
 # Tails everywhere: n not a multiple of a tile, k not a multiple of a step, m below MR,
 # batches, every op (bias, alpha and beta reading C).
@@ -59,6 +60,7 @@ SPECS = [
     Spec(op="matmul", dtype="float16", batch=1, m=70, n=136, k=96, transpose_b=True),
     Spec(op="matmul_alpha_beta", dtype="float16", batch=2, m=64, n=130, k=64, transpose_b=True, alpha=2.0, beta=0.5),
     Spec(op="matmul_bias_add", dtype="float16", batch=1, m=130, n=40, k=160, transpose_b=True),
+    Spec(op="matmul_alpha_beta", dtype="float16", batch=2, m=65, n=136, k=1120, transpose_b=True, alpha=1.0, beta=2.0),
 ]
 
 
@@ -85,9 +87,10 @@ def _run(exe: Path, v: variants.Variant, spec: Spec, folder: Path) -> metrics.Ch
     c0 = metrics.initial_c(spec, inputs)
     groups, threads = v.geometry(spec)
     cl = int(v.params.get("CL", 1))
+    cluster = [1, cl, 1] if v.family.name == "tcgemv" else [1, 1, cl]  # their __cluster_dims__
     bias = inputs.bias if inputs.bias is not None else np.zeros(1, np.float16)
     arrays = [inputs.a, inputs.b, c0, bias]
-    head = spec.params() + struct.pack("<7i", *groups, *threads, cl)
+    head = spec.params() + struct.pack("<9i", *groups, *threads, *cluster)
     head += struct.pack("<5q", *(x.size for x in arrays), v.workspace_floats(spec))
     launch, out = folder / "launch.bin", folder / "c.bin"
     launch.write_bytes(head + b"".join(np.ascontiguousarray(x).view(np.uint16).tobytes() for x in arrays))

@@ -22,9 +22,15 @@
  * Requires (manifest): A stored m x k, B stored n x k, k % 32 == 0 (whole, 16-byte
  * aligned steps).
  *
+ * Split-K (CL > 1, sm_90): the CL blocks of a thread-block cluster take consecutive
+ * ranges of k tiles, for the products whose tiles alone leave SMs idle or one block per
+ * SM (m = 512, n = 2048: 128 tiles of 64 x 128); their partial sums meet in distributed
+ * shared memory (the stage memory, reused), no workspace and no atomics.
+ *
  * Defines (MB_ + the grid key): MB_BM (64 or 128), MB_BN (128), MB_WM, MB_WN (warps along
- * m and n). Groups: (ceil(m / BM), ceil(n / BN), batch): the m tiles that share a column
- * tile of B run side by side, so B streams from memory once; threads: (32 WM WN, 1, 1). */
+ * m and n), MB_CL. Groups: (ceil(m / BM), ceil(n / BN), batch * CL): the m tiles that
+ * share a column tile of B run side by side, so B streams from memory once; threads:
+ * (32 WM WN, 1, 1). */
 
 #if !MB_F16
 #error "tcgemm is float16 only (tf32 tensor cores would miss an fp32 tolerance)"
@@ -40,16 +46,26 @@
 #error "a warp's region must be a whole number of 16 x 16 pieces"
 #endif
 #define TILE_ELEMS ((MB_BM + MB_BN) * BK)
+#define LDE (MB_BN + 4) /* split-K partials, as floats in the stage memory */
 #define STAGES_FIT (49152 / (TILE_ELEMS * 2))
 #define STAGES (STAGES_FIT < 4 ? STAGES_FIT : 4)
 #if STAGES < 2
 #error "two stages do not fit in 48 KiB"
 #endif
 
+#if MB_CL > 1
+#if MB_BM * LDE * 4 > STAGES * TILE_ELEMS * 2 || MB_BM % MB_CL != 0 || (MB_BM / MB_CL * MB_BN) % (4 * NTH) != 0
+#error "split-K partials must fit the stage memory and split evenly"
+#endif
+#define MB_CLUSTER_DIMS __cluster_dims__(1, 1, MB_CL)
+#else
+#define MB_CLUSTER_DIMS
+#endif
+
 /* Element offset of chunk ch (8 halves) of row r in a tile of 32-half rows. */
 __device__ __forceinline__ int tc_swz(int r, int ch) { return r * BK + ((ch ^ ((r >> 1) & 3)) << 3); }
 
-extern "C" __global__ void __launch_bounds__(NTH)
+extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
     tcgemm(const T* __restrict__ a, const T* __restrict__ b, T* c, const T* __restrict__ bias, float* ws,
            const MBParams p) {
   MT_SHARED T smem[STAGES][TILE_ELEMS]; /* per stage: A's BM rows, then B's BN rows */
@@ -57,10 +73,14 @@ extern "C" __global__ void __launch_bounds__(NTH)
   const int lane = tid % 32, warp = tid / 32;
   const int wm = warp % MB_WM, wn = warp / MB_WM;
   const int i0 = blockIdx.x * MB_BM, j0 = blockIdx.y * MB_BN;
-  const int bi = blockIdx.z;
+  const int rank = blockIdx.z % MB_CL; /* in the cluster, whose dims are (1, 1, CL) */
+  const int bi = blockIdx.z / MB_CL;
   const T* A = a + (long long)bi * p.stride_a;
   const T* B = b + (long long)bi * p.stride_b;
-  const int nk = p.k / BK;
+  /* This block's k tiles: the CL blocks of a cluster split them. */
+  const int per = (p.k / BK + MB_CL - 1) / MB_CL;
+  const int kt0 = rank * per;
+  const int nk = max(0, min(p.k / BK - kt0, per));
 
   /* The chunks this thread copies per tile: rows clamped into the matrix. */
 #define CHUNKS ((MB_BM + MB_BN) * 4)
@@ -79,7 +99,7 @@ extern "C" __global__ void __launch_bounds__(NTH)
   }
 #define LOAD_TILE(kt, st)                                                                     \
   _Pragma("unroll") for (int q = 0; q < PER; ++q) if (dst[q] >= 0)                            \
-      MT_COPY_VEC(smem[st], dst[q], src[q], (kt) * BK);
+      MT_COPY_VEC(smem[st], dst[q], src[q], (kt0 + (kt)) * BK);
 
   mt_acc acc[FM][FN];
 #pragma unroll
@@ -128,6 +148,7 @@ extern "C" __global__ void __launch_bounds__(NTH)
   MT_COPY_WAIT(0);
 
   const int g = lane >> 2, t = lane & 3;
+#if MB_CL == 1
 #pragma unroll
   for (int fm = 0; fm < FM; ++fm)
 #pragma unroll
@@ -138,4 +159,38 @@ extern "C" __global__ void __launch_bounds__(NTH)
         const int j = j0 + wn * WTN + fn * 8 + 2 * t + (q & 1);
         if (i < p.m && j < p.n) MB_STORE_C(C_AT(bi, i, j), j, acc[fm][fn].v[q]);
       }
+#else
+  /* The partial sums into the stage memory as floats, then rank r of the cluster finishes
+   * rows r, r + CL, ... of the tile from every block's partials (distributed shared memory,
+   * 16 bytes a read, in rank order: deterministic). */
+  __syncthreads(); /* every warp is done reading the stages */
+  float* epi = reinterpret_cast<float*>(&smem[0][0]);
+#pragma unroll
+  for (int fm = 0; fm < FM; ++fm)
+#pragma unroll
+    for (int fn = 0; fn < FN; ++fn)
+#pragma unroll
+      for (int q = 0; q < 4; ++q)
+        epi[(wm * WTM + fm * 16 + g + 8 * (q >> 1)) * LDE + wn * WTN + fn * 8 + 2 * t + (q & 1)] = acc[fm][fn].v[q];
+  mb_cluster_sync();
+  const unsigned base = mt_smem(epi);
+#pragma unroll
+  for (int e = 4 * tid; e < MB_BM / MB_CL * MB_BN; e += 4 * NTH) {
+    const int r = rank + MB_CL * (e / MB_BN), col = e % MB_BN;
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int q = 0; q < MB_CL; ++q) {
+      const float4 v = mb_ld_cluster4(base + 4u * (r * LDE + col), q);
+      s[0] += v.x;
+      s[1] += v.y;
+      s[2] += v.z;
+      s[3] += v.w;
+    }
+    const int i = i0 + r;
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      if (i < p.m && j0 + col + u < p.n) MB_STORE_C(C_AT(bi, i, j0 + col + u), j0 + col + u, s[u]);
+  }
+  mb_cluster_sync(); /* no block leaves while another still reads its shared memory */
+#endif
 }

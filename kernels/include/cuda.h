@@ -198,13 +198,23 @@ __device__ __forceinline__ unsigned mt_smem(const void* p) {
 
 /* Thread-block clusters (sm_90), for native kernels whose blocks of one cluster add up
  * each other's sums in distributed shared memory: the float at shared-window address
- * `addr` (mt_smem) of the cluster's block `rank`, and a barrier of the whole cluster
+ * `addr` (mt_smem) of the cluster's block `rank` (or the four from there), and a barrier of the whole cluster
  * that orders every block's shared-memory writes before it against reads after it. */
 __device__ __forceinline__ float mb_ld_cluster(unsigned addr, unsigned rank) {
   unsigned remote;
   float v;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
   asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+  return v;
+}
+__device__ __forceinline__ float4 mb_ld_cluster4(unsigned addr, unsigned rank) { /* addr 16-byte aligned */
+  unsigned remote;
+  float4 v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(remote)
+               : "memory");
   return v;
 }
 __device__ __forceinline__ void mb_cluster_sync() {

@@ -42,6 +42,9 @@ struct uint4 {
 struct uint2 {
   unsigned x, y;
 };
+struct float4 {
+  float x, y, z, w;
+};
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
 inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
 inline int min(int a, int b) { return a < b ? a : b; }
@@ -152,6 +155,11 @@ inline float mb_ld_cluster(unsigned addr, unsigned rank) {
   float v;
   std::memcpy(&v, emu_self.cluster->shared[rank].data() + addr, 4);
   return v;
+}
+inline float4 mb_ld_cluster4(unsigned addr, unsigned rank) {
+  if (addr % 16) emu_fail("misaligned distributed shared memory read", nullptr);
+  return float4{mb_ld_cluster(addr, rank), mb_ld_cluster(addr + 4, rank), mb_ld_cluster(addr + 8, rank),
+                mb_ld_cluster(addr + 12, rank)};
 }
 
 /* ---- the matrix tile, float16 ---- */
