@@ -33,21 +33,6 @@
 #define SPW (32 / TPC)               /* slices per warp */
 
 #if MB_CL > 1
-__device__ __forceinline__ unsigned mb_smem_addr(const void* p) {
-  unsigned a;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-  return a;
-}
-__device__ __forceinline__ float mb_ld_cluster(unsigned addr, unsigned rank) {
-  unsigned remote;
-  float v;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
-  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
-  return v;
-}
-__device__ __forceinline__ void mb_cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-}
 #define MB_CLUSTER_DIMS __cluster_dims__(1, MB_CL, 1)
 #else
 #define MB_CLUSTER_DIMS
@@ -176,7 +161,7 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(32 * MB_WARPS)
     sum[t] = s;
   }
   mb_cluster_sync();
-  const unsigned base = mb_smem_addr(sum);
+  const unsigned base = mt_smem(sum);
 #pragma unroll
   for (int q = 0; q < (MB_MR * MB_CW + 32 * MB_WARPS - 1) / (32 * MB_WARPS); ++q) {
     const int t = tid + q * 32 * MB_WARPS;

@@ -28,15 +28,10 @@
 #define RPB (GROUPS_PER_BLOCK * MB_R) /* rows of B per block and tile */
 #define WPG (MB_LPR > 32 ? MB_LPR / 32 : 1) /* warps per lane group */
 
-/* The weights' 16-byte loads: mb_ld16 (__ldg), or with HINT the L1 bypass, which
- * needs PTX; that asm is volatile so that it is never hoisted out of its guard. */
+/* The weights' 16-byte loads: through L1, or with HINT past it. */
 __device__ __forceinline__ uint4 mb_ld_weights(const T* ptr) {
 #if MB_HINT
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(ptr));
-  return r;
+  return mb_ld16_stream(ptr);
 #else
   return mb_ld16(ptr);
 #endif

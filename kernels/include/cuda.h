@@ -66,6 +66,16 @@ __device__ __forceinline__ float mb_simd_sum(float v) {
  * into MB_VEC16 floats. */
 #define MB_VEC16 (16 / (int)sizeof(T))
 __device__ __forceinline__ uint4 mb_ld16(const T* ptr) { return __ldg(reinterpret_cast<const uint4*>(ptr)); }
+/* The same past L1 (L1::no_allocate), for data read once, so that it does not evict what
+ * the kernel rereads. volatile, so that it is never hoisted out of the guard that keeps
+ * it in bounds. */
+__device__ __forceinline__ uint4 mb_ld16_stream(const T* ptr) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(ptr));
+  return r;
+}
 __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
 #if MB_F16
   f[0] = mb_lo(u.x);
@@ -184,6 +194,31 @@ __device__ __forceinline__ unsigned mt_smem(const void* p) {
   unsigned a;
   asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
   return a;
+}
+
+/* Thread-block clusters (sm_90), for native kernels whose blocks of one cluster add up
+ * each other's sums in distributed shared memory: the float at shared-window address
+ * `addr` (mt_smem) of the cluster's block `rank` (or the four from there), and a barrier of the whole cluster
+ * that orders every block's shared-memory writes before it against reads after it. */
+__device__ __forceinline__ float mb_ld_cluster(unsigned addr, unsigned rank) {
+  unsigned remote;
+  float v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
+  asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(remote) : "memory");
+  return v;
+}
+__device__ __forceinline__ float4 mb_ld_cluster4(unsigned addr, unsigned rank) { /* addr 16-byte aligned */
+  unsigned remote;
+  float4 v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(addr), "r"(rank));
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(remote)
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ void mb_cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
 __device__ __forceinline__ void mt_zero(mt_acc& c) {

@@ -1,0 +1,228 @@
+/* A CPU stand-in for the parts of kernels/include/cuda.h that native float16 kernels use
+ * with warp-level tensor-core code (kernels/cuda/tcgemv.cu), so that such a kernel's own
+ * source runs without a GPU: every CUDA thread of a thread-block cluster is a std::thread,
+ * and the collective steps (mma.sync, __syncthreads, the cluster barrier) are barriers
+ * over the threads that take part. tests/test_cuda_emu.py builds it with g++.
+ *
+ * What it checks beyond the arithmetic: every global load and store is inside one of the
+ * launch's buffers and aligned to its width (a fault on the GPU, an abort here), group
+ * memory starts as NaN, and mt_mma computes what the PTX ISA defines for
+ * mma.m16n8k16.row.col.f32.f16.f16.f32, from the fragment layout that cuda.h documents
+ * (and tests/test_tiles.py checks ldmatrix's addressing against):
+ *   A: register q of lane l holds A(g + 8 (q & 1), 2t + 8 (q >> 1) + h), h the half;
+ *   B: register q holds B(2t + 8q + h, g); C: v[q] is C(g + 8 (q >> 1), 2t + (q & 1)),
+ * with g = l / 4 and t = l % 4; and ldmatrix hands lanes what the PTX ISA says (lanes
+ * 8q .. 8q + 7 point at the rows of matrix q; without .trans lane l gets row l / 4,
+ * columns 2 (l % 4) and + 1, in register q; with .trans rows 2 (l % 4) and + 1 of column
+ * l / 4). cp.async copies at once: the waits have nothing to wait for. */
+#include <barrier>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#define MB_BACKEND_CUDA 1
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __cluster_dims__(x, y, z)
+
+struct mb_half {
+  unsigned short bits;
+};
+#define T mb_half
+#define MB_VEC16 8
+
+struct uint4 {
+  unsigned x, y, z, w;
+};
+struct uint2 {
+  unsigned x, y;
+};
+struct float4 {
+  float x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return uint4{x, y, z, w}; }
+inline uint2 make_uint2(unsigned x, unsigned y) { return uint2{x, y}; }
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+
+inline float emu_h2f(unsigned short bits) {
+  _Float16 h;
+  std::memcpy(&h, &bits, 2);
+  return (float)h;
+}
+inline unsigned short emu_f2h(float f) {
+  _Float16 h = (_Float16)f; /* round to nearest even, as cvt.rn.f16.f32 */
+  unsigned short bits;
+  std::memcpy(&bits, &h, 2);
+  return bits;
+}
+
+/* ---- the launch: its buffers, and each thread's place in it ---- */
+struct EmuDim {
+  int x, y, z;
+};
+struct EmuBuffer {
+  const char* base;
+  size_t bytes;
+};
+struct EmuCluster;
+struct EmuThread {
+  EmuDim thread_idx, block_idx, block_dim, grid_dim;
+  int rank;           /* block within the cluster */
+  size_t shared_top;  /* bytes of the block's group memory handed out so far */
+  EmuCluster* cluster;
+};
+struct EmuWarp {
+  std::barrier<>* sync;
+  unsigned a[32][4], b[32][2];
+  float c[32][4];
+  const unsigned short* row[32]; /* ldmatrix: the row each lane points at */
+};
+struct EmuCluster {
+  int blocks, threads; /* blocks of the cluster, threads per block */
+  std::vector<std::vector<char>> shared; /* each block's group memory */
+  std::vector<std::barrier<>*> block_sync;
+  std::barrier<>* cluster_sync;
+  std::vector<EmuWarp> warps; /* block * (threads / 32) + warp */
+};
+static std::vector<EmuBuffer> emu_buffers;
+static thread_local EmuThread emu_self;
+static const size_t EMU_SHARED = 228 * 1024;
+
+#define threadIdx (emu_self.thread_idx)
+#define blockIdx (emu_self.block_idx)
+#define blockDim (emu_self.block_dim)
+#define gridDim (emu_self.grid_dim)
+
+[[noreturn]] inline void emu_fail(const char* what, const void* p) {
+  std::fprintf(stderr, "emu: %s at %p (thread %d of block %d,%d,%d)\n", what, p, emu_self.thread_idx.x,
+               emu_self.block_idx.x, emu_self.block_idx.y, emu_self.block_idx.z);
+  std::abort();
+}
+/* A global access of `bytes` at p: inside one buffer, aligned to its width. */
+inline void emu_check(const void* p, size_t bytes) {
+  if ((uintptr_t)p % bytes) emu_fail("misaligned global access", p);
+  for (const EmuBuffer& b : emu_buffers)
+    if ((const char*)p >= b.base && (const char*)p + bytes <= b.base + b.bytes) return;
+  emu_fail("global access outside every buffer", p);
+}
+
+#define LOAD(ptr, i) (emu_check(&(ptr)[i], 2), emu_h2f((ptr)[i].bits))
+#define STORE(ptr, i, v) (emu_check(&(ptr)[i], 2), (ptr)[i].bits = emu_f2h(v))
+
+inline uint4 mb_ld16(const T* p) {
+  emu_check(p, 16);
+  uint4 r;
+  std::memcpy(&r, p, 16);
+  return r;
+}
+inline uint4 mb_ld16_stream(const T* p) { return mb_ld16(p); }
+inline uint2 __ldg(const uint2* p) {
+  emu_check(p, 8);
+  return *p;
+}
+
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+  const uint64_t bytes = ((uint64_t)y << 32) | x;
+  unsigned r = 0;
+  for (int i = 0; i < 4; ++i) r |= (unsigned)((bytes >> (8 * ((s >> (4 * i)) & 7))) & 0xff) << (8 * i);
+  return r;
+}
+
+/* ---- group memory: `__shared__ X name[...]` becomes `auto& name = *emu_shared<X[...]>()` ---- */
+template <class X>
+X* emu_shared() {
+  /* Every thread of a block makes the same declarations in the same order, so each
+   * computes the same offset into its block's memory. */
+  const size_t at = (emu_self.shared_top + 15) / 16 * 16;
+  emu_self.shared_top = at + sizeof(X);
+  if (emu_self.shared_top > EMU_SHARED) emu_fail("group memory exhausted", nullptr);
+  return reinterpret_cast<X*>(emu_self.cluster->shared[emu_self.rank].data() + at);
+}
+inline unsigned mt_smem(const void* p) {
+  return (unsigned)((const char*)p - emu_self.cluster->shared[emu_self.rank].data());
+}
+inline void __syncthreads() { emu_self.cluster->block_sync[emu_self.rank]->arrive_and_wait(); }
+inline void mb_cluster_sync() { emu_self.cluster->cluster_sync->arrive_and_wait(); }
+inline float mb_ld_cluster(unsigned addr, unsigned rank) {
+  if (rank >= (unsigned)emu_self.cluster->blocks || addr % 4 || addr + 4 > EMU_SHARED)
+    emu_fail("distributed shared memory read outside the cluster", nullptr);
+  float v;
+  std::memcpy(&v, emu_self.cluster->shared[rank].data() + addr, 4);
+  return v;
+}
+inline float4 mb_ld_cluster4(unsigned addr, unsigned rank) {
+  if (addr % 16) emu_fail("misaligned distributed shared memory read", nullptr);
+  return float4{mb_ld_cluster(addr, rank), mb_ld_cluster(addr + 4, rank), mb_ld_cluster(addr + 8, rank),
+                mb_ld_cluster(addr + 12, rank)};
+}
+
+/* ---- the matrix tile, float16 ---- */
+struct mt_acc {
+  float v[4];
+};
+struct mt_a {
+  unsigned r[4];
+};
+struct mt_b {
+  unsigned r[2];
+};
+inline void mt_zero(mt_acc& c) { c.v[0] = c.v[1] = c.v[2] = c.v[3] = 0.0f; }
+inline float emu_half_of(unsigned word, int h) { return emu_h2f((unsigned short)(h ? word >> 16 : word & 0xffff)); }
+inline void mt_mma(mt_acc& c, const mt_a& a, const mt_b& b) {
+  const int tid = emu_self.thread_idx.x, lane = tid % 32;
+  EmuWarp& w = emu_self.cluster->warps[emu_self.rank * (emu_self.cluster->threads / 32) + tid / 32];
+  std::memcpy(w.a[lane], a.r, sizeof a.r);
+  std::memcpy(w.b[lane], b.r, sizeof b.r);
+  std::memcpy(w.c[lane], c.v, sizeof c.v);
+  w.sync->arrive_and_wait();
+  const int g = lane / 4, t = lane % 4;
+  for (int q = 0; q < 4; ++q) {
+    const int row = g + 8 * (q >> 1), col = 2 * t + (q & 1);
+    float s = w.c[lane][q];
+    for (int kk = 0; kk < 16; ++kk) {
+      /* A(row, kk): lane 4 (row % 8) + (kk % 8) / 2, register (row >= 8) + 2 (kk >= 8) */
+      const float x = emu_half_of(w.a[4 * (row % 8) + (kk % 8) / 2][(row >= 8) + 2 * (kk >= 8)], kk % 2);
+      /* B(kk, col): lane 4 col + (kk % 8) / 2, register kk >= 8 */
+      const float y = emu_half_of(w.b[4 * col + (kk % 8) / 2][kk >= 8], kk % 2);
+      s += x * y;
+    }
+    c.v[q] = s;
+  }
+  w.sync->arrive_and_wait(); /* nobody posts the next fragments before everyone has read these */
+}
+
+/* ---- ldmatrix and cp.async ---- */
+inline void mt_ldsm(unsigned* r, const T* p, bool trans, int count) {
+  const int tid = emu_self.thread_idx.x, lane = tid % 32;
+  EmuWarp& w = emu_self.cluster->warps[emu_self.rank * (emu_self.cluster->threads / 32) + tid / 32];
+  const char* base = emu_self.cluster->shared[emu_self.rank].data();
+  if (lane < 8 * count && ((const char*)p < base || (const char*)p + 16 > base + EMU_SHARED || (uintptr_t)p % 16))
+    emu_fail("ldmatrix row outside group memory or not 16-byte aligned", p);
+  w.row[lane] = (const unsigned short*)p;
+  w.sync->arrive_and_wait();
+  const int g = lane / 4, t = lane % 4;
+  for (int q = 0; q < count; ++q) {
+    unsigned short lo, hi;
+    if (trans) {
+      lo = w.row[8 * q + 2 * t][g];
+      hi = w.row[8 * q + 2 * t + 1][g];
+    } else {
+      lo = w.row[8 * q + g][2 * t];
+      hi = w.row[8 * q + g][2 * t + 1];
+    }
+    r[q] = lo | ((unsigned)hi << 16);
+  }
+  w.sync->arrive_and_wait();
+}
+inline void mt_ldsm4(unsigned* r, const T* p, bool trans) { mt_ldsm(r, p, trans, 4); }
+inline void mt_ldsm2(unsigned* r, const T* p, bool trans) { mt_ldsm(r, p, trans, 2); }
+#define MT_SHARED __shared__
+#define MT_COPY_VEC(s, si, g, gi) (emu_check((g) + (gi), 16), std::memcpy((s) + (si), (g) + (gi), 16))
+#define MT_COPY_COMMIT() ((void)0)
+#define MT_COPY_WAIT(n) ((void)0)
