@@ -154,11 +154,6 @@ class Worker:
         # Inputs in their dtype, C's initial state, and the reference's two float64 arrays.
         host_need = spec.bytes_read() + 2 * elements_c * itemsize + 16 * elements_c + \
             8 * math.prod(spec.shape_a) * 2
-        available = _host_available()
-        if available is not None and host_need > available:
-            out.failure = (f"needs {_gib(host_need)} of host memory for its inputs and reference, "
-                           f"{_gib(available)} is available")
-            return out
         copies = plan_copies(spec, int(self.info["cache_bytes"]), settings.cold,
                              int(self.info["memory_bytes"]) // _COLD_SHARE)
         slots = plan_slots(spec, copies, int(self.info["view_alignment"]), int(self.info["max_held_launches"]))
@@ -168,6 +163,16 @@ class Worker:
         if device_need > int(self.info["memory_bytes"]):
             out.failure = (f"needs {_gib(device_need)} of device memory for its buffers, the device has "
                            f"{_gib(int(self.info['memory_bytes']))}")
+            return out
+        # A device that shares the host's memory (a CPU OpenCL device, Apple silicon) takes
+        # its buffers from the same pool: checking the two apart let the kernel kill the worker.
+        shared = bool(self.info.get("unified_memory"))
+        available = _host_available()
+        need = host_need + (device_need if shared else 0)
+        if available is not None and need > available:
+            what = "its inputs, reference and buffers (the device shares the host's memory)" if shared \
+                else "its inputs and reference"
+            out.failure = f"needs {_gib(need)} of host memory for {what}, {_gib(available)} is available"
             return out
         try:
             inputs = make_inputs(spec)
