@@ -36,9 +36,12 @@ _PATTERN = np.frombuffer(b"\xa5\x5a\xc3\x3c", dtype=np.uint8)
 # ones are written band by band and copy by copy, so that the host never holds a
 # second copy of a large input.
 _HOST_BUILD = 64 << 20
-# Grid of the compare kernel: enough groups to fill any GPU, each thread then loops.
+# Grid of the compare kernel: threads per group, uint4s each thread compares (a few, so
+# that its reads stay close together, which a CPU driver needs), and at most this many
+# groups (enough to fill any GPU; each thread then strides on).
 _COMPARE_THREADS = 256
-_COMPARE_GROUPS = 4096
+_COMPARE_PER_THREAD = 8
+_COMPARE_GROUPS = 65535
 # Words the compare kernel takes at once: its count is a 32-bit int (MBParams).
 _COMPARE_CHUNK = 1 << 30
 
@@ -174,7 +177,7 @@ class Comparer:
                 xs, ys = (x.view(2 * start, 2 * n), y.view(2 * start, 2 * n)) if words > _COMPARE_CHUNK else (x, y)
                 if n not in self._params:
                     self._params[n] = Spec("matmul", "float16", 1, 1, n, 1).params()
-                groups = min(_COMPARE_GROUPS, -(-n // _COMPARE_THREADS))
+                groups = max(1, min(_COMPARE_GROUPS, -(-n // (8 * _COMPARE_THREADS * _COMPARE_PER_THREAD))))
                 self.device.run(self.kernel, [xs, ys, self.dummy, self.dummy, self.result, self._params[n]], [groups],
                                 [_COMPARE_THREADS])
         found = np.zeros(1, dtype=np.int32)
