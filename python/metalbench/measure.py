@@ -6,8 +6,13 @@ This is the work a worker process does (worker.py); nothing here stores or repor
             reference, every guard band and every input against what was uploaded.
     time    the core's three clocks (csrc/core/measure.h) over rounds of output slots,
             each round from a fresh C and workspace.
-    verify  the last round's outputs, guard bands and inputs again: a kernel that is
-            correct once but not when launched over and over is wrong.
+    verify  a round of launches again: for a full measurement an untimed final round over
+            every slot (as many as fit in its time), for a race's brief lap the last timed
+            round. Every slot reads its own copy of A (reference.fresh_copies, from the
+            run's seed), so a launch that kept, copied or shipped an answer instead of
+            computing its own slot's is wrong: every guard band, a sample of every slot's
+            elements against that slot's reference, a few whole slots, the rest of C,
+            the inputs and the workspace.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -22,13 +28,13 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import _core, metrics
-from .arena import Comparer, SpecBuffers, guard_bytes, plan_copies
-from .reference import Reference, ReferenceCache, make_inputs
+from .arena import Comparer, SpecBuffers, guard_bytes, guard_pattern, plan_copies
+from .reference import Fresh, Reference, ReferenceCache, fresh_copies, make_inputs, reference_at
 from .results import CLOCKS, Category, Result, Status
 from .specs import DTYPES, Spec
 from .variants import ManifestError, Variant, build_kernel
 
-__all__ = ["BATCH_TIME", "Prepared", "Settings", "Worker", "plan_slots"]
+__all__ = ["BATCH_TIME", "Prepared", "Settings", "Worker", "plan_a_copies", "plan_slots"]
 
 # A batch sample spans at least this much GPU time: 1000 times CUDA events' 0.5 us
 # resolution, and long enough that a round's fixed costs stay out of it.
@@ -44,6 +50,16 @@ _SLOT_BUDGET = 16 << 20
 _COLD_SHARE = 4
 # Compiler threads at most: compiling is memory-hungry too (NVRTC takes ~100 MB).
 _BUILD_THREADS = 16
+# Copies of A (each with its own values) take at most this many bytes, and in any case
+# at most 1/_A_CACHE_SHARE of the last-level cache, so that warm inputs stay warm.
+_A_BUDGET = 16 << 20
+_A_CACHE_SHARE = 8
+# Elements of every slot of a verified round checked against that slot's reference (all
+# of a smaller C), and slots of it checked whole: a stale, copied or precomputed output
+# differs from the slot's answer at nearly every element, and a racy one at many.
+_SAMPLE = 128
+_WHOLE_SLOTS = 2
+_U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -98,17 +114,71 @@ def plan_slots(spec: Spec, copies: int, alignment: int, max_held: int) -> int:
     return max(copies, min(wanted, max(1, _SLOT_BUDGET // slot)))
 
 
+def plan_a_copies(spec: Spec, copies: int, slots: int, alignment: int, cache_bytes: int) -> int:
+    """Copies of A, each with its own values: one per slot within a budget (warm inputs stay
+    warm: at most an eighth of the cache, and _A_BUDGET), at least the input copies, and at
+    least two wherever there are two slots, so that no slot's neighbour shares its answer."""
+    stride = -(-(math.prod(spec.shape_a) * DTYPES[spec.dtype].itemsize + guard_bytes(alignment)) // alignment) * \
+        alignment
+    budget = min(_A_BUDGET, cache_bytes // _A_CACHE_SHARE)
+    return max(copies, min(slots, 2), min(slots, budget // stride))
+
+
 @dataclass
 class Prepared:
-    """A spec ready to run variants on: its reference and its buffers, or why not."""
+    """A spec ready to run variants on, for one run (its seed): the base reference, B as
+    stored, what each copy of A changed, the buffers; or why the spec cannot run here.
+
+    References of a copy of A are made as verification asks for them, and kept for the
+    next variant: whole ones per copy, sampled elements per slot."""
 
     spec: Spec
+    seed: int = 0
     ref: Reference | None = None
+    b: np.ndarray | None = None
+    fresh: Fresh | None = None
     buffers: SpecBuffers | None = None
     c_initial: np.ndarray | None = None
     failure: str = ""
     notes: list[str] = field(default_factory=list)
     mode: dict = field(default_factory=dict)
+    _whole: dict[int, Reference] = field(default_factory=dict, repr=False)
+    _sampled: dict[int, tuple[np.ndarray, Reference]] = field(default_factory=dict, repr=False)
+
+    def whole(self, copy: int) -> Reference:
+        """The reference of copy `copy` of A at every element, shaped as C."""
+        if copy not in self._whole:
+            assert self.ref is not None and self.b is not None and self.fresh is not None
+            at = reference_at(self.spec, self.ref, self.b, self.fresh, copy, np.arange(math.prod(self.spec.shape_c)))
+            shape = self.spec.shape_c
+            self._whole[copy] = Reference(at.out.reshape(shape), at.mag.reshape(shape),
+                                          None if at.epilogue is None else at.epilogue.reshape(shape))
+        return self._whole[copy]
+
+    def sampled(self, slots: np.ndarray) -> tuple[np.ndarray, Reference]:
+        """For each of `slots`, the elements verified there (flat indices into C, `_SAMPLE` of
+        them drawn from the run's seed and the slot, or every one of a small C), and the
+        reference of the slot's copy of A at them: (len(slots), count) arrays."""
+        assert self.ref is not None and self.b is not None and self.fresh is not None and self.buffers is not None
+        todo = [int(s) for s in dict.fromkeys(slots.tolist()) if int(s) not in self._sampled]
+        if todo:
+            size = math.prod(self.spec.shape_c)
+            count = min(_SAMPLE, size)
+            picks = [np.arange(size) if count == size else
+                     np.random.default_rng([self.seed & _U64, slot, 0x5A]).choice(size, count, replace=False)
+                     for slot in todo]
+            flat = np.concatenate(picks)
+            copy = np.repeat([self.buffers.a_copy(slot) for slot in todo], count)
+            at = reference_at(self.spec, self.ref, self.b, self.fresh, copy, flat)
+            for i, slot in enumerate(todo):
+                part = slice(i * count, (i + 1) * count)
+                self._sampled[slot] = (picks[i], Reference(at.out[part], at.mag[part],
+                                                           None if at.epilogue is None else at.epilogue[part]))
+        found = [self._sampled[int(s)] for s in slots]
+        epilogues = [r.epilogue for _, r in found]
+        return np.stack([f for f, _ in found]), Reference(
+            np.stack([r.out for _, r in found]), np.stack([r.mag for _, r in found]),
+            None if any(e is None for e in epilogues) else np.stack(epilogues))  # type: ignore[arg-type]
 
 
 def _host_available() -> int | None:
@@ -149,25 +219,30 @@ class Worker:
             return False
         return True
 
-    def prepare(self, spec: Spec, settings: Settings) -> Prepared:
-        """Inputs, reference and buffers of `spec`, or the reason the spec cannot run here."""
-        out = Prepared(spec)
+    def prepare(self, spec: Spec, settings: Settings, seed: int = 0) -> Prepared:
+        """Inputs, reference and buffers of `spec` for the run with `seed`, or the reason the
+        spec cannot run here."""
+        out = Prepared(spec, seed)
         itemsize = DTYPES[spec.dtype].itemsize
         elements_c = math.prod(spec.shape_c)
-        # Inputs in their dtype, C's initial state, and the reference's two float64 arrays.
-        host_need = spec.bytes_read() + 2 * elements_c * itemsize + 16 * elements_c + \
+        alignment = int(self.info["view_alignment"])
+        cache_bytes = int(self.info["cache_bytes"])
+        copies = plan_copies(spec, cache_bytes, settings.cold, int(self.info["memory_bytes"]) // _COLD_SHARE)
+        slots = plan_slots(spec, copies, alignment, int(self.info["max_held_launches"]))
+        a_copies = plan_a_copies(spec, copies, slots, alignment, cache_bytes)
+        a_bytes = math.prod(spec.shape_a) * itemsize
+        # Inputs in their dtype and A's copies, C's initial state, and the reference's two
+        # float64 arrays (and one for a copy's).
+        host_need = spec.bytes_read() + a_copies * a_bytes + 2 * elements_c * itemsize + 24 * elements_c + \
             8 * math.prod(spec.shape_a) * 2
         available = _host_available()
         if available is not None and host_need > available:
             out.failure = (f"needs {_gib(host_need)} of host memory for its inputs and reference, "
                            f"{_gib(available)} is available")
             return out
-        copies = plan_copies(spec, int(self.info["cache_bytes"]), settings.cold,
-                             int(self.info["memory_bytes"]) // _COLD_SHARE)
-        slots = plan_slots(spec, copies, int(self.info["view_alignment"]), int(self.info["max_held_launches"]))
-        alignment = int(self.info["view_alignment"])
         guard = guard_bytes(alignment)
-        device_need = 2 * copies * (spec.bytes_read() + 3 * guard) + 2 * slots * (elements_c * itemsize + guard)
+        device_need = 2 * copies * (spec.bytes_read() + 3 * guard) + 2 * a_copies * (a_bytes + guard) + \
+            2 * slots * (elements_c * itemsize + guard)
         if device_need > int(self.info["memory_bytes"]):
             out.failure = (f"needs {_gib(device_need)} of device memory for its buffers, the device has "
                            f"{_gib(int(self.info['memory_bytes']))}")
@@ -177,16 +252,18 @@ class Worker:
             out.ref, status = self.cache.get(spec, inputs)
             if status.startswith("recomputed"):
                 out.notes.append(f"reference for {spec.label()}: {status}")
-            out.c_initial = metrics.initial_c(spec, inputs)
+            a_contents, out.fresh = fresh_copies(spec, inputs.a, seed, a_copies)
+            out.b = inputs.b
+            out.c_initial = metrics.initial_c(spec, inputs, seed)
             bias = inputs.bias if inputs.bias is not None else np.zeros(1, dtype=inputs.a.dtype)
-            out.buffers = SpecBuffers(self.device, spec, inputs.a, inputs.b, bias, out.c_initial, copies, slots,
-                                      self.compare)
+            out.buffers = SpecBuffers(self.device, spec, a_contents, inputs.b, bias, out.c_initial, copies, slots,
+                                      self.compare, guard_pattern(seed))
         except MemoryError:
             out.failure = f"ran out of host memory preparing its inputs and reference (about {_gib(host_need)})"
         except _core.DeviceError as e:
             out.failure = f"could not allocate its buffers on the device: {e}"
-        wanted = plan_copies(spec, int(self.info["cache_bytes"]), settings.cold, 1 << 62)
-        out.mode = {"cold": settings.cold, "copies": copies, "slots": slots,
+        wanted = plan_copies(spec, cache_bytes, settings.cold, 1 << 62)
+        out.mode = {"cold": settings.cold, "copies": copies, "a_copies": a_copies, "slots": slots,
                     "cold_partial": settings.cold and copies < wanted}
         return out
 
@@ -219,14 +296,17 @@ class Worker:
             raise found
         return found
 
-    def measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings) -> Result:
+    def measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings,
+                full: bool = True) -> Result:
         """The result of variant `v` on the prepared spec (never raises for the variant's own faults);
-        its `measure` says which device index measured it."""
-        result = self._measure(prepared, v, key, detail, settings)
+        its `measure` says which device index measured it. `full` False is a race's brief lap:
+        the ranking clock alone, and its last round verified rather than a final round."""
+        result = self._measure(prepared, v, key, detail, settings, full)
         result.measure = {**(result.measure or {}), "device": self.index}
         return result
 
-    def _measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings) -> Result:
+    def _measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings,
+                 full: bool) -> Result:
         spec = prepared.spec
         result = Result(variant=v.id, spec_key=spec.key(), status=Status.FAILED, key=key, detail=detail)
         if prepared.failure:
@@ -252,7 +332,7 @@ class Worker:
         ws, ws0 = buffers.workspace(detail["workspace"])
         args = buffers.slot_args(ws, spec.params())
 
-        # Verify: one launch, from C's initial state.
+        # Verify: one launch, from C's initial state, checked in full against its copy of A.
         buffers.reset(ws, ws0)
         try:
             self.device.run(kernel, args[0], groups, threads)
@@ -263,7 +343,7 @@ class Worker:
             result.category, result.message = Category.RUNTIME, str(e)
             return result
         outputs, band = buffers.outputs(0, 1)
-        check = metrics.check(spec, outputs[0], ref, prepared.c_initial)
+        check = metrics.check(spec, outputs[0], prepared.whole(buffers.a_copy(0)), prepared.c_initial)
         result.checks = asdict(check)
         damage = band or buffers.strays(0, 1) or self._damage(buffers, ws, ws0, first_only=True)
         if damage:
@@ -272,25 +352,29 @@ class Worker:
             return result
         wrong = check.reason if check.verdict != Status.OK else ""
 
-        # Time, then verify what the final round left.
+        # Time, then verify a round of launches: the final round, or the last timed one.
         try:
             timing = self.device.measure(kernel, args, groups, threads, resets=buffers.resets(ws, ws0),
-                                         **settings.core())
+                                         rank_only=not full, final_round=full and not wrong, **settings.core())
         except (_core.UsageError, _core.DeviceError) as e:
             result.category, result.message = Category.RUNTIME, f"timing: {e}"
             return result
         for clock in CLOCKS:
-            setattr(result, clock, timing[clock])
-            result.samples[clock] = timing[f"{clock}_ns"]
+            setattr(result, clock, timing[clock] if timing[clock]["count"] else None)
+            if timing[clock]["count"]:
+                result.samples[clock] = timing[f"{clock}_ns"]
+        first, count = timing["first_slot"], timing["last_round"]
         result.measure = {"batch_size": timing["batch_size"], "clock": timing["clock"], "warmup": timing["warmup"],
-                          **prepared.mode}
+                          **prepared.mode,
+                          "verified": {"round": "final" if timing["final_round"] else "last timed", "launches": count,
+                                       "slots": buffers.slots, "elements": min(_SAMPLE, math.prod(spec.shape_c)),
+                                       "whole": min(_WHOLE_SLOTS, count)}}
         if not wrong:
-            # The last round started from a reset and launched only these slots: their outputs
-            # and bands are read back, the rest of C must still be as reset.
-            first, count = timing["first_slot"], timing["last_round"]
+            # The round started from a reset and launched only these slots: their outputs and
+            # bands are read back, the rest of C must still be as reset.
             outputs, band = buffers.outputs(first, count)
             again = band or buffers.strays(first, count) or self._damage(buffers, ws, ws0) or \
-                self._verify_slots(spec, outputs, ref, prepared.c_initial)
+                self._verify_round(prepared, v, first, outputs)
             if again:
                 wrong = f"correct once, wrong when timed: {again}"
         if wrong:
@@ -309,16 +393,45 @@ class Worker:
         return found.reason
 
     @staticmethod
-    def _verify_slots(spec: Spec, outputs: np.ndarray, ref: Reference, c_initial: np.ndarray) -> str:
-        """Why the last timed round's outputs are not all correct, or ""; identical outputs are checked once."""
-        first = outputs[0].view(np.uint8)
-        for i, out in enumerate(outputs):
-            if i and np.array_equal(out.view(np.uint8), first):
-                continue
-            check = metrics.check(spec, out, ref, c_initial)
-            if check.verdict != Status.OK:
-                return f"{check.reason} (launch {i + 1} of the last timed round)"
+    def _verify_round(prepared: Prepared, v: Variant, first: int, outputs: np.ndarray) -> str:
+        """Why the outputs of a round of launches on slots first, first + 1, ... (wrapping) are
+        not each their own slot's answer, or "": a sample of every slot's elements against
+        that slot's reference, and _WHOLE_SLOTS slots (chosen from the run's seed and the
+        variant) whole."""
+        spec, buffers = prepared.spec, prepared.buffers
+        assert buffers is not None and prepared.c_initial is not None
+        count = len(outputs)
+        slots = (first + np.arange(count)) % buffers.slots
+
+        def where(i: int) -> str:
+            return f"slot {int(slots[i])}, launch {i + 1} of {count} verified"
+
+        flat, refs = prepared.sampled(slots)
+        rows = outputs.reshape(count, -1)
+        values = np.take_along_axis(rows, flat, axis=1)
+        c_before = prepared.c_initial.reshape(-1)[flat]
+        check = metrics.check_at(spec, values.reshape(-1), _flatten(refs), c_before.reshape(-1), flat.reshape(-1))
+        if check.verdict != Status.OK:
+            for i in range(count):  # which slot: the first found wrong
+                one = metrics.check_at(spec, values[i], _row(refs, i), c_before[i], flat[i])
+                if one.verdict != Status.OK:
+                    return f"{one.reason} ({where(i)})"
+            return check.reason
+        rng = np.random.default_rng([prepared.seed & _U64, zlib.crc32(v.id.encode())])
+        for i in sorted(rng.choice(count, min(_WHOLE_SLOTS, count), replace=False).tolist()):
+            whole = metrics.check(spec, outputs[i], prepared.whole(buffers.a_copy(int(slots[i]))), prepared.c_initial)
+            if whole.verdict != Status.OK:
+                return f"{whole.reason} ({where(i)})"
         return ""
+
+
+def _flatten(ref: Reference) -> Reference:
+    return Reference(ref.out.reshape(-1), ref.mag.reshape(-1), None if ref.epilogue is None else
+                     ref.epilogue.reshape(-1))
+
+
+def _row(ref: Reference, i: int) -> Reference:
+    return Reference(ref.out[i], ref.mag[i], None if ref.epilogue is None else ref.epilogue[i])
 
 
 def worker_stdio() -> None:

@@ -62,7 +62,8 @@ class Phase(str, Enum):
 
 @dataclass
 class Job:
-    """Some pairs of one spec, measured with `settings` (None: the pool's)."""
+    """Some pairs of one spec, measured with `settings` (None: the pool's), for the run whose
+    inputs and guard bands come from `seed` (measure.Worker.prepare)."""
 
     spec_index: int
     spec: Spec
@@ -70,6 +71,7 @@ class Job:
     settings: Settings | None = None  # None: the pool's own
     phase: Phase = Phase.FULL
     retried: bool = False  # its worker died once before any pair began: the next death blames them all
+    seed: int = 0
 
 
 class Message(str, Enum):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 
@@ -35,7 +36,9 @@ __all__ = ["DeviceLost", "Events", "Settings", "WorkerError", "build_kernel", "r
 # Part of every result key: bump it when verdict rules change, so that verdicts
 # stored under the old rules are measured again rather than trusted.
 # 3: guard bands, input checks and the timed launches' outputs are verified too.
-CHECK_VERSION = 3
+# 4: inputs a kernel cannot predict (per-run A copies, guard pattern and sentinel), an
+#    untimed final round of every slot verified, builds blamed one by one.
+CHECK_VERSION = 4
 # Seconds one pair (or one spec's preparation) may take before its worker is
 # stopped and the pair stored as `timeout`. A correct kernel of the default suite
 # needs far less on every backend: the slowest, the naive kernel on the LM head
@@ -50,6 +53,9 @@ class Events:
 
     def start(self, total: int) -> None:
         """`total` variant x spec pairs will be measured or reused."""
+
+    def begin(self, spec: Spec, variant: str) -> None:
+        """A worker began measuring `variant` on `spec` (several may be under way at once)."""
 
     def result(self, spec: Spec, result: Result) -> None:
         """One pair is done (measured, reused or failed)."""
@@ -112,6 +118,11 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     With `ray` (an address, 'auto' or 'local'), Ray actors on that cluster measure
     instead (ray_pool.py).
 
+    Every run draws a 64-bit seed of its own (stored in the run's settings as `seed`, not
+    part of any result's key): the values of A that each launch reads, the guard pattern
+    and the never-written sentinel come from it, so no kernel can know them in advance
+    (measure.py).
+
     Unsupported pairs are recorded, never run. A stored result with the same key is
     reused unless `force`, also a stored `timeout` or `crashed`. Every result is
     committed before the next starts, so an interrupted sweep (KeyboardInterrupt
@@ -146,12 +157,13 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
         pool.close()
         raise
     base = baseline_of(variants, backend)
-    run_id = store.begin_run(suite.name, backend, info, {**asdict(settings), "race": race},
+    seed = secrets.randbits(64)
+    run_id = store.begin_run(suite.name, backend, info, {**asdict(settings), "race": race, "seed": seed},
                              base.id if base else None,
                              [{"key": s.key(), "label": s.label(), **_orig(s)} for s in suite.specs])
     status = "interrupted"
     try:
-        plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events)
+        plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events, seed)
         events.start(plan.total)
         if plan.jobs:
             race_of = _Race(plan, settings, base.id if base else None, tie_floor) if race else None
@@ -209,7 +221,7 @@ class _Plan:
 
 
 def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, settings: Settings, store: Store,
-          run_id: int, force: bool, race: bool, events: Events) -> _Plan:
+          run_id: int, force: bool, race: bool, events: Events, seed: int) -> _Plan:
     """Stores what needs no measuring (unsupported, bad geometry, reused) and returns the jobs
     for the rest, one per spec."""
     plan = _Plan([], 0, {})
@@ -254,7 +266,7 @@ def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, s
             serial += 1
             pairs.append(Pair(serial, v, key, detail))
         if pairs:
-            plan.jobs.append(Job(index, spec, pairs))
+            plan.jobs.append(Job(index, spec, pairs, seed=seed))
     return plan
 
 

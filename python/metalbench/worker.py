@@ -32,7 +32,7 @@ from . import _core
 from .backends import BackendError
 from .measure import Settings, Worker, worker_stdio
 from .peak import measure_read_bandwidth
-from .pool import DeviceLost, Job, Message, PeakUnavailable, Step, WorkerError, ahead, pick
+from .pool import DeviceLost, Job, Message, PeakUnavailable, Phase, Step, WorkerError, ahead, pick
 from .results import Category, Result, Status
 
 __all__ = ["JobRunner", "PeakJob", "ProcessPool"]
@@ -103,10 +103,10 @@ class JobRunner:
 
     def run(self, job: Job) -> bool:
         """Runs `job`; False when the device stopped working (the last message said so)."""
-        if self.prepared is None or self.prepared.spec != job.spec:
+        if self.prepared is None or self.prepared.spec != job.spec or self.prepared.seed != job.seed:
             self.prepared = None  # its buffers go before the next spec's are made
             self.send((Message.PREPARE, None))
-            self.prepared = self.worker.prepare(job.spec, self.settings)
+            self.prepared = self.worker.prepare(job.spec, self.settings, job.seed)
             for note in self.prepared.notes:
                 self.send((Message.NOTE, note))
         settings = job.settings or self.settings
@@ -116,7 +116,8 @@ class JobRunner:
         for pair in job.pairs:
             with self.lock.held(self._waiting) if self.lock else nullcontext():
                 self.send((Message.BEGIN, pair.id))
-                result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, settings)
+                result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, settings,
+                                             full=job.phase == Phase.FULL)
             self.send((Message.RESULT, pair.id, result))
             if result.category in (Category.RUNTIME, Category.COMPILE) and not self.worker.healthy():
                 self.send((Message.LOST, f"the device stopped working after {pair.variant.id} on "
