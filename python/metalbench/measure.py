@@ -2,6 +2,8 @@
 
 This is the work a worker process does (worker.py); nothing here stores or reports.
 
+    build   each variant's kernel, as a step of its own (a hung or fatal build blames
+            that variant alone: worker.py).
     verify  one launch from C's initial state; its output is checked against the
             reference, every guard band and every input against what was uploaded.
     time    the core's three clocks (csrc/core/measure.h) over rounds of output slots,
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +64,8 @@ _A_CACHE_SHARE = 8
 _SAMPLE = 128
 _WHOLE_SLOTS = 2
 _U64 = (1 << 64) - 1
+# Test-only (_planted_build_fault): a build that hangs or is killed.
+_BUILD_FAULT_ENV = "METALBENCH_TEST_BUILD_FAULT"
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,25 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
+def _planted_build_fault(variant: str) -> None:
+    """Test-only: what METALBENCH_TEST_BUILD_FAULT plants in the build of `variant` ("ID=hang"
+    or "ID=kill", comma-separated): a compiler that never returns, or one whose process
+    the system kills (as it kills one that exhausts memory). The worker-side half of the
+    tests of worker.py's build deadlines; unset, it does nothing."""
+    planted = os.environ.get(_BUILD_FAULT_ENV)
+    if not planted:
+        return
+    for item in planted.split(","):
+        name, _, fault = item.partition("=")
+        if name.strip() != variant:
+            continue
+        if fault == "hang":
+            while True:
+                time.sleep(1)
+        if fault == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Worker:
     """A device opened in this process, and what it keeps between pairs: compiled
     kernels (one build per variant and dtype) and the compare kernel."""
@@ -267,21 +292,36 @@ class Worker:
                     "cold_partial": settings.cold and copies < wanted}
         return out
 
-    def build(self, wanted: list[Variant], dtype: str, done: Callable[[str], None]) -> None:
+    def build(self, wanted: list[Variant], dtype: str, begin: Callable[[str], None], done: Callable[[str], None],
+              one_at_a_time: bool = False) -> None:
         """Builds every variant of `wanted` not built yet, side by side: compilers (NVRTC,
         the OpenCL and Metal compilers) release the GIL and take one thread each, and a
         sweep's kernels are many, so a cold kernel cache costs seconds rather than
-        minutes. `done(variant id)` is called as each is built."""
+        minutes. `begin(variant id)` is called as each build starts and `done(variant id)`
+        as it ends (from the building thread), so that a watcher knows which builds are
+        under way: the ones a hung or fatal compiler is among. `one_at_a_time` builds
+        them in turn, so that a fatal one is the only one under way."""
         todo = list({v.id: v for v in wanted if (v.id, dtype) not in self.kernels}.values())
-        if len(todo) < 2:
+        if not todo:
             return
-        with ThreadPoolExecutor(min(len(todo), os.cpu_count() or 1, _BUILD_THREADS)) as pool:
-            for v, built in zip(todo, pool.map(lambda v: self._build(v, dtype), todo), strict=True):
-                self.kernels[(v.id, dtype)] = built
-                done(v.id)
+
+        def one(v: Variant) -> None:
+            begin(v.id)
+            self.kernels[(v.id, dtype)] = self._build(v, dtype)
+            done(v.id)
+
+        threads = 1 if one_at_a_time else min(len(todo), os.cpu_count() or 1, _BUILD_THREADS)
+        if threads == 1:
+            for v in todo:
+                one(v)
+            return
+        with ThreadPoolExecutor(threads) as pool:
+            for f in [pool.submit(one, v) for v in todo]:
+                f.result()
 
     def _build(self, v: Variant, dtype: str) -> _core.Kernel | Exception:
         try:
+            _planted_build_fault(v.id)
             return build_kernel(self.device, self.backend, v, dtype)
         except Exception as e:  # noqa: BLE001 - any failure belongs to this variant alone
             return e

@@ -72,6 +72,7 @@ class Job:
     phase: Phase = Phase.FULL
     retried: bool = False  # its worker died once before any pair began: the next death blames them all
     seed: int = 0
+    one_at_a_time: bool = False  # build its kernels in turn: a worker died with several builds under way
 
 
 class Message(str, Enum):
@@ -80,7 +81,8 @@ class Message(str, Enum):
     READY = "ready"      # the device is open; value: its info
     FAILED = "failed"    # the device could not be opened; value: why
     PREPARE = "prepare"  # making the spec's inputs, reference and buffers
-    BUILT = "built"      # one variant's kernel is built; value: its id
+    BUILDING = "building"  # one variant's build started; value: its id
+    BUILT = "built"      # one variant's build ended (built or failed); value: its id
     WAITING = "waiting"  # waiting for its turn on a device another worker is measuring on
     BEGIN = "begin"      # measuring a pair; value: the pair's id
     RESULT = "result"    # a pair's result; value: the pair's id, then the Result
@@ -97,7 +99,8 @@ class Step(str, Enum):
     START = "start"      # starting Python and opening its device
     IDLE = "idle"        # no job
     SENT = "sent"        # a job was sent, nothing heard yet: no pair began (the job is tried once more)
-    PREPARE = "prepare"  # preparing the spec or building its kernels (tried once more, then every pair blamed)
+    PREPARE = "prepare"  # preparing the spec's inputs (tried once more, then every pair blamed)
+    BUILD = "build"      # building kernels: each build under way has its own deadline and is what a death blames
     WAITING = "waiting"  # between pairs, waiting for the device (no pair to blame; tried again)
     BEGIN = "begin"      # measuring a pair (that pair is blamed)
 

@@ -6,6 +6,12 @@ and some of its variants), waits for each step with a deadline (`timeout`), and
 when a worker overruns it or dies, stores that pair as `timeout` or `crashed`,
 starts a new worker and goes on with the pairs that were left.
 
+A compile is a step of its own too: the worker says when each build starts and ends,
+so each has its own deadline, and a build that overruns it, or whose compiler takes
+the worker down (out of memory, say), costs that variant alone (category `compile`).
+When a worker dies with several builds under way, the job is tried again with its
+builds one at a time, so that the next death names the culprit.
+
 Workers start with the spawn method (a fresh interpreter, no inherited device
 state or threads), ignore Ctrl-C (the parent owns it and stops them), and write
 their own output to stderr.
@@ -91,9 +97,17 @@ class JobRunner:
 
     def __init__(self, worker: Worker, settings: Settings, send: Callable[[tuple], None],
                  lock: _DeviceLock | None = None) -> None:
-        self.worker, self.settings, self.send, self.lock = worker, settings, send, lock
+        self.worker, self.settings, self.lock = worker, settings, lock
         self.prepared = None
         self.said_waiting = 0.0
+        # Builds report from their own threads: one message at a time on the connection.
+        sending = threading.Lock()
+
+        def send_one(message: tuple) -> None:
+            with sending:
+                send(message)
+
+        self.send = send_one
 
     def _waiting(self) -> None:
         # Waiting for the device is not hanging: say so now and then, so the deadline moves on.
@@ -110,9 +124,11 @@ class JobRunner:
             for note in self.prepared.notes:
                 self.send((Message.NOTE, note))
         settings = job.settings or self.settings
-        # Each build is a step of its own: a slow compiler is never taken for a hung kernel.
+        # Each build is a step of its own: a slow compiler is never taken for a hung kernel,
+        # and a hung or fatal one is known by name.
         self.worker.build([pair.variant for pair in job.pairs], job.spec.dtype,
-                          lambda variant: self.send((Message.BUILT, variant)))
+                          lambda variant: self.send((Message.BUILDING, variant)),
+                          lambda variant: self.send((Message.BUILT, variant)), job.one_at_a_time)
         for pair in job.pairs:
             with self.lock.held(self._waiting) if self.lock else nullcontext():
                 self.send((Message.BEGIN, pair.id))
@@ -192,6 +208,7 @@ class _Process:
         child.close()
         self.job: Job | None = None
         self.left: deque = deque()         # pairs of the job not yet answered
+        self.building: dict[str, float] = {}  # builds under way: variant id -> when it began
         self.step = Step.START
         self.since = time.monotonic()
         self.holds: int | None = None      # the spec index whose buffers it made last
@@ -352,7 +369,14 @@ class ProcessPool:
                 if w.conn in ready:
                     self._receive(w, on_result, on_note, queue)
             for i, w in enumerate(self.workers):
-                if w is not None and w.job is not None and time.monotonic() - w.since > self.timeout:
+                if w is None or w.job is None:
+                    continue
+                now = time.monotonic()
+                overdue = [v for v, began in w.building.items() if now - began > self.timeout]
+                if overdue:
+                    self._replace(i, Status.TIMEOUT, f"took longer than {self.timeout:g} s (--timeout); its worker "
+                                  "was stopped", on_result, queue, overdue)
+                elif now - w.since > self.timeout:
                     self._replace(i, Status.TIMEOUT, f"took longer than {self.timeout:g} s (--timeout); its "
                                   "worker was stopped", on_result, queue)
 
@@ -390,8 +414,13 @@ class ProcessPool:
         w.since = time.monotonic()
         if kind == Message.NOTE:
             on_note(value)
-        elif kind in (Message.PREPARE, Message.BUILT):
+        elif kind == Message.PREPARE:
             w.step = Step.PREPARE
+        elif kind == Message.BUILDING:
+            w.step = Step.BUILD
+            w.building[value] = w.since
+        elif kind == Message.BUILT:
+            w.building.pop(value, None)
         elif kind == Message.WAITING:
             w.step = Step.WAITING
         elif kind == Message.BEGIN:
@@ -422,29 +451,46 @@ class ProcessPool:
         w.stop()
 
     def _replace(self, i: int, status: Status, why: str, on_result: Callable[[Job, Result], Iterable[Job]],
-                 queue: deque[Job]) -> None:
-        """Stops worker i, blames the pair it was on (or, when it died preparing the job a second
-        time, every pair of the job), and starts a new worker for what is left."""
+                 queue: deque[Job], overdue: Iterable[str] = ()) -> None:
+        """Stops worker i, blames what it was doing, and starts a new worker for what is left.
+
+        Blamed: the pair it was measuring; the builds that overran their deadline
+        (`overdue`); the one build under way when it died. Not blamed, the job tried once
+        more: a death between pairs, before any pair began, or with several builds under way
+        (then with builds one at a time, so that the next death names one). A second death
+        while preparing the spec blames every pair of the job: it was the spec's inputs."""
         w = self.workers[i]
         assert w is not None and w.job is not None
+        building = list(w.building)
         w.stop()
         job = w.job
-        if w.step == Step.BEGIN and w.left:
+        blamed: list = []
+        what = ""  # what the worker was doing when every pair of the job is blamed
+        culprits = list(overdue) or (building if len(building) == 1 and status == Status.CRASHED else [])
+        if culprits:
+            blamed = [pair for pair in w.left if pair.variant.id in culprits]
+            w.left = deque(pair for pair in w.left if pair.variant.id not in culprits)
+        elif w.step == Step.BEGIN and w.left:
             blamed = [w.left.popleft()]
-            what = ""
+        elif w.step == Step.BUILD and len(building) > 1:
+            w.job = replace(job, one_at_a_time=True)
         elif w.step == Step.WAITING or not job.retried:
             # Between pairs, or the first death before any pair began (sent, preparing the
-            # spec or building its kernels): no pair is to blame yet, so the job is tried
-            # once more; a death while waiting for the device does not count as a try.
-            blamed, what = [], ""
+            # spec, between builds): no pair is to blame yet, so the job is tried once more; a
+            # death while waiting for the device does not count as a try.
             w.job = replace(job, retried=job.retried or w.step != Step.WAITING)
         else:
             blamed, w.left = list(w.left), deque()
-            what = f"preparing {job.spec.label()} (inputs, reference, buffers) "
+            what = f"preparing {job.spec.label()} (inputs, reference, buffers)"
         for pair in blamed:
-            message = f"{what}{why}" if status == Status.TIMEOUT else f"its worker {why} {what}".rstrip()
+            category = Category.COMPILE if culprits else Category(status.value)
+            doing = f"compiling {pair.variant.id}" if culprits else what
+            if status == Status.TIMEOUT:
+                message = f"{doing} {why}".strip()
+            else:
+                message = f"its worker {why}" + (f" while {doing}" if doing else "")
             ahead(queue, on_result(job, Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status,
-                                               category=Category(status.value), message=message, key=pair.key,
+                                               category=category, message=message, key=pair.key,
                                                detail=pair.detail)))
         self._requeue(w, queue)
         self._spawn(i)
