@@ -109,7 +109,7 @@ def _spec_chart(report: Report, spec: dict[str, Any]) -> str:
         ax.plot([median], [y], marker=marker, color=color, markersize=11 if marker == "*" else 6, linestyle="none")
         ax.annotate(f"{median:.2f}", (median, y), xytext=(8, 0), textcoords="offset points", va="center",
                     fontsize=7, color="#333333")
-        tags = [t for t in v["tags"] if t in ("best", "tie", "baseline", "bad-rel")]
+        tags = [t for t in v["tags"] if t in ("best", "tie", "baseline", "bad-rel", "implausible")]
         labels.append(v["variant"] + (f"  [{', '.join(tags)}]" if tags else ""))
         ys.append(y)
     ax.set_yticks(ys, labels, fontsize=8)

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from .errors import InputError
 from .results import CLOCKS, FAILED, Category, Result, Run, Status
-from .roofline import figures
+from .roofline import cache_of, figures, from_memory, implausible, plausibility_note
 from .specs import SpecError, spec_from_key
 from .ties import TIE_FLOOR, Estimate, ties_with
 
@@ -36,7 +36,8 @@ __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
 # 1.1.0: roofline figures (Row.gbps, gflops, pct_peak; SpecReport.bytes, flops;
 #        Report.peak_bandwidth, peak_source), SpecReport.raced and devices.
 # 1.2.0: settings.batch_time.
-JSON_SCHEMA = "1.2.0"
+# 1.3.0: Row.implausible, Report.plausibility; settings.seed.
+JSON_SCHEMA = "1.3.0"
 CLOCK_NAMES = {"batch": "batch", "gpu": "launch", "cpu": "CPU"}
 CLOCK_MEANING = {
     "batch": "N launches back to back between one pair of device timestamps, divided by N",
@@ -73,6 +74,7 @@ class Row:
     gbps: float | None = None
     gflops: float | None = None
     pct_peak: float | None = None
+    implausible: str = ""  # why its time is faster than memory allows (roofline.implausible); never best
 
     def us(self, clock: str) -> float | None:
         t = self.clocks.get(clock)
@@ -130,6 +132,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     peak_bandwidth: float | None = None  # bytes per second; None when unknown
     peak_source: str = ""
+    plausibility: str = ""  # the rule that flags [implausible] times (roofline.plausibility_note)
     schema: str = JSON_SCHEMA
 
 
@@ -201,6 +204,8 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
         orig_note = (f"original times were recorded on {', '.join(recorded)}, not on {device_name}: "
                      "shown, not compared")
 
+    cold, cache = bool(run.settings.get("cold")), cache_of(run.device)
+    exempt = 0
     by_spec: dict[int, list[Result]] = {}
     for r in run.results:
         by_spec.setdefault(r.spec_index, []).append(r)
@@ -218,6 +223,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
             shape = spec_from_key(spec["key"])
         except SpecError:  # a key this version cannot read: no roofline figures for it
             shape = None
+        exempt += shape is not None and from_memory(shape, cold, cache) == 0
         rows: list[Row] = []
         raced: list[tuple[str, float]] = []
         for r in results:
@@ -249,9 +255,11 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                 reason=r.message if r.status == Status.WRONG else "",
                 gbps=roof.gbps if roof else None, gflops=roof.gflops if roof else None,
                 pct_peak=roof.pct_peak if roof else None,
+                implausible=implausible(shape, ranked.median_us, peak_bw, cold, cache)
+                if shape and ranked and r.status == Status.OK else "",
             ))
-        # A wrong result is never best, however fast it was.
-        correct = [row for row in rows if row.status == Status.OK and rank in row.clocks]
+        # A wrong result is never best, however fast it was; nor one faster than memory allows.
+        correct = [row for row in rows if row.status == Status.OK and rank in row.clocks and not row.implausible]
         best = min(correct, key=lambda x: x.clocks[rank].median_us, default=None)
         ties = [] if best is None else \
             [row for row in correct if row is best or ties_with(_estimate(best.clocks[rank]),
@@ -266,6 +274,8 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                 row.tags.append("tie")
             if row.status == Status.WRONG:
                 row.tags.append("bad-rel")
+            if row.implausible:
+                row.tags.append("implausible")
         rows.sort(key=lambda x: (x.status != Status.OK, x.us(rank) if x.us(rank) is not None else float("inf")))
         where = sorted({r.measure["device"] for r in results if r.measure and "device" in r.measure})
         specs.append(SpecReport(index, spec["label"], spec["key"], spec.get("orig"), rows,
@@ -275,7 +285,8 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
     ordered = sorted(failures.values(), key=lambda f: (f.category, f.variant))
     return Report(run.id, run.status, run.suite, run.backend, run.device, run.settings, rank,
                   "cold" if run.settings.get("cold") else "warm", tie_floor, run.baseline, orig_note, compared,
-                  _clock_note(run), specs, dict(counts), ordered, peak_bandwidth=peak_bw, peak_source=peak_source)
+                  _clock_note(run), specs, dict(counts), ordered, peak_bandwidth=peak_bw, peak_source=peak_source,
+                  plausibility=plausibility_note(cold, cache, exempt, len(run.specs)) if peak_bw else "")
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -405,6 +416,8 @@ def peak_note(report: Report) -> str:
     note = f"% peak = GB/s over {report.peak_bandwidth / 1e9:.1f} GB/s ({report.peak_source})"
     if report.mode == "warm":
         note += "; warm: inputs that fit in cache may pass 100%"
+    if report.plausibility:
+        note += f"; {report.plausibility}"
     return note
 
 

@@ -24,10 +24,10 @@ from .backends import BackendError
 from .measure import Settings
 from .pool import DeviceLost, Job, Pair, PeakUnavailable, Phase, Pool, WorkerError, open_pool
 from .results import Category, Result, Status
-from .roofline import device_key
+from .roofline import cache_of, device_key, implausible
 from .specs import Spec, Suite
 from .store import Store
-from .ties import CONFIDENCE, TIE_FLOOR, estimate, ties_with
+from .ties import CONFIDENCE, TIE_FLOOR, Estimate, estimate, ties_with
 from .variants import ManifestError, Variant, build_kernel, select
 
 __all__ = ["DeviceLost", "Events", "Settings", "WorkerError", "build_kernel", "run",
@@ -166,7 +166,7 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
         plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events, seed)
         events.start(plan.total)
         if plan.jobs:
-            race_of = _Race(plan, settings, base.id if base else None, tie_floor) if race else None
+            race_of = _Race(plan, settings, base.id if base else None, tie_floor, info) if race else None
 
             def stored(job: Job, result: Result) -> list[Job]:
                 if race_of is not None and job.phase == Phase.BRIEF:
@@ -284,8 +284,9 @@ class _Race:
     BRIEF_SAMPLES = 5
     BRIEF_BATCH_SHARE = 5
 
-    def __init__(self, plan: _Plan, settings: Settings, baseline: str | None, tie_floor: float) -> None:
+    def __init__(self, plan: _Plan, settings: Settings, baseline: str | None, tie_floor: float, info: dict) -> None:
         self.settings, self.baseline, self.tie_floor = settings, baseline, tie_floor
+        self.peak, self.cache = float(info.get("peak_bandwidth") or 0) or None, cache_of(info)
         self.brief_settings = replace(settings, min_samples=min(settings.min_samples, self.BRIEF_SAMPLES),
                                       max_samples=max(settings.max_samples, self.BRIEF_SAMPLES), max_noise=1.0,
                                       min_time=0.0, max_time=settings.max_time / 4,
@@ -312,15 +313,21 @@ class _Race:
     def _decide(self, job: Job, store: Store, run_id: int, events: Events) -> list[Job]:
         rank = self.settings.rank_by
         lap = self.laps.pop(job.spec_index)
+
+        def plausible(e: Estimate) -> bool:  # a time faster than memory allows is no time to race against
+            return not implausible(job.spec, e.median / 1e3, self.peak, self.settings.cold, self.cache)
+
         times = [(r.variant, e) for r in self.known.get(job.spec_index, []) if (e := estimate(r.clock(rank)))]
         times += [(r.variant, e) for _, r in lap if (e := estimate(r.clock(rank)))]
+        times = [(v, e) for v, e in times if plausible(e)]
         if not times:
-            return []
+            return [replace(job, pairs=[pair for pair, _ in lap], settings=None, phase=Phase.FULL)] if lap else []
         best, fastest = min(times, key=lambda t: t[1].median)
         survivors: list[Pair] = []
         for pair, result in lap:
             mine = estimate(result.clock(rank))
-            if mine is None or pair.variant.id == self.baseline or ties_with(fastest, mine, self.tie_floor):
+            if mine is None or pair.variant.id == self.baseline or not plausible(mine) or \
+                    ties_with(fastest, mine, self.tie_floor):
                 survivors.append(pair)
                 continue
             ratio = mine.median / fastest.median
