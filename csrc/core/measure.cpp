@@ -116,16 +116,23 @@ class Loop {
 
   Measurement run() {
     Measurement m;
-    m.warmup = config_.warmup;
     reset();
     // The fastest warm-up round trip bounds a launch's time from above: rounds are cut
     // to what fits in their clock's budget, so that a slow kernel (a CPU OpenCL driver
     // on a large spec) takes one sample rather than overrunning its budget tenfold.
+    // Warm-up stops early once it has taken the other clocks' share of max_time: after
+    // one launch of a slow kernel (a CPU driver on the LM head: 0.1 to 0.4 s) the caches
+    // and the driver are as warm as they get, and two more were most of a race's brief lap.
+    m.warmup = 0;
+    double warmed = 0;
     for (int i = 0; i < config_.warmup; ++i) {
       auto t0 = Clock::now();
       device_.run(slots_[next()]);
       double took = seconds_since(t0);
       launch_s_ = i == 0 ? took : std::min(launch_s_, took);
+      m.warmup = i + 1;
+      warmed += took;
+      if (warmed >= config_.stop.max_time * kOtherShare) break;
     }
     const auto runs = [&](ClockKind kind) { return !config_.rank_only || kind == config_.rank_by; };
 

@@ -43,7 +43,7 @@ struct StopRule {
 };
 
 struct MeasureConfig {
-  int warmup = 3;            // untimed launches first
+  int warmup = 3;            // untimed launches first (fewer once they take a quarter of max_time)
   StopRule stop;
   ClockKind rank_by = ClockKind::batch;
   // A batch sample spans at least this much GPU time (as estimated from the gpu
@@ -77,7 +77,7 @@ struct ClockResult {
 
 struct Measurement {
   ClockResult gpu, batch, cpu;
-  int warmup = 0;
+  int warmup = 0;            // warm-up launches made
   size_t batch_size = 0;     // launches per batch sample
   // The last round launched slots first_slot, first_slot + 1, ... (modulo the slot
   // count), last_round of them: the final round where one was asked for, else the last
