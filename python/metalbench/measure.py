@@ -148,6 +148,7 @@ class Prepared:
     failure: str = ""
     notes: list[str] = field(default_factory=list)
     mode: dict = field(default_factory=dict)
+    seconds: float = 0.0  # what preparing it took
     _whole: dict[int, Reference] = field(default_factory=dict, repr=False)
     _sampled: dict[int, tuple[np.ndarray, Reference]] = field(default_factory=dict, repr=False)
 
@@ -232,6 +233,7 @@ class Worker:
         self.info = self.device.info
         self.compare = Comparer(self.device, backend)
         self.kernels: dict[tuple[str, str], _core.Kernel | Exception] = {}
+        self.build_seconds: dict[tuple[str, str], float] = {}
         self.cache = ReferenceCache()
 
     def healthy(self) -> bool:
@@ -248,6 +250,14 @@ class Worker:
         """Inputs, reference and buffers of `spec` for the run with `seed`, or the reason the
         spec cannot run here."""
         out = Prepared(spec, seed)
+        started = time.perf_counter()
+        try:
+            return self._prepare(out, settings)
+        finally:
+            out.seconds = round(time.perf_counter() - started, 6)
+
+    def _prepare(self, out: Prepared, settings: Settings) -> Prepared:
+        spec, seed = out.spec, out.seed
         itemsize = DTYPES[spec.dtype].itemsize
         elements_c = math.prod(spec.shape_c)
         alignment = int(self.info["view_alignment"])
@@ -307,7 +317,9 @@ class Worker:
 
         def one(v: Variant) -> None:
             begin(v.id)
+            started = time.perf_counter()
             self.kernels[(v.id, dtype)] = self._build(v, dtype)
+            self.build_seconds[(v.id, dtype)] = round(time.perf_counter() - started, 6)
             done(v.id)
 
         threads = 1 if one_at_a_time else min(len(todo), os.cpu_count() or 1, _BUILD_THREADS)
@@ -330,7 +342,9 @@ class Worker:
         """Builds once per variant and dtype; a build failure is remembered and raised again."""
         slot = (v.id, dtype)
         if slot not in self.kernels:
+            started = time.perf_counter()
             self.kernels[slot] = self._build(v, dtype)
+            self.build_seconds[slot] = round(time.perf_counter() - started, 6)
         found = self.kernels[slot]
         if isinstance(found, Exception):
             raise found
@@ -341,13 +355,27 @@ class Worker:
         """The result of variant `v` on the prepared spec (never raises for the variant's own faults);
         its `measure` says which device index measured it. `full` False is a race's brief lap:
         the ranking clock alone, and its last round verified rather than a final round."""
-        result = self._measure(prepared, v, key, detail, settings, full)
-        result.measure = {**(result.measure or {}), "device": self.index}
+        spent: dict[str, float] = {}
+        result = self._measure(prepared, v, key, detail, settings, full, spent)
+        built = self.build_seconds.get((v.id, prepared.spec.dtype))
+        # Where the time went (benchmarks/first_run.py adds it up): this pair's steps, its
+        # kernel's build and its spec's preparation (the same in every pair of the spec).
+        result.measure = {**(result.measure or {}), "device": self.index, "lap": "full" if full else "brief",
+                          "seconds": {**spent, **({"build": built} if built is not None else {}),
+                                      "prepare": prepared.seconds}}
         return result
 
     def _measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings,
-                 full: bool) -> Result:
+                 full: bool, spent: dict[str, float]) -> Result:
         spec = prepared.spec
+        clock = time.perf_counter()
+
+        def lap(step: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            spent[step] = round(spent.get(step, 0.0) + now - clock, 6)
+            clock = now
+
         result = Result(variant=v.id, spec_key=spec.key(), status=Status.FAILED, key=key, detail=detail)
         if prepared.failure:
             result.category, result.message = Category.RUNTIME, f"{spec.label()} {prepared.failure}"
@@ -392,6 +420,7 @@ class Worker:
             return result
         wrong = check.reason if check.verdict != Status.OK else ""
 
+        lap("verify")
         # Time, then verify a round of launches: the final round, or the last timed one.
         try:
             timing = self.device.measure(kernel, args, groups, threads, resets=buffers.resets(ws, ws0),
@@ -399,10 +428,11 @@ class Worker:
         except (_core.UsageError, _core.DeviceError) as e:
             result.category, result.message = Category.RUNTIME, f"timing: {e}"
             return result
-        for clock in CLOCKS:
-            setattr(result, clock, timing[clock] if timing[clock]["count"] else None)
-            if timing[clock]["count"]:
-                result.samples[clock] = timing[f"{clock}_ns"]
+        lap("time")
+        for name in CLOCKS:
+            setattr(result, name, timing[name] if timing[name]["count"] else None)
+            if timing[name]["count"]:
+                result.samples[name] = timing[f"{name}_ns"]
         first, count = timing["first_slot"], timing["last_round"]
         result.measure = {"batch_size": timing["batch_size"], "clock": timing["clock"], "warmup": timing["warmup"],
                           **prepared.mode,
@@ -417,6 +447,7 @@ class Worker:
                 self._verify_round(prepared, v, first, outputs)
             if again:
                 wrong = f"correct once, wrong when timed: {again}"
+            lap("check")
         if wrong:
             result.status, result.category, result.message = Status.WRONG, Category.WRONG, wrong
         else:
