@@ -32,7 +32,7 @@ from . import _core, paths
 from .specs import Spec
 from .variants import prelude_source
 
-__all__ = ["Arena", "Comparer", "Damage", "SpecBuffers", "guard_bytes", "guard_pattern"]
+__all__ = ["Arena", "ColdPlan", "Comparer", "Damage", "SpecBuffers", "guard_bytes", "guard_pattern", "plan_cold"]
 
 # The guard pattern without a run seed (tests, the embedded API): a kernel's own
 # arithmetic is unlikely to leave these bytes in this order where it strays.
@@ -227,7 +227,7 @@ class SpecBuffers:
 
     def __init__(self, device: _core.Device, spec: Spec, a: list[np.ndarray], b: np.ndarray, bias: np.ndarray,
                  c_initial: np.ndarray, copies: int, slots: int, compare: Comparer,
-                 pattern: np.ndarray = _PATTERN) -> None:
+                 pattern: np.ndarray = _PATTERN, evict: int = 0) -> None:
         info = device.info
         if len(a) < copies:
             raise ValueError(f"{len(a)} copies of A for {copies} input copies")
@@ -243,6 +243,12 @@ class SpecBuffers:
         self.c0.copy_from(self.c.buffer)
         self._workspaces: dict[int, tuple[Arena, _core.Buffer]] = {}
         self._args: tuple[Arena, bytes, list[list]] | None = None
+        # Copied before every round with C: streams `evict` bytes through the cache (ColdPlan).
+        self.evict: list[tuple[_core.Buffer, _core.Buffer]] = []
+        if evict:
+            source = device.allocate(evict)
+            source.fill(0)
+            self.evict = [(device.allocate(evict), source)]
 
     def _input(self, name: str, content: np.ndarray | list[np.ndarray], count: int) -> tuple[Arena, _core.Buffer]:
         first = content[0] if isinstance(content, list) else content
@@ -276,8 +282,9 @@ class SpecBuffers:
         return self._args[2]
 
     def resets(self, ws: Arena, ws0: _core.Buffer) -> list[tuple[_core.Buffer, _core.Buffer]]:
-        """What the measurement loop restores before every round: C and the workspace."""
-        return [(self.c.buffer, self.c0), (ws.buffer, ws0)]
+        """What the measurement loop copies before every round: C and the workspace from their
+        pristine twins, and the eviction buffer where the plan has one."""
+        return [(self.c.buffer, self.c0), (ws.buffer, ws0), *self.evict]
 
     def reset(self, ws: Arena, ws0: _core.Buffer) -> None:
         for target, source in self.resets(ws, ws0):
@@ -354,14 +361,46 @@ class SpecBuffers:
     def nbytes(self) -> int:
         """Device memory these arenas take, before any workspace."""
         inputs = sum(2 * arena.total for arena, _ in self.inputs.values())
-        return inputs + 2 * self.c.total
+        return inputs + 2 * self.c.total + sum(2 * source.nbytes for _, source in self.evict)
 
 
-def plan_copies(spec: Spec, cache_bytes: int, cold: bool, budget: int) -> int:
-    """Input copies: one when warm; when cold, ceil(2 x cache / bytes read per launch),
-    at most what fits in `budget` bytes (so that, bounded, cold may be partial)."""
+@dataclass(frozen=True)
+class ColdPlan:
+    """How a spec's launches find their inputs: `copies` of B and the bias rotated, and
+    `evict` bytes streamed through the cache before every round (0: none), and why (`how`):
+
+    warm    one copy; inputs may be in cache from the launches before;
+    size    cold, one copy: the inputs are over twice the cache, so no launch finds them there;
+    rotate  cold: enough copies that launches rotating through them never find theirs in
+            the cache (2 x cache / bytes read);
+    evict   cold, where those copies would be too many: as many as the bounds allow, rounds
+            of at most that many launches (slots = copies), and a buffer of twice the cache
+            copied before every round, outside the timed span, so each round starts with
+            none of them in the cache;
+    evict-partial  the same with a shorter buffer, where twice the cache would take too
+            long to copy before every round (so some inputs may still be in the cache).
+    """
+
+    copies: int
+    evict: int
+    how: str
+
+
+def plan_cold(spec: Spec, cache_bytes: int, cold: bool, budget: int, max_copies: int, max_evict: int = 0) -> ColdPlan:
+    """The plan for `spec` under a last-level cache of `cache_bytes`: copies are bounded by
+    `max_copies` and by `budget` bytes (the eviction buffer, two of twice the cache, comes
+    on top), the eviction buffer by `max_evict` bytes where given (`how` then says it was
+    cut short: "evict-partial")."""
     if not cold:
-        return 1
+        return ColdPlan(1, 0, "warm")
     read = spec.bytes_read()
-    wanted = max(1, math.ceil(2 * cache_bytes / read))
-    return max(1, min(wanted, budget // max(1, read)))
+    wanted = math.ceil(2 * max(0, cache_bytes) / read)
+    if wanted <= 1:
+        return ColdPlan(1, 0, "size")
+    copies = max(1, min(wanted, max_copies, budget // read))
+    if copies >= wanted:
+        return ColdPlan(copies, 0, "rotate")
+    evict = 2 * cache_bytes
+    if max_evict and evict > max_evict:
+        return ColdPlan(copies, max_evict, "evict-partial")
+    return ColdPlan(copies, evict, "evict")

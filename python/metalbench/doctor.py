@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.markup import escape
 
-from . import _core
+from . import _core, paths
 from .backends import BACKENDS, TRAITS
+from .roofline import device_key
+from .store import Store
 
 __all__ = ["BackendReport", "DeviceReport", "diagnose", "render"]
 
@@ -40,8 +42,9 @@ class DeviceReport:
     memory_bytes: int
     max_group_size: int
     unified_memory: bool
-    cache_bytes: int
+    cache_bytes: int       # what cold mode sizes its copies by: measured (peak.py, from the store) or the driver's
     cache_source: str
+    driver_cache_bytes: int  # what the driver reports
     timing_source: str
     clock_source: str
     peak_bandwidth: float  # bytes per second; 0 when no API gives it
@@ -70,11 +73,31 @@ def _device(backend: str, listed: dict) -> DeviceReport:
         index=int(info["index"]), name=str(info["name"]), vendor=str(info["vendor"]), driver=str(info["driver"]),
         compute_units=int(info["compute_units"]), memory_bytes=int(info["memory_bytes"]),
         max_group_size=int(info["max_group_size"]), unified_memory=bool(info["unified_memory"]),
-        cache_bytes=int(info["cache_bytes"]), cache_source=TRAITS[backend].cache_source,
+        **_cold_cache(backend, info),
         timing_source=str(info.get("timing_source", "")), clock_source=str(info.get("clock_source", "")),
         peak_bandwidth=float(info.get("peak_bandwidth", 0.0)),
         peak_bandwidth_source=str(info.get("peak_bandwidth_source", "")), opened=opened, open_error=error,
     )
+
+
+def _cold_cache(backend: str, info: dict) -> dict:
+    """The cache cold mode sizes its copies by on this device: the one peak.py measured, as
+    the default store keeps it, else the driver's until a run measures it."""
+    driver = int(info["cache_bytes"])
+    found = None
+    store_path = paths.default_store()
+    if store_path.is_file():
+        try:
+            store = Store(store_path, readonly=True)
+            found = store.cache(device_key({"backend": backend, **info}))
+            store.close()
+        except Exception:  # noqa: BLE001 - an unreadable store only means no measured figure here
+            found = None
+    if found is None:
+        return {"cache_bytes": driver, "driver_cache_bytes": driver,
+                "cache_source": f"{TRAITS[backend].cache_source}; not measured yet (the first run measures it)"}
+    return {"cache_bytes": found[0], "driver_cache_bytes": driver,
+            "cache_source": f"{found[1]} (stored in {store_path})"}
 
 
 def diagnose() -> list[BackendReport]:
@@ -129,7 +152,9 @@ def render(reports: list[BackendReport], console: Console) -> None:
                 ("driver", d.driver),
                 ("memory", f"{size(d.memory_bytes)} · {d.compute_units} compute units · max group "
                            f"{d.max_group_size} · unified memory {'yes' if d.unified_memory else 'no'}"),
-                ("cold-mode cache", f"{size(d.cache_bytes)} ({d.cache_bytes} bytes), {d.cache_source}"),
+                ("cold-mode cache", f"{size(d.cache_bytes)} ({d.cache_bytes} bytes), {d.cache_source}" +
+                 (f"; the driver reports {size(d.driver_cache_bytes)}" if d.driver_cache_bytes != d.cache_bytes
+                  else "")),
                 ("GPU timestamps", d.timing_source or "not reported"),
                 ("clock", d.clock_source or "not reported"),
                 ("peak bandwidth", bandwidth(d)),

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import _core, metrics
-from .arena import Comparer, SpecBuffers, guard_bytes, guard_pattern, plan_copies
+from .arena import Comparer, SpecBuffers, guard_bytes, guard_pattern, plan_cold
 from .reference import Fresh, Reference, ReferenceCache, fresh_copies, make_inputs, reference_at
 from .results import CLOCKS, Category, Result, Status
 from .specs import DTYPES, Spec
@@ -50,8 +50,18 @@ _FASTEST_LAUNCH = 1e-6
 # Output slots take at most this much device memory per spec (more slots than a batch
 # needs only cost memory and reset time).
 _SLOT_BUDGET = 16 << 20
-# Cold input copies take at most this share of the device's memory.
+# Cold input copies (and eviction buffers) take at most this share of the device's
+# memory, and at most _COLD_BYTES; there are at most _COLD_COPIES of them (each its
+# own slot and launch of a round, whose host-side arguments and device timestamps
+# cost per launch: PoCL's 480 MiB cache asked for tens of thousands, and a spec's
+# preparation alone took longer than a minute).
 _COLD_SHARE = 4
+_COLD_BYTES = 1 << 30
+_COLD_COPIES = 512
+# An eviction before a round may take at most this share of max_time at the peak
+# bandwidth: a copy of twice a (misreported) 480 MiB cache before every round made a
+# smoke suite's cold run take 12 times its warm one on PoCL.
+_EVICT_SHARE = 0.1
 # Compiler threads at most: compiling is memory-hungry too (NVRTC takes ~100 MB).
 _BUILD_THREADS = 16
 # Copies of A (each with its own values) take at most this many bytes, and in any case
@@ -149,6 +159,8 @@ class Prepared:
     notes: list[str] = field(default_factory=list)
     mode: dict = field(default_factory=dict)
     seconds: float = 0.0  # what preparing it took
+    cache_bytes: int = 0  # the last-level cache its cold plan was sized by
+    peak_bandwidth: float = 0.0
     _whole: dict[int, Reference] = field(default_factory=dict, repr=False)
     _sampled: dict[int, tuple[np.ndarray, Reference]] = field(default_factory=dict, repr=False)
 
@@ -246,10 +258,14 @@ class Worker:
             return False
         return True
 
-    def prepare(self, spec: Spec, settings: Settings, seed: int = 0) -> Prepared:
+    def prepare(self, spec: Spec, settings: Settings, seed: int = 0, cache_bytes: int = 0,
+                peak_bandwidth: float = 0.0) -> Prepared:
         """Inputs, reference and buffers of `spec` for the run with `seed`, or the reason the
-        spec cannot run here."""
+        spec cannot run here. `cache_bytes` is the last-level cache cold mode sizes its
+        copies by (peak.py's measurement; 0: the driver's figure); `peak_bandwidth` (bytes
+        per second, 0: unknown) bounds how long an eviction before each round may take."""
         out = Prepared(spec, seed)
+        out.cache_bytes, out.peak_bandwidth = cache_bytes or int(self.info["cache_bytes"]), peak_bandwidth
         started = time.perf_counter()
         try:
             return self._prepare(out, settings)
@@ -261,9 +277,14 @@ class Worker:
         itemsize = DTYPES[spec.dtype].itemsize
         elements_c = math.prod(spec.shape_c)
         alignment = int(self.info["view_alignment"])
-        cache_bytes = int(self.info["cache_bytes"])
-        copies = plan_copies(spec, cache_bytes, settings.cold, int(self.info["memory_bytes"]) // _COLD_SHARE)
-        slots = plan_slots(spec, copies, alignment, int(self.info["max_held_launches"]))
+        cache_bytes = out.cache_bytes
+        budget = min(_COLD_BYTES, int(self.info["memory_bytes"]) // _COLD_SHARE)
+        # An eviction copy reads and writes its buffer: at the peak, at most _EVICT_SHARE of max_time.
+        max_evict = int(out.peak_bandwidth * settings.max_time * _EVICT_SHARE / 2)
+        cold = plan_cold(spec, cache_bytes, settings.cold, budget, _COLD_COPIES, max_evict)
+        copies = cold.copies
+        # Evicting, a round launches each copy once at most: as many slots as copies.
+        slots = copies if cold.evict else plan_slots(spec, copies, alignment, int(self.info["max_held_launches"]))
         a_copies = plan_a_copies(spec, copies, slots, alignment, cache_bytes)
         a_bytes = math.prod(spec.shape_a) * itemsize
         # Inputs in their dtype and A's copies, C's initial state, and the reference's two
@@ -277,7 +298,7 @@ class Worker:
             return out
         guard = guard_bytes(alignment)
         device_need = 2 * copies * (spec.bytes_read() + 3 * guard) + 2 * a_copies * (a_bytes + guard) + \
-            2 * slots * (elements_c * itemsize + guard)
+            2 * slots * (elements_c * itemsize + guard) + 2 * cold.evict
         if device_need > int(self.info["memory_bytes"]):
             out.failure = (f"needs {_gib(device_need)} of device memory for its buffers, the device has "
                            f"{_gib(int(self.info['memory_bytes']))}")
@@ -292,14 +313,13 @@ class Worker:
             out.c_initial = metrics.initial_c(spec, inputs, seed)
             bias = inputs.bias if inputs.bias is not None else np.zeros(1, dtype=inputs.a.dtype)
             out.buffers = SpecBuffers(self.device, spec, a_contents, inputs.b, bias, out.c_initial, copies, slots,
-                                      self.compare, guard_pattern(seed))
+                                      self.compare, guard_pattern(seed), cold.evict)
         except MemoryError:
             out.failure = f"ran out of host memory preparing its inputs and reference (about {_gib(host_need)})"
         except _core.DeviceError as e:
             out.failure = f"could not allocate its buffers on the device: {e}"
-        wanted = plan_copies(spec, cache_bytes, settings.cold, 1 << 62)
         out.mode = {"cold": settings.cold, "copies": copies, "a_copies": a_copies, "slots": slots,
-                    "cold_partial": settings.cold and copies < wanted}
+                    "cold_how": cold.how, "evict_bytes": cold.evict, "cache_bytes": cache_bytes}
         return out
 
     def build(self, wanted: list[Variant], dtype: str, begin: Callable[[str], None], done: Callable[[str], None],

@@ -23,6 +23,7 @@ from enum import Enum
 from typing import Protocol
 
 from .measure import Settings
+from .peak import Memory
 from .results import Result
 from .specs import Spec
 from .variants import Variant
@@ -72,6 +73,8 @@ class Job:
     phase: Phase = Phase.FULL
     retried: bool = False  # its worker died once before any pair began: the next death blames them all
     seed: int = 0
+    cache_bytes: int = 0  # the last-level cache cold mode sizes its copies by (0: the driver's figure)
+    peak_bandwidth: float = 0.0  # bytes per second, where known: bounds the time an eviction may take
     one_at_a_time: bool = False  # build its kernels in turn: a worker died with several builds under way
 
 
@@ -89,7 +92,7 @@ class Message(str, Enum):
     NOTE = "note"        # something the user should know
     DONE = "done"        # the job is finished
     LOST = "lost"        # the device stopped working; value: why
-    PEAK = "peak"        # the read bandwidth; value: (bytes per second, source) or the reason it failed
+    PEAK = "peak"        # the memory probe; value: a peak.Memory or the reason it failed
     ERROR = "error"      # metalbench's own bug; value: the traceback
 
 
@@ -116,8 +119,9 @@ class Pool(Protocol):
     def begin(self) -> None:
         """Starts the workers without waiting for them (the runner plans meanwhile)."""
 
-    def measure_peak(self) -> tuple[float, str]:
-        """The read bandwidth of the first device, measured by a worker (peak.py); PeakUnavailable if not."""
+    def measure_peak(self) -> Memory:
+        """The first device's memory (read bandwidth against footprint: its peak and its last-level
+        cache), measured by a worker (peak.py); PeakUnavailable if not."""
 
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
             on_note: Callable[[str], None]) -> None:

@@ -36,7 +36,7 @@ __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
 # 1.1.0: roofline figures (Row.gbps, gflops, pct_peak; SpecReport.bytes, flops;
 #        Report.peak_bandwidth, peak_source), SpecReport.raced and devices.
 # 1.2.0: settings.batch_time.
-# 1.3.0: Row.implausible, Report.plausibility; settings.seed.
+# 1.3.0: Row.implausible, Report.plausibility, Report.cold_note; settings.seed; device.llc_bytes, llc_source.
 JSON_SCHEMA = "1.3.0"
 CLOCK_NAMES = {"batch": "batch", "gpu": "launch", "cpu": "CPU"}
 CLOCK_MEANING = {
@@ -133,6 +133,7 @@ class Report:
     peak_bandwidth: float | None = None  # bytes per second; None when unknown
     peak_source: str = ""
     plausibility: str = ""  # the rule that flags [implausible] times (roofline.plausibility_note)
+    cold_note: str = ""  # cold runs: how the specs' launches were kept from finding their inputs in cache
     schema: str = JSON_SCHEMA
 
 
@@ -283,10 +284,36 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                                 sorted(raced, key=lambda x: x[1]), where,
                                 shape.bytes_moved() if shape else None, shape.flops() if shape else None))
     ordered = sorted(failures.values(), key=lambda f: (f.category, f.variant))
+    cold_note = _cold_note(run, by_spec) if cold else ""
     return Report(run.id, run.status, run.suite, run.backend, run.device, run.settings, rank,
                   "cold" if run.settings.get("cold") else "warm", tie_floor, run.baseline, orig_note, compared,
                   _clock_note(run), specs, dict(counts), ordered, peak_bandwidth=peak_bw, peak_source=peak_source,
-                  plausibility=plausibility_note(cold, cache, exempt, len(run.specs)) if peak_bw else "")
+                  plausibility=plausibility_note(cold, cache, exempt, len(run.specs)) if peak_bw else "",
+                  cold_note=cold_note)
+
+
+# How arena.ColdPlan kept each spec's inputs out of the cache, in words.
+_COLD_HOW = {"rotate": "rotate input copies, each launch its own",
+             "evict": "rotate the copies the bounds allow and stream {evict} through the cache before each round",
+             "evict-partial": "rotate the copies the bounds allow and stream {evict} through the cache before each "
+                              "round, less than twice the cache (bounded by time: partly cold)",
+             "size": "read more than twice the cache (one copy)"}
+
+
+def _cold_note(run: Run, by_spec: dict[int, list[Result]]) -> str:
+    """Cold runs: how many specs kept their inputs out of the cache which way, and the cache
+    size it was planned for, from what the results recorded (measure.Prepared.mode)."""
+    ways: Counter = Counter()
+    for results in by_spec.values():
+        mode = next((r.measure for r in results if r.measure and r.measure.get("cold_how")), None)
+        if mode:
+            evict = f"{mode.get('evict_bytes', 0) / 2**20:.0f} MiB"
+            ways[_COLD_HOW.get(mode["cold_how"], mode["cold_how"]).format(evict=evict)] += 1
+    cache = cache_of(run.device)
+    source = run.device.get("llc_source") or "the driver's figure"
+    parts = [f"{count} spec{'s' if count != 1 else ''} {how}" for how, count in ways.most_common()]
+    return (", ".join(parts) or "no spec measured in this run") + \
+        f"; last-level cache {cache / 2**20:.1f} MiB ({source})"
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -321,8 +348,7 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
                   f"driver {d.get('driver')}")
     order = [report.rank_by] + [c for c in ("batch", "gpu", "cpu") if c != report.rank_by]
     console.print(f"timing: per launch, in us; {report.mode} cache" +
-                  (" (each launch reads its own copy of the inputs, rotated so that none is in the last-level "
-                   "cache)" if report.mode == "cold" else ""))
+                  (f": {report.cold_note}" if report.mode == "cold" else ""), markup=False)
     for c in order:
         console.print(f"  {CLOCK_NAMES[c]:<6} = {CLOCK_MEANING[c]}" + ("  [ranks]" if c == report.rank_by else ""))
     if "max_noise" in s:

@@ -151,8 +151,9 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     try:
         info = pool.describe()
         pool.begin()
-        # The roof of the roofline, recorded with the run: the device's own, stored, or measured now.
-        info = _with_peak(info, store, pool, events.note)
+        # The roof of the roofline and the cache cold mode sizes by, recorded with the run: the
+        # device's own, stored, or measured now.
+        info = _with_memory(info, store, pool, events.note)
     except BaseException:
         pool.close()
         raise
@@ -164,6 +165,9 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     status = "interrupted"
     try:
         plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events, seed)
+        for job in plan.jobs:
+            job.cache_bytes = int(info.get("llc_bytes") or 0)
+            job.peak_bandwidth = float(info.get("peak_bandwidth") or 0)
         events.start(plan.total)
         if plan.jobs:
             race_of = _Race(plan, settings, base.id if base else None, tie_floor, info) if race else None
@@ -187,22 +191,34 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     return run_id
 
 
-def _with_peak(info: dict, store: Store, pool: Pool, note: Callable[[str], None]) -> dict:
-    """`info` with `peak_bandwidth` and `peak_bandwidth_source`: the device's own figure where
-    it has one, else the store's for this device, else measured now by a worker and stored.
-    A peak that cannot be had is a note, never an error: the run goes on without % of peak."""
-    if float(info.get("peak_bandwidth") or 0) > 0:
-        return info
+def _with_memory(info: dict, store: Store, pool: Pool, note: Callable[[str], None]) -> dict:
+    """`info` with the device's memory as peak.py measures it: `peak_bandwidth` and its source
+    (the device's own figure where it has one) and `llc_bytes`, the last-level cache cold
+    mode sizes its copies by, and its source. Each comes from the store for this device, or
+    from one probe by a worker, stored. A probe that cannot be made is a note, never an
+    error: the run goes on without % of peak, with the driver's cache figure."""
     key = device_key(info)
-    found = store.peak(key)
-    if found is None:
+    own_peak = float(info.get("peak_bandwidth") or 0) > 0
+    peak = None if own_peak else store.peak(key)
+    cache = store.cache(key)
+    if cache is None or (peak is None and not own_peak):
         try:
             found = pool.measure_peak()
         except PeakUnavailable as e:
-            note(f"peak bandwidth not measured, so no % of peak: {e}")
-            return info
-        store.put_peak(key, *found)
-    return {**info, "peak_bandwidth": found[0], "peak_bandwidth_source": found[1]}
+            note(f"memory not measured, so no % of peak and the driver's cache size for cold mode: {e}")
+        else:
+            if cache is None:
+                cache = (found.cache_bytes, found.cache_source)
+                store.put_cache(key, *cache, found.curve)
+            if peak is None and not own_peak:
+                peak = (found.peak, found.peak_source)
+                store.put_peak(key, *peak)
+    out = dict(info)
+    if peak is not None:
+        out.update(peak_bandwidth=peak[0], peak_bandwidth_source=peak[1])
+    if cache is not None:
+        out.update(llc_bytes=cache[0], llc_source=cache[1])
+    return out
 
 
 def _split(job: Job, parts: int) -> list[Job]:

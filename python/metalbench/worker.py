@@ -37,7 +37,7 @@ from typing import Any
 from . import _core
 from .backends import BackendError
 from .measure import Settings, Worker, worker_stdio
-from .peak import measure_read_bandwidth
+from .peak import Memory, measure_memory
 from .pool import DeviceLost, Job, Message, PeakUnavailable, Phase, Step, WorkerError, ahead, pick
 from .results import Category, Result, Status
 
@@ -48,7 +48,7 @@ _TICK = 0.2
 
 
 class PeakJob:
-    """Asks a worker for its device's read bandwidth (peak.py) instead of measuring pairs."""
+    """Asks a worker for its device's memory probe (peak.py) instead of measuring pairs."""
 
 
 def _orphan_watch() -> None:
@@ -117,10 +117,11 @@ class JobRunner:
 
     def run(self, job: Job) -> bool:
         """Runs `job`; False when the device stopped working (the last message said so)."""
-        if self.prepared is None or self.prepared.spec != job.spec or self.prepared.seed != job.seed:
+        if self.prepared is None or (self.prepared.spec, self.prepared.seed) != (job.spec, job.seed):
             self.prepared = None  # its buffers go before the next spec's are made
             self.send((Message.PREPARE, None))
-            self.prepared = self.worker.prepare(job.spec, self.settings, job.seed)
+            self.prepared = self.worker.prepare(job.spec, self.settings, job.seed, job.cache_bytes,
+                                                job.peak_bandwidth)
             for note in self.prepared.notes:
                 self.send((Message.NOTE, note))
         settings = job.settings or self.settings
@@ -142,12 +143,12 @@ class JobRunner:
         self.send((Message.DONE, None))
         return True
 
-    def peak(self) -> tuple[float, str] | str:
-        """The device's read bandwidth (bytes per second, source), or why it could not be had."""
+    def peak(self) -> Memory | str:
+        """The device's memory probe (peak and last-level cache), or why it could not be had."""
         w = self.worker
         try:
             with self.lock.held(self._waiting) if self.lock else nullcontext():
-                return measure_read_bandwidth(w.device, w.backend)
+                return measure_memory(w.device, w.backend)
         except (_core.CompileError, _core.DeviceError, _core.UsageError, _core.UnavailableError, OSError) as e:
             return str(e).splitlines()[0] if str(e) else type(e).__name__
 
@@ -306,8 +307,8 @@ class ProcessPool:
         w.step, w.since = Step.IDLE, time.monotonic()
         return w
 
-    def measure_peak(self) -> tuple[float, str]:
-        """The first device's read bandwidth, measured by its first worker within the deadline."""
+    def measure_peak(self) -> Memory:
+        """The first device's memory probe (peak.py), measured by its first worker within the deadline."""
         self._start()
         if self.local is not None:
             found = self.local.peak()
