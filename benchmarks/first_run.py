@@ -45,6 +45,7 @@ def breakdown(store: Store, run_id: int) -> dict:
     build: dict[tuple[str, str], float] = {}
     laps: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     per_spec: dict[int, float] = defaultdict(float)
+    full_of: dict[int, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
     for r in run.results:
         seconds = (r.measure or {}).get("seconds")
@@ -56,6 +57,7 @@ def breakdown(store: Store, run_id: int) -> dict:
             build[(r.variant, dtype)] = seconds["build"]
         lap = r.measure.get("lap", "?")
         counts[lap] += 1
+        full_of[r.spec_index] += lap == "full"
         for step in ("verify", "time", "check"):
             laps[lap][step] += seconds.get(step, 0.0)
             per_spec[r.spec_index] += seconds.get(step, 0.0)
@@ -66,7 +68,7 @@ def breakdown(store: Store, run_id: int) -> dict:
         "build_s_summed": sum(build.values()), "builds": len(build),
         "laps": {lap: {**steps, "pairs": counts[lap]} for lap, steps in laps.items()},
         "pairs_s": pairs, "rest_s": sweep - pairs - sum(prepare.values()),
-        "specs": sorted(((run.specs[i]["label"], s) for i, s in per_spec.items()), key=lambda x: -x[1]),
+        "specs": sorted(((run.specs[i]["label"], s, full_of[i]) for i, s in per_spec.items()), key=lambda x: -x[1]),
     }
 
 
@@ -108,8 +110,8 @@ def main() -> int:
     rows.append(("rest of the sweep (builds' wall, messages, store, planning)", found["rest_s"]))
     print(table(f"where the time of `metalbench run` went ({found['caches']} caches)", ["part", "seconds"],
                 [(name, f"{value:.1f}") for name, value in rows]))
-    print(table("the specs that took longest (pairs' steps)", ["spec", "seconds"],
-                [(label, f"{s:.1f}") for label, s in found["specs"][:6]]))
+    print(table("the specs that took longest (pairs' steps)", ["spec", "seconds", "full laps"],
+                [(label, f"{s:.1f}", full) for label, s, full in found["specs"][:8]]))
     write_json(args.json, json.loads(json.dumps(found)))
     return 0
 

@@ -313,7 +313,8 @@ NB_MODULE(_core, m) {
           [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const nb::list& args, const std::vector<uint32_t>& groups,
              const std::vector<uint32_t>& threads, int warmup, int min_samples, int max_samples, double min_time,
              double max_time, double max_noise, const std::string& rank_by, double batch_time, size_t max_batch,
-             double min_clock_fraction, const Resets& resets, bool rank_only, bool final_round) -> AnyDict {
+             double min_clock_fraction, const Resets& resets, bool rank_only, bool final_round,
+             double launch_hint) -> AnyDict {
             std::vector<mb::Launch> slots = make_slots(k, args, groups, threads);
             std::vector<mb::Reset> pairs;
             for (nb::handle h : resets) {
@@ -334,6 +335,7 @@ NB_MODULE(_core, m) {
             cfg.min_clock_fraction = min_clock_fraction;
             cfg.rank_only = rank_only;
             cfg.final_round = final_round;
+            cfg.launch_hint = launch_hint;
             mb::Measurement r;
             {
               nb::gil_scoped_release nogil;
@@ -361,7 +363,7 @@ NB_MODULE(_core, m) {
           "kernel"_a, "args"_a, "groups"_a, "threads"_a, nb::kw_only(), "warmup"_a = 3, "min_samples"_a = 10,
           "max_samples"_a = 1000, "min_time"_a = 0.005, "max_time"_a = 0.5, "max_noise"_a = 0.005,
           "rank_by"_a = "batch", "batch_time"_a = 5e-4, "max_batch"_a = 4096, "min_clock_fraction"_a = 0.85,
-          "resets"_a = nb::list(), "rank_only"_a = false, "final_round"_a = false,
+          "resets"_a = nb::list(), "rank_only"_a = false, "final_round"_a = false, "launch_hint"_a = 0.0,
           "Warm-up, then three clocks (per-launch GPU, batch, CPU round trip), each until its stop rule holds: "
           "the `rank_by` clock until its relative standard deviation is at most `max_noise` (after `min_samples` "
           "samples spanning `min_time` seconds), the others at `min_samples`; every clock stops at "
@@ -373,8 +375,10 @@ NB_MODULE(_core, m) {
           "'cpu_ns'), 'batch_size', the last round's slots ('first_slot', 'last_round': that many from there, "
           "wrapping) and the lowest and highest clock seen ('clock', None where unknown). `rank_only` times the "
           "`rank_by` clock alone (the others come back with no samples); `final_round` ends with an untimed round, "
-          "after a reset, over slots 0, 1, ... once each (every slot where they fit in half of `max_time`, and at least two), "
-          "which 'first_slot' and 'last_round' then name ('final_round': True).")
+          "after a reset, over slots 0, 1, ... once each (every slot where they fit in half of `max_time`, and at "
+          "least two), "
+          "which 'first_slot' and 'last_round' then name ('final_round': True). `launch_hint`: a launch's round trip in "
+          "seconds the caller measured, which sizes the rounds where `warmup` is 0.")
       .def(
           "clock", [](mb::Device& d) -> nb::typed<nb::object, std::optional<AnyDict>> { return reading(d.clock()); },
           "The GPU's core clock now ({'mhz', 'max_mhz', 'throttled'}), or None where the backend exposes none.");

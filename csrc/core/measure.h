@@ -65,6 +65,10 @@ struct MeasureConfig {
   // differ from slot to slot, this round shows whether each launch computed its own
   // slot's answer.
   bool final_round = false;
+  // A launch's round trip, in seconds, as the caller measured it (0: unknown): what the
+  // warm-up's fastest round trip would tell, for a caller whose own launch just warmed
+  // the kernel, its inputs and the driver (warmup 0). Rounds are sized by it.
+  double launch_hint = 0;
 };
 
 struct ClockResult {

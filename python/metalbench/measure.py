@@ -74,6 +74,14 @@ _A_CACHE_SHARE = 8
 _SAMPLE = 128
 _WHOLE_SLOTS = 2
 _U64 = (1 << 64) - 1
+# A brief lap skips its warm-up where the launch it verified took this share of
+# max_time or more (the core would stop a warm-up after one such launch anyway).
+_WARM_SHARE = 0.25
+# A brief lap gives up timing a pair whose verified launch took over this many times the
+# best time of its spec known so far (and at least _HOPELESS_MIN seconds: a round trip
+# that long is the kernel's time within a few percent): it cannot tie, which needs 1%.
+_HOPELESS = 4.0
+_HOPELESS_MIN = 2e-3
 # Test-only (_planted_build_fault): a build that hangs or is killed.
 _BUILD_FAULT_ENV = "METALBENCH_TEST_BUILD_FAULT"
 
@@ -246,6 +254,9 @@ class Worker:
         self.compare = Comparer(self.device, backend)
         self.kernels: dict[tuple[str, str], _core.Kernel | Exception] = {}
         self.build_seconds: dict[tuple[str, str], float] = {}
+        # Kernels launched at least once with a group shape: a driver that compiles at the
+        # first launch of a shape (PoCL) has done so, and a round trip is a launch's time.
+        self.launched: set[tuple[str, str, tuple[int, ...]]] = set()
         self.cache = ReferenceCache()
 
     def healthy(self) -> bool:
@@ -371,12 +382,16 @@ class Worker:
         return found
 
     def measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings,
-                full: bool = True) -> Result:
+                full: bool = True, race_bar: float = 0.0) -> Result:
         """The result of variant `v` on the prepared spec (never raises for the variant's own faults);
         its `measure` says which device index measured it. `full` False is a race's brief lap:
-        the ranking clock alone, and its last round verified rather than a final round."""
+        the ranking clock alone, and its last round verified rather than a final round. In a
+        brief lap, `race_bar` (seconds, 0: none) is the best time of the spec known: a pair
+        whose verified launch took over _HOPELESS times that (a kernel launched before, at
+        least _HOPELESS_MIN long, so no compile and little overhead in it) is not timed: its
+        round trip is its time (`measure.hopeless`), and the race puts it out (runner.py)."""
         spent: dict[str, float] = {}
-        result = self._measure(prepared, v, key, detail, settings, full, spent)
+        result = self._measure(prepared, v, key, detail, settings, full, spent, race_bar)
         built = self.build_seconds.get((v.id, prepared.spec.dtype))
         # Where the time went (benchmarks/first_run.py adds it up): this pair's steps, its
         # kernel's build and its spec's preparation (the same in every pair of the spec).
@@ -386,7 +401,7 @@ class Worker:
         return result
 
     def _measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings,
-                 full: bool, spent: dict[str, float]) -> Result:
+                 full: bool, spent: dict[str, float], race_bar: float = 0.0) -> Result:
         spec = prepared.spec
         clock = time.perf_counter()
 
@@ -422,8 +437,13 @@ class Worker:
 
         # Verify: one launch, from C's initial state, checked in full against its copy of A.
         buffers.reset(ws, ws0)
+        shape = (v.id, spec.dtype, tuple(threads))
+        warmed = shape in self.launched
         try:
+            started = time.perf_counter()
             self.device.run(kernel, args[0], groups, threads)
+            round_trip = time.perf_counter() - started
+            self.launched.add(shape)
         except _core.UsageError as e:
             result.category, result.message = Category.LAUNCH, str(e)
             return result
@@ -441,10 +461,23 @@ class Worker:
         wrong = check.reason if check.verdict != Status.OK else ""
 
         lap("verify")
+        if not full and not wrong and race_bar > 0 and warmed and round_trip >= _HOPELESS_MIN and \
+                round_trip > _HOPELESS * race_bar:
+            result.status = Status.OK
+            result.measure = {**prepared.mode, "hopeless": {"round_trip_ns": round(round_trip * 1e9),
+                                                            "bar_ns": round(race_bar * 1e9), "factor": _HOPELESS},
+                              "verified": {"round": "first launch", "launches": 1, "slots": buffers.slots,
+                                           "elements": math.prod(spec.shape_c), "whole": 1}}
+            return result
         # Time, then verify a round of launches: the final round, or the last timed one.
+        core = settings.core()
+        if not full and warmed and round_trip >= settings.max_time * _WARM_SHARE:
+            # A brief lap of a slow kernel that was built and launched before: the launch just
+            # verified warmed it, its inputs and the driver as a warm-up would have.
+            core.update(warmup=0, launch_hint=round_trip)
         try:
             timing = self.device.measure(kernel, args, groups, threads, resets=buffers.resets(ws, ws0),
-                                         rank_only=not full, final_round=full and not wrong, **settings.core())
+                                         rank_only=not full, final_round=full and not wrong, **core)
         except (_core.UsageError, _core.DeviceError) as e:
             result.category, result.message = Category.RUNTIME, f"timing: {e}"
             return result

@@ -73,6 +73,7 @@ class Job:
     phase: Phase = Phase.FULL
     retried: bool = False  # its worker died once before any pair began: the next death blames them all
     seed: int = 0
+    bar_ns: float = 0.0  # a brief lap: the best time known for the spec already (reused results), 0: none
     cache_bytes: int = 0  # the last-level cache cold mode sizes its copies by (0: the driver's figure)
     peak_bandwidth: float = 0.0  # bytes per second, where known: bounds the time an eviction may take
     one_at_a_time: bool = False  # build its kernels in turn: a worker died with several builds under way

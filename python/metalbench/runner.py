@@ -312,7 +312,9 @@ class _Race:
         self.laps: dict[int, list[tuple[Pair, Result]]] = {job.spec_index: [] for job in plan.jobs}
 
     def brief(self, job: Job) -> Job:
-        return replace(job, settings=self.brief_settings, phase=Phase.BRIEF)
+        rank = self.settings.rank_by
+        known = [e.median for r in self.known.get(job.spec_index, []) if (e := estimate(r.clock(rank)))]
+        return replace(job, settings=self.brief_settings, phase=Phase.BRIEF, bar_ns=min(known, default=0.0))
 
     def lap(self, job: Job, result: Result, store: Store, run_id: int, events: Events) -> list[Job]:
         pair = next(p for p in job.pairs if p.variant.id == result.variant)
@@ -342,20 +344,34 @@ class _Race:
         survivors: list[Pair] = []
         for pair, result in lap:
             mine = estimate(result.clock(rank))
+            gave_up = (result.measure or {}).get("hopeless")
+            if mine is None and gave_up and pair.variant.id != self.baseline:
+                # Not timed: its verified launch took many times the best time then known
+                # (measure.Worker). Out if that launch still takes twice the fastest's time.
+                ratio = gave_up["round_trip_ns"] / fastest.median
+                if ratio >= 2:
+                    self._out(job, pair, result, best, ratio, store, run_id, events,
+                              f"raced out: {ratio:.2f}x the time of {best}, by the round trip of the launch it was "
+                              f"verified by (over {gave_up['factor']:g}x the best time known then, so not timed)")
+                    continue
             if mine is None or pair.variant.id == self.baseline or not plausible(mine) or \
                     ties_with(fastest, mine, self.tie_floor):
                 survivors.append(pair)
                 continue
             ratio = mine.median / fastest.median
-            raced = replace(result, status=Status.RACED, category=Category.RACED,
-                            key=_key({**pair.detail, "raced": True}),
-                            message=f"raced out: {ratio:.2f}x the time of {best} after a brief measurement, slower "
-                                    f"at {100 * CONFIDENCE:g}% confidence",
-                            measure={**(result.measure or {}),
-                                     "race": {"best": best, "ratio": ratio, "confidence": CONFIDENCE}})
-            store.add(run_id, job.spec_index, raced)
-            events.result(job.spec, raced)
+            self._out(job, pair, result, best, ratio, store, run_id, events,
+                      f"raced out: {ratio:.2f}x the time of {best} after a brief measurement, slower at "
+                      f"{100 * CONFIDENCE:g}% confidence")
         return [replace(job, pairs=survivors, settings=None, phase=Phase.FULL)] if survivors else []
+
+    @staticmethod
+    def _out(job: Job, pair: Pair, result: Result, best: str, ratio: float, store: Store, run_id: int,
+             events: Events, message: str) -> None:
+        raced = replace(result, status=Status.RACED, category=Category.RACED, key=_key({**pair.detail, "raced": True}),
+                        message=message, measure={**(result.measure or {}),
+                                                  "race": {"best": best, "ratio": ratio, "confidence": CONFIDENCE}})
+        store.add(run_id, job.spec_index, raced)
+        events.result(job.spec, raced)
 
 
 def _orig(spec: Spec) -> dict:

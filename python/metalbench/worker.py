@@ -19,6 +19,7 @@ their own output to stderr.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -45,6 +46,15 @@ __all__ = ["JobRunner", "PeakJob", "ProcessPool"]
 
 # Longest wait between checks of deadlines and of Ctrl-C, in seconds.
 _TICK = 0.2
+
+
+def _brief_time(result: Result, rank_by: str) -> float:
+    """A brief lap's time of a pair in seconds: its ranking clock's median, or the round trip
+    of the launch it was verified by where it gave up timing (0: none)."""
+    stats = result.clock(rank_by)
+    if stats and stats.get("count"):
+        return float(stats["median"]) * 1e-9
+    return float(((result.measure or {}).get("hopeless") or {}).get("round_trip_ns", 0.0)) * 1e-9
 
 
 class PeakJob:
@@ -100,6 +110,7 @@ class JobRunner:
         self.worker, self.settings, self.lock = worker, settings, lock
         self.prepared = None
         self.said_waiting = 0.0
+        self.ranked: dict[str, float] = {}  # variant -> its brief time over the best's, on the last spec it ran
         # Builds report from their own threads: one message at a time on the connection.
         sending = threading.Lock()
 
@@ -130,16 +141,32 @@ class JobRunner:
         self.worker.build([pair.variant for pair in job.pairs], job.spec.dtype,
                           lambda variant: self.send((Message.BUILDING, variant)),
                           lambda variant: self.send((Message.BUILT, variant)), job.one_at_a_time)
-        for pair in job.pairs:
+        brief = job.phase == Phase.BRIEF
+        # A brief lap takes the variants in the order they ranked on the specs before (the
+        # fastest first), so that the best time is known early, and gives up timing one whose
+        # verified launch was many times slower than that (measure.Worker, `race_bar`).
+        pairs = sorted(job.pairs, key=lambda p: self.ranked.get(p.variant.id, math.inf)) if brief else job.pairs
+        bar = job.bar_ns * 1e-9
+        lap: list[tuple[str, float]] = []
+        for pair in pairs:
             with self.lock.held(self._waiting) if self.lock else nullcontext():
                 self.send((Message.BEGIN, pair.id))
                 result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, settings,
-                                             full=job.phase == Phase.FULL)
+                                             full=not brief, race_bar=bar if brief else 0.0)
+            if brief and result.status == Status.OK:
+                took = _brief_time(result, settings.rank_by)
+                if took:
+                    lap.append((pair.variant.id, took))
+                    if "hopeless" not in (result.measure or {}):
+                        bar = min(bar, took) if bar else took
             self.send((Message.RESULT, pair.id, result))
             if result.category in (Category.RUNTIME, Category.COMPILE) and not self.worker.healthy():
                 self.send((Message.LOST, f"the device stopped working after {pair.variant.id} on "
                                          f"{job.spec.label()} ({result.message})"))
                 return False
+        if lap:
+            best = min(t for _, t in lap)
+            self.ranked.update({variant: t / best for variant, t in lap})
         self.send((Message.DONE, None))
         return True
 
@@ -426,9 +453,14 @@ class ProcessPool:
             w.step = Step.WAITING
         elif kind == Message.BEGIN:
             w.step = Step.BEGIN
+            # The worker may take a job's pairs in its own order: the one begun goes first.
+            begun = next((pair for pair in w.left if pair.id == value), None)
+            if begun is not None:
+                w.left.remove(begun)
+                w.left.appendleft(begun)
         elif kind == Message.RESULT:
             assert w.job is not None
-            w.left.popleft()
+            w.left = deque(pair for pair in w.left if pair.id != value)
             w.step = Step.WAITING  # between pairs until the next begins
             ahead(queue, on_result(w.job, message[2]))
         elif kind == Message.DONE:
