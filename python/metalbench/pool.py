@@ -125,9 +125,10 @@ class Pool(Protocol):
         cache), measured by a worker (peak.py); PeakUnavailable if not."""
 
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
-            on_note: Callable[[str], None]) -> None:
+            on_note: Callable[[str], None], on_begin: Callable[[Job, Pair], None] | None = None) -> None:
         """Runs every job; calls `on_result` once for every pair, in the order answered, and runs
-        the jobs it returns next (ahead of the queue, with spec affinity)."""
+        the jobs it returns next (ahead of the queue, with spec affinity); `on_begin` as a pair
+        begins (several may be under way on several workers)."""
 
     def close(self) -> None:
         """Stops every worker."""

@@ -25,7 +25,7 @@ from typing import Any
 
 from .backends import TRAITS
 from .measure import Settings, Worker
-from .pool import DeviceLost, Job, Message, PeakUnavailable, WorkerError, ahead, pick
+from .pool import DeviceLost, Job, Message, Pair, PeakUnavailable, WorkerError, ahead, pick
 from .results import Category, Result, Status
 from .worker import JobRunner
 
@@ -133,7 +133,7 @@ class RayPool:
             self.started = False
 
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
-            on_note: Callable[[str], None]) -> None:
+            on_note: Callable[[str], None], on_begin: Callable[[Job, Pair], None] | None = None) -> None:
         """Runs every job, one pair per call; calls `on_result` for every pair as it is answered,
         and runs the jobs it returns next, with spec affinity (pool.pick)."""
         ray = self.ray
@@ -149,6 +149,8 @@ class RayPool:
                     break
                 self.holds[id(actor)] = job.spec_index
                 busy[actor.run.remote(job)] = (actor, job, time.monotonic() + self.timeout)
+                if on_begin is not None:  # one pair a call: it begins as it is sent
+                    on_begin(job, job.pairs[0])
             ready, _ = ray.wait(list(busy), num_returns=1, timeout=_TICK)
             for call in ready:
                 actor, job, _ = busy.pop(call)

@@ -183,7 +183,8 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
                 return [part for new in stored(job, result) for part in _split(new, pool.share)]
 
             first = [race_of.brief(job) for job in plan.jobs] if race_of else plan.jobs
-            pool.run([part for job in first for part in _split(job, pool.share)], stored_and_shared, events.note)
+            pool.run([part for job in first for part in _split(job, pool.share)], stored_and_shared, events.note,
+                     on_begin=lambda job, pair: events.begin(job.spec, pair.variant.id))
         status = "complete"
     finally:
         pool.close()

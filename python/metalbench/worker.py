@@ -39,7 +39,7 @@ from . import _core
 from .backends import BackendError
 from .measure import Settings, Worker, worker_stdio
 from .peak import Memory, measure_memory
-from .pool import DeviceLost, Job, Message, PeakUnavailable, Phase, Step, WorkerError, ahead, pick
+from .pool import DeviceLost, Job, Message, Pair, PeakUnavailable, Phase, Step, WorkerError, ahead, pick
 from .results import Category, Result, Status
 
 __all__ = ["JobRunner", "PeakJob", "ProcessPool"]
@@ -269,6 +269,7 @@ class ProcessPool:
         self.context = multiprocessing.get_context("spawn")
         self.workers: list[_Process | None] = [None] * len(self.slots)
         self.local: JobRunner | None = None
+        self.on_begin: Callable[[Job, Pair], None] | None = None
 
     def describe(self) -> dict:
         """The first device's info, as the driver lists it; every device must be the same model,
@@ -373,10 +374,12 @@ class ProcessPool:
             shutil.rmtree(self.lock_dir, ignore_errors=True)
 
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
-            on_note: Callable[[str], None]) -> None:
+            on_note: Callable[[str], None], on_begin: Callable[[Job, Pair], None] | None = None) -> None:
         """Runs every job; calls `on_result` once for every pair, in the order answered,
-        and runs the jobs it returns next, with spec affinity (pool.pick)."""
+        and runs the jobs it returns next, with spec affinity (pool.pick); `on_begin` as each
+        pair begins."""
         self._start()
+        self.on_begin = on_begin
         queue: deque[Job] = deque(jobs)
         if self.local is not None:
             return self._run_here(queue, on_result, on_note)
@@ -414,6 +417,8 @@ class ProcessPool:
             ahead(queue, on_result(current[0], message[2]))
         elif message[0] == Message.NOTE:
             on_note(message[1])
+        elif message[0] == Message.BEGIN and self.on_begin is not None:
+            self.on_begin(current[0], next(p for p in current[0].pairs if p.id == message[1]))
         elif message[0] == Message.LOST:
             raise DeviceLost(f"{message[1]}; without isolation the run cannot go on")
 
@@ -458,6 +463,8 @@ class ProcessPool:
             if begun is not None:
                 w.left.remove(begun)
                 w.left.appendleft(begun)
+                if self.on_begin is not None and w.job is not None:
+                    self.on_begin(w.job, begun)
         elif kind == Message.RESULT:
             assert w.job is not None
             w.left = deque(pair for pair in w.left if pair.id != value)
