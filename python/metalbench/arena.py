@@ -113,10 +113,12 @@ class Arena:
             raise ValueError(f"{len(parts)} contents for {self.count} copies of {self.name}")
         datas = []
         for part in parts:
-            data = np.zeros(self.size, dtype=np.uint8)
             raw = np.ascontiguousarray(part).reshape(-1).view(np.uint8)
-            data[:raw.size] = raw
-            datas.append(data)
+            if raw.size != self.size:  # shorter: padded with zeros (a copy, only of a short one)
+                data = np.zeros(self.size, dtype=np.uint8)
+                data[:raw.size] = raw
+                raw = data
+            datas.append(raw)
         if self.total <= _HOST_BUILD:
             out = _pattern(self.total, self.pattern)
             self.copies_of(out)[:] = np.stack(datas) if len(datas) > 1 else datas[0]
