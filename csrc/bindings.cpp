@@ -427,7 +427,8 @@ NB_MODULE(_core, m) {
           [](mb::Device& d, std::shared_ptr<mb::Kernel> k, const nb::list& args, const std::vector<uint32_t>& groups,
              const std::vector<uint32_t>& threads, int warmup, int min_samples, int max_samples, double min_time,
              double max_time, double max_noise, const std::string& rank_by, double batch_time, size_t max_batch,
-             double min_clock_fraction, const Resets& resets) -> AnyDict {
+             double min_clock_fraction, const Resets& resets, bool rank_only, bool final_round,
+             double launch_hint) -> AnyDict {
             std::vector<mb::Launch> slots = make_slots(d, k, args, groups, threads);
             std::vector<mb::Reset> pairs;
             for (nb::handle h : resets) {
@@ -448,6 +449,9 @@ NB_MODULE(_core, m) {
             cfg.batch_time = batch_time;
             cfg.max_batch = max_batch;
             cfg.min_clock_fraction = min_clock_fraction;
+            cfg.rank_only = rank_only;
+            cfg.final_round = final_round;
+            cfg.launch_hint = launch_hint;
             mb::Measurement r;
             {
               nb::gil_scoped_release nogil;
@@ -464,6 +468,7 @@ NB_MODULE(_core, m) {
             out["batch_size"] = r.batch_size;
             out["first_slot"] = r.first_slot;
             out["last_round"] = r.last_round;
+            out["final_round"] = r.final_round;
             out["rank_by"] = rank_by;
             nb::dict clock;
             clock["low"] = reading(r.clock_low);
@@ -476,7 +481,8 @@ NB_MODULE(_core, m) {
           "min_time"_a = defaults.stop.min_time, "max_time"_a = defaults.stop.max_time,
           "max_noise"_a = defaults.stop.max_noise, "rank_by"_a = std::string(mb::clock_name(defaults.rank_by)),
           "batch_time"_a = defaults.batch_time, "max_batch"_a = defaults.max_batch,
-          "min_clock_fraction"_a = defaults.min_clock_fraction, "resets"_a = nb::list(),
+          "min_clock_fraction"_a = defaults.min_clock_fraction, "resets"_a = nb::list(), "rank_only"_a = false,
+          "final_round"_a = false, "launch_hint"_a = 0.0,
           "Warm-up, then three clocks (per-launch GPU, batch, CPU round trip), each until its stop rule holds: "
           "the `rank_by` clock until its relative standard deviation is at most `max_noise` (after `min_samples` "
           "samples spanning `min_time` seconds), the others at `min_samples`; every clock stops at "
@@ -486,8 +492,12 @@ NB_MODULE(_core, m) {
           "the slots taken in turn across rounds. Returns per-clock statistics (with 'stop', 'discarded' and "
           "'round'), the samples as numpy uint64 arrays in nanoseconds per launch ('gpu_ns', 'batch_ns', "
           "'cpu_ns'), 'batch_size', the final round's slots ('first_slot', 'last_round': that many from there, "
-          "wrapping) and the lowest and highest clock seen ('clock', None where unknown). The settings' defaults "
-          "and ranges are MeasureConfig's.")
+          "wrapping) and the lowest and highest clock seen ('clock', None where unknown). `rank_only` times the "
+          "`rank_by` clock alone (the others come back with no samples); `final_round` ends with an untimed round, "
+          "after a reset, over slots 0, 1, ... once each (every slot where they fit in half of `max_time`, and at "
+          "least two), which 'first_slot' and 'last_round' then name ('final_round': True). `launch_hint`: a "
+          "launch's round trip in seconds the caller measured, which sizes the rounds where `warmup` is 0. The "
+          "settings' defaults and ranges are MeasureConfig's.")
       .def(
           "clock", [](mb::Device& d) -> nb::typed<nb::object, std::optional<AnyDict>> { return reading(d.clock()); },
           "The GPU's core clock now ({'mhz', 'max_mhz', 'throttled'}), or None where the backend exposes none.");

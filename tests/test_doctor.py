@@ -37,3 +37,18 @@ def test_metalbench_doctor_runs_and_names_the_device_and_its_cache(opencl):
     assert "GPU timestamps" in r.stdout and "OpenCL profiling events" in r.stdout
     assert "peak bandwidth" in r.stdout and "unknown" in r.stdout  # OpenCL gives none
     assert "metal: " in r.stdout  # every backend is accounted for, built or not
+
+
+def test_doctor_shows_the_cache_a_run_measured_and_where_it_came_from(opencl, tmp_path, monkeypatch):
+    from metalbench import paths, roofline
+    from metalbench.store import Store
+
+    info = opencl.info
+    store = Store(paths.default_store())
+    store.put_cache(roofline.device_key(info), 8 << 20, "measured: test curve", [(1 << 20, 3e10), (1 << 29, 1e10)])
+    store.close()
+    d = next(r for r in doctor.diagnose(paths.default_store()) if r.name == "opencl").devices[0]
+    assert d.cache_bytes == 8 << 20 and d.cache_source.startswith("measured: test curve")
+    assert d.driver_cache_bytes == info["cache_bytes"]
+    r = subprocess.run([sys.executable, "-m", "metalbench", "doctor"], capture_output=True, text=True, timeout=120)
+    assert "8.0 MiB (8388608 bytes), measured: test curve" in r.stdout, r.stdout

@@ -52,30 +52,34 @@ def test_roofline_figures_are_bytes_and_flops_over_time():
 
 
 class _Counted:
-    """A pool that measures the peak in its worker process and counts how often it was asked."""
+    """A pool that measures the memory in its worker process and counts how often it was asked."""
 
     def __init__(self) -> None:
         self.pool, self.asked = worker.ProcessPool("opencl", [0], Settings(), 120), 0
 
-    def measure_peak(self) -> tuple[float, str]:
+    def measure_peak(self):
         self.asked += 1
         return self.pool.measure_peak()
 
 
-def test_the_peak_is_measured_once_per_device_by_a_worker_and_stored(opencl, tmp_path):
+def test_the_memory_is_measured_once_per_device_by_a_worker_and_stored(opencl, tmp_path):
     store = Store(tmp_path / "r.sqlite")
     info = opencl.info
     assert info["peak_bandwidth"] == 0  # OpenCL gives none: it must be measured
     counted = _Counted()
     try:
-        first = runner._with_peak(info, store, counted, print)
+        first = runner._with_memory(info, store, counted, print)
         assert counted.asked == 1 and counted.pool.workers[0] is not None  # measured in a worker process
         assert first["peak_bandwidth"] > 1e8 and first["peak_bandwidth_source"].startswith("measured: ")
-        assert store.peak(roofline.device_key(info)) == (first["peak_bandwidth"], first["peak_bandwidth_source"])
-        # The second time it comes from the store, and a device's own figure is left alone.
-        assert runner._with_peak(info, store, counted, print) == first
+        assert "the last-level cache" in first["peak_bandwidth_source"]
+        key = roofline.device_key(info)
+        assert store.peak(key) == (first["peak_bandwidth"], first["peak_bandwidth_source"])
+        assert store.cache(key) == (first["llc_bytes"], first["llc_source"]) and first["llc_bytes"] > 0
+        # The second time both come from the store, and a device's own peak is left alone.
+        assert runner._with_memory(info, store, counted, print) == first
         own = {**info, "peak_bandwidth": 3.35e12, "peak_bandwidth_source": "NVML"}
-        assert runner._with_peak(own, store, counted, print) is own
+        again = runner._with_memory(own, store, counted, print)
+        assert again["peak_bandwidth"] == 3.35e12 and again["llc_bytes"] == first["llc_bytes"]
         assert counted.asked == 1
     finally:
         counted.pool.close()

@@ -6,8 +6,8 @@ from collections import Counter
 import pytest
 
 from metalbench import runner, variants
-from metalbench.settings import Settings
 from metalbench.ray_pool import RayPool, ray_available, reachable
+from metalbench.settings import Settings
 from metalbench.specs import load_suite
 from metalbench.store import Store
 

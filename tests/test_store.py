@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from metalbench.results import Result
-from metalbench.store import MissingRun, Store, StoreError
+from metalbench.store import SCHEMA_VERSION, MissingRun, Store, StoreError
 
 
 def make(tmp_path):
@@ -89,7 +89,7 @@ def test_a_version_1_store_is_upgraded_to_3_and_its_results_kept(tmp_path):
     assert old.peak("opencl|dev") is None  # no peaks table before version 3
     old.close()
     s = Store(path)
-    assert s.version == 3
+    assert s.version == SCHEMA_VERSION
     assert s.load_run(1).results[0].batch is None
     # Version 3's table is there after the upgrade, and readable read-only too.
     s.put_peak("opencl|dev", 2.5e10, "measured: test")
@@ -151,5 +151,21 @@ def test_a_version_2_store_reads_without_peaks_and_upgrades_to_3(tmp_path):
     assert old.version == 2 and old.peak("any") is None and old.load_run(run).results[0].batch["median"] == 7.0
     old.close()
     new = Store(path)
-    assert new.version == 3 and new.peak("any") is None
+    assert new.version == SCHEMA_VERSION and new.peak("any") is None and new.cache("any") is None
     assert new.load_run(run).results[0].key == "one"
+
+
+def test_a_version_3_store_upgrades_to_4_with_a_table_of_caches(tmp_path):
+    s = make(tmp_path)
+    s.put_peak("opencl|dev", 2.5e10, "measured: test")
+    s._db.execute("DROP TABLE caches")
+    s._db.execute("UPDATE meta SET value='3' WHERE name='schema'")
+    s.close()
+    path = tmp_path / "r.sqlite"
+    old = Store(path, readonly=True)
+    assert old.version == 3 and old.cache("opencl|dev") is None and old.peak("opencl|dev") == (2.5e10, "measured: test")
+    old.close()
+    new = Store(path)
+    assert new.version == SCHEMA_VERSION == 4 and new.cache("opencl|dev") is None
+    new.put_cache("opencl|dev", 8 << 20, "measured: test", [(1 << 20, 3e10), (1 << 29, 1e10)])
+    assert Store(path, readonly=True).cache("opencl|dev") == (8 << 20, "measured: test")

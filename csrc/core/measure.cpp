@@ -21,6 +21,8 @@ double seconds_since(Clock::time_point since) {
 // whose noise must come down, the two others only need their minimum.
 constexpr double kRankShare = 0.5;
 constexpr double kOtherShare = 0.25;
+// The share of max_time the untimed final round may take, on top of the clocks'.
+constexpr double kFinalShare = 0.5;
 // Launches a batch sample takes at least (where they fit in its time). A batch's first
 // launch starts on an idle GPU, and a batch of few launches is not back to back for
 // long: with the brief lap's 0.1 ms, the LM head's batches (64 us launches on an
@@ -114,60 +116,75 @@ class Loop {
 
   Measurement run() {
     Measurement m;
-    m.warmup = config_.warmup;
     reset();
     // The fastest warm-up round trip bounds a launch's time from above: rounds are cut
     // to what fits in their clock's budget, so that a slow kernel (a CPU OpenCL driver
     // on a large spec) takes one sample rather than overrunning its budget tenfold.
+    // Warm-up stops early once it has taken the other clocks' share of max_time: after
+    // one launch of a slow kernel (a CPU driver on the LM head: 0.1 to 0.4 s) the caches
+    // and the driver are as warm as they get, and two more were most of a race's brief lap.
+    m.warmup = 0;
+    launch_s_ = config_.launch_hint;
+    double warmed = 0;
     for (int i = 0; i < config_.warmup; ++i) {
       auto t0 = Clock::now();
       device_.run(slots_[next()]);
       double took = seconds_since(t0);
-      launch_s_ = i == 0 ? took : std::min(launch_s_, took);
+      launch_s_ = i == 0 && config_.launch_hint <= 0 ? took : std::min(launch_s_, took);
+      m.warmup = i + 1;
+      warmed += took;
+      if (warmed >= config_.stop.max_time * kOtherShare) break;
+    }
+    const auto runs = [&](ClockKind kind) { return !config_.rank_only || kind == config_.rank_by; };
+
+    if (runs(ClockKind::gpu)) {
+      m.gpu = clock(m, ClockKind::gpu, round_size(ClockKind::gpu), [&](size_t size) {
+        std::vector<uint64_t> ns = device_.timed(round(size));
+        double total = 0;
+        for (uint64_t x : ns) total += double(x);
+        return std::make_pair(ns, total);
+      });
     }
 
-    m.gpu = clock(ClockKind::gpu, round_size(ClockKind::gpu), [&](size_t size) {
-      std::vector<uint64_t> ns = device_.timed(round(size));
-      double total = 0;
-      for (uint64_t x : ns) total += double(x);
-      return std::make_pair(ns, total);
-    });
+    // The batch spans batch_time by the gpu clock's estimate of one launch (the warm-up's
+    // round trip where the gpu clock did not run), and at least kMinBatch launches where
+    // min_samples such batches fit in the batch clock's share of max_time (a slow device
+    // keeps its samples rather than its batch length).
+    if (runs(ClockKind::batch)) {
+      double per_launch = std::max(1.0, m.gpu.ns.empty() ? launch_s_ * 1e9 : m.gpu.stats.median);
+      size_t n = static_cast<size_t>(std::ceil(config_.batch_time * 1e9 / per_launch));
+      const double share = config_.stop.max_time * (config_.rank_by == ClockKind::batch ? kRankShare : kOtherShare);
+      const double per_sample = share / std::max(1, config_.stop.min_samples);
+      const size_t fit = std::max<size_t>(1, static_cast<size_t>(per_sample * 1e9 / per_launch));
+      n = std::max(n, std::min(kMinBatch, fit));
+      n = std::clamp<size_t>(n, 1, config_.max_batch);
+      if (size_t held = device_.info().max_held_launches) n = std::min(n, held);
+      if (!resets_.empty()) n = std::min(n, slots_.size());  // every launch from a reset slot
+      m.batch_size = n;
+      m.batch = clock(m, ClockKind::batch, n, [&](size_t size) {
+        uint64_t total = device_.timed_batch(round(size));
+        return std::make_pair(
+            std::vector<uint64_t>{static_cast<uint64_t>(std::llround(double(total) / double(size)))}, double(total));
+      });
+    }
 
-    // The batch spans batch_time by the gpu clock's estimate of one launch, and at least
-    // kMinBatch launches where min_samples such batches fit in the batch clock's share of
-    // max_time (a slow device keeps its samples rather than its batch length).
-    double per_launch = std::max(1.0, m.gpu.stats.median);
-    size_t n = static_cast<size_t>(std::ceil(config_.batch_time * 1e9 / per_launch));
-    const double share = config_.stop.max_time * (config_.rank_by == ClockKind::batch ? kRankShare : kOtherShare);
-    const double per_sample = share / std::max(1, config_.stop.min_samples);
-    const size_t fit = std::max<size_t>(1, static_cast<size_t>(per_sample * 1e9 / per_launch));
-    n = std::max(n, std::min(kMinBatch, fit));
-    n = std::clamp<size_t>(n, 1, config_.max_batch);
-    if (size_t held = device_.info().max_held_launches) n = std::min(n, held);
-    if (!resets_.empty()) n = std::min(n, slots_.size());  // every launch from a reset slot
-    m.batch_size = n;
-    m.batch = clock(ClockKind::batch, n, [&](size_t size) {
-      uint64_t total = device_.timed_batch(round(size));
-      return std::make_pair(std::vector<uint64_t>{static_cast<uint64_t>(std::llround(double(total) / double(size)))},
-                            double(total));
-    });
-
-    m.cpu = clock(ClockKind::cpu, round_size(ClockKind::cpu), [&](size_t size) {
-      m.first_slot = cursor_ % slots_.size();
-      std::vector<Launch> launches = round(size);
-      std::vector<uint64_t> ns;
-      ns.reserve(launches.size());
-      double total = 0;
-      for (const Launch& l : launches) {
-        auto t0 = Clock::now();
-        device_.run(l);
-        ns.push_back(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                               Clock::now() - t0).count()));
-        total += double(ns.back());
-      }
-      m.last_round = launches.size();
-      return std::make_pair(ns, total);
-    });
+    if (runs(ClockKind::cpu)) {
+      m.cpu = clock(m, ClockKind::cpu, round_size(ClockKind::cpu), [&](size_t size) {
+        std::vector<Launch> launches = round(size);
+        std::vector<uint64_t> ns;
+        ns.reserve(launches.size());
+        double total = 0;
+        for (const Launch& l : launches) {
+          auto t0 = Clock::now();
+          device_.run(l);
+          ns.push_back(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                 Clock::now() - t0).count()));
+          total += double(ns.back());
+        }
+        return std::make_pair(ns, total);
+      });
+    }
+    if (config_.final_round) final_round(m);
     m.clock_low = low_;
     m.clock_high = high_;
     return m;
@@ -186,6 +203,31 @@ class Loop {
       size = std::min(size, std::max<size_t>(1, static_cast<size_t>(share / launch_s_)));
     }
     return size;
+  }
+
+  // The untimed final round (MeasureConfig::final_round), from slot 0, in batches of at
+  // most what one timed batch may hold: every slot where they fit in kFinalShare of
+  // max_time at the back-to-back time of a launch (the warm-up's round trip where no
+  // clock measured one), and at least two, so that a launch follows one on another slot.
+  void final_round(Measurement& m) {
+    size_t count = slots_.size();
+    const double per_launch = !m.batch.ns.empty() ? m.batch.stats.median * 1e-9
+                              : !m.gpu.ns.empty() ? m.gpu.stats.median * 1e-9 : launch_s_;
+    const size_t least = std::min<size_t>(slots_.size(), 2);
+    if (per_launch > 0)
+      count = std::min(count, std::max(least, static_cast<size_t>(config_.stop.max_time * kFinalShare / per_launch)));
+    size_t chunk = config_.max_batch;
+    if (size_t held = device_.info().max_held_launches) chunk = std::min(chunk, held);
+    reset();
+    cursor_ = 0;
+    for (size_t done = 0; done < count;) {
+      const size_t size = std::min(chunk, count - done);
+      device_.timed_batch(round(size));
+      done += size;
+    }
+    m.first_slot = 0;
+    m.last_round = count;
+    m.final_round = true;
   }
 
   size_t next() { return cursor_++ % slots_.size(); }
@@ -212,10 +254,12 @@ class Loop {
   }
 
   template <typename Take>
-  ClockResult clock(ClockKind kind, size_t size, Take take) {
+  ClockResult clock(Measurement& m, ClockKind kind, size_t size, Take take) {
     Sampler sampler(config_.stop, kind == config_.rank_by);
     for (;;) {
       reset();
+      m.first_slot = cursor_ % slots_.size();
+      m.last_round = size;
       // A round's reading before is the previous round's after: only a reset lies between
       // them, and a reading can cost as much as several launches (NVML: about 10 us).
       ClockReading before = read_ ? last_ : device_.clock();
@@ -282,6 +326,8 @@ void check_config(const MeasureConfig& c) {
                                                             std::to_string(c.max_batch));
   require(std::isfinite(c.min_clock_fraction) && c.min_clock_fraction >= 0 && c.min_clock_fraction <= 1,
           "min_clock_fraction must be from 0 to 1, got " + shown(c.min_clock_fraction));
+  require(std::isfinite(c.launch_hint) && c.launch_hint >= 0 && c.launch_hint <= kMaxSeconds,
+          "launch_hint must be a finite number of seconds from 0 to 86400, got " + shown(c.launch_hint));
 }
 
 Measurement measure(Device& device, const std::vector<Launch>& slots, const std::vector<Reset>& resets,

@@ -48,7 +48,7 @@ struct StopRule {
 };
 
 struct MeasureConfig {
-  int warmup = 3;            // untimed launches first
+  int warmup = 3;            // untimed launches first (fewer once they take a quarter of max_time)
   StopRule stop;
   ClockKind rank_by = ClockKind::batch;
   // A batch sample spans at least this much GPU time (as estimated from the gpu
@@ -61,6 +61,19 @@ struct MeasureConfig {
   // Samples taken while the clock ran below this fraction of its maximum, or while
   // the backend reported power or thermal throttling, are discarded and counted.
   double min_clock_fraction = 0.85;
+  // Time the ranking clock alone: a race's brief lap ranks by it and keeps nothing else,
+  // and on a slow device the two other clocks were two thirds of its launches.
+  bool rank_only = false;
+  // After the clocks, an untimed round for the caller to verify: a reset, then launches
+  // back to back over slots 0, 1, ... once each, every slot where they fit in half of
+  // max_time (by the batch clock's time of a launch), and at least two. With inputs that
+  // differ from slot to slot, this round shows whether each launch computed its own
+  // slot's answer.
+  bool final_round = false;
+  // A launch's round trip, in seconds, as the caller measured it (0: unknown): what the
+  // warm-up's fastest round trip would tell, for a caller whose own launch just warmed
+  // the kernel, its inputs and the driver (warmup 0). Rounds are sized by it.
+  double launch_hint = 0;
 };
 
 struct ClockResult {
@@ -73,11 +86,13 @@ struct ClockResult {
 
 struct Measurement {
   ClockResult gpu, batch, cpu;
-  int warmup = 0;
+  int warmup = 0;            // warm-up launches made
   size_t batch_size = 0;     // launches per batch sample
-  // The final round (the cpu clock's) launched slots first_slot, first_slot + 1, ...
-  // (modulo the slot count), last_round of them.
+  // The last round launched slots first_slot, first_slot + 1, ... (modulo the slot
+  // count), last_round of them: the final round where one was asked for, else the last
+  // clock's last round. Every round starts from a reset, so those slots hold its outputs.
   size_t first_slot = 0, last_round = 0;
+  bool final_round = false;  // whether that round was the untimed final round
   ClockReading clock_low, clock_high;  // lowest and highest clock seen (known = false: none)
 };
 

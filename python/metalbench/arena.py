@@ -6,13 +6,18 @@ with a known pattern. A write past either end of a buffer lands in a band and is
 found after the launches, on the host for the outputs and on the device (the
 `mb_compare` kernel) for the inputs, which must also be left exactly as uploaded.
 
-- Inputs (A, B, bias) have `copies` copies: one when warm; in cold mode enough
-  that launches rotating through them never find their inputs in the last-level
-  cache.
+- B and the bias have `copies` copies: one when warm; in cold mode enough that
+  launches rotating through them never find their inputs in the last-level cache.
+- A has `a_copies` copies (at least `copies`, and at least two wherever there are two
+  slots), each with its own values (reference.fresh_copies): slot s reads copy
+  s % a_copies, so neighbouring slots never share their answer.
 - Outputs (C) and workspaces have `slots` slots, one per launch of a round, so that
   every launch of a timed round starts from C's initial state (the never-written
   sentinel, or C's input when beta != 0) and a zeroed workspace: the measurement
   loop copies both arenas back from their pristine twins before every round.
+
+The guard pattern is the run's own (`guard_pattern(seed)`): a kernel cannot know what
+lies next to its buffers before the run starts.
 """
 
 from __future__ import annotations
@@ -27,18 +32,24 @@ from . import _core, paths
 from .specs import Spec
 from .variants import prelude_source
 
-__all__ = ["Arena", "Comparer", "Damage", "SpecBuffers", "guard_bytes"]
+__all__ = ["Arena", "ColdPlan", "Comparer", "Damage", "SpecBuffers", "guard_bytes", "guard_pattern", "plan_cold"]
 
-# Written into every guard band; a kernel's own arithmetic is unlikely to leave
-# these four bytes in this order where it strays.
-_PATTERN = np.frombuffer(b"\xa5\x5a\xc3\x3c", dtype=np.uint8)
+# The guard pattern without a run seed (tests, the embedded API): a kernel's own
+# arithmetic is unlikely to leave these bytes in this order where it strays.
+_PATTERN = np.frombuffer(b"\xa5\x5a\xc3\x3c" * 4, dtype=np.uint8)
+# Bytes of the pattern, repeated over every band: divides every device's view alignment
+# (256 on each backend), so the pattern's phase at a byte is the byte's offset modulo it.
+_PATTERN_BYTES = 16
 # Arenas up to this size are built on the host and uploaded in one write; larger
 # ones are written band by band and copy by copy, so that the host never holds a
 # second copy of a large input.
 _HOST_BUILD = 64 << 20
-# Grid of the compare kernel: enough groups to fill any GPU, each thread then loops.
+# Grid of the compare kernel: threads per group, uint4s each thread compares (a few, so
+# that its reads stay close together, which a CPU driver needs), and at most this many
+# groups (enough to fill any GPU; each thread then strides on).
 _COMPARE_THREADS = 256
-_COMPARE_GROUPS = 4096
+_COMPARE_PER_THREAD = 8
+_COMPARE_GROUPS = 65535
 # Words the compare kernel takes at once: its count is a 32-bit int (MBParams).
 _COMPARE_CHUNK = 1 << 30
 
@@ -49,10 +60,21 @@ def guard_bytes(alignment: int) -> int:
     return max(1024, alignment)
 
 
-def _pattern(nbytes: int) -> np.ndarray:
-    """The guard pattern repeated over `nbytes` bytes, starting at its first byte."""
-    words = np.full(-(-nbytes // 4), _PATTERN.view(np.uint32)[0], dtype=np.uint32)
-    return words.view(np.uint8)[:nbytes]
+def guard_pattern(seed: int | None = None) -> np.ndarray:
+    """The _PATTERN_BYTES bytes every guard band repeats: the run's own, drawn from `seed`,
+    or a fixed one without. No byte is 0, so a kernel that writes zeros there is seen."""
+    if seed is None:
+        return _PATTERN
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed & ((1 << 64) - 1), 0x9A4D])))
+    return rng.integers(1, 256, _PATTERN_BYTES, dtype=np.uint8)
+
+
+def _pattern(nbytes: int, pattern: np.ndarray = _PATTERN, start: int = 0) -> np.ndarray:
+    """The guard pattern over bytes start .. start + nbytes - 1 of an arena (its phase
+    follows the byte's offset)."""
+    phase = start % pattern.size
+    reps = -(-(phase + nbytes) // pattern.size)
+    return np.tile(pattern, reps)[phase:phase + nbytes]
 
 
 @dataclass(frozen=True)
@@ -64,11 +86,15 @@ class Damage:
 
 
 class Arena:
-    """`count` copies of `size` bytes in one allocation, each between two guard bands."""
+    """`count` copies of `size` bytes in one allocation, each between two guard bands
+    holding `pattern` repeated."""
 
     def __init__(self, device: _core.Device, name: str, size: int, count: int, alignment: int,
-                 unit: str = "copy") -> None:
-        self.name, self.size, self.count, self.unit = name, size, count, unit
+                 unit: str = "copy", pattern: np.ndarray = _PATTERN) -> None:
+        if alignment % pattern.size:
+            raise ValueError(f"view alignment {alignment} is not a multiple of the guard pattern ({pattern.size} "
+                             "bytes)")
+        self.name, self.size, self.count, self.unit, self.pattern = name, size, count, unit, pattern
         self.guard = guard_bytes(alignment)
         self.stride = -(-(size + self.guard) // alignment) * alignment
         self.total = self.guard + count * self.stride
@@ -79,26 +105,35 @@ class Arena:
         """Where copy `index` starts in the arena."""
         return self.guard + index * self.stride
 
-    def write(self, content: np.ndarray) -> None:
-        """Every copy set to `content` (at most `size` bytes; the rest zero), every band to the pattern."""
-        data = np.zeros(self.size, dtype=np.uint8)
-        raw = np.ascontiguousarray(content).reshape(-1).view(np.uint8)
-        data[:raw.size] = raw
+    def write(self, content: np.ndarray | list[np.ndarray]) -> None:
+        """Every copy set to `content`, or copy i to content[i] (each at most `size` bytes;
+        the rest zero); every band to the pattern."""
+        parts = content if isinstance(content, list) else [content]
+        if len(parts) not in (1, self.count):
+            raise ValueError(f"{len(parts)} contents for {self.count} copies of {self.name}")
+        datas = []
+        for part in parts:
+            raw = np.ascontiguousarray(part).reshape(-1).view(np.uint8)
+            if raw.size != self.size:  # shorter: padded with zeros (a copy, only of a short one)
+                data = np.zeros(self.size, dtype=np.uint8)
+                data[:raw.size] = raw
+                raw = data
+            datas.append(raw)
         if self.total <= _HOST_BUILD:
-            self.buffer.write(self.expected(data))
+            out = _pattern(self.total, self.pattern)
+            self.copies_of(out)[:] = np.stack(datas) if len(datas) > 1 else datas[0]
+            self.buffer.write(out)
             return
-        # The pattern's phase follows the byte's place in the arena, as in expected().
-        band = _pattern(self.stride)[self.size:]
-        self.buffer.write(_pattern(self.guard), 0)
+        # The pattern's phase follows the byte's place in the arena.
+        band = self._band()
+        self.buffer.write(_pattern(self.guard, self.pattern), 0)
         for i in range(self.count):
-            self.buffer.write(data, self.offset(i))
+            self.buffer.write(datas[i % len(datas)], self.offset(i))
             self.buffer.write(band, self.offset(i) + self.size)
 
-    def expected(self, data: np.ndarray) -> np.ndarray:
-        """The arena's bytes with every copy holding `data` (uint8, `size` long)."""
-        out = _pattern(self.total).copy()
-        self.copies_of(out)[:] = data
-        return out
+    def _band(self) -> np.ndarray:
+        """The pattern of the band after a copy (from the copy's end to the next copy)."""
+        return _pattern(self.stride - self.size, self.pattern, self.size)
 
     def copies_of(self, arena: np.ndarray, count: int | None = None) -> np.ndarray:
         """The copies inside host bytes of the arena (or of its first `count` copies), as a (count, size) view."""
@@ -112,14 +147,14 @@ class Arena:
         count = self.count if count is None else count
         body = arena[self.guard:self.guard + count * self.stride].reshape(count, self.stride)
         after = body[:, self.size:]
-        want_after = _pattern(self.stride)[self.size:]
+        want_after = self._band()
         touched = after != want_after
         if touched.any():
             i, last = np.nonzero(touched)
             worst = int(np.argmax(last))
             return f"wrote {int(last[worst]) + 1} bytes past the end of {self.name}" + \
                 (f" ({self.unit} {int(i[worst])})" if count > 1 else "")
-        before = arena[:self.guard] != _pattern(self.guard)
+        before = arena[:self.guard] != _pattern(self.guard, self.pattern)
         if before.any():
             return f"wrote {self.guard - int(np.argmax(before))} bytes before the start of {self.name}"
         return None
@@ -174,7 +209,7 @@ class Comparer:
                 xs, ys = (x.view(2 * start, 2 * n), y.view(2 * start, 2 * n)) if words > _COMPARE_CHUNK else (x, y)
                 if n not in self._params:
                     self._params[n] = Spec("matmul", "float16", 1, 1, n, 1).params()
-                groups = min(_COMPARE_GROUPS, -(-n // _COMPARE_THREADS))
+                groups = max(1, min(_COMPARE_GROUPS, -(-n // (8 * _COMPARE_THREADS * _COMPARE_PER_THREAD))))
                 self.device.run(self.kernel, [xs, ys, self.dummy, self.dummy, self.result, self._params[n]], [groups],
                                 [_COMPARE_THREADS])
         found = np.zeros(1, dtype=np.int32)
@@ -185,37 +220,54 @@ class Comparer:
 class SpecBuffers:
     """One spec's arenas on a device, shared by every variant measured on it.
 
-    `copies` input copies and `slots` output slots (slots >= copies); slot i reads
-    input copy i % copies. Workspaces, whose size depends on the variant, are made
-    on demand and kept for the next variant of the same size.
+    `copies` copies of B and the bias, one copy of A per entry of `a` (at least `copies`)
+    and `slots` output slots (slots >= copies); slot i reads A copy i % len(a) and B
+    and bias copy i % copies. Workspaces, whose size depends on the variant, are made
+    on demand and kept for the next variant of the same size. Every guard band holds
+    `pattern`.
     """
 
-    def __init__(self, device: _core.Device, spec: Spec, a: np.ndarray, b: np.ndarray, bias: np.ndarray,
-                 c_initial: np.ndarray, copies: int, slots: int, compare: Comparer) -> None:
+    def __init__(self, device: _core.Device, spec: Spec, a: list[np.ndarray], b: np.ndarray, bias: np.ndarray,
+                 c_initial: np.ndarray, copies: int, slots: int, compare: Comparer,
+                 pattern: np.ndarray = _PATTERN, evict: int = 0) -> None:
         info = device.info
-        self.device, self.spec, self.compare = device, spec, compare
-        self.copies, self.slots = copies, slots
+        if len(a) < copies:
+            raise ValueError(f"{len(a)} copies of A for {copies} input copies")
+        self.device, self.spec, self.compare, self.pattern = device, spec, compare, pattern
+        self.copies, self.slots, self.a_copies = copies, slots, len(a)
         self.alignment = int(info["view_alignment"])
         self.c_initial = np.ascontiguousarray(c_initial)
-        self.inputs = {name: self._input(name, array) for name, array in (("A", a), ("B", b), ("bias", bias))}
-        self.c = Arena(device, "C", self.c_initial.nbytes, slots, self.alignment, "slot")
+        self.inputs = {"A": self._input("A", a, len(a))}
+        self.inputs.update({name: self._input(name, array, copies) for name, array in (("B", b), ("bias", bias))})
+        self.c = Arena(device, "C", self.c_initial.nbytes, slots, self.alignment, "slot", pattern)
         self.c.write(self.c_initial)
         self.c0 = device.allocate(self.c.total)
         self.c0.copy_from(self.c.buffer)
         self._workspaces: dict[int, tuple[Arena, _core.Buffer]] = {}
         self._args: tuple[Arena, bytes, list[list]] | None = None
+        # Copied before every round with C: streams `evict` bytes through the cache (ColdPlan).
+        self.evict: list[tuple[_core.Buffer, _core.Buffer]] = []
+        if evict:
+            source = device.allocate(evict)
+            source.fill(0)
+            self.evict = [(device.allocate(evict), source)]
 
-    def _input(self, name: str, array: np.ndarray) -> tuple[Arena, _core.Buffer]:
-        arena = Arena(self.device, name, array.nbytes, self.copies, self.alignment)
-        arena.write(array)
+    def _input(self, name: str, content: np.ndarray | list[np.ndarray], count: int) -> tuple[Arena, _core.Buffer]:
+        first = content[0] if isinstance(content, list) else content
+        arena = Arena(self.device, name, first.nbytes, count, self.alignment, pattern=self.pattern)
+        arena.write(content)
         pristine = self.device.allocate(arena.total)
         pristine.copy_from(arena.buffer)
         return arena, pristine
 
+    def a_copy(self, slot: int | np.ndarray) -> int | np.ndarray:
+        """The copy of A that slot `slot` reads (slot_args)."""
+        return slot % self.a_copies
+
     def workspace(self, floats: int) -> tuple[Arena, _core.Buffer]:
         """The workspace arena for `floats` floats per slot (zero, guarded) and its pristine twin."""
         if floats not in self._workspaces:
-            arena = Arena(self.device, "the workspace", 4 * floats, self.slots, self.alignment, "slot")
+            arena = Arena(self.device, "the workspace", 4 * floats, self.slots, self.alignment, "slot", self.pattern)
             arena.write(np.zeros(0, dtype=np.uint8))
             pristine = self.device.allocate(arena.total)
             pristine.copy_from(arena.buffer)
@@ -227,13 +279,14 @@ class SpecBuffers:
         takes the same, and a cold spec has hundreds of slots)."""
         if self._args is None or self._args[0] is not ws or self._args[1] != params:
             a, b, bias = (self.inputs[n][0].views for n in ("A", "B", "bias"))
-            self._args = (ws, params, [[a[i % self.copies], b[i % self.copies], self.c.views[i],
+            self._args = (ws, params, [[a[self.a_copy(i)], b[i % self.copies], self.c.views[i],
                                         bias[i % self.copies], ws.views[i], params] for i in range(self.slots)])
         return self._args[2]
 
     def resets(self, ws: Arena, ws0: _core.Buffer) -> list[tuple[_core.Buffer, _core.Buffer]]:
-        """What the measurement loop restores before every round: C and the workspace."""
-        return [(self.c.buffer, self.c0), (ws.buffer, ws0)]
+        """What the measurement loop copies before every round: C and the workspace from their
+        pristine twins, and the eviction buffer where the plan has one."""
+        return [(self.c.buffer, self.c0), (ws.buffer, ws0), *self.evict]
 
     def reset(self, ws: Arena, ws0: _core.Buffer) -> None:
         for target, source in self.resets(ws, ws0):
@@ -300,7 +353,7 @@ class SpecBuffers:
         got = arena.read()
         want = np.empty_like(got)
         pristine.read(want)
-        band = arena.band_damage(np.where(got == want, _pattern(arena.total), got))
+        band = arena.band_damage(np.where(got == want, _pattern(arena.total, arena.pattern), got))
         if band:
             return band
         changed = np.count_nonzero(arena.copies_of(got) != arena.copies_of(want))
@@ -310,14 +363,46 @@ class SpecBuffers:
     def nbytes(self) -> int:
         """Device memory these arenas take, before any workspace."""
         inputs = sum(2 * arena.total for arena, _ in self.inputs.values())
-        return inputs + 2 * self.c.total
+        return inputs + 2 * self.c.total + sum(2 * source.nbytes for _, source in self.evict)
 
 
-def plan_copies(spec: Spec, cache_bytes: int, cold: bool, budget: int) -> int:
-    """Input copies: one when warm; when cold, ceil(2 x cache / bytes read per launch),
-    at most what fits in `budget` bytes (so that, bounded, cold may be partial)."""
+@dataclass(frozen=True)
+class ColdPlan:
+    """How a spec's launches find their inputs: `copies` of B and the bias rotated, and
+    `evict` bytes streamed through the cache before every round (0: none), and why (`how`):
+
+    warm    one copy; inputs may be in cache from the launches before;
+    size    cold, one copy: the inputs are over twice the cache, so no launch finds them there;
+    rotate  cold: enough copies that launches rotating through them never find theirs in
+            the cache (2 x cache / bytes read);
+    evict   cold, where those copies would be too many: as many as the bounds allow, rounds
+            of at most that many launches (slots = copies), and a buffer of twice the cache
+            copied before every round, outside the timed span, so each round starts with
+            none of them in the cache;
+    evict-partial  the same with a shorter buffer, where twice the cache would take too
+            long to copy before every round (so some inputs may still be in the cache).
+    """
+
+    copies: int
+    evict: int
+    how: str
+
+
+def plan_cold(spec: Spec, cache_bytes: int, cold: bool, budget: int, max_copies: int, max_evict: int = 0) -> ColdPlan:
+    """The plan for `spec` under a last-level cache of `cache_bytes`: copies are bounded by
+    `max_copies` and by `budget` bytes (the eviction buffer, two of twice the cache, comes
+    on top), the eviction buffer by `max_evict` bytes where given (`how` then says it was
+    cut short: "evict-partial")."""
     if not cold:
-        return 1
+        return ColdPlan(1, 0, "warm")
     read = spec.bytes_read()
-    wanted = max(1, math.ceil(2 * cache_bytes / read))
-    return max(1, min(wanted, budget // max(1, read)))
+    wanted = math.ceil(2 * max(0, cache_bytes) / read)
+    if wanted <= 1:
+        return ColdPlan(1, 0, "size")
+    copies = max(1, min(wanted, max_copies, budget // read))
+    if copies >= wanted:
+        return ColdPlan(copies, 0, "rotate")
+    evict = 2 * cache_bytes
+    if max_evict and evict > max_evict:
+        return ColdPlan(copies, max_evict, "evict-partial")
+    return ColdPlan(copies, evict, "evict")

@@ -26,9 +26,9 @@ from rich.markup import escape
 from . import _core
 from .backends import BACKENDS, TRAITS, unavailable_reason
 from .roofline import device_key
+from .store import Store, StoreError
 
 __all__ = ["BackendReport", "DeviceReport", "diagnose", "render"]
-
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ class DeviceReport:
     memory_bytes: int
     max_group_size: int
     unified_memory: bool
-    cache_bytes: int
+    cache_bytes: int       # what cold mode sizes its copies by: measured (peak.py, from the store) or the driver's
     cache_source: str
+    driver_cache_bytes: int  # what the driver reports
     timing_source: str
     clock_source: str
     peak_bandwidth: float  # bytes per second; 0 when no API gives it
@@ -62,7 +63,7 @@ class BackendReport:
     devices: list[DeviceReport] = field(default_factory=list)
 
 
-def _device(backend: str, listed: dict) -> DeviceReport:
+def _device(backend: str, listed: dict, kept: Store | None) -> DeviceReport:
     info, opened, error = listed, False, ""
     try:
         info = _core.open(backend, int(listed["index"])).info
@@ -73,33 +74,49 @@ def _device(backend: str, listed: dict) -> DeviceReport:
         index=int(info["index"]), name=str(info["name"]), vendor=str(info["vendor"]), driver=str(info["driver"]),
         compute_units=int(info["compute_units"]), memory_bytes=int(info["memory_bytes"]),
         max_group_size=int(info["max_group_size"]), unified_memory=bool(info["unified_memory"]),
-        cache_bytes=int(info["cache_bytes"]), cache_source=TRAITS[backend].cache_source,
+        **_cold_cache(backend, info, kept),
         timing_source=str(info.get("timing_source", "")), clock_source=str(info.get("clock_source", "")),
         peak_bandwidth=float(info.get("peak_bandwidth", 0.0)),
         peak_bandwidth_source=str(info.get("peak_bandwidth_source", "")), opened=opened, open_error=error,
     )
 
 
-def _stored_peaks(store: Path | None) -> dict[str, tuple[float, str]]:
-    """The peaks a store keeps, by device key; none when there is no store or it cannot be read."""
+def _kept(store: Path | None) -> Store | None:
+    """`store` opened read only; None when there is none or it cannot be read."""
     if store is None or not Path(store).is_file():
-        return {}
-    from .store import Store, StoreError
-
+        return None
     try:
-        kept = Store(Path(store), readonly=True)
+        return Store(Path(store), readonly=True)
     except (StoreError, OSError, ValueError):
-        return {}
-    try:
-        return kept.peaks()
-    finally:
-        kept.close()
+        return None
+
+
+def _cold_cache(backend: str, info: dict, kept: Store | None) -> dict:
+    """The cache cold mode sizes its copies by on this device: the one peak.py measured, as
+    the store keeps it, else the driver's until a run measures it."""
+    driver = int(info["cache_bytes"])
+    found = kept.cache(device_key({"backend": backend, **info})) if kept is not None else None
+    if found is None:
+        return {"cache_bytes": driver, "driver_cache_bytes": driver,
+                "cache_source": f"{TRAITS[backend].cache_source}; not measured yet (the first run measures it)"}
+    return {"cache_bytes": found[0], "driver_cache_bytes": driver,
+            "cache_source": f"{found[1]} (stored in {kept.path})"}
 
 
 def diagnose(store: Path | None = None) -> list[BackendReport]:
-    """Every backend metalbench knows, in `--backend auto` order, with its devices opened;
-    a device whose API gives no peak bandwidth shows the one `store` keeps for it, if any."""
-    peaks = _stored_peaks(store)
+    """Every backend metalbench knows, in `--backend auto` order, with its devices opened; a
+    device shows the cache and (where its API gives no peak bandwidth) the peak that `store`
+    keeps for it, if any."""
+    kept = _kept(store)
+    try:
+        return _diagnose(kept)
+    finally:
+        if kept is not None:
+            kept.close()
+
+
+def _diagnose(kept: Store | None) -> list[BackendReport]:
+    peaks = kept.peaks() if kept is not None else {}
     built = set(_core.backends())
     out: list[BackendReport] = []
     for name in BACKENDS:
@@ -113,7 +130,7 @@ def diagnose(store: Path | None = None) -> list[BackendReport]:
             continue
         devices = []
         for listed in _core.devices(name):
-            d = _device(name, listed)
+            d = _device(name, listed, kept)
             kept = peaks.get(device_key({**listed, "backend": name, "name": d.name, "vendor": d.vendor,
                                          "driver": d.driver}))
             if d.peak_bandwidth <= 0 and kept is not None:
@@ -157,7 +174,9 @@ def render(reports: list[BackendReport], console: Console) -> None:
                 ("driver", d.driver),
                 ("memory", f"{size(d.memory_bytes)} · {d.compute_units} compute units · max group "
                            f"{d.max_group_size} · unified memory {'yes' if d.unified_memory else 'no'}"),
-                ("cold-mode cache", f"{size(d.cache_bytes)} ({d.cache_bytes} bytes), {d.cache_source}"),
+                ("cold-mode cache", f"{size(d.cache_bytes)} ({d.cache_bytes} bytes), {d.cache_source}" +
+                 (f"; the driver reports {size(d.driver_cache_bytes)}" if d.driver_cache_bytes != d.cache_bytes
+                  else "")),
                 ("GPU timestamps", d.timing_source or "not reported"),
                 ("clock", d.clock_source or "not reported"),
                 ("peak bandwidth", bandwidth(d)),

@@ -123,6 +123,8 @@ def header_rows(report: Report) -> list[tuple[str, str]]:
             ("device", f"{d.get('name')} ({d.get('vendor')})"), ("backend", report.backend),
             ("driver", str(d.get("driver"))),
             ("ranked by", f"{CLOCK_NAMES[report.rank_by]} time, {report.mode} cache")]
+    if report.cold_note:
+        rows.append(("cold", report.cold_note))
     rows += [(f"{CLOCK_NAMES[c]} clock", CLOCK_MEANING[c]) for c in order]
     if "max_noise" in s:
         rows.append(("sampling", f"until noise <= {100 * s['max_noise']:g}% after {s['min_samples']} samples and "

@@ -170,7 +170,7 @@ def _spec_chart(report: Report, spec: dict[str, Any], scale: tuple[float, float]
         ax.plot([median], [y], marker=marker, color=color, markersize=11 if marker == "*" else 6, linestyle="none")
         ax.annotate(f"{v['median_us']:.2f} us", (median + noise, y), xytext=(6, 0), textcoords="offset points",
                     va="center", fontsize=7, color="#333333", annotation_clip=True)
-        tags = [t for t in v["tags"] if t in ("best", "tie", "baseline", "bad-rel")]
+        tags = [t for t in v["tags"] if t in ("best", "tie", "baseline", "bad-rel", "implausible")]
         labels.append(_mpl(v["variant"] + (f"  [{', '.join(tags)}]" if tags else "")))
         ys.append(y)
     ax.set_yticks(ys, labels, fontsize=8)

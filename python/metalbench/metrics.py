@@ -11,33 +11,43 @@ from .reference import Inputs, Reference
 from .results import Status
 from .specs import DTYPES, Spec
 
-__all__ = ["Check", "Tolerance", "check", "initial_c", "sentinel", "tolerance"]
+__all__ = ["Check", "Tolerance", "check", "check_at", "initial_c", "sentinel", "tolerance"]
 
 # Quiet NaNs with a payload (0x5A) that arithmetic does not produce: an operation
 # that makes a NaN from numbers gives the canonical one (0x7E00, 0x7FC00000 or their
-# negatives), so an element still holding this was never written.
+# negatives), so an element still holding this was never written. A run draws its own
+# payload from its seed (sentinel()); this one is the default.
 _SENTINEL_BITS = {"float16": 0x7E5A, "float32": 0x7FC05A5A}
+# The payload bits of a quiet NaN: any value but 0 (the canonical NaN) marks C.
+_PAYLOAD = {"float16": (0x7E00, 0x1FF), "float32": (0x7FC00000, 0x3FFFFF)}
 _UINT = {"float16": np.uint16, "float32": np.uint32}
 
 
-def sentinel(dtype: str) -> np.ndarray:
-    """A 0-d array of `dtype` holding the never-written marker (a quiet NaN)."""
-    return np.array(_SENTINEL_BITS[dtype], dtype=_UINT[dtype]).view(DTYPES[dtype])
+def sentinel(dtype: str, seed: int | None = None) -> np.ndarray:
+    """A 0-d array of `dtype` holding the never-written marker: a quiet NaN whose payload
+    arithmetic does not make, the run's own where `seed` is given (a kernel cannot learn
+    it before the run), else a fixed one."""
+    bits = _SENTINEL_BITS[dtype]
+    if seed is not None:
+        quiet, payload = _PAYLOAD[dtype]
+        bits = quiet | (1 + seed % payload)  # 1 .. payload: never the canonical NaN
+    return np.array(bits, dtype=_UINT[dtype]).view(DTYPES[dtype])
 
 
-def initial_c(spec: Spec, inputs: Inputs) -> np.ndarray:
-    """What C holds before the verification launch.
+def initial_c(spec: Spec, inputs: Inputs, seed: int | None = None) -> np.ndarray:
+    """What C holds before every launch.
 
     C's input where the op reads it (alpha/beta with beta != 0), else the sentinel
-    everywhere: with beta == 0 C is not read (BLAS semantics), so a kernel that reads
-    it anyway, or skips an element, leaves NaN behind.
+    (sentinel(dtype, seed)) everywhere: with beta == 0 C is not read (BLAS semantics),
+    so a kernel that reads it anyway, or skips an element, leaves NaN behind.
     """
     if spec.op == "matmul_alpha_beta" and spec.beta != 0:
         if inputs.c is None:
             raise ValueError(f"{spec.label()}: inputs have no C, and beta != 0 reads it")
         return np.ascontiguousarray(inputs.c)
     # Filled through the integer view so the payload bits are exactly the sentinel's.
-    return np.full(spec.shape_c, _SENTINEL_BITS[spec.dtype], dtype=_UINT[spec.dtype]).view(DTYPES[spec.dtype])
+    marker = sentinel(spec.dtype, seed).view(_UINT[spec.dtype])
+    return np.full(spec.shape_c, marker, dtype=_UINT[spec.dtype]).view(DTYPES[spec.dtype])
 
 
 @dataclass(frozen=True)
@@ -143,14 +153,44 @@ def check(spec: Spec, out: np.ndarray, ref: Reference, c_before: np.ndarray) -> 
         raise ValueError(f"output is {out.dtype} {out.shape}, expected {dtype} {shape}")
     if ref.out.shape != shape or ref.mag.shape != shape:
         raise ValueError(f"reference is {ref.out.shape}, expected {shape}")
+    epi = _epilogue_of(spec, ref)
+    c_flat = np.ascontiguousarray(np.broadcast_to(c_before.astype(dtype, copy=False), shape)).reshape(-1)
+    return _judge(spec, np.ascontiguousarray(out).reshape(-1), c_flat, ref.out.reshape(-1), ref.mag.reshape(-1),
+                  epi, None)
+
+
+def check_at(spec: Spec, values: np.ndarray, ref: Reference, c_before: np.ndarray, flat: np.ndarray) -> Check:
+    """check() at some elements only: `values` are a kernel's outputs at the elements whose
+    indices into C flattened are `flat`, `c_before` what C held there before the launch and
+    `ref` the reference there (reference.reference_at), all 1-d and alike in length.
+    Positions in the reason are the elements' own (an element may appear more than once:
+    several slots' samples checked at once)."""
+    dtype = DTYPES[spec.dtype]
+    flat = np.asarray(flat, dtype=np.int64).reshape(-1)
+    for name, x in (("values", values), ("c_before", c_before), ("reference", ref.out), ("magnitudes", ref.mag)):
+        if x.shape != flat.shape:
+            raise ValueError(f"{name} are {x.shape}, expected {flat.shape}")
+    if values.dtype != dtype:
+        raise ValueError(f"values are {values.dtype}, expected {dtype}")
+    reads = spec.op == "matmul_bias_add" or (spec.op == "matmul_alpha_beta" and spec.beta != 0)
+    epi = None if not reads else (ref.mag if ref.epilogue is None else ref.epilogue).reshape(-1)
+    return _judge(spec, np.ascontiguousarray(values), np.ascontiguousarray(c_before.astype(dtype, copy=False)),
+                  ref.out, ref.mag, epi, flat)
+
+
+def _judge(spec: Spec, out: np.ndarray, c_before: np.ndarray, r_all: np.ndarray, g_all: np.ndarray,
+           epi_all: np.ndarray | None, where: np.ndarray | None) -> Check:
+    """The verdict on 1-d outputs against 1-d references; `where[i]` is element i's index into
+    C flattened (None: i itself), for the reason's positions."""
+    shape = spec.shape_c
+    dtype = DTYPES[spec.dtype]
     tol = tolerance(spec.dtype, spec.k)
     floor = _UNDERFLOW[spec.dtype]
-    epi_all = _epilogue_of(spec, ref)
     uint = _UINT[spec.dtype]
-    marker = uint(_SENTINEL_BITS[spec.dtype])
-    o_bits = np.ascontiguousarray(out).reshape(-1).view(uint)
-    c_bits = np.ascontiguousarray(np.broadcast_to(c_before.astype(dtype, copy=False), shape)).reshape(-1).view(uint)
-    r_all, g_all = ref.out.reshape(-1), ref.mag.reshape(-1)
+    o_bits, c_bits = out.view(uint), c_before.view(uint)
+
+    def position(i: int) -> tuple[int, ...]:
+        return _where(i if where is None else int(where[i]), shape)
 
     unwritten = nans = infs = over = 0
     first_unwritten = worst_index = -1
@@ -161,13 +201,14 @@ def check(spec: Spec, out: np.ndarray, ref: Reference, c_before: np.ndarray) -> 
         size = np.abs(r) if epi_all is None else np.abs(r) + epi_all[s:e]
         allowed = tol.rtol * size + tol.mag_factor * g + floor
         same = ob == cb
-        # Where C held the sentinel, an unchanged element was never written. Where it
-        # held real input (alpha/beta, beta != 0), an unchanged element is unwritten
-        # only if the right answer differs from that input beyond the tolerance.
-        held = same & (cb != marker)
+        # Where C held the sentinel (a NaN: inputs never are), an unchanged element was
+        # never written. Where it held real input (alpha/beta, beta != 0), an unchanged
+        # element is unwritten only if the right answer differs from that input beyond
+        # the tolerance.
+        c_val = cb.view(dtype).astype(np.float64)
+        held = same & ~np.isnan(c_val)
         if held.any():
-            c_val = cb[held].view(dtype).astype(np.float64)
-            same[held] = np.abs(r[held] - c_val) > allowed[held]
+            same[held] = np.abs(r[held] - c_val[held]) > allowed[held]
         v = ob.view(dtype).astype(np.float64)
         nan = np.isnan(v) & ~same
         inf = np.isinf(v)
@@ -183,8 +224,8 @@ def check(spec: Spec, out: np.ndarray, ref: Reference, c_before: np.ndarray) -> 
         nans += int(nan.sum())
         infs += int(inf.sum())
         over += int(is_over.sum())
-        max_abs = max(max_abs, float(err.max()))
-        max_rel = max(max_rel, float(rel.max()))
+        max_abs = max(max_abs, float(err.max(initial=0.0)))
+        max_rel = max(max_rel, float(rel.max(initial=0.0)))
         if is_over.any():
             ratio = np.where(is_over, err / allowed, 0.0)
             i = int(np.argmax(ratio))
@@ -193,15 +234,15 @@ def check(spec: Spec, out: np.ndarray, ref: Reference, c_before: np.ndarray) -> 
 
     reasons = []
     if unwritten:
-        reasons.append(f"{_n(unwritten, 'element')} never written (first at {_where(first_unwritten, shape)})")
+        reasons.append(f"{_n(unwritten, 'element')} never written (first at {position(first_unwritten)})")
     if nans:
         reasons.append(f"{nans} NaN")
     if infs:
         reasons.append(f"{infs} infinite")
     if over:
-        got, want = float(out.reshape(-1)[worst_index]), float(r_all[worst_index])
+        got, want = float(o_bits[worst_index].view(dtype)), float(r_all[worst_index])
         rel_there = abs(got - want) / max(abs(want), _REL_FLOOR * float(g_all[worst_index]), floor)
-        reasons.append(f"{_n(over, 'element')} over tolerance, worst at {_where(worst_index, shape)}: {got:.6g} "
+        reasons.append(f"{_n(over, 'element')} over tolerance, worst at {position(worst_index)}: {got:.6g} "
                        f"instead of {want:.6g}, rel {rel_there:.1e}, {worst_ratio:.3g}x the allowed error")
     return Check(
         max_abs=max_abs,

@@ -1,17 +1,30 @@
-"""The device's peak memory bandwidth, measured where no API gives it (device side).
+"""The device's memory as a kernel sees it: read bandwidth against footprint (device side).
 
-Metal and OpenCL report no peak, so the first run on a device measures one with a
-read-bandwidth kernel (kernels/internal/readbw.c: a buffer several times the
-last-level cache read once per launch, timed with the embedded timer's batch clock).
+APIs misreport the last-level cache (PoCL reported 480 MiB on one VM; NVIDIA's OpenCL
+reports 4 MiB for an H200's L2 of 60 MiB), and Metal and OpenCL report no peak
+bandwidth. So the first run on a device model measures both with one read-bandwidth
+kernel (kernels/internal/readbw.c: a buffer read once per launch, timed with the
+embedded timer's batch clock, warm) over footprints from 256 KiB doubling to 512 MiB (an
+eighth of the device's memory at most), three passes, each footprint's median kept:
+
+- the bandwidth of footprints that fit in a cache is well above that of the largest;
+  the last-level cache is taken as the footprint before the bandwidth first falls below
+  the geometric mean of the two and stays there for the next footprint too (where no
+  footprint stands CACHE_EFFECT times above the largest, or the smallest is already
+  below, no cache was seen and the driver's figure stands);
+- the peak is the median bandwidth of the footprints at least CACHE_MULTIPLE times that
+  cache (the largest where none is): what one simple kernel sustains from memory.
+
 It runs in a worker like every kernel (pool.Pool.measure_peak), and the runner keeps
-the figure in the store's `peaks` table, labelled "measured". A measured peak is what
-one simple kernel sustains, not the memory's data-sheet figure, so a variant may
-show a little over 100% of it (roofline.py).
+both figures in the store (`peaks` and `caches` tables). A measured peak is what one
+simple kernel sustains, not the memory's data-sheet figure, so a variant may show a
+little over 100% of it (roofline.py).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -19,13 +32,17 @@ from . import _core, paths
 from .specs import Spec
 from .variants import prelude_source
 
-__all__ = ["CACHE_MULTIPLE", "measure_read_bandwidth"]
+__all__ = ["CACHE_EFFECT", "CACHE_MULTIPLE", "Memory", "measure_memory"]
 
-# The read-bandwidth buffer: this many times the last-level cache, so that almost
-# every byte of a launch comes from memory even when the cache keeps what it can.
+# The peak is measured over footprints this many times the last-level cache, so that
+# almost every byte of a launch comes from memory even when the cache keeps what it can.
 CACHE_MULTIPLE = 8
-_MIN_BYTES = 64 << 20
-_MAX_BYTES = 1 << 30
+# A cache is seen where some footprint's bandwidth is at least this many times the
+# largest footprint's.
+CACHE_EFFECT = 1.25
+_SMALLEST = 256 << 10
+_PASSES = 3
+_LARGEST = 512 << 20
 # Threads per group, and FLOAT4s each thread reads: a grid sized by the buffer keeps
 # every GPU full, and a few loads per thread (not hundreds) keep each thread's reads
 # close together, which a CPU driver (PoCL: 7-10 GB/s here, against 2 GB/s with a
@@ -34,29 +51,80 @@ _THREADS = 256
 _PER_THREAD = 8
 
 
-def measure_read_bandwidth(device: _core.Device, backend: str) -> tuple[float, str]:
-    """Bytes per second the read-bandwidth kernel sustains on `device`, and the peak's
-    source in words. Raises the core's errors (CompileError, DeviceError) as they come."""
+@dataclass(frozen=True)
+class Memory:
+    """What the probe found: the peak read bandwidth (bytes per second) and the last-level
+    cache (bytes) with where each came from, and the curve behind them."""
+
+    peak: float
+    peak_source: str
+    cache_bytes: int
+    cache_source: str
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (footprint bytes, bytes per second)
+
+
+def _footprints(info: dict) -> list[int]:
+    top = max(_SMALLEST, min(_LARGEST, int(info["memory_bytes"]) // 8))
+    return [f for f in (_SMALLEST << i for i in range(20)) if f <= top]
+
+
+def measure_memory(device: _core.Device, backend: str) -> Memory:
+    """Read bandwidth against footprint on `device`, and the cache and peak it shows.
+    Raises the core's errors (CompileError, DeviceError) as they come."""
     info = device.info
-    size = min(max(CACHE_MULTIPLE * int(info["cache_bytes"]), _MIN_BYTES), _MAX_BYTES,
-               max(16, int(info["memory_bytes"]) // 8))
-    size -= size % 16
+    sizes = _footprints(info)
     body = paths.kernels_dir() / "internal" / "readbw.c"
     kernel = device.compile(prelude_source(backend, body), "mb_readbw", {"MB_F16": "0"}, "internal/readbw")
-    data = device.allocate(size)
+    data = device.allocate(sizes[-1])
     data.fill(0)
     small = device.allocate(16)
     small.fill(0)
-    vectors = size // 16
     threads = max(1, min(_THREADS, int(info["max_group_size"]), kernel.max_group_size or _THREADS))
-    groups = max(1, -(-vectors // (threads * _PER_THREAD)))
-    params = Spec("matmul", "float32", 1, 1, vectors, 1).params()  # p.n = FLOAT4s to read
-    timing = device.measure(kernel, [data, small, small, small, small, params], [groups], [threads],
-                            warmup=2, min_samples=5, max_samples=50, min_time=0.0, max_time=1.0,
-                            max_noise=0.03, rank_by="batch")
-    median_ns = float(np.median(timing["batch_ns"])) if len(timing["batch_ns"]) else timing["batch"]["median"]
-    if not median_ns > 0 or not math.isfinite(median_ns):
-        raise _core.DeviceError(f"[peak] the read-bandwidth kernel gave no usable time ({median_ns} ns)")
-    source = (f"measured: kernels/internal/readbw.c reading {size >> 20} MiB "
-              f"({size / max(1, int(info['cache_bytes'])):.0f}x the last-level cache), batch clock median")
-    return size / (median_ns * 1e-9), source
+    seconds: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(_PASSES):  # passes over every footprint, so that a burst of other work skews one figure alone
+        for size in sizes:
+            vectors = size // 16
+            groups = max(1, -(-vectors // (threads * _PER_THREAD)))
+            params = Spec("matmul", "float32", 1, 1, vectors, 1).params()  # p.n = FLOAT4s to read
+            timing = device.measure(kernel, [data.view(0, size), small, small, small, small, params], [groups],
+                                    [threads], warmup=2, min_samples=5, max_samples=50, min_time=0.0, max_time=0.05,
+                                    max_noise=0.02, rank_by="batch", rank_only=True)
+            median_ns = float(np.median(timing["batch_ns"])) if len(timing["batch_ns"]) else 0.0
+            if not median_ns > 0 or not math.isfinite(median_ns):
+                raise _core.DeviceError(f"[peak] the read-bandwidth kernel gave no usable time over {size} bytes "
+                                        f"({median_ns} ns)")
+            seconds[size].append(median_ns * 1e-9)
+    curve = [(size, size / float(np.median(taken))) for size, taken in seconds.items()]
+    return _read_curve(curve, int(info["cache_bytes"]))
+
+
+def _read_curve(curve: list[tuple[int, float]], reported: int) -> Memory:
+    """The cache and the peak a bandwidth-against-footprint curve shows (module docstring)."""
+    # The largest footprints' median: one footprint's figure moves with whatever else the
+    # machine is doing.
+    memory_bw = float(np.median([bw for _, bw in curve[-3:]]))
+    fastest = max(bw for _, bw in curve)
+    threshold = math.sqrt(fastest * memory_bw)
+    seen = fastest >= CACHE_EFFECT * memory_bw and memory_bw < threshold
+    cache = reported
+    if seen:
+        # The footprint before bandwidth first stays below the threshold for two footprints
+        # running: one slow footprint in a busy machine's curve is not the cache's end.
+        below = [bw < threshold for _, bw in curve] + [True]
+        knee = next(i for i in range(len(curve)) if below[i] and below[i + 1])
+        seen = knee > 0
+        cache = curve[knee - 1][0] if seen else reported
+    cache_source = (f"measured: read bandwidth falls from {fastest / 1e9:.3g} GB/s toward {memory_bw / 1e9:.3g} GB/s "
+                    f"past {cache >> 10} KiB (kernels/internal/readbw.c over 256 KiB to {curve[-1][0] >> 20} MiB)"
+                    if seen else
+                    f"the driver's: the read bandwidth over 256 KiB to {curve[-1][0] >> 20} MiB showed no cache "
+                    f"(at most {fastest / memory_bw:.2f}x that of the largest)")
+    far = [(size, bw) for size, bw in curve if size >= CACHE_MULTIPLE * cache] or curve[-1:]
+    low, high = far[0][0], far[-1][0]
+    reach = f"{low >> 20} MiB" if low == high else f"{low >> 20} to {high >> 20} MiB"
+    times = f"{low / max(1, cache):.0f}x" if low == high else \
+        f"{low / max(1, cache):.0f}x to {high / max(1, cache):.0f}x"
+    peak_source = (f"measured: kernels/internal/readbw.c reading {reach} ({times} the last-level cache), median, "
+                   "batch clock")
+    return Memory(float(np.median([bw for _, bw in far])), peak_source, int(cache), cache_source, curve)
+

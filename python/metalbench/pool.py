@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Protocol
 
+from .peak import Memory
 from .results import Result
 from .settings import Settings
 from .specs import Spec
@@ -62,7 +63,8 @@ class Phase(str, Enum):
 
 @dataclass
 class Job:
-    """Some pairs of one spec, measured with `settings` (None: the pool's)."""
+    """Some pairs of one spec, measured with `settings` (None: the pool's), for the run whose
+    inputs and guard bands come from `seed` (measure.Worker.prepare)."""
 
     spec_index: int
     spec: Spec
@@ -70,6 +72,11 @@ class Job:
     settings: Settings | None = None  # None: the pool's own
     phase: Phase = Phase.FULL
     retried: bool = False  # its worker died once before any pair began: the next death blames them all
+    seed: int = 0
+    bar_ns: float = 0.0  # a brief lap: the best time known for the spec already (reused results), 0: none
+    cache_bytes: int = 0  # the last-level cache cold mode sizes its copies by (0: the driver's figure)
+    peak_bandwidth: float = 0.0  # bytes per second, where known: bounds the time an eviction may take
+    one_at_a_time: bool = False  # build its kernels in turn: a worker died with several builds under way
 
 
 class Message(str, Enum):
@@ -78,14 +85,15 @@ class Message(str, Enum):
     READY = "ready"      # the device is open; value: its info
     FAILED = "failed"    # the device could not be opened; value: why
     PREPARE = "prepare"  # making the spec's inputs, reference and buffers
-    BUILT = "built"      # one variant's kernel is built; value: its id
+    BUILDING = "building"  # one variant's build started; value: its id
+    BUILT = "built"      # one variant's build ended (built or failed); value: its id
     WAITING = "waiting"  # waiting for its turn on a device another worker is measuring on
     BEGIN = "begin"      # measuring a pair; value: the pair's id
     RESULT = "result"    # a pair's result; value: the pair's id, then the Result
     NOTE = "note"        # something the user should know
     DONE = "done"        # the job is finished
     LOST = "lost"        # the device stopped working; value: why
-    PEAK = "peak"        # the read bandwidth; value: (bytes per second, source) or the reason it failed
+    PEAK = "peak"        # the memory probe; value: a peak.Memory or the reason it failed
     ERROR = "error"      # metalbench's own bug; value: the traceback
 
 
@@ -95,7 +103,8 @@ class Step(str, Enum):
     START = "start"      # starting Python and opening its device
     IDLE = "idle"        # no job
     SENT = "sent"        # a job was sent, nothing heard yet: no pair began (the job is tried once more)
-    PREPARE = "prepare"  # preparing the spec or building its kernels (tried once more, then every pair blamed)
+    PREPARE = "prepare"  # preparing the spec's inputs (tried once more, then every pair blamed)
+    BUILD = "build"      # building kernels: each build under way has its own deadline and is what a death blames
     WAITING = "waiting"  # between pairs, waiting for the device (no pair to blame; tried again)
     BEGIN = "begin"      # measuring a pair (that pair is blamed)
 
@@ -117,8 +126,9 @@ class Pool(Protocol):
     def begin(self) -> None:
         """Starts the workers without waiting for them (the runner plans meanwhile)."""
 
-    def measure_peak(self) -> tuple[float, str]:
-        """The read bandwidth of the first device, measured by a worker (peak.py); PeakUnavailable if not."""
+    def measure_peak(self) -> Memory:
+        """The first device's memory (read bandwidth against footprint: its peak and its last-level
+        cache), measured by a worker (peak.py); PeakUnavailable if not."""
 
     def run(self, jobs: Iterable[Job], on_result: Callable[[Job, Result], Iterable[Job]],
             on_note: Callable[[str], None], on_progress: Progress | None = None) -> None:

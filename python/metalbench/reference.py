@@ -1,4 +1,13 @@
-"""Deterministic inputs and the float64 reference, cached on disk with a checksum."""
+"""Inputs and the float64 reference: the base inputs of a spec, deterministic and cached on
+disk with a checksum, and per run the copies of A that no kernel can know in advance.
+
+The base inputs come from a seed derived from the spec's key, so their reference can be
+cached and every machine sees the same numbers. A kernel could ship that answer, though,
+so the launches a run verifies do not read them: each copy of A (one per output slot,
+measure.py) is the base A with FRESH_PER_ROW elements of every row drawn afresh from the
+run's own seed (`fresh_copy`). A copy's reference is the base reference plus a rank-t
+update (`reference_at`), computed only at the elements that are verified.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +24,8 @@ import numpy as np
 from . import paths
 from .specs import DTYPES, Spec
 
-__all__ = ["VERSION", "Inputs", "Reference", "ReferenceCache", "compute_reference", "make_inputs", "seed_of"]
+__all__ = ["FRESH_PER_ROW", "VERSION", "Fresh", "Inputs", "Reference", "ReferenceCache", "compute_reference",
+           "fresh_copies", "make_inputs", "reference_at", "seed_of"]
 
 # Part of every seed and cache entry name: bump it whenever the inputs' generator or
 # the reference's algorithm changes, so nothing made the old way is ever used again.
@@ -27,6 +37,14 @@ _DRAW_CHUNK = 1 << 22
 # (151936 x 896) costs a 32 MB temporary instead of a 1.1 GB float64 copy of B.
 _REF_CHUNK = 1 << 22
 _MAGIC = f"metalbench-reference v{VERSION} sha256=".encode()
+# Elements of every row of A that a copy draws afresh: each output element of a copy then
+# differs from the base answer (and from another copy's) by a sum of t products of
+# U(-1, 1) values, typically ~1, hundreds of times what the tolerance allows; few enough
+# that a copy's reference is a cheap update of the base one (t multiply-adds an element).
+FRESH_PER_ROW = 4
+# Output elements whose copy reference is computed per step: bounds the temporaries.
+_AT_CHUNK = 1 << 18
+_U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,93 @@ def make_inputs(spec: Spec) -> Inputs:
     bias = draw((spec.n,)) if spec.bias else None
     c = draw(spec.shape_c) if spec.op == "matmul_alpha_beta" else None
     return Inputs(a, b, bias, c)
+
+
+def _draw_uniform(rng: np.random.Generator, count: int, dtype: np.dtype) -> np.ndarray:
+    """U(-1, 1) values drawn as make_inputs draws them, rounded to `dtype`."""
+    x = rng.random(count, dtype=np.float32)
+    x *= 2
+    x -= 1
+    return x.astype(dtype)
+
+
+@dataclass(frozen=True)
+class Fresh:
+    """What each copy of A changed from the base A, copy by copy.
+
+    In logical row r of batch entry b (A as m x k, whatever its layout), copy c holds
+    new[c, b, r, i] at column cols[c, b, r, i] where the base A held old[c, b, r, i]
+    (i < t, the columns distinct). Values are float64 of the dtype's numbers.
+    """
+
+    cols: np.ndarray  # (copies, batch, m, t) int64
+    old: np.ndarray   # (copies, batch, m, t) float64
+    new: np.ndarray   # (copies, batch, m, t) float64
+
+    @property
+    def copies(self) -> int:
+        return int(self.cols.shape[0])
+
+
+def _distinct_columns(rng: np.random.Generator, shape: tuple[int, ...], k: int, t: int) -> np.ndarray:
+    """`t` distinct columns out of k for every entry of `shape`, uniformly: each draw picks
+    among the columns not taken yet, shifted past the taken ones in ascending order."""
+    taken = np.empty((*shape, 0), dtype=np.int64)
+    for i in range(t):
+        c = rng.integers(0, k - i, size=shape, dtype=np.int64)
+        for j in range(i):  # `taken` is sorted: each taken column at or below c moves c on by one
+            c += c >= taken[..., j]
+        taken = np.sort(np.concatenate([taken, c[..., None]], axis=-1), axis=-1)
+    return rng.permuted(taken, axis=-1)
+
+
+def fresh_copies(spec: Spec, a: np.ndarray, run_seed: int, copies: int) -> tuple[list[np.ndarray], Fresh]:
+    """`copies` copies of the base A (as stored), each with FRESH_PER_ROW elements of every
+    row drawn afresh (U(-1, 1), rounded to the dtype) from the run's seed, the spec and the
+    copy's index: what copy c holds is known to no kernel before the run starts."""
+    batch, m, k = spec.batch, spec.m, spec.k
+    t = min(FRESH_PER_ROW, k)
+    dtype = DTYPES[spec.dtype]
+    rows_b, rows_r = np.meshgrid(np.arange(batch), np.arange(m), indexing="ij")
+    out, cols, old, new = [], [], [], []
+    for copy in range(copies):
+        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([run_seed & _U64, seed_of(spec), copy])))
+        where = _distinct_columns(rng, (batch, m), k, t)
+        values = _draw_uniform(rng, batch * m * t, dtype).reshape(batch, m, t)
+        data = a.copy()
+        logical = data.transpose(0, 2, 1) if spec.transpose_a else data  # a view, (batch, m, k)
+        b_i, r_i = rows_b[..., None], rows_r[..., None]
+        old.append(logical[b_i, r_i, where].astype(np.float64))
+        logical[b_i, r_i, where] = values
+        out.append(data)
+        cols.append(where)
+        new.append(values.astype(np.float64))
+    return out, Fresh(np.stack(cols), np.stack(old), np.stack(new))
+
+
+def reference_at(spec: Spec, base: Reference, b: np.ndarray, fresh: Fresh, copy: np.ndarray | int,
+                 flat: np.ndarray) -> Reference:
+    """The reference of copy `copy` of A (fresh_copies) at output elements `flat` (indices
+    into C flattened; `copy` one copy or one per element), as 1-d arrays: the base reference
+    there plus alpha sum_i (new_i - old_i) B[col_i, j] (and the magnitudes likewise). `b` is
+    B as stored."""
+    flat = np.asarray(flat, dtype=np.int64).reshape(-1)
+    copy = np.broadcast_to(np.asarray(copy, dtype=np.int64), flat.shape)
+    alpha = _as_f32(spec.alpha) if spec.op == "matmul_alpha_beta" else 1.0
+    base_out, base_mag = base.out.reshape(-1), base.mag.reshape(-1)
+    out = np.empty(flat.size, dtype=np.float64)
+    mag = np.empty(flat.size, dtype=np.float64)
+    for s in range(0, flat.size, _AT_CHUNK):
+        f, c = flat[s:s + _AT_CHUNK], copy[s:s + _AT_CHUNK]
+        bi, r, j = np.unravel_index(f, spec.shape_c)
+        cols = fresh.cols[c, bi, r]  # (N, t)
+        rows_b, rows_j = bi[:, None], j[:, None]
+        bv = (b[rows_b, rows_j, cols] if spec.transpose_b else b[rows_b, cols, rows_j]).astype(np.float64)
+        new, old = fresh.new[c, bi, r], fresh.old[c, bi, r]
+        out[s:s + f.size] = base_out[f] + alpha * np.einsum("ij,ij->i", new - old, bv)
+        mag[s:s + f.size] = base_mag[f] + abs(alpha) * np.einsum("ij,ij->i", np.abs(new) - np.abs(old), np.abs(bv))
+    epilogue = None if base.epilogue is None else np.broadcast_to(base.epilogue, spec.shape_c).reshape(-1)[flat]
+    return Reference(out, mag, epilogue)
 
 
 def _as_f32(x: float) -> float:

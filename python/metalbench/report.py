@@ -25,7 +25,7 @@ from rich.markup import escape
 
 from .errors import InputError
 from .results import CLOCKS, FAILED, Category, Result, Run, Status
-from .roofline import figures
+from .roofline import cache_of, figures, from_memory, implausible, plausibility_note
 from .specs import SpecError, spec_from_key
 from .tables import Column, fit, table
 from .ties import TIE_FLOOR, Estimate, ties_with
@@ -38,7 +38,8 @@ __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
 #        Report.peak_bandwidth, peak_source), SpecReport.raced and devices.
 # 1.2.0: settings.batch_time.
 # 1.3.0: SpecReport.state (not reached, incomplete), Failure.detail (a compile log's first lines).
-JSON_SCHEMA = "1.3.0"
+# 1.4.0: Row.implausible, Report.plausibility, Report.cold_note; settings.seed; device.llc_bytes, llc_source.
+JSON_SCHEMA = "1.4.0"
 CLOCK_NAMES = {"batch": "batch", "gpu": "launch", "cpu": "CPU"}
 CLOCK_MEANING = {
     "batch": "N launches back to back between one pair of device timestamps, divided by N",
@@ -75,6 +76,7 @@ class Row:
     gbps: float | None = None
     gflops: float | None = None
     pct_peak: float | None = None
+    implausible: str = ""  # why its time is faster than memory allows (roofline.implausible); never best
 
     def us(self, clock: str) -> float | None:
         t = self.clocks.get(clock)
@@ -136,6 +138,8 @@ class Report:
     notes: list[str] = field(default_factory=list)
     peak_bandwidth: float | None = None  # bytes per second; None when unknown
     peak_source: str = ""
+    plausibility: str = ""  # the rule that flags [implausible] times (roofline.plausibility_note)
+    cold_note: str = ""  # cold runs: how the specs' launches were kept from finding their inputs in cache
     schema: str = JSON_SCHEMA
 
 
@@ -228,6 +232,8 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
         orig_note = (f"original times were recorded on {', '.join(recorded)}, not on {device_name}: "
                      "shown, not compared")
 
+    cold, cache = bool(run.settings.get("cold")), cache_of(run.device)
+    exempt = 0
     by_spec: dict[int, list[Result]] = {}
     for r in run.results:
         by_spec.setdefault(r.spec_index, []).append(r)
@@ -246,6 +252,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
             shape = spec_from_key(spec["key"])
         except SpecError:  # a key this version cannot read: no roofline figures for it
             shape = None
+        exempt += shape is not None and from_memory(shape, cold, cache) == 0
         rows: list[Row] = []
         raced: list[tuple[str, float]] = []
         for r in results:
@@ -278,9 +285,11 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                 reason=r.message if r.status == Status.WRONG else "",
                 gbps=roof.gbps if roof else None, gflops=roof.gflops if roof else None,
                 pct_peak=roof.pct_peak if roof else None,
+                implausible=implausible(shape, ranked.median_us, peak_bw, cold, cache)
+                if shape and ranked and r.status == Status.OK else "",
             ))
-        # A wrong result is never best, however fast it was.
-        correct = [row for row in rows if row.status == Status.OK and rank in row.clocks]
+        # A wrong result is never best, however fast it was; nor one faster than memory allows.
+        correct = [row for row in rows if row.status == Status.OK and rank in row.clocks and not row.implausible]
         best = min(correct, key=lambda x: x.clocks[rank].median_us, default=None)
         ties = [] if best is None else \
             [row for row in correct if row is best or ties_with(_estimate(best.clocks[rank]),
@@ -295,6 +304,8 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                 row.tags.append("tie")
             if row.status == Status.WRONG:
                 row.tags.append("bad-rel")
+            if row.implausible:
+                row.tags.append("implausible")
         rows.sort(key=lambda x: (x.status != Status.OK, x.us(rank) if x.us(rank) is not None else float("inf")))
         where = sorted({r.measure["device"] for r in results if r.measure and "device" in r.measure})
         specs.append(SpecReport(index, spec["label"], spec["key"], spec.get("orig"), rows,
@@ -303,9 +314,36 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                                 shape.bytes_moved() if shape else None, shape.flops() if shape else None,
                                 "" if finished else _state(spec, results)))
     ordered = sorted(failures.values(), key=lambda f: (f.category, f.variant))
+    cold_note = _cold_note(run, by_spec) if cold else ""
     return Report(run.id, run.status, run.suite, run.backend, run.device, run.settings, rank,
                   "cold" if run.settings.get("cold") else "warm", tie_floor, run.baseline, orig_note, compared,
-                  _clock_note(run), specs, dict(counts), ordered, peak_bandwidth=peak_bw, peak_source=peak_source)
+                  _clock_note(run), specs, dict(counts), ordered, peak_bandwidth=peak_bw, peak_source=peak_source,
+                  plausibility=plausibility_note(cold, cache, exempt, len(run.specs)) if peak_bw else "",
+                  cold_note=cold_note)
+
+
+# How arena.ColdPlan kept each spec's inputs out of the cache, in words.
+_COLD_HOW = {"rotate": "rotate input copies, each launch its own",
+             "evict": "rotate the copies the bounds allow and stream {evict} through the cache before each round",
+             "evict-partial": "rotate the copies the bounds allow and stream {evict} through the cache before each "
+                              "round, less than twice the cache (bounded by time: partly cold)",
+             "size": "read more than twice the cache (one copy)"}
+
+
+def _cold_note(run: Run, by_spec: dict[int, list[Result]]) -> str:
+    """Cold runs: how many specs kept their inputs out of the cache which way, and the cache
+    size it was planned for, from what the results recorded (measure.Prepared.mode)."""
+    ways: Counter = Counter()
+    for results in by_spec.values():
+        mode = next((r.measure for r in results if r.measure and r.measure.get("cold_how")), None)
+        if mode:
+            evict = f"{mode.get('evict_bytes', 0) / 2**20:.0f} MiB"
+            ways[_COLD_HOW.get(mode["cold_how"], mode["cold_how"]).format(evict=evict)] += 1
+    cache = cache_of(run.device)
+    source = run.device.get("llc_source") or "the driver's figure"
+    parts = [f"{count} spec{'s' if count != 1 else ''} {how}" for how, count in ways.most_common()]
+    return (", ".join(parts) or "no spec measured in this run") + \
+        f"; last-level cache {cache / 2**20:.1f} MiB ({source})"
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -394,8 +432,7 @@ def render(report: Report, console: Console, verbose_failures: bool = False) -> 
                          f"driver {d.get('driver')}"))
     order = [report.rank_by] + [c for c in ("batch", "gpu", "cpu") if c != report.rank_by]
     console.print(f"timing: per launch, in us; {report.mode} cache" +
-                  (" (each launch reads its own copy of the inputs, rotated so that none is in the last-level "
-                   "cache)" if report.mode == "cold" else ""))
+                  (f": {report.cold_note}" if report.mode == "cold" else ""), markup=False)
     for c in order:
         console.print(f"  {CLOCK_NAMES[c]:<6} = {CLOCK_MEANING[c]}" + ("  \\[ranks]" if c == report.rank_by else ""))
     if "max_noise" in s:
@@ -509,6 +546,8 @@ def peak_note(report: Report) -> str:
     note = f"% peak = GB/s over {report.peak_bandwidth / 1e9:.1f} GB/s ({report.peak_source})"
     if report.mode == "warm":
         note += "; warm: inputs that fit in cache may pass 100%"
+    if report.plausibility:
+        note += f"; {report.plausibility}"
     return note
 
 

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from .backends import BackendError
 from .pool import DeviceLost, Job, Message, Pair, PeakUnavailable, Phase, Pool, WorkerError, open_pool
 from .results import Category, Result, Status
-from .roofline import device_key
+from .roofline import cache_of, device_key, implausible
 from .settings import Settings
 from .specs import Spec, Suite
 from .store import Store
-from .ties import CONFIDENCE, TIE_FLOOR, estimate, ties_with
+from .ties import CONFIDENCE, TIE_FLOOR, Estimate, estimate, ties_with
 from .variants import ManifestError, Variant, build_kernel, select
 
 __all__ = ["DeviceLost", "Events", "Settings", "WorkerError", "build_kernel", "run",
@@ -35,7 +36,9 @@ __all__ = ["DeviceLost", "Events", "Settings", "WorkerError", "build_kernel", "r
 # Part of every result key: bump it when verdict rules change, so that verdicts
 # stored under the old rules are measured again rather than trusted.
 # 3: guard bands, input checks and the timed launches' outputs are verified too.
-CHECK_VERSION = 3
+# 4: inputs a kernel cannot predict (per-run A copies, guard pattern and sentinel), an
+#    untimed final round of every slot verified, builds blamed one by one.
+CHECK_VERSION = 4
 # Seconds one pair (or one spec's preparation) may take before its worker is
 # stopped and the pair stored as `timeout`. A correct kernel of the default suite
 # needs far less on every backend: the slowest, the naive kernel on the LM head
@@ -121,6 +124,11 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     With `ray` (an address, 'auto' or 'local'), Ray actors on that cluster measure
     instead (ray_pool.py).
 
+    Every run draws a 64-bit seed of its own (stored in the run's settings as `seed`, not
+    part of any result's key): the values of A that each launch reads, the guard pattern
+    and the never-written sentinel come from it, so no kernel can know them in advance
+    (measure.py).
+
     Unsupported pairs are recorded, never run. A stored result with the same key is
     reused unless `force`, also a stored `timeout` or `crashed`. Every result is
     committed before the next starts, so an interrupted sweep (KeyboardInterrupt
@@ -150,25 +158,30 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     try:
         info = pool.describe()
         pool.begin()
-        # The roof of the roofline, recorded with the run: the device's own, stored, or measured now.
-        info = _with_peak(info, store, pool, events.note, events.status)
+        # The roof of the roofline and the cache cold mode sizes by, recorded with the run: the
+        # device's own, stored, or measured now.
+        info = _with_memory(info, store, pool, events.note, events.status)
     except BaseException:
         pool.close()
         raise
     base = baseline_of(variants, backend)
-    run_id = store.begin_run(suite.name, backend, info, {**asdict(settings), "race": race},
+    seed = secrets.randbits(64)
+    run_id = store.begin_run(suite.name, backend, info, {**asdict(settings), "race": race, "seed": seed},
                              base.id if base else None,
                              [{"key": s.key(), "label": s.label(), **_orig(s)} for s in suite.specs])
     status = "interrupted"
     try:
         events.status(f"planning {len(suite.specs)} specs x {len(variants)} variants (reusing stored results)")
-        plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events)
+        plan = _plan(suite, variants, backend, info, settings, store, run_id, force, race, events, seed)
+        for job in plan.jobs:
+            job.cache_bytes = int(info.get("llc_bytes") or 0)
+            job.peak_bandwidth = float(info.get("peak_bandwidth") or 0)
         # What each spec was to measure, so that a report of an interrupted run can tell
         # a spec it never reached from one that had nothing to measure.
         store.plan_run(run_id, plan.pairs, {job.spec_index: len(job.pairs) for job in plan.jobs})
         events.start(plan.total)
         if plan.jobs:
-            race_of = _Race(plan, settings, base.id if base else None, tie_floor) if race else None
+            race_of = _Race(plan, settings, base.id if base else None, tie_floor, info) if race else None
 
             def stored(job: Job, result: Result) -> list[Job]:
                 if race_of is not None and job.phase == Phase.BRIEF:
@@ -199,24 +212,36 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     return run_id
 
 
-def _with_peak(info: dict, store: Store, pool: Pool, note: Callable[[str], None],
-               status: Callable[[str], None] = lambda text: None) -> dict:
-    """`info` with `peak_bandwidth` and `peak_bandwidth_source`: the device's own figure where
-    it has one, else the store's for this device, else measured now by a worker and stored.
-    A peak that cannot be had is a note, never an error: the run goes on without % of peak."""
-    if float(info.get("peak_bandwidth") or 0) > 0:
-        return info
+def _with_memory(info: dict, store: Store, pool: Pool, note: Callable[[str], None],
+                 status: Callable[[str], None] = lambda text: None) -> dict:
+    """`info` with the device's memory as peak.py measures it: `peak_bandwidth` and its source
+    (the device's own figure where it has one) and `llc_bytes`, the last-level cache cold
+    mode sizes its copies by, and its source. Each comes from the store for this device, or
+    from one probe by a worker, stored. A probe that cannot be made is a note, never an
+    error: the run goes on without % of peak, with the driver's cache figure."""
     key = device_key(info)
-    found = store.peak(key)
-    if found is None:
-        status("measuring the peak memory bandwidth (once per device)")
+    own_peak = float(info.get("peak_bandwidth") or 0) > 0
+    peak = None if own_peak else store.peak(key)
+    cache = store.cache(key)
+    if cache is None or (peak is None and not own_peak):
+        status("measuring the memory's bandwidth and cache (once per device)")
         try:
             found = pool.measure_peak()
         except PeakUnavailable as e:
-            note(f"peak bandwidth not measured, so no % of peak: {e}")
-            return info
-        store.put_peak(key, *found)
-    return {**info, "peak_bandwidth": found[0], "peak_bandwidth_source": found[1]}
+            note(f"memory not measured, so no % of peak and the driver's cache size for cold mode: {e}")
+        else:
+            if cache is None:
+                cache = (found.cache_bytes, found.cache_source)
+                store.put_cache(key, *cache, found.curve)
+            if peak is None and not own_peak:
+                peak = (found.peak, found.peak_source)
+                store.put_peak(key, *peak)
+    out = dict(info)
+    if peak is not None:
+        out.update(peak_bandwidth=peak[0], peak_bandwidth_source=peak[1])
+    if cache is not None:
+        out.update(llc_bytes=cache[0], llc_source=cache[1])
+    return out
 
 
 def _split(job: Job, parts: int) -> list[Job]:
@@ -236,7 +261,7 @@ class _Plan:
 
 
 def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, settings: Settings, store: Store,
-          run_id: int, force: bool, race: bool, events: Events) -> _Plan:
+          run_id: int, force: bool, race: bool, events: Events, seed: int) -> _Plan:
     """Stores what needs no measuring (unsupported, bad geometry, reused) and returns the jobs
     for the rest, one per spec."""
     plan = _Plan([], 0, {})
@@ -282,7 +307,7 @@ def _plan(suite: Suite, variants: Sequence[Variant], backend: str, info: dict, s
             serial += 1
             pairs.append(Pair(serial, v, key, detail))
         if pairs:
-            plan.jobs.append(Job(index, spec, pairs))
+            plan.jobs.append(Job(index, spec, pairs, seed=seed))
     return plan
 
 
@@ -300,8 +325,9 @@ class _Race:
     BRIEF_SAMPLES = 5
     BRIEF_BATCH_SHARE = 5
 
-    def __init__(self, plan: _Plan, settings: Settings, baseline: str | None, tie_floor: float) -> None:
+    def __init__(self, plan: _Plan, settings: Settings, baseline: str | None, tie_floor: float, info: dict) -> None:
         self.settings, self.baseline, self.tie_floor = settings, baseline, tie_floor
+        self.peak, self.cache = float(info.get("peak_bandwidth") or 0) or None, cache_of(info)
         self.brief_settings = replace(settings, min_samples=min(settings.min_samples, self.BRIEF_SAMPLES),
                                       max_samples=max(settings.max_samples, self.BRIEF_SAMPLES), max_noise=1.0,
                                       min_time=0.0, max_time=settings.max_time / 4,
@@ -311,7 +337,9 @@ class _Race:
         self.laps: dict[int, list[tuple[Pair, Result]]] = {job.spec_index: [] for job in plan.jobs}
 
     def brief(self, job: Job) -> Job:
-        return replace(job, settings=self.brief_settings, phase=Phase.BRIEF)
+        rank = self.settings.rank_by
+        known = [e.median for r in self.known.get(job.spec_index, []) if (e := estimate(r.clock(rank)))]
+        return replace(job, settings=self.brief_settings, phase=Phase.BRIEF, bar_ns=min(known, default=0.0))
 
     def lap(self, job: Job, result: Result, store: Store, run_id: int, events: Events) -> list[Job]:
         pair = next(p for p in job.pairs if p.variant.id == result.variant)
@@ -328,27 +356,47 @@ class _Race:
     def _decide(self, job: Job, store: Store, run_id: int, events: Events) -> list[Job]:
         rank = self.settings.rank_by
         lap = self.laps.pop(job.spec_index)
+
+        def plausible(e: Estimate) -> bool:  # a time faster than memory allows is no time to race against
+            return not implausible(job.spec, e.median / 1e3, self.peak, self.settings.cold, self.cache)
+
         times = [(r.variant, e) for r in self.known.get(job.spec_index, []) if (e := estimate(r.clock(rank)))]
         times += [(r.variant, e) for _, r in lap if (e := estimate(r.clock(rank)))]
+        times = [(v, e) for v, e in times if plausible(e)]
         if not times:
-            return []
+            return [replace(job, pairs=[pair for pair, _ in lap], settings=None, phase=Phase.FULL)] if lap else []
         best, fastest = min(times, key=lambda t: t[1].median)
         survivors: list[Pair] = []
         for pair, result in lap:
             mine = estimate(result.clock(rank))
-            if mine is None or pair.variant.id == self.baseline or ties_with(fastest, mine, self.tie_floor):
+            gave_up = (result.measure or {}).get("hopeless")
+            if mine is None and gave_up and pair.variant.id != self.baseline:
+                # Not timed: its verified launch took many times the best time then known
+                # (measure.Worker). Out if that launch still takes twice the fastest's time.
+                ratio = gave_up["round_trip_ns"] / fastest.median
+                if ratio >= 2:
+                    self._out(job, pair, result, best, ratio, store, run_id, events,
+                              f"raced out: {ratio:.2f}x the time of {best}, by the round trip of the launch it was "
+                              f"verified by (over {gave_up['factor']:g}x the best time known then, so not timed)")
+                    continue
+            if mine is None or pair.variant.id == self.baseline or not plausible(mine) or \
+                    ties_with(fastest, mine, self.tie_floor):
                 survivors.append(pair)
                 continue
             ratio = mine.median / fastest.median
-            raced = replace(result, status=Status.RACED, category=Category.RACED,
-                            key=_key({**pair.detail, "raced": True}),
-                            message=f"raced out: {ratio:.2f}x the time of {best} after a brief measurement, slower "
-                                    f"at {100 * CONFIDENCE:g}% confidence",
-                            measure={**(result.measure or {}),
-                                     "race": {"best": best, "ratio": ratio, "confidence": CONFIDENCE}})
-            store.add(run_id, job.spec_index, raced)
-            events.result(job.spec, raced)
+            self._out(job, pair, result, best, ratio, store, run_id, events,
+                      f"raced out: {ratio:.2f}x the time of {best} after a brief measurement, slower at "
+                      f"{100 * CONFIDENCE:g}% confidence")
         return [replace(job, pairs=survivors, settings=None, phase=Phase.FULL)] if survivors else []
+
+    @staticmethod
+    def _out(job: Job, pair: Pair, result: Result, best: str, ratio: float, store: Store, run_id: int,
+             events: Events, message: str) -> None:
+        raced = replace(result, status=Status.RACED, category=Category.RACED, key=_key({**pair.detail, "raced": True}),
+                        message=message, measure={**(result.measure or {}),
+                                                  "race": {"best": best, "ratio": ratio, "confidence": CONFIDENCE}})
+        store.add(run_id, job.spec_index, raced)
+        events.result(job.spec, raced)
 
 
 def _orig(spec: Spec) -> dict:

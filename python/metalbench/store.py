@@ -7,8 +7,10 @@ be compared sample by sample.
 
 Schema versions: 1 had no batch clock, no samples and no owner of a run; 2 adds
 them; 3 adds `peaks`, each device's peak memory bandwidth where no API gives it
-(measured once by peak.py). An older store is upgraded in place when it is
-opened for writing, and read as it is when opened read-only.
+(measured once by peak.py); 4 adds `caches`, each device's last-level cache as
+peak.py measured it (what cold mode sizes its copies by), with the curve behind it.
+An older store is upgraded in place when it is opened for writing, and read as it
+is when opened read-only.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .results import Result, Run
 
 __all__ = ["MissingRun", "Store", "StoreError"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -82,6 +84,13 @@ CREATE TABLE IF NOT EXISTS peaks (   -- (v3)
   device_key TEXT PRIMARY KEY,     -- roofline.device_key(): backend, vendor, name, driver
   bytes_per_s REAL NOT NULL,
   source TEXT NOT NULL,            -- how it was had, in words ("measured: ...")
+  measured_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS caches (  -- (v4)
+  device_key TEXT PRIMARY KEY,     -- roofline.device_key()
+  bytes INTEGER NOT NULL,          -- the last-level cache cold mode sizes its copies by
+  source TEXT NOT NULL,            -- how it was had ("measured: ..." or the driver's, and why)
+  curve TEXT NOT NULL,             -- JSON [[footprint bytes, read bytes per second], ...] it came from
   measured_at REAL NOT NULL
 );
 """
@@ -309,6 +318,20 @@ class Store:
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO peaks VALUES (?, ?, ?, ?)",
                        (device_key, float(bytes_per_s), source, time.time()))
+
+    def cache(self, device_key: str) -> tuple[int, str] | None:
+        """The stored last-level cache of a device (bytes, and how it was had), or None."""
+        if self.version < 4:
+            return None
+        row = self._db.execute("SELECT bytes, source FROM caches WHERE device_key=?", (device_key,)).fetchone()
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    def put_cache(self, device_key: str, nbytes: int, source: str, curve: list[tuple[int, float]]) -> None:
+        """Stores (or replaces) a device's last-level cache and the bandwidth curve it was read from."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO caches VALUES (?, ?, ?, ?, ?)",
+                       (device_key, int(nbytes), source, json.dumps([[int(f), float(b)] for f, b in curve]),
+                        time.time()))
 
     def latest_run(self) -> int | None:
         row = self._db.execute("SELECT max(id) FROM runs").fetchone()

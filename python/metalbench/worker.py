@@ -6,6 +6,12 @@ and some of its variants), waits for each step with a deadline (`timeout`), and
 when a worker overruns it or dies, stores that pair as `timeout` or `crashed`,
 starts a new worker and goes on with the pairs that were left.
 
+A compile is a step of its own too: the worker says when each build starts and ends,
+so each has its own deadline, and a build that overruns it, or whose compiler takes
+the worker down (out of memory, say), costs that variant alone (category `compile`).
+When a worker dies with several builds under way, the job is tried again with its
+builds one at a time, so that the next death names the culprit.
+
 Workers start with the spawn method (a fresh interpreter, no inherited device
 state or threads), ignore Ctrl-C (the parent owns it and stops them), and write
 their own output to stderr.
@@ -13,6 +19,7 @@ their own output to stderr.
 
 from __future__ import annotations
 
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -31,8 +38,8 @@ from typing import Any
 from . import _core
 from .backends import BackendError
 from .measure import Worker, worker_stdio
-from .peak import measure_read_bandwidth
-from .pool import DeviceLost, Job, Message, PeakUnavailable, Progress, Step, WorkerError, ahead, pick
+from .peak import Memory, measure_memory
+from .pool import DeviceLost, Job, Message, PeakUnavailable, Phase, Progress, Step, WorkerError, ahead, pick
 from .results import Category, Result, Status
 from .settings import Settings
 
@@ -42,8 +49,17 @@ __all__ = ["JobRunner", "PeakJob", "ProcessPool"]
 _TICK = 0.2
 
 
+def _brief_time(result: Result, rank_by: str) -> float:
+    """A brief lap's time of a pair in seconds: its ranking clock's median, or the round trip
+    of the launch it was verified by where it gave up timing (0: none)."""
+    stats = result.clock(rank_by)
+    if stats and stats.get("count"):
+        return float(stats["median"]) * 1e-9
+    return float(((result.measure or {}).get("hopeless") or {}).get("round_trip_ns", 0.0)) * 1e-9
+
+
 class PeakJob:
-    """Asks a worker for its device's read bandwidth (peak.py) instead of measuring pairs."""
+    """Asks a worker for its device's memory probe (peak.py) instead of measuring pairs."""
 
 
 def _orphan_watch() -> None:
@@ -92,9 +108,18 @@ class JobRunner:
 
     def __init__(self, worker: Worker, settings: Settings, send: Callable[[tuple], None],
                  lock: _DeviceLock | None = None) -> None:
-        self.worker, self.settings, self.send, self.lock = worker, settings, send, lock
+        self.worker, self.settings, self.lock = worker, settings, lock
         self.prepared = None
         self.said_waiting = 0.0
+        self.ranked: dict[str, float] = {}  # variant -> its brief time over the best's, on the last spec it ran
+        # Builds report from their own threads: one message at a time on the connection.
+        sending = threading.Lock()
+
+        def send_one(message: tuple) -> None:
+            with sending:
+                send(message)
+
+        self.send = send_one
 
     def _waiting(self) -> None:
         # Waiting for the device is not hanging: say so now and then, so the deadline moves on.
@@ -104,34 +129,54 @@ class JobRunner:
 
     def run(self, job: Job) -> bool:
         """Runs `job`; False when the device stopped working (the last message said so)."""
-        if self.prepared is None or self.prepared.spec != job.spec:
+        if self.prepared is None or (self.prepared.spec, self.prepared.seed) != (job.spec, job.seed):
             self.prepared = None  # its buffers go before the next spec's are made
             self.send((Message.PREPARE, None))
-            self.prepared = self.worker.prepare(job.spec, self.settings)
+            self.prepared = self.worker.prepare(job.spec, self.settings, job.seed, job.cache_bytes,
+                                                job.peak_bandwidth)
             for note in self.prepared.notes:
                 self.send((Message.NOTE, note))
         settings = job.settings or self.settings
-        # Each build is a step of its own: a slow compiler is never taken for a hung kernel.
+        # Each build is a step of its own: a slow compiler is never taken for a hung kernel,
+        # and a hung or fatal one is known by name.
         self.worker.build([pair.variant for pair in job.pairs], job.spec.dtype,
-                          lambda variant: self.send((Message.BUILT, variant)))
-        for pair in job.pairs:
+                          lambda variant: self.send((Message.BUILDING, variant)),
+                          lambda variant: self.send((Message.BUILT, variant)), job.one_at_a_time)
+        brief = job.phase == Phase.BRIEF
+        # A brief lap takes the variants in the order they ranked on the specs before (the
+        # fastest first), so that the best time is known early, and gives up timing one whose
+        # verified launch was many times slower than that (measure.Worker, `race_bar`).
+        pairs = sorted(job.pairs, key=lambda p: self.ranked.get(p.variant.id, math.inf)) if brief else job.pairs
+        bar = job.bar_ns * 1e-9
+        lap: list[tuple[str, float]] = []
+        for pair in pairs:
             with self.lock.held(self._waiting) if self.lock else nullcontext():
                 self.send((Message.BEGIN, pair.id))
-                result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, settings)
+                result = self.worker.measure(self.prepared, pair.variant, pair.key, pair.detail, settings,
+                                             full=not brief, race_bar=bar if brief else 0.0)
+            if brief and result.status == Status.OK:
+                took = _brief_time(result, settings.rank_by)
+                if took:
+                    lap.append((pair.variant.id, took))
+                    if "hopeless" not in (result.measure or {}):
+                        bar = min(bar, took) if bar else took
             self.send((Message.RESULT, pair.id, result))
             if result.category in (Category.RUNTIME, Category.COMPILE) and not self.worker.healthy():
                 self.send((Message.LOST, f"the device stopped working after {pair.variant.id} on "
                                          f"{job.spec.label()} ({result.message})"))
                 return False
+        if lap:
+            best = min(t for _, t in lap)
+            self.ranked.update({variant: t / best for variant, t in lap})
         self.send((Message.DONE, None))
         return True
 
-    def peak(self) -> tuple[float, str] | str:
-        """The device's read bandwidth (bytes per second, source), or why it could not be had."""
+    def peak(self) -> Memory | str:
+        """The device's memory probe (peak and last-level cache), or why it could not be had."""
         w = self.worker
         try:
             with self.lock.held(self._waiting) if self.lock else nullcontext():
-                return measure_read_bandwidth(w.device, w.backend)
+                return measure_memory(w.device, w.backend)
         except (_core.CompileError, _core.DeviceError, _core.UsageError, _core.UnavailableError, OSError) as e:
             return str(e).splitlines()[0] if str(e) else type(e).__name__
 
@@ -196,6 +241,7 @@ class _Process:
         child.close()
         self.job: Job | None = None
         self.left: deque = deque()         # pairs of the job not yet answered
+        self.building: dict[str, float] = {}  # builds under way: variant id -> when it began
         self.step = Step.START
         self.since = time.monotonic()
         self.holds: int | None = None      # the spec index whose buffers it made last
@@ -294,8 +340,8 @@ class ProcessPool:
         w.step, w.since = Step.IDLE, time.monotonic()
         return w
 
-    def measure_peak(self) -> tuple[float, str]:
-        """The first device's read bandwidth, measured by its first worker within the deadline."""
+    def measure_peak(self) -> Memory:
+        """The first device's memory probe (peak.py), measured by its first worker within the deadline."""
         self._start()
         if self.local is not None:
             found = self.local.peak()
@@ -358,7 +404,14 @@ class ProcessPool:
                 if w.conn in ready:
                     self._receive(w, on_result, on_note, queue)
             for i, w in enumerate(self.workers):
-                if w is not None and w.job is not None and time.monotonic() - w.since > self.timeout:
+                if w is None or w.job is None:
+                    continue
+                now = time.monotonic()
+                overdue = [v for v, began in w.building.items() if now - began > self.timeout]
+                if overdue:
+                    self._replace(i, Status.TIMEOUT, f"took longer than {self.timeout:g} s (--timeout); its worker "
+                                  "was stopped", on_result, queue, overdue)
+                elif now - w.since > self.timeout:
                     self._replace(i, Status.TIMEOUT, f"took longer than {self.timeout:g} s (--timeout); its "
                                   "worker was stopped", on_result, queue)
 
@@ -401,15 +454,25 @@ class ProcessPool:
             self.on_progress(w.job, kind, value, i)
         if kind == Message.NOTE:
             on_note(value)
-        elif kind in (Message.PREPARE, Message.BUILT):
+        elif kind == Message.PREPARE:
             w.step = Step.PREPARE
+        elif kind == Message.BUILDING:
+            w.step = Step.BUILD
+            w.building[value] = w.since
+        elif kind == Message.BUILT:
+            w.building.pop(value, None)
         elif kind == Message.WAITING:
             w.step = Step.WAITING
         elif kind == Message.BEGIN:
             w.step = Step.BEGIN
+            # The worker may take a job's pairs in its own order: the one begun goes first.
+            begun = next((pair for pair in w.left if pair.id == value), None)
+            if begun is not None:
+                w.left.remove(begun)
+                w.left.appendleft(begun)
         elif kind == Message.RESULT:
             assert w.job is not None
-            w.left.popleft()
+            w.left = deque(pair for pair in w.left if pair.id != value)
             w.step = Step.WAITING  # between pairs until the next begins
             ahead(queue, on_result(w.job, message[2]))
         elif kind == Message.DONE:
@@ -433,29 +496,46 @@ class ProcessPool:
         w.stop()
 
     def _replace(self, i: int, status: Status, why: str, on_result: Callable[[Job, Result], Iterable[Job]],
-                 queue: deque[Job]) -> None:
-        """Stops worker i, blames the pair it was on (or, when it died preparing the job a second
-        time, every pair of the job), and starts a new worker for what is left."""
+                 queue: deque[Job], overdue: Iterable[str] = ()) -> None:
+        """Stops worker i, blames what it was doing, and starts a new worker for what is left.
+
+        Blamed: the pair it was measuring; the builds that overran their deadline
+        (`overdue`); the one build under way when it died. Not blamed, the job tried once
+        more: a death between pairs, before any pair began, or with several builds under way
+        (then with builds one at a time, so that the next death names one). A second death
+        while preparing the spec blames every pair of the job: it was the spec's inputs."""
         w = self.workers[i]
         assert w is not None and w.job is not None
+        building = list(w.building)
         w.stop()
         job = w.job
-        if w.step == Step.BEGIN and w.left:
+        blamed: list = []
+        what = ""  # what the worker was doing when every pair of the job is blamed
+        culprits = list(overdue) or (building if len(building) == 1 and status == Status.CRASHED else [])
+        if culprits:
+            blamed = [pair for pair in w.left if pair.variant.id in culprits]
+            w.left = deque(pair for pair in w.left if pair.variant.id not in culprits)
+        elif w.step == Step.BEGIN and w.left:
             blamed = [w.left.popleft()]
-            what = ""
+        elif w.step == Step.BUILD and len(building) > 1:
+            w.job = replace(job, one_at_a_time=True)
         elif w.step == Step.WAITING or not job.retried:
             # Between pairs, or the first death before any pair began (sent, preparing the
-            # spec or building its kernels): no pair is to blame yet, so the job is tried
-            # once more; a death while waiting for the device does not count as a try.
-            blamed, what = [], ""
+            # spec, between builds): no pair is to blame yet, so the job is tried once more; a
+            # death while waiting for the device does not count as a try.
             w.job = replace(job, retried=job.retried or w.step != Step.WAITING)
         else:
             blamed, w.left = list(w.left), deque()
-            what = f"preparing {job.spec.label()} (inputs, reference, buffers) "
+            what = f"preparing {job.spec.label()} (inputs, reference, buffers)"
         for pair in blamed:
-            message = f"{what}{why}" if status == Status.TIMEOUT else f"its worker {why} {what}".rstrip()
+            category = Category.COMPILE if culprits else Category(status.value)
+            doing = f"compiling {pair.variant.id}" if culprits else what
+            if status == Status.TIMEOUT:
+                message = f"{doing} {why}".strip()
+            else:
+                message = f"its worker {why}" + (f" while {doing}" if doing else "")
             ahead(queue, on_result(job, Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status,
-                                               category=Category(status.value), message=message, key=pair.key,
+                                               category=category, message=message, key=pair.key,
                                                detail=pair.detail)))
         self._requeue(w, queue)
         self._spawn(i)
