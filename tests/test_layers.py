@@ -63,6 +63,8 @@ def test_the_walk_sees_imports_inside_functions():
 
 def test_every_backend_of_the_core_has_traits_and_a_prelude():
     assert set(_core.backends()) <= set(backends.BACKENDS)
+    # --backend auto's order is written twice: the core's registration priorities, the traits' order.
+    assert list(_core.backends()) == [b for b in backends.BACKENDS if b in _core.backends()]
     include = paths.kernels_dir() / "include"
     native = {p.name for p in (PACKAGE.parents[1] / "csrc").iterdir() if p.is_dir() and p.name != "core"}
     assert native == set(backends.BACKENDS)
