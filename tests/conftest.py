@@ -171,3 +171,23 @@ def write_family(folder: Path, name: str, source: str, *, extra: str = "") -> Pa
         threads = ["TG", 1, 1]
         """))
     return folder
+
+
+class TamperedDevice:
+    """A worker's device whose `measure()` is followed by `tamper(timing)`: what a kernel that
+    misbehaves only in its timed launches leaves in the buffers, simulated on the host
+    (`buffers` are the spec's arena.SpecBuffers). Everything else is the real device."""
+
+    def __init__(self, device, buffers):
+        self._device, self._buffers = device, buffers
+
+    def __getattr__(self, name):
+        return getattr(self._device, name)
+
+    def measure(self, *args, **kwargs):
+        timing = self._device.measure(*args, **kwargs)
+        self.tamper(timing)
+        return timing
+
+    def tamper(self, timing: dict) -> None:
+        raise NotImplementedError

@@ -18,7 +18,7 @@ kernels are written with conftest's write_family here until they join the fault 
 
 import numpy as np
 import pytest
-from conftest import write_family
+from conftest import TamperedDevice, write_family
 
 from metalbench import arena, measure, variants
 from metalbench.measure import Worker
@@ -138,26 +138,18 @@ def undefended(monkeypatch):
     monkeypatch.setattr(measure, "guard_pattern", lambda seed=None: arena.guard_pattern(None))
 
 
-class _CopiesItsNeighbour:
+class _CopiesItsNeighbour(TamperedDevice):
     """The device of a kernel that copies the output of the slot launched before its own:
     after the real timing, every slot of the final round but the first holds what the
     slot before it holds."""
 
-    def __init__(self, device, buffers):
-        self._device, self._buffers = device, buffers
-
-    def __getattr__(self, name):
-        return getattr(self._device, name)
-
-    def measure(self, *args, **kwargs):
-        timing = self._device.measure(*args, **kwargs)
+    def tamper(self, timing: dict) -> None:
         c, first, count = self._buffers.c, timing["first_slot"], timing["last_round"]
         for i in range(count - 1, 0, -1):
             slot, before = (first + i) % self._buffers.slots, (first + i - 1) % self._buffers.slots
             data = np.empty(c.size, dtype=np.uint8)
             c.buffer.read(data, c.offset(before))
             c.buffer.write(data, c.offset(slot))
-        return timing
 
 
 def test_the_honest_kernel_is_ok_with_every_defence(worker, tmp_path):

@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import FAST, FAULT_KERNELS, FAULT_SUITE, results_of, sweep, write_family
+from conftest import FAST, FAULT_KERNELS, FAULT_SUITE, TamperedDevice, results_of, sweep, write_family
 
 from metalbench import variants
 from metalbench.measure import Worker
@@ -111,23 +111,15 @@ def test_every_timed_launch_starts_from_a_fresh_c(opencl, tmp_path):
     assert seen[0].batch["count"] >= 1 and seen[0].measure["slots"] > 1
 
 
-class _SkipsWhenTimed:
+class _SkipsWhenTimed(TamperedDevice):
     """The device of a kernel that skips its work in the timed launches: after the real
     timing, the last round's output slots hold C's initial state again, as a launch
     that did nothing leaves them."""
 
-    def __init__(self, device, buffers):
-        self._device, self._buffers = device, buffers
-
-    def __getattr__(self, name):
-        return getattr(self._device, name)
-
-    def measure(self, *args, **kwargs):
-        timing = self._device.measure(*args, **kwargs)
+    def tamper(self, timing: dict) -> None:
         c = self._buffers.c
         slot = (timing["first_slot"] + timing["last_round"] - 1) % self._buffers.slots
         c.buffer.write(np.ascontiguousarray(self._buffers.c_initial).reshape(-1).view(np.uint8), c.offset(slot))
-        return timing
 
 
 def test_a_kernel_correct_once_but_not_when_timed_is_wrong(opencl):
