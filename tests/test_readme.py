@@ -56,3 +56,11 @@ def test_readme_suite_and_family_examples_load(tmp_path):
     (tmp_path / "rowdot.c").write_text("MB_KERNEL(rowdot) { }\n")
     ids = [v.id for v in variants.expand(variants.parse_family(tmp_path / "rowdot.toml"))]
     assert ids == ["rowdot/tg64", "rowdot/tg128"]
+
+
+def test_ci_runs_the_readmes_test_command_word_for_word():
+    readme = README.read_text()
+    ci = (README.parent / ".ci" / "run").read_text()
+    blocks = re.findall(r"```sh\n(.*?)\n```", readme, re.S)
+    tests = next(b for b in blocks if "pytest" in b)
+    assert f"{tests} || exit $?" in ci, tests
