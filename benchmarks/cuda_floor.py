@@ -36,6 +36,7 @@ import sys
 from _common import cuda_args, say, table, write_json
 
 import metalbench
+from metalbench.specs import Spec
 
 HEADS, ROWS, K = 14, 64, 64  # the suite's alpha/beta specs: batch 14, n 64, k 64 (fp16)
 SETTINGS = {"warmup": 10, "min_samples": 20, "max_samples": 2000, "min_time": 0.02, "max_time": 4.0,
@@ -178,7 +179,7 @@ def ladder(dev: metalbench.Device, only: str | None = None) -> list[dict]:
     cold_count = math.ceil(2 * int(info["cache_bytes"]) / Slots.bytes_per_slot())
     warm, cold = Slots(dev, 1), Slots(dev, cold_count)
     pieces = HEADS * ROWS * K // 8
-    params = struct.pack("<16i", HEADS, 1, ROWS, K, *([0] * 12))  # MBParams' batch, m, n, k
+    params = Spec("matmul", "float16", HEADS, 1, ROWS, K, transpose_b=True).params()  # the kernel reads batch, m, n, k
     cases = [
         ("empty, 1 thread", "empty", [], None, [1], [1]),
         ("empty, 56 blocks of 128", "empty", [], None, [HEADS * 4], [128]),

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from metalbench import _core, peak, report, runner, variants
-from metalbench.specs import DTYPES, load_suite
+from metalbench.specs import DTYPES, Spec, load_suite
 from metalbench.store import Store
 
 PARAVIRTUAL = "Apple Paravirtual device"
@@ -164,9 +164,6 @@ class Spin:
 
 # --- one GEMM problem, packed as the kernel ABI (kernels/include/common.h) --------------------------------
 
-OPS = {"matmul": 0, "matmul_bias_add": 1, "matmul_alpha_beta": 2}
-
-
 class Problem:
     def __init__(self, dtype, op="matmul", batch=2, m=3, n=70, k=64, trans_a=False, trans_b=True, alpha=1.0,
                  beta=0.0, seed=0):
@@ -179,9 +176,8 @@ class Problem:
             self.c0 = rng.uniform(-1, 1, (batch, m, n)).astype(dtype)
         else:
             self.c0 = np.full((batch, m, n), np.nan, dtype)  # a sentinel C must not be read
-        lda, ldb = self.a.shape[2], self.b.shape[2]
-        self.params = struct.pack("<13i2fi", batch, m, n, k, lda, ldb, n, self.a.shape[1] * lda,
-                                  self.b.shape[1] * ldb, m * n, int(trans_a), int(trans_b), OPS[op], alpha, beta, 0)
+        # Packed by the one packer of the kernel ABI (specs.Spec.params, checked against the core's table).
+        self.params = Spec(op, self.dtype.name, batch, m, n, k, trans_a, trans_b, alpha, beta).params()
         a64 = self.a.astype(np.float64).transpose(0, 2, 1) if trans_a else self.a.astype(np.float64)
         b64 = self.b.astype(np.float64).transpose(0, 2, 1) if trans_b else self.b.astype(np.float64)
         acc = a64 @ b64
