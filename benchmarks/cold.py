@@ -1,6 +1,6 @@
 """Cold mode against warm on one device: what it costs, and whether it is colder.
 
-    python benchmarks/cold.py [--backend auto] [--suite smoke] [--variants 'simdgemv/nt_*'] [--json PATH]
+    python benchmarks/cold.py [--backend auto] [--device N] [--suite smoke] [--variants 'simdgemv/nt_*'] [--json PATH]
 
 Runs `metalbench run` twice in fresh stores (the user's reference and kernel caches),
 warm then `--cold`, and prints:
@@ -49,11 +49,13 @@ def run(command: list[str], db: Path) -> tuple[float, report.Report]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="auto")
+    ap.add_argument("--device", type=int, default=0)
     ap.add_argument("--suite", default="smoke")
     ap.add_argument("--variants", default="simdgemv/nt_*", help="--variants of metalbench run ('' for every one)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    base = [sys.executable, "-m", "metalbench", "run", "--backend", args.backend, "--suite", args.suite]
+    base = [sys.executable, "-m", "metalbench", "run", "--backend", args.backend, "--device", str(args.device),
+            "--suite", args.suite]
     if args.variants:
         base += ["--variants", args.variants]
     with tempfile.TemporaryDirectory(prefix="metalbench-cold-") as tmp:
