@@ -186,10 +186,13 @@ def test_the_runner_verifies_every_cuda_variant(needs_cuda, tmp_path, suite, sha
     run, rep = cuda_sweep(tmp_path, suite)
     bad = [(r.variant, run.specs[r.spec_index]["label"], r.status, r.message) for r in run.results if r.status in BAD]
     assert not bad, bad[:20]
-    # Every family verified on at least one spec of the suite (a pair raced out was
-    # verified before the race ended its timing).
+    # Every family that takes a spec of the suite verified on at least one (a pair raced
+    # out was verified before the race ended its timing). tcgemm takes none of smoke's:
+    # its tiles are for prefill.
     verified = {r.variant.split("/")[0] for r in run.results if r.status in ("ok", "raced")}
-    assert verified == {v.family.name for v in variants.load_variants("cuda")}
+    runs = {r.variant.split("/")[0] for r in run.results if r.status != "unsupported"}
+    assert verified == runs
+    assert runs >= {v.family.name for v in variants.load_variants("cuda")} - {"tcgemm"}
 
 
 @pytest.mark.gpu
