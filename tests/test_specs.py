@@ -153,7 +153,8 @@ def test_labels():
 def test_fields_bytes_and_flops():
     spec = Spec("matmul_bias_add", "float16", 2, 3, 5, 7, transpose_b=True)
     assert spec.fields() == {"op": "matmul_bias_add", "dtype": "float16", "batch": 2, "m": 3, "n": 5, "k": 7,
-                             "transpose_a": False, "transpose_b": True, "alpha": 1.0, "beta": 0.0, "bias": True}
+                             "transpose_a": False, "transpose_b": True, "alpha": 1.0, "beta": 0.0, "bias": True,
+                             "quant": "", "qbits": 0, "qgroup": 0}
     assert spec.shape_a == (2, 3, 7) and spec.shape_b == (2, 5, 7) and spec.shape_c == (2, 3, 5)
     assert spec.bytes_moved() == 2 * (2 * 21 + 2 * 35 + 2 * 15 + 5)
     assert spec.flops() == 2 * 2 * 3 * 5 * 7
