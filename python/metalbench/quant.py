@@ -30,8 +30,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["BITS", "GROUPS", "Quant", "QuantError", "QuantWeights", "dequantize", "pack", "parse", "quantize",
-           "unpack"]
+__all__ = ["BITS", "GROUPS", "BLayout", "Quant", "QuantError", "QuantWeights", "b_buffer", "b_layout", "dequantize",
+           "pack", "parse", "quantize", "unpack"]
 
 # MLX's sets for mode "affine" (mlx.core.quantize's table of modes), less 1 bit: MLX 0.32 added it
 # with a rule of its own, which this module does not follow (README, "Where metalbench differs from MLX").
@@ -39,6 +39,9 @@ BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 8)
 GROUPS: tuple[int, ...] = (32, 64, 128)
 _NAME = re.compile(r"affine-q(\d+)-g(\d+)")
 _EPS = np.float32(1e-7)
+# Where the scales and the biases start in B's buffer is rounded up to this many bytes, so
+# that a kernel may read them with 16-byte vector loads.
+_ALIGN = 16
 # Rows packed or unpacked per step: bounds the one-byte-per-bit scratch to ~64 MB.
 _ROW_BITS = 1 << 26
 
@@ -184,3 +187,42 @@ def dequantize(weights: QuantWeights, dtype: np.dtype | type | None = None) -> n
         product = (codes.reshape(shape).astype(dt) * weights.scales.astype(dt)[..., None]).astype(dt)
         out = (product + weights.biases.astype(dt)[..., None]).astype(dt)
     return out.reshape(codes.shape)
+
+
+@dataclass(frozen=True)
+class BLayout:
+    """B's buffer for a quantized spec (kernels/README.md, "Quantized weights"): the codes of
+    every batch entry's rows (words of 4 bytes from byte 0), then the scales, then the
+    biases, each of those two starting at a multiple of 16 bytes. `scales` and `biases` are
+    offsets in elements of the dtype (MBParams qscales and qbiases), `nbytes` the total."""
+
+    codes_bytes: int
+    scales: int
+    biases: int
+    nbytes: int
+
+
+def b_layout(quant: Quant, batch: int, n: int, k: int, itemsize: int) -> BLayout:
+    """Where each part of a quantized B lies in its buffer."""
+    codes = batch * n * quant.words(k) * 4
+    per = batch * n * (k // quant.group) * itemsize
+
+    def up(x: int) -> int:
+        return -(-x // _ALIGN) * _ALIGN
+
+    scales = up(codes)
+    biases = up(scales + per)
+    return BLayout(codes, scales // itemsize, biases // itemsize, biases + per)
+
+
+def b_buffer(weights: QuantWeights, layout: BLayout) -> np.ndarray:
+    """The bytes of B's buffer (b_layout) holding `weights`."""
+    weights.check()
+    item = weights.scales.dtype.itemsize
+    out = np.zeros(layout.nbytes, dtype=np.uint8)
+    codes = np.ascontiguousarray(weights.codes, dtype="<u4").reshape(-1).view(np.uint8)
+    out[:codes.size] = codes
+    for offset, part in ((layout.scales, weights.scales), (layout.biases, weights.biases)):
+        raw = np.ascontiguousarray(part).reshape(-1).view(np.uint8)
+        out[offset * item:offset * item + raw.size] = raw
+    return out

@@ -47,6 +47,7 @@ PARAMS_FIELDS: tuple[tuple[str, str], ...] = (
     ("stride_a", "i"), ("stride_b", "i"), ("stride_c", "i"),
     ("trans_a", "i"), ("trans_b", "i"), ("op", "i"),
     ("alpha", "f"), ("beta", "f"),
+    ("qbits", "i"), ("qgroup", "i"), ("qscales", "i"), ("qbiases", "i"),
     ("reserved", "i"),
 )
 # Little endian with standard sizes and no padding: the layout of every backend here.
@@ -266,16 +267,28 @@ class Spec:
             "quant": self.quant or "", "qbits": self.q.bits if self.q else 0, "qgroup": self.q.group if self.q else 0,
         }
 
+    def b_layout(self) -> quantfmt.BLayout | None:
+        """Where a quantized B's codes, scales and biases lie in its buffer; None unquantized."""
+        q = self.q
+        return None if q is None else quantfmt.b_layout(q, self.batch, self.n, self.k, DTYPES[self.dtype].itemsize)
+
     def params(self) -> bytes:
         """The MBParams of kernels/include/common.h for this spec, little endian."""
+        q, layout = self.q, self.b_layout()
         values = {
             "batch": self.batch, "m": self.m, "n": self.n, "k": self.k,
             "lda": self.shape_a[2], "ldb": self.shape_b[2], "ldc": self.shape_c[2],  # row pitch as stored
             "stride_a": self.m * self.k, "stride_b": self.k * self.n, "stride_c": self.m * self.n,  # contiguous
             "trans_a": int(self.transpose_a), "trans_b": int(self.transpose_b), "op": OPS.index(self.op),
             "alpha": self.alpha, "beta": self.beta,
+            "qbits": 0, "qgroup": 0, "qscales": 0, "qbiases": 0,
             "reserved": 0,
         }
+        if q is not None and layout is not None:
+            # B's pitches count uint32 words of codes; scales and biases lie after them.
+            words = q.words(self.k)
+            values.update(ldb=words, stride_b=self.n * words, qbits=q.bits, qgroup=q.group,
+                          qscales=layout.scales, qbiases=layout.biases)
         return _PARAMS.pack(*(values[name] for name, _ in PARAMS_FIELDS))
 
     def b_bytes(self) -> int:
