@@ -26,7 +26,7 @@ QWEN_SPECS = [
 
 
 def test_builtin_suites_are_listed():
-    assert builtin_suites() == ["batched-decode", "odd", "qwen2.5-0.5b-decode", "smoke"]
+    assert builtin_suites() == ["batched-decode", "odd", "quantized", "qwen2.5-0.5b-decode", "smoke"]
 
 
 def test_qwen_decode_suite_has_exactly_the_traced_specs_and_times():
@@ -334,7 +334,7 @@ def test_a_spec_over_the_int32_limit_is_a_suite_error(tmp_path):
 
 
 def test_unknown_suite_names_and_missing_files(tmp_path):
-    with pytest.raises(SuiteError, match="built-in: batched-decode, odd, qwen2.5-0.5b-decode, smoke"):
+    with pytest.raises(SuiteError, match="built-in: batched-decode, odd, quantized, qwen2.5-0.5b-decode, smoke"):
         load_suite("qwen3")
     with pytest.raises(SuiteError, match="no such suite file"):
         load_suite(tmp_path / "nope.toml")
