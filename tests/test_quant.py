@@ -4,6 +4,9 @@ spec field `quant` with its bad input."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import cli
@@ -171,3 +174,26 @@ def test_bad_quant_in_a_suite_is_one_line_exit_2_and_nothing_stored(tmp_path, li
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "spec 0" in lines[0], lines
     assert not db.exists()
+
+
+def test_from_config_quantizes_the_weight_products(tmp_path):
+    config = json.loads((Path(__file__).parent / "data" / "qwen2.5-0.5b.json").read_text())
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps(config))
+    out = tmp_path / "q.toml"
+    made = cli("suite", "from-config", str(plain), "--quant", "affine-q8-g64", "--context", "256", "--out", str(out))
+    assert made.returncode == 0, made.stderr
+    weights = [s for s in load_suite(out).specs if s.op != "matmul_alpha_beta"]
+    assert len(weights) == 5 and all(s.quant == "affine-q8-g64" and s.transpose_b for s in weights)
+    assert all(s.quant is None for s in load_suite(out).specs if s.op == "matmul_alpha_beta")
+    # A config that carries mlx-community's quantization block is read as it says.
+    mlx = tmp_path / "mlx.json"
+    mlx.write_text(json.dumps({**config, "quantization": {"group_size": 64, "bits": 4}}))
+    made = cli("suite", "from-config", str(mlx), "--context", "256", "--out", str(out))
+    assert made.returncode == 0 and {s.quant for s in load_suite(out).specs if s.transpose_b and s.k >= 896} == \
+        {"affine-q4-g64"}
+    for args, needle in [(["--quant", "affine-q8-g64"], "already quantized as affine-q4-g64"),
+                         (["--quant", "affine-q4-g48"], "--quant: group size 48")]:
+        bad = cli("suite", "from-config", str(mlx), *args, "--out", str(tmp_path / "bad.toml"))
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and needle in bad.stderr, bad.stderr
+        assert not (tmp_path / "bad.toml").exists()
