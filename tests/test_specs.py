@@ -26,7 +26,7 @@ QWEN_SPECS = [
 
 
 def test_builtin_suites_are_listed():
-    assert builtin_suites() == ["batched-decode", "odd", "qwen2.5-0.5b-decode", "smoke"]
+    assert builtin_suites() == ["batched-decode", "odd", "quantized", "qwen2.5-0.5b-decode", "smoke"]
 
 
 def test_qwen_decode_suite_has_exactly_the_traced_specs_and_times():
@@ -153,7 +153,8 @@ def test_labels():
 def test_fields_bytes_and_flops():
     spec = Spec("matmul_bias_add", "float16", 2, 3, 5, 7, transpose_b=True)
     assert spec.fields() == {"op": "matmul_bias_add", "dtype": "float16", "batch": 2, "m": 3, "n": 5, "k": 7,
-                             "transpose_a": False, "transpose_b": True, "alpha": 1.0, "beta": 0.0, "bias": True}
+                             "transpose_a": False, "transpose_b": True, "alpha": 1.0, "beta": 0.0, "bias": True,
+                             "quant": "", "qbits": 0, "qgroup": 0}
     assert spec.shape_a == (2, 3, 7) and spec.shape_b == (2, 5, 7) and spec.shape_c == (2, 3, 5)
     assert spec.bytes_moved() == 2 * (2 * 21 + 2 * 35 + 2 * 15 + 5)
     assert spec.flops() == 2 * 2 * 3 * 5 * 7
@@ -333,7 +334,7 @@ def test_a_spec_over_the_int32_limit_is_a_suite_error(tmp_path):
 
 
 def test_unknown_suite_names_and_missing_files(tmp_path):
-    with pytest.raises(SuiteError, match="built-in: batched-decode, odd, qwen2.5-0.5b-decode, smoke"):
+    with pytest.raises(SuiteError, match="built-in: batched-decode, odd, quantized, qwen2.5-0.5b-decode, smoke"):
         load_suite("qwen3")
     with pytest.raises(SuiteError, match="no such suite file"):
         load_suite(tmp_path / "nope.toml")

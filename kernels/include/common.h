@@ -24,6 +24,8 @@
   FIELD(int, trans_b)                                            /* 1: B is stored n x k (the weight layout) */ \
   FIELD(int, op)                                                 /* MB_OP_* */                                  \
   FIELD(float, alpha) FIELD(float, beta)                         /* used by MB_OP_ALPHA_BETA only */            \
+  FIELD(int, qbits) FIELD(int, qgroup)        /* quantized B (kernels/README.md); 0 when B is in T */           \
+  FIELD(int, qscales) FIELD(int, qbiases)     /* where B's scales and biases start, in T elements from b */     \
   FIELD(int, reserved)
 #define MB_PARAMS_DECLARE(type, name) type name;
 typedef struct {
@@ -133,6 +135,28 @@ DEVICE_FN MBSum4 mb_ws_take_sum4(GLOBAL_PTR float* slot, int estride, int count,
     BARRIER();                                                                   \
     if (flag) DEVICE_FENCE();                                                    \
   } while (0)
+#endif
+
+/* Quantized B (p.qbits != 0; kernels/README.md, "Quantized weights"): MLX's affine format in
+ * B's buffer. Row j of batch entry bi is p.ldb uint32 words of codes from word
+ * bi * p.stride_b + j * p.ldb: code kk occupies bits kk * qbits .. of that little-endian
+ * stream, so a 3-, 5- or 6-bit code may straddle two words. Its weight is
+ * scale * code + bias, with a scale and a bias in T per group of p.qgroup codes, at
+ * elements p.qscales and p.qbiases of b, row-major (batch, n, k / qgroup). */
+#ifdef DEVICE_FN
+#define QB_WORDS(bi, j) ((GLOBAL_PTR const unsigned int*)b + (bi) * p.stride_b + (j) * p.ldb)
+#define QB_GROUP_AT(bi, j, g) (((bi) * p.n + (j)) * (p.k / p.qgroup) + (g))
+#define QB_SCALE(bi, j, g) LOAD(b, p.qscales + QB_GROUP_AT((bi), (j), (g)))
+#define QB_BIAS(bi, j, g) LOAD(b, p.qbiases + QB_GROUP_AT((bi), (j), (g)))
+/* Code kk of the row whose words start at `row`, for any bit width up to 8. */
+DEVICE_FN int mb_qcode(GLOBAL_PTR const unsigned int* row, int kk, int bits) {
+  int pos = kk * bits;
+  int off = pos & 31;
+  unsigned int v = row[pos >> 5] >> off;
+  if (off + bits > 32) v |= row[(pos >> 5) + 1] << (32 - off);
+  return (int)(v & ((1u << bits) - 1u));
+}
+#define QB_CODE(row, kk) mb_qcode((row), (kk), p.qbits)
 #endif
 
 /* Elements that one MT_COPY_VEC moves: 16 bytes of T (kernels/README.md, "The matrix tile"). */

@@ -48,6 +48,10 @@ def from_config(
                                                    "(replaces --context for it).", show_default=False)] = None,
     pv_context: Annotated[str | None, typer.Option(metavar=_LENGTHS, help="Context lengths for P x V only "
                                                    "(replaces --context for it).", show_default=False)] = None,
+    quant: Annotated[str | None, typer.Option(metavar="affine-qB-gG", help="Quantize the weight products as MLX "
+                                              "does (bits B: 2, 3, 4, 5, 6, 8; group G: 32, 64, 128), e.g. "
+                                              "affine-q4-g64. Default: the config's quantization block where it "
+                                              "has one, else none.", show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="Suite name (default: the config file's name, or its model "
                                              "folder's for config.json, then the phase).",
                                              show_default=False)] = None,
@@ -68,6 +72,7 @@ def from_config(
         context=suitegen.parse_lengths(context, "--context") if context is not None else None,
         qk_context=suitegen.parse_lengths(qk_context, "--qk-context") if qk_context is not None else None,
         pv_context=suitegen.parse_lengths(pv_context, "--pv-context") if pv_context is not None else None,
+        quant=quant,
     )
     text = suitegen.suite_from_config(config, workload, name)
     for warning in suitegen.read_config(config).warnings:  # in the file's header too

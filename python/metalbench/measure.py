@@ -35,6 +35,7 @@ import numpy as np
 
 from . import _core, metrics, paths
 from .arena import Comparer, SpecBuffers, guard_bytes, guard_pattern, plan_cold
+from .quant import b_buffer
 from .reference import Fresh, Reference, ReferenceCache, fresh_copies, make_inputs, reference_at
 from .results import CLOCKS, Category, Result, Status
 from .settings import BATCH_TIME, Settings
@@ -325,7 +326,11 @@ class Worker:
             out.b = inputs.b
             out.c_initial = metrics.initial_c(spec, inputs, seed)
             bias = inputs.bias if inputs.bias is not None else np.zeros(1, dtype=inputs.a.dtype)
-            out.buffers = SpecBuffers(self.device, spec, a_contents, inputs.b, bias, out.c_initial, copies, slots,
+            layout = spec.b_layout()
+            # A quantized B goes to the device as MLX holds it (codes, scales, biases in one
+            # buffer: quant.b_buffer); inputs.b, its dequantized value, is what the reference reads.
+            b_device = inputs.b if layout is None or inputs.q is None else b_buffer(inputs.q, layout)
+            out.buffers = SpecBuffers(self.device, spec, a_contents, b_device, bias, out.c_initial, copies, slots,
                                       self.compare, guard_pattern(seed), cold.evict)
         except MemoryError:
             out.failure = f"ran out of host memory preparing its inputs and reference (about {_gib(host_need)})"

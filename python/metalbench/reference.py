@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
+from .quant import QuantWeights, dequantize, quantize
 from .specs import DTYPES, Spec
 
 __all__ = ["FRESH_PER_ROW", "VERSION", "Fresh", "Inputs", "Reference", "ReferenceCache", "compute_reference",
@@ -52,12 +53,16 @@ class Inputs:
     """A, B as stored (spec.shape_a, spec.shape_b), bias (n,) or None, and C before the op.
 
     `c` is set for matmul_alpha_beta, also when beta == 0, so the runner can choose.
+    For a quantized spec, `q` is B as the kernels get it (codes, scales, biases: quant.py)
+    and `b` is its dequantized value in float64, (batch, n, k): what the reference
+    multiplies by.
     """
 
     a: np.ndarray
     b: np.ndarray
     bias: np.ndarray | None
     c: np.ndarray | None
+    q: QuantWeights | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,10 @@ def make_inputs(spec: Spec) -> Inputs:
     a, b = draw(spec.shape_a), draw(spec.shape_b)
     bias = draw((spec.n,)) if spec.bias else None
     c = draw(spec.shape_c) if spec.op == "matmul_alpha_beta" else None
+    if spec.q is not None:
+        # The weights drawn as for a plain spec, then quantized as mx.quantize would.
+        q = quantize(b, spec.q)
+        return Inputs(a, dequantize(q), bias, c, q)
     return Inputs(a, b, bias, c)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import quant as quantfmt
 from .errors import InputError
 
 try:
@@ -46,6 +47,7 @@ PARAMS_FIELDS: tuple[tuple[str, str], ...] = (
     ("stride_a", "i"), ("stride_b", "i"), ("stride_c", "i"),
     ("trans_a", "i"), ("trans_b", "i"), ("op", "i"),
     ("alpha", "f"), ("beta", "f"),
+    ("qbits", "i"), ("qgroup", "i"), ("qscales", "i"), ("qbiases", "i"),
     ("reserved", "i"),
 )
 # Little endian with standard sizes and no padding: the layout of every backend here.
@@ -153,6 +155,8 @@ class Spec:
     alpha: float = 1.0
     beta: float = 0.0
     orig: Orig | None = None
+    # B's quantization ("affine-q4-g64": quant.py), or None for B in the dtype.
+    quant: str | None = None
 
     def __post_init__(self) -> None:
         # Normalised in place (frozen): alpha = 1 and alpha = 1.0 must be one spec with one key.
@@ -173,6 +177,8 @@ class Spec:
                 if getattr(self, name) != neutral:
                     raise SpecError(f"field '{name}': only matmul_alpha_beta uses it; must be {neutral} for "
                                     f"{self.op}, got {getattr(self, name)!r}")
+        if self.quant is not None:
+            self._check_quant()
         if self.orig is not None and not isinstance(self.orig, Orig):
             raise SpecError(f"field 'orig': must be an Orig or None, got {self.orig!r}")
         matrices = (("A", "'batch' x 'm' x 'k'", self.shape_a), ("B", "'batch' x 'k' x 'n'", self.shape_b),
@@ -182,6 +188,25 @@ class Spec:
             if count > _INT32_MAX:
                 raise SpecError(f"fields {dims}: {what} would hold {count} elements; kernels index with int32, "
                                 f"so at most {_INT32_MAX}")
+
+    def _check_quant(self) -> None:
+        try:
+            q = quantfmt.parse(self.quant)
+        except ValueError as e:
+            raise SpecError(f"field 'quant': {e}") from None
+        if not self.transpose_b:
+            # MLX stores a quantized weight n x k, grouped along k; no kernel reads it otherwise.
+            raise SpecError("field 'quant': quantized weights are stored n x k, as MLX stores them; "
+                            "set transpose_b = true")
+        try:
+            q.check_k(self.k)
+        except ValueError as e:
+            raise SpecError(f"field 'quant': {e}") from None
+
+    @property
+    def q(self) -> quantfmt.Quant | None:
+        """B's quantization format, or None."""
+        return quantfmt.parse(self.quant) if self.quant is not None else None
 
     @property
     def bias(self) -> bool:
@@ -214,6 +239,8 @@ class Spec:
         if self.op == "matmul_alpha_beta":
             # repr() of a float is its shortest round-trip spelling: the same on every machine.
             key += f"/alpha={self.alpha!r}/beta={self.beta!r}"
+        if self.quant is not None:
+            key += f"/quant={self.quant}"
         return key
 
     def label(self) -> str:
@@ -226,6 +253,8 @@ class Spec:
             text += f" a={self.alpha:g} b={self.beta:g}"
         if self.dtype != "float16":
             text += f" {self.dtype}"
+        if self.quant is not None:
+            text += f" {self.quant}"
         return text
 
     def fields(self) -> dict[str, object]:
@@ -234,35 +263,58 @@ class Spec:
             "op": self.op, "dtype": self.dtype, "batch": self.batch, "m": self.m, "n": self.n, "k": self.k,
             "transpose_a": self.transpose_a, "transpose_b": self.transpose_b, "alpha": self.alpha,
             "beta": self.beta, "bias": self.bias,
+            # B's quantization: "" / 0 / 0 when B is in the dtype.
+            "quant": self.quant or "", "qbits": self.q.bits if self.q else 0, "qgroup": self.q.group if self.q else 0,
         }
+
+    def b_layout(self) -> quantfmt.BLayout | None:
+        """Where a quantized B's codes, scales and biases lie in its buffer; None unquantized."""
+        q = self.q
+        return None if q is None else quantfmt.b_layout(q, self.batch, self.n, self.k, DTYPES[self.dtype].itemsize)
 
     def params(self) -> bytes:
         """The MBParams of kernels/include/common.h for this spec, little endian."""
+        q, layout = self.q, self.b_layout()
         values = {
             "batch": self.batch, "m": self.m, "n": self.n, "k": self.k,
             "lda": self.shape_a[2], "ldb": self.shape_b[2], "ldc": self.shape_c[2],  # row pitch as stored
             "stride_a": self.m * self.k, "stride_b": self.k * self.n, "stride_c": self.m * self.n,  # contiguous
             "trans_a": int(self.transpose_a), "trans_b": int(self.transpose_b), "op": OPS.index(self.op),
             "alpha": self.alpha, "beta": self.beta,
+            "qbits": 0, "qgroup": 0, "qscales": 0, "qbiases": 0,
             "reserved": 0,
         }
+        if q is not None and layout is not None:
+            # B's pitches count uint32 words of codes; scales and biases lie after them.
+            words = q.words(self.k)
+            values.update(ldb=words, stride_b=self.n * words, qbits=q.bits, qgroup=q.group,
+                          qscales=layout.scales, qbiases=layout.biases)
         return _PARAMS.pack(*(values[name] for name, _ in PARAMS_FIELDS))
+
+    def b_bytes(self) -> int:
+        """B's bytes as stored: its elements, or, quantized, its codes (k * bits / 8 bytes a
+        row) and a scale and a bias per group in the dtype."""
+        q = self.q
+        if q is None:
+            return math.prod(self.shape_b) * DTYPES[self.dtype].itemsize
+        rows = self.batch * self.n
+        return rows * 4 * q.words(self.k) + 2 * rows * (self.k // q.group) * DTYPES[self.dtype].itemsize
 
     def bytes_moved(self) -> int:
         """The least DRAM traffic the op can cost: A and B read, C written (and read), bias read."""
-        elements = math.prod(self.shape_a) + math.prod(self.shape_b) + math.prod(self.shape_c)
+        elements = math.prod(self.shape_a) + math.prod(self.shape_c)
         if self.op == "matmul_alpha_beta" and self.beta != 0:
             elements += math.prod(self.shape_c)
         if self.bias:
             elements += self.n
-        return elements * DTYPES[self.dtype].itemsize
+        return elements * DTYPES[self.dtype].itemsize + self.b_bytes()
 
     def bytes_read(self) -> int:
         """What one launch must read: A, B, the bias, and C where beta != 0 reads it."""
-        elements = math.prod(self.shape_a) + math.prod(self.shape_b) + (self.n if self.bias else 0)
+        elements = math.prod(self.shape_a) + (self.n if self.bias else 0)
         if self.op == "matmul_alpha_beta" and self.beta != 0:
             elements += math.prod(self.shape_c)
-        return elements * DTYPES[self.dtype].itemsize
+        return elements * DTYPES[self.dtype].itemsize + self.b_bytes()
 
     def flops(self) -> int:
         """Multiply-adds counted as two."""
@@ -277,12 +329,12 @@ def spec_from_key(key: str) -> Spec:
         op, dtype, dims, layout = parts[:4]
         batch, m, n, k = (int(x) for x in dims.split("x"))
         extra = dict(p.split("=", 1) for p in parts[4:])
-        if len(layout) != 2 or set(layout) - {"n", "t"} or set(extra) - {"alpha", "beta"}:
+        if len(layout) != 2 or set(layout) - {"n", "t"} or set(extra) - {"alpha", "beta", "quant"}:
             raise ValueError
         alpha, beta = float(extra.get("alpha", 1.0)), float(extra.get("beta", 0.0))
     except ValueError:
-        raise SpecError(f"{key!r} is not a spec key (op/dtype/BxMxNxK/layout[/alpha=A/beta=B])") from None
-    spec = Spec(op, dtype, batch, m, n, k, layout[0] == "t", layout[1] == "t", alpha, beta)
+        raise SpecError(f"{key!r} is not a spec key (op/dtype/BxMxNxK/layout[/alpha=A/beta=B][/quant=Q])") from None
+    spec = Spec(op, dtype, batch, m, n, k, layout[0] == "t", layout[1] == "t", alpha, beta, quant=extra.get("quant"))
     if spec.key() != key:
         raise SpecError(f"{key!r} is not a spec key in canonical form (that spec's key is {spec.key()!r})")
     return spec
@@ -300,9 +352,9 @@ class Suite:
 
 # What a suite file may say. Top-level defaults apply to every [[spec]] that does
 # not set the field itself.
-_DEFAULTS = ("dtype", "op", "batch", "transpose_a", "transpose_b", "alpha", "beta")
+_DEFAULTS = ("dtype", "op", "batch", "transpose_a", "transpose_b", "alpha", "beta", "quant")
 _TOP_KEYS = ("name", "description", "orig_device", *_DEFAULTS, "spec")
-_SPEC_KEYS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta", "orig")
+_SPEC_KEYS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta", "quant", "orig")
 _ORIG_KEYS = ("impl", "ms", "device")
 _VALIDATE = {
     "op": lambda v: _choice(v, "op", OPS),
@@ -312,7 +364,24 @@ _VALIDATE = {
     "transpose_b": lambda v: _flag(v, "transpose_b"),
     "alpha": lambda v: _scalar(v, "alpha"),
     "beta": lambda v: _scalar(v, "beta"),
+    "quant": lambda v: _quant_field(v),
 }
+
+
+def _quant_field(value: object) -> str:
+    """A suite's `quant`: the format's name, which applies to B. The table form names the
+    operand, so that `quant = { a = ... }` is refused with the reason rather than misread."""
+    if isinstance(value, dict):
+        if "a" in value:
+            raise SpecError("field 'quant.a': only B, the weights, can be quantized (MLX quantizes weights, not "
+                            "activations); write quant = \"affine-q4-g64\" or quant = { b = \"affine-q4-g64\" }")
+        if set(value) != {"b"}:
+            raise SpecError(f"field 'quant': a table must hold only 'b', got {', '.join(map(str, value))}")
+        value = value["b"]
+    try:
+        return quantfmt.parse(value).name
+    except ValueError as e:
+        raise SpecError(f"field 'quant': {e}") from None
 
 
 def _unknown(key: str, known: tuple[str, ...], prefix: str = "") -> str:
@@ -362,6 +431,8 @@ def _parse_spec(table: object, defaults: dict[str, object], device: str | None) 
         if key not in _SPEC_KEYS:
             raise SpecError(_unknown(key, _SPEC_KEYS))
     values = {"batch": 1, "dtype": "float16", **defaults, **{k: v for k, v in table.items() if k != "orig"}}
+    if "quant" in table:
+        values["quant"] = _quant_field(table["quant"])
     for key in ("op", "m", "n", "k"):
         if key not in values:
             where = "set it here or as a top-level default" if key in _DEFAULTS else "every spec needs it"

@@ -39,6 +39,7 @@ import textwrap
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import quant as quantfmt
 from . import specs
 from .errors import InputError
 
@@ -126,6 +127,9 @@ class Model:
     mlp_bias: bool
     scale: float
     sliding_window: int | None = None
+    # The checkpoint's weights as its config's `quantization` block says (mlx-community's
+    # {"group_size": 64, "bits": 4}): a quant.py format name, or None.
+    quant: str | None = None
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # what looks wrong but can still be written (an odd score scale)
 
@@ -250,9 +254,29 @@ def parse_config(data: object, source: str | Path = "config.json") -> Model:
         mlp_bias=_switch(data, source, family.mlp_bias),
         scale=scale,
         sliding_window=window if uses_window else None,  # type: ignore[arg-type]
+        quant=_quantization(data, source),
         notes=tuple(notes),
         warnings=tuple(warnings),
     )
+
+
+def _quantization(data: dict[str, object], source: object) -> str | None:
+    """The format a config's `quantization` block names ({"group_size": 64, "bits": 4}, as
+    mlx-community checkpoints carry it), or None without one."""
+    block = data.get("quantization")
+    if block is None:
+        return None
+    if not isinstance(block, dict) or "bits" not in block or "group_size" not in block:
+        raise ConfigError(f"{source}: field 'quantization': must be an object with bits and group_size, "
+                          f"got {_json(block)}")
+    mode = block.get("mode", "affine")
+    if mode != "affine":
+        raise ConfigError(f"{source}: field 'quantization.mode': only MLX's affine quantization is supported, "
+                          f"got {_json(mode)}")
+    try:
+        return quantfmt.parse(f"affine-q{block['bits']}-g{block['group_size']}").name
+    except ValueError as e:
+        raise ConfigError(f"{source}: field 'quantization': {e}") from None
 
 
 def read_config(path: str | Path) -> Model:
@@ -330,16 +354,24 @@ class Workload:
     qk_contexts: tuple[int, ...] | None
     pv_contexts: tuple[int, ...] | None
     attention: str | None = None
+    # --quant: the weights' quantization (quant.py), where the config has none.
+    quant: str | None = None
 
     @classmethod
     def make(cls, phase: str = "decode", tokens: int | tuple[int, ...] | None = None,
              context: tuple[int, ...] | None = None, qk_context: tuple[int, ...] | None = None,
-             pv_context: tuple[int, ...] | None = None, attention: str | None = None) -> Workload:
+             pv_context: tuple[int, ...] | None = None, attention: str | None = None,
+             quant: str | None = None) -> Workload:
         """Fill in the defaults and check the values; WorkloadError names the option as the command line spells it."""
         if phase not in PHASES:
             raise WorkloadError(f"--phase: must be one of {', '.join(PHASES)}, got {phase!r}")
         if attention is not None and attention not in ATTENTION:
             raise WorkloadError(f"--attention: must be one of {', '.join(ATTENTION)}, got {attention!r}")
+        if quant is not None:
+            try:
+                quant = quantfmt.parse(quant).name
+            except ValueError as e:
+                raise WorkloadError(f"--quant: {e}") from None
         if tokens is None:
             tokens = 1 if phase == "decode" else PREFILL_TOKENS
         counts = tuple(tokens) if isinstance(tokens, (tuple, list)) else (tokens,)
@@ -359,22 +391,31 @@ class Workload:
                 raise WorkloadError(f"{what}: {short[0]} is shorter than the prompt ({longest} tokens); in prefill "
                                  "a context counts the prompt and anything cached before it")
         return cls(phase=phase, tokens=counts, qk_contexts=tuple(qk) if qk else None,
-                   pv_contexts=tuple(pv) if pv else None, attention=attention)
+                   pv_contexts=tuple(pv) if pv else None, attention=attention, quant=quant)
 
     def contexts(self, tokens: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The Q x K^T and the P x V context lengths of the step with `tokens` tokens."""
         return self.qk_contexts or (tokens,), self.pv_contexts or (tokens,)
 
     def for_model(self, model: Model) -> Workload:
-        """This workload with `attention` decided: grouped where the model's query heads share key/value heads."""
-        if self.attention is not None:
-            return self
-        return replace(self, attention="grouped" if model.kv_heads < model.heads else "per-head")
+        """This workload with `attention` decided (grouped where the model's query heads share key/value heads)
+        and `quant` the config's where --quant is not given; WorkloadError where the two differ."""
+        out = self
+        if model.quant is not None:
+            if self.quant is not None and self.quant != model.quant:
+                raise WorkloadError(f"--quant {self.quant}: the config's weights are already quantized as "
+                                    f"{model.quant} (its field 'quantization'); leave --quant out or give that")
+            out = replace(out, quant=model.quant)
+        if out.attention is None:
+            out = replace(out, attention="grouped" if model.kv_heads < model.heads else "per-head")
+        return out
 
     def options(self) -> str:
         """The `metalbench suite from-config` options that give this workload (defaults left out only where
         they depend on --tokens)."""
         text = f"--phase {self.phase} --tokens {_lengths(self.tokens)}"
+        if self.quant:
+            text += f" --quant {self.quant}"
         if self.attention:
             text += f" --attention {self.attention}"
         if self.qk_contexts == self.pv_contexts:
@@ -415,6 +456,8 @@ def _step(model: Model, workload: Workload, t: int) -> list[tuple[str, dict[str,
     """What the step with `t` tokens runs, in the built-in suite's order: weights first, then attention."""
     decode = workload.phase == "decode"
     att_batch, att_m, heads = _attention_shape(model, workload, t)
+    # Quantized, every weight is stored out x in as MLX stores it, the fused Q, K, V too.
+    q = {"quant": workload.quant} if workload.quant else {}
 
     def weight(op_bias: bool) -> str:
         return "matmul_bias_add" if op_bias else "matmul"
@@ -422,16 +465,18 @@ def _step(model: Model, workload: Workload, t: int) -> list[tuple[str, dict[str,
     bias = " with its bias" if model.mlp_bias else ""
     plan: list[tuple[str, dict[str, object]]] = [
         (f"MLP gate and up projections, fused (2 x {model.intermediate} rows of the weight){bias}",
-         dict(op=weight(model.mlp_bias), m=t, n=2 * model.intermediate, k=model.hidden, transpose_b=True)),
+         dict(op=weight(model.mlp_bias), m=t, n=2 * model.intermediate, k=model.hidden, transpose_b=True, **q)),
         (f"MLP down projection{bias}",
-         dict(op=weight(model.mlp_bias), m=t, n=model.hidden, k=model.intermediate, transpose_b=True)),
+         dict(op=weight(model.mlp_bias), m=t, n=model.hidden, k=model.intermediate, transpose_b=True, **q)),
         ("attention output projection" + (" with its bias" if model.o_bias else ""),
-         dict(op=weight(model.o_bias), m=t, n=model.hidden, k=model.heads * model.head_dim, transpose_b=True)),
+         dict(op=weight(model.o_bias), m=t, n=model.hidden, k=model.heads * model.head_dim, transpose_b=True,
+              **q)),
         ("LM head over the whole vocabulary" + ("" if decode else ", last prompt token only"),
-         dict(op="matmul", m=t if decode else 1, n=model.vocab, k=model.hidden, transpose_b=True)),
+         dict(op="matmul", m=t if decode else 1, n=model.vocab, k=model.hidden, transpose_b=True, **q)),
         (f"fused Q, K, V projection{' with its bias' if model.qkv_bias else ''} ({model.heads} + 2 x "
          f"{model.kv_heads} heads of {model.head_dim} outputs)",
-         dict(op=weight(model.qkv_bias), m=t, n=model.qkv_size, k=model.hidden)),
+         dict(op=weight(model.qkv_bias), m=t, n=model.qkv_size, k=model.hidden,
+              **({"transpose_b": True, **q} if q else {}))),
     ]
     qk_contexts, pv_contexts = workload.contexts(t)
     for length in pv_contexts:
@@ -591,6 +636,11 @@ def render(model: Model, workload: Workload, made: list[Product], *, name: str, 
         _attention_facts(m, workload),
         (f"Contexts: Q x K^T {qk}; P x V {pv}" if qk != pv else f"Contexts: {qk} for Q x K^T and P x V")
         + " (keys in the cache, the new tokens included).",
+        *([f"Weights quantized as MLX does, {workload.quant} ("
+           + ("the config's quantization block" if m.quant else "--quant")
+           + "): every weight product's B is stored out x in, the fused Q, K, V's too, whatever the layout "
+           "below says; attention is not "
+           "quantized."] if workload.quant else []),
         *(f"Assumed: {note}." for note in m.notes),
         *(f"{WARNING} {warning}." for warning in m.warnings),
     ]
@@ -635,6 +685,8 @@ def render(model: Model, workload: Workload, made: list[Product], *, name: str, 
             lines.append("transpose_b = true")
         if s.op == "matmul_alpha_beta":
             lines += [f"alpha = {_value(s.alpha)}", f"beta = {_value(s.beta)}"]
+        if s.quant:
+            lines.append(f"quant = {_toml_string(s.quant)}")
     return "\n".join(lines) + "\n"
 
 

@@ -25,10 +25,11 @@ except ModuleNotFoundError:  # Python 3.10
 __all__ = ["Family", "ManifestError", "Variant", "build_kernel", "load_families", "load_variants",
            "prelude_source", "select"]
 
-SPEC_FIELDS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta", "bias")
+SPEC_FIELDS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta", "bias", "quant",
+               "qbits", "qgroup")
 _KEYS = {
     "name", "description", "source", "entry", "backends", "dtypes", "config", "baseline", "builtin",
-    "workspace", "grid", "where", "requires", "dispatch", "needs",
+    "workspace", "grid", "where", "requires", "dispatch", "needs", "quant",
 }
 # What a family may need of the device (manifest `needs`): each is a boolean in the
 # device's info dict (csrc/core/device.h) with a "<name>_detail" that says, when it is
@@ -86,6 +87,8 @@ class Family:
     threads: tuple[object, ...]
     workspace: object
     needs: tuple[str, ...] = ()
+    # Takes B quantized (spec.quant set: kernels/README.md, "Quantized weights"), and only so.
+    quant: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,9 @@ class Variant:
         when given), or None if it can."""
         if spec.dtype not in self.family.dtypes:
             return f"dtype {spec.dtype} not in {', '.join(self.family.dtypes)}"
+        if (spec.quant is not None) != self.family.quant:
+            return f"B is quantized ({spec.quant}); the family reads B in the dtype" if spec.quant else \
+                "the family reads quantized weights; B is not quantized"
         for need in self.family.needs if device is not None else ():
             if not device.get(need, False):
                 return f"needs {need}: {device.get(need + '_detail') or 'the device does not say it has one'}"
@@ -370,6 +376,7 @@ def parse_family(path: Path) -> Family:
         threads=geometry["threads"],
         workspace=_expression(data["workspace"], path, "field 'workspace'") if "workspace" in data else None,
         needs=_str_list(data, "needs", path, []),
+        quant=_want(data, "quant", bool, path, False),  # type: ignore[arg-type]
     )
     for need in family.needs:
         if need not in NEEDS:

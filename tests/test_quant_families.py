@@ -1,0 +1,126 @@
+"""The quantized families (qnaive, qgemv, qskinny: kernels/*.toml with quant = true)
+verified on PoCL through the runner: every bit width MLX has, every group size, every op,
+batches, both dtypes, m = 1 and m up to 16, and the built-in `quantized` suite's shapes."""
+
+import pytest
+from conftest import sweep
+
+from metalbench import variants
+from metalbench.specs import load_suite
+
+FAMILIES = ("qnaive", "qgemv", "qskinny")
+
+SUITE = """
+name = "quantized-small"
+transpose_b = true
+[[spec]]
+op = "matmul"
+m = 1
+n = 72
+k = 256
+quant = "affine-q4-g64"
+[[spec]]
+op = "matmul_bias_add"
+m = 1
+n = 40
+k = 192
+quant = "affine-q3-g32"
+dtype = "float32"
+[[spec]]
+op = "matmul"
+batch = 2
+m = 1
+n = 33
+k = 384
+quant = "affine-q8-g128"
+[[spec]]
+op = "matmul_alpha_beta"
+alpha = 0.5
+beta = 1.0
+m = 1
+n = 17
+k = 320
+quant = "affine-q5-g64"
+[[spec]]
+op = "matmul"
+m = 1
+n = 20
+k = 256
+quant = "affine-q6-g128"
+transpose_a = true
+[[spec]]
+op = "matmul"
+m = 1
+n = 9
+k = 128
+quant = "affine-q2-g32"
+[[spec]]
+op = "matmul_bias_add"
+m = 3
+n = 40
+k = 192
+quant = "affine-q3-g32"
+dtype = "float32"
+[[spec]]
+op = "matmul"
+batch = 2
+m = 2
+n = 33
+k = 384
+quant = "affine-q6-g128"
+[[spec]]
+op = "matmul_alpha_beta"
+alpha = 0.5
+beta = 1.0
+m = 5
+n = 17
+k = 320
+quant = "affine-q5-g64"
+[[spec]]
+op = "matmul"
+m = 16
+n = 24
+k = 256
+quant = "affine-q2-g128"
+transpose_a = true
+[[spec]]
+op = "matmul"
+m = 9
+n = 30
+k = 128
+quant = "affine-q8-g32"
+"""
+
+
+def test_every_quantized_variant_verifies(opencl, tmp_path):
+    _, rep = sweep(tmp_path, [f"{f}/*" for f in FAMILIES], suite=SUITE, race=False)
+    assert rep.counts["failed"] == 0, rep.failures[:5]
+    assert rep.counts["wrong"] == 0, rep.failures[:5]
+    measured = {row.variant for s in rep.specs for row in s.rows}
+    chosen = {v.id for v in variants.load_variants("opencl") if v.family.name in FAMILIES}
+    assert chosen <= measured, sorted(chosen - measured)[:5]
+
+
+def test_plain_families_refuse_quantized_weights_and_quantized_ones_plain():
+    spec = load_suite("quantized").specs[0]
+    plain = load_suite("smoke").specs[0]
+    for v in variants.load_variants("opencl"):
+        if v.family.quant:
+            assert "not quantized" in (v.unsupported_reason(plain) or ""), v.id
+        else:
+            assert "B is quantized" in (v.unsupported_reason(spec) or ""), v.id
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_quantized_grids_fit_an_apple_gpu_and_the_suite(family):
+    """Whole 32-lane SIMD groups, at most 1024 threads; every variant runs some spec of
+    the built-in `quantized` suite (m = 1) or, for qskinny, of the small one."""
+    specs = list(load_suite("quantized").specs)
+    for v in [v for v in variants.load_variants("metal") if v.family.name == family]:
+        supported = [s for s in specs if v.unsupported_reason(s) is None]
+        if family != "qskinny":
+            assert supported, f"{v.id} supports no spec of the quantized suite"
+        for s in supported:
+            _, threads = v.geometry(s)
+            count = threads[0] * threads[1] * threads[2]
+            assert count <= 1024 and count % 32 == 0, (v.id, threads)
