@@ -36,6 +36,7 @@ import sys
 from _common import cuda_args, say, table, write_json
 
 import metalbench
+from metalbench import _core
 from metalbench.specs import Spec
 
 HEADS, ROWS, K = 14, 64, 64  # the suite's alpha/beta specs: batch 14, n 64, k 64 (fp16)
@@ -82,11 +83,11 @@ extern "C" __global__ void load_all_store(const uint4* __restrict__ b, const uin
 
 /* The same through the GEMM kernel ABI's six arguments, its shapes read from the
  * params at run time (as every GEMM kernel's are): batch, m, n, k first. */
-struct Params64 {
-  int f[16];
+struct AbiParams {
+  int f[PARAMS_WORDS]; /* sizeof(MBParams) / 4, from _core.abi() */
 };
 extern "C" __global__ void load_all_store_abi(const uint4* __restrict__ a, const uint4* __restrict__ b,
-                                              unsigned short* c, const void* bias, float* ws, Params64 p) {
+                                              unsigned short* c, const void* bias, float* ws, AbiParams p) {
   const int heads = p.f[0], rows = p.f[2], kv = p.f[3] / 8;
   int t = blockIdx.x * blockDim.x + threadIdx.x;
   unsigned v = 0, old = 0;
@@ -175,7 +176,8 @@ def ladder(dev: metalbench.Device, only: str | None = None) -> list[dict]:
     """Every rung of the ladder (or only the one labelled `only`) timed warm and cold, by the
     batch and per-launch clocks."""
     info = dev.info
-    defines = {"HEADS": str(HEADS), "ROWS": str(ROWS), "K": str(K)}
+    defines = {"HEADS": str(HEADS), "ROWS": str(ROWS), "K": str(K),
+               "PARAMS_WORDS": str(_core.abi()["params"]["size"] // 4)}
     cold_count = math.ceil(2 * int(info["cache_bytes"]) / Slots.bytes_per_slot())
     warm, cold = Slots(dev, 1), Slots(dev, cold_count)
     pieces = HEADS * ROWS * K // 8

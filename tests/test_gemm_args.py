@@ -154,7 +154,8 @@ def test_malformed_launches_are_refused_naming_the_problem(check):
     assert got == [
         "[test::launch] x: takes the 6 GEMM arguments (a, b, c, bias, ws, params), got 5",
         "[test::launch] x: takes the 6 GEMM arguments (a, b, c, bias, ws, params), got 7",
-        "[test::launch] x: argument 5 must be the 64 bytes of MBParams (kernels/include/common.h)",
+        f"[test::launch] x: argument 5 must be the {_core.abi()['params']['size']} bytes of MBParams "
+        "(kernels/include/common.h)",
         "[test::launch] x: argument 1 must be a buffer",
         "[test::launch] x: empty problem: batch, m, n and k must be positive, got 1, 0, 40, 72",
         "[test::launch] x: unknown op 7",
