@@ -51,6 +51,13 @@ def test_the_cache_is_where_read_bandwidth_falls_and_stays_fallen():
     assert flat.cache_bytes == 4 * MIB and flat.cache_source.startswith("the driver's")
     rising = _read_curve(curve([(256 * 2**i, 10 + i) for i in range(12)]), 4 * MIB)
     assert rising.cache_bytes == 4 * MIB
+    # A GPU's curve rises first, while a launch's fixed cost outweighs its reads, and falls
+    # past its L2 (NVIDIA's OpenCL reports 4 MiB for an H100's 50 MiB): the knee is the
+    # fall after the fastest footprint, not the slow small footprints before it.
+    gpu = curve([(256, 400), (512, 700), (1024, 1200), (2048, 1900), (4096, 2600), (8192, 3300), (16384, 3700),
+                 (32768, 3600), (65536, 2700), (131072, 2550), (262144, 2500), (524288, 2500)])
+    found = _read_curve(gpu, 4 * MIB)
+    assert found.cache_bytes == 32 * MIB and found.cache_source.startswith("measured: ")
 
 
 def test_evicting_cold_mode_measures_and_verifies_with_rounds_no_longer_than_its_copies(opencl):

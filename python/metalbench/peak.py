@@ -8,10 +8,11 @@ embedded timer's batch clock, warm) over footprints from 256 KiB doubling to 512
 eighth of the device's memory at most), three passes, each footprint's median kept:
 
 - the bandwidth of footprints that fit in a cache is well above that of the largest;
-  the last-level cache is taken as the footprint before the bandwidth first falls below
-  the geometric mean of the two and stays there for the next footprint too (where no
-  footprint stands CACHE_EFFECT times above the largest, or the smallest is already
-  below, no cache was seen and the driver's figure stands);
+  the last-level cache is taken as the footprint before the bandwidth, past its fastest
+  footprint, first falls below the geometric mean of the two and stays there for the
+  next footprint too (on a GPU the smallest footprints are slow as well: a launch's
+  fixed cost outweighs their reads; where no footprint stands CACHE_EFFECT times above
+  the largest, no cache was seen and the driver's figure stands);
 - the peak is the median bandwidth of the footprints at least CACHE_MULTIPLE times that
   cache (the largest where none is): what one simple kernel sustains from memory.
 
@@ -109,9 +110,13 @@ def _read_curve(curve: list[tuple[int, float]], reported: int) -> Memory:
     cache = reported
     if seen:
         # The footprint before bandwidth first stays below the threshold for two footprints
-        # running: one slow footprint in a busy machine's curve is not the cache's end.
+        # running, searched from the fastest footprint on: one slow footprint in a busy
+        # machine's curve is not the cache's end, and on a GPU the smallest footprints are
+        # slow too (a launch's fixed cost dwarfs their reads) before the curve rises to the
+        # cache's bandwidth.
         below = [bw < threshold for _, bw in curve] + [True]
-        knee = next(i for i in range(len(curve)) if below[i] and below[i + 1])
+        top = next(i for i, (_, bw) in enumerate(curve) if bw == fastest)
+        knee = next(i for i in range(top, len(curve)) if below[i] and below[i + 1])
         seen = knee > 0
         cache = curve[knee - 1][0] if seen else reported
     cache_source = (f"measured: read bandwidth falls from {fastest / 1e9:.3g} GB/s toward {memory_bw / 1e9:.3g} GB/s "
