@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -191,3 +192,13 @@ class TamperedDevice:
 
     def tamper(self, timing: dict) -> None:
         raise NotImplementedError
+
+
+def patched(spec: Spec, **fields: float) -> bytes:
+    """The spec's params (Spec.params, the one packer of MBParams) with some fields changed,
+    at the offsets the compiled core reports."""
+    raw = bytearray(spec.params())
+    layout = _core.abi()["params"]["fields"]
+    for name, value in fields.items():
+        struct.pack_into("<" + layout[name]["format"], raw, layout[name]["offset"], value)
+    return bytes(raw)

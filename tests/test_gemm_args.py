@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import math
 import shutil
-import struct
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import patched
 
 from metalbench import _core
 from metalbench.specs import DTYPES, Spec
@@ -98,15 +98,6 @@ def sizes(spec: Spec, element: int | None = None) -> list[int]:
     es = element or DTYPES[spec.dtype].itemsize
     return [math.prod(spec.shape_a) * es, math.prod(spec.shape_b) * es, math.prod(spec.shape_c) * es,
             spec.n * es, 4]
-
-
-def patched(spec: Spec, **fields: int) -> bytes:
-    """The spec's params with some fields changed, where the compiled core has them."""
-    raw = bytearray(spec.params())
-    layout = _core.abi()["params"]["fields"]
-    for name, value in fields.items():
-        struct.pack_into("<" + layout[name]["format"], raw, layout[name]["offset"], value)
-    return bytes(raw)
 
 
 SPECS = [Spec("matmul", "float32", 1, 1, 40, 72, False, True), Spec("matmul", "float16", 3, 5, 7, 11, True, False),

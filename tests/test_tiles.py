@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST
+from conftest import FAST, patched
 from simd32.check import SIMD32_SLOTS
 
 from metalbench import _core, variants
@@ -134,8 +133,9 @@ def test_the_emulation_has_cudas_tile_sizes():
 
 
 def _params(m: int, n: int, k: int, trans_a: bool, trans_b: bool, mode: int) -> bytes:
-    """MBParams (kernels/include/common.h) with the mode in its `reserved` field."""
-    return struct.pack("<13i2fi", 1, m, n, k, LD, LD, 8, 0, 0, 0, int(trans_a), int(trans_b), 0, 1.0, 0.0, mode)
+    """MBParams for the tile's operands (rows of LD elements; C 8 wide), the mode in `reserved`."""
+    spec = Spec("matmul", "float32", 1, m, n, k, trans_a, trans_b)
+    return patched(spec, lda=LD, ldb=LD, ldc=8, stride_a=0, stride_b=0, stride_c=0, reserved=mode)
 
 
 def _operands(dtype: type) -> tuple[np.ndarray, np.ndarray]:
