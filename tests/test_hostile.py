@@ -61,7 +61,7 @@ def test_non_string_manifest_expressions_are_manifest_errors(tmp_path, body, dis
 
 
 @pytest.mark.parametrize("grid, needle", [
-    ("F16 = [1]\nTG = [64]", "grid.F16: it would define MB_F16"),
+    ("DTYPE = [1]\nTG = [64]", "grid.DTYPE: it would define MB_DTYPE"),
     ("KERNEL = [1]\nTG = [64]", "grid.KERNEL: it would define MB_KERNEL"),
     ("OP = ['MATMUL']\nTG = [64]", "grid.OP: it would define MB_OP_MATMUL"),
     ("A_b = [1]\nA = ['b']\nTG = [64]", "would both define MB_A_b"),

@@ -235,14 +235,14 @@ def family(name: str) -> variants.Family:
 
 
 def naive(dev, dtype):
-    """naive/default as a sweep builds it: its source and its defines (MB_F16, MB_TG), nothing unprefixed."""
+    """naive/default as a sweep builds it: its source and its defines (MB_DTYPE, MB_TG), nothing unprefixed."""
     (v,) = variants.expand(family("naive"))
     return runner.build_kernel(dev, "metal", v, dtype)
 
 
 def mps(dev, dtype, name="mps"):
     label = "mps/baseline" if name == "mps" else f"{name}/default"
-    return dev.builtin(name, label, defines={"MB_F16": "1" if dtype == "float16" else "0"})
+    return dev.builtin(name, label, defines={"MB_DTYPE": "1" if dtype == "float16" else "0"})
 
 
 def case_id(c: dict) -> str:
@@ -578,7 +578,7 @@ def test_errors_say_where_they_come_from(metal):
     with pytest.raises(_core.CompileError, match=r"^\[metal::compile\] mine/other: no kernel named 'other'"):
         metal.compile("kernel void k(device float* y) { y[0] = 1; }", "other", {}, "mine/other")
     with pytest.raises(_core.UsageError, match=r"^\[metal::builtin\] x/y: no vendor library routine 'cublas'"):
-        metal.builtin("cublas", "x/y", {"MB_F16": "1"})
+        metal.builtin("cublas", "x/y", {"MB_DTYPE": "1"})
 
 
 @pytest.mark.gpu

@@ -53,8 +53,8 @@ def test_defines_geometry_and_support(tmp_path):
     text = text.replace("[grid]", 'requires = ["m == 1", "transpose_b == (layout == \'nt\')"]\n[grid]')
     v = expand(parse_family(write_family(tmp_path, text)))[1]
     assert v.id == "mine/bn2_tg32_nt"
-    assert v.defines("float16") == {"MB_F16": "1", "MB_BN": "2", "MB_TG": "32", "MB_layout_nt": "1"}
-    assert v.defines("float32")["MB_F16"] == "0"
+    assert v.defines("float16") == {"MB_DTYPE": "1", "MB_BN": "2", "MB_TG": "32", "MB_layout_nt": "1"}
+    assert v.defines("float32")["MB_DTYPE"] == "0"
     spec = Spec(op="matmul", dtype="float16", batch=3, m=1, n=9, k=8, transpose_b=True)
     assert v.unsupported_reason(spec) is None
     assert v.geometry(spec) == ([5, 1, 3], [32, 1, 1])

@@ -12,7 +12,7 @@
 //     bias added in the kernel's own epilogue before the output is rounded, as the
 //     portable kernels do (one launch, no extra pass over C).
 //
-// The element type is not in MBParams: it comes from the variant's MB_F16 define
+// The element type is not in MBParams: it comes from the variant's MB_DTYPE define
 // (Device::builtin's defines). Without one it is read off the buffers, which the
 // runner allocates to the exact size: float32 when a, b and c each hold 4 bytes per
 // element the params address, float16 when they hold 2. Either way the buffers are
@@ -109,12 +109,12 @@ class BlasKernel final : public CuKernel {
     CuBuffer& c = buffer_arg(launch, 2);
     CuBuffer& bias = buffer_arg(launch, 3);
     buffer_arg(launch, 4);
-    // Without MB_F16 the element size is the one at which the buffers hold the problem.
+    // Without MB_DTYPE the element size is the one at which the buffers hold the problem.
     size_t es = element_;
     if (!es) es = gemm_buffers_short(launch, p, 4).empty() ? 4 : 2;
     const std::string short_by = gemm_buffers_short(launch, p, es);
     if (!short_by.empty())
-      throw UsageError(where + short_by + (element_ ? "" : " (no MB_F16 define: tried 4 and 2 bytes an element)"));
+      throw UsageError(where + short_by + (element_ ? "" : " (no MB_DTYPE define: tried 4 and 2 bytes an element)"));
     const cudaDataType type = es == 2 ? CUDA_R_16F : CUDA_R_32F;
     const cublasOperation_t op_a = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's A is our B
     const cublasOperation_t op_b = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's B is our A

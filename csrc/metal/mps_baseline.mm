@@ -40,7 +40,7 @@ namespace {
 const char* const kBiasSource = R"msl(
 #include <metal_stdlib>
 using namespace metal;
-#if MB_F16
+#if MB_DTYPE
 typedef half T;
 #else
 typedef float T;
@@ -297,7 +297,7 @@ std::shared_ptr<MetalKernel> make_mps_kernel(std::shared_ptr<Context> ctx, const
   if (!MPSSupportsMTLDevice(ctx->device))
     throw UnavailableError(where("builtin", label) + "MPS does not support " + ctx->name);
   id<MTLComputePipelineState> bias =
-      build_pipeline(*ctx, kBiasSource, "mb_broadcast_bias", {{"MB_F16", f16 ? "1" : "0"}}, label + " (bias)");
+      build_pipeline(*ctx, kBiasSource, "mb_broadcast_bias", {{"MB_DTYPE", f16 ? "1" : "0"}}, label + " (bias)");
   return std::make_shared<MpsKernel>(std::move(ctx), name, label, f16, bias);
 }
 

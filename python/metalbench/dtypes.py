@@ -30,10 +30,10 @@ DTYPES: dict[str, np.dtype] = {
     "float32": np.dtype(np.float32),
     "bfloat16": np.dtype(np.uint16),  # bit patterns: numpy has no bfloat16
 }
-# The value of the MB_DTYPE define a kernel is compiled with (kernels/README.md): float32
-# 0 and float16 1 are the values its predecessor MB_F16 had, so an undefined MB_DTYPE
-# (the preprocessor reads it as 0) still means float32. The preludes and the vendor
-# builtins test these numbers; tests/test_dtypes.py ties them to this table.
+# The value of the MB_DTYPE define a kernel is compiled with (kernels/README.md), the one
+# switch of the element type T in every prelude and of the vendor builtins' data type.
+# float32 is 0, so an undefined MB_DTYPE (the preprocessor reads it as 0) means float32.
+# The preludes and builtins test these numbers; tests/test_dtypes.py ties them together.
 CODES: dict[str, int] = {"float32": 0, "float16": 1, "bfloat16": 2}
 # Unit roundoff 2^-p of each dtype, p its significand's bits with the implicit one.
 UNIT_ROUNDOFF: dict[str, float] = {"float16": 2.0**-11, "float32": 2.0**-24, "bfloat16": 2.0**-8}
