@@ -132,3 +132,18 @@ def test_the_portable_families_compile_as_cuda_bfloat16(tmp_path):
         assert "cvt.rn.bf16.f32" in ptx, v.id
         if "matrix_unit" in v.family.needs:  # the tile runs on bf16 tensor cores, not f16 ones
             assert "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" in ptx and ".f16.f16" not in ptx, v.id
+
+
+def test_a_device_without_bfloat16_leaves_every_variant_unsupported_with_its_reason():
+    spec = Spec("matmul", "bfloat16", 1, 1, 64, 64, transpose_b=True)
+    old_mac = {"bfloat16": False, "bfloat16_detail": "none: MSL's bfloat (MSL 3.1) and MPS's bfloat16 need macOS 14"}
+    for v in variants.load_variants("metal"):
+        if "bfloat16" in v.family.dtypes:
+            assert v.unsupported_reason(spec, old_mac) == f"needs bfloat16: {old_mac['bfloat16_detail']}", v.id
+    naive = next(v for v in variants.load_variants("metal") if v.family.name == "naive")
+    assert naive.unsupported_reason(spec, {"bfloat16": True}) is None
+    assert naive.unsupported_reason(Spec("matmul", "float16", 1, 1, 64, 64), old_mac) is None  # float16 unaffected
+
+
+def test_every_device_says_whether_it_takes_bfloat16(opencl):
+    assert opencl.info["bfloat16"] is True and opencl.info["bfloat16_detail"].startswith("emulated")

@@ -349,12 +349,17 @@ class CuDevice final : public Device {
       throw UsageError("[cuda::builtin] " + label + ": no vendor library routine '" + name +
                        "'; the CUDA backend has 'cublas'");
     // MB_DTYPE gives the element type; without it the type is read off the buffers.
-    size_t element = 0;
+    int dtype = -1;
     for (const auto& d : defines)
-      if (d.name == "MB_DTYPE") element = d.value == "0" ? 4 : 2;
+      if (d.name == "MB_DTYPE") {
+        if (d.value != "0" && d.value != "1" && d.value != "2")
+          throw UsageError("[cuda::builtin] " + label + ": the define MB_DTYPE must be 0 (float32), 1 (float16) or 2 "
+                           "(bfloat16), got '" + d.value + "'");
+        dtype = d.value[0] - '0';
+      }
     std::lock_guard<std::mutex> guard(ctx_->mutex);
     ctx_->make_current();
-    return make_cublas_kernel(ctx_, label, element);
+    return make_cublas_kernel(ctx_, label, dtype);
   }
 
   std::shared_ptr<Buffer> allocate(size_t bytes) override { return std::make_shared<CuBuffer>(ctx_, bytes); }

@@ -291,12 +291,17 @@ class MetalDevice final : public Device {
     if (name != "mps" && name != "mps-gemv")
       throw UsageError(where("builtin", label) + "no vendor library routine '" + name +
                        "'; this backend has 'mps' and 'mps-gemv'");
-    const Define* f16 = nullptr;
+    const Define* dtype = nullptr;
     for (const auto& d : defines)
-      if (d.name == "MB_DTYPE") f16 = &d;
-    if (!f16 || (f16->value != "0" && f16->value != "1"))
-      throw UsageError(where("builtin", label) + "the " + name + " builtin needs the define MB_DTYPE = 0 or 1");
-    return pooled([&]() -> std::shared_ptr<Kernel> { return make_mps_kernel(ctx_, name, label, f16->value == "1"); });
+      if (d.name == "MB_DTYPE") dtype = &d;
+    if (!dtype || (dtype->value != "0" && dtype->value != "1" && dtype->value != "2"))
+      throw UsageError(where("builtin", label) + "the " + name +
+                       " builtin needs the define MB_DTYPE = 0 (float32), 1 (float16) or 2 (bfloat16)");
+    if (dtype->value == "2" && !info_.bfloat16)
+      throw UnavailableError(where("builtin", label) + "bfloat16: " + info_.bfloat16_detail);
+    return pooled([&]() -> std::shared_ptr<Kernel> {
+      return make_mps_kernel(ctx_, name, label, dtype->value[0] - '0');
+    });
   }
 
   std::shared_ptr<Buffer> allocate(size_t bytes) override {
