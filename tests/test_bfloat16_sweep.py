@@ -2,6 +2,8 @@
 runner over every portable family that lists the dtype, verified against the float64
 reference (metrics.tolerance with bfloat16's unit roundoff)."""
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -9,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import sweep
+from conftest import cli, sweep
 from simd32.check import verify_simd32
 
-from metalbench import variants
+from metalbench import metrics, variants
 from metalbench.dtypes import bfloat16_bits, define
-from metalbench.specs import Spec, load_suite
+from metalbench.reference import compute_reference, make_inputs
+from metalbench.specs import Spec, load_suite, spec_from_key
+from metalbench.store import Store
 
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
 
@@ -147,3 +151,80 @@ def test_a_device_without_bfloat16_leaves_every_variant_unsupported_with_its_rea
 
 def test_every_device_says_whether_it_takes_bfloat16(opencl):
     assert opencl.info["bfloat16"] is True and opencl.info["bfloat16_detail"].startswith("emulated")
+
+
+# ---- through the CLI: a bfloat16 suite run, its winners exported, bad dtypes refused ----------------------
+
+BF16_SUITE = """name = "bf16-mini"
+dtype = "bfloat16"
+[[spec]]
+op = "matmul"
+m = 1
+n = 96
+k = 64
+transpose_b = true
+[[spec]]
+op = "matmul_bias_add"
+m = 3
+n = 40
+k = 72
+"""
+
+
+def test_a_bfloat16_suite_runs_reports_and_exports_through_the_cli(opencl, tmp_path):
+    suite = tmp_path / "bf16.toml"
+    suite.write_text(BF16_SUITE)
+    out = tmp_path / "report.json"
+    run = cli("run", "--suite", str(suite), "--backend", "opencl", "--variants", "gemv/*", "--variants", "tiled/*",
+              "--max-samples", "3", "--min-samples", "2", "--max-time", "0.05", "--json", str(out))
+    assert run.returncode == 0, run.stderr
+    assert "0 failed, 0 wrong" in run.stdout and "bfloat16" in run.stdout  # labels name a dtype other than fp16
+    data = json.loads(out.read_text())
+    assert all("/bfloat16/" in s["key"] for s in data["specs"]), [s["key"] for s in data["specs"]]
+    exported = cli("export", "--out", str(tmp_path / "out"))
+    assert exported.returncode == 0, exported.stderr
+    table = json.loads((tmp_path / "out" / "dispatch.json").read_text())
+    header = (tmp_path / "out" / "metalbench_dispatch.h").read_text()
+    assert len(table["specs"]) == 2
+    for e in table["specs"]:
+        assert e["kind"] == "kernel" and e["file"].endswith("-bf16.cl") and e["spec"]["dtype"] == "bfloat16"
+        assert e["defines"]["MB_DTYPE"] == "2"
+        source = (tmp_path / "out" / e["file"]).read_text()
+        assert "#define MB_DTYPE 2\n" in source
+        spec = spec_from_key(e["spec_key"])
+        # Compiled alone, as an application would, and run on the spec's inputs: correct.
+        kernel = opencl.compile(source, e["entry"], {}, f"exported/{e['entry']}")
+        inputs = make_inputs(spec)
+        c0 = metrics.initial_c(spec, inputs)
+        bias = inputs.bias if inputs.bias is not None else np.zeros(1, dtype=np.uint16)
+        bufs = []
+        for array in (inputs.a, inputs.b, c0, bias):
+            buf = opencl.allocate(max(4, array.nbytes))
+            buf.write(np.ascontiguousarray(array))
+            bufs.append(buf)
+        ws = opencl.allocate(4 * max(1, e["workspace_floats"]))
+        ws.fill(0)
+        opencl.run(kernel, [*bufs, ws, spec.params()], e["groups"], e["threads"])
+        got = np.empty_like(c0)
+        bufs[2].read(got)
+        check = metrics.check(spec, got, compute_reference(spec, inputs), c0)
+        assert check.verdict == "ok", (e["file"], check.reason)
+        assert f"{e['spec_key']!r}".replace("'", '"') in header
+    assert "int dtype;" in header and ", 2, 1, " in header  # the dtype column: MB_DTYPE's 2
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('dtype = "bf16"\n' + BF16_SUITE.split("\n", 2)[2], "top level: field 'dtype': must be one of float16, float32, "
+                                                        "bfloat16, got 'bf16'"),
+    (BF16_SUITE.replace('op = "matmul"\nm = 1', 'op = "matmul"\ndtype = "float64"\nm = 1'),
+     "spec 0: field 'dtype': must be one of float16, float32, bfloat16, got 'float64'"),
+])
+def test_an_unknown_dtype_in_a_suite_is_one_line_exit_2_and_nothing_stored(tmp_path, text, needle):
+    suite = tmp_path / "bad.toml"
+    suite.write_text(text)
+    result = cli("run", "--suite", str(suite), "--backend", "opencl")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("metalbench: error: ") and needle in lines[0], lines
+    db = Path(os.environ["METALBENCH_DB"])
+    assert not db.exists() or not Store(db).runs()

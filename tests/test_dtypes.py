@@ -94,7 +94,7 @@ def test_round_from_and_to_float64_for_every_dtype():
         assert back.dtype == np.float64
         assert np.all(np.abs(back - x) <= dtypes.UNIT_ROUNDOFF[name] * np.abs(x))
     assert dtypes.define("bfloat16") == {"MB_DTYPE": "2"}
-    assert sorted(dtypes.CODES) == sorted(dtypes.DTYPES) == sorted(dtypes.UNIT_ROUNDOFF)
+    assert sorted(dtypes.CODES) == sorted(dtypes.DTYPES) == sorted(dtypes.UNIT_ROUNDOFF) == sorted(dtypes.SHORT)
 
 
 @pytest.mark.parametrize("shape", [(), (3,), (2, 3)])

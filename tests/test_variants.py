@@ -84,6 +84,8 @@ def test_source_is_prelude_common_and_body_with_line_directive(tmp_path):
         (lambda t: t.replace("BN = [1, 2]", "BN = [1, 2]\nn = [3]"), "grid.n shadows the spec field"),
         (lambda t: t.replace('"ceil_div(n, BN)"', '"ceil_div(n, BQ)"'), "dispatch.groups: unknown name 'BQ'"),
         (lambda t: t.replace('config = "bn{BN}_tg{TG}"', 'config = "bn{BN}"'), "names two grid points"),
+        (lambda t: t.replace('backends = ["opencl"]', 'backends = ["opencl"]\ndtypes = ["bf16"]'),
+         "field 'dtypes': unknown dtype 'bf16' \\(known: float16, float32, bfloat16\\)"),
         (lambda t: t.replace('backends = ["opencl"]', 'backends = ["vulkan"]'), "unknown backend 'vulkan'"),
         (lambda t: t.replace('entry = "mine"', "entry = 3"), "field 'entry' must be str"),
         (lambda t: t.replace('name = "mine"', 'name = "mine'), "mine.toml"),

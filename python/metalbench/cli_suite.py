@@ -48,6 +48,9 @@ def from_config(
                                                    "(replaces --context for it).", show_default=False)] = None,
     pv_context: Annotated[str | None, typer.Option(metavar=_LENGTHS, help="Context lengths for P x V only "
                                                    "(replaces --context for it).", show_default=False)] = None,
+    dtype: Annotated[str | None, typer.Option(metavar="|".join(specs.DTYPES), help="The specs' dtype. Default: "
+                                              "the config's dtype (or torch_dtype) field, else "
+                                              f"{suitegen.DEFAULT_DTYPE}.", show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="Suite name (default: the config file's name, or its model "
                                              "folder's for config.json, then the phase).",
                                              show_default=False)] = None,
@@ -68,10 +71,14 @@ def from_config(
         context=suitegen.parse_lengths(context, "--context") if context is not None else None,
         qk_context=suitegen.parse_lengths(qk_context, "--qk-context") if qk_context is not None else None,
         pv_context=suitegen.parse_lengths(pv_context, "--pv-context") if pv_context is not None else None,
+        dtype=dtype,
     )
     text = suitegen.suite_from_config(config, workload, name)
-    for warning in suitegen.read_config(config).warnings:  # in the file's header too
+    model = suitegen.read_config(config)
+    for warning in model.warnings:  # in the file's header too
         print(f"metalbench: warning: {config}: {warning}", file=sys.stderr)
+    used, source = workload.dtype_for(model)
+    print(f"metalbench: dtype {used}, from {source}", file=sys.stderr)
     if out is None:
         sys.stdout.write(text)
         return

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["CODES", "DTYPES", "UNIT_ROUNDOFF", "bfloat16_bits", "bfloat16_values", "define", "round_from",
+__all__ = ["CODES", "DTYPES", "SHORT", "UNIT_ROUNDOFF", "bfloat16_bits", "bfloat16_values", "define", "round_from",
            "to_float64"]
 
 # How each dtype is stored on the host (and so its itemsize on the device).
@@ -35,6 +35,8 @@ DTYPES: dict[str, np.dtype] = {
 # float32 is 0, so an undefined MB_DTYPE (the preprocessor reads it as 0) means float32.
 # The preludes and builtins test these numbers; tests/test_dtypes.py ties them together.
 CODES: dict[str, int] = {"float32": 0, "float16": 1, "bfloat16": 2}
+# Each dtype's short name, in exported file names (`naive-default-bf16.cl`).
+SHORT: dict[str, str] = {"float16": "f16", "float32": "f32", "bfloat16": "bf16"}
 # Unit roundoff 2^-p of each dtype, p its significand's bits with the implicit one.
 UNIT_ROUNDOFF: dict[str, float] = {"float16": 2.0**-11, "float32": 2.0**-24, "bfloat16": 2.0**-8}
 

@@ -313,7 +313,7 @@ def parse_family(path: Path) -> Family:
     dtypes = _str_list(data, "dtypes", path, ["float16"])
     for d in dtypes:
         if d not in DTYPES:
-            raise ManifestError(f"{path}: field 'dtypes': unknown dtype {d!r}")
+            raise ManifestError(f"{path}: field 'dtypes': unknown dtype {d!r} (known: {', '.join(DTYPES)})")
     baseline = _want(data, "baseline", str, path, None)
     if baseline not in (None, "vendor", "fallback"):
         raise ManifestError(f"{path}: field 'baseline' must be 'vendor' or 'fallback', got {baseline!r}")
