@@ -339,3 +339,12 @@ def test_bfloat16_unwritten_nan_and_off_elements_are_found():
     check = metrics.check(spec, out, ref, c0)
     assert (check.unwritten, check.nan_count, check.bad) == (10, 1, 12)
     assert "worst at (1, 0, 9)" in check.reason
+
+
+def test_every_spec_dtype_has_a_sentinel_tolerance_and_underflow_allowance():
+    from metalbench.dtypes import DTYPES
+
+    for name, storage in DTYPES.items():
+        s = metrics.sentinel(name, seed=12345)
+        assert s.dtype == storage and np.isnan(to_float64(s, name))
+        assert metrics.tolerance(name, 64).rtol > 0 and name in metrics._UNDERFLOW
