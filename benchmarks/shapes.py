@@ -73,8 +73,10 @@ PREFILL_RATIO = 0.8   # median of cuBLAS / library over the prefill suite's weig
 
 
 def from_config(config: Path, out: Path, *args: str) -> Suite:
-    """`metalbench suite from-config CONFIG ARGS --out OUT`, loaded."""
-    cmd = [sys.executable, "-m", "metalbench", "suite", "from-config", str(config), *args, "--out", str(out)]
+    """`metalbench suite from-config CONFIG ARGS --dtype float16 --out OUT`, loaded: float16, the dtype the
+    targets were set in (the configs' own is bfloat16)."""
+    cmd = [sys.executable, "-m", "metalbench", "suite", "from-config", str(config), *args, "--dtype", "float16",
+           "--out", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"shapes: {' '.join(cmd[2:])} failed: {r.stderr.strip()}")

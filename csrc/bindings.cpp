@@ -50,6 +50,8 @@ nb::dict info_dict(const mb::DeviceInfo& i) {
   d["timing_source"] = i.timing_source;
   d["matrix_unit"] = i.matrix_unit;
   d["matrix_unit_detail"] = i.matrix_unit_detail;
+  d["bfloat16"] = i.bfloat16;
+  d["bfloat16_detail"] = i.bfloat16_detail;
   return d;
 }
 
@@ -395,7 +397,7 @@ NB_MODULE(_core, m) {
           },
           "name"_a, "label"_a, "defines"_a = nb::dict(),
           "A vendor-library routine (cuBLAS, MPS) that takes the GEMM kernel arguments; `defines` are the "
-          "variant's (MB_F16 gives the element type).")
+          "variant's (MB_DTYPE gives the element type).")
       .def(
           "load",
           [](mb::Device& d, const std::string& path, const std::string& entry, const std::string& label) {

@@ -231,7 +231,7 @@ def check_output(spec, c, ref, c0):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "float32"])
 def test_cublas_infers_the_element_type_from_the_buffers(cuda, dtype):
-    inferred = cuda.builtin("cublas", "cublas/baseline")  # no MB_F16: read off the buffers' sizes
+    inferred = cuda.builtin("cublas", "cublas/baseline")  # no MB_DTYPE: read off the buffers' sizes
     assert inferred.max_group_size == 0
     for spec in every_op_layout_and_batch(dtype):
         args, ref, c0 = exact_buffers(cuda, spec)
@@ -244,7 +244,7 @@ def test_cublas_infers_the_element_type_from_the_buffers(cuda, dtype):
                      max_noise=1.0, rank_by="batch")
     assert r["batch"]["count"] >= 5 and r["batch"]["median"] > 0 and r["batch_size"] >= 1
     if dtype == "float16":  # told float32 about float16 buffers: refused, not read past their end
-        told_wrong = cuda.builtin("cublas", "x", {"MB_F16": "0"})
+        told_wrong = cuda.builtin("cublas", "x", {"MB_DTYPE": "0"})
         spec = Spec("matmul", "float16", 1, 1, 40, 72, False, True)
         args, _, _ = exact_buffers(cuda, spec)
         with pytest.raises(metalbench.UsageError, match="smaller than the params"):
@@ -387,7 +387,7 @@ def test_timer_clocks_stop_rules_slots_and_resets(cuda):
 @pytest.mark.gpu
 def test_cublas_times_over_slots_in_a_held_batch(cuda):
     spec = Spec("matmul_bias_add", "float16", 1, 1, 896, 896, False, True)
-    blas = cuda.builtin("cublas", "cublas/baseline", {"MB_F16": "1"})
+    blas = cuda.builtin("cublas", "cublas/baseline", {"MB_DTYPE": "1"})
     slots = []
     for _ in range(4):  # each slot its own C (and inputs), as the runner's output slots are
         args, ref, c0 = exact_buffers(cuda, spec)

@@ -153,7 +153,7 @@ def _params() -> bytes:
 def _run(dev, name: str, a: np.ndarray, c_len: int, ws_words: int, groups: int, threads: int,
          dtype=np.float32, simd32: bool = False):
     f16 = "1" if dtype == np.float16 else "0"
-    kernel = dev.compile(build("opencl", BODIES[name], name, simd32), name, {"MB_F16": f16},
+    kernel = dev.compile(build("opencl", BODIES[name], name, simd32), name, {"MB_DTYPE": f16},
                          f"dialect/{name}{'@simd32' if simd32 else ''}")
     bufs = {}
     for key, n in (("a", len(a)), ("b", 1), ("c", c_len), ("bias", 1), ("ws", ws_words)):
@@ -263,7 +263,7 @@ def _parse_msl(path: Path, version: int, defines: dict[str, str]) -> subprocess.
 def test_parses_as_msl(tmp_path, name, version, f16):
     path = tmp_path / f"{name}.metal"
     path.write_text(build("metal", BODIES[name], name))
-    r = _parse_msl(path, version, {"MB_F16": f16})
+    r = _parse_msl(path, version, {"MB_DTYPE": f16})
     assert r.returncode == 0, r.stderr
 
 
@@ -286,7 +286,7 @@ def test_the_planted_faults_parse_as_msl(tmp_path, fault):
 @pytest.mark.parametrize("name", sorted(BODIES))
 def test_compiles_with_nvcc(tmp_path, name):
     path = tmp_path / f"{name}.cu"
-    path.write_text("#define MB_F16 1\n" + build("cuda", BODIES[name], name))
+    path.write_text("#define MB_DTYPE 1\n" + build("cuda", BODIES[name], name))
     r = subprocess.run([NVCC, "-arch=sm_90", "--std=c++17", "-DMB_NVRTC=1", "--ptx", str(path), "-o",
                         str(tmp_path / f"{name}.ptx")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -61,7 +61,7 @@ def test_non_string_manifest_expressions_are_manifest_errors(tmp_path, body, dis
 
 
 @pytest.mark.parametrize("grid, needle", [
-    ("F16 = [1]\nTG = [64]", "grid.F16: it would define MB_F16"),
+    ("DTYPE = [1]\nTG = [64]", "grid.DTYPE: it would define MB_DTYPE"),
     ("KERNEL = [1]\nTG = [64]", "grid.KERNEL: it would define MB_KERNEL"),
     ("OP = ['MATMUL']\nTG = [64]", "grid.OP: it would define MB_OP_MATMUL"),
     ("A_b = [1]\nA = ['b']\nTG = [64]", "would both define MB_A_b"),
@@ -99,7 +99,12 @@ def test_a_huge_config_is_refused_unread(tmp_path):
 def test_a_score_scale_float16_cannot_hold_is_refused_and_an_odd_one_warned(tmp_path):
     data = json.loads((DATA / "gemma-2-2b.json").read_text())
     (tmp_path / "huge.json").write_text(json.dumps({**data, "query_pre_attn_scalar": 1e-30}))
-    one_line(cli("suite", "from-config", str(tmp_path / "huge.json")), 2, "query_pre_attn_scalar", "alpha 1e+15",
+    # The config says float32, which holds it; in float16 it is refused.
+    one_line(cli("suite", "from-config", str(tmp_path / "huge.json"), "--dtype", "float16"), 2, "--dtype",
+             "alpha 1e+15", "float16 cannot hold")
+    (tmp_path / "huge16.json").write_text(json.dumps({**data, "query_pre_attn_scalar": 1e-30,
+                                                     "torch_dtype": "float16"}))
+    one_line(cli("suite", "from-config", str(tmp_path / "huge16.json")), 2, "query_pre_attn_scalar", "alpha 1e+15",
              "float16 cannot hold")
     (tmp_path / "odd.json").write_text(json.dumps({**data, "query_pre_attn_scalar": 1e-4}))
     out = cli("suite", "from-config", str(tmp_path / "odd.json"))

@@ -52,7 +52,7 @@ def sweep_wide(tmp_path: Path, kernels: Path) -> int:
 
 def test_a_group_over_the_kernels_limit_is_unsupported_with_the_limit(opencl, tmp_path):
     body = variants.prelude_source("opencl", paths.kernels_dir() / "portable" / "naive.c")
-    probe = opencl.compile(body, "naive", {"MB_F16": "0"}, "probe")
+    probe = opencl.compile(body, "naive", {"MB_DTYPE": "0"}, "probe")
     limit = min(probe.max_group_size, opencl.info["max_group_size"])
     assert limit > 64
     kernels = wide_family(tmp_path / "kernels", 2 * limit)

@@ -207,13 +207,23 @@ def _family_ids() -> list[str]:
         return [f"<manifests: {e}>"]
 
 
+def _versions(dtype: str, versions: tuple[int, ...] = MSL_VERSIONS) -> tuple[int, ...]:
+    """The MSL versions a dtype is parsed at: bfloat16 (MSL's bfloat) exists from 3.1 on."""
+    return tuple(v for v in versions if v >= 310) or (320,) if dtype == "bfloat16" else versions
+
+
 @needs_clang
-@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "bfloat16"])
 @pytest.mark.parametrize("version", MSL_VERSIONS)
 def test_every_dialect_macro_parses_as_msl(tmp_path, dtype, version):
+    from metalbench.dtypes import define
+
     text = _metal_source(ROOT / "kernels" / "include", EXERCISE, "exercise.c")
-    r = _parse_msl(tmp_path, text, {"MB_F16": "1" if dtype == "float16" else "0"}, version)
-    assert r.returncode == 0, r.stderr
+    r = _parse_msl(tmp_path, text, define(dtype), version)
+    if version not in _versions(dtype):
+        assert r.returncode != 0 and "bfloat16 needs MSL 3.1" in r.stderr, r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
 
 
 @needs_clang
@@ -232,7 +242,7 @@ def test_every_portable_variant_parses_as_msl(tmp_path, family):
         assert "metal" in fam.backends, f"{fam.manifest}: a portable family must run on Metal too"
         for v in variants.expand(fam):
             for dtype in fam.dtypes:
-                for version in versions:
+                for version in _versions(dtype, versions):
                     text, defines = v.source("metal"), v.defines(dtype)
                     key = (text, tuple(sorted(defines.items())), version)
                     jobs.setdefault(key, ((v.id, dtype, version), text, defines))
@@ -276,14 +286,14 @@ def test_a_broken_prelude_fails_the_parse(tmp_path, name):
     prelude = (include / "metal.h").read_text()
     assert old in prelude, f"the mutation '{name}' no longer matches metal.h; update it"
     (include / "metal.h").write_text(prelude.replace(old, new))
-    r = _parse_msl(tmp_path, _metal_source(include, EXERCISE, "exercise.c"), {"MB_F16": "1"}, 300)
+    r = _parse_msl(tmp_path, _metal_source(include, EXERCISE, "exercise.c"), {"MB_DTYPE": "1"}, 300)
     assert r.returncode != 0, f"a prelude with a {name} parsed"
 
 
 @needs_clang
 def test_a_broken_body_fails_the_parse(tmp_path):
     body = re.sub(r"BARRIER\(\);", "BARRIER()", EXERCISE, count=1)  # a dropped semicolon
-    r = _parse_msl(tmp_path, _metal_source(ROOT / "kernels" / "include", body, "exercise.c"), {"MB_F16": "0"}, 300)
+    r = _parse_msl(tmp_path, _metal_source(ROOT / "kernels" / "include", body, "exercise.c"), {"MB_DTYPE": "0"}, 300)
     assert r.returncode != 0
     assert "exercise.c:" in r.stderr  # messages name the body's own file, through #line
 

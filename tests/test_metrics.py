@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from metalbench import metrics
+from metalbench.dtypes import round_from, to_float64
 from metalbench.reference import Reference, compute_reference, make_inputs
 from metalbench.specs import Spec, load_suite
 
@@ -247,3 +248,103 @@ def test_a_mismatched_output_is_a_caller_error():
         metrics.check(SPEC, ref.out.astype(np.float32), ref, c0)
     with pytest.raises(ValueError, match="expected"):
         metrics.check(SPEC, ref.out.astype(np.float16)[:1], ref, c0)
+
+
+# ---- bfloat16: stored as uint16 bit patterns (metalbench/dtypes.py) -------------------
+
+def bf16(spec):
+    return Spec(spec.op, "bfloat16", spec.batch, spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b,
+                spec.alpha, spec.beta)
+
+
+BF16 = [bf16(s) for s in SMOKE] + [bf16(QWEN[2]), bf16(QWEN[4])]
+
+
+def bf16_kernel(spec, inputs, accumulate_bf16=False, round_between=False):
+    """simulated_kernel for bfloat16: float32 products, summed in float32 (or rounded to
+    bfloat16 after every addition), then the epilogue, rounded to bfloat16."""
+    def val(x):
+        return to_float64(x, "bfloat16").astype(np.float32)
+
+    def rnd(x):
+        return val(round_from(x, "bfloat16"))
+
+    a, b = val(inputs.a), val(inputs.b)
+    a = np.swapaxes(a, 1, 2) if spec.transpose_a else a
+    b = np.swapaxes(b, 1, 2) if spec.transpose_b else b
+    acc = np.zeros(spec.shape_c, dtype=np.float32)
+    for kk in range(spec.k):
+        acc = acc + a[:, :, kk:kk + 1] * b[:, kk:kk + 1, :]
+        if accumulate_bf16:
+            acc = rnd(acc)
+    step = rnd if round_between else (lambda x: x)
+    if spec.op == "matmul_bias_add":
+        acc = step(acc) + val(inputs.bias)
+    elif spec.op == "matmul_alpha_beta":
+        acc = step(np.float32(spec.alpha) * step(acc))
+        if spec.beta != 0:
+            acc = acc + step(np.float32(spec.beta) * val(inputs.c))
+    return round_from(acc, "bfloat16")
+
+
+def test_bfloat16_tolerance_follows_its_8_bit_significand_and_leaves_the_others_alone():
+    bf, fp16 = metrics.tolerance("bfloat16", 896), metrics.tolerance("float16", 896)
+    assert bf.rtol == 4 * 2.0**-8 and fp16.rtol == 4 * 2.0**-11
+    # Products of bfloat16s are exact in fp32 as those of fp16s are: the same k-scaled term.
+    assert bf.mag_factor == fp16.mag_factor
+
+
+def test_bfloat16_sentinel_is_a_quiet_nan_no_rounding_makes():
+    s = metrics.sentinel("bfloat16")
+    assert s.shape == () and s.dtype == np.uint16 and int(s) == 0x7FDA
+    assert np.isnan(to_float64(s, "bfloat16"))
+    for seed in (0, 1, 62, 63, 2**40 + 5):
+        bits_ = int(metrics.sentinel("bfloat16", seed))
+        assert bits_ & 0x7FC0 == 0x7FC0 and bits_ & 0x3F  # quiet, and not the canonical NaN
+    with np.errstate(invalid="ignore"):
+        made = np.array([np.inf - np.inf, np.nan, -np.nan], dtype=np.float32)
+    assert {int(x) & 0x7FFF for x in round_from(made, "bfloat16")} == {0x7FC0}
+
+
+@pytest.mark.parametrize("spec", BF16, ids=lambda s: s.label())
+def test_bfloat16_rounded_reference_and_fp32_kernels_pass(spec):
+    inputs, ref, c0 = setup(spec)
+    assert c0.dtype == np.uint16
+    check = metrics.check(spec, round_from(ref.out, "bfloat16"), ref, c0)
+    assert check.verdict == "ok", check.reason
+    assert 0 < check.max_rel <= 2.0**-8 * 1.0001
+    for round_between in (False, True):
+        check = metrics.check(spec, bf16_kernel(spec, inputs, round_between=round_between), ref, c0)
+        assert check.verdict == "ok", check.reason
+
+
+def test_bfloat16_accumulator_and_float16_rounding_are_wrong():
+    spec = bf16(QWEN[2])
+    inputs, ref, c0 = setup(spec)
+    check = metrics.check(spec, bf16_kernel(spec, inputs, accumulate_bf16=True), ref, c0)
+    assert check.verdict == "wrong" and "over tolerance" in check.reason
+    # Data read as float16 bits instead of bfloat16 (the wrong LOAD) is far off.
+    out = round_from(ref.out, "bfloat16")
+    mixed = metrics.check(spec, round_from(out.view(np.float16).astype(np.float64), "bfloat16"), ref, c0)
+    assert mixed.verdict == "wrong"
+
+
+def test_bfloat16_unwritten_nan_and_off_elements_are_found():
+    spec = bf16(SPEC)
+    _, ref, c0 = setup(spec)
+    out = round_from(ref.out, "bfloat16")
+    out[0, 2, 30:] = c0[0, 2, 30:]
+    out[1, 1, 3] = 0x7FC0  # a NaN computed, not the sentinel
+    out[1, 0, 9] = round_from(np.array(ref.out[1, 0, 9] + 0.5), "bfloat16")
+    check = metrics.check(spec, out, ref, c0)
+    assert (check.unwritten, check.nan_count, check.bad) == (10, 1, 12)
+    assert "worst at (1, 0, 9)" in check.reason
+
+
+def test_every_spec_dtype_has_a_sentinel_tolerance_and_underflow_allowance():
+    from metalbench.dtypes import DTYPES
+
+    for name, storage in DTYPES.items():
+        s = metrics.sentinel(name, seed=12345)
+        assert s.dtype == storage and np.isnan(to_float64(s, name))
+        assert metrics.tolerance(name, 64).rtol > 0 and name in metrics._UNDERFLOW

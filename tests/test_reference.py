@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from metalbench import reference
+from metalbench.dtypes import bfloat16_bits, to_float64
 from metalbench.paths import cache_dir
 from metalbench.reference import ReferenceCache, compute_reference, make_inputs, seed_of
 from metalbench.specs import Orig, Spec, load_suite
@@ -306,3 +307,43 @@ def test_lm_head_reference_is_memory_bounded():
     assert grown_mb < 200  # a float64 copy of B alone would be 1090 MB
     b = inputs.b[0, -100:].astype(np.float64)
     np.testing.assert_allclose(ref.out[0, 0, -100:], b @ inputs.a[0, 0].astype(np.float64), rtol=1e-12, atol=1e-12)
+
+
+def as_bfloat16(spec):
+    return Spec(spec.op, "bfloat16", spec.batch, spec.m, spec.n, spec.k, spec.transpose_a, spec.transpose_b,
+                spec.alpha, spec.beta)
+
+
+BF16 = [as_bfloat16(s) for s in SMOKE[:: 3]]
+
+
+@pytest.mark.parametrize("spec", BF16, ids=[s.label() for s in BF16])
+def test_bfloat16_inputs_are_bit_patterns_of_drawn_values_and_the_reference_uses_the_values(spec):
+    inputs = make_inputs(spec)
+    for x in arrays(inputs):
+        assert x.dtype == np.uint16  # bit patterns: numpy has no bfloat16
+    values = [to_float64(x, "bfloat16") for x in arrays(inputs)]
+    assert all(-1 <= v.min() < -0.5 and 0.5 < v.max() <= 1 for v in values)
+    for x, v in zip(arrays(inputs), values, strict=True):
+        assert (bfloat16_bits(v) == x).all()  # values of bfloat16s: they round to themselves
+        assert len(np.unique(x)) > min(x.size // 2, 200)  # drawn, not a handful of values
+    ref = compute_reference(spec, inputs)
+    decoded = reference.Inputs(*(None if x is None else to_float64(x, "bfloat16")
+                                 for x in (inputs.a, inputs.b, inputs.bias, inputs.c)))
+    out, mag = direct(spec, decoded)
+    np.testing.assert_allclose(ref.out, out, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(ref.mag, mag, rtol=1e-12, atol=1e-12)
+
+
+def test_bfloat16_fresh_copies_and_their_reference():
+    spec = as_bfloat16(Spec("matmul_bias_add", "float16", 2, 3, 10, 16, transpose_a=True))
+    inputs = make_inputs(spec)
+    base = compute_reference(spec, inputs)
+    copies, fresh = reference.fresh_copies(spec, inputs.a, 1234, 2)
+    flat = np.arange(int(np.prod(spec.shape_c)))
+    for c, a in enumerate(copies):
+        assert a.dtype == np.uint16
+        want = compute_reference(spec, reference.Inputs(a, inputs.b, inputs.bias, None))
+        got = reference.reference_at(spec, base, inputs.b, fresh, c, flat)
+        np.testing.assert_allclose(got.out, want.out.reshape(-1), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(got.mag, want.mag.reshape(-1), rtol=1e-12, atol=1e-12)

@@ -167,7 +167,7 @@ def test_fields_bytes_and_flops():
 
 @pytest.mark.parametrize("kwargs, field", [
     ({"op": "gemm"}, "op"),
-    ({"dtype": "bfloat16"}, "dtype"),
+    ({"dtype": "float64"}, "dtype"),
     ({"n": 0}, "n"),
     ({"k": -5}, "k"),
     ({"m": 2.0}, "m"),

@@ -20,7 +20,7 @@ QWEN = DATA / "qwen2.5-0.5b.json"
 QK = (51, 83, 90, 76, 80, 67, 73)
 PV = (95, 16, 88, 83, 69, 67, 68, 84)
 # The trace behind the built-in suite ran attention one query head at a time.
-SEED = dict(qk_context=QK, pv_context=PV, attention="per-head")
+SEED = dict(qk_context=QK, pv_context=PV, attention="per-head", dtype="float16")  # traced in fp16 on MPS
 SUITES = DATA.parents[1] / "python" / "metalbench" / "suites"
 
 
@@ -421,9 +421,11 @@ def cli(*args):
 def test_cli_writes_a_suite_that_loads(tmp_path):
     out = tmp_path / "qwen.toml"
     result = cli("suite", "from-config", str(QWEN), "--qk-context", ",".join(map(str, QK)),
-                 "--pv-context", ",".join(map(str, PV)), "--attention", "per-head", "--out", str(out))
+                 "--pv-context", ",".join(map(str, PV)), "--attention", "per-head", "--dtype", "float16",
+                 "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "" and f"wrote 20 specs to {out}" in result.stderr
+    assert "metalbench: dtype float16, from --dtype\n" in result.stderr
     assert without_orig(specs.load_suite(out)) == without_orig(specs.load_suite("qwen2.5-0.5b-decode"))
 
 
@@ -441,6 +443,8 @@ def test_readme_commands_give_the_builtin_suites(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["{bad}"], "bad.json: not valid JSON"),
+    ([str(QWEN), "--dtype", "float64"], "--dtype: must be one of float16, float32, bfloat16, got 'float64'"),
+    ([str(QWEN), "--dtype", "bf16"], "--dtype: must be one of float16, float32, bfloat16"),
     ([str(DATA / "missing.json")], "missing.json: cannot read"),
     ([str(QWEN), "--context", "64,x"], "--context: lengths must be positive integers"),
     ([str(QWEN), "--tokens", "0"], "--tokens: token counts must be positive integers separated by commas"),
@@ -463,3 +467,67 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, args, needle):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("metalbench: error: ") and needle in lines[0], lines
     assert not (tmp_path / "out.toml").exists()
+
+
+# ---- the specs' dtype: the config's torch_dtype (or dtype), --dtype over both ----
+
+def _config_with(tmp_path, **fields):
+    data = json.loads(QWEN.read_text())
+    data.pop("torch_dtype", None)
+    data.update(fields)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_the_config_dtype_is_read_and_said(tmp_path):
+    assert json.loads(QWEN.read_text())["torch_dtype"] == "bfloat16"
+    result = cli("suite", "from-config", str(QWEN), "--out", str(tmp_path / "q.toml"))
+    assert result.returncode == 0, result.stderr
+    assert "metalbench: dtype bfloat16, from the config's torch_dtype\n" in result.stderr
+    suite = specs.load_suite(tmp_path / "q.toml")
+    assert {s.dtype for s in suite.specs} == {"bfloat16"}
+    assert "(bfloat16, m = 1)" in suite.description
+    assert "# dtype: bfloat16, from the config's torch_dtype." in (tmp_path / "q.toml").read_text()
+
+
+@pytest.mark.parametrize("fields, want, source", [
+    ({"torch_dtype": "float32"}, "float32", "the config's torch_dtype"),
+    ({"dtype": "bfloat16", "torch_dtype": "float16"}, "bfloat16", "the config's dtype"),  # transformers >= 4.56
+    ({}, "float16", "the default: the config gives no dtype or torch_dtype"),
+    ({"torch_dtype": None}, "float16", "the default"),
+])
+def test_which_dtype_and_where_from(tmp_path, fields, want, source):
+    model = suitegen.read_config(_config_with(tmp_path, **fields))
+    dtype, said = Workload.make().dtype_for(model)
+    assert dtype == want and said.startswith(source)
+    assert {p.spec.dtype for p in suitegen.products(model, Workload.make())} == {want}
+    # --dtype overrides whatever the config says.
+    assert Workload.make(dtype="float32").dtype_for(model) == ("float32", "--dtype")
+    assert {p.spec.dtype for p in suitegen.products(model, Workload.make(dtype="float32"))} == {"float32"}
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ({"torch_dtype": "int8"}, "field 'torch_dtype': must be one of float16, float32, bfloat16, got \"int8\""),
+    ({"torch_dtype": 16}, "field 'torch_dtype': must be one of float16, float32, bfloat16, got 16"),
+    ({"dtype": "auto"}, "field 'dtype': must be one of float16, float32, bfloat16, got \"auto\""),
+])
+def test_a_bad_config_dtype_is_one_line_exit_2_and_nothing_written(tmp_path, fields, needle):
+    config = _config_with(tmp_path, **fields)
+    out = tmp_path / "out.toml"
+    result = cli("suite", "from-config", str(config), "--out", str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{config}: {needle}" in lines[0], lines
+    assert not out.exists()
+    # --dtype does not rescue it silently: the config is still wrong, and says so.
+    assert cli("suite", "from-config", str(config), "--dtype", "float16").returncode == 2
+
+
+def test_the_score_scale_is_checked_against_the_dtype_used(tmp_path):
+    # head_dim 2^40: alpha 2^-20 is below float16's normal range but fine in bfloat16.
+    config = _config_with(tmp_path, head_dim=2**40, torch_dtype="bfloat16")
+    model = suitegen.read_config(config)
+    assert model.dtype == "bfloat16"
+    with pytest.raises(ConfigError, match="--dtype: it makes the score scale alpha .* which float16 cannot hold"):
+        suitegen.products(model, Workload.make(dtype="float16"))

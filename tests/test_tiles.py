@@ -195,7 +195,7 @@ def run_tile(dev, kernel, dtype: type, case: tuple, scratch: bool) -> tuple[np.n
 def check_every_case(dev, backend: str, dtype: type, want_tiles: tuple, simd32: bool = False) -> None:
     """The tile kernel on `dev` for every case: exact results, at the backend's tile sizes."""
     f16 = "1" if dtype == np.float16 else "0"
-    kernel = dev.compile(source(backend, simd32=simd32), "tile_product", {"MB_F16": f16},
+    kernel = dev.compile(source(backend, simd32=simd32), "tile_product", {"MB_DTYPE": f16},
                          f"tile{'@simd32' if simd32 else ''}")
     for case in CASES:
         got, want, tiles = run_tile(dev, kernel, dtype, case, scratch=simd32)
@@ -307,7 +307,7 @@ needs_nvrtc = pytest.mark.skipif(NVRTC is None, reason="NVRTC is not installed (
 @pytest.mark.parametrize("f16", ["1", "0"])
 def test_the_tile_compiles_for_sm_90_with_nvrtc(f16):
     ok, log = NVRTC.compile(source("cuda"), "tile_product.cu",
-                            ["--gpu-architecture=sm_90", "--std=c++17", "-DMB_NVRTC=1", f"-DMB_F16={f16}"])
+                            ["--gpu-architecture=sm_90", "--std=c++17", "-DMB_NVRTC=1", f"-DMB_DTYPE={f16}"])
     assert ok, log
 
 
@@ -315,7 +315,7 @@ def test_the_tile_compiles_for_sm_90_with_nvrtc(f16):
 def test_a_wrong_instruction_fails_nvrtc(tmp_path):
     """The control: ptxas checks the inline PTX, so a broken mma does not compile."""
     broken = source("cuda").replace("mma.sync.aligned.m16n8k16.row.col", "mma.sync.aligned.m16n8k16.col.col")
-    ok, _ = NVRTC.compile(broken, "broken.cu", ["--gpu-architecture=sm_90", "--std=c++17", "-DMB_F16=1"])
+    ok, _ = NVRTC.compile(broken, "broken.cu", ["--gpu-architecture=sm_90", "--std=c++17", "-DMB_DTYPE=1"])
     assert not ok
 
 
@@ -326,7 +326,7 @@ def _parse_msl(tmp_path: Path, text: str, f16: str, version: int = 300) -> subpr
     path = tmp_path / f"tile{f16}_{version}_{abs(hash(text))}.metal"
     path.write_text(text)
     return subprocess.run([CLANG, "-fsyntax-only", "-x", "c++", "-std=c++17", "-Wno-unknown-attributes", "-I",
-                           str(SHIM), f"-D__METAL_VERSION__={version}", f"-DMB_F16={f16}", str(path)],
+                           str(SHIM), f"-D__METAL_VERSION__={version}", f"-DMB_DTYPE={f16}", str(path)],
                           capture_output=True, text=True, timeout=120)
 
 

@@ -53,8 +53,8 @@ def test_defines_geometry_and_support(tmp_path):
     text = text.replace("[grid]", 'requires = ["m == 1", "transpose_b == (layout == \'nt\')"]\n[grid]')
     v = expand(parse_family(write_family(tmp_path, text)))[1]
     assert v.id == "mine/bn2_tg32_nt"
-    assert v.defines("float16") == {"MB_F16": "1", "MB_BN": "2", "MB_TG": "32", "MB_layout_nt": "1"}
-    assert v.defines("float32")["MB_F16"] == "0"
+    assert v.defines("float16") == {"MB_DTYPE": "1", "MB_BN": "2", "MB_TG": "32", "MB_layout_nt": "1"}
+    assert v.defines("float32")["MB_DTYPE"] == "0"
     spec = Spec(op="matmul", dtype="float16", batch=3, m=1, n=9, k=8, transpose_b=True)
     assert v.unsupported_reason(spec) is None
     assert v.geometry(spec) == ([5, 1, 3], [32, 1, 1])
@@ -84,6 +84,8 @@ def test_source_is_prelude_common_and_body_with_line_directive(tmp_path):
         (lambda t: t.replace("BN = [1, 2]", "BN = [1, 2]\nn = [3]"), "grid.n shadows the spec field"),
         (lambda t: t.replace('"ceil_div(n, BN)"', '"ceil_div(n, BQ)"'), "dispatch.groups: unknown name 'BQ'"),
         (lambda t: t.replace('config = "bn{BN}_tg{TG}"', 'config = "bn{BN}"'), "names two grid points"),
+        (lambda t: t.replace('backends = ["opencl"]', 'backends = ["opencl"]\ndtypes = ["bf16"]'),
+         "field 'dtypes': unknown dtype 'bf16' \\(known: float16, float32, bfloat16\\)"),
         (lambda t: t.replace('backends = ["opencl"]', 'backends = ["vulkan"]'), "unknown backend 'vulkan'"),
         (lambda t: t.replace('entry = "mine"', "entry = 3"), "field 'entry' must be str"),
         (lambda t: t.replace('name = "mine"', 'name = "mine'), "mine.toml"),

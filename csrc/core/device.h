@@ -73,6 +73,11 @@ struct DeviceInfo {
   // unsupported where it is false.
   bool matrix_unit = false;
   std::string matrix_unit_detail;
+  // Whether kernels and vendor builtins here take bfloat16 data (the spec dtype), and in
+  // words how or, when false, what is missing. Variants are unsupported for bfloat16 specs
+  // where it is false.
+  bool bfloat16 = false;
+  std::string bfloat16_detail;
 };
 
 // The GPU's core clock at one moment, where the backend can read it.
@@ -162,7 +167,7 @@ class Device {
 
   // A vendor-library routine presented as a kernel (cuBLAS, MPS). It takes the
   // same arguments as a portable GEMM kernel. `defines` are the variant's: a
-  // library call has no MB_F16 compiled in, so that is how it learns its element
+  // library call has no MB_DTYPE compiled in, so that is how it learns its element
   // type. Throws UsageError when the backend has no such builtin.
   virtual std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
                                           const std::vector<Define>& defines) = 0;

@@ -12,11 +12,12 @@
 //     bias added in the kernel's own epilogue before the output is rounded, as the
 //     portable kernels do (one launch, no extra pass over C).
 //
-// The element type is not in MBParams: it comes from the variant's MB_F16 define
-// (Device::builtin's defines). Without one it is read off the buffers, which the
-// runner allocates to the exact size: float32 when a, b and c each hold 4 bytes per
-// element the params address, float16 when they hold 2. Either way the buffers are
-// checked to hold everything the params address.
+// The element type is not in MBParams: it comes from the variant's MB_DTYPE define
+// (Device::builtin's defines): float32, float16 or bfloat16 (CUDA_R_16BF, still with
+// fp32 compute). Without one it is read off the buffers, which the runner allocates
+// to the exact size: float32 when a, b and c each hold 4 bytes per element the params
+// address, float16 when they hold 2 (bfloat16 data needs the define). Either way the
+// buffers are checked to hold everything the params address.
 #include <map>
 
 #include "core/kernel_abi.h"
@@ -91,8 +92,8 @@ struct LtPlan {
 
 class BlasKernel final : public CuKernel {
  public:
-  BlasKernel(std::shared_ptr<Context> ctx, std::string label, size_t element)
-      : ctx_(std::move(ctx)), label_(std::move(label)), element_(element) {
+  BlasKernel(std::shared_ptr<Context> ctx, std::string label, int dtype)
+      : ctx_(std::move(ctx)), label_(std::move(label)), dtype_(dtype) {
     blas_state(*ctx_);
   }
   ~BlasKernel() override {
@@ -109,13 +110,13 @@ class BlasKernel final : public CuKernel {
     CuBuffer& c = buffer_arg(launch, 2);
     CuBuffer& bias = buffer_arg(launch, 3);
     buffer_arg(launch, 4);
-    // Without MB_F16 the element size is the one at which the buffers hold the problem.
-    size_t es = element_;
+    // Without MB_DTYPE the element size is the one at which the buffers hold the problem.
+    size_t es = dtype_ < 0 ? 0 : dtype_ == 0 ? 4 : 2;
     if (!es) es = gemm_buffers_short(launch, p, 4).empty() ? 4 : 2;
     const std::string short_by = gemm_buffers_short(launch, p, es);
     if (!short_by.empty())
-      throw UsageError(where + short_by + (element_ ? "" : " (no MB_F16 define: tried 4 and 2 bytes an element)"));
-    const cudaDataType type = es == 2 ? CUDA_R_16F : CUDA_R_32F;
+      throw UsageError(where + short_by + (dtype_ >= 0 ? "" : " (no MB_DTYPE define: tried 4 and 2 bytes an element)"));
+    const cudaDataType type = dtype_ == 2 ? CUDA_R_16BF : es == 2 ? CUDA_R_16F : CUDA_R_32F;
     const cublasOperation_t op_a = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's A is our B
     const cublasOperation_t op_b = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's B is our A
     const float alpha = p.op == MB_OP_ALPHA_BETA ? p.alpha : 1.0f;
@@ -144,7 +145,7 @@ class BlasKernel final : public CuKernel {
     const uint32_t align_c = alignment({pc, uint64_t(p.stride_c) * es * (p.batch > 1)});
     const uint32_t align_bias = alignment({pbias});
     std::string key(reinterpret_cast<const char*>(&p), sizeof p);
-    for (uint32_t v : {uint32_t(es), align_a, align_b, align_c, align_bias})
+    for (uint32_t v : {uint32_t(type), align_a, align_b, align_c, align_bias})
       key.append(reinterpret_cast<const char*>(&v), sizeof v);
     auto found = plans_.find(key);
     if (found == plans_.end()) found = plans_.emplace(key, plan(p, type, op_a, op_b, pbias, align_a, align_b,
@@ -234,15 +235,15 @@ class BlasKernel final : public CuKernel {
 
   std::shared_ptr<Context> ctx_;
   std::string label_;
-  size_t element_;
+  int dtype_;
   std::map<std::string, std::unique_ptr<LtPlan>> plans_;
 };
 
 }  // namespace
 
 std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label,
-                                             size_t element) {
-  return std::make_shared<BlasKernel>(std::move(ctx), label, element);
+                                             int dtype) {
+  return std::make_shared<BlasKernel>(std::move(ctx), label, dtype);
 }
 
 }  // namespace mb::cuda

@@ -161,6 +161,7 @@ constexpr cublasOperation_t CUBLAS_OP_N = 0;
 constexpr cublasOperation_t CUBLAS_OP_T = 1;
 constexpr cudaDataType CUDA_R_32F = 0;
 constexpr cudaDataType CUDA_R_16F = 2;
+constexpr cudaDataType CUDA_R_16BF = 14;
 constexpr cublasComputeType_t CUBLAS_COMPUTE_32F = 68;
 constexpr int CUBLAS_GEMM_DEFAULT = -1;
 

@@ -101,6 +101,12 @@ DeviceInfo describe(CUdevice dev, int index) {
   i.matrix_unit_detail = i.matrix_unit ? "tensor cores: mma.sync m16n8k16 f16 -> f32 (compute capability " + cc + ")"
                                        : "none: the tile's mma.sync m16n8k16 needs compute capability 8.0, this "
                                          "GPU has " + cc;
+  // bfloat16: the prelude's store (cvt.rn.bf16.f32), the tile's bf16 mma and cuBLAS's
+  // CUDA_R_16BF GEMMs are sm_80 and later.
+  i.bfloat16 = cc_major >= 8;
+  i.bfloat16_detail = i.bfloat16 ? "__nv_bfloat16 layout, cvt.rn.bf16.f32, mma.sync m16n8k16 bf16 -> f32 (compute "
+                                   "capability " + cc + ")"
+                                 : "none: bfloat16 conversions and mma need compute capability 8.0, this GPU has " + cc;
   i.max_held_launches = kMaxHeld;
   Nvml nvml(pci_bus_id(dev));
   i.clock_source = nvml.source();
@@ -342,13 +348,18 @@ class CuDevice final : public Device {
     if (name != "cublas")
       throw UsageError("[cuda::builtin] " + label + ": no vendor library routine '" + name +
                        "'; the CUDA backend has 'cublas'");
-    // MB_F16 gives the element type; without it the type is read off the buffers.
-    size_t element = 0;
+    // MB_DTYPE gives the element type; without it the type is read off the buffers.
+    int dtype = -1;
     for (const auto& d : defines)
-      if (d.name == "MB_F16") element = d.value == "0" ? 4 : 2;
+      if (d.name == "MB_DTYPE") {
+        if (d.value != "0" && d.value != "1" && d.value != "2")
+          throw UsageError("[cuda::builtin] " + label + ": the define MB_DTYPE must be 0 (float32), 1 (float16) or 2 "
+                           "(bfloat16), got '" + d.value + "'");
+        dtype = d.value[0] - '0';
+      }
     std::lock_guard<std::mutex> guard(ctx_->mutex);
     ctx_->make_current();
-    return make_cublas_kernel(ctx_, label, element);
+    return make_cublas_kernel(ctx_, label, dtype);
   }
 
   std::shared_ptr<Buffer> allocate(size_t bytes) override { return std::make_shared<CuBuffer>(ctx_, bytes); }

@@ -95,7 +95,9 @@ CuBuffer& buffer_arg(const Launch& launch, size_t index);
 
 // cublas_builtin.cpp: the `cublas` builtin, which reads the GEMM ABI's MBParams.
 // `element` is the element size in bytes (2: float16, 4: float32), 0 to infer it.
-std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label, size_t element);
+// dtype: MB_DTYPE's value (0 float32, 1 float16, 2 bfloat16), or -1 to read the element
+// size off the buffers (then 2 bytes means float16).
+std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label, int dtype);
 // Releases the cuBLAS handles (called by ~Context with the context current).
 void destroy_blas(BlasState* blas);
 

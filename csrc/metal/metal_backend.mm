@@ -135,6 +135,15 @@ DeviceInfo describe(id<MTLDevice> d, int index, const std::string& timing, const
     i.matrix_unit_detail = i.matrix_unit ? "simdgroup_matrix 8x8 (GPU family Apple7 or later)"
                                          : "none: simdgroup_matrix needs a GPU of the Apple7 family (A14, M1) or "
                                            "later";
+    // MSL's bfloat type (MSL 3.1) and MPSDataTypeBFloat16 both arrive with macOS 14.
+    if (@available(macOS 14.0, *)) {
+      i.bfloat16 = true;
+      i.bfloat16_detail = "MSL 3.1 bfloat and MPSDataTypeBFloat16 (macOS 14 or later)";
+    } else {
+      i.bfloat16 = false;
+      i.bfloat16_detail = "none: MSL's bfloat (MSL 3.1) and MPS's bfloat16 need macOS 14, this is macOS " +
+                          str([NSProcessInfo processInfo].operatingSystemVersionString);
+    }
   });
   return i;
 }
@@ -282,12 +291,17 @@ class MetalDevice final : public Device {
     if (name != "mps" && name != "mps-gemv")
       throw UsageError(where("builtin", label) + "no vendor library routine '" + name +
                        "'; this backend has 'mps' and 'mps-gemv'");
-    const Define* f16 = nullptr;
+    const Define* dtype = nullptr;
     for (const auto& d : defines)
-      if (d.name == "MB_F16") f16 = &d;
-    if (!f16 || (f16->value != "0" && f16->value != "1"))
-      throw UsageError(where("builtin", label) + "the " + name + " builtin needs the define MB_F16 = 0 or 1");
-    return pooled([&]() -> std::shared_ptr<Kernel> { return make_mps_kernel(ctx_, name, label, f16->value == "1"); });
+      if (d.name == "MB_DTYPE") dtype = &d;
+    if (!dtype || (dtype->value != "0" && dtype->value != "1" && dtype->value != "2"))
+      throw UsageError(where("builtin", label) + "the " + name +
+                       " builtin needs the define MB_DTYPE = 0 (float32), 1 (float16) or 2 (bfloat16)");
+    if (dtype->value == "2" && !info_.bfloat16)
+      throw UnavailableError(where("builtin", label) + "bfloat16: " + info_.bfloat16_detail);
+    return pooled([&]() -> std::shared_ptr<Kernel> {
+      return make_mps_kernel(ctx_, name, label, dtype->value[0] - '0');
+    });
   }
 
   std::shared_ptr<Buffer> allocate(size_t bytes) override {

@@ -186,11 +186,12 @@ void encode_dispatch(id<MTLComputeCommandEncoder> enc, id<MTLComputePipelineStat
 void encode_dispatch(id<MTLCommandBuffer> cb, id<MTLComputePipelineState> pipeline,
                      const std::vector<Binding>& args, MTLSize groups, MTLSize threads);
 
-// The MPS builtins (mps_baseline.mm) for `f16` or float data: "mps"
-// (MPSMatrixMultiplication, MPSMatrixFullyConnected for a bias in the nn layout) and
-// "mps-gemv" (MPSMatrixVectorMultiplication, m = 1).
+// The MPS builtins (mps_baseline.mm) for data of `dtype`, MB_DTYPE's value (0 float32,
+// 1 float16, 2 bfloat16: macOS 14 or later): "mps" (MPSMatrixMultiplication,
+// MPSMatrixFullyConnected for a bias in the nn layout) and "mps-gemv"
+// (MPSMatrixVectorMultiplication, m = 1).
 std::shared_ptr<MetalKernel> make_mps_kernel(std::shared_ptr<Context> ctx, const std::string& name,
-                                             const std::string& label, bool f16);
+                                             const std::string& label, int dtype);
 
 // ---- ordering, encoding and counters (metal_timing.mm) -----------------------------------------
 

@@ -40,7 +40,9 @@ namespace {
 const char* const kBiasSource = R"msl(
 #include <metal_stdlib>
 using namespace metal;
-#if MB_F16
+#if MB_DTYPE == 2
+typedef bfloat T;
+#elif MB_DTYPE == 1
 typedef half T;
 #else
 typedef float T;
@@ -116,9 +118,9 @@ struct Stored {
 
 class MpsKernel final : public MetalKernel {
  public:
-  MpsKernel(std::shared_ptr<Context> ctx, std::string name, std::string label, bool f16,
+  MpsKernel(std::shared_ptr<Context> ctx, std::string name, std::string label, int dtype,
             id<MTLComputePipelineState> bias)
-      : ctx_(std::move(ctx)), name_(std::move(name)), label_(std::move(label)), f16_(f16), bias_(bias) {}
+      : ctx_(std::move(ctx)), name_(std::move(name)), label_(std::move(label)), dtype_(dtype), bias_(bias) {}
   const std::string& label() const override { return label_; }
   size_t max_group_size() const override { return 0; }  // MPS picks its own geometry
   size_t simd_width() const override { return 1; }
@@ -137,8 +139,14 @@ class MpsKernel final : public MetalKernel {
 
  private:
   bool gemv() const { return name_ == "mps-gemv"; }
-  size_t element() const { return f16_ ? 2 : 4; }
-  MPSDataType type() const { return f16_ ? MPSDataTypeFloat16 : MPSDataTypeFloat32; }
+  size_t element() const { return dtype_ ? 2 : 4; }
+  MPSDataType type() const {
+    // MPSDataTypeBFloat16 of the macOS 14 SDK, MPSDataTypeAlternateEncodingBit (0x80000000) |
+    // MPSDataTypeFloat16, spelt out so that older SDKs still build the backend; only
+    // reached on macOS 14 or later (make_mps_kernel refuses it before).
+    if (dtype_ == 2) return MPSDataType(0x80000000u | MPSDataTypeFloat16);
+    return dtype_ == 1 ? MPSDataTypeFloat16 : MPSDataTypeFloat32;
+  }
 
   // MPS asserts rather than reports on a matrix its buffer cannot hold, so the layout
   // rules of MPSMatrix are checked here first: beyond what every builtin checks
@@ -283,7 +291,7 @@ class MpsKernel final : public MetalKernel {
 
   std::shared_ptr<Context> ctx_;
   std::string name_, label_;
-  bool f16_;
+  int dtype_;  // MB_DTYPE: 0 float32, 1 float16, 2 bfloat16
   id<MTLComputePipelineState> bias_;
   std::mutex mutex_;
   std::list<std::pair<std::string, std::shared_ptr<const Plan>>> plans_;  // newest first
@@ -292,13 +300,13 @@ class MpsKernel final : public MetalKernel {
 }  // namespace
 
 std::shared_ptr<MetalKernel> make_mps_kernel(std::shared_ptr<Context> ctx, const std::string& name,
-                                             const std::string& label, bool f16) {
+                                             const std::string& label, int dtype) {
   // Hosted macOS runners' "Apple Paravirtual device" is one MPS does not support.
   if (!MPSSupportsMTLDevice(ctx->device))
     throw UnavailableError(where("builtin", label) + "MPS does not support " + ctx->name);
   id<MTLComputePipelineState> bias =
-      build_pipeline(*ctx, kBiasSource, "mb_broadcast_bias", {{"MB_F16", f16 ? "1" : "0"}}, label + " (bias)");
-  return std::make_shared<MpsKernel>(std::move(ctx), name, label, f16, bias);
+      build_pipeline(*ctx, kBiasSource, "mb_broadcast_bias", {{"MB_DTYPE", std::to_string(dtype)}}, label + " (bias)");
+  return std::make_shared<MpsKernel>(std::move(ctx), name, label, dtype, bias);
 }
 
 }  // namespace mb::metal

@@ -127,6 +127,8 @@ DeviceInfo describe(const Found& f, int index) {
   i.timing_source = "OpenCL profiling events (CL_PROFILING_COMMAND_START/END of each launch)";
   i.matrix_unit = true;  // kernels/include/opencl.h emulates the tile on any device
   i.matrix_unit_detail = "emulated: each work-item holds its tiles in private memory (OpenCL 1.2 has no matrix unit)";
+  i.bfloat16 = true;  // kernels/include/opencl.h converts in integer arithmetic on any device
+  i.bfloat16_detail = "emulated: bit patterns in ushort, converted in integer arithmetic (OpenCL C has no bfloat16)";
   return i;
 }
 

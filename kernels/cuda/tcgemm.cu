@@ -32,7 +32,7 @@
  * share a column tile of B run side by side, so B streams from memory once; threads:
  * (32 WM WN, 1, 1). */
 
-#if !MB_F16
+#if MB_DTYPE != 1
 #error "tcgemm is float16 only (tf32 tensor cores would miss an fp32 tolerance)"
 #endif
 

@@ -51,7 +51,7 @@
  * (nt: 16-row tiles per warp), MB_KW (warps per block), MB_U (steps in flight), MB_CL.
  * Groups: (ceil(n / BNB), CL, batch), BNB = 16 RT (nt) or 64 (nn); threads: (32 KW, 1, 1). */
 
-#if !MB_F16
+#if MB_DTYPE != 1
 #error "tcgemv is float16 only (tf32 tensor cores would miss an fp32 tolerance)"
 #endif
 #if MB_MR != 8 && MB_MR != 16

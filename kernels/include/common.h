@@ -159,8 +159,9 @@ DEVICE_FN int mb_qcode(GLOBAL_PTR const unsigned int* row, int kk, int bits) {
 #define QB_CODE(row, kk) mb_qcode((row), (kk), p.qbits)
 #endif
 
-/* Elements that one MT_COPY_VEC moves: 16 bytes of T (kernels/README.md, "The matrix tile"). */
-#define MT_VEC (MB_F16 ? 8 : 4)
+/* Elements that one MT_COPY_VEC moves: 16 bytes of T, 8 of a 16-bit type or 4 floats
+ * (kernels/README.md, "The matrix tile"). */
+#define MT_VEC (MB_DTYPE != 0 ? 8 : 4)
 /* SIMD groups that share the work a 32-lane SIMD group does on CUDA and Metal: 1 there,
  * 32 on OpenCL, whose SIMD groups are single work-items. */
 #define MT_SPLIT (32 / SIMD_WIDTH)

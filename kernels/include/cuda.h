@@ -1,10 +1,19 @@
 /* Portable dialect -> CUDA C++, compiled by NVRTC (which has no system headers:
  * nothing is included here) or by nvcc. Half data is a 2-byte struct converted
  * with the PTX cvt instructions, so no cuda_fp16.h is needed; it has __half's size,
- * alignment and bits, so buffers are interchangeable with __half. SIMD groups are
+ * alignment and bits, so buffers are interchangeable with __half. bfloat16 data is
+ * the same struct with __nv_bfloat16's bits (cuda_bf16.h is not needed either): a
+ * load shifts the bits into a float's top half, a store is cvt.rn.bf16.f32 (sm_80;
+ * the device trait bfloat16 says whether this GPU has it). SIMD groups are
  * warps of 32 lanes; SIMD_SUM needs every lane of the warp active (group sizes a
- * multiple of 32). Native kernels under kernels/cuda/ get this prelude too. */
+ * multiple of 32). Native kernels under kernels/cuda/ get this prelude too.
+ *
+ * MB_DTYPE selects the element type: 0 float32, 1 float16, 2 bfloat16 (the numbers of
+ * metalbench/dtypes.py's CODES). MB_HALFWORD is 1 for both 16-bit types. */
 #define MB_BACKEND_CUDA 1
+#define MB_F16 (MB_DTYPE == 1)
+#define MB_BF16 (MB_DTYPE == 2)
+#define MB_HALFWORD (MB_DTYPE != 0)
 
 struct mb_half {
   unsigned short bits;
@@ -22,19 +31,29 @@ __device__ __forceinline__ mb_half mb_f2h(float f) {
   return h;
 }
 
-/* Two halves packed in a 32-bit word (low half first in memory) -> floats. */
-__device__ __forceinline__ float mb_lo(unsigned int w) {
+/* bfloat16 <-> float: exact widening, and rounding to nearest even (NaN stays NaN). */
+__device__ __forceinline__ float mb_bf2f(mb_half h) { return __uint_as_float((unsigned)h.bits << 16); }
+__device__ __forceinline__ mb_half mb_f2bf(float f) {
   mb_half h;
-  h.bits = (unsigned short)(w & 0xffffu);
-  return mb_h2f(h);
-}
-__device__ __forceinline__ float mb_hi(unsigned int w) {
-  mb_half h;
-  h.bits = (unsigned short)(w >> 16);
-  return mb_h2f(h);
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
+  return h;
 }
 
-/* LOAD4: one 64-bit load of four halves, or one 128-bit load of four floats. */
+/* The element type's 16-bit patterns -> float. */
+__device__ __forceinline__ float mb_bits2f(unsigned short b) {
+  mb_half h;
+  h.bits = b;
+#if MB_BF16
+  return mb_bf2f(h);
+#else
+  return mb_h2f(h);
+#endif
+}
+/* Two 16-bit elements packed in a 32-bit word (low one first in memory) -> floats. */
+__device__ __forceinline__ float mb_lo(unsigned int w) { return mb_bits2f((unsigned short)(w & 0xffffu)); }
+__device__ __forceinline__ float mb_hi(unsigned int w) { return mb_bits2f((unsigned short)(w >> 16)); }
+
+/* LOAD4: one 64-bit load of four 16-bit elements, or one 128-bit load of four floats. */
 __device__ __forceinline__ float4 mb_load4(const mb_half* p) {
   uint2 u = *reinterpret_cast<const uint2*>(p);
   return make_float4(mb_lo(u.x), mb_hi(u.x), mb_lo(u.y), mb_hi(u.y));
@@ -54,6 +73,10 @@ __device__ __forceinline__ float mb_simd_sum(float v) {
 #define T mb_half
 #define LOAD(ptr, i) mb_h2f((ptr)[i])
 #define STORE(ptr, i, v) ((ptr)[i] = mb_f2h(v))
+#elif MB_BF16
+#define T mb_half
+#define LOAD(ptr, i) mb_bf2f((ptr)[i])
+#define STORE(ptr, i, v) ((ptr)[i] = mb_f2bf(v))
 #else
 #define T float
 #define LOAD(ptr, i) ((ptr)[i])
@@ -77,7 +100,7 @@ __device__ __forceinline__ uint4 mb_ld16_stream(const T* ptr) {
   return r;
 }
 __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
-#if MB_F16
+#if MB_HALFWORD
   f[0] = mb_lo(u.x);
   f[1] = mb_hi(u.x);
   f[2] = mb_lo(u.y);
@@ -132,7 +155,7 @@ __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
 /* ---- The matrix tile (kernels/README.md, "The matrix tile") --------------------------
  * One warp owns a TILE_M x TILE_N fp32 accumulator tile.
  *
- * float16: tensor cores, mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 (sm_80 and
+ * float16 and bfloat16: tensor cores, mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 (.bf16 for bfloat16; sm_80 and
  * later: the device trait matrix_unit says whether this GPU has it). Fragments hold the
  * PTX ISA's layout for that shape ("Matrix Fragments for mma.m16n8k16 with floating
  * point type"): with g = lane / 4 and t = lane % 4, a lane holds A(g, 2t..2t+1),
@@ -149,13 +172,13 @@ __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
  * computes its four outputs with fmaf. Correct on any GPU; not fast. */
 #define TILE_M 16
 #define TILE_N 8
-#if MB_F16
+#if MB_HALFWORD
 #define TILE_K 16
 #else
 #define TILE_K 8
 #endif
 #define MT_T T
-#define MT_T_BYTES (MB_F16 ? 2 : 4)
+#define MT_T_BYTES (MB_HALFWORD ? 2 : 4)
 /* Group memory for tiles: ldmatrix and cp.async want 16-byte aligned rows. */
 #define MT_SHARED __shared__ __align__(16)
 #define MT_SCRATCH 1
@@ -165,7 +188,7 @@ __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
 struct mt_acc {
   float v[4];
 };
-#if MB_F16
+#if MB_HALFWORD
 struct mt_a {
   unsigned r[4];
 };
@@ -226,16 +249,16 @@ __device__ __forceinline__ void mt_zero(mt_acc& c) {
 }
 
 /* Element (r, c) of a tile read from device memory, 0 outside rows x cols: as the bits
- * of a half (float16) or as a float. */
+ * of a 16-bit element or as a float. */
 __device__ __forceinline__ unsigned mt_bits(const T* g, int off, int rs, int cs, int r, int c, int rows, int cols) {
-#if MB_F16
+#if MB_HALFWORD
   return r < rows && c < cols ? (unsigned)g[off + r * rs + c * cs].bits : 0u;
 #else
   return r < rows && c < cols ? __float_as_uint(g[off + r * rs + c * cs]) : 0u;
 #endif
 }
 
-#if MB_F16
+#if MB_HALFWORD
 __device__ __forceinline__ void mt_ldsm4(unsigned* r, const T* p, bool trans) {
   if (trans)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
@@ -303,8 +326,15 @@ __device__ __forceinline__ void mt_load_b_g(mt_b& f, const T* g, int off, int rs
              (mt_bits(g, off, rs, cs, k + (q << 3) + 1, j, rows, cols) << 16);
 }
 
+/* bf16 has the f16 shape's fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k16
+ * with floating point type"): only the instruction's types differ. */
+#if MB_BF16
+#define MT_MMA_TYPES "bf16.bf16"
+#else
+#define MT_MMA_TYPES "f16.f16"
+#endif
 __device__ __forceinline__ void mt_mma(mt_acc& c, const mt_a& a, const mt_b& b) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+  asm("mma.sync.aligned.m16n8k16.row.col.f32." MT_MMA_TYPES ".f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
       "{%0, %1, %2, %3};"
       : "+f"(c.v[0]), "+f"(c.v[1]), "+f"(c.v[2]), "+f"(c.v[3])
       : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]));
@@ -372,6 +402,8 @@ __device__ __forceinline__ void mt_store(const mt_acc& c, float* s, int off, int
  * waits until at most n of this thread's groups are still in flight. */
 #if MB_F16
 #define MT_PUT(s, i, v) ((s)[i] = mb_f2h(v))
+#elif MB_BF16
+#define MT_PUT(s, i, v) ((s)[i] = mb_f2bf(v))
 #else
 #define MT_PUT(s, i, v) ((s)[i] = (v))
 #endif

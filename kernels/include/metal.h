@@ -16,17 +16,30 @@
 using namespace metal;
 
 #define MB_BACKEND_METAL 1
+/* MB_DTYPE selects the element type: 0 float32, 1 float16, 2 bfloat16 (the numbers of
+ * metalbench/dtypes.py's CODES). bfloat16 is MSL's bfloat, new in MSL 3.1 (macOS 14);
+ * the device trait bfloat16 keeps bfloat16 variants unsupported on older systems, so this
+ * error is reached only by a build the runner would not ask for. */
+#define MB_F16 (MB_DTYPE == 1)
+#define MB_BF16 (MB_DTYPE == 2)
+#if MB_BF16 && __METAL_VERSION__ < 310
+#error "bfloat16 needs MSL 3.1 (macOS 14): MSL's bfloat type"
+#endif
 
 #if MB_F16
 #define T half
 #define MB_T4 half4
+#elif MB_BF16
+#define T bfloat
+#define MB_T4 bfloat4
 #else
 #define T float
 #define MB_T4 float4
 #endif
 
 #define LOAD(ptr, i) ((float)(ptr)[i])
-/* float -> half conversion rounds to nearest even. */
+/* float -> half and float -> bfloat conversions round to nearest even (Metal's default
+ * for narrowing conversions: MTLFloatingPointConversionRoundingMode). */
 #define STORE(ptr, i, v) ((ptr)[i] = (T)(v))
 /* i is a multiple of 4 (kernels/README.md) and buffers start page-aligned, so
  * the vector load is naturally aligned. */
@@ -116,7 +129,7 @@ using namespace metal;
  * of its 64 elements, and the SIMD group loads them once they are all there. */
 inline void mt_load_g(thread simdgroup_float8x8& f, device const T* g, int off, int rs, int cs, int rows, int cols,
                       threadgroup float* scr, int lane) {
-#if !MB_F16
+#if MB_DTYPE == 0
   if (rows >= 8 && cols >= 8) {
     if (cs == 1)
       simdgroup_load(f, g + off, (ulong)rs);

@@ -1,14 +1,40 @@
 /* Portable dialect -> OpenCL C 1.2. Half data goes through vload_half and
- * vstore_half_rte, which need no cl_khr_fp16 (PoCL on x86 has none). OpenCL 1.2
- * has no portable sub-group reduction, so SIMD_WIDTH is 1 and SIMD_SUM is the
- * identity: a body written for any width then reduces through group memory. */
+ * vstore_half_rte, which need no cl_khr_fp16 (PoCL on x86 has none). OpenCL C has no
+ * bfloat16 type at all, so bfloat16 data is its bit patterns in ushort, converted in
+ * integer arithmetic (a bfloat16 is the top half of a float32): a load shifts the bits
+ * up, a store rounds to nearest even on the bits, as metalbench/dtypes.py does on the
+ * host. OpenCL 1.2 has no portable sub-group reduction, so SIMD_WIDTH is 1 and SIMD_SUM
+ * is the identity: a body written for any width then reduces through group memory.
+ *
+ * MB_DTYPE selects the element type: 0 float32, 1 float16, 2 bfloat16 (the numbers of
+ * metalbench/dtypes.py's CODES). */
 #define MB_BACKEND_OPENCL 1
+#define MB_F16 (MB_DTYPE == 1)
+#define MB_BF16 (MB_DTYPE == 2)
 
 #if MB_F16
 #define T half
 #define LOAD(ptr, i) vload_half((i), (ptr))
 #define STORE(ptr, i, v) vstore_half_rte((v), (i), (ptr))
 #define LOAD4(ptr, i) vload_half4(0, (ptr) + (i))
+#elif MB_BF16
+#define T ushort
+inline float mb_bf2f(ushort h) { return as_float((uint)h << 16); }
+inline float4 mb_bf2f4(ushort4 h) { return as_float4(convert_uint4(h) << 16); }
+inline float8 mb_bf2f8(ushort8 h) { return as_float8(convert_uint8(h) << 16); }
+/* Round to nearest even: adding 0x7fff plus the kept part's lowest bit carries into the
+ * kept part exactly when the dropped part is past half, or at half with the kept part
+ * odd; the carry may run into the exponent (the next binade, or infinity), which is the
+ * right answer too. A NaN keeps its sign and upper payload and is made quiet, so that
+ * dropping its low bits never turns it into infinity. */
+inline ushort mb_f2bf(float f) {
+  const uint u = as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);
+  return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+#define LOAD(ptr, i) mb_bf2f((ptr)[i])
+#define STORE(ptr, i, v) ((ptr)[i] = mb_f2bf(v))
+#define LOAD4(ptr, i) mb_bf2f4(vload4(0, (ptr) + (i)))
 #else
 #define T float
 #define LOAD(ptr, i) ((ptr)[i])
@@ -60,7 +86,7 @@
  * so the tile is a correct emulation: the calling work-item owns the whole tile, an
  * 8 x 8 accumulator and 8 x 8 fragments in private memory, row-major, and multiplies
  * them with float arithmetic. Group memory holds floats (MT_T), converted from half
- * when staged, so every backend's body stages the same values. Nothing here needs the
+ * or bfloat16 when staged, so every backend's body stages the same values. Nothing here needs the
  * SIMD group's other lanes: MT_SYNC orders nothing (the thread reads what it wrote). */
 #define TILE_M 8
 #define TILE_N 8
@@ -128,11 +154,14 @@ inline void mt_store(const mt_acc* c, __local float* s, int off, int ld) {
 #define MT_STORE(c, s, off, ld) mt_store(&(c), (s), (off), (ld))
 #define MT_SYNC() ((void)0)
 
-/* Staging: group memory holds floats, so every copy converts (vload_half for float16). */
+/* Staging: group memory holds floats, so every copy converts (vload_half for float16,
+ * a shift for bfloat16). */
 #define MT_PUT(s, i, v) ((s)[i] = (v))
 #define MT_COPY(s, si, g, gi) ((s)[si] = LOAD((g), (gi)))
 #if MB_F16
 #define MT_COPY_VEC(s, si, g, gi) vstore8(vload_half8(0, (g) + (gi)), 0, (s) + (si))
+#elif MB_BF16
+#define MT_COPY_VEC(s, si, g, gi) vstore8(mb_bf2f8(vload8(0, (g) + (gi))), 0, (s) + (si))
 #else
 #define MT_COPY_VEC(s, si, g, gi) vstore4(vload4(0, (g) + (gi)), 0, (s) + (si))
 #endif

@@ -11,7 +11,7 @@
  * where the 16-bit loads this kernel used to make ran at a sixth of the bandwidth);
  * the first thread compares the last n % 8 words. Every thread that finds a
  * difference adds one to the int at ws[0], which the caller zeroes first: zero
- * afterwards means equal. Compiled with MB_F16 = 1; T is only the ABI's pointer type. */
+ * afterwards means equal. Compiled as float16 (MB_DTYPE = 1); T is only the ABI's pointer type. */
 
 MB_KERNEL(mb_compare) {
   GLOBAL_PTR const uint4* xv = (GLOBAL_PTR const uint4*)a;

@@ -1,7 +1,7 @@
 /* mb_readbw: reads p.n FLOAT4s of `a` once, so that a timed batch of launches over a
  * buffer several times the last-level cache measures the device's sustained read
  * bandwidth, the roof of the roofline where no API gives the peak (metalbench's
- * roofline.py). Compiled with MB_F16 = 0: `a` holds floats; p.n counts FLOAT4s.
+ * roofline.py). Compiled as float32 (MB_DTYPE = 0): `a` holds floats; p.n counts FLOAT4s.
  *
  * Each thread strides over the buffer by the whole grid, so consecutive threads read
  * consecutive FLOAT4s (coalesced on a GPU, vectorised across work-items on a CPU). The

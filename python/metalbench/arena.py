@@ -29,6 +29,7 @@ from functools import cached_property
 import numpy as np
 
 from . import _core, paths
+from .dtypes import define
 from .specs import Spec
 from .variants import prelude_source
 
@@ -187,7 +188,7 @@ class Comparer:
     def __init__(self, device: _core.Device, backend: str) -> None:
         body = paths.kernels_dir() / "internal" / "compare.c"
         self.device = device
-        self.kernel = device.compile(prelude_source(backend, body), "mb_compare", {"MB_F16": "1"}, "internal/compare")
+        self.kernel = device.compile(prelude_source(backend, body), "mb_compare", define("float16"), "internal/compare")
         self.result = device.allocate(4)
         self.dummy = device.allocate(4)
         self._params: dict[int, bytes] = {}  # MBParams for n words

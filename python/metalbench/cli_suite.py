@@ -52,6 +52,9 @@ def from_config(
                                               "does (bits B: 2, 3, 4, 5, 6, 8; group G: 32, 64, 128), e.g. "
                                               "affine-q4-g64. Default: the config's quantization block where it "
                                               "has one, else none.", show_default=False)] = None,
+    dtype: Annotated[str | None, typer.Option(metavar="|".join(specs.DTYPES), help="The specs' dtype. Default: "
+                                              "the config's dtype (or torch_dtype) field, else "
+                                              f"{suitegen.DEFAULT_DTYPE}.", show_default=False)] = None,
     name: Annotated[str | None, typer.Option(help="Suite name (default: the config file's name, or its model "
                                              "folder's for config.json, then the phase).",
                                              show_default=False)] = None,
@@ -73,10 +76,14 @@ def from_config(
         qk_context=suitegen.parse_lengths(qk_context, "--qk-context") if qk_context is not None else None,
         pv_context=suitegen.parse_lengths(pv_context, "--pv-context") if pv_context is not None else None,
         quant=quant,
+        dtype=dtype,
     )
     text = suitegen.suite_from_config(config, workload, name)
-    for warning in suitegen.read_config(config).warnings:  # in the file's header too
+    model = suitegen.read_config(config)
+    for warning in model.warnings:  # in the file's header too
         print(f"metalbench: warning: {config}: {warning}", file=sys.stderr)
+    used, source = workload.dtype_for(model)
+    print(f"metalbench: dtype {used}, from {source}", file=sys.stderr)
     if out is None:
         sys.stdout.write(text)
         return

@@ -7,7 +7,7 @@ measured at, written to a folder:
     dispatch.json            the table (EXPORT_SCHEMA; docs/json.md lists its fields)
     metalbench_dispatch.h    the same table as C data, for the host code of any backend, with
                              MBParams as kernels/include/common.h defines it (copied from there)
-    <family>-<config>-<f16|f32>.<cl|cu|metal>
+    <family>-<config>-<f16|bf16|f32>.<cl|cu|metal>
                              one self-contained source per winning kernel: its defines
                              as #define lines, then the backend's prelude, common.h and
                              the body, so it compiles with no defines and no metalbench
@@ -38,6 +38,7 @@ from typing import Any
 
 from . import paths
 from .backends import TRAITS
+from .dtypes import CODES, SHORT
 from .errors import InputError
 from .report import CLOCK_NAMES, Report
 from .results import CLOCKS, Result, Run, Status
@@ -96,7 +97,7 @@ def file_stem(family: str, config: str, dtype: str) -> str:
     safe = _UNSAFE.sub("_", raw)
     if safe != raw or safe.startswith("."):
         safe += "-" + hashlib.sha256(f"{family}/{config}".encode()).hexdigest()[:8]
-    return f"{safe}-{'f16' if dtype == 'float16' else 'f32'}"
+    return f"{safe}-{SHORT[dtype]}"
 
 
 def _spec_fields(spec: Spec) -> dict[str, Any]:
@@ -244,7 +245,7 @@ def header_source(table: dict[str, Any]) -> str:
         "typedef struct {",
         "  const char* spec_key; /* metalbench's key: op/dtype/BxMxNxK/layout[/alpha=/beta=] */",
         "  int op;               /* MB_OP_* */",
-        "  int f16;              /* 1: float16 data, 0: float32 */",
+        "  int dtype;            /* the data: 0 float32, 1 float16, 2 bfloat16 (the kernels' MB_DTYPE) */",
         "  int batch, m, n, k, trans_a, trans_b;",
         "  float alpha, beta;",
         "  const char* kind;     /* \"kernel\", \"vendor\", \"precompiled\" or \"none\" */",
@@ -264,7 +265,7 @@ def header_source(table: dict[str, Any]) -> str:
         median = (e.get("times", {}).get(table["rank_by"]) or {}).get("median_us", 0.0)
         op = f"MB_OP_{SHORT_OPS[s['op']].upper()}"
         lines.append(
-            f"  {{{_c_string(e['spec_key'])}, {op}, {int(s['dtype'] == 'float16')}, {s['batch']}, "
+            f"  {{{_c_string(e['spec_key'])}, {op}, {CODES[s['dtype']]}, {s['batch']}, "
             f"{s['m']}, {s['n']}, {s['k']}, {int(s['transpose_a'])}, {int(s['transpose_b'])}, {s['alpha']!r}f, "
             f"{s['beta']!r}f, {_c_string(e['kind'])}, {_c_string(e.get('library'))}, {_c_string(e.get('file'))}, "
             f"{_c_string(e.get('entry'))}, {{{', '.join(map(str, groups))}}}, {{{', '.join(map(str, threads))}}}, "

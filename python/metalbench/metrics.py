@@ -7,20 +7,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .dtypes import DTYPES, UNIT_ROUNDOFF, to_float64
 from .reference import Inputs, Reference
 from .results import Status
-from .specs import DTYPES, Spec
+from .specs import Spec
 
 __all__ = ["Check", "Tolerance", "check", "check_at", "initial_c", "sentinel", "tolerance"]
 
 # Quiet NaNs with a payload (0x5A) that arithmetic does not produce: an operation
-# that makes a NaN from numbers gives the canonical one (0x7E00, 0x7FC00000 or their
-# negatives), so an element still holding this was never written. A run draws its own
-# payload from its seed (sentinel()); this one is the default.
-_SENTINEL_BITS = {"float16": 0x7E5A, "float32": 0x7FC05A5A}
+# that makes a NaN from numbers gives the canonical one (0x7E00, 0x7FC00000, 0x7FC0 or
+# their negatives), so an element still holding this was never written. A run draws its
+# own payload from its seed (sentinel()); this one is the default. bfloat16 is the top
+# half of a float32, so its quiet NaN has 6 payload bits where float32 has 22.
+_SENTINEL_BITS = {"float16": 0x7E5A, "float32": 0x7FC05A5A, "bfloat16": 0x7FDA}
 # The payload bits of a quiet NaN: any value but 0 (the canonical NaN) marks C.
-_PAYLOAD = {"float16": (0x7E00, 0x1FF), "float32": (0x7FC00000, 0x3FFFFF)}
-_UINT = {"float16": np.uint16, "float32": np.uint32}
+_PAYLOAD = {"float16": (0x7E00, 0x1FF), "float32": (0x7FC00000, 0x3FFFFF), "bfloat16": (0x7FC0, 0x3F)}
+_UINT = {"float16": np.uint16, "float32": np.uint32, "bfloat16": np.uint16}
 
 
 def sentinel(dtype: str, seed: int | None = None) -> np.ndarray:
@@ -66,7 +68,8 @@ class Tolerance:
 # The model. A kernel accumulates A.B in fp32 and rounds the result to the output
 # dtype once, after at most a couple of extra roundings to that dtype in the epilogue
 # (acc rounded before alpha or the bias is applied, alpha acc and beta C each rounded).
-# Let u be the output's unit roundoff (fp16 2^-11, fp32 2^-24) and e = |beta C| + |bias|.
+# Let u be the output's unit roundoff (fp16 2^-11, bf16 2^-8, fp32 2^-24: dtypes.py) and
+# e = |beta C| + |bias|.
 #  - Roundings to the output dtype: each errs by u times the value rounded. The result
 #    is ~|ref|; |alpha acc| <= |ref| + e since ref = alpha acc + beta C + bias, so
 #    rounding acc (then scaling it) or alpha acc costs u (|ref| + e) each; beta C is at
@@ -76,7 +79,8 @@ class Tolerance:
 #    That worst case needs rounding errors that all line up; with our U(-1, 1) inputs
 #    their signs are random and the error stays below 8 sqrt(k) 2^-24 sum|a||b| except
 #    with probability ~1e-14 per element (Higham and Mary, SIAM J. Sci. Comput. 2019,
-#    lambda = 8). Products of fp16 inputs are exact in fp32; those of fp32 inputs, and
+#    lambda = 8). Products of fp16 or bf16 inputs (11 or 8 significand bits) are exact in
+#    fp32, so bf16 changes only u above, not this term; those of fp32 inputs, and
 #    fp32 epilogue arithmetic (alpha acc + beta C), add a few 2^-24 of mag more.
 #    mag_factor = (min(k, 8 sqrt(k)) + 4) 2^-24: 1.5e-5 at k = 896, 3.4e-5 at k = 4864.
 #    (Measured: sequential fp32 sums of these inputs err by ~3 2^-24 mag at any k.)
@@ -84,13 +88,15 @@ class Tolerance:
 # whatever k, and dropping one term of a dot product by |a b| ~ 4 mag / k; both are
 # caught past k = 10^4, where a bound of k 2^-24 mag (2^-12 at k = 4096) or of u mag
 # would let them through. Without k, tolerance() gives the bound for every k up to 2^20.
-_UNIT_ROUNDOFF = {"float16": 2.0**-11, "float32": 2.0**-24}
+# For bf16 outputs the rtol term (4 2^-8 |ref|) dominates; a bf16 accumulator, which
+# rounds at every addition, still fails at the k of real models (tests/test_metrics.py).
 _ACC_U = 2.0**-24  # fp32 accumulation
 _LAMBDA = 8.0
 _K_ANY = 2**20
 # Rounding into the subnormal range errs absolutely, by up to half the smallest
-# subnormal, not relative to the value: four of those on top of the tolerance.
-_UNDERFLOW = {"float16": 2.0**-23, "float32": 2.0**-147}
+# subnormal, not relative to the value: four of those on top of the tolerance
+# (smallest subnormals: fp16 2^-24, bf16 2^-133, fp32 2^-149).
+_UNDERFLOW = {"float16": 2.0**-23, "float32": 2.0**-147, "bfloat16": 2.0**-132}
 # max_rel divides by max(|ref|, mag / 64): below that, |ref| is what is left after
 # heavy cancellation (its condition number mag / |ref| exceeds 64) and |err| / |ref|
 # is large for every correct kernel. A correct kernel's max_rel is then ~u to a few u.
@@ -102,7 +108,7 @@ _CHUNK = 1 << 20
 def tolerance(dtype: str, k: int | None = None) -> Tolerance:
     """The tolerance for outputs of `dtype` from dot products of length `k` (None: any k up to 2^20)."""
     depth = _K_ANY if k is None else max(1, int(k))
-    return Tolerance(rtol=4 * _UNIT_ROUNDOFF[dtype],
+    return Tolerance(rtol=4 * UNIT_ROUNDOFF[dtype],
                      mag_factor=(min(depth, _LAMBDA * math.sqrt(depth)) + 4) * _ACC_U)
 
 
@@ -205,11 +211,11 @@ def _judge(spec: Spec, out: np.ndarray, c_before: np.ndarray, r_all: np.ndarray,
         # never written. Where it held real input (alpha/beta, beta != 0), an unchanged
         # element is unwritten only if the right answer differs from that input beyond
         # the tolerance.
-        c_val = cb.view(dtype).astype(np.float64)
+        c_val = to_float64(cb.view(dtype), spec.dtype)
         held = same & ~np.isnan(c_val)
         if held.any():
             same[held] = np.abs(r[held] - c_val[held]) > allowed[held]
-        v = ob.view(dtype).astype(np.float64)
+        v = to_float64(ob.view(dtype), spec.dtype)
         nan = np.isnan(v) & ~same
         inf = np.isinf(v)
         written = np.isfinite(v) & ~same
@@ -240,7 +246,8 @@ def _judge(spec: Spec, out: np.ndarray, c_before: np.ndarray, r_all: np.ndarray,
     if infs:
         reasons.append(f"{infs} infinite")
     if over:
-        got, want = float(o_bits[worst_index].view(dtype)), float(r_all[worst_index])
+        got = float(to_float64(o_bits[worst_index:worst_index + 1].view(dtype), spec.dtype)[0])
+        want = float(r_all[worst_index])
         rel_there = abs(got - want) / max(abs(want), _REL_FLOOR * float(g_all[worst_index]), floor)
         reasons.append(f"{_n(over, 'element')} over tolerance, worst at {position(worst_index)}: {got:.6g} "
                        f"instead of {want:.6g}, rel {rel_there:.1e}, {worst_ratio:.3g}x the allowed error")

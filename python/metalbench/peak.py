@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _core, paths
+from .dtypes import define
 from .specs import Spec
 from .variants import prelude_source
 
@@ -75,7 +76,7 @@ def measure_memory(device: _core.Device, backend: str) -> Memory:
     info = device.info
     sizes = _footprints(info)
     body = paths.kernels_dir() / "internal" / "readbw.c"
-    kernel = device.compile(prelude_source(backend, body), "mb_readbw", {"MB_F16": "0"}, "internal/readbw")
+    kernel = device.compile(prelude_source(backend, body), "mb_readbw", define("float32"), "internal/readbw")
     data = device.allocate(sizes[-1])
     data.fill(0)
     small = device.allocate(16)

@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
+from .dtypes import DTYPES, round_from, to_float64
 from .quant import QuantWeights, dequantize, quantize
-from .specs import DTYPES, Spec
+from .specs import Spec
 
 __all__ = ["FRESH_PER_ROW", "VERSION", "Fresh", "Inputs", "Reference", "ReferenceCache", "compute_reference",
            "fresh_copies", "make_inputs", "reference_at", "seed_of"]
@@ -104,7 +105,7 @@ def make_inputs(spec: Spec) -> Inputs:
             x = rng.random(min(_DRAW_CHUNK, flat.size - start), dtype=np.float32)
             x *= 2  # exact, and so is the -1 below: [0, 1) multiples of 2^-24 map onto [-1, 1)
             x -= 1
-            flat[start:start + x.size] = x  # rounds to nearest even
+            flat[start:start + x.size] = round_from(x, spec.dtype)  # to nearest even
         return out
 
     a, b = draw(spec.shape_a), draw(spec.shape_b)
@@ -117,12 +118,12 @@ def make_inputs(spec: Spec) -> Inputs:
     return Inputs(a, b, bias, c)
 
 
-def _draw_uniform(rng: np.random.Generator, count: int, dtype: np.dtype) -> np.ndarray:
-    """U(-1, 1) values drawn as make_inputs draws them, rounded to `dtype`."""
+def _draw_uniform(rng: np.random.Generator, count: int, dtype: str) -> np.ndarray:
+    """U(-1, 1) values drawn as make_inputs draws them, rounded to `dtype` (stored as DTYPES[dtype])."""
     x = rng.random(count, dtype=np.float32)
     x *= 2
     x -= 1
-    return x.astype(dtype)
+    return round_from(x, dtype)
 
 
 @dataclass(frozen=True)
@@ -161,21 +162,20 @@ def fresh_copies(spec: Spec, a: np.ndarray, run_seed: int, copies: int) -> tuple
     copy's index: what copy c holds is known to no kernel before the run starts."""
     batch, m, k = spec.batch, spec.m, spec.k
     t = min(FRESH_PER_ROW, k)
-    dtype = DTYPES[spec.dtype]
     rows_b, rows_r = np.meshgrid(np.arange(batch), np.arange(m), indexing="ij")
     out, cols, old, new = [], [], [], []
     for copy in range(copies):
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([run_seed & _U64, seed_of(spec), copy])))
         where = _distinct_columns(rng, (batch, m), k, t)
-        values = _draw_uniform(rng, batch * m * t, dtype).reshape(batch, m, t)
+        values = _draw_uniform(rng, batch * m * t, spec.dtype).reshape(batch, m, t)
         data = a.copy()
         logical = data.transpose(0, 2, 1) if spec.transpose_a else data  # a view, (batch, m, k)
         b_i, r_i = rows_b[..., None], rows_r[..., None]
-        old.append(logical[b_i, r_i, where].astype(np.float64))
+        old.append(to_float64(logical[b_i, r_i, where], spec.dtype))
         logical[b_i, r_i, where] = values
         out.append(data)
         cols.append(where)
-        new.append(values.astype(np.float64))
+        new.append(to_float64(values, spec.dtype))
     return out, Fresh(np.stack(cols), np.stack(old), np.stack(new))
 
 
@@ -196,7 +196,7 @@ def reference_at(spec: Spec, base: Reference, b: np.ndarray, fresh: Fresh, copy:
         bi, r, j = np.unravel_index(f, spec.shape_c)
         cols = fresh.cols[c, bi, r]  # (N, t)
         rows_b, rows_j = bi[:, None], j[:, None]
-        bv = (b[rows_b, rows_j, cols] if spec.transpose_b else b[rows_b, cols, rows_j]).astype(np.float64)
+        bv = to_float64(b[rows_b, rows_j, cols] if spec.transpose_b else b[rows_b, cols, rows_j], spec.dtype)
         new, old = fresh.new[c, bi, r], fresh.old[c, bi, r]
         out[s:s + f.size] = base_out[f] + alpha * np.einsum("ij,ij->i", new - old, bv)
         mag[s:s + f.size] = base_mag[f] + abs(alpha) * np.einsum("ij,ij->i", np.abs(new) - np.abs(old), np.abs(bv))
@@ -211,7 +211,7 @@ def _as_f32(x: float) -> float:
 
 def compute_reference(spec: Spec, inputs: Inputs) -> Reference:
     """The op computed in float64 from the rounded inputs, chunked over n to bound memory."""
-    a = inputs.a.astype(np.float64)
+    a = to_float64(inputs.a, spec.dtype)
     if spec.transpose_a:
         a = a.transpose(0, 2, 1)
     abs_a = np.abs(a)
@@ -221,16 +221,16 @@ def compute_reference(spec: Spec, inputs: Inputs) -> Reference:
     for start in range(0, spec.n, step):
         stop = min(start + step, spec.n)
         if spec.transpose_b:
-            b = inputs.b[:, start:stop, :].astype(np.float64).transpose(0, 2, 1)
+            b = to_float64(inputs.b[:, start:stop, :], spec.dtype).transpose(0, 2, 1)
         else:
-            b = inputs.b[:, :, start:stop].astype(np.float64)
+            b = to_float64(inputs.b[:, :, start:stop], spec.dtype)
         np.matmul(a, b, out=out[:, :, start:stop])
         np.abs(b, out=b)
         np.matmul(abs_a, b, out=mag[:, :, start:stop])
     if spec.op == "matmul_bias_add":
         if inputs.bias is None:
             raise ValueError(f"{spec.label()}: inputs have no bias")
-        out += inputs.bias.astype(np.float64)
+        out += to_float64(inputs.bias, spec.dtype)
     elif spec.op == "matmul_alpha_beta":
         alpha, beta = _as_f32(spec.alpha), _as_f32(spec.beta)
         out *= alpha
@@ -238,7 +238,7 @@ def compute_reference(spec: Spec, inputs: Inputs) -> Reference:
         if beta != 0:
             if inputs.c is None:
                 raise ValueError(f"{spec.label()}: inputs have no C, and beta != 0 reads it")
-            out += beta * inputs.c.astype(np.float64)
+            out += beta * to_float64(inputs.c, spec.dtype)
     epilogue = _epilogue(spec, inputs)
     mag += epilogue
     return Reference(out, mag, epilogue)
@@ -247,10 +247,10 @@ def compute_reference(spec: Spec, inputs: Inputs) -> Reference:
 def _epilogue(spec: Spec, inputs: Inputs) -> np.ndarray:
     """|beta| |C| + |bias| per output element: cheap, so cache entries need not store it."""
     if spec.op == "matmul_bias_add" and inputs.bias is not None:
-        return np.broadcast_to(np.abs(inputs.bias.astype(np.float64)), spec.shape_c)
+        return np.broadcast_to(np.abs(to_float64(inputs.bias, spec.dtype)), spec.shape_c)
     beta = _as_f32(spec.beta)
     if spec.op == "matmul_alpha_beta" and beta != 0 and inputs.c is not None:
-        return abs(beta) * np.abs(inputs.c.astype(np.float64))
+        return abs(beta) * np.abs(to_float64(inputs.c, spec.dtype))
     return np.broadcast_to(np.float64(0.0), spec.shape_c)
 
 

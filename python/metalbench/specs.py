@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import quant as quantfmt
+from .dtypes import DTYPES
 from .errors import InputError
 
 try:
@@ -35,7 +36,6 @@ __all__ = ["DTYPES", "OPS", "PARAMS_FIELDS", "SHORT_OPS", "Orig", "Spec", "SpecE
 OPS: tuple[str, ...] = ("matmul", "matmul_bias_add", "matmul_alpha_beta")
 # Each op's short name: in labels, and the suffix of its MB_OP_* in common.h.
 SHORT_OPS: dict[str, str] = {"matmul": "matmul", "matmul_bias_add": "bias_add", "matmul_alpha_beta": "alpha_beta"}
-DTYPES: dict[str, np.dtype] = {"float16": np.dtype(np.float16), "float32": np.dtype(np.float32)}
 
 # MBParams (kernels/include/common.h) in memory order: each field's name and its
 # struct code. tests/test_specs.py checks it against the layout the core was compiled

@@ -53,7 +53,10 @@ DECODE_CONTEXTS: tuple[int, ...] = (256, 1024, 4096)
 PREFILL_TOKENS = 512
 # --attention's values; the first is the default for a config whose query heads share key/value heads.
 ATTENTION: tuple[str, ...] = ("grouped", "per-head")
-_DTYPE = "float16"
+# A config that names no dtype gets this one. Hugging Face configs name the checkpoint's
+# dtype in `torch_dtype` (`dtype` from transformers 4.56 on, which wins where both are).
+DEFAULT_DTYPE = "float16"
+DTYPE_FIELDS: tuple[str, ...] = ("dtype", "torch_dtype")
 
 
 class WorkloadError(InputError, ValueError):
@@ -100,9 +103,12 @@ ARCHITECTURES: tuple[str, ...] = tuple(sorted(_FAMILIES))
 
 # A config.json is a few kilobytes; a file past this is something else (weights, a log).
 MAX_CONFIG_BYTES = 16 << 20
-# The float16 range the score scale must fall in (smallest normal, largest finite), and
-# the range real models' scales fall well inside.
+# The range the score scale must fall in for each output dtype (smallest normal, largest
+# finite: scores times alpha must stay normal and finite), and the range real models'
+# scales fall well inside.
 F16_SMALLEST, F16_LARGEST = 6.1e-5, 65504.0
+SCALE_RANGE: dict[str, tuple[float, float]] = {"float16": (F16_SMALLEST, F16_LARGEST),
+                                               "bfloat16": (1.2e-38, 3.38e38), "float32": (1.2e-38, 3.4e38)}
 ALPHA_PLAUSIBLE = (1e-3, 10.0)
 # How a warning starts in the suite file's header (cli_suite repeats these on stderr).
 WARNING = "Warning:"
@@ -130,6 +136,8 @@ class Model:
     # The checkpoint's weights as its config's `quantization` block says (mlx-community's
     # {"group_size": 64, "bits": 4}): a quant.py format name, or None.
     quant: str | None = None
+    dtype: str = DEFAULT_DTYPE
+    dtype_from: str | None = None  # the config field that gave `dtype`; None: not given, so the default
     notes: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()  # what looks wrong but can still be written (an odd score scale)
 
@@ -190,6 +198,28 @@ def _family(data: dict[str, object], source: object) -> _Family:
                       f"cannot tell the architecture (supported: {', '.join(ARCHITECTURES)})")
 
 
+def _dtype(data: dict[str, object], source: object) -> tuple[str, str | None]:
+    """The checkpoint's dtype and the field that gave it (DTYPE_FIELDS, first given wins), or
+    the default and None."""
+    for name in DTYPE_FIELDS:
+        value = data.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or value not in specs.DTYPES:
+            raise ConfigError(f"{source}: field '{name}': must be one of {', '.join(specs.DTYPES)}, got "
+                              f"{_json(value)} (--dtype overrides it)")
+        return value, name
+    return DEFAULT_DTYPE, None
+
+
+def check_scale(scale: float, dtype: str, where: str) -> None:
+    """ConfigError unless scores of `dtype` times the score scale stay normal and finite."""
+    low, high = SCALE_RANGE[dtype]
+    if not low <= scale <= high:
+        raise ConfigError(f"{where}: it makes the score scale alpha {scale:.3g}, which {dtype} cannot hold (it "
+                          f"must be from {low:g} to {high:g})")
+
+
 def parse_config(data: object, source: str | Path = "config.json") -> Model:
     """The Model a parsed config.json describes; ConfigError (naming `source` and the field) if it cannot."""
     if not isinstance(data, dict):
@@ -227,12 +257,9 @@ def parse_config(data: object, source: str | Path = "config.json") -> Model:
             scaled_by = value
     scale = 1.0 / math.sqrt(scaled_by)
     warnings: list[str] = []
-    # float16 scores times alpha must stay finite and above its smallest normal value; real
-    # models scale by 1/sqrt(64..256), so anything far from 0.01..1 is worth a second look.
-    if not F16_SMALLEST <= scale <= F16_LARGEST:
-        raise ConfigError(f"{source}: field '{family.scale_field or 'head_dim'}': it makes the score scale alpha "
-                          f"{scale:.3g}, which float16 cannot hold (it must be from {F16_SMALLEST:g} to "
-                          f"{F16_LARGEST:g})")
+    dtype, dtype_from = _dtype(data, source)
+    # Real models scale by 1/sqrt(64..256), so anything far from 0.01..1 is worth a second look.
+    check_scale(scale, dtype, f"{source}: field '{family.scale_field or 'head_dim'}'")
     if not ALPHA_PLAUSIBLE[0] <= scale <= ALPHA_PLAUSIBLE[1]:
         warnings.append(f"the score scale alpha is {scale:.3g} (1/sqrt({scaled_by:g}), from "
                         f"{family.scale_field or 'head_dim'}); models use 1/sqrt(64) to 1/sqrt(256), 0.06 to 0.125: "
@@ -255,6 +282,8 @@ def parse_config(data: object, source: str | Path = "config.json") -> Model:
         scale=scale,
         sliding_window=window if uses_window else None,  # type: ignore[arg-type]
         quant=_quantization(data, source),
+        dtype=dtype,
+        dtype_from=dtype_from,
         notes=tuple(notes),
         warnings=tuple(warnings),
     )
@@ -356,13 +385,16 @@ class Workload:
     attention: str | None = None
     # --quant: the weights' quantization (quant.py), where the config has none.
     quant: str | None = None
+    dtype: str | None = None  # --dtype: overrides the config's; None: the config's
 
     @classmethod
     def make(cls, phase: str = "decode", tokens: int | tuple[int, ...] | None = None,
              context: tuple[int, ...] | None = None, qk_context: tuple[int, ...] | None = None,
              pv_context: tuple[int, ...] | None = None, attention: str | None = None,
-             quant: str | None = None) -> Workload:
+             quant: str | None = None, dtype: str | None = None) -> Workload:
         """Fill in the defaults and check the values; WorkloadError names the option as the command line spells it."""
+        if dtype is not None and dtype not in specs.DTYPES:
+            raise WorkloadError(f"--dtype: must be one of {', '.join(specs.DTYPES)}, got {dtype!r}")
         if phase not in PHASES:
             raise WorkloadError(f"--phase: must be one of {', '.join(PHASES)}, got {phase!r}")
         if attention is not None and attention not in ATTENTION:
@@ -391,7 +423,7 @@ class Workload:
                 raise WorkloadError(f"{what}: {short[0]} is shorter than the prompt ({longest} tokens); in prefill "
                                  "a context counts the prompt and anything cached before it")
         return cls(phase=phase, tokens=counts, qk_contexts=tuple(qk) if qk else None,
-                   pv_contexts=tuple(pv) if pv else None, attention=attention, quant=quant)
+                   pv_contexts=tuple(pv) if pv else None, attention=attention, quant=quant, dtype=dtype)
 
     def contexts(self, tokens: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """The Q x K^T and the P x V context lengths of the step with `tokens` tokens."""
@@ -410,12 +442,22 @@ class Workload:
             out = replace(out, attention="grouped" if model.kv_heads < model.heads else "per-head")
         return out
 
+    def dtype_for(self, model: Model) -> tuple[str, str]:
+        """The specs' dtype and where it came from, in words: --dtype, else the config's field, else the default."""
+        if self.dtype is not None:
+            return self.dtype, "--dtype"
+        if model.dtype_from is not None:
+            return model.dtype, f"the config's {model.dtype_from}"
+        return model.dtype, f"the default: the config gives no {' or '.join(DTYPE_FIELDS)}"
+
     def options(self) -> str:
         """The `metalbench suite from-config` options that give this workload (defaults left out only where
         they depend on --tokens)."""
         text = f"--phase {self.phase} --tokens {_lengths(self.tokens)}"
         if self.quant:
             text += f" --quant {self.quant}"
+        if self.dtype:
+            text += f" --dtype {self.dtype}"
         if self.attention:
             text += f" --attention {self.attention}"
         if self.qk_contexts == self.pv_contexts:
@@ -503,13 +545,16 @@ def products(model: Model, workload: Workload) -> list[Product]:
     ConfigError if a product is too large for the kernels' int32 indexing.
     """
     workload = workload.for_model(model)
+    dtype, _ = workload.dtype_for(model)
+    if dtype != model.dtype:
+        check_scale(model.scale, dtype, "--dtype")
     made = []
     for t in workload.tokens:
         # With one token count the comments read as the built-in suite's do.
         prefix = f"{_step_name(workload, t)}: " if len(workload.tokens) > 1 else ""
         for what, fields in _step(model, workload, t):
             try:
-                spec = specs.Spec(**{"dtype": _DTYPE, "batch": 1, **fields})  # type: ignore[arg-type]
+                spec = specs.Spec(**{"dtype": dtype, "batch": 1, **fields})  # type: ignore[arg-type]
             except specs.SpecError as e:
                 raise ConfigError(f"{prefix}{what}: {e}") from None
             made.append(Product(prefix + what, spec))
@@ -624,8 +669,9 @@ def render(model: Model, workload: Workload, made: list[Product], *, name: str, 
     else:
         short = f"{', '.join(map(str, ts))}-token prompt" + ("s" if len(ts) > 1 else "")
     attention = "grouped attention" if workload.attention == "grouped" and m.kv_heads < m.heads else "attention"
+    dtype, dtype_from = workload.dtype_for(m)
     description = (f"{m.model_type} {workload.phase} from {Path(source).name}: projections, MLP, LM head, "
-                   f"{attention} (fp16, {short})")
+                   f"{attention} ({dtype}, {short})")
     prompts = "each prompt's length"
     qk = _lengths(workload.qk_contexts) if workload.qk_contexts else prompts
     pv = _lengths(workload.pv_contexts) if workload.pv_contexts else prompts
@@ -634,6 +680,7 @@ def render(model: Model, workload: Workload, made: list[Product], *, name: str, 
         + (f"bias on {', '.join(biases)}." if biases else "no biases."),
         _doing(workload),
         _attention_facts(m, workload),
+        f"dtype: {dtype}, from {dtype_from}.",
         (f"Contexts: Q x K^T {qk}; P x V {pv}" if qk != pv else f"Contexts: {qk} for Q x K^T and P x V")
         + " (keys in the cache, the new tokens included).",
         *([f"Weights quantized as MLX does, {workload.quant} ("
@@ -671,7 +718,7 @@ def render(model: Model, workload: Workload, made: list[Product], *, name: str, 
         "",
         f"name = {_toml_string(name)}",
         f"description = {_toml_string(description)}",
-        f"dtype = {_toml_string(_DTYPE)}",
+        f"dtype = {_toml_string(dtype)}",
     ]
     for product in made:
         s = product.spec

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import _core, expr, paths
 from .backends import BACKENDS
+from .dtypes import define
 from .errors import InputError
 from .specs import DTYPES, Spec
 
@@ -114,6 +115,9 @@ class Variant:
         if (spec.quant is not None) != self.family.quant:
             return f"B is quantized ({spec.quant}); the family reads B in the dtype" if spec.quant else \
                 "the family reads quantized weights; B is not quantized"
+        # A dtype the device cannot hold is a need of every family (device info `bfloat16`).
+        if spec.dtype == "bfloat16" and device is not None and not device.get("bfloat16", False):
+            return f"needs bfloat16: {device.get('bfloat16_detail') or 'the device does not say it takes it'}"
         for need in self.family.needs if device is not None else ():
             if not device.get(need, False):
                 return f"needs {need}: {device.get(need + '_detail') or 'the device does not say it has one'}"
@@ -145,13 +149,14 @@ class Variant:
     def defines(self, dtype: str) -> dict[str, str]:
         """The preprocessor defines the kernel is compiled with, every name prefixed `MB_`.
 
-        `MB_F16` is 1 for float16, else 0. Grid parameter `BN = 64` becomes `MB_BN=64`
+        `MB_DTYPE` selects the element type (dtypes.CODES: 0 float32, 1 float16, 2
+        bfloat16). Grid parameter `BN = 64` becomes `MB_BN=64`
         (bools 0/1); a string value s of key K becomes `MB_K_s=1` (`MB_layout_nt`).
         Metal defines them before <metal_stdlib> is read, so a short name such as `BN`
         could clash with a name in Apple's headers; the prefix keeps them apart.
         Manifests still name the parameters without it (`ceil_div(n, BN)`).
         """
-        out = {"MB_F16": "1" if dtype == "float16" else "0"}
+        out = define(dtype)
         for name, value in self.params.items():
             if isinstance(value, str):
                 out[f"MB_{name}_{value}"] = "1"
@@ -259,9 +264,9 @@ def read_text(path: Path, what: str = "") -> str:
 @lru_cache(maxsize=1)
 def reserved_macros() -> frozenset[str]:
     """The MB_ macros metalbench itself defines or the preludes (kernels/include) use: a grid
-    parameter may not redefine one (`F16` would become MB_F16, the dtype's switch)."""
+    parameter may not redefine one (`DTYPE` would become MB_DTYPE, the dtype's switch)."""
     include = paths.kernels_dir() / "include"
-    names = {"MB_F16"}
+    names = {"MB_DTYPE"}
     for header in sorted(include.glob("*.h")):
         names.update(re.findall(r"\bMB_[A-Za-z0-9_]+\b", header.read_text(encoding="utf-8")))
     return frozenset(names)
@@ -314,7 +319,7 @@ def parse_family(path: Path) -> Family:
     dtypes = _str_list(data, "dtypes", path, ["float16"])
     for d in dtypes:
         if d not in DTYPES:
-            raise ManifestError(f"{path}: field 'dtypes': unknown dtype {d!r}")
+            raise ManifestError(f"{path}: field 'dtypes': unknown dtype {d!r} (known: {', '.join(DTYPES)})")
     baseline = _want(data, "baseline", str, path, None)
     if baseline not in (None, "vendor", "fallback"):
         raise ManifestError(f"{path}: field 'baseline' must be 'vendor' or 'fallback', got {baseline!r}")

@@ -28,6 +28,23 @@ class half {
   float value_ = 0;
 };
 
+#if __METAL_VERSION__ >= 310
+// MSL 3.1 (macOS 14) adds bfloat, converting both ways as half does; before that the
+// name does not exist, so a bfloat16 build for an older MSL fails here as it would there.
+class bfloat {
+ public:
+  bfloat() = default;
+  bfloat(float f) : value_(f) {}
+  operator float() const { return value_; }
+
+ private:
+  float value_ = 0;
+};
+struct bfloat4 {
+  bfloat x, y, z, w;
+};
+#endif
+
 struct uint3 {
   uint x, y, z;
   uint operator[](int i) const { return i == 0 ? x : (i == 1 ? y : z); }
@@ -43,6 +60,9 @@ struct float4 {
   float4() = default;
   float4(float x_, float y_, float z_, float w_) : x(x_), y(y_), z(z_), w(w_) {}
   explicit float4(half4 h) : x(h.x), y(h.y), z(h.z), w(h.w) {}
+#if __METAL_VERSION__ >= 310
+  explicit float4(bfloat4 h) : x(h.x), y(h.y), z(h.z), w(h.w) {}
+#endif
 };
 
 // Scoped, as MSL spells it: mem_flags::mem_threadgroup.

@@ -82,7 +82,7 @@ inline float mb_sim_exchange(__global float* scratch, float x, int lane) {
 
 #define TILE_M 16
 #define TILE_N 8
-#if MB_F16
+#if MB_DTYPE != 0 /* the m16n8k16 shape of CUDA's 16-bit mma */
 #define TILE_K 16
 #else
 #define TILE_K 8
