@@ -12,6 +12,7 @@ import pytest
 from conftest import cli
 
 from metalbench import quant as Q
+from metalbench.dtypes import round_from, to_float64
 from metalbench.reference import compute_reference, make_inputs
 from metalbench.specs import Spec, SpecError, SuiteError, load_suite, spec_from_key
 
@@ -77,6 +78,33 @@ def test_weights_move_both_ways_between_mlx_and_metalbench(fmt, dtype):
     back = Q.QuantWeights(fmt, np.array(c), np.array(s), np.array(b))
     assert np.array_equal(_bits(mx.dequantize(c, s, b, group_size=fmt.group, bits=fmt.bits)),
                           _bits(Q.dequantize(back, dtype)))
+
+
+@needs_mlx
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+def test_bfloat16_weights_quantize_as_mlx_and_move_both_ways(fmt):
+    """bfloat16 is uint16 bit patterns on the host (dtypes.py): the dtype is named, and the
+    bits are MLX's (mx.array(...).view(mx.bfloat16) reads the same patterns)."""
+    w = round_from(_weights(np.random.default_rng(fmt.bits + fmt.group), np.float32), "bfloat16")
+    ours = Q.quantize(w, fmt, "bfloat16")
+    codes, scales, biases = mx.quantize(mx.array(w).view(mx.bfloat16), group_size=fmt.group, bits=fmt.bits)
+    assert np.array_equal(np.array(codes), ours.codes)
+    assert np.array_equal(np.array(scales.view(mx.uint16)), ours.scales)
+    assert np.array_equal(np.array(biases.view(mx.uint16)), ours.biases)
+    # MLX -> metalbench: its arrays, named bfloat16, dequantize (in float64) to what MLX's do,
+    # but for MLX rounding its products and sums to bfloat16.
+    back = Q.QuantWeights(fmt, np.array(codes), np.array(scales.view(mx.uint16)), np.array(biases.view(mx.uint16)),
+                          "bfloat16")
+    theirs = np.array(mx.dequantize(codes, scales, biases, group_size=fmt.group, bits=fmt.bits).astype(mx.float32))
+    ours64 = Q.dequantize(back)
+    # Two roundings to bfloat16 (u = 2^-8), each at most u times the size of its terms.
+    groups = Q.unpack(back.codes, fmt.bits).reshape(*back.scales.shape, fmt.group)
+    terms = (groups * np.abs(to_float64(back.scales, "bfloat16"))[..., None]
+             + np.abs(to_float64(back.biases, "bfloat16"))[..., None]).reshape(ours64.shape)
+    assert np.all(np.abs(theirs - ours64) <= 2.0**-7 * terms)
+    # Unnamed, uint16 arrays are refused rather than read as integers.
+    with pytest.raises(Q.QuantError, match="name their dtype"):
+        Q.quantize(w, fmt)
 
 
 def test_codes_are_a_little_endian_bit_stream_that_straddles_words():

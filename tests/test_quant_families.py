@@ -1,6 +1,6 @@
 """The quantized families (qnaive, qgemv, qskinny: kernels/*.toml with quant = true)
 verified on PoCL through the runner: every bit width MLX has, every group size, every op,
-batches, both dtypes, m = 1 and m up to 16, and the built-in `quantized` suite's shapes."""
+batches, the three dtypes, m = 1 and m up to 16, and the built-in `quantized` suite's shapes."""
 
 import pytest
 from conftest import sweep
@@ -89,6 +89,20 @@ m = 9
 n = 30
 k = 128
 quant = "affine-q8-g32"
+[[spec]]
+op = "matmul_bias_add"
+m = 1
+n = 40
+k = 256
+quant = "affine-q4-g64"
+dtype = "bfloat16"
+[[spec]]
+op = "matmul"
+m = 4
+n = 24
+k = 192
+quant = "affine-q6-g32"
+dtype = "bfloat16"
 """
 
 

@@ -81,9 +81,10 @@ def bfloat16_bits(x: np.ndarray) -> np.ndarray:
 
 
 def to_float64(x: np.ndarray, dtype: str) -> np.ndarray:
-    """The values of `x`, an array stored as DTYPES[dtype], as float64 (exact)."""
+    """The values of `x`, an array stored as DTYPES[dtype], as float64 (exact). An array that
+    is float64 already holds values, whatever the dtype (a quantized B's dequantized weights)."""
     with np.errstate(invalid="ignore"):  # widening a signaling NaN (a kernel's garbage) raises the flag
-        if dtype == "bfloat16":
+        if dtype == "bfloat16" and np.asarray(x).dtype != np.float64:
             return bfloat16_values(x).astype(np.float64)
         return np.asarray(x).astype(np.float64)
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .dtypes import DTYPES, round_from, to_float64
 from .errors import InputError
 
 __all__ = ["BITS", "GROUPS", "BLayout", "Quant", "QuantError", "QuantWeights", "b_buffer", "b_layout", "dequantize",
@@ -96,6 +97,9 @@ class QuantWeights:
     codes: np.ndarray
     scales: np.ndarray
     biases: np.ndarray
+    # The scales' and biases' dtype by name; None: numpy's float16 or float32, as the arrays
+    # say. bfloat16 must be named, its arrays being uint16 bit patterns (dtypes.py).
+    dtype: str | None = None
 
     @property
     def k(self) -> int:
@@ -120,10 +124,23 @@ class QuantWeights:
             raise QuantError(f"biases: dtype {self.biases.dtype} differs from the scales' {self.scales.dtype}")
 
 
-def quantize(w: np.ndarray, quant: Quant) -> QuantWeights:
-    """`w` (..., k) quantized by MLX's rule (module docstring), scales and biases in w's dtype."""
+def dtype_name(x: np.ndarray, dtype: str | None) -> str:
+    """The dtype of `x`'s values by name: `dtype` where given, else numpy's float16 or float32."""
+    if dtype is not None:
+        return dtype
+    for name in ("float16", "float32"):
+        if x.dtype == DTYPES[name]:
+            return name
+    raise QuantError(f"values of numpy dtype {x.dtype}: name their dtype (bfloat16 is stored as its uint16 bit "
+                     "patterns)")
+
+
+def quantize(w: np.ndarray, quant: Quant, dtype: str | None = None) -> QuantWeights:
+    """`w` (..., k), of `dtype` (dtype_name), quantized by MLX's rule (module docstring), scales
+    and biases in that dtype."""
     quant.check_k(w.shape[-1])
-    groups = w.astype(np.float32).reshape(*w.shape[:-1], w.shape[-1] // quant.group, quant.group)
+    name = dtype_name(w, dtype)
+    groups = to_float64(w, name).astype(np.float32).reshape(*w.shape[:-1], w.shape[-1] // quant.group, quant.group)
     n_bins = np.float32((1 << quant.bits) - 1)
     w_max, w_min = groups.max(axis=-1), groups.min(axis=-1)
     low_edge = np.abs(w_min) > np.abs(w_max)
@@ -137,7 +154,7 @@ def quantize(w: np.ndarray, quant: Quant) -> QuantWeights:
     bias = np.where(exact, edge, np.float32(0)).astype(np.float32)
     codes = np.clip(np.rint((groups - bias[..., None]) / scale[..., None]), 0, n_bins).astype(np.uint8)
     return QuantWeights(quant, pack(codes.reshape(w.shape), quant.bits),
-                        scale.astype(w.dtype), bias.astype(w.dtype))
+                        round_from(scale, name), round_from(bias, name), dtype)
 
 
 def pack(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -180,7 +197,8 @@ def dequantize(weights: QuantWeights, dtype: np.dtype | type | None = None) -> n
     codes = unpack(weights.codes, q.bits)
     shape = (*codes.shape[:-1], codes.shape[-1] // q.group, q.group)
     if dtype is None:
-        scales, biases = weights.scales.astype(np.float64), weights.biases.astype(np.float64)
+        name = dtype_name(weights.scales, weights.dtype)
+        scales, biases = to_float64(weights.scales, name), to_float64(weights.biases, name)
         out = codes.reshape(shape) * scales[..., None] + biases[..., None]
     else:
         dt = np.dtype(dtype)

@@ -113,7 +113,7 @@ def make_inputs(spec: Spec) -> Inputs:
     c = draw(spec.shape_c) if spec.op == "matmul_alpha_beta" else None
     if spec.q is not None:
         # The weights drawn as for a plain spec, then quantized as mx.quantize would.
-        q = quantize(b, spec.q)
+        q = quantize(b, spec.q, spec.dtype)
         return Inputs(a, dequantize(q), bias, c, q)
     return Inputs(a, b, bias, c)
 
