@@ -626,8 +626,9 @@ def sweeps(metal, tmp_path_factory):
     def get(suite: str):
         if suite not in done:
             store = Store(tmp_path_factory.mktemp(suite) / "results.sqlite")
-            chosen = runner.with_baseline(variants.load_variants("metal"), "metal")
-            run = store.load_run(runner.run(load_suite(suite), chosen, backend="metal", store=store))
+            loaded = load_suite(suite)
+            chosen = runner.with_baseline(variants.load_variants("metal"), "metal", specs=loaded.specs)
+            run = store.load_run(runner.run(loaded, chosen, backend="metal", store=store))
             done[suite] = (run, report.build(run))
         return done[suite]
 

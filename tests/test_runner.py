@@ -15,7 +15,8 @@ def test_every_builtin_family_verifies_on_the_smoke_suite(opencl, tmp_path):
     assert rep.counts["failed"] == 0, rep.failures
     assert rep.counts["wrong"] == 0, rep.failures
     measured_families = {row.variant.split("/")[0] for s in rep.specs for row in s.rows}
-    every_family = {f.name for f in variants.load_families() if "opencl" in f.backends}
+    # The smoke suite has no quantized spec: the families that take only those never run on it.
+    every_family = {f.name for f in variants.load_families() if "opencl" in f.backends and not f.quant}
     assert measured_families == every_family
     for spec in rep.specs:
         assert spec.best is not None and spec.best in spec.ties
