@@ -69,6 +69,7 @@ def test_every_spec_is_compared_with_its_own_baseline(opencl, tmp_path):
 @pytest.mark.parametrize(("backend", "plain", "quantized"), [
     ("opencl", "naive/default", "qnaive/default"),
     ("metal", "mps/baseline", "qnaive/default"),
+    ("cuda", "cublas/baseline", "cublas-dequant/baseline"),
 ])
 def test_the_vendor_library_comes_first_on_each_kind_of_spec(backend, plain, quantized):
     every = variants.load_variants(backend)

@@ -12,6 +12,13 @@
 //     bias added in the kernel's own epilogue before the output is rounded, as the
 //     portable kernels do (one launch, no extra pass over C).
 //
+//   quantized B (p.qbits != 0; kernels/cublas_dequant.toml): the builtin was made with a
+//     first kernel (kernels/portable/qdequant.c), which dequantizes B as T, n x k, into a
+//     scratch buffer of the builtin's own (passed as that kernel's `ws`); the GEMM above
+//     then reads it there. Both are enqueued by one launch, so they are timed together:
+//     what an app without a fused kernel pays. Not the launch's own workspace: the ABI
+//     has a kernel leave that zero, and zeroing it again would be a pass an app never makes.
+//
 // The element type is not in MBParams: it comes from the variant's MB_F16 define
 // (Device::builtin's defines). Without one it is read off the buffers, which the
 // runner allocates to the exact size: float32 when a, b and c each hold 4 bytes per
@@ -91,8 +98,8 @@ struct LtPlan {
 
 class BlasKernel final : public CuKernel {
  public:
-  BlasKernel(std::shared_ptr<Context> ctx, std::string label, size_t element)
-      : ctx_(std::move(ctx)), label_(std::move(label)), element_(element) {
+  BlasKernel(std::shared_ptr<Context> ctx, std::string label, size_t element, std::shared_ptr<CuKernel> first)
+      : ctx_(std::move(ctx)), label_(std::move(label)), element_(element), first_(std::move(first)) {
     blas_state(*ctx_);
   }
   ~BlasKernel() override {
@@ -103,12 +110,17 @@ class BlasKernel final : public CuKernel {
 
   std::function<void()> prepare(const Launch& launch) override {
     const std::string where = "[cuda::launch] " + label_ + ": ";
-    const MBParams p = gemm_params(launch, where);
+    MBParams p = gemm_params(launch, where);
     CuBuffer& a = buffer_arg(launch, 0);
     CuBuffer& b = buffer_arg(launch, 1);
     CuBuffer& c = buffer_arg(launch, 2);
     CuBuffer& bias = buffer_arg(launch, 3);
     buffer_arg(launch, 4);
+    if ((p.qbits != 0) != bool(first_))
+      throw UsageError(where + (first_ ? "dequantizes B first, but B is not quantized (params qbits 0)"
+                                       : "B is quantized (params qbits " + std::to_string(p.qbits) +
+                                             "): cuBLAS reads B as stored; the family cublas-dequant dequantizes "
+                                             "it first"));
     // Without MB_F16 the element size is the one at which the buffers hold the problem.
     size_t es = element_;
     if (!es) es = gemm_buffers_short(launch, p, 4).empty() ? 4 : 2;
@@ -116,11 +128,33 @@ class BlasKernel final : public CuKernel {
     if (!short_by.empty())
       throw UsageError(where + short_by + (element_ ? "" : " (no MB_F16 define: tried 4 and 2 bytes an element)"));
     const cudaDataType type = es == 2 ? CUDA_R_16F : CUDA_R_32F;
+    // A quantized B: the first kernel writes it to the scratch buffer as T, n x k per
+    // batch entry, and cuBLAS multiplies that.
+    std::function<void()> dequantize;
+    CUdeviceptr pb = b.ptr();
+    if (first_) {
+      const size_t need = size_t(p.batch) * size_t(p.n) * size_t(p.k) * es;
+      // Made here, with the context's lock held (prepare's caller holds it). A larger one
+      // replaces it; launches prepared with the old one hold that until they are done.
+      if (!scratch_ || scratch_->bytes() < need) scratch_ = std::make_shared<CuBuffer>(ctx_, need, CuBuffer::Held{});
+      const size_t threads = size_t(launch.threads[0]) * launch.threads[1] * launch.threads[2];
+      if (threads > first_->max_group_size())
+        throw UsageError(where + "a group of " + std::to_string(threads) + " threads is more than the " +
+                         std::to_string(first_->max_group_size()) + " its first kernel takes");
+      Launch step = launch;
+      step.kernel = first_;
+      step.args[4] = std::static_pointer_cast<Buffer>(scratch_);
+      dequantize = first_->prepare(step);  // holds its arguments, the scratch buffer among them
+      pb = scratch_->ptr();
+      p.ldb = p.k;
+      p.stride_b = p.n * p.k;
+      p.qbits = p.qgroup = p.qscales = p.qbiases = 0;
+    }
     const cublasOperation_t op_a = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's A is our B
     const cublasOperation_t op_b = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's B is our A
     const float alpha = p.op == MB_OP_ALPHA_BETA ? p.alpha : 1.0f;
     const float beta = p.op == MB_OP_ALPHA_BETA ? p.beta : 0.0f;
-    const CUdeviceptr pa = a.ptr(), pb = b.ptr(), pc = c.ptr(), pbias = bias.ptr();
+    const CUdeviceptr pa = a.ptr(), pc = c.ptr(), pbias = bias.ptr();
     const CublasApi& api = cublas();
     BlasState& s = blas_state(*ctx_);
     auto hold = std::make_shared<std::vector<Arg>>(launch.args);
@@ -129,6 +163,7 @@ class BlasKernel final : public CuKernel {
     if (p.op != MB_OP_BIAS_ADD) {
       return [=, &api, &s] {
         (void)hold;
+        if (dequantize) dequantize();
         check_blas(api.cublasGemmStridedBatchedEx(
                        s.handle, op_a, op_b, p.n, p.m, p.k, &alpha, reinterpret_cast<const void*>(pb), type, p.ldb,
                        p.stride_b, reinterpret_cast<const void*>(pa), type, p.lda, p.stride_a, &beta,
@@ -154,6 +189,7 @@ class BlasKernel final : public CuKernel {
     CUstream stream = ctx_->stream;
     return [=, &api, &s] {
       (void)hold;
+      if (dequantize) dequantize();
       // The plan is shared by every launch of this shape, each with its own bias (the
       // slots of a timed run): set it as this launch is enqueued, not when prepared.
       check_blas(api.cublasLtMatmulDescSetAttribute(lt->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
@@ -235,14 +271,16 @@ class BlasKernel final : public CuKernel {
   std::shared_ptr<Context> ctx_;
   std::string label_;
   size_t element_;
+  std::shared_ptr<CuKernel> first_;  // dequantizes a quantized B into scratch_; null otherwise
+  std::shared_ptr<CuBuffer> scratch_;
   std::map<std::string, std::unique_ptr<LtPlan>> plans_;
 };
 
 }  // namespace
 
-std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label,
-                                             size_t element) {
-  return std::make_shared<BlasKernel>(std::move(ctx), label, element);
+std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label, size_t element,
+                                             std::shared_ptr<CuKernel> first) {
+  return std::make_shared<BlasKernel>(std::move(ctx), label, element, std::move(first));
 }
 
 }  // namespace mb::cuda
