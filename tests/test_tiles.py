@@ -34,7 +34,7 @@ from conftest import FAST
 from simd32.check import SIMD32_SLOTS
 
 from metalbench import _core, variants
-from metalbench.specs import Spec
+from metalbench.specs import PARAMS_FIELDS, Spec
 
 ROOT = Path(__file__).resolve().parents[1]
 INCLUDE = ROOT / "kernels" / "include"
@@ -135,7 +135,10 @@ def test_the_emulation_has_cudas_tile_sizes():
 
 def _params(m: int, n: int, k: int, trans_a: bool, trans_b: bool, mode: int) -> bytes:
     """MBParams (kernels/include/common.h) with the mode in its `reserved` field."""
-    return struct.pack("<13i2fi", 1, m, n, k, LD, LD, 8, 0, 0, 0, int(trans_a), int(trans_b), 0, 1.0, 0.0, mode)
+    values = {"batch": 1, "m": m, "n": n, "k": k, "lda": LD, "ldb": LD, "ldc": 8, "trans_a": int(trans_a),
+              "trans_b": int(trans_b), "alpha": 1.0, "reserved": mode}
+    return struct.pack("<" + "".join(code for _, code in PARAMS_FIELDS),
+                       *(values.get(name, 0) for name, _ in PARAMS_FIELDS))
 
 
 def _operands(dtype: type) -> tuple[np.ndarray, np.ndarray]:
