@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from metalbench import backends, report, runner, specs, variants
+from metalbench.specs import Spec
 from metalbench.store import Store
 from metalbench.ties import TIE_FLOOR
 
@@ -114,10 +115,11 @@ class Sweep:
                 "settings": self.report.settings}
 
 
-def choose(backend: str, patterns: Sequence[str] = (), kernels: Sequence[Path] = ()) -> list[variants.Variant]:
+def choose(backend: str, specs: Sequence[Spec], patterns: Sequence[str] = (),
+           kernels: Sequence[Path] = ()) -> list[variants.Variant]:
     """The backend's variants (built in, and those of the `kernels` folders) matching `patterns`
-    (all when none), with its baseline."""
-    chosen = runner.with_baseline(variants.load_variants(backend, kernels), backend, patterns)
+    (all when none), with the baseline of each of `specs` (runner.baseline_of)."""
+    chosen = runner.with_baseline(variants.load_variants(backend, kernels), backend, patterns, specs=specs)
     if not chosen:
         raise SystemExit(f"no variant of {backend} matches {', '.join(patterns)}")
     return chosen

@@ -75,8 +75,8 @@ def main() -> int:
     if backend is None:
         write_json(args.json, skipped(f"check on --backend {args.backend}", why))
         return 2
-    chosen = choose(backend, args.variants, args.kernels)
     suites = [load_suite(name) for name in args.suite or SUITES]
+    chosen = choose(backend, [s for suite in suites for s in suite.specs], args.variants, args.kernels)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mb-check-") as tmp:
         store = Store(args.db or Path(tmp) / "results.sqlite")

@@ -49,10 +49,11 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "results.sqlite")
+        suite = load_suite(FAULTS / "suite.toml")
         chosen = runner.with_baseline(variants.load_variants(backend, [kernels]), backend,
-                                      [f"{f.name}/*" for f in faults])
+                                      [f"{f.name}/*" for f in faults], specs=suite.specs)
         start = time.perf_counter()
-        run_id = runner.run(load_suite(FAULTS / "suite.toml"), chosen, backend=backend, store=store,
+        run_id = runner.run(suite, chosen, backend=backend, store=store,
                             device=args.device, settings=FAST, race=False, timeout=args.timeout)
         wall = time.perf_counter() - start
         run = store.load_run(run_id)
@@ -63,7 +64,7 @@ def main() -> int:
             unnoticed += r.status == "ok"
             rows.append([fault.name, fault.description, run.specs[r.spec_index]["label"], r.status,
                          r.message.splitlines()[0][:110]])
-    baseline_ok = all(s.best == run.baseline for s in rep.specs)
+    baseline_ok = all(s.best == s.baseline for s in rep.specs)
     title = f"{backend} device {args.device} ({run.device['name']}): {len(faults)} planted faults, {wall:.0f} s"
     print(table(title, ["fault", "plants", "spec", "verdict", "message"], rows, left=5))
     print(f"baseline {run.baseline} best on every spec after the faults: {baseline_ok}; faults judged ok: {unnoticed}")

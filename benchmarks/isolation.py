@@ -53,7 +53,7 @@ def main() -> int:
         write_json(args.json, skipped(f"isolation on --backend {args.backend}", why))
         return 2
     suite = load_suite(args.suite)
-    chosen = choose(backend, args.variants)
+    chosen = choose(backend, suite.specs, args.variants)
     modes = {"isolated": True, "in-process": False}
     times: dict[str, list[float]] = {name: [] for name in modes}
     sweeps: dict[str, list[dict]] = {name: [] for name in modes}

@@ -190,11 +190,11 @@ def versus_cublas(rep: object, suite: Suite) -> tuple[list[dict], int, int]:
     fewest bytes the op must move over its time); and the wins, and the clear ones."""
     rows, wins, clear = [], 0, 0
     for spec, moved in zip(rep.specs, (s.bytes_moved() for s in suite.specs), strict=True):
-        mine = best_mine(spec, rep.baseline)
+        mine = best_mine(spec, spec.baseline)
         mine_us = mine.clocks["batch"].median_us if mine else None
         blas_us = spec.baseline_us
         win = bool(mine_us and blas_us and mine_us < blas_us)
-        is_clear = win and spec.best == mine.variant and rep.baseline not in spec.ties
+        is_clear = win and spec.best == mine.variant and spec.baseline not in spec.ties
         wins += win
         clear += is_clear
         rows.append({"spec": spec.label, "best": mine.variant if mine else None, "best_us": mine_us,
@@ -245,7 +245,7 @@ def part2(harness: object, plain: list[dict], targets: Targets) -> tuple[str, di
     rows, close = [], 0
     rep = harness.report
     for i, spec in enumerate(rep.specs):
-        row = next((r for r in spec.rows if r.variant == rep.baseline and r.status == "ok"), None)
+        row = next((r for r in spec.rows if r.variant == spec.baseline and r.status == "ok"), None)
         h = row.clocks["batch"] if row and "batch" in row.clocks else None
         p_us = pooled(plain, lambda run, i=i: run["specs"][i]) if plain else None
         ratio = h.median_us / p_us if h and p_us else None
@@ -348,7 +348,7 @@ def main() -> int:
                 plain += [got] if got else []
             harness = None
             if 2 in parts:
-                harness = sweep("cuBLAS through the harness", suite, choose(backend, ["cublas/*"]),
+                harness = sweep("cuBLAS through the harness", suite, choose(backend, suite.specs, ["cublas/*"]),
                                 settings=CUBLAS_SETTINGS, **common)
             empty = embedded_empty(args.device) if 1 in parts else None
             if exe is not None and plain:
@@ -368,7 +368,7 @@ def main() -> int:
         # Parts 3 and 4: full sweeps, the first from empty kernel and reference caches.
         if parts & {3, 4}:
             os.environ["METALBENCH_CACHE_DIR"] = str(work / "cache")
-            everything = choose(backend)
+            everything = choose(backend, suite.specs)
             warm = [sweep("warm sweep 1 (empty caches)", suite, everything, **common)]
             out["device"] = warm[0].report.device
             cold = sweep("cold sweep", suite, everything, settings=runner.Settings(cold=True), **common) \

@@ -49,7 +49,7 @@ def main() -> int:
         return 2
     suite = load_suite(SUITE)
     backend = "cuda"
-    chosen = choose(backend)
+    chosen = choose(backend, suite.specs)
     with tempfile.TemporaryDirectory(prefix="mb-roof-") as tmp:
         os.environ["METALBENCH_CACHE_DIR"] = str(Path(tmp) / "cache")
         store = Store(Path(tmp) / "results.sqlite")
@@ -61,8 +61,6 @@ def main() -> int:
         ceiling = read_ceiling(dev)
     rep = run.report
     peak = float(rep.peak_bandwidth or dev.info["peak_bandwidth"])
-    base = rep.baseline
-
     def row_us(spec_report: object, variant: str | None) -> float | None:
         row = next((r for r in spec_report.rows if r.variant == variant), None)
         return None if row is None else row.us("batch")
@@ -77,7 +75,7 @@ def main() -> int:
     print()
 
     lm = max(rep.specs, key=lambda s: s.bytes or 0)
-    lm_best, lm_base = row_us(lm, lm.best), row_us(lm, base)
+    lm_best, lm_base = row_us(lm, lm.best), row_us(lm, lm.baseline)
     read = ceiling["best"]
 
     def share(us: float | None) -> str:
@@ -89,7 +87,7 @@ def main() -> int:
                 ["kernel", "batch us", "bandwidth, of peak", "target", "verdict"],
                 [[f"best: {lm.best}", fmt(lm_best), share(lm_best), f">= {LM_HEAD_TARGET:.0%}",
                   verdict(lm_share >= LM_HEAD_TARGET)],
-                 [f"cuBLAS: {base}", fmt(lm_base), share(lm_base), "", ""],
+                 [f"cuBLAS: {lm.baseline}", fmt(lm_base), share(lm_base), "", ""],
                  [f"read ceiling: unroll {read['unroll']}, {read['blocks_per_sm']} blocks/SM of {read['threads']}",
                   fmt(read["batch_us"]), share(read["batch_us"]), "", ""]]))
     print()
@@ -97,7 +95,7 @@ def main() -> int:
     small = [(s, sr) for s, sr in zip(suite.specs, rep.specs, strict=True) if s.op != "matmul"]
     rows, ratios, ceilings = [], [], []
     for spec, sr in small:
-        best, cublas = row_us(sr, sr.best), row_us(sr, base)
+        best, cublas = row_us(sr, sr.best), row_us(sr, sr.baseline)
         ratio = cublas / best if best and cublas else None
         most = cublas / floor if cublas and spec.op == "matmul_alpha_beta" else None
         if ratio is not None:

@@ -201,10 +201,10 @@ def product_rows(name: str, suite: Suite, rep: object, peak: float, floors: dict
         if not is_weight_product(spec):
             continue
         best = sr.best_row()
-        base = next((r for r in sr.rows if r.variant == rep.baseline), None)
+        base = next((r for r in sr.rows if r.variant == sr.baseline), None)
         best_us = best.us("batch") if best else None
         base_us = base.us("batch") if base else None
-        lib, lib_us, brief = best_library(sr, rep.baseline)
+        lib, lib_us, brief = best_library(sr, sr.baseline)
         floor = floors.get(spec.bytes_moved())
 
         def share(us: float | None, moved: int = spec.bytes_moved()) -> float | None:
@@ -266,7 +266,6 @@ def main() -> int:
         print(f"shapes: error: unknown suite {unknown[0]} (known: {', '.join(SUITES)})", file=sys.stderr)
         return 2
     backend = "cuda"
-    chosen = choose(backend)
     results, products, verdicts, floors = {}, [], [], {}
     with tempfile.TemporaryDirectory(prefix="mb-shapes-") as tmp:
         folder = Path(tmp)
@@ -275,6 +274,7 @@ def main() -> int:
             # Empty kernel and reference caches for every suite: its sweep time includes compiling.
             os.environ["METALBENCH_CACHE_DIR"] = str(folder / f"cache-{name}")
             store = Store(folder / f"{name}.sqlite")
+            chosen = choose(backend, suite.specs)
             run = sweep(f"{name} ({len(suite.specs)} specs)", suite, chosen, backend=backend, store=store,
                         device=args.device, settings=runner.Settings(cold=True))
             store.close()

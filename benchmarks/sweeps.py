@@ -61,7 +61,7 @@ def main() -> int:
         print(f"SKIPPED every sweep: {why}")
         return 2
     suite = load_suite(args.suite)
-    everything = choose(backend)
+    everything = choose(backend, suite.specs)
     options = [{}, {}, {"isolated": False}, {"workers": 2}, {"race": False}, {"race": False}]
     done: dict[int, Sweep] = {}
     with tempfile.TemporaryDirectory(prefix="mb-sweeps-") as tmp:

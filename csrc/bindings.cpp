@@ -389,15 +389,19 @@ NB_MODULE(_core, m) {
           "Compiles `entry` from `source` with `defines` as macros; raises CompileError with the log.")
       .def(
           "builtin",
-          [](mb::Device& d, const std::string& name, const std::string& label, const AnyDict& defines) {
+          [](mb::Device& d, const std::string& name, const std::string& label, const AnyDict& defines,
+             std::shared_ptr<mb::Kernel> first) {
             auto defs = to_defines(defines);
             mb::check_defines(defs, label);
+            if (first) check_origin(first->origin, d, "[core::builtin] " + label + ": its first kernel");
             nb::gil_scoped_release nogil;
-            return stamped(d.builtin(name, label, defs), d);
+            return stamped(d.builtin(name, label, defs, std::move(first)), d);
           },
-          "name"_a, "label"_a, "defines"_a = nb::dict(),
+          "name"_a, "label"_a, "defines"_a = nb::dict(), "first"_a.none() = nb::none(),
           "A vendor-library routine (cuBLAS, MPS) that takes the GEMM kernel arguments; `defines` are the "
-          "variant's (MB_DTYPE gives the element type).")
+          "variant's (MB_DTYPE gives the element type). `first`, a kernel compiled on this device, runs before "
+          "the library call in every launch, with its arguments and geometry (the dequantize step of a "
+          "quantized B); the two are timed as one launch.")
       .def(
           "load",
           [](mb::Device& d, const std::string& path, const std::string& entry, const std::string& label) {

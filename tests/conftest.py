@@ -82,8 +82,9 @@ def sweep(folder: Path, patterns: Sequence[str] = (), *, suite: str | Path = "sm
         path.write_text(suite)
         suite = path
     store = Store(folder / "results.sqlite")
-    chosen = runner.with_baseline(variants.load_variants(backend, kernels), backend, patterns)
-    run = store.load_run(runner.run(load_suite(suite), chosen, backend=backend, store=store, settings=settings,
+    loaded = load_suite(suite)
+    chosen = runner.with_baseline(variants.load_variants(backend, kernels), backend, patterns, specs=loaded.specs)
+    run = store.load_run(runner.run(loaded, chosen, backend=backend, store=store, settings=settings,
                                     **options))
     return run, report.build(run)
 

@@ -34,8 +34,10 @@ def sweep(tmp_path, workers=1, timeout=60.0, race=True):
     for name in NAMES:
         write_family(folder, name, BODY.format(name=name))
     store = Store(tmp_path / "results.sqlite")
-    chosen = runner.with_baseline(variants.load_variants("opencl", [folder]), "opencl", [f"{n}/*" for n in NAMES])
-    run_id = runner.run(load_suite(FAULT_SUITE), chosen, backend="opencl", store=store, settings=FAST,
+    suite = load_suite(FAULT_SUITE)
+    chosen = runner.with_baseline(variants.load_variants("opencl", [folder]), "opencl", [f"{n}/*" for n in NAMES],
+                                  specs=suite.specs)
+    run_id = runner.run(suite, chosen, backend="opencl", store=store, settings=FAST,
                         timeout=timeout, workers=workers, race=race)
     run = store.load_run(run_id)
     return run, report.build(run)

@@ -79,7 +79,8 @@ def test_a_cold_sweep_says_which_way_it_kept_inputs_out_of_the_cache(opencl, tmp
     store = Store(tmp_path / "r.sqlite")
     smoke = load_suite("smoke")
     suite = dataclasses.replace(smoke, specs=smoke.specs[:2])
-    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["simdgemv/nt_bn8_vec4"])
+    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["simdgemv/nt_bn8_vec4"],
+                                    specs=suite.specs)
     settings = Settings(warmup=1, min_samples=2, max_samples=3, max_time=0.05, cold=True)
     run_id = runner.run(suite, chosen, backend="opencl", store=store, settings=settings)
     run = store.load_run(run_id)

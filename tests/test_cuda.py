@@ -192,7 +192,25 @@ def test_the_runner_verifies_every_cuda_variant(needs_cuda, tmp_path, suite, sha
     verified = {r.variant.split("/")[0] for r in run.results if r.status in ("ok", "raced")}
     runs = {r.variant.split("/")[0] for r in run.results if r.status != "unsupported"}
     assert verified == runs
-    assert runs >= {v.family.name for v in variants.load_variants("cuda")} - {"tcgemm"}
+    # The quantized families (and cublas-dequant) take only quantized specs: the test below.
+    quantized = {v.family.name for v in variants.load_variants("cuda") if v.family.quant}
+    assert runs >= {v.family.name for v in variants.load_variants("cuda")} - {"tcgemm"} - quantized
+
+
+@pytest.mark.gpu
+def test_quantized_specs_verify_beside_dequantize_then_cublas(needs_cuda, tmp_path, shared_cache, monkeypatch):
+    """Every q* variant and the quantized specs' baseline, cublas-dequant (B dequantized to the dtype in a
+    scratch buffer, then cuBLAS, one launch), verified on every bit width, group size, op, m 1..16 and batch
+    of test_quant_families' suite; each spec compared against that baseline."""
+    from test_quant_families import SUITE
+
+    monkeypatch.setenv("METALBENCH_CACHE_DIR", str(shared_cache))
+    run, rep = cuda_sweep(tmp_path, SUITE, ["q*"])
+    bad = [(r.variant, run.specs[r.spec_index]["label"], r.status, r.message) for r in run.results if r.status in BAD]
+    assert not bad, bad[:20]
+    verified = {r.variant.split("/")[0] for r in run.results if r.status in ("ok", "raced")}
+    assert verified == {"qnaive", "qgemv", "qskinny", "cublas-dequant"}
+    assert all(s.baseline == "cublas-dequant/baseline" and s.baseline_us for s in rep.specs)
 
 
 @pytest.mark.gpu

@@ -24,7 +24,7 @@ class Recorded(runner.Events):
 def test_every_measured_pair_is_announced_before_its_result(opencl, tmp_path):
     smoke = load_suite("smoke")
     suite = dataclasses.replace(smoke, specs=smoke.specs[:2])
-    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["simdgemv/nt_bn8_*"])
+    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["simdgemv/nt_bn8_*"], specs=suite.specs)
     events = Recorded()
     runner.run(suite, chosen, backend="opencl", store=Store(tmp_path / "r.sqlite"), settings=FAST, events=events)
     results = [(key, variant) for kind, key, variant in events.seen if kind == "result"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import patched
 
-from metalbench import _core
+from metalbench import _core, quant
 from metalbench.specs import DTYPES, Spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,3 +160,54 @@ def test_every_op_code_of_the_abi_is_known(check):
     spec = SPECS[2]
     for code in _core.abi()["ops"].values():
         assert check((4, *sizes(spec), patched(spec, op=code))) == ["ok"]
+
+
+QSPEC = Spec("matmul", "float16", 2, 1, 24, 128, False, True, quant="affine-q3-g32")
+
+
+def qsizes(spec: Spec) -> list[int]:
+    """The exact bytes of A, B (codes, scales and biases: quant.b_layout), C, the bias and a workspace."""
+    es = DTYPES[spec.dtype].itemsize
+    layout = quant.b_layout(quant.parse(spec.quant), spec.batch, spec.n, spec.k, es)
+    return [math.prod(spec.shape_a) * es, layout.nbytes, math.prod(spec.shape_c) * es, spec.n * es, 4]
+
+
+def test_a_quantized_b_is_its_codes_scales_and_biases(check):
+    layout = quant.b_layout(quant.parse(QSPEC.quant), QSPEC.batch, QSPEC.n, QSPEC.k, 2)
+    exact = qsizes(QSPEC)
+    words = QSPEC.batch * QSPEC.n * QSPEC.k * 3 // 32
+    per = QSPEC.batch * QSPEC.n * QSPEC.k // 32
+    codes_only, no_biases = [*exact], [*exact]
+    codes_only[1] = words * 4
+    no_biases[1] = exact[1] - 1
+    assert check((2, *exact, QSPEC.params()), (2, *codes_only, QSPEC.params()), (2, *no_biases, QSPEC.params())) == [
+        "ok",
+        f"the buffers are smaller than the params address: B's scales needs {layout.scales + per} elements of 2 "
+        f"bytes, its buffer has {words * 4} bytes",
+        f"the buffers are smaller than the params address: B's biases needs {layout.biases + per} elements of 2 "
+        f"bytes, its buffer has {exact[1] - 1} bytes"]
+    short = [*exact]
+    short[1] = words * 4 - 1
+    assert check((2, *short, QSPEC.params())) == [
+        f"the buffers are smaller than the params address: B needs {words} elements of 4 bytes, its buffer has "
+        f"{words * 4 - 1} bytes"]
+
+
+def test_only_mlxs_affine_formats_are_taken(check):
+    """The bit widths and group sizes gemm_params takes are quant.py's, no more."""
+    every = [Spec("matmul", "float16", 2, 1, 24, 128, False, True, quant=f"affine-q{bits}-g{group}")
+             for bits in quant.BITS for group in quant.GROUPS]
+    assert check(*[(2, *qsizes(s), s.params()) for s in every]) == ["ok"] * len(every)
+    ok = qsizes(QSPEC)
+    bad = [(2, *ok, patched(QSPEC, qbits=bits)) for bits in (1, 7, 9, 16)]
+    bad += [(2, *ok, patched(QSPEC, qgroup=group)) for group in (16, 48, 256)]
+    assert all("are not MLX's affine format (bits 2, 3, 4, 5, 6 or 8; group 32, 64 or 128)" in line
+               for line in check(*bad))
+    assert check((2, *ok, patched(QSPEC, qgroup=128, k=160)), (2, *ok, patched(QSPEC, trans_b=0)),
+                 (2, *ok, patched(QSPEC, qscales=-1))) == [
+        "[test::launch] x: quantized B: group 128 does not divide k = 160",
+        "[test::launch] x: quantized B must be stored n x k (trans_b)",
+        "[test::launch] x: quantized B: scale and bias offsets must not be negative"]
+    # The message names the sets quant.py has: one fact, two copies, tied here.
+    assert "bits " + ", ".join(map(str, quant.BITS[:-1])) + f" or {quant.BITS[-1]}" == "bits 2, 3, 4, 5, 6 or 8"
+    assert "group " + ", ".join(map(str, quant.GROUPS[:-1])) + f" or {quant.GROUPS[-1]}" == "group 32, 64 or 128"

@@ -630,8 +630,9 @@ def sweeps(metal, tmp_path_factory):
     def get(suite: str):
         if suite not in done:
             store = Store(tmp_path_factory.mktemp(suite) / "results.sqlite")
-            chosen = runner.with_baseline(variants.load_variants("metal"), "metal")
-            run = store.load_run(runner.run(load_suite(suite), chosen, backend="metal", store=store))
+            loaded = load_suite(suite)
+            chosen = runner.with_baseline(variants.load_variants("metal"), "metal", specs=loaded.specs)
+            run = store.load_run(runner.run(loaded, chosen, backend="metal", store=store))
             done[suite] = (run, report.build(run))
         return done[suite]
 
@@ -666,11 +667,17 @@ def test_every_family_verifies_on_metal(sweeps, name, suite):
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", _metal_families())
 def test_every_family_is_verified_by_the_first_mac_run(sweeps, name):
-    """M14: the smoke and odd suites between them run every family at least once on this Mac."""
-    ran = {suite: [r for r in _of(sweeps(suite)[0], name) if r.status in VERIFIED] for suite in ("smoke", "odd")}
+    """M14: the smoke and odd suites between them run every family at least once on this Mac; the built-in
+    quantized suite every family that takes only quantized weights (its baseline there is qnaive)."""
+    quantized = any(f.quant for f in variants.load_families() if f.name == name)
+    suites = ("quantized",) if quantized else ("smoke", "odd")
+    ran = {suite: [r for r in _of(sweeps(suite)[0], name) if r.status in VERIFIED] for suite in suites}
     if not any(ran.values()):
-        reasons = sorted({r.message for suite in ("smoke", "odd") for r in _of(sweeps(suite)[0], name)})
-        pytest.fail(wrong("M14", f"no spec of the smoke or odd suite verifies {name} on this Mac; why: {reasons[:5]}"))
+        reasons = sorted({r.message for suite in suites for r in _of(sweeps(suite)[0], name)})
+        pytest.fail(wrong("M14", f"no spec of the {' or '.join(suites)} suite verifies {name} on this Mac; why: "
+                                 f"{reasons[:5]}"))
+    if quantized:
+        assert all(s.baseline == "qnaive/default" for s in sweeps("quantized")[1].specs)
 
 
 @pytest.mark.gpu

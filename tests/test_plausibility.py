@@ -99,7 +99,7 @@ def test_a_race_never_measures_others_against_an_implausible_time(tmp_path):
     pairs = [Pair(i, v, f"key{i}", {}) for i, v in enumerate(variants.values())]
     job = Job(0, SPEC, pairs)
     info = {"peak_bandwidth": PEAK, "cache_bytes": CACHE}
-    race = runner._Race(runner._Plan([job], len(pairs), {}), runner.Settings(), "naive/default", 0.01, info)
+    race = runner._Race(runner._Plan([job], len(pairs), {}), runner.Settings(), ["naive/default"], 0.01, info)
     store = Store(tmp_path / "s.sqlite")
     run_id = store.begin_run("s", "opencl", {}, {}, None, [{"key": SPEC.key(), "label": SPEC.label()}])
     times = {"naive/default": 20 * least, "honest/a": 2 * least, "slow/a": 8 * least, "cheat/a": least / 50}

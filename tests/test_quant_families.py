@@ -138,3 +138,28 @@ def test_quantized_grids_fit_an_apple_gpu_and_the_suite(family):
             _, threads = v.geometry(s)
             count = threads[0] * threads[1] * threads[2]
             assert count <= 1024 and count % 32 == 0, (v.id, threads)
+
+
+def test_qgemv_reduces_right_with_32_lane_simd_groups(opencl):
+    """qgemv sums a row with SIMD_SUM where the row is whole SIMD groups: checked with
+    CUDA's and Metal's 32 lanes emulated (tests/simd32), both reductions (TPR 32: SIMD_SUM
+    alone; TPR 16: group memory), on every bit width and both dtypes."""
+    from simd32.check import verify_simd32
+
+    specs = [s for s in load_suite_text(SUITE).specs if s.m == 1]
+    chosen = [v for v in variants.load_variants("opencl") if v.family.name == "qgemv" and v.params["RPG"] == 2
+              and v.params["VPT"] == 32 and v.params["DQ"] == "fold"]
+    assert {v.params["TPR"] for v in chosen} == {16, 32}
+    rows = verify_simd32(opencl, chosen, specs, log=lambda _: None)
+    assert rows and not [r for r in rows if "wrong" in r or "error" in r]
+    assert {r["variant"] for r in rows} == {v.id for v in chosen}
+
+
+def load_suite_text(text: str):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "suite.toml"
+        path.write_text(text)
+        return load_suite(path)

@@ -49,7 +49,7 @@ def test_a_hopeless_kernel_is_verified_not_timed_and_raced_out_by_its_round_trip
     slow = Result("naive/x", SLOW.key(), "ok", measure=hopeless.measure)
     pairs = [Pair(i, type("V", (), {"id": name})(), f"k{i}", {}) for i, name in enumerate(("fast/a", "naive/x"))]
     job = Job(0, SLOW, pairs)
-    race = runner._Race(runner._Plan([job], 2, {}), Settings(), "naive/default", 0.01, {})
+    race = runner._Race(runner._Plan([job], 2, {}), Settings(), ["naive/default"], 0.01, {})
     store = Store(tmp_path / "s.sqlite")
     run_id = store.begin_run("s", "opencl", {}, {}, None, [{"key": SLOW.key(), "label": SLOW.label()}])
     assert race.lap(race.brief(job), fast, store, run_id, runner.Events()) == []

@@ -68,8 +68,8 @@ def test_a_node_leaving_mid_sweep_loses_no_pair(opencl, tmp_path, monkeypatch):
                                                             "include_dashboard": False})
     node = cluster.add_node(num_cpus=2, node_ip_address="127.0.0.1")
     cluster.wait_for_nodes()
-    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["gemv/*"])
     suite = load_suite("smoke")
+    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["gemv/*"], specs=suite.specs)
     events = _RemoveNode(cluster, node, after=12)
     store = Store(tmp_path / "r.sqlite")
     try:

@@ -401,8 +401,9 @@ def test_the_runner_stores_tile_variants_as_unsupported_without_a_matrix_unit(op
 
     monkeypatch.setattr(worker.ProcessPool, "describe", without_unit)
     store = Store(tmp_path / "results.sqlite")
-    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["mtskinny/*"])
-    run = store.load_run(runner.run(load_suite("smoke"), chosen, backend="opencl", store=store, isolated=False,
+    smoke = load_suite("smoke")
+    chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["mtskinny/*"], specs=smoke.specs)
+    run = store.load_run(runner.run(smoke, chosen, backend="opencl", store=store, isolated=False,
                                     settings=FAST))
     tiles = [r for r in run.results if r.variant.startswith("mtskinny/")]
     assert tiles and all(r.status == "unsupported" for r in tiles)

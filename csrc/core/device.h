@@ -168,9 +168,13 @@ class Device {
   // A vendor-library routine presented as a kernel (cuBLAS, MPS). It takes the
   // same arguments as a portable GEMM kernel. `defines` are the variant's: a
   // library call has no MB_DTYPE compiled in, so that is how it learns its element
-  // type. Throws UsageError when the backend has no such builtin.
+  // type. `first`, when set, is a kernel of this device that each launch runs before
+  // the library call, with the launch's own arguments and geometry (the dequantize step
+  // of a quantized B: kernels/cublas_dequant.toml); the two are one launch to time.
+  // Throws UsageError when the backend has no such builtin, or it takes no `first`.
   virtual std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
-                                          const std::vector<Define>& defines) = 0;
+                                          const std::vector<Define>& defines,
+                                          std::shared_ptr<Kernel> first = nullptr) = 0;
 
   // Kernel `entry` of a precompiled library file (a .metallib), where defines can
   // no longer apply. Throws CompileError with the loader's message, or UsageError

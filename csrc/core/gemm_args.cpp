@@ -51,6 +51,19 @@ MBParams gemm_params(const Launch& launch, const std::string& who) {
   if (!known_op(p.op)) throw UsageError(who + "unknown op " + std::to_string(p.op));
   if (p.lda < 0 || p.ldb < 0 || p.ldc < 0 || p.stride_a < 0 || p.stride_b < 0 || p.stride_c < 0)
     throw UsageError(who + "row pitches and batch strides must not be negative");
+  if (p.qbits != 0) {
+    // MLX's affine format as quant.py's BITS and GROUPS have it (tests/test_gemm_args.py ties them).
+    const bool bits_ok = p.qbits == 2 || p.qbits == 3 || p.qbits == 4 || p.qbits == 5 || p.qbits == 6 || p.qbits == 8;
+    const bool group_ok = p.qgroup == 32 || p.qgroup == 64 || p.qgroup == 128;
+    if (!bits_ok || !group_ok)
+      throw UsageError(who + "quantized B: bits " + std::to_string(p.qbits) + " and group " + std::to_string(p.qgroup) +
+                       " are not MLX's affine format (bits 2, 3, 4, 5, 6 or 8; group 32, 64 or 128)");
+    if (p.k % p.qgroup != 0)
+      throw UsageError(who + "quantized B: group " + std::to_string(p.qgroup) + " does not divide k = " +
+                       std::to_string(p.k));
+    if (!p.trans_b) throw UsageError(who + "quantized B must be stored n x k (trans_b)");
+    if (p.qscales < 0 || p.qbiases < 0) throw UsageError(who + "quantized B: scale and bias offsets must not be negative");
+  }
   for (const StoredMatrix& s : stored_matrices(p))
     if (s.pitch < s.columns)
       throw UsageError(who + s.name + " has a row pitch of " + std::to_string(s.pitch) + " elements for " +
@@ -60,17 +73,28 @@ MBParams gemm_params(const Launch& launch, const std::string& who) {
 
 std::array<StoredMatrix, 3> stored_matrices(const MBParams& p) {
   const size_t m = size_t(p.m), n = size_t(p.n), k = size_t(p.k);
+  const size_t b_columns = p.qbits ? k * size_t(p.qbits) / 32 : k;  // a quantized row in words
   return {StoredMatrix{"A", p.trans_a ? k : m, p.trans_a ? m : k, size_t(p.lda), size_t(p.stride_a)},
-          StoredMatrix{"B", p.trans_b ? n : k, p.trans_b ? k : n, size_t(p.ldb), size_t(p.stride_b)},
+          StoredMatrix{"B", p.trans_b ? n : k, p.trans_b ? b_columns : n, size_t(p.ldb), size_t(p.stride_b)},
           StoredMatrix{"C", m, n, size_t(p.ldc), size_t(p.stride_c)}};
 }
 
 std::string gemm_buffers_short(const Launch& launch, const MBParams& p, size_t element) {
   const std::array<StoredMatrix, 3> stored = stored_matrices(p);
   for (size_t i = 0; i < stored.size(); ++i) {
+    const size_t es = i == 1 && p.qbits ? 4 : element;  // a quantized B's codes are uint32 words
     const uint64_t need = elements(stored[i], size_t(p.batch));
     const size_t has = buffer_bytes(launch, i);
-    if (need > has / element) return short_of(stored[i].name, need, element, has);
+    if (need > has / es) return short_of(stored[i].name, need, es, has);
+  }
+  if (p.qbits) {
+    // Scales and biases: (batch, n, k / qgroup) elements each, from their offsets in B's buffer.
+    const uint64_t per = uint64_t(p.batch) * uint64_t(p.n) * uint64_t(p.k / p.qgroup);
+    const size_t has = buffer_bytes(launch, 1);
+    if (uint64_t(p.qscales) + per > has / element)
+      return short_of("B's scales", uint64_t(p.qscales) + per, element, has);
+    if (uint64_t(p.qbiases) + per > has / element)
+      return short_of("B's biases", uint64_t(p.qbiases) + per, element, has);
   }
   if (p.op == MB_OP_BIAS_ADD && uint64_t(p.n) > buffer_bytes(launch, 3) / element)
     return short_of("bias", uint64_t(p.n), element, buffer_bytes(launch, 3));

@@ -12,6 +12,13 @@
 //     bias added in the kernel's own epilogue before the output is rounded, as the
 //     portable kernels do (one launch, no extra pass over C).
 //
+//   quantized B (p.qbits != 0; kernels/cublas_dequant.toml): the builtin was made with a
+//     first kernel (kernels/portable/qdequant.c), which dequantizes B as T, n x k, into a
+//     scratch buffer of the builtin's own (passed as that kernel's `ws`); the GEMM above
+//     then reads it there. Both are enqueued by one launch, so they are timed together:
+//     what an app without a fused kernel pays. Not the launch's own workspace: the ABI
+//     has a kernel leave that zero, and zeroing it again would be a pass an app never makes.
+//
 // The element type is not in MBParams: it comes from the variant's MB_DTYPE define
 // (Device::builtin's defines): float32, float16 or bfloat16 (CUDA_R_16BF, still with
 // fp32 compute). Without one it is read off the buffers, which the runner allocates
@@ -92,8 +99,8 @@ struct LtPlan {
 
 class BlasKernel final : public CuKernel {
  public:
-  BlasKernel(std::shared_ptr<Context> ctx, std::string label, int dtype)
-      : ctx_(std::move(ctx)), label_(std::move(label)), dtype_(dtype) {
+  BlasKernel(std::shared_ptr<Context> ctx, std::string label, int dtype, std::shared_ptr<CuKernel> first)
+      : ctx_(std::move(ctx)), label_(std::move(label)), dtype_(dtype), first_(std::move(first)) {
     blas_state(*ctx_);
   }
   ~BlasKernel() override {
@@ -104,12 +111,17 @@ class BlasKernel final : public CuKernel {
 
   std::function<void()> prepare(const Launch& launch) override {
     const std::string where = "[cuda::launch] " + label_ + ": ";
-    const MBParams p = gemm_params(launch, where);
+    MBParams p = gemm_params(launch, where);
     CuBuffer& a = buffer_arg(launch, 0);
     CuBuffer& b = buffer_arg(launch, 1);
     CuBuffer& c = buffer_arg(launch, 2);
     CuBuffer& bias = buffer_arg(launch, 3);
     buffer_arg(launch, 4);
+    if ((p.qbits != 0) != bool(first_))
+      throw UsageError(where + (first_ ? "dequantizes B first, but B is not quantized (params qbits 0)"
+                                       : "B is quantized (params qbits " + std::to_string(p.qbits) +
+                                             "): cuBLAS reads B as stored; the family cublas-dequant dequantizes "
+                                             "it first"));
     // Without MB_DTYPE the element size is the one at which the buffers hold the problem.
     size_t es = dtype_ < 0 ? 0 : dtype_ == 0 ? 4 : 2;
     if (!es) es = gemm_buffers_short(launch, p, 4).empty() ? 4 : 2;
@@ -117,11 +129,33 @@ class BlasKernel final : public CuKernel {
     if (!short_by.empty())
       throw UsageError(where + short_by + (dtype_ >= 0 ? "" : " (no MB_DTYPE define: tried 4 and 2 bytes an element)"));
     const cudaDataType type = dtype_ == 2 ? CUDA_R_16BF : es == 2 ? CUDA_R_16F : CUDA_R_32F;
+    // A quantized B: the first kernel writes it to the scratch buffer as T, n x k per
+    // batch entry, and cuBLAS multiplies that.
+    std::function<void()> dequantize;
+    CUdeviceptr pb = b.ptr();
+    if (first_) {
+      const size_t need = size_t(p.batch) * size_t(p.n) * size_t(p.k) * es;
+      // Made here, with the context's lock held (prepare's caller holds it). A larger one
+      // replaces it; launches prepared with the old one hold that until they are done.
+      if (!scratch_ || scratch_->bytes() < need) scratch_ = std::make_shared<CuBuffer>(ctx_, need, CuBuffer::Held{});
+      const size_t threads = size_t(launch.threads[0]) * launch.threads[1] * launch.threads[2];
+      if (threads > first_->max_group_size())
+        throw UsageError(where + "a group of " + std::to_string(threads) + " threads is more than the " +
+                         std::to_string(first_->max_group_size()) + " its first kernel takes");
+      Launch step = launch;
+      step.kernel = first_;
+      step.args[4] = std::static_pointer_cast<Buffer>(scratch_);
+      dequantize = first_->prepare(step);  // holds its arguments, the scratch buffer among them
+      pb = scratch_->ptr();
+      p.ldb = p.k;
+      p.stride_b = p.n * p.k;
+      p.qbits = p.qgroup = p.qscales = p.qbiases = 0;
+    }
     const cublasOperation_t op_a = p.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's A is our B
     const cublasOperation_t op_b = p.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLAS's B is our A
     const float alpha = p.op == MB_OP_ALPHA_BETA ? p.alpha : 1.0f;
     const float beta = p.op == MB_OP_ALPHA_BETA ? p.beta : 0.0f;
-    const CUdeviceptr pa = a.ptr(), pb = b.ptr(), pc = c.ptr(), pbias = bias.ptr();
+    const CUdeviceptr pa = a.ptr(), pc = c.ptr(), pbias = bias.ptr();
     const CublasApi& api = cublas();
     BlasState& s = blas_state(*ctx_);
     auto hold = std::make_shared<std::vector<Arg>>(launch.args);
@@ -130,6 +164,7 @@ class BlasKernel final : public CuKernel {
     if (p.op != MB_OP_BIAS_ADD) {
       return [=, &api, &s] {
         (void)hold;
+        if (dequantize) dequantize();
         check_blas(api.cublasGemmStridedBatchedEx(
                        s.handle, op_a, op_b, p.n, p.m, p.k, &alpha, reinterpret_cast<const void*>(pb), type, p.ldb,
                        p.stride_b, reinterpret_cast<const void*>(pa), type, p.lda, p.stride_a, &beta,
@@ -155,6 +190,7 @@ class BlasKernel final : public CuKernel {
     CUstream stream = ctx_->stream;
     return [=, &api, &s] {
       (void)hold;
+      if (dequantize) dequantize();
       // The plan is shared by every launch of this shape, each with its own bias (the
       // slots of a timed run): set it as this launch is enqueued, not when prepared.
       check_blas(api.cublasLtMatmulDescSetAttribute(lt->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias_ptr,
@@ -236,14 +272,16 @@ class BlasKernel final : public CuKernel {
   std::shared_ptr<Context> ctx_;
   std::string label_;
   int dtype_;
+  std::shared_ptr<CuKernel> first_;  // dequantizes a quantized B into scratch_; null otherwise
+  std::shared_ptr<CuBuffer> scratch_;
   std::map<std::string, std::unique_ptr<LtPlan>> plans_;
 };
 
 }  // namespace
 
-std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label,
-                                             int dtype) {
-  return std::make_shared<BlasKernel>(std::move(ctx), label, dtype);
+std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label, int dtype,
+                                             std::shared_ptr<CuKernel> first) {
+  return std::make_shared<BlasKernel>(std::move(ctx), label, dtype, std::move(first));
 }
 
 }  // namespace mb::cuda

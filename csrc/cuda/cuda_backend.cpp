@@ -344,10 +344,13 @@ class CuDevice final : public Device {
   }
 
   std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
-                                  const std::vector<Define>& defines) override {
+                                  const std::vector<Define>& defines, std::shared_ptr<Kernel> first) override {
     if (name != "cublas")
       throw UsageError("[cuda::builtin] " + label + ": no vendor library routine '" + name +
                        "'; the CUDA backend has 'cublas'");
+    auto step = std::dynamic_pointer_cast<CuKernel>(first);
+    if (first && !step)
+      throw UsageError("[cuda::builtin] " + label + ": its first kernel was not compiled by this backend");
     // MB_DTYPE gives the element type; without it the type is read off the buffers.
     int dtype = -1;
     for (const auto& d : defines)
@@ -359,7 +362,7 @@ class CuDevice final : public Device {
       }
     std::lock_guard<std::mutex> guard(ctx_->mutex);
     ctx_->make_current();
-    return make_cublas_kernel(ctx_, label, dtype);
+    return make_cublas_kernel(ctx_, label, dtype, std::move(step));
   }
 
   std::shared_ptr<Buffer> allocate(size_t bytes) override { return std::make_shared<CuBuffer>(ctx_, bytes); }
@@ -636,6 +639,10 @@ void Context::ensure_events(size_t n) {
 CuBuffer::CuBuffer(std::shared_ptr<Context> ctx, size_t n) : ctx_(std::move(ctx)), bytes_(n) {
   std::lock_guard<std::mutex> guard(ctx_->mutex);
   ctx_->make_current();
+  check(driver().cuMemAlloc(&ptr_, n), "allocate", std::to_string(n) + " bytes");
+}
+
+CuBuffer::CuBuffer(std::shared_ptr<Context> ctx, size_t n, Held) : ctx_(std::move(ctx)), bytes_(n) {
   check(driver().cuMemAlloc(&ptr_, n), "allocate", std::to_string(n) + " bytes");
 }
 

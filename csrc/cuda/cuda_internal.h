@@ -62,6 +62,9 @@ struct Context {
 class CuBuffer final : public Buffer, public std::enable_shared_from_this<CuBuffer> {
  public:
   CuBuffer(std::shared_ptr<Context> ctx, size_t n);
+  // For a caller that already holds ctx->mutex with the context current (a kernel's prepare).
+  struct Held {};
+  CuBuffer(std::shared_ptr<Context> ctx, size_t n, Held);
   CuBuffer(std::shared_ptr<Context> ctx, std::shared_ptr<CuBuffer> parent, size_t offset, size_t n);
   ~CuBuffer() override;
   size_t bytes() const override { return bytes_; }
@@ -94,10 +97,12 @@ class CuKernel : public Kernel {
 CuBuffer& buffer_arg(const Launch& launch, size_t index);
 
 // cublas_builtin.cpp: the `cublas` builtin, which reads the GEMM ABI's MBParams.
-// `element` is the element size in bytes (2: float16, 4: float32), 0 to infer it.
 // dtype: MB_DTYPE's value (0 float32, 1 float16, 2 bfloat16), or -1 to read the element
-// size off the buffers (then 2 bytes means float16).
-std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label, int dtype);
+// size off the buffers (then 2 bytes means float16). `first`, when set, is launched before
+// cuBLAS to dequantize a quantized B into a scratch buffer (Device::builtin); the builtin
+// then takes quantized B only.
+std::shared_ptr<CuKernel> make_cublas_kernel(std::shared_ptr<Context> ctx, const std::string& label, int dtype,
+                                             std::shared_ptr<CuKernel> first = nullptr);
 // Releases the cuBLAS handles (called by ~Context with the context current).
 void destroy_blas(BlasState* blas);
 

@@ -287,10 +287,14 @@ class MetalDevice final : public Device {
   }
 
   std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
-                                  const std::vector<Define>& defines) override {
+                                  const std::vector<Define>& defines, std::shared_ptr<Kernel> first) override {
     if (name != "mps" && name != "mps-gemv")
       throw UsageError(where("builtin", label) + "no vendor library routine '" + name +
                        "'; this backend has 'mps' and 'mps-gemv'");
+    // Quantized B on Metal is measured against qnaive: no MPS builtin dequantizes first.
+    if (first)
+      throw UsageError(where("builtin", label) + "the " + name + " builtin runs no kernel before it (a family's "
+                       "`source` beside `builtin`); on Metal a dequantize step has no MPS builtin to feed");
     const Define* dtype = nullptr;
     for (const auto& d : defines)
       if (d.name == "MB_DTYPE") dtype = &d;

@@ -154,6 +154,9 @@ class MpsKernel final : public MetalKernel {
   // is a whole number of rows, at least one matrix.
   void check(const Launch& launch, const MBParams& p, const std::array<MetalBuffer*, 5>& buf,
              const std::string& who) const {
+    if (p.qbits != 0)
+      throw UsageError(who + "B is quantized (params qbits " + std::to_string(p.qbits) +
+                       "): MPS reads B as stored, in the element type");
     if (gemv() && p.m != 1) throw UsageError(who + "mps-gemv takes m = 1, not " + std::to_string(p.m));
     if (gemv() && p.trans_a && p.lda != 1)
       throw UsageError(who + "mps-gemv needs the row of A contiguous (A stored k x 1 with lda 1)");

@@ -262,8 +262,8 @@ class ClDevice final : public Device {
     return std::make_shared<ClKernel>(ctx_, program, kernel, label);
   }
 
-  std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label,
-                                  const std::vector<Define>&) override {
+  std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label, const std::vector<Define>&,
+                                  std::shared_ptr<Kernel>) override {
     throw UsageError("[opencl::builtin] " + label + ": no vendor library routine '" + name + "' on OpenCL");
   }
 

@@ -7,7 +7,11 @@
  *   fold  sum x * q and sum x over the chunk, then scale * dot + bias * sum once per
  *         chunk: a multiply-add per code fewer.
  * BITS: the bit width compiled in (unpacking folds to shifts and masks), or 0 for any
- * width read from p at run time. The TPR partials of a row are summed in group memory.
+ * width read from p at run time. The TPR partials of a row are summed with SIMD_SUM
+ * where a row is whole SIMD groups (TPR a multiple of SIMD_WIDTH: TPR 32 on CUDA and
+ * Metal, every TPR on OpenCL, whose SIMD groups are one thread), then the row's SIMD
+ * groups' sums in group memory (none, and no barrier, when a row is one SIMD group);
+ * where a SIMD group spans several rows (TPR 16 on a 32-wide SIMD), all in group memory.
  * Groups: (ceil(n / RPG), batch). */
 #if MB_BITS
 #define QBITS MB_BITS
@@ -28,8 +32,16 @@
                                                      : 0u)) &                                            \
            ((1u << (bits)) - 1u)))
 
+#if MB_TPR % SIMD_WIDTH == 0 && MB_TPR / SIMD_WIDTH == 1
+#define QGEMV_SHARED 0 /* a row is one SIMD group: SIMD_SUM alone */
+#else
+#define QGEMV_SHARED 1
+#endif
+
 MB_KERNEL(qgemv) {
+#if QGEMV_SHARED
   SHARED float red[MB_RPG * MB_TPR];
+#endif
   int tid = LOCAL_ID(0);
   int r = tid / MB_TPR;
   int t = tid % MB_TPR;
@@ -68,11 +80,27 @@ MB_KERNEL(qgemv) {
 #endif
     }
   }
+  /* Every thread gets here, rows past n included: no SIMD operation is inside a branch. */
+#if MB_TPR % SIMD_WIDTH == 0
+#define QGEMV_SPR (MB_TPR / SIMD_WIDTH) /* SIMD groups per row */
+  acc = SIMD_SUM(acc);
+#if QGEMV_SPR > 1
+  if (SIMD_LANE == 0) red[r * QGEMV_SPR + t / SIMD_WIDTH] = acc;
+  BARRIER();
+  for (int s = QGEMV_SPR / 2; s > 0; s >>= 1) {
+    if (t < s) red[r * QGEMV_SPR + t] += red[r * QGEMV_SPR + t + s];
+    BARRIER();
+  }
+  acc = red[r * QGEMV_SPR];
+#endif
+#else
   red[tid] = acc;
   BARRIER();
   for (int s = MB_TPR / 2; s > 0; s >>= 1) {
     if (t < s) red[tid] += red[tid + s];
     BARRIER();
   }
-  if (t == 0 && j < p.n) MB_STORE_C(C_AT(bi, 0, j), j, red[tid]);
+  acc = red[tid];
+#endif
+  if (t == 0 && j < p.n) MB_STORE_C(C_AT(bi, 0, j), j, acc);
 }

@@ -171,13 +171,14 @@ def _settings(**values: object) -> Settings:
         raise UsageProblem(text) from None
 
 
-def _choose(available: list[variants.Variant], backend: str, patterns: list[str]) -> list[variants.Variant]:
+def _choose(available: list[variants.Variant], backend: str, patterns: list[str],
+            suite: specs.Suite) -> list[variants.Variant]:
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(v.id, pattern) for v in available):
             families = sorted({v.family.name for v in available})
             raise UsageProblem(f"--variants {pattern!r} matches no variant on {backend} "
                                f"(families there: {', '.join(families)}; `metalbench list` shows every variant)")
-    return runner.with_baseline(available, backend, patterns)
+    return runner.with_baseline(available, backend, patterns, specs=suite.specs)
 
 
 @app.command()
@@ -247,7 +248,7 @@ def run(
     every = variants.load_variants(None, kernels or [])
     chosen_backend = backends.pick_backend(backend)
     available = [v for v in every if chosen_backend in v.family.backends]
-    chosen = _choose(available, chosen_backend, variants_glob or [])
+    chosen = _choose(available, chosen_backend, variants_glob or [], the_suite)
     if not chosen:
         raise backends.BackendError(f"no variant runs on {chosen_backend}")
     indices = _devices(devices_opt, chosen_backend)

@@ -42,7 +42,7 @@ from .dtypes import CODES, SHORT
 from .errors import InputError
 from .report import CLOCK_NAMES, Report
 from .results import CLOCKS, Result, Run, Status
-from .specs import SHORT_OPS, Spec, SpecError, spec_from_key
+from .specs import DTYPES, SHORT_OPS, Spec, SpecError, spec_from_key
 from .variants import Variant
 
 __all__ = ["EXPORT_SCHEMA", "ExportError", "Exported", "build_table", "params_block", "self_contained_source",
@@ -51,7 +51,8 @@ __all__ = ["EXPORT_SCHEMA", "ExportError", "Exported", "build_table", "params_bl
 # The dispatch table's format (semver): a new field bumps the minor version, a removed
 # or changed one the major.
 # 1.1.0: specs[].state ("not reached", "incomplete") for runs that did not finish.
-EXPORT_SCHEMA = "1.1.0"
+# 1.2.0: specs[].quant: a quantized B's format, where its parts lie in B's buffer, its MBParams.
+EXPORT_SCHEMA = "1.2.0"
 # What to call a vendor builtin in the table.
 VENDOR_LIBRARIES = {"cublas": "cuBLAS", "mps": "Metal Performance Shaders", "mps-gemv": "Metal Performance Shaders"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -105,6 +106,32 @@ def _spec_fields(spec: Spec) -> dict[str, Any]:
             "transpose_a": spec.transpose_a, "transpose_b": spec.transpose_b, "alpha": spec.alpha, "beta": spec.beta}
 
 
+def quant_fields(spec: Spec) -> dict[str, Any] | None:
+    """How an application must pack a quantized B for this spec's kernel (kernels/README.md,
+    "Quantized weights"), or None for an unquantized one: the format, where the codes, scales
+    and biases lie in B's one buffer, and the MBParams fields that say so."""
+    q, layout = spec.q, spec.b_layout()
+    if q is None or layout is None:
+        return None
+    item = DTYPES[spec.dtype].itemsize
+    per = spec.batch * spec.n * (spec.k // q.group)
+    values = spec.param_values()
+    return {
+        "format": q.name, "scheme": "MLX affine (mlx.core.quantize, mode 'affine'): w = scale * code + bias",
+        "bits": q.bits, "group": q.group,
+        "codes": {"offset_bytes": 0, "bytes": layout.codes_bytes, "type": "uint32",
+                  "rows": spec.batch * spec.n, "words_per_row": q.words(spec.k),
+                  "order": f"row j of batch entry bi from word bi * stride_b + j * ldb; code kk at bits "
+                           f"kk * {q.bits} .. of the row's little-endian bit stream (MLX's packing)"},
+        "scales": {"offset_bytes": layout.scales * item, "count": per, "type": spec.dtype,
+                   "order": "row-major (batch, n, k / group)"},
+        "biases": {"offset_bytes": layout.biases * item, "count": per, "type": spec.dtype,
+                   "order": "row-major (batch, n, k / group)"},
+        "buffer_bytes": layout.nbytes,
+        "params": {name: values[name] for name in ("ldb", "stride_b", "qbits", "qgroup", "qscales", "qbiases")},
+    }
+
+
 def self_contained_source(variant: Variant, backend: str, dtype: str, comment: str) -> str:
     """The variant's source for `backend` as one file: `comment`, its defines as #define
     lines, then the prelude, common.h and the body (with no #line directive, so that a
@@ -156,6 +183,9 @@ def build_table(run: Run, report: Report, variants: list[Variant]) -> tuple[dict
             raise ExportError(f"run {run.id}: spec {spec_report.index}: {e}") from None
         entry: dict[str, Any] = {"spec_index": spec_report.index, "spec_key": spec_report.key,
                                  "label": spec_report.label, "spec": _spec_fields(spec)}
+        packing = quant_fields(spec)
+        if packing is not None:
+            entry["quant"] = packing
         if spec_report.state:
             entry["state"] = spec_report.state
         if spec_report.best is None:
@@ -238,6 +268,8 @@ def header_source(table: dict[str, Any]) -> str:
         " * per threadgroup; OpenCL: global size = groups x threads, local size = threads), arguments",
         " * (a, b, c, bias, ws, p): ws a zeroed buffer of `workspace_floats` floats that the kernel leaves",
         " * zero, p an MBParams filled from the spec. kind 'vendor': call `vendor` for this spec instead.",
+        " * A quantized B (spec_key ending /quant=...): dispatch.json's `quant` says where its codes, scales",
+        " * and biases lie in B's one buffer and the MBParams fields (ldb, stride_b, q*) that say so.",
         " * kind 'none': no variant was correct. */",
         "#ifndef METALBENCH_DISPATCH_H", "#define METALBENCH_DISPATCH_H", "",
         "/* The kernels' parameter block p, copied from metalbench's kernels/include/common.h. */",

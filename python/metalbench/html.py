@@ -76,7 +76,7 @@ def chart_data(report: Report) -> dict[str, Any]:
                                "best": row.variant == spec.best, "baseline": "baseline" in row.tags})
         best = spec.best_row()
         specs.append({"index": spec.index, "label": spec.label, "key": spec.key, "best": spec.best,
-                      "state": spec.state, "baseline": report.baseline, "variants": variants,
+                      "state": spec.state, "baseline": spec.baseline, "variants": variants,
                       "raced": [{"variant": v, "ratio": ratio} for v, ratio in spec.raced],
                       "intensity": spec.flops / spec.bytes if spec.bytes and spec.flops is not None else None,
                       "best_gbps": best.gbps if best else None, "best_pct_peak": best.pct_peak if best else None})

@@ -463,7 +463,8 @@ class Worker:
             result.category, result.message = Category.RUNTIME, str(e)
             return result
         outputs, band = buffers.outputs(0, 1)
-        check = metrics.check(spec, outputs[0], prepared.whole(buffers.a_copy(0)), prepared.c_initial)
+        check = metrics.check(spec, outputs[0], prepared.whole(buffers.a_copy(0)), prepared.c_initial,
+                              v.family.rounds_b)
         result.checks = asdict(check)
         damage = band or buffers.strays(0, 1) or self._damage(buffers, ws, ws0, first_only=True)
         if damage:
@@ -546,16 +547,19 @@ class Worker:
         rows = outputs.reshape(count, -1)
         values = np.take_along_axis(rows, flat, axis=1)
         c_before = prepared.c_initial.reshape(-1)[flat]
-        check = metrics.check_at(spec, values.reshape(-1), _flatten(refs), c_before.reshape(-1), flat.reshape(-1))
+        rounds_b = v.family.rounds_b
+        check = metrics.check_at(spec, values.reshape(-1), _flatten(refs), c_before.reshape(-1), flat.reshape(-1),
+                                 rounds_b)
         if check.verdict != Status.OK:
             for i in range(count):  # which slot: the first found wrong
-                one = metrics.check_at(spec, values[i], _row(refs, i), c_before[i], flat[i])
+                one = metrics.check_at(spec, values[i], _row(refs, i), c_before[i], flat[i], rounds_b)
                 if one.verdict != Status.OK:
                     return f"{one.reason} ({where(i)})"
             return check.reason
         rng = np.random.default_rng([prepared.seed & _U64, zlib.crc32(v.id.encode())])
         for i in sorted(rng.choice(count, min(_WHOLE_SLOTS, count), replace=False).tolist()):
-            whole = metrics.check(spec, outputs[i], prepared.whole(buffers.a_copy(int(slots[i]))), prepared.c_initial)
+            whole = metrics.check(spec, outputs[i], prepared.whole(buffers.a_copy(int(slots[i]))), prepared.c_initial,
+                                  rounds_b)
             if whole.verdict != Status.OK:
                 return f"{whole.reason} ({where(i)})"
         return ""

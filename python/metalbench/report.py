@@ -39,7 +39,8 @@ __all__ = ["JSON_SCHEMA", "Report", "build", "render", "write_json"]
 # 1.2.0: settings.batch_time.
 # 1.3.0: SpecReport.state (not reached, incomplete), Failure.detail (a compile log's first lines).
 # 1.4.0: Row.implausible, Report.plausibility, Report.cold_note; settings.seed; device.llc_bytes, llc_source.
-JSON_SCHEMA = "1.4.0"
+# 1.5.0: SpecReport.baseline (each spec its own: a quantized spec's differs); Report.baseline lists them all.
+JSON_SCHEMA = "1.5.0"
 CLOCK_NAMES = {"batch": "batch", "gpu": "launch", "cpu": "CPU"}
 CLOCK_MEANING = {
     "batch": "N launches back to back between one pair of device timestamps, divided by N",
@@ -100,6 +101,7 @@ class SpecReport:
     # "" when the run finished the spec; "not reached" when it stopped before measuring any
     # of it, "incomplete" when it stopped partway (its best is of what was measured).
     state: str = ""
+    baseline: str | None = None  # the variant id of its baseline (runner.baseline_of), which baseline_us is of
 
     def best_row(self) -> Row | None:
         """The row of the best correct variant, if any."""
@@ -128,7 +130,7 @@ class Report:
     rank_by: str
     mode: str  # warm or cold
     tie_floor: float
-    baseline: str | None
+    baseline: str | None  # the baselines of its specs, ', '-separated (each spec's is SpecReport.baseline)
     orig_note: str
     orig_compared: bool
     clock_note: str
@@ -244,7 +246,8 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
     specs: list[SpecReport] = []
     for index, spec in enumerate(run.specs):
         results = by_spec.get(index, [])
-        base = next((r for r in results if r.variant == run.baseline and r.status == Status.OK), None)
+        baseline = run.baseline_of(index)
+        base = next((r for r in results if r.variant == baseline and r.status == Status.OK), None)
         base_timing = _timing(base.clock(rank)) if base else None
         base_us = base_timing.median_us if base_timing else None
         orig_ms = spec["orig"]["ms"] if spec.get("orig") else None
@@ -296,7 +299,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                                                                    _estimate(row.clocks[rank]), tie_floor)]
         ties.sort(key=lambda x: x.clocks[rank].median_us)
         for row in rows:
-            if row.variant == run.baseline:
+            if row.variant == baseline:
                 row.tags.append("baseline")
             if row is best:
                 row.tags.append("best")
@@ -312,7 +315,7 @@ def build(run: Run, rank_by: str | None = None, tie_floor: float = TIE_FLOOR,
                                 best.variant if best else None, [row.variant for row in ties], base_us,
                                 sorted(raced, key=lambda x: x[1]), where,
                                 shape.bytes_moved() if shape else None, shape.flops() if shape else None,
-                                "" if finished else _state(spec, results)))
+                                "" if finished else _state(spec, results), baseline))
     ordered = sorted(failures.values(), key=lambda f: (f.category, f.variant))
     cold_note = _cold_note(run, by_spec) if cold else ""
     return Report(run.id, run.status, run.suite, run.backend, run.device, run.settings, rank,

@@ -112,9 +112,14 @@ class Run:
     backend: str
     device: dict
     settings: dict
-    baseline: str | None
+    baseline: str | None  # the baselines of its specs, ', '-separated, for display
     specs: list[dict]
     results: list[Result]
+
+    def baseline_of(self, index: int) -> str | None:
+        """The variant id of the `index`th spec's baseline. Runs stored before each spec
+        recorded its own had one for every spec, the run's."""
+        return self.specs[index].get("baseline", self.baseline)
 
 
 def result_fields(result: Result) -> dict:

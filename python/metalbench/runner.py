@@ -3,7 +3,7 @@
     from metalbench import backends, runner, specs, store, variants
     suite = specs.load_suite("qwen2.5-0.5b-decode")
     backend = backends.pick_backend("auto")
-    chosen = runner.with_baseline(variants.load_variants(backend), backend, patterns=["gemv/*"])
+    chosen = runner.with_baseline(variants.load_variants(backend), backend, patterns=["gemv/*"], specs=suite.specs)
     run_id = runner.run(suite, chosen, backend=backend, store=store.Store(path))
 
 Data flows one way: specs and variants in, results out to the store. The runner
@@ -70,22 +70,40 @@ class Events:
         goes on to a full measurement stores none)."""
 
 
-def baseline_of(variants: Sequence[Variant], backend: str) -> Variant | None:
-    """The vendor library's variant where the backend has one, else the fallback family's."""
+def baseline_of(variants: Sequence[Variant], backend: str, spec: Spec) -> Variant | None:
+    """`spec`'s baseline: the first vendor-library variant of the backend that takes the spec,
+    else the first fallback one (kernels/README.md, manifest `baseline`). A quantized spec so
+    gets the vendor's dequantize-then-library variant where there is one, else the naive
+    fused kernel; an unquantized spec the vendor library, else the naive kernel."""
     for kind in ("vendor", "fallback"):
         for v in variants:
-            if v.family.baseline == kind and backend in v.family.backends:
+            if v.family.baseline == kind and backend in v.family.backends and _takes(v, spec):
                 return v
     return None
 
 
-def with_baseline(variants: Sequence[Variant], backend: str, patterns: Sequence[str] = ()) -> list[Variant]:
-    """The variants matching `patterns`, plus the baseline, which every report compares against."""
+def _takes(v: Variant, spec: Spec) -> bool:
+    try:
+        return v.unsupported_reason(spec) is None
+    except ManifestError:  # a broken manifest is the sweep's to report, not a baseline
+        return False
+
+
+def with_baseline(variants: Sequence[Variant], backend: str, patterns: Sequence[str] = (), *,
+                  specs: Sequence[Spec]) -> list[Variant]:
+    """The variants matching `patterns`, plus the baseline of each of `specs` (those the run
+    will measure), which every report compares that spec against."""
     chosen = select(variants, patterns)
-    base = baseline_of(variants, backend)
-    if base is not None and base not in chosen:
-        chosen.insert(0, base)
+    for spec in specs:
+        base = baseline_of(variants, backend, spec)
+        if base is not None and base not in chosen:
+            chosen.insert(0, base)
     return chosen
+
+
+def baselines(suite: Suite, variants: Sequence[Variant], backend: str) -> list[str | None]:
+    """The baseline's variant id of each of `suite`'s specs among `variants` (None where none is)."""
+    return [b.id if (b := baseline_of(variants, backend, spec)) else None for spec in suite.specs]
 
 
 def _key(detail: dict) -> str:
@@ -164,11 +182,13 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
     except BaseException:
         pool.close()
         raise
-    base = baseline_of(variants, backend)
+    # Each spec's baseline, recorded with it; the run's column names them all (store.py).
+    base = baselines(suite, variants, backend)
     seed = secrets.randbits(64)
     run_id = store.begin_run(suite.name, backend, info, {**asdict(settings), "race": race, "seed": seed},
-                             base.id if base else None,
-                             [{"key": s.key(), "label": s.label(), **_orig(s)} for s in suite.specs])
+                             ", ".join(dict.fromkeys(b for b in base if b)) or None,
+                             [{"key": s.key(), "label": s.label(), "baseline": b, **_orig(s)}
+                              for s, b in zip(suite.specs, base, strict=True)])
     status = "interrupted"
     try:
         events.status(f"planning {len(suite.specs)} specs x {len(variants)} variants (reusing stored results)")
@@ -181,7 +201,7 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
         store.plan_run(run_id, plan.pairs, {job.spec_index: len(job.pairs) for job in plan.jobs})
         events.start(plan.total)
         if plan.jobs:
-            race_of = _Race(plan, settings, base.id if base else None, tie_floor, info) if race else None
+            race_of = _Race(plan, settings, base, tie_floor, info) if race else None
 
             def stored(job: Job, result: Result) -> list[Job]:
                 if race_of is not None and job.phase == Phase.BRIEF:
@@ -325,8 +345,9 @@ class _Race:
     BRIEF_SAMPLES = 5
     BRIEF_BATCH_SHARE = 5
 
-    def __init__(self, plan: _Plan, settings: Settings, baseline: str | None, tie_floor: float, info: dict) -> None:
-        self.settings, self.baseline, self.tie_floor = settings, baseline, tie_floor
+    def __init__(self, plan: _Plan, settings: Settings, baselines: list[str | None], tie_floor: float,
+                 info: dict) -> None:
+        self.settings, self.baselines, self.tie_floor = settings, baselines, tie_floor
         self.peak, self.cache = float(info.get("peak_bandwidth") or 0) or None, cache_of(info)
         self.brief_settings = replace(settings, min_samples=min(settings.min_samples, self.BRIEF_SAMPLES),
                                       max_samples=max(settings.max_samples, self.BRIEF_SAMPLES), max_noise=1.0,
@@ -356,6 +377,7 @@ class _Race:
     def _decide(self, job: Job, store: Store, run_id: int, events: Events) -> list[Job]:
         rank = self.settings.rank_by
         lap = self.laps.pop(job.spec_index)
+        baseline = self.baselines[job.spec_index]  # never raced out: every report compares against it
 
         def plausible(e: Estimate) -> bool:  # a time faster than memory allows is no time to race against
             return not implausible(job.spec, e.median / 1e3, self.peak, self.settings.cold, self.cache)
@@ -370,7 +392,7 @@ class _Race:
         for pair, result in lap:
             mine = estimate(result.clock(rank))
             gave_up = (result.measure or {}).get("hopeless")
-            if mine is None and gave_up and pair.variant.id != self.baseline:
+            if mine is None and gave_up and pair.variant.id != baseline:
                 # Not timed: its verified launch took many times the best time then known
                 # (measure.Worker). Out if that launch still takes twice the fastest's time.
                 ratio = gave_up["round_trip_ns"] / fastest.median
@@ -379,7 +401,7 @@ class _Race:
                               f"raced out: {ratio:.2f}x the time of {best}, by the round trip of the launch it was "
                               f"verified by (over {gave_up['factor']:g}x the best time known then, so not timed)")
                     continue
-            if mine is None or pair.variant.id == self.baseline or not plausible(mine) or \
+            if mine is None or pair.variant.id == baseline or not plausible(mine) or \
                     ties_with(fastest, mine, self.tie_floor):
                 survivors.append(pair)
                 continue

@@ -274,6 +274,11 @@ class Spec:
 
     def params(self) -> bytes:
         """The MBParams of kernels/include/common.h for this spec, little endian."""
+        values = self.param_values()
+        return _PARAMS.pack(*(values[name] for name, _ in PARAMS_FIELDS))
+
+    def param_values(self) -> dict[str, int | float]:
+        """The fields of params() by name, before packing."""
         q, layout = self.q, self.b_layout()
         values = {
             "batch": self.batch, "m": self.m, "n": self.n, "k": self.k,
@@ -289,7 +294,7 @@ class Spec:
             words = q.words(self.k)
             values.update(ldb=words, stride_b=self.n * words, qbits=q.bits, qgroup=q.group,
                           qscales=layout.scales, qbiases=layout.biases)
-        return _PARAMS.pack(*(values[name] for name, _ in PARAMS_FIELDS))
+        return values
 
     def b_bytes(self) -> int:
         """B's bytes as stored: its elements, or, quantized, its codes (k * bits / 8 bytes a

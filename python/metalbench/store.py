@@ -44,8 +44,8 @@ CREATE TABLE IF NOT EXISTS runs (
   backend TEXT NOT NULL,
   device TEXT NOT NULL,            -- JSON of the device's info
   settings TEXT NOT NULL,          -- JSON of the measurement settings
-  baseline TEXT,                   -- variant id tagged [baseline]
-  specs TEXT NOT NULL,             -- JSON list of the suite's specs, in order
+  baseline TEXT,                   -- the variant ids tagged [baseline], ', '-separated (a spec's own is in specs)
+  specs TEXT NOT NULL,             -- JSON list of the suite's specs, in order, each with its baseline
   host TEXT,                       -- where the run's process ran (v2)
   pid INTEGER                      -- and its process id, to tell a live run from a killed one (v2)
 );

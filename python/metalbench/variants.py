@@ -30,7 +30,7 @@ SPEC_FIELDS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_
                "qbits", "qgroup")
 _KEYS = {
     "name", "description", "source", "entry", "backends", "dtypes", "config", "baseline", "builtin",
-    "workspace", "grid", "where", "requires", "dispatch", "needs", "quant",
+    "workspace", "grid", "where", "requires", "dispatch", "needs", "quant", "rounds_b",
 }
 # What a family may need of the device (manifest `needs`): each is a boolean in the
 # device's info dict (csrc/core/device.h) with a "<name>_detail" that says, when it is
@@ -74,7 +74,7 @@ class Family:
     name: str
     description: str
     manifest: Path
-    source: Path | None  # None for a vendor builtin
+    source: Path | None  # None for a vendor builtin (one may have a kernel it launches first)
     entry: str
     builtin: str | None
     backends: tuple[str, ...]
@@ -90,6 +90,9 @@ class Family:
     needs: tuple[str, ...] = ()
     # Takes B quantized (spec.quant set: kernels/README.md, "Quantized weights"), and only so.
     quant: bool = False
+    # Multiplies B rounded to the dtype (dequantized into T first, as an app without a fused
+    # kernel does): verified with that rounding allowed for (metrics.tolerance).
+    rounds_b: bool = False
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,8 @@ class Variant:
             text = hashlib.sha256(self.family.source.read_bytes()).hexdigest()  # type: ignore[union-attr]
         elif self.family.source:
             text = self.source(backend)
+            if self.family.builtin:
+                text = f"builtin:{self.family.builtin}\n{text}"
         else:
             text = f"builtin:{self.family.builtin}"
         # The text is hashed as it is, after the rest: JSON-escaping a whole source for
@@ -200,7 +205,9 @@ class Variant:
 def build_kernel(device: _core.Device, backend: str, v: Variant, dtype: str) -> _core.Kernel:
     """The kernel of variant `v` for `dtype`: a vendor builtin, a precompiled library, or compiled from source."""
     if v.family.builtin:
-        return device.builtin(v.family.builtin, v.id, v.defines(dtype))
+        first = None if v.family.source is None else \
+            device.compile(v.source(backend), v.family.entry, v.defines(dtype), f"{v.id} ({v.family.entry})")
+        return device.builtin(v.family.builtin, v.id, v.defines(dtype), first)
     if v.precompiled:
         return device.load(str(v.family.source), v.family.entry, v.id)
     return device.compile(v.source(backend), v.family.entry, v.defines(dtype), v.id)
@@ -298,7 +305,9 @@ def parse_family(path: Path) -> Family:
     name = _want(data, "name", str, path)
     builtin = _want(data, "builtin", str, path, None)
     source: Path | None = None
-    if builtin is None:
+    # A builtin's own `source` is a kernel it launches first (the dequantize step of
+    # cublas-dequant), at the family's dispatch geometry, with the same arguments.
+    if builtin is None or "source" in data:
         source = (path.parent / _want(data, "source", str, path)).resolve()  # type: ignore[operator]
         if not source.is_file():
             raise ManifestError(f"{path}: field 'source': no file {source}")
@@ -306,7 +315,9 @@ def parse_family(path: Path) -> Family:
             raise ManifestError(f"{path}: field 'source': a precompiled .metallib belongs in a metal/ folder")
         if source.suffix != ".metallib":
             read_text(source, f"{path}: field 'source'")
-    entry = _want(data, "entry", str, path, "" if builtin else ...)
+    entry = _want(data, "entry", str, path, "" if builtin and source is None else ...)
+    if builtin and source is not None and source.suffix == ".metallib":
+        raise ManifestError(f"{path}: field 'source': a builtin's first step is compiled, not a .metallib")
     if "backends" in data:
         backends = _str_list(data, "backends", path, ())
     elif source is not None:
@@ -352,7 +363,7 @@ def parse_family(path: Path) -> Family:
             if macro in names:
                 raise ManifestError(f"{path}: grid.{key} and grid.{names[macro]} would both define {macro}")
             names[macro] = key
-    dispatch = _want(data, "dispatch", dict, path, {} if builtin else ...)
+    dispatch = _want(data, "dispatch", dict, path, {} if builtin and source is None else ...)
     unknown = set(dispatch) - _DISPATCH_KEYS  # type: ignore[arg-type]
     if unknown:
         raise ManifestError(f"{path}: unknown field 'dispatch.{sorted(unknown)[0]}'")
@@ -382,7 +393,10 @@ def parse_family(path: Path) -> Family:
         workspace=_expression(data["workspace"], path, "field 'workspace'") if "workspace" in data else None,
         needs=_str_list(data, "needs", path, []),
         quant=_want(data, "quant", bool, path, False),  # type: ignore[arg-type]
+        rounds_b=_want(data, "rounds_b", bool, path, False),  # type: ignore[arg-type]
     )
+    if family.rounds_b and not family.quant:
+        raise ManifestError(f"{path}: field 'rounds_b' is for families that take quantized B (quant = true)")
     for need in family.needs:
         if need not in NEEDS:
             raise ManifestError(f"{path}: field 'needs': unknown need {need!r} (known: {', '.join(NEEDS)})")

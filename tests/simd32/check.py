@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import metalbench
-from metalbench import metrics, paths
+from metalbench import metrics, paths, quant
 from metalbench.reference import ReferenceCache, make_inputs
 from metalbench.specs import Spec
 from metalbench.variants import Variant
@@ -50,7 +50,11 @@ class _Problem:
         self.ref, _ = ReferenceCache().get(spec, inputs)
         self.c0 = np.ascontiguousarray(metrics.initial_c(spec, inputs))
         bias = inputs.bias if inputs.bias is not None else np.zeros(1, dtype=inputs.a.dtype)
-        self.a, self.b, self.bias = (self._upload(dev, x) for x in (inputs.a, inputs.b, bias))
+        # A quantized B as the kernels take it (codes, scales, biases in one buffer), not its
+        # dequantized values, which only the reference reads.
+        layout = spec.b_layout()
+        b = inputs.b if inputs.q is None or layout is None else quant.b_buffer(inputs.q, layout)
+        self.a, self.b, self.bias = (self._upload(dev, x) for x in (inputs.a, b, bias))
         self.c = dev.allocate(self.c0.nbytes)
 
     @staticmethod
