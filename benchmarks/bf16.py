@@ -46,7 +46,7 @@ def main() -> int:
     if args is None:
         return 2
     suite = bf16_suite()
-    chosen = choose("cuda")
+    chosen = choose("cuda", suite.specs)
     with tempfile.TemporaryDirectory(prefix="mb-bf16-") as tmp:
         os.environ["METALBENCH_CACHE_DIR"] = str(Path(tmp) / "cache")
         store = Store(Path(tmp) / "results.sqlite")
@@ -56,11 +56,11 @@ def main() -> int:
     rep = run.report
     counts = rep.counts
     peak = float(rep.peak_bandwidth or 0.0)
-    base = rep.baseline
     rows, beaten = [], 0
     for sr in rep.specs:
         by_name = {r.variant: r for r in sr.rows}
         best_us = by_name[sr.best].us("batch") if sr.best in by_name else None
+        base = sr.baseline  # cublas/baseline: every spec of the suite is unquantized
         base_us = by_name[base].us("batch") if base in by_name else None
         ratio = base_us / best_us if best_us and base_us else None
         wins = sr.best is not None and sr.best != base and ratio is not None and ratio > 1.0
