@@ -140,10 +140,12 @@ def test_the_portable_families_compile_as_cuda_bfloat16(tmp_path):
 
 def test_a_device_without_bfloat16_leaves_every_variant_unsupported_with_its_reason():
     spec = Spec("matmul", "bfloat16", 1, 1, 64, 64, transpose_b=True)
+    quantized = Spec("matmul", "bfloat16", 1, 1, 64, 64, transpose_b=True, quant="affine-q4-g64")
     old_mac = {"bfloat16": False, "bfloat16_detail": "none: MSL's bfloat (MSL 3.1) and MPS's bfloat16 need macOS 14"}
     for v in variants.load_variants("metal"):
         if "bfloat16" in v.family.dtypes:
-            assert v.unsupported_reason(spec, old_mac) == f"needs bfloat16: {old_mac['bfloat16_detail']}", v.id
+            reason = v.unsupported_reason(quantized if v.family.quant else spec, old_mac)
+            assert reason == f"needs bfloat16: {old_mac['bfloat16_detail']}", v.id
     naive = next(v for v in variants.load_variants("metal") if v.family.name == "naive")
     assert naive.unsupported_reason(spec, {"bfloat16": True}) is None
     assert naive.unsupported_reason(Spec("matmul", "float16", 1, 1, 64, 64), old_mac) is None  # float16 unaffected
