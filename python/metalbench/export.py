@@ -114,7 +114,6 @@ def quant_fields(spec: Spec) -> dict[str, Any] | None:
     if q is None or layout is None:
         return None
     item = DTYPES[spec.dtype].itemsize
-    per = spec.batch * spec.n * (spec.k // q.group)
     values = spec.param_values()
     return {
         "format": q.name, "scheme": "MLX affine (mlx.core.quantize, mode 'affine'): w = scale * code + bias",
@@ -123,9 +122,9 @@ def quant_fields(spec: Spec) -> dict[str, Any] | None:
                   "rows": spec.batch * spec.n, "words_per_row": q.words(spec.k),
                   "order": f"row j of batch entry bi from word bi * stride_b + j * ldb; code kk at bits "
                            f"kk * {q.bits} .. of the row's little-endian bit stream (MLX's packing)"},
-        "scales": {"offset_bytes": layout.scales * item, "count": per, "type": spec.dtype,
+        "scales": {"offset_bytes": layout.scales * item, "count": layout.count, "type": spec.dtype,
                    "order": "row-major (batch, n, k / group)"},
-        "biases": {"offset_bytes": layout.biases * item, "count": per, "type": spec.dtype,
+        "biases": {"offset_bytes": layout.biases * item, "count": layout.count, "type": spec.dtype,
                    "order": "row-major (batch, n, k / group)"},
         "buffer_bytes": layout.nbytes,
         "params": {name: values[name] for name in ("ldb", "stride_b", "qbits", "qgroup", "qscales", "qbiases")},

@@ -212,25 +212,28 @@ class BLayout:
     """B's buffer for a quantized spec (kernels/README.md, "Quantized weights"): the codes of
     every batch entry's rows (words of 4 bytes from byte 0), then the scales, then the
     biases, each of those two starting at a multiple of 16 bytes. `scales` and `biases` are
-    offsets in elements of the dtype (MBParams qscales and qbiases), `nbytes` the total."""
+    offsets in elements of the dtype (MBParams qscales and qbiases), `count` how many scales
+    (and as many biases) there are, `nbytes` the total."""
 
     codes_bytes: int
     scales: int
     biases: int
+    count: int
     nbytes: int
 
 
 def b_layout(quant: Quant, batch: int, n: int, k: int, itemsize: int) -> BLayout:
     """Where each part of a quantized B lies in its buffer."""
     codes = batch * n * quant.words(k) * 4
-    per = batch * n * (k // quant.group) * itemsize
+    count = batch * n * (k // quant.group)
+    per = count * itemsize
 
     def up(x: int) -> int:
         return -(-x // _ALIGN) * _ALIGN
 
     scales = up(codes)
     biases = up(scales + per)
-    return BLayout(codes, scales // itemsize, biases // itemsize, biases + per)
+    return BLayout(codes, scales // itemsize, biases // itemsize, count, biases + per)
 
 
 def b_buffer(weights: QuantWeights, layout: BLayout) -> np.ndarray:

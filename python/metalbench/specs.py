@@ -299,11 +299,10 @@ class Spec:
     def b_bytes(self) -> int:
         """B's bytes as stored: its elements, or, quantized, its codes (k * bits / 8 bytes a
         row) and a scale and a bias per group in the dtype."""
-        q = self.q
-        if q is None:
+        layout = self.b_layout()
+        if layout is None:
             return math.prod(self.shape_b) * DTYPES[self.dtype].itemsize
-        rows = self.batch * self.n
-        return rows * 4 * q.words(self.k) + 2 * rows * (self.k // q.group) * DTYPES[self.dtype].itemsize
+        return layout.codes_bytes + 2 * layout.count * DTYPES[self.dtype].itemsize
 
     def bytes_moved(self) -> int:
         """The least DRAM traffic the op can cost: A and B read, C written (and read), bias read."""
