@@ -6,15 +6,20 @@ Runs `metalbench run` twice in fresh stores (the user's reference and kernel cac
 warm then `--cold`, and prints:
 
 1. the wall time of each and their ratio (issue 21's target on PoCL: cold at most 3x warm);
-2. per spec, the baseline's and every common variant's median time warm and cold by the
-   ranking clock, and whether cold is slower where the spec's inputs fit in the
-   last-level cache the run measured (where they do not, warm is cold already). On a GPU
-   that is the check that cold mode is cold (NVIDIA's OpenCL reports 4 MiB for an H200's
-   60 MiB L2, so cold mode sized by the driver rotated too few copies to leave it);
+2. per spec, the baseline's and every common variant's median time warm and cold on the
+   GPU clock and on the batch clock, and whether cold is slower where the spec's inputs
+   fit in the last-level cache the run measured (where they do not, warm is cold
+   already). On a GPU that is the check that cold mode is cold (NVIDIA's OpenCL reports
+   4 MiB for an H200's 60 MiB L2, so cold mode sized by the driver rotated too few copies
+   to leave it);
 3. how cold mode kept each spec's inputs out of the cache (the report's cold line).
 
-A pair counts as colder when its cold median exceeds its warm one by more than both
-runs' noise (the larger relative standard deviation of the two).
+A pair counts as colder on a clock when its cold median exceeds its warm one by more
+than both runs' noise (the larger relative standard deviation of the two). The verdict
+is taken on the GPU clock where the device has one: it spans the kernel alone, while the
+batch clock of a spec of a few KB is the host's enqueue rate (5 to 8 us a launch on
+NVIDIA's OpenCL, several times the kernel), which hides whether its inputs came from
+the cache or from memory. Both clocks are printed.
 """
 
 from __future__ import annotations
@@ -67,30 +72,44 @@ def main() -> int:
     print(table("wall time of metalbench run", ["mode", "seconds"],
                 [("warm", f"{warm_s:.1f}"), ("cold", f"{cold_s:.1f}"), ("cold / warm", f"{ratio:.2f}x")]))
     print(f"target on PoCL (cold at most 3x warm): {verdict(ratio <= 3)}\n")
-    rank = warm.rank_by
     cache = cache_of(cold.device)
-    rows, fits_total, fits_colder = [], 0, 0
+    clocks = [c for c in ("gpu", "batch") if any(c in r.clocks for s in warm.specs for r in s.rows)]
+    judge = clocks[0]
+    rows, fits_total, fits_colder = [], 0, dict.fromkeys(clocks, 0)
     for w, c in zip(warm.specs, cold.specs, strict=True):
         fits = spec_from_key(w.key).bytes_read() <= cache
         warm_rows, cold_rows = {r.variant: r for r in w.rows}, {r.variant: r for r in c.rows}
         for name in sorted(set(warm_rows) & set(cold_rows)):
-            tw, tc = warm_rows[name].clocks.get(rank), cold_rows[name].clocks.get(rank)
-            if tw is None or tc is None:
+            cells, complete = [], True
+            for clock in clocks:
+                tw, tc = warm_rows[name].clocks.get(clock), cold_rows[name].clocks.get(clock)
+                if tw is None or tc is None:
+                    complete = False
+                    break
+                noise = max(tw.noise, tc.noise)
+                colder = tc.median_us > tw.median_us * (1 + noise)
+                fits_colder[clock] += fits and colder
+                cells += [f"{tw.median_us:.2f}", f"{tc.median_us:.2f}", f"{tc.median_us / tw.median_us:.2f}x",
+                          f"{100 * noise:.1f}%", ("yes" if colder else "no") if fits else "-"]
+            if not complete:
                 continue
-            noise = max(tw.noise, tc.noise)
-            colder = tc.median_us > tw.median_us * (1 + noise)
-            if fits:
-                fits_total += 1
-                fits_colder += colder
-            rows.append((w.label, name, "yes" if fits else "no", f"{tw.median_us:.2f}", f"{tc.median_us:.2f}",
-                         f"{tc.median_us / tw.median_us:.2f}x", f"{100 * noise:.1f}%",
-                         ("yes" if colder else "no") if fits else "-"))
-    print(table(f"{rank} median, us: warm against cold (inputs fit in the {cache / 2**20:.1f} MiB cache?)",
-                ["spec", "variant", "fits", "warm", "cold", "cold/warm", "noise", "colder"], rows, left=2))
-    print(f"\npairs whose inputs fit in the cache and were slower cold beyond noise: {fits_colder} of {fits_total}")
+            fits_total += fits
+            rows.append((w.label, name, "yes" if fits else "no", *cells))
+    headers = ["spec", "variant", "fits"]
+    for clock in clocks:
+        headers += [f"{clock} warm", "cold", "cold/warm", "noise", "colder"]
+    print(table(f"median, us, by clock: warm against cold (inputs fit in the {cache / 2**20:.1f} MiB cache?)",
+                headers, rows, left=2))
+    print()
+    for clock in clocks:
+        print(f"pairs whose inputs fit in the cache and were slower cold beyond noise, {clock} clock: "
+              f"{fits_colder[clock]} of {fits_total}")
+    print(f"target (cold slower than warm wherever the inputs fit in the cache, {judge} clock): "
+          f"{verdict(fits_colder[judge] == fits_total if fits_total else None)}")
     print(f"cold: {cold.cold_note}")
     write_json(args.json, {"warm_s": warm_s, "cold_s": cold_s, "ratio": ratio, "cache_bytes": cache,
-                           "cold_note": cold.cold_note, "fits_colder": fits_colder, "fits_total": fits_total,
+                           "cold_note": cold.cold_note, "judged_by": judge, "fits_colder": fits_colder,
+                           "fits_total": fits_total,
                            "pairs": rows})
     return 0
 
