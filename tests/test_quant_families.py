@@ -128,12 +128,11 @@ def test_plain_families_refuse_quantized_weights_and_quantized_ones_plain():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_quantized_grids_fit_an_apple_gpu_and_the_suite(family):
     """Whole 32-lane SIMD groups, at most 1024 threads; every variant runs some spec of
-    the built-in `quantized` suite (m = 1) or, for qskinny, of the small one."""
+    the built-in `quantized` suite (m = 1, and m = 4 for qskinny)."""
     specs = list(load_suite("quantized").specs)
     for v in [v for v in variants.load_variants("metal") if v.family.name == family]:
         supported = [s for s in specs if v.unsupported_reason(s) is None]
-        if family != "qskinny":
-            assert supported, f"{v.id} supports no spec of the quantized suite"
+        assert supported, f"{v.id} supports no spec of the quantized suite"
         for s in supported:
             _, threads = v.geometry(s)
             count = threads[0] * threads[1] * threads[2]
