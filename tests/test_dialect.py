@@ -115,6 +115,20 @@ MB_KERNEL(load4_if) {
 }
 """
 
+# LOAD_UINT4: thread t reads words 4 t .. 4 t + 3 of a in one load and writes them to
+# c[4 t ..] as they are (float32 data: a word's bits are an element's), in reverse order
+# so that the components are told apart.
+LOAD_UINT4_BODY = """
+MB_KERNEL(load_uint4) {
+  const int t = LOCAL_ID(0);
+  const UINT4 v = LOAD_UINT4((GLOBAL_PTR const unsigned int*)a, 4 * t);
+  STORE(c, 4 * t, INT_AS_FLOAT(v.w));
+  STORE(c, 4 * t + 1, INT_AS_FLOAT(v.z));
+  STORE(c, 4 * t + 2, INT_AS_FLOAT(v.y));
+  STORE(c, 4 * t + 3, INT_AS_FLOAT(v.x));
+}
+"""
+
 # WS_ARRIVE and WS_TAKE_SUM4 / WS_TAKE_SUM: every group puts a[g * TG + t] in slot
 # g * TG + t; the last to arrive sums each t's slots over the groups, in group order,
 # three outputs at once by WS_TAKE_SUM4 and the fourth by WS_TAKE_SUM, into c[t].
@@ -140,7 +154,7 @@ MB_KERNEL(take_sum) {
 """
 
 BODIES = {"handoff": HANDOFF, "bits_and_xchg": BITS_AND_XCHG, "broadcast": BROADCAST, "load4_if": LOAD4_IF_BODY,
-          "take_sum": TAKE_SUM}
+          "load_uint4": LOAD_UINT4_BODY, "take_sum": TAKE_SUM}
 
 
 # ---- run by PoCL -----------------------------------------------------------------------------------------
@@ -244,6 +258,13 @@ def test_load4_if_takes_both_paths(opencl, dtype):
     c, _, _ = _run(opencl, "load4_if", a, 8 * tg, 1, 1, tg, dtype=dtype)
     assert np.array_equal(c[: 4 * tg], a[: 4 * tg])
     assert np.array_equal(c[4 * tg:], np.concatenate([a[4 * i + 1: 4 * i + 5] for i in range(tg)]))
+
+
+def test_load_uint4_reads_four_words_bit_for_bit(opencl):
+    tg = 32
+    a = _special_floats(4 * tg)
+    c, _, _ = _run(opencl, "load_uint4", a, 4 * tg, 1, 1, tg)
+    assert _same_floats(c, a.reshape(tg, 4)[:, ::-1].ravel())
 
 
 # ---- as Metal and as CUDA ----------------------------------------------------------------------------------
