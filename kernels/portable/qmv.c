@@ -5,12 +5,10 @@
  * Converting a code to float with an int -> float instruction is slow on NVIDIA's GPUs
  * (16 per clock per SM on sm_80 / sm_90, an eighth of the FMA rate: CUDA C Programming
  * Guide, "Arithmetic Instructions"), too slow for two 4-bit codes per byte of HBM. So the
- * float is made from bits: with a code q masked in place at bit s of a 16-bit half of
- * its word, INT_AS_FLOAT(0x4B000000 | (q << s)) is 2^23 + q 2^s exactly (float has 23
- * bits of mantissa, and q 2^s < 2^16), and one subtraction of 2^23 leaves q 2^s exactly.
- * That is one and-or per code (the upper half of a word is shifted down once), no
- * conversion. The 2^s stays on the product: each position s in a half has its own dot
- * product, and they are scaled back by 2^-s (exact) once per piece.
+ * float is made from bits (common.h, QB_HALF_CODE): a code q masked in place at bit s of
+ * a 16-bit half of its word becomes q 2^s exactly with one and-or and a subtraction. The
+ * 2^s stays on the product: each position s in a half has its own dot product, and they
+ * are scaled back by 2^-s (exact) once per piece.
  *
  * The fold: per piece, sum x q and sum x, then scale * dot + bias * sum x once, so that a
  * code costs one subtraction and one multiply-add. A piece (16 bytes: 32 4-bit or 16
@@ -36,15 +34,11 @@
 #define QMV_CPW (32 / MB_BITS)                  /* codes per word */
 #define QMV_CPH (16 / MB_BITS)                  /* codes per 16-bit half of a word */
 #define QMV_CPP (4 * QMV_CPW)                   /* codes per 16-byte piece */
-#define QMV_MASK ((1u << MB_BITS) - 1u)
 #define QMV_SPR (MB_KS * QMV_LANES / SIMD_WIDTH) /* SIMD groups per row set */
 #define QMV_SGS (QMV_TEAMS * QMV_LANES / SIMD_WIDTH)
 
 /* Word i (0..3, a constant once unrolled) of a UINT4. */
 #define QMV_WORD(v, i) ((i) == 0 ? (v).x : (i) == 1 ? (v).y : (i) == 2 ? (v).z : (v).w)
-/* Code e (0 .. QMV_CPH - 1) of the 16-bit half h (0 low, 1 high) of word w, times 2^(e * bits). */
-#define QMV_CODE(w, h, e) \
-  (INT_AS_FLOAT(0x4B000000u | (((h) ? (w) >> 16 : (w)) & (QMV_MASK << ((e) * MB_BITS)))) - 8388608.0f)
 
 MB_KERNEL(qmv) {
 #if QMV_SPR > 1
@@ -102,7 +96,7 @@ MB_KERNEL(qmv) {
             /* Code c4 + i of the piece: its word, its half of the word, its place in the half. */
             const int wi = (c4 + i) / QMV_CPW, h = (c4 + i) % QMV_CPW / QMV_CPH, e = (c4 + i) % QMV_CPH;
 #pragma unroll
-            for (int r = 0; r < MB_RPT; ++r) dot[r][e] += x[i] * QMV_CODE(QMV_WORD(w[u][r], wi), h, e);
+            for (int r = 0; r < MB_RPT; ++r) dot[r][e] += x[i] * QB_HALF_CODE(QMV_WORD(w[u][r], wi), h, e, MB_BITS);
           }
         }
 #pragma unroll
