@@ -115,6 +115,33 @@ MB_KERNEL(load4_if) {
 }
 """
 
+# LOAD_UINT4: thread t reads words 4 t .. 4 t + 3 of a in one load and writes them to
+# c[4 t ..] as they are (float32 data: a word's bits are an element's), in reverse order
+# so that the components are told apart.
+LOAD_UINT4_BODY = """
+MB_KERNEL(load_uint4) {
+  const int t = LOCAL_ID(0);
+  const UINT4 v = LOAD_UINT4((GLOBAL_PTR const unsigned int*)a, 4 * t);
+  STORE(c, 4 * t, INT_AS_FLOAT(v.w));
+  STORE(c, 4 * t + 1, INT_AS_FLOAT(v.z));
+  STORE(c, 4 * t + 2, INT_AS_FLOAT(v.y));
+  STORE(c, 4 * t + 3, INT_AS_FLOAT(v.x));
+}
+"""
+
+# QB_HALF_CODE: thread t takes word t of a and writes every 4-bit code of it (c[12 t ..
+# 12 t + 7], low half first) and every 8-bit code (c[12 t + 8 .. + 11]), each times 2^(e bits).
+HALF_CODE = """
+MB_KERNEL(half_code) {
+  const int t = LOCAL_ID(0);
+  const unsigned int w = ((GLOBAL_PTR const unsigned int*)a)[t];
+  for (int h = 0; h < 2; ++h) {
+    for (int e = 0; e < 4; ++e) STORE(c, 12 * t + 4 * h + e, QB_HALF_CODE(w, h, e, 4));
+    for (int e = 0; e < 2; ++e) STORE(c, 12 * t + 8 + 2 * h + e, QB_HALF_CODE(w, h, e, 8));
+  }
+}
+"""
+
 # WS_ARRIVE and WS_TAKE_SUM4 / WS_TAKE_SUM: every group puts a[g * TG + t] in slot
 # g * TG + t; the last to arrive sums each t's slots over the groups, in group order,
 # three outputs at once by WS_TAKE_SUM4 and the fourth by WS_TAKE_SUM, into c[t].
@@ -140,7 +167,7 @@ MB_KERNEL(take_sum) {
 """
 
 BODIES = {"handoff": HANDOFF, "bits_and_xchg": BITS_AND_XCHG, "broadcast": BROADCAST, "load4_if": LOAD4_IF_BODY,
-          "take_sum": TAKE_SUM}
+          "load_uint4": LOAD_UINT4_BODY, "half_code": HALF_CODE, "take_sum": TAKE_SUM}
 
 
 # ---- run by PoCL -----------------------------------------------------------------------------------------
@@ -244,6 +271,27 @@ def test_load4_if_takes_both_paths(opencl, dtype):
     c, _, _ = _run(opencl, "load4_if", a, 8 * tg, 1, 1, tg, dtype=dtype)
     assert np.array_equal(c[: 4 * tg], a[: 4 * tg])
     assert np.array_equal(c[4 * tg:], np.concatenate([a[4 * i + 1: 4 * i + 5] for i in range(tg)]))
+
+
+def test_load_uint4_reads_four_words_bit_for_bit(opencl):
+    tg = 32
+    a = _special_floats(4 * tg)
+    c, _, _ = _run(opencl, "load_uint4", a, 4 * tg, 1, 1, tg)
+    assert _same_floats(c, a.reshape(tg, 4)[:, ::-1].ravel())
+
+
+def test_half_code_is_every_code_times_its_place_exactly(opencl):
+    tg = 64
+    words = np.random.default_rng(11).integers(0, 2**32, tg, dtype=np.uint64).astype(np.uint32)
+    words[:3] = [0, 0xFFFFFFFF, 0x80000001]  # every code 0, every code the largest, the two ends
+    c, _, _ = _run(opencl, "half_code", words.view(np.float32), 12 * tg, 1, 1, tg)
+    want = []
+    for w in words.tolist():
+        for h in range(2):
+            half = (w >> (16 * h)) & 0xFFFF
+            want.append([half & (0xF << (4 * e)) for e in range(4)])
+        want.append([(w >> (16 * h)) & (0xFF << (8 * e)) for h in range(2) for e in range(2)])
+    assert np.array_equal(c, np.array(want, dtype=np.float32).ravel())
 
 
 # ---- as Metal and as CUDA ----------------------------------------------------------------------------------

@@ -173,6 +173,8 @@ MB_KERNEL(exercise) {
   acc += SIMD_BROADCAST(acc, SIMD_WIDTH - 1);
   FLOAT4 u = LOAD4_IF(t % 2 == 0, a, 4 * t);
   acc += u.x + u.y + u.z + u.w;
+  UINT4 q = LOAD_UINT4((GLOBAL_PTR const unsigned int*)b, 4 * t);
+  acc += INT_AS_FLOAT(q.x ^ q.y ^ q.z ^ q.w);
   MB_STORE_C(C_AT(GROUP_ID(2), GROUP_ID(1), t), t, acc);
 }
 """

@@ -1,4 +1,4 @@
-"""The quantized families (qnaive, qgemv, qskinny: kernels/*.toml with quant = true)
+"""The quantized families (qnaive, qgemv, qmv, qskinny: kernels/*.toml with quant = true)
 verified on PoCL through the runner: every bit width MLX has, every group size, every op,
 batches, the three dtypes, m = 1 and m up to 16, and the built-in `quantized` suite's shapes."""
 
@@ -8,7 +8,7 @@ from conftest import sweep
 from metalbench import variants
 from metalbench.specs import load_suite
 
-FAMILIES = ("qnaive", "qgemv", "qskinny")
+FAMILIES = ("qnaive", "qgemv", "qmv", "qskinny")
 
 SUITE = """
 name = "quantized-small"
@@ -103,6 +103,23 @@ n = 24
 k = 192
 quant = "affine-q6-g32"
 dtype = "bfloat16"
+[[spec]]
+op = "matmul_alpha_beta"
+alpha = 0.5
+beta = 1.0
+m = 1
+n = 19
+k = 4864
+quant = "affine-q4-g32"
+transpose_a = true
+[[spec]]
+op = "matmul_bias_add"
+batch = 3
+m = 1
+n = 13
+k = 1152
+quant = "affine-q8-g64"
+dtype = "bfloat16"
 """
 
 
@@ -149,6 +166,20 @@ def test_qgemv_reduces_right_with_32_lane_simd_groups(opencl):
     chosen = [v for v in variants.load_variants("opencl") if v.family.name == "qgemv" and v.params["RPG"] == 2
               and v.params["VPT"] == 32 and v.params["DQ"] == "fold"]
     assert {v.params["TPR"] for v in chosen} == {16, 32}
+    rows = verify_simd32(opencl, chosen, specs, log=lambda _: None)
+    assert rows and not [r for r in rows if "wrong" in r or "error" in r]
+    assert {r["variant"] for r in rows} == {v.id for v in chosen}
+
+
+def test_qmv_reduces_right_with_32_lane_simd_groups(opencl):
+    """qmv adds a row's lanes with SIMD_SUM, then its KS teams in group memory (none when KS
+    is 1): checked with 32-lane SIMD groups emulated, every RPT and KS, both bit widths, on
+    rows of fewer pieces than a team's lanes and of several spans (k = 4864, 1152)."""
+    from simd32.check import verify_simd32
+
+    specs = [s for s in load_suite_text(SUITE).specs if s.m == 1]
+    chosen = [v for v in variants.load_variants("opencl") if v.family.name == "qmv" and v.params["U"] == 2]
+    assert {(v.params["RPT"], v.params["KS"]) for v in chosen} == {(r, s) for r in (1, 2, 4) for s in (1, 2, 4)}
     rows = verify_simd32(opencl, chosen, specs, log=lambda _: None)
     assert rows and not [r for r in rows if "wrong" in r or "error" in r]
     assert {r["variant"] for r in rows} == {v.id for v in chosen}

@@ -157,6 +157,16 @@ DEVICE_FN int mb_qcode(GLOBAL_PTR const unsigned int* row, int kk, int bits) {
   return (int)(v & ((1u << bits) - 1u));
 }
 #define QB_CODE(row, kk) mb_qcode((row), (kk), p.qbits)
+/* Code e of the 16-bit half h (0 low, 1 high) of word w of a row of 4- or 8-bit codes (a
+ * half holds 16 / bits whole codes), times 2^(e * bits), as a float made from bits rather
+ * than converted: masked in place, the code q sits at bit s = e * bits < 16 of a float
+ * whose exponent makes its mantissa's unit 1, so the float is 2^23 + q 2^s exactly, and
+ * subtracting 2^23 leaves q 2^s exactly. One and-or (and the shift of the upper half, once
+ * per word) and a subtraction, where an int -> float conversion would be a slow
+ * instruction on NVIDIA's GPUs (kernels/portable/qmv.c). The caller takes the 2^s off its
+ * sum, exactly, by a power of two. */
+#define QB_HALF_CODE(w, h, e, bits) \
+  (INT_AS_FLOAT(0x4B000000u | (((h) ? (w) >> 16 : (w)) & (((1u << (bits)) - 1u) << ((e) * (bits))))) - 8388608.0f)
 #endif
 
 /* Elements that one MT_COPY_VEC moves: 16 bytes of T, 8 of a 16-bit type or 4 floats

@@ -60,6 +60,13 @@ __device__ __forceinline__ float4 mb_load4(const mb_half* p) {
 }
 __device__ __forceinline__ float4 mb_load4(const float* p) { return *reinterpret_cast<const float4*>(p); }
 
+/* LOAD_UINT4: four 32-bit words in one 128-bit load. The caller guarantees that
+ * ptr + i is 16-byte aligned (kernels/README.md), which is what makes the reinterpret_cast
+ * of the word pointer to a uint4 pointer a legal access; __ldg, the read-only path, as
+ * the words are weights no launch writes. */
+#define UINT4 uint4
+__device__ __forceinline__ uint4 mb_load_uint4(const unsigned int* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+
 __device__ __forceinline__ float mb_simd_sum(float v) {
   v += __shfl_xor_sync(0xffffffffu, v, 16);
   v += __shfl_xor_sync(0xffffffffu, v, 8);
@@ -83,6 +90,7 @@ __device__ __forceinline__ float mb_simd_sum(float v) {
 #define STORE(ptr, i, v) ((ptr)[i] = (v))
 #endif
 #define LOAD4(ptr, i) mb_load4((ptr) + (i))
+#define LOAD_UINT4(ptr, i) mb_load_uint4((ptr) + (i))
 
 /* For native kernels: 16-byte loads through the read-only path (__ldg, so the
  * compiler never hoists one out of the branch that guards it) and their unpacking

@@ -44,6 +44,10 @@ using namespace metal;
 /* i is a multiple of 4 (kernels/README.md) and buffers start page-aligned, so
  * the vector load is naturally aligned. */
 #define LOAD4(ptr, i) float4(*(device const MB_T4*)((ptr) + (i)))
+/* Four 32-bit words in one 16-byte load; the caller guarantees ptr + i is 16-byte
+ * aligned (kernels/README.md), uint4's alignment. */
+#define UINT4 uint4
+#define LOAD_UINT4(ptr, i) (*(device const uint4*)((ptr) + (i)))
 
 /* The ABI of kernels/README.md: a, b, c, bias, ws and p at buffer indices 0 to 5,
  * in the order the backend binds launch arguments; the ids follow as hidden

@@ -41,6 +41,10 @@ inline ushort mb_f2bf(float f) {
 #define STORE(ptr, i, v) ((ptr)[i] = (v))
 #define LOAD4(ptr, i) vload4(0, (ptr) + (i))
 #endif
+/* Four 32-bit words (ptr a __global const uint*): vload4 needs only the words' own
+ * alignment, so it is correct wherever the caller's 16-byte guarantee holds and beyond. */
+#define UINT4 uint4
+#define LOAD_UINT4(ptr, i) vload4(0, (ptr) + (i))
 
 #define MB_KERNEL(name)                                                                     \
   __kernel void name(__global const T* a, __global const T* b, __global T* c,               \

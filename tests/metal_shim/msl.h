@@ -50,6 +50,10 @@ struct uint3 {
   uint operator[](int i) const { return i == 0 ? x : (i == 1 ? y : z); }
 };
 
+struct uint4 {
+  uint x, y, z, w;
+};
+
 struct half4 {
   half x, y, z, w;
 };
