@@ -179,8 +179,9 @@ def test_qmv_reduces_right_with_32_lane_simd_groups(opencl):
     from simd32.check import verify_simd32
 
     specs = [s for s in load_suite_text(SUITE).specs if s.m == 1]
-    chosen = [v for v in variants.load_variants("opencl") if v.family.name == "qmv" and v.params["U"] == 2]
-    assert {(v.params["RPT"], v.params["KS"]) for v in chosen} == {(r, s) for r in (1, 2, 4) for s in (1, 2, 4)}
+    chosen = [v for v in variants.load_variants("opencl")
+              if v.family.name == "qmv" and (v.params["U"] == 2 or v.params["RPT"] == 8)]
+    assert {(v.params["RPT"], v.params["KS"]) for v in chosen} == {(r, s) for r in (1, 2, 4, 8) for s in (1, 2, 4)}
     rows = verify_simd32(opencl, chosen, specs, log=lambda _: None)
     assert rows and not [r for r in rows if "wrong" in r or "error" in r]
     assert {r["variant"] for r in rows} == {v.id for v in chosen}
