@@ -209,7 +209,7 @@ def test_quantized_specs_verify_beside_dequantize_then_cublas(needs_cuda, tmp_pa
     bad = [(r.variant, run.specs[r.spec_index]["label"], r.status, r.message) for r in run.results if r.status in BAD]
     assert not bad, bad[:20]
     verified = {r.variant.split("/")[0] for r in run.results if r.status in ("ok", "raced")}
-    assert verified == {"qnaive", "qgemv", "qmv", "qskinny", "cublas-dequant"}
+    assert verified == {"qnaive", "qgemv", "qmv", "qmvm", "qskinny", "cublas-dequant"}
     assert all(s.baseline == "cublas-dequant/baseline" and s.baseline_us for s in rep.specs)
 
 

@@ -1,4 +1,4 @@
-"""The quantized families (qnaive, qgemv, qmv, qskinny: kernels/*.toml with quant = true)
+"""The quantized families (qnaive, qgemv, qmv, qmvm, qskinny: kernels/*.toml with quant = true)
 verified on PoCL through the runner: every bit width MLX has, every group size, every op,
 batches, the three dtypes, m = 1 and m up to 16, and the built-in `quantized` suite's shapes."""
 
@@ -8,7 +8,7 @@ from conftest import sweep
 from metalbench import variants
 from metalbench.specs import load_suite
 
-FAMILIES = ("qnaive", "qgemv", "qmv", "qskinny")
+FAMILIES = ("qnaive", "qgemv", "qmv", "qmvm", "qskinny")
 
 SUITE = """
 name = "quantized-small"
@@ -120,6 +120,36 @@ n = 13
 k = 1152
 quant = "affine-q8-g64"
 dtype = "bfloat16"
+[[spec]]
+op = "matmul"
+batch = 2
+m = 3
+n = 21
+k = 1152
+quant = "affine-q4-g64"
+transpose_a = true
+[[spec]]
+op = "matmul_bias_add"
+m = 8
+n = 17
+k = 512
+quant = "affine-q8-g32"
+dtype = "bfloat16"
+[[spec]]
+op = "matmul_alpha_beta"
+alpha = 0.5
+beta = 1.0
+m = 2
+n = 40
+k = 4864
+quant = "affine-q4-g128"
+dtype = "float32"
+[[spec]]
+op = "matmul"
+m = 2
+n = 24
+k = 640
+quant = "affine-q8-g64"
 """
 
 
@@ -145,8 +175,11 @@ def test_plain_families_refuse_quantized_weights_and_quantized_ones_plain():
 @pytest.mark.parametrize("family", FAMILIES)
 def test_quantized_grids_fit_an_apple_gpu_and_the_suite(family):
     """Whole 32-lane SIMD groups, at most 1024 threads; every variant runs some spec of
-    the built-in `quantized` suite (m = 1, and m = 4 for qskinny)."""
+    the built-in `quantized` suite (m = 1 and 4) or, for qmvm (m = 2, and 8 bits, too),
+    of the small one."""
     specs = list(load_suite("quantized").specs)
+    if family == "qmvm":
+        specs += list(load_suite_text(SUITE).specs)
     for v in [v for v in variants.load_variants("metal") if v.family.name == family]:
         supported = [s for s in specs if v.unsupported_reason(s) is None]
         assert supported, f"{v.id} supports no spec of the quantized suite"
@@ -178,8 +211,23 @@ def test_qmv_reduces_right_with_32_lane_simd_groups(opencl):
     from simd32.check import verify_simd32
 
     specs = [s for s in load_suite_text(SUITE).specs if s.m == 1]
-    chosen = [v for v in variants.load_variants("opencl") if v.family.name == "qmv" and v.params["U"] == 2]
-    assert {(v.params["RPT"], v.params["KS"]) for v in chosen} == {(r, s) for r in (1, 2, 4) for s in (1, 2, 4)}
+    chosen = [v for v in variants.load_variants("opencl")
+              if v.family.name == "qmv" and (v.params["U"] == 2 or v.params["RPT"] == 8)]
+    assert {(v.params["RPT"], v.params["KS"]) for v in chosen} == {(r, s) for r in (1, 2, 4, 8) for s in (1, 2, 4)}
+    rows = verify_simd32(opencl, chosen, specs, log=lambda _: None)
+    assert rows and not [r for r in rows if "wrong" in r or "error" in r]
+    assert {r["variant"] for r in rows} == {v.id for v in chosen}
+
+
+def test_qmvm_reduces_right_with_32_lane_simd_groups(opencl):
+    """qmvm as qmv above, with MR rows of A: every MR, RPT and KS, both bit widths, A in
+    both layouts, m below MR (rows of A past m read but never stored)."""
+    from simd32.check import verify_simd32
+
+    specs = [s for s in load_suite_text(SUITE).specs if 2 <= s.m <= 8]
+    chosen = [v for v in variants.load_variants("opencl") if v.family.name == "qmvm" and v.params["U"] == 2]
+    assert {(v.params["MR"], v.params["RPT"], v.params["KS"]) for v in chosen} == \
+        {(mr, r, s) for mr in (2, 4, 8) for r in (1, 2, 4) for s in (1, 4) if mr * r <= 8}
     rows = verify_simd32(opencl, chosen, specs, log=lambda _: None)
     assert rows and not [r for r in rows if "wrong" in r or "error" in r]
     assert {r["variant"] for r in rows} == {v.id for v in chosen}
