@@ -8,7 +8,7 @@ import pytest
 from metalbench import report, runner, variants
 from metalbench.arena import ColdPlan, plan_cold
 from metalbench.measure import Worker
-from metalbench.peak import CACHE_MULTIPLE, LAUNCH_MULTIPLE, _read_curve, plan_repeats
+from metalbench.peak import CACHE_MULTIPLE, _read_curve
 from metalbench.settings import Settings
 from metalbench.specs import Spec, load_suite
 from metalbench.store import Store
@@ -58,19 +58,6 @@ def test_the_cache_is_where_read_bandwidth_falls_and_stays_fallen():
                  (32768, 3600), (65536, 2700), (131072, 2550), (262144, 2500), (524288, 2500)])
     found = _read_curve(gpu, 4 * MIB)
     assert found.cache_bytes == 32 * MIB and found.cache_source.startswith("measured: ")
-
-
-def test_small_footprints_are_read_over_and_over_until_a_launch_outlasts_its_fixed_cost():
-    """An H200 read every footprint within 4% of its HBM rate when each launch read it
-    once (a launch's ~2.5 us fixed cost hid the L2): the timed passes read a footprint
-    as many times as make its launch LAUNCH_MULTIPLE times the cheapest one."""
-    us = 1e-6
-    once = {256 << 10: 2.5 * us, 32 * MIB: 8.0 * us, 512 * MIB: 110.0 * us}
-    # 20 x 2.5 us = 50 us a launch: the cheapest footprint 20 times, 32 MiB 7 times, 512 MiB once.
-    assert LAUNCH_MULTIPLE == 20
-    assert plan_repeats(once) == {256 << 10: 20, 32 * MIB: 7, 512 * MIB: 1}
-    # The cheapest footprint is read LAUNCH_MULTIPLE times, whichever it is.
-    assert plan_repeats({1: 1e-6, 2: 1e-9}) == {1: 1, 2: 20}
 
 
 def test_evicting_cold_mode_measures_and_verifies_with_rounds_no_longer_than_its_copies(opencl):

@@ -1,9 +1,7 @@
-/* mb_readbw: reads p.n FLOAT4s of `a` p.k times over, so that a timed batch of launches
- * over a buffer several times the last-level cache measures the device's sustained read
+/* mb_readbw: reads p.n FLOAT4s of `a` once, so that a timed batch of launches over a
+ * buffer several times the last-level cache measures the device's sustained read
  * bandwidth, the roof of the roofline where no API gives the peak (metalbench's
- * roofline.py), and one that fits in the cache its bandwidth: peak.py reads a small
- * buffer several times per launch so that a launch's fixed cost does not hide it.
- * Compiled as float32 (MB_DTYPE = 0): `a` holds floats; p.n counts FLOAT4s.
+ * roofline.py). Compiled as float32 (MB_DTYPE = 0): `a` holds floats; p.n counts FLOAT4s.
  *
  * Each thread strides over the buffer by the whole grid, so consecutive threads read
  * consecutive FLOAT4s (coalesced on a GPU, vectorised across work-items on a CPU). The
@@ -14,14 +12,12 @@
 MB_KERNEL(mb_readbw) {
   const int stride = GROUP_SIZE(0) * NUM_GROUPS(0);
   FLOAT4 acc = MAKE_FLOAT4(0.0f, 0.0f, 0.0f, 0.0f);
-  for (int r = 0; r < p.k; ++r) {
-    for (int i = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0); i < p.n; i += stride) {
-      FLOAT4 v = LOAD4(a, 4 * i);
-      acc.x += v.x;
-      acc.y += v.y;
-      acc.z += v.z;
-      acc.w += v.w;
-    }
+  for (int i = GROUP_ID(0) * GROUP_SIZE(0) + LOCAL_ID(0); i < p.n; i += stride) {
+    FLOAT4 v = LOAD4(a, 4 * i);
+    acc.x += v.x;
+    acc.y += v.y;
+    acc.z += v.z;
+    acc.w += v.w;
   }
   const float sum = acc.x + acc.y + acc.z + acc.w;
   if (sum == 1234.5f) ws[0] = sum;

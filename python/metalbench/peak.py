@@ -3,14 +3,9 @@
 APIs misreport the last-level cache (PoCL reported 480 MiB on one VM; NVIDIA's OpenCL
 reports 4 MiB for an H200's L2 of 60 MiB), and Metal and OpenCL report no peak
 bandwidth. So the first run on a device model measures both with one read-bandwidth
-kernel (kernels/internal/readbw.c, timed with the embedded timer's batch clock, warm)
-over footprints from 256 KiB doubling to 512 MiB (an eighth of the device's memory at
-most). A first pass reads each footprint once per launch; the three passes after it read
-it as many times per launch as make a launch last LAUNCH_MULTIPLE times the cheapest
-launch of the first pass, so that a launch's fixed cost (a few us on a GPU) does not
-hide a cache's bandwidth: read once per launch, no footprint of an H200 read more than
-1.04x faster than 512 MiB, and its L2 went unseen. Each footprint's median over the
-three passes is kept:
+kernel (kernels/internal/readbw.c: a buffer read once per launch, timed with the
+embedded timer's batch clock, warm) over footprints from 256 KiB doubling to 512 MiB (an
+eighth of the device's memory at most), three passes, each footprint's median kept:
 
 - the bandwidth of footprints that fit in a cache is well above that of the largest;
   the last-level cache is taken as the footprint before the bandwidth, past its fastest
@@ -39,8 +34,7 @@ from .dtypes import define
 from .specs import Spec
 from .variants import prelude_source
 
-__all__ = ["CACHE_EFFECT", "CACHE_MULTIPLE", "LAUNCH_MULTIPLE", "Memory", "measure_memory",
-           "plan_repeats"]
+__all__ = ["CACHE_EFFECT", "CACHE_MULTIPLE", "Memory", "measure_memory"]
 
 # The peak is measured over footprints this many times the last-level cache, so that
 # almost every byte of a launch comes from memory even when the cache keeps what it can.
@@ -48,10 +42,6 @@ CACHE_MULTIPLE = 8
 # A cache is seen where some footprint's bandwidth is at least this many times the
 # largest footprint's.
 CACHE_EFFECT = 1.25
-# A launch of the timed passes lasts at least this many times the cheapest launch of the
-# first pass (a bound on a launch's fixed cost), so that the fixed cost is at most a
-# twentieth of it.
-LAUNCH_MULTIPLE = 20
 _SMALLEST = 256 << 10
 _PASSES = 3
 _LARGEST = 512 << 20
@@ -92,35 +82,22 @@ def measure_memory(device: _core.Device, backend: str) -> Memory:
     small = device.allocate(16)
     small.fill(0)
     threads = max(1, min(_THREADS, int(info["max_group_size"]), kernel.max_group_size or _THREADS))
-
-    def launch_seconds(size: int, repeats: int) -> float:
-        vectors = size // 16
-        groups = max(1, -(-vectors // (threads * _PER_THREAD)))
-        params = Spec("matmul", "float32", 1, 1, vectors, repeats).params()  # p.n FLOAT4s, p.k times
-        timing = device.measure(kernel, [data.view(0, size), small, small, small, small, params], [groups],
-                                [threads], warmup=2, min_samples=5, max_samples=50, min_time=0.0, max_time=0.05,
-                                max_noise=0.02, rank_by="batch", rank_only=True)
-        median_ns = float(np.median(timing["batch_ns"])) if len(timing["batch_ns"]) else 0.0
-        if not median_ns > 0 or not math.isfinite(median_ns):
-            raise _core.DeviceError(f"[peak] the read-bandwidth kernel gave no usable time over {size} bytes "
-                                    f"({median_ns} ns)")
-        return median_ns * 1e-9
-
-    once = {size: launch_seconds(size, 1) for size in sizes}
-    repeats = plan_repeats(once)
     seconds: dict[int, list[float]] = {size: [] for size in sizes}
     for _ in range(_PASSES):  # passes over every footprint, so that a burst of other work skews one figure alone
         for size in sizes:
-            seconds[size].append(launch_seconds(size, repeats[size]) / repeats[size])
+            vectors = size // 16
+            groups = max(1, -(-vectors // (threads * _PER_THREAD)))
+            params = Spec("matmul", "float32", 1, 1, vectors, 1).params()  # p.n = FLOAT4s to read
+            timing = device.measure(kernel, [data.view(0, size), small, small, small, small, params], [groups],
+                                    [threads], warmup=2, min_samples=5, max_samples=50, min_time=0.0, max_time=0.05,
+                                    max_noise=0.02, rank_by="batch", rank_only=True)
+            median_ns = float(np.median(timing["batch_ns"])) if len(timing["batch_ns"]) else 0.0
+            if not median_ns > 0 or not math.isfinite(median_ns):
+                raise _core.DeviceError(f"[peak] the read-bandwidth kernel gave no usable time over {size} bytes "
+                                        f"({median_ns} ns)")
+            seconds[size].append(median_ns * 1e-9)
     curve = [(size, size / float(np.median(taken))) for size, taken in seconds.items()]
     return _read_curve(curve, int(info["cache_bytes"]))
-
-
-def plan_repeats(once: dict[int, float]) -> dict[int, int]:
-    """How many times each footprint is read per launch, from its time read once
-    (seconds): enough that a launch lasts LAUNCH_MULTIPLE times the cheapest one."""
-    floor = LAUNCH_MULTIPLE * min(once.values())
-    return {size: max(1, math.ceil(floor / t)) for size, t in once.items()}
 
 
 def _read_curve(curve: list[tuple[int, float]], reported: int) -> Memory:
