@@ -58,6 +58,17 @@ def test_the_cache_is_where_read_bandwidth_falls_and_stays_fallen():
                  (32768, 3600), (65536, 2700), (131072, 2550), (262144, 2500), (524288, 2500)])
     found = _read_curve(gpu, 4 * MIB)
     assert found.cache_bytes == 32 * MIB and found.cache_source.startswith("measured: ")
+    # Memory nearly as fast as the L2 behind a launch's fixed cost (an H200 read no
+    # footprint more than 1.04x faster than 512 MiB): the plain curve shows no cache, the
+    # curve with the smallest footprint's time taken off shows it.
+    us, tbps = 1e-6, 1e12
+    sizes = [(256 << 10) << i for i in range(12)]
+    l2 = {size: 7 * tbps if size <= 32 * MIB else 4.3 * tbps for size in sizes}
+    h200 = [(size, size / (3 * us + size / l2[size])) for size in sizes]
+    assert max(bw for _, bw in h200) < 1.25 * h200[-1][1]
+    found = _read_curve(h200, 4 * MIB)
+    assert found.cache_bytes == 32 * MIB and "beyond the smallest footprint" in found.cache_source
+    assert found.peak == pytest.approx(sorted(bw for size, bw in h200 if size >= 256 * MIB)[0], rel=0.05)
 
 
 def test_evicting_cold_mode_measures_and_verifies_with_rounds_no_longer_than_its_copies(opencl):

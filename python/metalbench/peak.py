@@ -11,8 +11,12 @@ eighth of the device's memory at most), three passes, each footprint's median ke
   the last-level cache is taken as the footprint before the bandwidth, past its fastest
   footprint, first falls below the geometric mean of the two and stays there for the
   next footprint too (on a GPU the smallest footprints are slow as well: a launch's
-  fixed cost outweighs their reads; where no footprint stands CACHE_EFFECT times above
-  the largest, no cache was seen and the driver's figure stands);
+  fixed cost outweighs their reads). Where no footprint stands CACHE_EFFECT times above
+  the largest, the same search runs on the marginal curve: each footprint's bytes beyond
+  the smallest over its time beyond the smallest's, which takes a launch's fixed cost
+  off (an H200's HBM reads so close to its L2 that, with a few us per launch on top,
+  no footprint read more than 1.04x faster than 512 MiB). Where neither shows a cache,
+  the driver's figure stands;
 - the peak is the median bandwidth of the footprints at least CACHE_MULTIPLE times that
   cache (the largest where none is): what one simple kernel sustains from memory.
 
@@ -100,27 +104,50 @@ def measure_memory(device: _core.Device, backend: str) -> Memory:
     return _read_curve(curve, int(info["cache_bytes"]))
 
 
-def _read_curve(curve: list[tuple[int, float]], reported: int) -> Memory:
-    """The cache and the peak a bandwidth-against-footprint curve shows (module docstring)."""
+def _knee(curve: list[tuple[int, float]]) -> tuple[int | None, float, float]:
+    """(the cache, or None where the curve shows none; the fastest bandwidth; the largest
+    footprints' bandwidth) of a bandwidth-against-footprint curve (module docstring)."""
     # The largest footprints' median: one footprint's figure moves with whatever else the
     # machine is doing.
     memory_bw = float(np.median([bw for _, bw in curve[-3:]]))
     fastest = max(bw for _, bw in curve)
     threshold = math.sqrt(fastest * memory_bw)
-    seen = fastest >= CACHE_EFFECT * memory_bw and memory_bw < threshold
-    cache = reported
-    if seen:
-        # The footprint before bandwidth first stays below the threshold for two footprints
-        # running, searched from the fastest footprint on: one slow footprint in a busy
-        # machine's curve is not the cache's end, and on a GPU the smallest footprints are
-        # slow too (a launch's fixed cost dwarfs their reads) before the curve rises to the
-        # cache's bandwidth.
-        below = [bw < threshold for _, bw in curve] + [True]
-        top = next(i for i, (_, bw) in enumerate(curve) if bw == fastest)
-        knee = next(i for i in range(top, len(curve)) if below[i] and below[i + 1])
-        seen = knee > 0
-        cache = curve[knee - 1][0] if seen else reported
-    cache_source = (f"measured: read bandwidth falls from {fastest / 1e9:.3g} GB/s toward {memory_bw / 1e9:.3g} GB/s "
+    if not (fastest >= CACHE_EFFECT * memory_bw and memory_bw < threshold):
+        return None, fastest, memory_bw
+    # The footprint before bandwidth first stays below the threshold for two footprints
+    # running, searched from the fastest footprint on: one slow footprint in a busy
+    # machine's curve is not the cache's end, and on a GPU the smallest footprints are
+    # slow too (a launch's fixed cost dwarfs their reads) before the curve rises to the
+    # cache's bandwidth.
+    below = [bw < threshold for _, bw in curve] + [True]
+    top = next(i for i, (_, bw) in enumerate(curve) if bw == fastest)
+    knee = next(i for i in range(top, len(curve)) if below[i] and below[i + 1])
+    return (curve[knee - 1][0] if knee > 0 else None), fastest, memory_bw
+
+
+def _marginal(curve: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Each footprint's bytes beyond the smallest over its time beyond the smallest's: the
+    curve with a launch's fixed cost taken off (footprints no slower than the smallest
+    are left out)."""
+    small, small_bw = curve[0]
+    t0 = small / small_bw
+    return [(size, (size - small) / (size / bw - t0)) for size, bw in curve[1:] if size / bw > t0]
+
+
+def _read_curve(curve: list[tuple[int, float]], reported: int) -> Memory:
+    """The cache and the peak a bandwidth-against-footprint curve shows (module docstring)."""
+    cache, fastest, memory_bw = _knee(curve)
+    what = "read bandwidth"
+    if cache is None:
+        marginal = _marginal(curve)
+        if len(marginal) >= 4:
+            cache, fastest_m, memory_m = _knee(marginal)
+            if cache is not None:
+                fastest, memory_bw = fastest_m, memory_m
+                what = "read bandwidth beyond the smallest footprint's (its time taken off each one's)"
+    seen = cache is not None
+    cache = cache if seen else reported
+    cache_source = (f"measured: {what} falls from {fastest / 1e9:.3g} GB/s toward {memory_bw / 1e9:.3g} GB/s "
                     f"past {cache >> 10} KiB (kernels/internal/readbw.c over 256 KiB to {curve[-1][0] >> 20} MiB)"
                     if seen else
                     f"the driver's: the read bandwidth over 256 KiB to {curve[-1][0] >> 20} MiB showed no cache "
