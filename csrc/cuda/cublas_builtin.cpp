@@ -108,6 +108,8 @@ class BlasKernel final : public CuKernel {
   }
   const std::string& label() const override { return label_; }
   size_t max_group_size() const override { return 0; }  // cuBLAS picks its own geometry
+  // The dequantize step, then cuBLAS's GEMM and, where it splits k, its reduction.
+  size_t queue_cost() const override { return (first_ ? 1 : 0) + 2; }
 
   std::function<void()> prepare(const Launch& launch) override {
     const std::string where = "[cuda::launch] " + label_ + ": ";

@@ -24,10 +24,13 @@ namespace {
 // cuLaunchKernel while the gate holds the stream.
 constexpr size_t kBatch = 64;
 // Launches in one timed_batch(), which records only two events in all; the core
-// keeps batches within DeviceInfo::max_held_launches.
+// keeps batches within DeviceInfo::max_held_launches. Also the kernels (queue_cost) one
+// held run may enqueue: a batch of launches that enqueue several is timed in runs.
 constexpr size_t kMaxHeld = 1024;
-// A batch whose enqueueing takes longer than this is released anyway (and timed
-// again in smaller batches): nothing may wait on a gate the host cannot open.
+// A batch whose enqueueing takes longer than this is released anyway: nothing may wait
+// on a gate the host cannot open. Launches are never run again after that (an output
+// that a launch reads, C with beta != 0, would take the product twice): timed() keeps
+// its per-launch times, timed_batch() fails.
 constexpr auto kGateTimeout = std::chrono::seconds(2);
 
 // The fallback gate where stream memory operations are missing: one thread spins
@@ -394,10 +397,10 @@ class CuDevice final : public Device {
           check(d.cuEventRecord(ctx_->events[2 * i + 1], ctx_->stream), "timing", who + ": cuEventRecord");
         }
       }, who);
-      if (forced && batch > 1) {  // this run may have waited on the host: again, smaller
-        batch = std::max<size_t>(1, batch / 2);
-        continue;
-      }
+      // A forced gate let the GPU wait on the host between launches, outside each launch's
+      // events (inside only between the kernels of a launch that enqueues several), so the
+      // times stand; later runs are smaller, so that the gate opens in time.
+      if (forced) batch = std::max<size_t>(1, batch / 2);
       for (size_t i = 0; i < n; ++i) out.push_back(elapsed(ctx_->events[2 * i], ctx_->events[2 * i + 1], who));
     }
     return out;
@@ -412,7 +415,28 @@ class CuDevice final : public Device {
     ctx_->make_current();
     std::vector<std::function<void()>> enqueue = prepare_all(launches);
     ctx_->ensure_events(2);
-    return held_batch(enqueue, 0, enqueue.size(), launches.front().kernel->label());
+    // Runs of launches whose kernels the driver's queue holds at once, each held and timed
+    // on its own; every launch runs once.
+    const std::string& who = launches.front().kernel->label();
+    const DriverApi& d = driver();
+    uint64_t total = 0;
+    for (size_t from = 0; from < enqueue.size();) {
+      size_t to = from, cost = 0;
+      while (to < enqueue.size() && (to == from || cost + kernel_of(launches[to])->queue_cost() <= kMaxHeld))
+        cost += kernel_of(launches[to++])->queue_cost();
+      bool forced = held([&] {
+        check(d.cuEventRecord(ctx_->events[0], ctx_->stream), "timing", who + ": cuEventRecord");
+        for (size_t i = from; i < to; ++i) enqueue[i]();
+        check(d.cuEventRecord(ctx_->events[1], ctx_->stream), "timing", who + ": cuEventRecord");
+      }, who);
+      if (forced)
+        throw DeviceError("[cuda::timing] " + who + ": enqueueing a batch of " + std::to_string(to - from) +
+                          " launches took longer than " + std::to_string(kGateTimeout.count()) +
+                          " s, so the GPU may have waited for the host");
+      total += elapsed(ctx_->events[0], ctx_->events[1], who);
+      from = to;
+    }
+    return total;
   }
 
   ClockReading clock() override { return nvml_.read(); }
@@ -422,28 +446,6 @@ class CuDevice final : public Device {
     auto* k = dynamic_cast<CuKernel*>(launch.kernel.get());
     if (!k) throw UsageError("[cuda::launch] " + launch.kernel->label() + " was not compiled by this backend");
     return k;
-  }
-
-  // Launches [from, to) of `enqueue` back to back between one pair of events, held; the
-  // nanoseconds between the events. Where the watchdog had to open the gate, the driver's
-  // queue filled before the host had enqueued them all (a launch that enqueues several
-  // kernels, as a builtin with a dequantize step does, fills it sooner than kMaxHeld
-  // plain ones), so the GPU may have waited for the host: each half again, held on its
-  // own, their times added. Still launches back to back, in two runs of events.
-  uint64_t held_batch(const std::vector<std::function<void()>>& enqueue, size_t from, size_t to,
-                      const std::string& who) {
-    const DriverApi& d = driver();
-    bool forced = held([&] {
-      check(d.cuEventRecord(ctx_->events[0], ctx_->stream), "timing", who + ": cuEventRecord");
-      for (size_t i = from; i < to; ++i) enqueue[i]();
-      check(d.cuEventRecord(ctx_->events[1], ctx_->stream), "timing", who + ": cuEventRecord");
-    }, who);
-    if (!forced) return elapsed(ctx_->events[0], ctx_->events[1], who);
-    if (to - from < 2)
-      throw DeviceError("[cuda::timing] " + who + ": enqueueing one launch took longer than " +
-                        std::to_string(kGateTimeout.count()) + " s, so the GPU may have waited for the host");
-    const size_t mid = from + (to - from) / 2;
-    return held_batch(enqueue, from, mid, who) + held_batch(enqueue, mid, to, who);
   }
 
   // Each launch checked once and made ready to enqueue (context current, mutex held).

@@ -90,6 +90,9 @@ class CuKernel : public Kernel {
   virtual std::function<void()> prepare(const Launch& launch) = 0;
   // Enqueues one launch now (same conditions); the direct path of Device::run.
   virtual void launch(const Launch& l) { prepare(l)(); }
+  // Kernels one launch puts on the driver's queue: a held batch is cut so that the queue
+  // takes all of it while the gate is shut (cuda_backend.cpp, kMaxHeld).
+  virtual size_t queue_cost() const { return 1; }
   size_t simd_width() const override { return 32; }
 };
 
