@@ -224,14 +224,14 @@ def test_qmv_reduces_right_with_32_lane_simd_groups(opencl):
 
 
 def test_qmvm_reduces_right_with_32_lane_simd_groups(opencl):
-    """qmvm as qmv above, with MR rows of A: every MR, RPT and KS, both bit widths, A in
-    both layouts, m below MR (rows of A past m read but never stored)."""
+    """qmvm as qmv above, with MR rows of A: every variant (every MR, RPT, KS and LPR, both
+    bit widths), A in both layouts, m below MR (rows of A past m read but never stored)."""
     from simd32.check import verify_simd32
 
     specs = [s for s in load_suite_text(SUITE).specs if 2 <= s.m <= 8]
-    chosen = [v for v in variants.load_variants("opencl") if v.family.name == "qmvm" and v.params["U"] == 2]
-    assert {(v.params["MR"], v.params["RPT"], v.params["KS"]) for v in chosen} == \
-        {(mr, r, s) for mr in (2, 4, 8) for r in (1, 2, 4) for s in (1, 4) if mr * r <= 8}
+    chosen = [v for v in variants.load_variants("opencl") if v.family.name == "qmvm"]
+    assert {(v.params["MR"], v.params["RPT"], v.params["KS"], v.params["LPR"]) for v in chosen} == \
+        {(mr, r, s, lpr) for mr in (2, 4, 8) for r in (1, 2, 4) for s in (1, 4) for lpr in (8, 32) if mr * r <= 8}
     rows = verify_simd32(opencl, chosen, specs, log=lambda _: None)
     assert rows and not [r for r in rows if "wrong" in r or "error" in r]
     assert {r["variant"] for r in rows} == {v.id for v in chosen}
