@@ -23,9 +23,9 @@
  * of float16 x for 32 4-bit codes), so one x load of the team touches the x of 32 pieces
  * at LPR 32, 16 or more cache lines, but of only LPR pieces at LPR 8, where the team's
  * 32 / LPR row groups read the same x; a GPU's L1 serves a load a cache line at a time,
- * so at LPR 32 the x loads, not the weights, can bound the time. Each thread
- * issues U steps' loads (words, scales and biases of its RPT rows) before any of their
- * arithmetic, so that U * RPT 16-byte loads are in flight per thread.
+ * so at LPR 32 the x loads, not the weights, can bound the time. Each thread issues U
+ * steps' loads (words, scales and biases of its RPT rows) before any of their arithmetic,
+ * so that U * RPT 16-byte loads are in flight per thread.
  *
  * A work-group is TEAMS teams. KS of them share a row set and split its k: team s of the
  * KS reads spans s, s + KS, ... of LPR pieces, so that products with few rows still fill
@@ -47,7 +47,7 @@
 #else
 #define QMV_W 1
 #endif
-#define QMV_SLOTS (QMV_TEAMS * QMV_LANES / QMV_W) /* partial sums per row in group memory */
+#define QMV_SLOTS (QMV_TEAMS * QMV_LANES / QMV_W) /* group-memory partial sums for each r < RPT */
 
 /* Word i (0..3, a constant once unrolled) of a UINT4. */
 #define QMV_WORD(v, i) ((i) == 0 ? (v).x : (i) == 1 ? (v).y : (i) == 2 ? (v).z : (v).w)
