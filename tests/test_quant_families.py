@@ -205,29 +205,32 @@ def test_qgemv_reduces_right_with_32_lane_simd_groups(opencl):
 
 
 def test_qmv_reduces_right_with_32_lane_simd_groups(opencl):
-    """qmv adds a row's lanes with SIMD_SUM, then its KS teams in group memory (none when KS
-    is 1): checked with 32-lane SIMD groups emulated, every RPT and KS, both bit widths, on
-    rows of fewer pieces than a team's lanes and of several spans (k = 4864, 1152)."""
+    """qmv adds a row's lanes with SIMD_SUM where they are whole SIMD groups (LPR 32), then
+    its KS teams in group memory (none when KS is 1), and rows that share a SIMD group (LPR
+    8) all in group memory: checked with 32-lane SIMD groups emulated, every RPT, KS and
+    LPR, both bit widths, on rows of fewer pieces than a team's lanes and of several spans
+    (k = 4864, 1152)."""
     from simd32.check import verify_simd32
 
     specs = [s for s in load_suite_text(SUITE).specs if s.m == 1]
     chosen = [v for v in variants.load_variants("opencl")
-              if v.family.name == "qmv" and (v.params["U"] == 2 or v.params["RPT"] == 8)]
-    assert {(v.params["RPT"], v.params["KS"]) for v in chosen} == {(r, s) for r in (1, 2, 4, 8) for s in (1, 2, 4)}
+              if v.family.name == "qmv" and (v.params["U"] == 2 or v.params["RPT"] in (1, 8))]
+    assert {(v.params["RPT"], v.params["KS"], v.params["LPR"]) for v in chosen} == \
+        {(r, s, lpr) for r in (1, 2, 4, 8) for s in (1, 4) for lpr in (8, 32)}
     rows = verify_simd32(opencl, chosen, specs, log=lambda _: None)
     assert rows and not [r for r in rows if "wrong" in r or "error" in r]
     assert {r["variant"] for r in rows} == {v.id for v in chosen}
 
 
 def test_qmvm_reduces_right_with_32_lane_simd_groups(opencl):
-    """qmvm as qmv above, with MR rows of A: every MR, RPT and KS, both bit widths, A in
-    both layouts, m below MR (rows of A past m read but never stored)."""
+    """qmvm as qmv above, with MR rows of A: every variant (every MR, RPT, KS and LPR, both
+    bit widths), A in both layouts, m below MR (rows of A past m read but never stored)."""
     from simd32.check import verify_simd32
 
     specs = [s for s in load_suite_text(SUITE).specs if 2 <= s.m <= 8]
-    chosen = [v for v in variants.load_variants("opencl") if v.family.name == "qmvm" and v.params["U"] == 2]
-    assert {(v.params["MR"], v.params["RPT"], v.params["KS"]) for v in chosen} == \
-        {(mr, r, s) for mr in (2, 4, 8) for r in (1, 2, 4) for s in (1, 4) if mr * r <= 8}
+    chosen = [v for v in variants.load_variants("opencl") if v.family.name == "qmvm"]
+    assert {(v.params["MR"], v.params["RPT"], v.params["KS"], v.params["LPR"]) for v in chosen} == \
+        {(mr, r, s, lpr) for mr in (2, 4, 8) for r in (1, 2, 4) for s in (1, 4) for lpr in (8, 32) if mr * r <= 8}
     rows = verify_simd32(opencl, chosen, specs, log=lambda _: None)
     assert rows and not [r for r in rows if "wrong" in r or "error" in r]
     assert {r["variant"] for r in rows} == {v.id for v in chosen}

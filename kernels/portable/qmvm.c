@@ -8,8 +8,10 @@
  *
  * Rows of A past m read row m - 1 (in bounds, never stored), rows of B past n row n - 1,
  * so that no branch guards a load. A stored k x m (transpose_a) is read element by
- * element along k; stored m x k, four at a time (LOAD4: k is a multiple of 32).
- * Groups: (ceil(n / (TEAMS / KS * RPT)), batch). */
+ * element along k; stored m x k, four at a time (LOAD4: k is a multiple of 32). LPR,
+ * KS and the reduction are qmv's; U is 1 (each code's work grows with MR, so fewer
+ * loads need be in flight).
+ * Groups: (ceil(n / (TEAMS / KS * 32 / LPR * RPT)), batch). */
 #define QMVM_TEAMS MB_TEAMS
 #define QMVM_LANES 32 /* threads per team: the manifest's dispatch says so too */
 #define QMVM_SETS (QMVM_TEAMS / MB_KS)
@@ -17,8 +19,14 @@
 #define QMVM_CPH (16 / MB_BITS)
 #define QMVM_CPP (4 * QMVM_CPW)
 #define QMVM_OUT (MB_MR * MB_RPT) /* outputs per thread */
-#define QMVM_SPR (MB_KS * QMVM_LANES / SIMD_WIDTH)
-#define QMVM_SGS (QMVM_TEAMS * QMVM_LANES / SIMD_WIDTH)
+#define QMVM_RG (QMVM_LANES / MB_LPR)
+#define QMVM_ROWS (QMVM_SETS * QMVM_RG * MB_RPT) /* rows of B per work-group */
+#if MB_LPR % SIMD_WIDTH == 0
+#define QMVM_W SIMD_WIDTH
+#else
+#define QMVM_W 1
+#endif
+#define QMVM_SLOTS (QMVM_TEAMS * QMVM_LANES / QMVM_W)
 
 #define QMVM_WORD(v, i) ((i) == 0 ? (v).x : (i) == 1 ? (v).y : (i) == 2 ? (v).z : (v).w)
 /* A(row, kk .. kk + 3) of the row starting at element off (A_AT(bi, row, 0)). */
@@ -28,15 +36,17 @@
              : LOAD4(a, (off) + (kk)))
 
 MB_KERNEL(qmvm) {
-#if QMVM_SPR > 1
-  SHARED float red[QMVM_SGS * QMVM_OUT];
+#if MB_KS * MB_LPR > QMVM_W
+  SHARED float red[QMVM_SLOTS * QMVM_OUT];
 #endif
   const int tid = LOCAL_ID(0);
   const int lane = tid % QMVM_LANES;
   const int team = tid / QMVM_LANES;
   const int slice = team % MB_KS;
   const int set = team / MB_KS;
-  const int j0 = (GROUP_ID(0) * QMVM_SETS + set) * MB_RPT;
+  const int rg = lane / MB_LPR;
+  const int pl = lane % MB_LPR;
+  const int j0 = ((GROUP_ID(0) * QMVM_SETS + set) * QMVM_RG + rg) * MB_RPT;
   const int bi = GROUP_ID(1);
   const int pieces = p.k / QMVM_CPP;
   int jr[MB_RPT], ar[MB_MR];
@@ -49,13 +59,13 @@ MB_KERNEL(qmvm) {
 #pragma unroll
     for (int r = 0; r < MB_RPT; ++r) acc[i][r] = 0.0f;
   }
-  for (int pc0 = slice * QMVM_LANES + lane; pc0 < pieces; pc0 += MB_U * MB_KS * QMVM_LANES) {
+  for (int pc0 = slice * MB_LPR + pl; pc0 < pieces; pc0 += MB_U * MB_KS * MB_LPR) {
     UINT4 w[MB_U][MB_RPT];
     float scale[MB_U][MB_RPT], bias[MB_U][MB_RPT];
 #pragma unroll
     for (int u = 0; u < MB_U; ++u) {
       /* A step past the row's end reads piece 0 again: in bounds, and its math is skipped. */
-      const int pc = pc0 + u * MB_KS * QMVM_LANES < pieces ? pc0 + u * MB_KS * QMVM_LANES : 0;
+      const int pc = pc0 + u * MB_KS * MB_LPR < pieces ? pc0 + u * MB_KS * MB_LPR : 0;
       const int g = pc * QMVM_CPP / p.qgroup;
 #pragma unroll
       for (int r = 0; r < MB_RPT; ++r) {
@@ -66,7 +76,7 @@ MB_KERNEL(qmvm) {
     }
 #pragma unroll
     for (int u = 0; u < MB_U; ++u) {
-      const int pc = pc0 + u * MB_KS * QMVM_LANES;
+      const int pc = pc0 + u * MB_KS * MB_LPR;
       if (pc < pieces) {
         float dot[MB_MR][MB_RPT][QMVM_CPH], sum[MB_MR];
 #pragma unroll
@@ -113,31 +123,40 @@ MB_KERNEL(qmvm) {
     }
   }
   /* Every thread gets here, rows past n and m included: no SIMD operation is inside a branch. */
+#if QMVM_W > 1
 #pragma unroll
   for (int i = 0; i < MB_MR; ++i)
 #pragma unroll
     for (int r = 0; r < MB_RPT; ++r) acc[i][r] = SIMD_SUM(acc[i][r]);
-#if QMVM_SPR == 1
-  /* Output o = i * RPT + r is stored by lane o (QMVM_OUT <= 8 lanes). */
+#endif
+#if MB_KS * MB_LPR == QMVM_W
+  /* A row of B is one SIMD group, and every lane has its sums: output o = i * RPT + r is
+   * stored by lane o (QMVM_OUT <= 8 lanes). */
 #pragma unroll
   for (int i = 0; i < MB_MR; ++i)
 #pragma unroll
     for (int r = 0; r < MB_RPT; ++r)
       if (lane == i * MB_RPT + r && i < p.m && j0 + r < p.n) MB_STORE_C(C_AT(bi, i, j0 + r), j0 + r, acc[i][r]);
 #else
-  if (SIMD_LANE == 0) {
+  if (tid % QMVM_W == 0) {
 #pragma unroll
     for (int i = 0; i < MB_MR; ++i)
 #pragma unroll
-      for (int r = 0; r < MB_RPT; ++r) red[(SIMD_GROUP * MB_MR + i) * MB_RPT + r] = acc[i][r];
+      for (int r = 0; r < MB_RPT; ++r) red[(tid / QMVM_W * MB_MR + i) * MB_RPT + r] = acc[i][r];
   }
   BARRIER();
-  const int o = tid % (MB_KS * QMVM_LANES);
-  const int oi = o / MB_RPT, ob = o % MB_RPT; /* row of A, row of B */
-  if (o < QMVM_OUT && oi < p.m && j0 + ob < p.n) {
+  /* Threads o, o + TEAMS * 32, ... add up output o of the group: row oi of A, row
+   * (s * QMVM_RG + g) * RPT + r of the group's rows of B; its slots are those of lanes
+   * g * LPR .. + LPR - 1 of the set's KS teams (qmv's reduction, MR rows of A over). */
+  for (int o = tid; o < QMVM_ROWS * MB_MR; o += QMVM_TEAMS * QMVM_LANES) {
+    const int oi = o / QMVM_ROWS, lr = o % QMVM_ROWS;
+    const int os = lr / (QMVM_RG * MB_RPT), og = lr / MB_RPT % QMVM_RG, orow = lr % MB_RPT;
+    const int j = GROUP_ID(0) * QMVM_ROWS + lr;
     float total = 0.0f;
-    for (int s = 0; s < QMVM_SPR; ++s) total += red[((set * QMVM_SPR + s) * MB_MR + oi) * MB_RPT + ob];
-    MB_STORE_C(C_AT(bi, oi, j0 + ob), j0 + ob, total);
+    for (int s = 0; s < MB_KS; ++s)
+      for (int q = 0; q < MB_LPR / QMVM_W; ++q)
+        total += red[((((os * MB_KS + s) * QMVM_LANES + og * MB_LPR) / QMVM_W + q) * MB_MR + oi) * MB_RPT + orow];
+    if (oi < p.m && j < p.n) MB_STORE_C(C_AT(bi, oi, j), j, total);
   }
 #endif
 }
