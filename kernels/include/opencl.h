@@ -12,6 +12,12 @@
 #define MB_F16 (MB_DTYPE == 1)
 #define MB_BF16 (MB_DTYPE == 2)
 
+/* static: a helper no kernel calls is then dropped before code generation. Plain
+ * inline helpers were compiled in every program: with them, the unused matrix-tile,
+ * bfloat16 and workspace helpers of this prelude and common.h made a typical PoCL 3.1
+ * build about 12% longer (130 ms against 114, kpargemv). */
+#define DEVICE_FN static inline
+
 #if MB_F16
 #define T half
 #define LOAD(ptr, i) vload_half((i), (ptr))
@@ -19,15 +25,15 @@
 #define LOAD4(ptr, i) vload_half4(0, (ptr) + (i))
 #elif MB_BF16
 #define T ushort
-inline float mb_bf2f(ushort h) { return as_float((uint)h << 16); }
-inline float4 mb_bf2f4(ushort4 h) { return as_float4(convert_uint4(h) << 16); }
-inline float8 mb_bf2f8(ushort8 h) { return as_float8(convert_uint8(h) << 16); }
+DEVICE_FN float mb_bf2f(ushort h) { return as_float((uint)h << 16); }
+DEVICE_FN float4 mb_bf2f4(ushort4 h) { return as_float4(convert_uint4(h) << 16); }
+DEVICE_FN float8 mb_bf2f8(ushort8 h) { return as_float8(convert_uint8(h) << 16); }
 /* Round to nearest even: adding 0x7fff plus the kept part's lowest bit carries into the
  * kept part exactly when the dropped part is past half, or at half with the kept part
  * odd; the carry may run into the exponent (the next binade, or infinity), which is the
  * right answer too. A NaN keeps its sign and upper payload and is made quiet, so that
  * dropping its low bits never turns it into infinity. */
-inline ushort mb_f2bf(float f) {
+DEVICE_FN ushort mb_f2bf(float f) {
   const uint u = as_uint(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u);
   return (ushort)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
@@ -59,7 +65,6 @@ inline ushort mb_f2bf(float f) {
 #define SHARED_PTR __local
 #define GLOBAL_PTR __global
 #define BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
-#define DEVICE_FN inline
 #define FLOAT4 float4
 #define MAKE_FLOAT4(x, y, z, w) ((float4)((x), (y), (z), (w)))
 
@@ -115,20 +120,20 @@ typedef struct {
 #define MT_A_T mt_a
 #define MT_B_T mt_b
 
-inline void mt_zero(mt_acc* c) {
+DEVICE_FN void mt_zero(mt_acc* c) {
   for (int e = 0; e < TILE_M * TILE_N; ++e) c->v[e] = 0.0f;
 }
 /* Element (r, c) of a fragment of R x C, at off + r * rs + c * cs; from group memory
  * always in range, from device memory zero outside rows x cols. */
-inline void mt_load_s(float* f, int R, int C, __local const float* s, int off, int rs, int cs) {
+DEVICE_FN void mt_load_s(float* f, int R, int C, __local const float* s, int off, int rs, int cs) {
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) f[r * C + c] = s[off + r * rs + c * cs];
 }
-inline void mt_load_g(float* f, int R, int C, __global const T* g, int off, int rs, int cs, int rows, int cols) {
+DEVICE_FN void mt_load_g(float* f, int R, int C, __global const T* g, int off, int rs, int cs, int rows, int cols) {
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) f[r * C + c] = r < rows && c < cols ? LOAD(g, off + r * rs + c * cs) : 0.0f;
 }
-inline void mt_mma(mt_acc* c, const mt_a* a, const mt_b* b) {
+DEVICE_FN void mt_mma(mt_acc* c, const mt_a* a, const mt_b* b) {
   for (int i = 0; i < TILE_M; ++i)
     for (int j = 0; j < TILE_N; ++j) {
       float s = c->v[i * TILE_N + j];
@@ -136,7 +141,7 @@ inline void mt_mma(mt_acc* c, const mt_a* a, const mt_b* b) {
       c->v[i * TILE_N + j] = s;
     }
 }
-inline void mt_store(const mt_acc* c, __local float* s, int off, int ld) {
+DEVICE_FN void mt_store(const mt_acc* c, __local float* s, int off, int ld) {
   for (int i = 0; i < TILE_M; ++i)
     for (int j = 0; j < TILE_N; ++j) s[off + i * ld + j] = c->v[i * TILE_N + j];
 }
