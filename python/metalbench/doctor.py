@@ -131,10 +131,10 @@ def _diagnose(kept: Store | None) -> list[BackendReport]:
         devices = []
         for listed in _core.devices(name):
             d = _device(name, listed, kept)
-            kept = peaks.get(device_key({**listed, "backend": name, "name": d.name, "vendor": d.vendor,
-                                         "driver": d.driver}))
-            if d.peak_bandwidth <= 0 and kept is not None:
-                d = replace(d, peak_bandwidth=kept[0], peak_bandwidth_source=f"the result store ({kept[1]})")
+            stored = peaks.get(device_key({**listed, "backend": name, "name": d.name, "vendor": d.vendor,
+                                           "driver": d.driver}))
+            if d.peak_bandwidth <= 0 and stored is not None:
+                d = replace(d, peak_bandwidth=stored[0], peak_bandwidth_source=f"the result store ({stored[1]})")
             devices.append(d)
         out.append(BackendReport(name, built=True, available=True, reason="", devices=devices))
     return out
