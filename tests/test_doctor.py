@@ -55,18 +55,21 @@ def test_doctor_shows_the_cache_a_run_measured_and_where_it_came_from(opencl, tm
 
 
 def test_every_device_of_a_backend_shows_what_the_store_keeps_for_it(opencl, monkeypatch):
-    # Two devices of one model (PoCL's, listed twice): each shows the stored cache and peak.
+    # Two devices of one model (PoCL's, listed twice): each shows the stored cache and
+    # peak, and says when an earlier version of the probe measured them.
     from metalbench import paths, roofline
+    from metalbench.peak import method
     from metalbench.store import Store
 
     listed = _core.devices
     monkeypatch.setattr(_core, "devices", lambda name: listed(name) * 2 if name == "opencl" else listed(name))
     key = roofline.device_key(opencl.info)
     store = Store(paths.default_store())
-    store.put_cache(key, 8 << 20, "measured: test curve", [(1 << 20, 3e10)])
-    store.put_peak(key, 2.5e10, "measured: test")
+    store.put_cache(key, 8 << 20, "measured: test curve", [(1 << 20, 3e10)], method=method())
+    store.put_peak(key, 2.5e10, "measured: test", method="earlier")
     store.close()
     devices = next(r for r in doctor.diagnose(paths.default_store()) if r.name == "opencl").devices
     assert len(devices) == 2
     for d in devices:
-        assert d.cache_bytes == 8 << 20 and d.peak_bandwidth == 2.5e10
+        assert d.cache_bytes == 8 << 20 and "earlier" not in d.cache_source
+        assert d.peak_bandwidth == 2.5e10 and "an earlier version of the probe measured it" in d.peak_bandwidth_source

@@ -85,6 +85,36 @@ def test_the_memory_is_measured_once_per_device_by_a_worker_and_stored(opencl, t
         counted.pool.close()
 
 
+def test_what_an_earlier_probe_measured_is_measured_again(opencl, tmp_path):
+    from metalbench.peak import method
+    from metalbench.pool import PeakUnavailable
+
+    store = Store(tmp_path / "r.sqlite")
+    info = opencl.info
+    key = roofline.device_key(info)
+    store.put_cache(key, 1 << 20, "measured: an earlier probe", [(1 << 20, 1e9)], method="earlier")
+    store.put_peak(key, 1e9, "measured: an earlier probe", method="earlier")
+
+    class Failing:
+        def measure_peak(self):
+            raise PeakUnavailable("the device is busy")
+
+    notes, said = [], []
+    # A probe that cannot be made again leaves the earlier figures standing, and says so.
+    kept = runner._with_memory(info, store, Failing(), notes.append, said.append)
+    assert kept["llc_bytes"] == 1 << 20 and kept["peak_bandwidth"] == 1e9
+    assert "again" in said[0] and "earlier probe's figures stand" in notes[0]
+    counted = _Counted()
+    try:
+        found = runner._with_memory(info, store, counted, notes.append)
+        assert counted.asked == 1 and found["llc_source"] != "measured: an earlier probe"
+        assert store.cache(key, method()) == (found["llc_bytes"], found["llc_source"])
+        assert store.peak(key, method()) == (found["peak_bandwidth"], found["peak_bandwidth_source"])
+        assert runner._with_memory(info, store, counted, notes.append) == found and counted.asked == 1
+    finally:
+        counted.pool.close()
+
+
 def test_every_row_has_roofline_figures_against_the_runs_peak(swept):
     _, _, rep = swept
     assert rep.peak_bandwidth and rep.peak_source.startswith("measured")

@@ -166,6 +166,31 @@ def test_a_version_3_store_upgrades_to_4_with_a_table_of_caches(tmp_path):
     assert old.version == 3 and old.cache("opencl|dev") is None and old.peak("opencl|dev") == (2.5e10, "measured: test")
     old.close()
     new = Store(path)
-    assert new.version == SCHEMA_VERSION == 4 and new.cache("opencl|dev") is None
+    assert new.version == SCHEMA_VERSION and new.cache("opencl|dev") is None
     new.put_cache("opencl|dev", 8 << 20, "measured: test", [(1 << 20, 3e10), (1 << 29, 1e10)])
     assert Store(path, readonly=True).cache("opencl|dev") == (8 << 20, "measured: test")
+
+
+def test_a_version_4_store_upgrades_to_5_and_its_figures_are_an_earlier_probes(tmp_path):
+    s = make(tmp_path)
+    s.put_peak("opencl|dev", 2.5e10, "measured: old probe")
+    s.put_cache("opencl|dev", 4 << 20, "measured: old probe", [(1 << 20, 3e10)])
+    for table in ("peaks", "caches"):
+        s._db.execute(f"ALTER TABLE {table} DROP COLUMN method")
+    s._db.execute("UPDATE meta SET value='4' WHERE name='schema'")
+    s.close()
+    path = tmp_path / "r.sqlite"
+    old = Store(path, readonly=True)
+    assert old.version == 4 and old.cache("opencl|dev") == (4 << 20, "measured: old probe")
+    assert old.cache("opencl|dev", "abc") is None and old.peak("opencl|dev", "abc") is None
+    old.close()
+    new = Store(path)
+    assert new.version == SCHEMA_VERSION == 5
+    # Kept, for reports of the runs that used them; but no version of the probe claims them.
+    assert new.peak("opencl|dev") == (2.5e10, "measured: old probe") and new.peak("opencl|dev", "abc") is None
+    assert new.cache("opencl|dev") == (4 << 20, "measured: old probe") and new.cache("opencl|dev", "abc") is None
+    new.put_cache("opencl|dev", 64 << 20, "measured: new probe", [(1 << 20, 3e10)], method="abc")
+    new.put_peak("opencl|dev", 3.0e10, "measured: new probe", method="abc")
+    assert new.cache("opencl|dev", "abc") == (64 << 20, "measured: new probe")
+    assert new.peak("opencl|dev", "abc") == (3.0e10, "measured: new probe")
+    assert new.cache("opencl|dev", "another") is None and new.peak("opencl|dev", "another") is None

@@ -25,6 +25,7 @@ from rich.markup import escape
 
 from . import _core
 from .backends import BACKENDS, TRAITS, unavailable_reason
+from .peak import method
 from .roofline import device_key
 from .store import Store, StoreError
 
@@ -95,12 +96,19 @@ def _cold_cache(backend: str, info: dict, kept: Store | None) -> dict:
     """The cache cold mode sizes its copies by on this device: the one peak.py measured, as
     the store keeps it, else the driver's until a run measures it."""
     driver = int(info["cache_bytes"])
-    found = kept.cache(device_key({"backend": backend, **info})) if kept is not None else None
-    if found is None:
+    key = device_key({"backend": backend, **info})
+    found = kept.cache(key) if kept is not None else None
+    if kept is None or found is None:
         return {"cache_bytes": driver, "driver_cache_bytes": driver,
                 "cache_source": f"{TRAITS[backend].cache_source}; not measured yet (the first run measures it)"}
     return {"cache_bytes": found[0], "driver_cache_bytes": driver,
-            "cache_source": f"{found[1]} (stored in {kept.path})"}
+            "cache_source": f"{found[1]} (stored in {kept.path}{_earlier(kept.cache(key, method()))})"}
+
+
+def _earlier(current: object) -> str:
+    """What doctor adds to a stored figure that `current` (the store's answer for this
+    probe's version) says an earlier probe measured."""
+    return "" if current is not None else "; an earlier version of the probe measured it: the next run measures again"
 
 
 def diagnose(store: Path | None = None) -> list[BackendReport]:
@@ -131,10 +139,11 @@ def _diagnose(kept: Store | None) -> list[BackendReport]:
         devices = []
         for listed in _core.devices(name):
             d = _device(name, listed, kept)
-            stored = peaks.get(device_key({**listed, "backend": name, "name": d.name, "vendor": d.vendor,
-                                           "driver": d.driver}))
-            if d.peak_bandwidth <= 0 and stored is not None:
-                d = replace(d, peak_bandwidth=stored[0], peak_bandwidth_source=f"the result store ({stored[1]})")
+            key = device_key({**listed, "backend": name, "name": d.name, "vendor": d.vendor, "driver": d.driver})
+            stored = peaks.get(key)
+            if d.peak_bandwidth <= 0 and stored is not None and kept is not None:
+                d = replace(d, peak_bandwidth=stored[0], peak_bandwidth_source=f"the result store ({stored[1]}"
+                            f"{_earlier(kept.peak(key, method()))})")
             devices.append(d)
         out.append(BackendReport(name, built=True, available=True, reason="", devices=devices))
     return out

@@ -21,15 +21,19 @@ eighth of the device's memory at most), three passes, each footprint's median ke
   cache (the largest where none is): what one simple kernel sustains from memory.
 
 It runs in a worker like every kernel (pool.Pool.measure_peak), and the runner keeps
-both figures in the store (`peaks` and `caches` tables). A measured peak is what one
+both figures in the store (`peaks` and `caches` tables), stamped with `method()`: a
+figure another version of this probe measured is measured again, so that a fixed probe
+reaches the stores that kept what the old one found. A measured peak is what one
 simple kernel sustains, not the memory's data-sheet figure, so a variant may show a
 little over 100% of it (roofline.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -38,7 +42,7 @@ from .dtypes import define
 from .specs import Spec
 from .variants import prelude_source
 
-__all__ = ["CACHE_EFFECT", "CACHE_MULTIPLE", "Memory", "measure_memory"]
+__all__ = ["CACHE_EFFECT", "CACHE_MULTIPLE", "Memory", "measure_memory", "method"]
 
 # The peak is measured over footprints this many times the last-level cache, so that
 # almost every byte of a launch comes from memory even when the cache keeps what it can.
@@ -67,6 +71,15 @@ class Memory:
     cache_bytes: int
     cache_source: str
     curve: list[tuple[int, float]] = field(default_factory=list)  # (footprint bytes, bytes per second)
+
+
+def method() -> str:
+    """This probe's version: a digest of its source and its kernel's. Derived rather than
+    numbered by hand, so that no change to how the figures are found can forget to say so
+    (a change to a comment costs one probe more per device)."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update((paths.kernels_dir() / "internal" / "readbw.c").read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _footprints(info: dict) -> list[int]:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 from .backends import BackendError
+from .peak import method
 from .pool import DeviceLost, Job, Message, Pair, PeakUnavailable, Phase, Pool, WorkerError, open_pool
 from .results import Category, Result, Status
 from .roofline import cache_of, device_key, implausible
@@ -237,25 +238,33 @@ def _with_memory(info: dict, store: Store, pool: Pool, note: Callable[[str], Non
     """`info` with the device's memory as peak.py measures it: `peak_bandwidth` and its source
     (the device's own figure where it has one) and `llc_bytes`, the last-level cache cold
     mode sizes its copies by, and its source. Each comes from the store for this device, or
-    from one probe by a worker, stored. A probe that cannot be made is a note, never an
-    error: the run goes on without % of peak, with the driver's cache figure."""
+    from one probe by a worker, stored; a figure an earlier version of the probe found is
+    measured again (peak.method). A probe that cannot be made is a note, never an error:
+    the run goes on without % of peak (or with the earlier probe's), with the driver's
+    cache figure (or the earlier probe's)."""
     key = device_key(info)
+    probe = method()
     own_peak = float(info.get("peak_bandwidth") or 0) > 0
-    peak = None if own_peak else store.peak(key)
-    cache = store.cache(key)
+    peak = None if own_peak else store.peak(key, probe)
+    cache = store.cache(key, probe)
     if cache is None or (peak is None and not own_peak):
-        status("measuring the memory's bandwidth and cache (once per device)")
+        earlier = store.cache(key) is not None or (not own_peak and store.peak(key) is not None)
+        status("measuring the memory's bandwidth and cache (once per device" +
+               (", again: an earlier metalbench's probe measured what the store has)" if earlier else ")"))
         try:
             found = pool.measure_peak()
         except PeakUnavailable as e:
-            note(f"memory not measured, so no % of peak and the driver's cache size for cold mode: {e}")
+            note(f"memory not measured, so no % of peak and the driver's cache size for cold mode: {e}"
+                 if not earlier else f"memory not measured again, so the earlier probe's figures stand: {e}")
+            peak = peak or (None if own_peak else store.peak(key))
+            cache = cache or store.cache(key)
         else:
             if cache is None:
                 cache = (found.cache_bytes, found.cache_source)
-                store.put_cache(key, *cache, found.curve)
+                store.put_cache(key, *cache, found.curve, method=probe)
             if peak is None and not own_peak:
                 peak = (found.peak, found.peak_source)
-                store.put_peak(key, *peak)
+                store.put_peak(key, *peak, method=probe)
     out = dict(info)
     if peak is not None:
         out.update(peak_bandwidth=peak[0], peak_bandwidth_source=peak[1])

@@ -8,7 +8,8 @@ be compared sample by sample.
 Schema versions: 1 had no batch clock, no samples and no owner of a run; 2 adds
 them; 3 adds `peaks`, each device's peak memory bandwidth where no API gives it
 (measured once by peak.py); 4 adds `caches`, each device's last-level cache as
-peak.py measured it (what cold mode sizes its copies by), with the curve behind it.
+peak.py measured it (what cold mode sizes its copies by), with the curve behind it; 5
+stamps both with the version of the probe that measured them (peak.method()).
 An older store is upgraded in place when it is opened for writing, and read as it
 is when opened read-only.
 """
@@ -31,7 +32,7 @@ from .results import Result, Run
 
 __all__ = ["MissingRun", "Store", "StoreError"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,20 +85,22 @@ CREATE TABLE IF NOT EXISTS peaks (   -- (v3)
   device_key TEXT PRIMARY KEY,     -- roofline.device_key(): backend, vendor, name, driver
   bytes_per_s REAL NOT NULL,
   source TEXT NOT NULL,            -- how it was had, in words ("measured: ...")
-  measured_at REAL NOT NULL
+  measured_at REAL NOT NULL,
+  method TEXT                      -- (v5) peak.method() of the probe that measured it
 );
 CREATE TABLE IF NOT EXISTS caches (  -- (v4)
   device_key TEXT PRIMARY KEY,     -- roofline.device_key()
   bytes INTEGER NOT NULL,          -- the last-level cache cold mode sizes its copies by
   source TEXT NOT NULL,            -- how it was had ("measured: ..." or the driver's, and why)
   curve TEXT NOT NULL,             -- JSON [[footprint bytes, read bytes per second], ...] it came from
-  measured_at REAL NOT NULL
+  measured_at REAL NOT NULL,
+  method TEXT                      -- (v5) peak.method() of the probe that measured it
 );
 """
 
-# Columns version 2 added to tables that version 1 already had.
+# Columns later versions added to tables that earlier ones already had.
 _ADDED = (("runs", "host", "TEXT"), ("runs", "pid", "INTEGER"), ("results", "batch", "TEXT"),
-          ("results", "measure", "TEXT"))
+          ("results", "measure", "TEXT"), ("peaks", "method", "TEXT"), ("caches", "method", "TEXT"))
 
 
 class StoreError(RuntimeError):
@@ -299,12 +302,16 @@ class Store:
         rows = self._db.execute("SELECT clock, ns FROM samples WHERE result_id=?", (result_id,)).fetchall()
         return {clock: np.frombuffer(blob, dtype="<u8").astype(np.uint64) for clock, blob in rows}
 
-    def peak(self, device_key: str) -> tuple[float, str] | None:
-        """The stored peak bandwidth of a device (bytes per second, and how it was had), or None."""
+    def peak(self, device_key: str, method: str | None = None) -> tuple[float, str] | None:
+        """The stored peak bandwidth of a device (bytes per second, and how it was had), or
+        None; with `method`, None too where another version of the probe measured it."""
         if self.version < 3:
             return None
-        row = self._db.execute("SELECT bytes_per_s, source FROM peaks WHERE device_key=?", (device_key,)).fetchone()
-        return None if row is None else (float(row[0]), str(row[1]))
+        row = self._db.execute("SELECT bytes_per_s, source, " + self._method_column() +
+                               " FROM peaks WHERE device_key=?", (device_key,)).fetchone()
+        if row is None or (method is not None and row[2] != method):
+            return None
+        return float(row[0]), str(row[1])
 
     def peaks(self) -> dict[str, tuple[float, str]]:
         """Every stored peak bandwidth, by device key (bytes per second, and how it was had)."""
@@ -313,25 +320,36 @@ class Store:
         return {str(k): (float(b), str(src)) for k, b, src in
                 self._db.execute("SELECT device_key, bytes_per_s, source FROM peaks").fetchall()}
 
-    def put_peak(self, device_key: str, bytes_per_s: float, source: str) -> None:
-        """Stores (or replaces) a device's peak bandwidth."""
+    def put_peak(self, device_key: str, bytes_per_s: float, source: str, method: str | None = None) -> None:
+        """Stores (or replaces) a device's peak bandwidth, as the probe of version `method` measured it."""
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO peaks VALUES (?, ?, ?, ?)",
-                       (device_key, float(bytes_per_s), source, time.time()))
+            db.execute("INSERT OR REPLACE INTO peaks (device_key, bytes_per_s, source, measured_at, method) "
+                       "VALUES (?, ?, ?, ?, ?)", (device_key, float(bytes_per_s), source, time.time(), method))
 
-    def cache(self, device_key: str) -> tuple[int, str] | None:
-        """The stored last-level cache of a device (bytes, and how it was had), or None."""
+    def cache(self, device_key: str, method: str | None = None) -> tuple[int, str] | None:
+        """The stored last-level cache of a device (bytes, and how it was had), or None; with
+        `method`, None too where another version of the probe measured it."""
         if self.version < 4:
             return None
-        row = self._db.execute("SELECT bytes, source FROM caches WHERE device_key=?", (device_key,)).fetchone()
-        return None if row is None else (int(row[0]), str(row[1]))
+        row = self._db.execute("SELECT bytes, source, " + self._method_column() +
+                               " FROM caches WHERE device_key=?", (device_key,)).fetchone()
+        if row is None or (method is not None and row[2] != method):
+            return None
+        return int(row[0]), str(row[1])
 
-    def put_cache(self, device_key: str, nbytes: int, source: str, curve: list[tuple[int, float]]) -> None:
-        """Stores (or replaces) a device's last-level cache and the bandwidth curve it was read from."""
+    def put_cache(self, device_key: str, nbytes: int, source: str, curve: list[tuple[int, float]],
+                  method: str | None = None) -> None:
+        """Stores (or replaces) a device's last-level cache and the bandwidth curve it was read
+        from, as the probe of version `method` measured them."""
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO caches VALUES (?, ?, ?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO caches (device_key, bytes, source, curve, measured_at, method) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
                        (device_key, int(nbytes), source, json.dumps([[int(f), float(b)] for f, b in curve]),
-                        time.time()))
+                        time.time(), method))
+
+    def _method_column(self) -> str:
+        # A store read as it is (read-only, older than 5) has no stamp: no version matches it.
+        return "method" if self.version >= 5 else "NULL"
 
     def latest_run(self) -> int | None:
         row = self._db.execute("SELECT max(id) FROM runs").fetchone()
