@@ -3,11 +3,13 @@ PoCL through the runner on the smoke suite, again with 32-lane SIMD groups emula
 (the lane arithmetic Metal and CUDA run), and their grids checked against what an
 Apple GPU allows."""
 
+import re
+
 import pytest
 from conftest import sweep
 from simd32.check import verify_simd32
 
-from metalbench import variants
+from metalbench import paths, variants
 from metalbench.specs import load_suite
 
 FAMILIES = ("tilegemv", "bcastgemv", "kpargemv", "simdgemv", "persistgemv")
@@ -25,6 +27,17 @@ def test_the_families_are_there_and_say_what_they_test():
         family = families[name]
         assert family.backends == ("metal", "cuda", "opencl"), name
         assert len(family.description) > 40, name
+
+
+def test_the_kernels_readme_lists_every_family_and_no_other():
+    """kernels/README.md's table of families names each manifest's family once (its first column holds one or
+    more `name`s per row)."""
+    text = (paths.kernels_dir() / "README.md").read_text()
+    table = text.split("## The families", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in table.splitlines() if line.startswith("| `")]
+    listed = [name for cell in rows for name in re.findall(r"`([^`]+)`", cell)]
+    families = sorted(f.name for f in variants.load_families())
+    assert sorted(listed) == families, (sorted(set(families) - set(listed)), sorted(set(listed) - set(families)))
 
 
 def test_every_variant_verifies_on_the_smoke_suite(opencl, tmp_path):

@@ -1,7 +1,7 @@
 """The Metal backend on a real Apple GPU: correctness of the compiled kernels and the
 MPS builtins, every kernel family verified on the smoke and odd suites, the default
 suite run as a user runs it, and one check for every behaviour docs/macos.md lists as
-confirmable only on a Mac ("What the first Mac run checks", M1 to M21). A failing check
+confirmable only on a Mac ("What the first Mac run checks", M1 to M22). A failing check
 names the assumption that proved wrong.
 
 On a Mac, after `pip install ".[test]"`:
@@ -17,11 +17,13 @@ backend at all, which is checked too.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -629,14 +631,28 @@ def sweeps(metal, tmp_path_factory):
 
     def get(suite: str):
         if suite not in done:
-            store = Store(tmp_path_factory.mktemp(suite) / "results.sqlite")
-            loaded = load_suite(suite)
+            folder = tmp_path_factory.mktemp(suite)
+            store = Store(folder / "results.sqlite")
+            loaded = load_suite(suite if suite != SMOKE_BF16 else _smoke_in_bfloat16(folder))
             chosen = runner.with_baseline(variants.load_variants("metal"), "metal", specs=loaded.specs)
             run = store.load_run(runner.run(loaded, chosen, backend="metal", store=store))
             done[suite] = (run, report.build(run))
         return done[suite]
 
     return get
+
+
+SMOKE_BF16 = "smoke-bfloat16"  # the smoke suite's shapes, every spec in bfloat16 (M22)
+
+
+def _smoke_in_bfloat16(folder) -> str:
+    """The smoke suite written to `folder` with every spec's dtype bfloat16; returns its path."""
+    text = (Path(variants.__file__).parent / "suites" / "smoke.toml").read_text()
+    text, count = re.subn(r'^dtype = "float(16|32)"', 'dtype = "bfloat16"', text, flags=re.M)
+    assert count > 0, "the smoke suite names no dtype to change"
+    path = folder / "smoke-bfloat16.toml"
+    path.write_text(text)
+    return str(path)
 
 
 def _of(run, name: str) -> list:
@@ -678,6 +694,34 @@ def test_every_family_is_verified_by_the_first_mac_run(sweeps, name):
                                  f"{reasons[:5]}"))
     if quantized:
         assert all(s.baseline == "qnaive/default" for s in sweeps("quantized")[1].specs)
+
+
+def _bfloat16_families() -> list[str]:
+    try:
+        return [f.name for f in variants.load_families() if "metal" in f.backends and "bfloat16" in f.dtypes]
+    except Exception as e:  # noqa: BLE001 - reported by the test below, not at collection
+        return [f"<manifests: {e}>"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", _bfloat16_families())
+def test_every_bfloat16_family_verifies_on_metal(metal, sweeps, name):
+    """M22: on macOS 14 and later, each family that lists bfloat16 (MPS and MPSMatrixVectorMultiplication
+    among them) verifies on the smoke suite's shapes in bfloat16; before, each of its pairs is unsupported
+    with the device's reason."""
+    run, _ = sweeps(SMOKE_BF16)
+    mine = _of(run, name)
+    assert mine, f"{name} has no pair on the smoke suite in bfloat16"
+    if not metal.info["bfloat16"]:
+        assert {r.status for r in mine} == {"unsupported"}, sorted({r.status for r in mine})
+        assert all(metal.info["bfloat16_detail"] in r.message for r in mine), mine[0].message
+        pytest.skip(f"no bfloat16 here: {metal.info['bfloat16_detail']}")
+    bad = [r for r in mine if r.status in BAD]
+    assert not bad, wrong("M22", f"{len(bad)} of {len(mine)} pairs of {name} in bfloat16 are "
+                                 f"{sorted({r.status for r in bad})}; first: {bad[0].variant} on {bad[0].spec_key}: "
+                                 f"{bad[0].message}")
+    assert any(r.status in VERIFIED for r in mine), wrong(
+        "M22", f"no bfloat16 spec of the smoke suite verifies {name}: {sorted({r.message for r in mine})[:3]}")
 
 
 @pytest.mark.gpu

@@ -59,7 +59,7 @@ def from_config(
                                              "folder's for config.json, then the phase).",
                                              show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the suite here (default: standard output).",
-                                             show_default=False)] = None,
+                                             metavar="SUITE.toml", show_default=False)] = None,
 ) -> None:
     """Write a suite of the GEMMs a model runs, from its Hugging Face config.json.
 
