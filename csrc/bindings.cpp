@@ -42,6 +42,7 @@ nb::dict info_dict(const mb::DeviceInfo& i) {
   d["cache_bytes"] = i.cache_bytes;
   d["max_group_size"] = i.max_group_size;
   d["unified_memory"] = i.unified_memory;
+  d["cpu"] = i.cpu;
   d["view_alignment"] = i.view_alignment;
   d["max_held_launches"] = i.max_held_launches;
   d["peak_bandwidth"] = i.peak_bandwidth;

@@ -7,7 +7,7 @@ import signal
 from collections import Counter
 
 import pytest
-from conftest import sweep
+from conftest import Recorder, sweep
 
 from metalbench import backends, runner, worker
 from metalbench.ray_pool import ray_available
@@ -48,8 +48,11 @@ def _same_as_one_worker(run, rep, one_worker):
 
 
 def test_two_workers_give_the_verdicts_of_one(one_worker, tmp_path):
-    run, rep = sweep_smoke(tmp_path, workers=2)
+    events = Recorder()
+    run, rep = sweep_smoke(tmp_path, workers=2, events=events)
     _same_as_one_worker(run, rep, one_worker)
+    # PoCL is a CPU device: the run says that a second worker competes with the timed kernel for its cores.
+    assert [n for n in events.notes if "2 workers on a CPU device" in n], events.notes
     # Both workers measured, and every result says which device did.
     measured = [r for r in run.results if r.status not in ("unsupported",) and r.measure]
     assert measured and all(r.measure["device"] == 0 for r in measured)

@@ -58,6 +58,9 @@ struct DeviceInfo {
   uint64_t cache_bytes = 0;  // last-level cache that cold inputs must not be found in
   int max_group_size = 0;
   bool unified_memory = false;
+  // The device is a processor of the host itself (OpenCL's CL_DEVICE_TYPE_CPU, as PoCL):
+  // its kernels run on the cores that also build, verify and run every other worker.
+  bool cpu = false;
   size_t view_alignment = 256;  // Buffer::view offsets must be multiples of this
   size_t max_held_launches = 0; // most launches one timed_batch takes (0: no limit)
   // Peak DRAM bandwidth in bytes per second where an API gives it (0: unknown), and how.

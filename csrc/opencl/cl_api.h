@@ -41,11 +41,13 @@ using cl_event = struct _cl_event*;
 constexpr cl_int CL_SUCCESS = 0;
 constexpr cl_int CL_COMPLETE = 0;
 constexpr cl_bool CL_TRUE = 1;
+constexpr cl_device_type CL_DEVICE_TYPE_CPU = 1 << 1;
 constexpr cl_device_type CL_DEVICE_TYPE_ALL = 0xFFFFFFFF;
 
 constexpr cl_platform_info CL_PLATFORM_VERSION = 0x0901;
 constexpr cl_platform_info CL_PLATFORM_NAME = 0x0902;
 
+constexpr cl_device_info CL_DEVICE_TYPE = 0x1000;
 constexpr cl_device_info CL_DEVICE_MAX_COMPUTE_UNITS = 0x1002;
 constexpr cl_device_info CL_DEVICE_MAX_WORK_GROUP_SIZE = 0x1004;
 constexpr cl_device_info CL_DEVICE_MAX_MEM_ALLOC_SIZE = 0x1010;

@@ -120,6 +120,7 @@ DeviceInfo describe(const Found& f, int index) {
   i.cache_bytes = device_value<cl_ulong>(f.device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE);
   i.max_group_size = static_cast<int>(device_value<size_t>(f.device, CL_DEVICE_MAX_WORK_GROUP_SIZE));
   i.unified_memory = device_value<cl_bool>(f.device, CL_DEVICE_HOST_UNIFIED_MEMORY) != 0;
+  i.cpu = (device_value<cl_device_type>(f.device, CL_DEVICE_TYPE) & CL_DEVICE_TYPE_CPU) != 0;
   // In bits. Sub-buffer origins must be multiples of it; 256 bytes at least keeps
   // views aligned for every vector load a kernel makes.
   i.view_alignment = std::max<size_t>(256, device_value<cl_uint>(f.device, CL_DEVICE_MEM_BASE_ADDR_ALIGN) / 8);

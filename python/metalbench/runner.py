@@ -176,6 +176,10 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
                      workers=workers, isolated=isolated, ray=ray)
     try:
         info = pool.describe()
+        if workers > 1 and info.get("cpu"):
+            events.note(f"{workers} workers on a CPU device ({info.get('name')}): its kernels run on the cores the "
+                        "other workers build, verify and prepare on, so times are noisier and the sweep gains little; "
+                        "one worker is the sound choice there (README, 'More devices, more workers, a cluster')")
         pool.begin()
         # The roof of the roofline and the cache cold mode sizes by, recorded with the run: the
         # device's own, stored, or measured now.
