@@ -108,8 +108,12 @@ class BlasKernel final : public CuKernel {
   }
   const std::string& label() const override { return label_; }
   size_t max_group_size() const override { return 0; }  // cuBLAS picks its own geometry
-  // The dequantize step, then cuBLAS's GEMM and, where it splits k, its reduction.
-  size_t queue_cost() const override { return (first_ ? 1 : 0) + 2; }
+  // The dequantize step, then what one cuBLAS call may enqueue: its GEMM and, where it
+  // splits k, a reduction, a workspace clear and C's scaling. The driver's queue fills by
+  // bytes as well as by entries, and cuBLAS's kernels take large parameter blocks: at 3
+  // per launch, a held run of 341 cublas-dequant launches blocked on an H100 (the odd
+  // suite's 5x29x96 alpha/beta and 2x19x160 bfloat16 specs), so 8 leaves a margin.
+  size_t queue_cost() const override { return (first_ ? 1 : 0) + 8; }
 
   std::function<void()> prepare(const Launch& launch) override {
     const std::string where = "[cuda::launch] " + label_ + ": ";
