@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -150,6 +151,15 @@ def start_cli():
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def suite_in_bfloat16(name: str) -> str:
+    """The text of the built-in suite `name` with every spec's dtype bfloat16 (its own file
+    holds float16 and float32)."""
+    text = (Path(variants.__file__).parent / "suites" / f"{name}.toml").read_text()
+    text, count = re.subn(r'^dtype = "float(16|32)"', 'dtype = "bfloat16"', text, flags=re.M)
+    assert count > 0, f"the {name} suite names no dtype to change"
+    return text
 
 
 def write_family(folder: Path, name: str, source: str, *, extra: str = "") -> Path:

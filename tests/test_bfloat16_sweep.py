@@ -4,14 +4,13 @@ reference (metrics.tolerance with bfloat16's unit roundoff)."""
 
 import json
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli, sweep
+from conftest import cli, suite_in_bfloat16, sweep
 from simd32.check import verify_simd32
 
 from metalbench import metrics, variants
@@ -21,15 +20,6 @@ from metalbench.specs import Spec, load_suite, spec_from_key
 from metalbench.store import Store
 
 NVCC = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
-
-SMOKE = Path(__file__).resolve().parents[1] / "python" / "metalbench" / "suites" / "smoke.toml"
-
-
-def bf16_smoke() -> str:
-    """The smoke suite with every spec in bfloat16 (its own file holds float16 and float32)."""
-    text, count = re.subn(r'^dtype = "float(16|32)"', 'dtype = "bfloat16"', SMOKE.read_text(), flags=re.M)
-    assert count > 0
-    return text
 
 
 def portable_bf16() -> list[str]:
@@ -46,7 +36,7 @@ def test_the_portable_families_take_bfloat16():
 
 
 def test_every_portable_variant_verifies_the_smoke_shapes_in_bfloat16(opencl, tmp_path):
-    suite = bf16_smoke()
+    suite = suite_in_bfloat16("smoke")
     run, rep = sweep(tmp_path, [f"{name}/*" for name in portable_bf16()], suite=suite)
     assert {s.dtype for s in load_suite(tmp_path / "suite.toml").specs} == {"bfloat16"}
     assert rep.counts["failed"] == 0, rep.failures[:5]
@@ -62,7 +52,7 @@ def test_every_portable_variant_verifies_the_smoke_shapes_in_bfloat16(opencl, tm
 def test_tile_and_gemv_families_verify_bfloat16_with_32_lane_simd_groups(opencl, tmp_path):
     """CUDA's 16-bit tile shape (m16n8k16) and 32-lane reductions, emulated on PoCL, in bfloat16."""
     path = tmp_path / "bf16.toml"
-    path.write_text(bf16_smoke())
+    path.write_text(suite_in_bfloat16("smoke"))
     specs = [s for s in load_suite(path).specs if s.k >= 24]
     chosen, names = [], ("mtgemm", "skinny", "tilegemv", "simdgemv")
     for name in names:

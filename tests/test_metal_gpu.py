@@ -17,16 +17,15 @@ backend at all, which is checked too.
 from __future__ import annotations
 
 import json
-import re
 import struct
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import suite_in_bfloat16
 
 from metalbench import _core, peak, report, runner, variants
 from metalbench.dtypes import define
@@ -612,10 +611,11 @@ def test_environment_settings_are_checked(metal, monkeypatch):
 # --- M14, M15: every family, and the default suite as a user runs it -------------------------------------
 
 
-def _metal_families() -> list[str]:
-    """Every family that runs on Metal, read from the manifests now: families added later are covered too."""
+def _metal_families(dtype: str | None = None) -> list[str]:
+    """Every family that runs on Metal (in `dtype`, when given), read from the manifests now: families added
+    later are covered too."""
     try:
-        return [f.name for f in variants.load_families() if "metal" in f.backends]
+        return [f.name for f in variants.load_families() if "metal" in f.backends and dtype in (None, *f.dtypes)]
     except Exception as e:  # noqa: BLE001 - reported by the tests below, not at collection
         return [f"<manifests: {e}>"]
 
@@ -633,7 +633,10 @@ def sweeps(metal, tmp_path_factory):
         if suite not in done:
             folder = tmp_path_factory.mktemp(suite)
             store = Store(folder / "results.sqlite")
-            loaded = load_suite(_in_bfloat16(folder, suite.removesuffix(BF16)) if suite.endswith(BF16) else suite)
+            retyped = folder / "suite.toml"
+            if suite.endswith(BF16):
+                retyped.write_text(suite_in_bfloat16(suite.removesuffix(BF16)))
+            loaded = load_suite(retyped if retyped.exists() else suite)
             chosen = runner.with_baseline(variants.load_variants("metal"), "metal", specs=loaded.specs)
             run = store.load_run(runner.run(loaded, chosen, backend="metal", store=store))
             done[suite] = (run, report.build(run))
@@ -645,18 +648,18 @@ def sweeps(metal, tmp_path_factory):
 BF16 = "-bfloat16"  # a built-in suite's name + this: its shapes, every spec in bfloat16 (M22)
 
 
-def _in_bfloat16(folder, name: str) -> str:
-    """The built-in suite `name` written to `folder` with every spec's dtype bfloat16; returns its path."""
-    text = (Path(variants.__file__).parent / "suites" / f"{name}.toml").read_text()
-    text, count = re.subn(r'^dtype = "float(16|32)"', 'dtype = "bfloat16"', text, flags=re.M)
-    assert count > 0, f"the {name} suite names no dtype to change"
-    path = folder / f"{name}{BF16}.toml"
-    path.write_text(text)
-    return str(path)
-
-
 def _of(run, name: str) -> list:
     return [r for r in run.results if r.variant.split("/", 1)[0] == name]
+
+
+def _no_pair_bad_or_silent(assumption: str, what: str, mine: list) -> None:
+    """No pair of `mine` failed, was wrong, timed out or crashed, and each unsupported one says why."""
+    bad = [r for r in mine if r.status in BAD]
+    assert not bad, wrong(assumption, f"{len(bad)} of {len(mine)} pairs of {what} are "
+                                      f"{sorted({r.status for r in bad})}; first: {bad[0].variant} on "
+                                      f"{bad[0].spec_key}: {bad[0].message}")
+    silent = [r for r in mine if r.status == "unsupported" and not r.message.strip()]
+    assert not silent, f"unsupported without a reason: {silent[0].variant} on {silent[0].spec_key}"
 
 
 @pytest.mark.gpu
@@ -669,12 +672,7 @@ def test_every_family_verifies_on_metal(sweeps, name, suite):
     assert variants.load_families(), name
     run, rep = sweeps(suite)
     mine = _of(run, name)
-    bad = [r for r in mine if r.status in BAD]
-    assert not bad, wrong("M14", f"{len(bad)} of {len(mine)} pairs of {name} on {suite} are "
-                                 f"{sorted({r.status for r in bad})}; first: {bad[0].variant} on {bad[0].spec_key}: "
-                                 f"{bad[0].message}")
-    silent = [r for r in mine if r.status == "unsupported" and not r.message.strip()]
-    assert not silent, f"unsupported without a reason: {silent[0].variant} on {silent[0].spec_key}"
+    _no_pair_bad_or_silent("M14", f"{name} on {suite}", mine)
     assert rep.baseline == "mps/baseline"
     if not any(r.status in VERIFIED for r in mine):
         pytest.skip(f"{name}: no spec of {suite} runs here: {sorted({r.message for r in mine})[:3]}")
@@ -696,15 +694,8 @@ def test_every_family_is_verified_by_the_first_mac_run(sweeps, name):
         assert all(s.baseline == "qnaive/default" for s in sweeps("quantized")[1].specs)
 
 
-def _bfloat16_families() -> list[str]:
-    try:
-        return [f.name for f in variants.load_families() if "metal" in f.backends and "bfloat16" in f.dtypes]
-    except Exception as e:  # noqa: BLE001 - reported by the test below, not at collection
-        return [f"<manifests: {e}>"]
-
-
 @pytest.mark.gpu
-@pytest.mark.parametrize("name", _bfloat16_families())
+@pytest.mark.parametrize("name", _metal_families("bfloat16"))
 def test_every_bfloat16_family_verifies_on_metal(metal, sweeps, name):
     """M22: on macOS 14 and later, each family that lists bfloat16 (MPS and MPSMatrixVectorMultiplication
     among them) verifies on the smoke suite's shapes in bfloat16 (the quantized suite's, for the families of
@@ -717,12 +708,7 @@ def test_every_bfloat16_family_verifies_on_metal(metal, sweeps, name):
         assert {r.status for r in mine} == {"unsupported"}, sorted({r.status for r in mine})
         assert all(metal.info["bfloat16_detail"] in r.message for r in mine), mine[0].message
         pytest.skip(f"no bfloat16 here: {metal.info['bfloat16_detail']}")
-    bad = [r for r in mine if r.status in BAD]
-    assert not bad, wrong("M22", f"{len(bad)} of {len(mine)} pairs of {name} in bfloat16 are "
-                                 f"{sorted({r.status for r in bad})}; first: {bad[0].variant} on {bad[0].spec_key}: "
-                                 f"{bad[0].message}")
-    silent = [r for r in mine if r.status == "unsupported" and not r.message.strip()]
-    assert not silent, f"unsupported without a reason: {silent[0].variant} on {silent[0].spec_key}"
+    _no_pair_bad_or_silent("M22", f"{name} in bfloat16", mine)
     if not any(r.status in VERIFIED for r in mine):
         pytest.skip(f"{name}: no bfloat16 spec of the suite runs here: {sorted({r.message for r in mine})[:3]}")
 
