@@ -30,6 +30,7 @@ little over 100% of it (roofline.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class Memory:
     curve: list[tuple[int, float]] = field(default_factory=list)  # (footprint bytes, bytes per second)
 
 
+@functools.cache  # the sources do not change while a process runs
 def method() -> str:
     """This probe's version: a digest of its source and its kernel's. Derived rather than
     numbered by hand, so that no change to how the figures are found can forget to say so

@@ -252,7 +252,10 @@ def _with_memory(info: dict, store: Store, pool: Pool, note: Callable[[str], Non
     peak = None if own_peak else store.peak(key, probe)
     cache = store.cache(key, probe)
     if cache is None or (peak is None and not own_peak):
-        earlier = store.cache(key) is not None or (not own_peak and store.peak(key) is not None)
+        # What an earlier version of the probe measured: it stands if this one cannot be made.
+        earlier_peak = None if own_peak or peak is not None else store.peak(key)
+        earlier_cache = store.cache(key) if cache is None else None
+        earlier = earlier_peak is not None or earlier_cache is not None
         status("measuring the memory's bandwidth and cache (once per device" +
                (", again: an earlier metalbench's probe measured what the store has)" if earlier else ")"))
         try:
@@ -260,8 +263,7 @@ def _with_memory(info: dict, store: Store, pool: Pool, note: Callable[[str], Non
         except PeakUnavailable as e:
             note(f"memory not measured, so no % of peak and the driver's cache size for cold mode: {e}"
                  if not earlier else f"memory not measured again, so the earlier probe's figures stand: {e}")
-            peak = peak or (None if own_peak else store.peak(key))
-            cache = cache or store.cache(key)
+            peak, cache = peak or earlier_peak, cache or earlier_cache
         else:
             if cache is None:
                 cache = (found.cache_bytes, found.cache_source)
