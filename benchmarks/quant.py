@@ -6,7 +6,7 @@ without a fused kernel pays (dequantize, then cuBLAS), and a plain read of the s
 On a CUDA device, the q4-g64 decode weight products of Qwen2.5-0.5B and Llama-3.2-1B
 (`metalbench suite from-config tests/data/<model>.json --quant affine-q4-g64 --tokens 1`,
 its quantized products only: attention is not quantized) are swept as `metalbench run
---cold` sweeps them: the quantized families (qnaive, qgemv, qmv, qskinny) and the spec's
+--cold` sweeps them: the quantized families (qnaive, qgemv, qmv, qskinny, qtcgemv) and the spec's
 baseline, cublas-dequant (B dequantized to fp16 into a scratch buffer, then cuBLAS, timed
 as one launch), racing on, ranked by the cold batch clock. For every product the table
 gives the baseline's time, the fastest quantized kernel (where racing left it out, its
@@ -38,7 +38,7 @@ from metalbench.store import Store
 
 MODELS = {"qwen": "Qwen2.5-0.5B", "llama": "Llama-3.2-1B"}
 QUANT = "affine-q4-g64"
-FAMILIES = ["qnaive/*", "qgemv/*", "qmv/*", "qskinny/*"]
+FAMILIES = ["qnaive/*", "qgemv/*", "qmv/*", "qskinny/*", "qtcgemv/*"]
 PEAK_SHARE = 0.80            # of the HBM peak, on products with at least BIG_WEIGHTS of quantized B
 BIG_WEIGHTS = 8 * 2**20
 OVER_DEQUANT = 3.0           # median of dequantize-then-cuBLAS time / best quantized time

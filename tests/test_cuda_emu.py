@@ -1,4 +1,4 @@
-"""Native CUDA tensor-core kernels (kernels/cuda/tcgemv.cu, tcgemm.cu) run on the CPU, from their own
+"""Native CUDA tensor-core kernels (kernels/cuda/tcgemv.cu, qtcgemv.cu, tcgemm.cu) run on the CPU, from their own
 source, through tests/cuda_emu: a stand-in for the CUDA prelude in which every CUDA
 thread is a std::thread and mma.sync, __syncthreads and the cluster barrier are barriers
 (prelude.h says what it models). Each launch is checked as the runner checks a GPU's:
@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from metalbench import metrics, paths, reference, variants
+from metalbench.quant import b_buffer
 from metalbench.specs import Spec
 
 EMU = Path(__file__).parent / "cuda_emu"
@@ -44,6 +45,16 @@ VARIANTS = [
     "tcgemm/bm64_bn128_w1x4_cl4",
     "tcgemm/bm128_bn128_w2x4_cl1",
 ]
+# qtcgemv: each bit width, MR 8 and 16, RT 1 to 4, U 1 and 2, warps splitting k.
+QUANT_VARIANTS = [
+    "qtcgemv/b4_mr8_rt1_kw1_u1",
+    "qtcgemv/b4_mr8_rt2_kw2_u2",
+    "qtcgemv/b4_mr16_rt4_kw1_u1",
+    "qtcgemv/b4_mr8_rt1_kw8_u2",
+    "qtcgemv/b8_mr8_rt2_kw1_u2",
+    "qtcgemv/b8_mr16_rt1_kw4_u1",
+    "qtcgemv/b8_mr8_rt4_kw2_u1",
+]
 # Tails everywhere: n not a multiple of a tile, k not a multiple of a step, m below MR,
 # batches, every op (bias, alpha and beta reading C).
 SPECS = [
@@ -61,6 +72,19 @@ SPECS = [
     Spec(op="matmul_alpha_beta", dtype="float16", batch=2, m=64, n=130, k=64, transpose_b=True, alpha=2.0, beta=0.5),
     Spec(op="matmul_bias_add", dtype="float16", batch=1, m=130, n=40, k=160, transpose_b=True),
     Spec(op="matmul_alpha_beta", dtype="float16", batch=2, m=65, n=136, k=1120, transpose_b=True, alpha=1.0, beta=2.0),
+]
+# Quantized B: every group size, k not a whole number of steps (of 4 chunks), n not a
+# multiple of a tile, m = 1 and m up to 16, batches, every op.
+QUANT_SPECS = [
+    Spec(op="matmul", dtype="float16", batch=1, m=1, n=40, k=96, transpose_b=True, quant="affine-q4-g32"),
+    Spec(op="matmul_bias_add", dtype="float16", batch=1, m=1, n=72, k=640, transpose_b=True, quant="affine-q4-g64"),
+    Spec(op="matmul", dtype="float16", batch=2, m=3, n=33, k=384, transpose_b=True, quant="affine-q4-g128"),
+    Spec(op="matmul_alpha_beta", dtype="float16", batch=1, m=13, n=24, k=256, transpose_b=True, alpha=0.5,
+         beta=-1.0, quant="affine-q4-g64"),
+    Spec(op="matmul_bias_add", dtype="float16", batch=1, m=2, n=20, k=1088, transpose_b=True, quant="affine-q4-g64"),
+    Spec(op="matmul", dtype="float16", batch=1, m=1, n=50, k=160, transpose_b=True, quant="affine-q8-g32"),
+    Spec(op="matmul_bias_add", dtype="float16", batch=2, m=5, n=18, k=512, transpose_b=True, quant="affine-q8-g64"),
+    Spec(op="matmul", dtype="float16", batch=1, m=16, n=36, k=384, transpose_b=True, quant="affine-q8-g128"),
 ]
 
 
@@ -89,7 +113,9 @@ def _run(exe: Path, v: variants.Variant, spec: Spec, folder: Path) -> metrics.Ch
     cl = int(v.params.get("CL", 1))
     cluster = [1, cl, 1] if v.family.name == "tcgemv" else [1, 1, cl]  # their __cluster_dims__
     bias = inputs.bias if inputs.bias is not None else np.zeros(1, np.float16)
-    arrays = [inputs.a, inputs.b, c0, bias]
+    layout = spec.b_layout()
+    b = inputs.b if layout is None else b_buffer(inputs.q, layout).view(np.uint16)  # as measure.py lays it out
+    arrays = [inputs.a, b, c0, bias]
     head = spec.params() + struct.pack("<9i", *groups, *threads, *cluster)
     head += struct.pack("<5q", *(x.size for x in arrays), v.workspace_floats(spec))
     launch, out = folder / "launch.bin", folder / "c.bin"
@@ -97,14 +123,14 @@ def _run(exe: Path, v: variants.Variant, spec: Spec, folder: Path) -> metrics.Ch
     r = subprocess.run([str(exe), str(launch), str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"{v.id} on {spec.label()}: exit {r.returncode}\n{r.stderr[-2000:]}"
     c = np.frombuffer(out.read_bytes(), np.uint16).view(np.float16).reshape(spec.shape_c)
-    return metrics.check(spec, c, ref, c0)
+    return metrics.check(spec, c, ref, c0, v.family.rounds_b)
 
 
 @needs_gxx
-@pytest.mark.parametrize("vid", VARIANTS)
+@pytest.mark.parametrize("vid", VARIANTS + QUANT_VARIANTS)
 def test_tensor_core_kernels_are_correct_in_the_emulation(vid, tmp_path):
     (v,) = variants.select(variants.load_variants("cuda"), [vid])
-    specs = [s for s in SPECS if v.unsupported_reason(s) is None]
+    specs = [s for s in (QUANT_SPECS if v.family.quant else SPECS) if v.unsupported_reason(s) is None]
     assert specs, f"{vid} supports none of the test's specs"
     exe = _program(v, tmp_path)
     for spec in specs:

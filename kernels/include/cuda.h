@@ -125,6 +125,24 @@ __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
 #endif
 }
 
+/* For native kernels that make float16 weights from quantized codes: the raw bits of one
+ * 16-bit element (a scale or a bias), through the read-only path, and arithmetic on two
+ * float16 values packed in a 32-bit register (low half first: mma.sync's f16x2 operands),
+ * each half rounded to nearest even as PTX sub.rn.f16x2 and fma.rn.f16x2 do. */
+#if MB_HALFWORD
+__device__ __forceinline__ unsigned mb_ldh(const T* ptr) { return __ldg(&ptr->bits); }
+#endif
+__device__ __forceinline__ unsigned mb_hsub2(unsigned a, unsigned b) {
+  unsigned r;
+  asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+__device__ __forceinline__ unsigned mb_hfma2(unsigned a, unsigned b, unsigned c) {
+  unsigned r;
+  asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
+  return r;
+}
+
 #define MB_KERNEL(name)                                                                          \
   extern "C" __global__ void name(const T* __restrict__ a, const T* __restrict__ b, T* c,        \
                                   const T* __restrict__ bias, float* ws, const MBParams p)

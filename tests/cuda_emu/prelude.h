@@ -14,7 +14,9 @@
  * with g = l / 4 and t = l % 4; and ldmatrix hands lanes what the PTX ISA says (lanes
  * 8q .. 8q + 7 point at the rows of matrix q; without .trans lane l gets row l / 4,
  * columns 2 (l % 4) and + 1, in register q; with .trans rows 2 (l % 4) and + 1 of column
- * l / 4). cp.async copies at once: the waits have nothing to wait for. */
+ * l / 4). cp.async copies at once: the waits have nothing to wait for. The float16 pair
+ * arithmetic (mb_hsub2, mb_hfma2) rounds each half once, as the PTX instructions do. */
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -125,6 +127,52 @@ inline uint4 mb_ld16_stream(const T* p) { return mb_ld16(p); }
 inline uint2 __ldg(const uint2* p) {
   emu_check(p, 8);
   return *p;
+}
+
+/* What common.h's kernel-side part (its `#ifdef DEVICE_FN` blocks: the split-K hand-off
+ * and the quantized format's macros) takes from a prelude. */
+#define DEVICE_FN inline
+#define GLOBAL_PTR
+inline int emu_float_as_int(float x) {
+  int i;
+  std::memcpy(&i, &x, 4);
+  return i;
+}
+inline float emu_int_as_float(int i) {
+  float x;
+  std::memcpy(&x, &i, 4);
+  return x;
+}
+#define FLOAT_AS_INT(x) emu_float_as_int(x)
+#define INT_AS_FLOAT(i) emu_int_as_float(i)
+inline int emu_exchange(int* p, int v) { return std::atomic_ref<int>(*p).exchange(v); }
+#define ATOMIC_XCHG(ptr, v) emu_exchange((int*)(ptr), (int)(v))
+
+/* cuda.h's raw 16-bit load and float16 pair arithmetic: each half computed exactly
+ * (in double) and rounded once to float16, as sub.rn.f16x2 and fma.rn.f16x2 round. */
+inline unsigned mb_ldh(const T* p) {
+  emu_check(p, 2);
+  return p->bits;
+}
+inline _Float16 emu_half(unsigned w, int h) {
+  _Float16 x;
+  const unsigned short bits = (unsigned short)(h ? w >> 16 : w & 0xffff);
+  std::memcpy(&x, &bits, 2);
+  return x;
+}
+inline unsigned emu_pack(_Float16 lo, _Float16 hi) {
+  unsigned short l, h;
+  std::memcpy(&l, &lo, 2);
+  std::memcpy(&h, &hi, 2);
+  return l | ((unsigned)h << 16);
+}
+inline unsigned mb_hsub2(unsigned a, unsigned b) {
+  return emu_pack((_Float16)((double)emu_half(a, 0) - (double)emu_half(b, 0)),
+                  (_Float16)((double)emu_half(a, 1) - (double)emu_half(b, 1)));
+}
+inline unsigned mb_hfma2(unsigned a, unsigned b, unsigned c) {
+  return emu_pack((_Float16)((double)emu_half(a, 0) * (double)emu_half(b, 0) + (double)emu_half(c, 0)),
+                  (_Float16)((double)emu_half(a, 1) * (double)emu_half(b, 1) + (double)emu_half(c, 1)));
 }
 
 inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
