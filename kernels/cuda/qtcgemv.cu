@@ -72,7 +72,7 @@ __device__ __forceinline__ unsigned qt_word(uint4 v, int f) { return f == 0 ? v.
 __device__ __forceinline__ unsigned qt_biased(unsigned w, int a) {
 #if MB_BITS == 4
   const unsigned v = a >= 2 ? w >> 8 : w;
-  return a % 2 == 0 ? (v & 0x000F000Fu) | 0x64006400u : (v & 0x00F000F0u) | 0x54005400u;
+  return a % 2 == 0 ? mb_and_or<0x000F000Fu, 0x64006400u>(v) : mb_and_or<0x00F000F0u, 0x54005400u>(v);
 #else
   return __byte_perm(w, 0x64646464u, a == 0 ? 0x4240u : 0x4341u);
 #endif
@@ -134,23 +134,30 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
   const int s0 = warp * per;
   const int s1 = min(steps, s0 + per);
 
-  const T* arow[QT_MH];
+  /* Pointers at this lane's first chunk, advanced by a whole iteration (4 U chunks) at a
+   * time, so that a step's addresses are constant offsets from them. */
+  const int c0 = 4 * s0 + t;
+  const T* xptr[QT_MH];
   bool aok[QT_MH];
 #pragma unroll
   for (int mh = 0; mh < QT_MH; ++mh) {
     aok[mh] = 8 * mh + g < p.m;
-    arow[mh] = a + A_AT(bi, aok[mh] ? 8 * mh + g : 0, 0);
+    xptr[mh] = a + A_AT(bi, aok[mh] ? 8 * mh + g : 0, 0) + c0 * QT_CPC;
   }
-  /* Row g + 8h of tile r: its words (as T, two per word) and the index of its first group. */
-  const T* wrow[MB_RT][2];
-  int grow[MB_RT][2];
+  /* Row g + 8h of tile r: its words (as T, two per word) from the lane's first chunk, and
+   * its scales and biases (a chunk's group: the chunk's index shifted right by gs). */
+  const int gs = p.qgroup == QT_CPC ? 0 : p.qgroup == 2 * QT_CPC ? 1 : p.qgroup == 4 * QT_CPC ? 2 : 3;
+  const T* wptr[MB_RT][2];
+  const T* sptr[MB_RT][2];
+  const T* bptr[MB_RT][2];
 #pragma unroll
   for (int r = 0; r < MB_RT; ++r)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int j = min(j0 + 16 * r + 8 * h + g, p.n - 1);
-      wrow[r][h] = b + 2 * ((long long)bi * p.stride_b + (long long)j * p.ldb);
-      grow[r][h] = QB_GROUP_AT(bi, j, 0);
+      wptr[r][h] = b + 2 * ((long long)bi * p.stride_b + (long long)j * p.ldb) + 8 * c0;
+      sptr[r][h] = b + p.qscales + QB_GROUP_AT(bi, j, 0);
+      bptr[r][h] = b + p.qbiases + QB_GROUP_AT(bi, j, 0);
     }
   mt_acc acc[QT_NACC / 4]; /* tile (r, mh) */
 #pragma unroll
@@ -163,23 +170,29 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
     for (int u = 0; u < MB_U; ++u) {
       const int ch = 4 * (s + u) + t;
       const bool ok = s + u < s1 && ch < nchunks;
-      const int grp = ch * QT_CPC / p.qgroup;
+      const int grp = ch >> gs;
 #pragma unroll
       for (int r = 0; r < MB_RT; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          w[u][r][h] = ok ? mb_ld16_stream(wrow[r][h] + 8 * ch) : make_uint4(0, 0, 0, 0);
-          const unsigned sc = ok ? mb_ldh(b + p.qscales + grow[r][h] + grp) : 0u;
-          const unsigned bs = ok ? mb_ldh(b + p.qbiases + grow[r][h] + grp) : 0u;
-          scale2[u][r][h] = sc | sc << 16;
-          bias2[u][r][h] = bs | bs << 16;
+          w[u][r][h] = ok ? mb_ld16_stream(wptr[r][h] + 32 * u) : make_uint4(0, 0, 0, 0);
+          const unsigned sc = ok ? mb_ldh(sptr[r][h] + grp) : 0u;
+          const unsigned bs = ok ? mb_ldh(bptr[r][h] + grp) : 0u;
+          scale2[u][r][h] = __byte_perm(sc, 0u, 0x1010u);
+          bias2[u][r][h] = __byte_perm(bs, 0u, 0x1010u);
         }
 #pragma unroll
       for (int mh = 0; mh < QT_MH; ++mh)
 #pragma unroll
         for (int v = 0; v < QT_XV; ++v)
-          xv[u][mh][v] = ok && aok[mh] ? mb_ld16(arow[mh] + ch * QT_CPC + 8 * v) : make_uint4(0, 0, 0, 0);
+          xv[u][mh][v] = ok && aok[mh] ? mb_ld16(xptr[mh] + 4 * QT_CPC * u + 8 * v) : make_uint4(0, 0, 0, 0);
     }
+#pragma unroll
+    for (int r = 0; r < MB_RT; ++r)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) wptr[r][h] += 32 * MB_U;
+#pragma unroll
+    for (int mh = 0; mh < QT_MH; ++mh) xptr[mh] += 4 * QT_CPC * MB_U;
 #pragma unroll
     for (int u = 0; u < MB_U; ++u) {
       unsigned xp[QT_MH][QT_XP];

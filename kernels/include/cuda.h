@@ -132,6 +132,13 @@ __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
 #if MB_HALFWORD
 __device__ __forceinline__ unsigned mb_ldh(const T* ptr) { return __ldg(&ptr->bits); }
 #endif
+/* (x & MASK) | BITS in one instruction: written as C, the two constants make it two. */
+template <unsigned MASK, unsigned BITS>
+__device__ __forceinline__ unsigned mb_and_or(unsigned x) {
+  unsigned r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(x), "n"(MASK), "n"(BITS));
+  return r;
+}
 __device__ __forceinline__ unsigned mb_hsub2(unsigned a, unsigned b) {
   unsigned r;
   asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));

@@ -166,6 +166,10 @@ inline unsigned emu_pack(_Float16 lo, _Float16 hi) {
   std::memcpy(&h, &hi, 2);
   return l | ((unsigned)h << 16);
 }
+template <unsigned MASK, unsigned BITS>
+inline unsigned mb_and_or(unsigned x) {
+  return (x & MASK) | BITS;
+}
 inline unsigned mb_hsub2(unsigned a, unsigned b) {
   return emu_pack((_Float16)((double)emu_half(a, 0) - (double)emu_half(b, 0)),
                   (_Float16)((double)emu_half(a, 1) - (double)emu_half(b, 1)));
