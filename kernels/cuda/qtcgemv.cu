@@ -38,8 +38,9 @@
  *
  * Split of k: the KW warps of a block take consecutive ranges of steps, U steps'
  * loads in flight per lane; the warps' sums go through group memory, and the block
- * adds them in a fixed order. Requires (manifest): A stored m x k (or m = 1), codes of
- * 4 or 8 bits whose rows are whole chunks ((k * bits) % 128 == 0).
+ * adds them in a fixed order. With one warp (KW 1) each lane stores its own sums.
+ * Requires (manifest): A stored m x k (or m = 1), codes of 4 or 8 bits whose rows are
+ * whole chunks ((k * bits) % 128 == 0).
  *
  * Defines (MB_ + the grid key): MB_BITS (4 or 8), MB_MR (8 or 16), MB_RT (16-row tiles
  * per warp), MB_KW (warps per block), MB_U (steps in flight).
@@ -111,7 +112,9 @@ __device__ __forceinline__ int qt_holder(int i, int jj, int* e) {
 extern "C" __global__ void __launch_bounds__(QT_NTH)
     qtcgemv(const T* __restrict__ a, const T* __restrict__ b, T* c, const T* __restrict__ bias, float* ws,
             const MBParams p) {
+#if MB_KW > 1
   __shared__ float red[MB_KW][QT_NACC][32];
+#endif
   const int tid = threadIdx.x;
   const int lane = tid % 32, warp = tid / 32;
   const int g = lane >> 2, t = lane & 3;
@@ -120,12 +123,14 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
 
   /* Thread tid finishes outputs o = tid + q * QT_NTH, C(o / QT_BNB, j0 + o % QT_BNB): their
    * epilogue operands first, so that their latency hides behind the weights'. */
+#if MB_KW > 1
   float pre[QT_NPRE];
 #pragma unroll
   for (int q = 0; q < QT_NPRE; ++q) {
     const int o = tid + q * QT_NTH;
     pre[q] = o < QT_NOUT ? MB_EPILOGUE_AT(bi, o / QT_BNB, j0 + o % QT_BNB) : 0.0f;
   }
+#endif
 
   /* This warp's steps of k. */
   const int nchunks = p.k / QT_CPC;
@@ -219,6 +224,19 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
     }
   }
 
+#if MB_KW == 1
+  /* One warp has every sum of its block: each lane stores its own, C(i, j) from
+   * accumulator (r, mh) value q with i = 8 mh + 2t + q % 2, j = 16 r + 8 (q / 2) + g. */
+#pragma unroll
+  for (int r = 0; r < MB_RT; ++r)
+#pragma unroll
+    for (int mh = 0; mh < QT_MH; ++mh)
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        const int i = 8 * mh + 2 * t + q % 2, j = j0 + 16 * r + 8 * (q / 2) + g;
+        if (i < p.m && j < p.n) MB_STORE_C(C_AT(bi, i, j), j, acc[r * QT_MH + mh].v[q]);
+      }
+#else
   /* ---- the warps' sums ---- */
 #pragma unroll
   for (int e = 0; e < QT_NACC; ++e) red[warp][e][lane] = acc[e / 4].v[e % 4];
@@ -236,4 +254,5 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
       MB_STORE_C_IN(C_AT(bi, i, j0 + jj), sum, pre[q]);
     }
   }
+#endif
 }
