@@ -64,3 +64,14 @@ def test_ci_runs_the_readmes_test_command_word_for_word():
     blocks = re.findall(r"```sh\n(.*?)\n```", readme, re.S)
     tests = next(b for b in blocks if "pytest" in b)
     assert f"{tests} || exit $?" in ci, tests
+
+
+def test_benchmarks_guide_lists_every_script():
+    """benchmarks/CUDA.md's usage block names every script in benchmarks/ (modules they
+    import, `_common` and `nvrtc`, are not scripts), so a new benchmark cannot go unlisted."""
+    folder = Path(__file__).parent.parent / "benchmarks"
+    guide = (folder / "CUDA.md").read_text()
+    usage = guide[guide.index("```sh"):guide.index("```", guide.index("```sh") + 5)]
+    scripts = {p.name for p in folder.glob("*.py") if not p.name.startswith("_") and p.name != "nvrtc.py"}
+    listed = set(re.findall(r"python benchmarks/(\w+\.py)", usage))
+    assert scripts == listed
