@@ -93,6 +93,34 @@ def test_help_shows_placeholders_and_text_as_written():
     assert "SECONDS" in run_help and "FILE|-" in run_help and "GLOB" in run_help
 
 
+def test_readme_synopsis_names_each_option_as_its_help_does():
+    """The README's `## Commands` block and each command's --help agree: every option the
+    synopsis names exists, with the placeholder the help shows."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    start = readme.index("```", readme.index("## Commands"))
+    block = readme[start + 3:readme.index("```", start + 3)]
+    synopsis: dict[str, str] = {}
+    command = ""
+    for line in block.splitlines():
+        found = re.match(r"metalbench ((?:suite )?[a-z-]+)(.*)", line)
+        if found and not found.group(1).startswith("-"):
+            command = found.group(1)
+            synopsis[command] = found.group(2)
+        elif command and line.startswith(" "):
+            synopsis[command] += " " + line
+    assert {"run", "report", "export", "compare", "doctor", "list", "suite from-config"} <= set(synopsis)
+    checked = 0
+    for command, text in synopsis.items():
+        shown = cli(*command.split(), "--help", env={"COLUMNS": "200"}).stdout
+        for option, placeholder in re.findall(r"\[(--[a-z-]+)(?: ([^\]\s]+))?", text):
+            assert re.search(rf"{option}\b", shown), (command, option)
+            if placeholder:
+                assert re.search(rf"{option}\s+{re.escape(placeholder)}(\s|$)", shown, re.M), \
+                    (command, option, placeholder)
+                checked += 1
+    assert checked > 30
+
+
 def test_every_option_has_help_and_a_default_said():
     import typer.main
 
