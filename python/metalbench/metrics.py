@@ -91,7 +91,8 @@ class Tolerance:
 # For bf16 outputs the rtol term (4 2^-8 |ref|) dominates; a bf16 accumulator, which
 # rounds at every addition, still fails at the k of real models (tests/test_metrics.py).
 # A variant whose manifest says rounds_b (a two-step baseline that dequantizes B into the
-# dtype first, as mx.dequantize does) multiplies weights each off by up to u of
+# dtype first, as mx.dequantize does, or a fused kernel that makes its weights in the
+# dtype for the tensor cores, qtcgemv) multiplies weights each off by up to u of
 # themselves: sum |a| u |b| = u mag more, whatever the order (one more u in mag_factor).
 # On fp16 that is ~30 times the fp32 accumulation's allowance, which the rounded weights
 # do exceed (the reference dequantizes in float64), so only such a variant gets it.

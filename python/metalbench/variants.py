@@ -91,7 +91,8 @@ class Family:
     # Takes B quantized (spec.quant set: kernels/README.md, "Quantized weights"), and only so.
     quant: bool = False
     # Multiplies B rounded to the dtype (dequantized into T first, as an app without a fused
-    # kernel does): verified with that rounding allowed for (metrics.tolerance).
+    # kernel does, or made in T on the way to the tensor cores): verified with that
+    # rounding allowed for (metrics.tolerance).
     rounds_b: bool = False
 
 
