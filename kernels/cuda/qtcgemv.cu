@@ -89,19 +89,18 @@ __device__ __forceinline__ unsigned qt_weights(unsigned w, int a, unsigned scale
  * e / 4 is (x a, x a + 4) of that word's eight; for 8 bits, pair a of word e / 2 is
  * (x a, x a + 2) of its four. */
 __device__ __forceinline__ unsigned qt_xpair(const uint4* xv, int e) {
-#if MB_BITS == 4
   const uint4 v = xv[e / 4];
+#if MB_BITS == 4
   const int a = e % 4;
   return __byte_perm(a < 2 ? v.x : v.y, a < 2 ? v.z : v.w, a % 2 ? 0x7632u : 0x5410u);
 #else
-  const uint4 v = xv[e / 4];
   const int wi = e / 2 % 2;
   return __byte_perm(wi ? v.z : v.x, wi ? v.w : v.y, e % 2 ? 0x7632u : 0x5410u);
 #endif
 }
 
 /* Which lane holds output (i, jj) of the block (jj < QT_BNB), and in which accumulator:
- * the inverse of the fragment mapping. */
+ * the inverse of the fragment mapping (for the block's sum when KW > 1). */
 __device__ __forceinline__ int qt_holder(int i, int jj, int* e) {
   const int mh = i / 8, t = (i % 8) / 2, v = i % 2;
   const int g = jj % 8, h = (jj % 16) / 8;
@@ -121,9 +120,9 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
   const int j0 = blockIdx.x * QT_BNB;
   const int bi = blockIdx.y;
 
+#if MB_KW > 1
   /* Thread tid finishes outputs o = tid + q * QT_NTH, C(o / QT_BNB, j0 + o % QT_BNB): their
    * epilogue operands first, so that their latency hides behind the weights'. */
-#if MB_KW > 1
   float pre[QT_NPRE];
 #pragma unroll
   for (int q = 0; q < QT_NPRE; ++q) {
