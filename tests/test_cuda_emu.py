@@ -153,3 +153,13 @@ def test_the_emulation_catches_a_wrong_fragment(tmp_path):
     exe = _program(broken, tmp_path)
     got = _run(exe, broken, SPECS[0], tmp_path)
     assert got.verdict == "wrong"
+
+
+def test_the_emulation_places_accumulators_as_cuda_h_does():
+    """The kernels' MT_ACC_ROW and MT_ACC_COL are one definition: the emulation's copy is
+    cuda.h's, word for word (its mt_mma checks them against the PTX ISA's layout)."""
+    cuda = (paths.kernels_dir() / "include" / "cuda.h").read_text()
+    emu = (EMU / "prelude.h").read_text()
+    for name in ("MT_ACC_ROW", "MT_ACC_COL"):
+        (line,) = re.findall(rf"^#define {name}\(.*$", cuda, re.M)
+        assert line in emu.splitlines(), name

@@ -224,15 +224,15 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
   }
 
 #if MB_KW == 1
-  /* One warp has every sum of its block: each lane stores its own, C(i, j) from
-   * accumulator (r, mh) value q with i = 8 mh + 2t + q % 2, j = 16 r + 8 (q / 2) + g. */
+  /* One warp has every sum of its block: each lane stores its own. The product is
+   * transposed, so a tile's row is an output's j and its column an output's i. */
 #pragma unroll
   for (int r = 0; r < MB_RT; ++r)
 #pragma unroll
     for (int mh = 0; mh < QT_MH; ++mh)
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
-        const int i = 8 * mh + 2 * t + q % 2, j = j0 + 16 * r + 8 * (q / 2) + g;
+        const int i = 8 * mh + MT_ACC_COL(lane, q), j = j0 + 16 * r + MT_ACC_ROW(lane, q);
         if (i < p.m && j < p.n) MB_STORE_C(C_AT(bi, i, j), j, acc[r * QT_MH + mh].v[q]);
       }
 #else

@@ -147,7 +147,6 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
   }
   MT_COPY_WAIT(0);
 
-  const int g = lane >> 2, t = lane & 3;
 #if MB_CL == 1
 #pragma unroll
   for (int fm = 0; fm < FM; ++fm)
@@ -155,8 +154,8 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
     for (int fn = 0; fn < FN; ++fn)
 #pragma unroll
       for (int q = 0; q < 4; ++q) {
-        const int i = i0 + wm * WTM + fm * 16 + g + 8 * (q >> 1);
-        const int j = j0 + wn * WTN + fn * 8 + 2 * t + (q & 1);
+        const int i = i0 + wm * WTM + fm * 16 + MT_ACC_ROW(lane, q);
+        const int j = j0 + wn * WTN + fn * 8 + MT_ACC_COL(lane, q);
         if (i < p.m && j < p.n) MB_STORE_C(C_AT(bi, i, j), j, acc[fm][fn].v[q]);
       }
 #else
@@ -171,7 +170,8 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
     for (int fn = 0; fn < FN; ++fn)
 #pragma unroll
       for (int q = 0; q < 4; ++q)
-        epi[(wm * WTM + fm * 16 + g + 8 * (q >> 1)) * LDE + wn * WTN + fn * 8 + 2 * t + (q & 1)] = acc[fm][fn].v[q];
+        epi[(wm * WTM + fm * 16 + MT_ACC_ROW(lane, q)) * LDE + wn * WTN + fn * 8 + MT_ACC_COL(lane, q)] =
+            acc[fm][fn].v[q];
   mb_cluster_sync();
   const unsigned base = mt_smem(epi);
 #pragma unroll

@@ -237,6 +237,11 @@ struct mt_b {
 };
 #endif
 #define MT_ACC_T mt_acc
+/* Where value q (0..3) of lane l's accumulator sits in the TILE_M x TILE_N tile, in both
+ * mappings above: row g + 8 (q / 2), column 2t + q % 2. Native kernels that store or
+ * stage their accumulators by hand use these. */
+#define MT_ACC_ROW(l, q) (((l) >> 2) + 8 * ((q) >> 1))
+#define MT_ACC_COL(l, q) (2 * ((l) & 3) + ((q) & 1))
 #define MT_A_T mt_a
 #define MT_B_T mt_b
 
@@ -409,11 +414,8 @@ __device__ __forceinline__ void mt_mma(mt_acc& c, const mt_a& a, const mt_b& b) 
 
 /* The accumulators to group memory (float), C(i, j) at s[off + i * ld + j]. */
 __device__ __forceinline__ void mt_store(const mt_acc& c, float* s, int off, int ld) {
-  const int l = mt_lane(), g = l >> 2, j = (l & 3) << 1;
-  s[off + g * ld + j] = c.v[0];
-  s[off + g * ld + j + 1] = c.v[1];
-  s[off + (g + 8) * ld + j] = c.v[2];
-  s[off + (g + 8) * ld + j + 1] = c.v[3];
+  const int l = mt_lane();
+  for (int q = 0; q < 4; ++q) s[off + MT_ACC_ROW(l, q) * ld + MT_ACC_COL(l, q)] = c.v[q];
 }
 
 #define MT_ZERO(c) mt_zero(c)

@@ -225,6 +225,11 @@ struct mt_b {
   unsigned r[2];
 };
 inline void mt_zero(mt_acc& c) { c.v[0] = c.v[1] = c.v[2] = c.v[3] = 0.0f; }
+/* cuda.h's accumulator positions, for kernels that store by hand; mt_mma below states the
+ * layout on its own, from the PTX ISA, so that a wrong position here is caught
+ * (tests/test_cuda_emu.py requires these two lines to be cuda.h's). */
+#define MT_ACC_ROW(l, q) (((l) >> 2) + 8 * ((q) >> 1))
+#define MT_ACC_COL(l, q) (2 * ((l) & 3) + ((q) & 1))
 inline float emu_half_of(unsigned word, int h) { return emu_h2f((unsigned short)(h ? word >> 16 : word & 0xffff)); }
 inline void mt_mma(mt_acc& c, const mt_a& a, const mt_b& b) {
   const int tid = emu_self.thread_idx.x, lane = tid % 32;
