@@ -252,9 +252,7 @@ __device__ __forceinline__ int mt_lane() {
 }
 /* The shared-window address of a pointer into group memory, as ldmatrix and cp.async take it. */
 __device__ __forceinline__ unsigned mt_smem(const void* p) {
-  unsigned a;
-  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-  return a;
+  return (unsigned)__cvta_generic_to_shared(p);
 }
 
 /* Thread-block clusters (sm_90), for native kernels whose blocks of one cluster add up
@@ -297,14 +295,17 @@ __device__ __forceinline__ unsigned mt_bits(const T* g, int off, int rs, int cs,
 }
 
 #if MB_HALFWORD
-__device__ __forceinline__ void mt_ldsm4(unsigned* r, const T* p, bool trans) {
+/* ldmatrix from a shared-window address (mt_smem), for kernels that keep their addresses
+ * as 32-bit offsets rather than rebuild them from pointers at every step. */
+__device__ __forceinline__ void mt_ldsm4_at(unsigned* r, unsigned addr, bool trans) {
   if (trans)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(mt_smem(p)) : "memory");
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
   else
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(mt_smem(p)) : "memory");
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr) : "memory");
 }
+__device__ __forceinline__ void mt_ldsm4(unsigned* r, const T* p, bool trans) { mt_ldsm4_at(r, mt_smem(p), trans); }
 __device__ __forceinline__ void mt_ldsm2(unsigned* r, const T* p, bool trans) {
   if (trans)
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];"
@@ -443,7 +444,10 @@ __device__ __forceinline__ void mt_store(const mt_acc& c, float* s, int off, int
 #define MT_PUT(s, i, v) ((s)[i] = (v))
 #endif
 #define MT_COPY(s, si, g, gi) ((s)[si] = (g)[gi])
-#define MT_COPY_VEC(s, si, g, gi) \
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(mt_smem((s) + (si))), "l"((g) + (gi)) : "memory")
+/* 16 bytes from global memory to a shared-window address, with cp.async. */
+__device__ __forceinline__ void mt_copy16_at(unsigned addr, const void* g) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(addr), "l"(g) : "memory");
+}
+#define MT_COPY_VEC(s, si, g, gi) mt_copy16_at(mt_smem((s) + (si)), (g) + (gi))
 #define MT_COPY_COMMIT() asm volatile("cp.async.commit_group;" ::: "memory")
 #define MT_COPY_WAIT(n) asm volatile("cp.async.wait_group %0;" ::"n"(n) : "memory")

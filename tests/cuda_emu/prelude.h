@@ -278,8 +278,17 @@ inline void mt_ldsm(unsigned* r, const T* p, bool trans, int count) {
   w.sync->arrive_and_wait();
 }
 inline void mt_ldsm4(unsigned* r, const T* p, bool trans) { mt_ldsm(r, p, trans, 4); }
+inline const T* emu_shared_at(unsigned addr) {
+  return reinterpret_cast<const T*>(emu_self.cluster->shared[emu_self.rank].data() + addr);
+}
+inline void mt_ldsm4_at(unsigned* r, unsigned addr, bool trans) { mt_ldsm(r, emu_shared_at(addr), trans, 4); }
 inline void mt_ldsm2(unsigned* r, const T* p, bool trans) { mt_ldsm(r, p, trans, 2); }
 #define MT_SHARED __shared__
+inline void mt_copy16_at(unsigned addr, const void* g) {
+  emu_check(g, 16);
+  if (addr % 16 || addr + 16 > EMU_SHARED) emu_fail("cp.async outside group memory or not 16-byte aligned", g);
+  std::memcpy(const_cast<T*>(emu_shared_at(addr)), g, 16);
+}
 #define MT_COPY_VEC(s, si, g, gi) (emu_check((g) + (gi), 16), std::memcpy((s) + (si), (g) + (gi), 16))
 #define MT_COPY_COMMIT() ((void)0)
 #define MT_COPY_WAIT(n) ((void)0)
