@@ -5,7 +5,7 @@ headers, included first, do not see). With --nvrtc, NVRTC itself compiles them, 
 CUDA backend does (benchmarks/nvrtc.py; no toolkit needed: `pip install
 nvidia-cuda-nvrtc-cu12`).
 
-    python benchmarks/nvcc_check.py [--nvrtc] [--variants GLOB]... [--arch sm_90] [--jobs 2]
+    python benchmarks/nvcc_check.py [--nvrtc] [--variants GLOB]... [--arch sm_90a] [--jobs 2]
 
 Prints one line per failure with the compiler's messages, and every variant whose ptxas
 report shows register spills; exits 1 if any compile fails, 2 without the compiler.
@@ -48,7 +48,7 @@ def compile_one(nvcc: str, folder: Path, i: int, v: variants.Variant, dtype: str
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", action="append", default=[])
-    ap.add_argument("--arch", default="sm_90")
+    ap.add_argument("--arch", default="sm_90a")
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--nvrtc", action="store_true", help="compile with NVRTC (as the CUDA backend does), not nvcc")
     args = ap.parse_args()

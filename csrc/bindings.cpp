@@ -51,6 +51,8 @@ nb::dict info_dict(const mb::DeviceInfo& i) {
   d["timing_source"] = i.timing_source;
   d["matrix_unit"] = i.matrix_unit;
   d["matrix_unit_detail"] = i.matrix_unit_detail;
+  d["warpgroup_mma"] = i.warpgroup_mma;
+  d["warpgroup_mma_detail"] = i.warpgroup_mma_detail;
   d["bfloat16"] = i.bfloat16;
   d["bfloat16_detail"] = i.bfloat16_detail;
   return d;

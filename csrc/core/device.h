@@ -76,6 +76,11 @@ struct DeviceInfo {
   // unsupported where it is false.
   bool matrix_unit = false;
   std::string matrix_unit_detail;
+  // Whether native kernels here may use Hopper's warpgroup matrix instruction
+  // (wgmma.mma_async, sm_90a; kernels/include/cuda.h), and in words why or why not.
+  // Variants whose manifest `needs` "warpgroup_mma" are unsupported where it is false.
+  bool warpgroup_mma = false;
+  std::string warpgroup_mma_detail = "none: wgmma.mma_async is an instruction of NVIDIA GPUs of compute capability 9.0";
   // Whether kernels and vendor builtins here take bfloat16 data (the spec dtype), and in
   // words how or, when false, what is missing. Variants are unsupported for bfloat16 specs
   // where it is false.

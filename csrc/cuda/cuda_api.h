@@ -41,9 +41,11 @@ constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH = 37;
 constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE = 38;
 constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+constexpr CUdevice_attribute CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN = 97;
 
 constexpr CUfunction_attribute CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK = 0;
 constexpr CUfunction_attribute CU_FUNC_ATTRIBUTE_NUM_REGS = 4;
+constexpr CUfunction_attribute CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8;
 
 constexpr unsigned CU_STREAM_NON_BLOCKING = 0x1;
 constexpr unsigned CU_EVENT_DEFAULT = 0x0;
@@ -90,6 +92,8 @@ constexpr CUjit_option CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
   X(cuModuleUnload, CUresult, (CUmodule), "cuModuleUnload")                                          \
   X(cuModuleGetFunction, CUresult, (CUfunction*, CUmodule, const char*), "cuModuleGetFunction")      \
   X(cuFuncGetAttribute, CUresult, (int*, CUfunction_attribute, CUfunction), "cuFuncGetAttribute")    \
+  X(cuFuncSetAttribute, CUresult, (CUfunction, CUfunction_attribute, int), "cuFuncSetAttribute")     \
+  X(cuModuleGetGlobal, CUresult, (CUdeviceptr*, size_t*, CUmodule, const char*), "cuModuleGetGlobal_v2") \
   X(cuLaunchKernel, CUresult,                                                                        \
     (CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,     \
      void**, void**),                                                                                \

@@ -69,6 +69,9 @@ int attribute(CUdevice dev, CUdevice_attribute what) {
 
 std::string version_string(int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); }
 
+// Whether NVRTC compiles for sm_90a here (pick_target), the home of wgmma.mma_async.
+bool hopper_a(int cc, int nvrtc_major) { return cc == 90 && nvrtc_major >= 12; }
+
 DeviceInfo describe(CUdevice dev, int index) {
   DeviceInfo i;
   i.backend = "cuda";
@@ -104,6 +107,13 @@ DeviceInfo describe(CUdevice dev, int index) {
   i.matrix_unit_detail = i.matrix_unit ? "tensor cores: mma.sync m16n8k16 f16 -> f32 (compute capability " + cc + ")"
                                        : "none: the tile's mma.sync m16n8k16 needs compute capability 8.0, this "
                                          "GPU has " + cc;
+  // wgmma.mma_async is sm_90a's: compute capability 9.0 exactly (later GPUs have other
+  // instructions), which compile() targets as sm_90a where NVRTC knows it (pick_target).
+  i.warpgroup_mma = cc == "9.0" && hopper_a(90, rtc.error.empty() ? rtc.major : 0);
+  i.warpgroup_mma_detail =
+      i.warpgroup_mma ? "wgmma.mma_async m64nNk16 f16 -> f32 (sm_90a, compute capability 9.0)"
+      : cc != "9.0"   ? "none: wgmma.mma_async needs compute capability 9.0 (sm_90a), this GPU has " + cc
+                      : "none: compiling for sm_90a needs NVRTC 12 or later";
   // bfloat16: the prelude's store (cvt.rn.bf16.f32), the tile's bf16 mma and cuBLAS's
   // CUDA_R_16BF GEMMs are sm_80 and later.
   i.bfloat16 = cc_major >= 8;
@@ -130,17 +140,20 @@ DeviceInfo describe(CUdevice dev, int index) {
 // The NVRTC target for a device of compute capability `cc` (e.g. 90): its own
 // machine code where NVRTC knows the architecture, else the newest machine code of
 // the same major version that still runs there, else PTX of the newest
-// architecture NVRTC knows, which the driver compiles for the device.
+// architecture NVRTC knows, which the driver compiles for the device. Compute capability
+// 9.0 gets sm_90a (compute_90a) from NVRTC 12 on (`hopper_a`): the same code plus the
+// architecture-specific instructions (wgmma) of that one GPU generation, the device's.
 struct Target {
   std::string option;
   bool ptx;
 };
 
-Target pick_target(int cc, const std::vector<int>& archs) {
-  if (archs.empty()) return {"--gpu-architecture=compute_" + std::to_string(cc), true};
+Target pick_target(int cc, const std::vector<int>& archs, int nvrtc_major) {
+  const std::string suffix = hopper_a(cc, nvrtc_major) ? "a" : "";
+  if (archs.empty()) return {"--gpu-architecture=compute_" + std::to_string(cc) + suffix, true};
   int best_sm = 0, best_ptx = 0;
   for (int a : archs) {
-    if (a == cc) return {"--gpu-architecture=sm_" + std::to_string(a), false};
+    if (a == cc) return {"--gpu-architecture=sm_" + std::to_string(a) + suffix, false};
     if (a / 10 == cc / 10 && a < cc) best_sm = std::max(best_sm, a);
     if (a <= cc) best_ptx = std::max(best_ptx, a);
   }
@@ -149,14 +162,39 @@ Target pick_target(int cc, const std::vector<int>& archs) {
   return {"--gpu-architecture=compute_" + std::to_string(*std::min_element(archs.begin(), archs.end())), true};
 }
 
+// The module global in which a kernel states the dynamic group memory its launches need
+// (kernels/include/cuda.h, MB_DYNAMIC_SHARED).
+constexpr const char* kDynamicShared = "mb_dynamic_shared_bytes";
+
 class CompiledKernel final : public CuKernel {
  public:
+  // With the context current and its lock held (the module's global is read on its stream).
   CompiledKernel(std::shared_ptr<Context> ctx, CUmodule module, CUfunction fn, std::string label)
       : ctx_(std::move(ctx)), module_(module), fn_(fn), label_(std::move(label)) {
     int v = 0;
     check(driver().cuFuncGetAttribute(&v, CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, fn_), "compile",
           label_ + ": cuFuncGetAttribute");
     max_threads_ = static_cast<size_t>(v);
+    CUdeviceptr global = 0;
+    size_t size = 0;
+    if (driver().cuModuleGetGlobal(&global, &size, module_, kDynamicShared) == CUDA_SUCCESS && size == 4) {
+      uint32_t bytes = 0;
+      check(driver().cuMemcpyDtoHAsync(&bytes, global, 4, ctx_->stream), "compile", label_ + ": reading " +
+            std::string(kDynamicShared));
+      check(driver().cuStreamSynchronize(ctx_->stream), "compile", label_ + ": reading " + std::string(kDynamicShared));
+      int most = 0;
+      check(driver().cuDeviceGetAttribute(&most, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, ctx_->device),
+            "compile", label_ + ": cuDeviceGetAttribute");
+      if (bytes > static_cast<uint32_t>(most) ||
+          driver().cuFuncSetAttribute(fn_, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, static_cast<int>(bytes)) !=
+              CUDA_SUCCESS) {
+        driver().cuModuleUnload(module_);
+        throw CompileError("[cuda::compile] " + label_ + ": the kernel asks for " + std::to_string(bytes) +
+                               " bytes of dynamic group memory, a block here may have " + std::to_string(most),
+                           "");
+      }
+      shared_bytes_ = bytes;
+    }
     // Parameter sizes, where the driver can tell (CUDA 12.4+), to refuse a launch
     // whose arguments do not match the kernel instead of reading past them.
     if (driver().cuFuncGetParamInfo) {
@@ -186,11 +224,12 @@ class CompiledKernel final : public CuKernel {
     auto t = launch.threads;
     CUfunction fn = fn_;
     CUstream stream = ctx_->stream;
+    const unsigned shared = shared_bytes_;
     const std::string* who = &label_;
     return [=] {
       (void)hold;
       (void)ptrs;
-      check(driver().cuLaunchKernel(fn, g[0], g[1], g[2], t[0], t[1], t[2], 0, stream, params->data(), nullptr),
+      check(driver().cuLaunchKernel(fn, g[0], g[1], g[2], t[0], t[1], t[2], shared, stream, params->data(), nullptr),
             "launch", *who + ": cuLaunchKernel");
     };
   }
@@ -202,7 +241,7 @@ class CompiledKernel final : public CuKernel {
     void* params[kMax];
     collect(l.args, ptrs, params);
     check(driver().cuLaunchKernel(fn_, l.groups[0], l.groups[1], l.groups[2], l.threads[0], l.threads[1],
-                                  l.threads[2], 0, ctx_->stream, params, nullptr),
+                                  l.threads[2], shared_bytes_, ctx_->stream, params, nullptr),
           "launch", label_ + ": cuLaunchKernel");
   }
 
@@ -239,6 +278,7 @@ class CompiledKernel final : public CuKernel {
   CUfunction fn_;
   std::string label_;
   size_t max_threads_ = 0;
+  unsigned shared_bytes_ = 0;  // dynamic group memory of every launch (MB_DYNAMIC_SHARED)
   std::vector<size_t> param_sizes_;
   bool known_params_ = false;
 };
@@ -301,9 +341,10 @@ class CuDevice final : public Device {
                                   const std::vector<Define>& defines, const std::string& label) override {
     const NvrtcLoad& rtc = nvrtc_load();
     nvrtc();  // throws UnavailableError when NVRTC is missing
-    Target target = pick_target(ctx_->cc_major * 10 + ctx_->cc_minor, rtc.archs);
-    if (!rtc.api.nvrtcGetCUBIN) target = {"--gpu-architecture=compute_" + std::to_string(ctx_->cc_major * 10 +
-                                                                                         ctx_->cc_minor), true};
+    const int cc = ctx_->cc_major * 10 + ctx_->cc_minor;
+    Target target = pick_target(cc, rtc.archs, rtc.major);
+    if (!rtc.api.nvrtcGetCUBIN)
+      target = {"--gpu-architecture=compute_" + std::to_string(cc) + (hopper_a(cc, rtc.major) ? "a" : ""), true};
     std::vector<Define> sorted = defines;
     std::stable_sort(sorted.begin(), sorted.end(), [](const Define& a, const Define& b) { return a.name < b.name; });
     std::vector<std::string> options = {target.option, "--std=c++17", "-DMB_NVRTC=1"};

@@ -451,3 +451,72 @@ __device__ __forceinline__ void mt_copy16_at(unsigned addr, const void* g) {
 #define MT_COPY_VEC(s, si, g, gi) mt_copy16_at(mt_smem((s) + (si)), (g) + (gi))
 #define MT_COPY_COMMIT() asm volatile("cp.async.commit_group;" ::: "memory")
 #define MT_COPY_WAIT(n) asm volatile("cp.async.wait_group %0;" ::"n"(n) : "memory")
+
+/* ---- Warpgroup matrix multiply (sm_90a: wgmma.mma_async) ------------------------------
+ * For native kernels on compute capability 9.0 exactly (the device trait warpgroup_mma;
+ * the backend compiles for sm_90a there). Four warps (a warpgroup, 128 threads) multiply a
+ * 64 x 16 tile of A by a 16 x 128 tile of B that both sit in group memory, adding into
+ * 64 fp32 registers per thread, asynchronously: wg_commit closes a group of these, and
+ * wg_wait<n> waits until at most n groups of the warpgroup are still running. Until then
+ * the tensor cores may still read the tiles, and the accumulators must not be touched.
+ *
+ * Operands are matrix descriptors (PTX ISA, "Matrix Descriptor Format"): bits 0-13 the
+ * start address >> 4, 16-29 the leading byte offset >> 4, 32-45 the stride byte offset
+ * >> 4, 49-51 a base offset, 62-63 the swizzle mode. wg_desc describes a K-major tile
+ * (rows of 64 halves, 128 bytes, consecutive) in the 128-byte swizzle: 16-byte chunk c of
+ * row r lives at chunk c ^ (r % 8), so the tile must start 1024-byte aligned (base offset
+ * 0) and groups of 8 rows are 1024 bytes apart (the stride byte offset; the leading one is
+ * unused in this mode). The 16 halves of k from k0 on start at address + 2 k0: the
+ * hardware applies the swizzle to the address bits, not to the descriptor.
+ *
+ * The accumulators' layout (PTX ISA, "Register Fragments and Shared Memory Matrix Layouts"
+ * for wgmma .m64nNk16): warp w of the warpgroup holds rows 16 w .. 16 w + 15, as mma.sync
+ * holds its 16 x 8 tile, 8 columns per 4 registers: d[i] is row 16 w + MT_ACC_ROW(lane,
+ * i % 4), column 8 (i / 4) + MT_ACC_COL(lane, i % 4). */
+#define WG_N 128
+__device__ __forceinline__ unsigned long long wg_desc(unsigned addr) {
+  return (unsigned long long)((addr & 0x3ffffu) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
+         (1ull << 62);
+}
+/* Group memory written by this thread (cp.async, stores) made visible to wgmma's reads
+ * (the async proxy); a barrier then shows it to the warpgroups of the block. */
+__device__ __forceinline__ void wg_fence_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+/* Host passes (nvcc) see the declarations; device code only on sm_90a. */
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || !defined(__CUDA_ARCH__)
+__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wg_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+/* The compiler sees the accumulators as written when the wgmma is issued: this ties them
+ * to a point after a wg_wait, so that no read of them moves above it. */
+__device__ __forceinline__ void wg_hold(float (&d)[64]) {
+#pragma unroll
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+/* d (64 x 128, fp32) += A (64 x 16) B (16 x 128), both float16 and K-major. */
+__device__ __forceinline__ void wg_mma(float (&d)[64], unsigned long long a, unsigned long long b) {
+  asm volatile(
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
+      "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, "
+      "%43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, 1, 1, 1, 0, 0;"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+        "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+        "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+        "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+        "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+        "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+        "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+        "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b));
+}
+#endif
+
+/* Group memory beyond the 48 KiB a block may declare statically: a kernel that declares
+ * `extern __shared__` memory states its size with MB_DYNAMIC_SHARED(bytes), and the backend
+ * (cuda_backend.cpp, kDynamicShared) reads it from the module, raises the kernel's limit to
+ * it and passes it to every launch. */
+#define MB_DYNAMIC_SHARED(bytes) extern "C" __device__ const unsigned mb_dynamic_shared_bytes = (bytes)

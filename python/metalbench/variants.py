@@ -35,7 +35,7 @@ _KEYS = {
 # What a family may need of the device (manifest `needs`): each is a boolean in the
 # device's info dict (csrc/core/device.h) with a "<name>_detail" that says, when it is
 # false, what the device lacks.
-NEEDS = ("matrix_unit",)
+NEEDS = ("matrix_unit", "warpgroup_mma")
 _DISPATCH_KEYS = {"groups", "threads"}
 # Launch dimensions are 32-bit on every backend.
 _U32 = 2**32 - 1
