@@ -77,14 +77,10 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
   const int lane = tid % 32, warp = tid / 32;
   const int wm = warp % MB_WM, wn = warp / MB_WM;
   const int i0 = blockIdx.x * MB_BM, j0 = blockIdx.y * MB_BN;
-  const int rank = blockIdx.z % MB_CL; /* in the cluster, whose dims are (1, 1, CL) */
-  const int bi = blockIdx.z / MB_CL;
+  const MBSplitK split = mb_split_k(p.k / BK, MB_CL);
+  const int rank = split.rank, bi = split.bi, kt0 = split.kt0, nk = split.nk;
   const T* A = a + (long long)bi * p.stride_a;
   const T* B = b + (long long)bi * p.stride_b;
-  /* This block's k tiles: the CL blocks of a cluster split them. */
-  const int per = (p.k / BK + MB_CL - 1) / MB_CL;
-  const int kt0 = rank * per;
-  const int nk = max(0, min(p.k / BK - kt0, per));
 
   /* The chunks this thread copies per tile (rows clamped into the matrix): their sources,
    * advanced by BK a tile, and their places in a stage as shared-window addresses, so that
@@ -193,9 +189,7 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
         if (i < p.m && j < p.n) MB_STORE_C(C_AT(bi, i, j), j, acc[fm][fn].v[q]);
       }
 #else
-  /* The partial sums into the stage memory as floats, then rank r of the cluster finishes
-   * rows r, r + CL, ... of the tile from every block's partials (distributed shared memory,
-   * 16 bytes a read, in rank order: deterministic). */
+  /* The partial sums into the stage memory as floats, added up over the cluster (common.h). */
   __syncthreads(); /* every warp is done reading the stages */
   float* epi = reinterpret_cast<float*>(&smem[0][0]);
 #pragma unroll
@@ -206,25 +200,11 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
       for (int q = 0; q < 4; ++q)
         epi[(wm * WTM + fm * 16 + MT_ACC_ROW(lane, q)) * LDE + wn * WTN + fn * 8 + MT_ACC_COL(lane, q)] =
             acc[fm][fn].v[q];
-  mb_cluster_sync();
-  const unsigned base = mt_smem(epi);
-#pragma unroll
-  for (int e = 4 * tid; e < MB_BM / MB_CL * MB_BN; e += 4 * NTH) {
-    const int r = rank + MB_CL * (e / MB_BN), col = e % MB_BN;
-    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-#pragma unroll
-    for (int q = 0; q < MB_CL; ++q) {
-      const float4 v = mb_ld_cluster4(base + 4u * (r * LDE + col), q);
-      s[0] += v.x;
-      s[1] += v.y;
-      s[2] += v.z;
-      s[3] += v.w;
-    }
+  mb_cluster_sum<MB_BM, MB_BN, LDE, MB_CL, NTH>(mt_smem(epi), rank, [&](int r, int col, const float* s) {
     const int i = i0 + r;
 #pragma unroll
     for (int u = 0; u < 4; ++u)
       if (i < p.m && j0 + col + u < p.n) MB_STORE_C(C_AT(bi, i, j0 + col + u), j0 + col + u, s[u]);
-  }
-  mb_cluster_sync(); /* no block leaves while another still reads its shared memory */
+  });
 #endif
 }

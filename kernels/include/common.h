@@ -137,6 +137,51 @@ DEVICE_FN MBSum4 mb_ws_take_sum4(GLOBAL_PTR float* slot, int estride, int count,
   } while (0)
 #endif
 
+#if defined(DEVICE_FN) && defined(MB_BACKEND_CUDA)
+/* A GEMM block's batch item and k tiles when its grid's z is batch x CL and the CL blocks
+ * of each (1, 1, CL) cluster split the `tiles` k tiles in consecutive ranges: this block,
+ * the cluster's block `rank`, takes tiles kt0 .. kt0 + nk - 1 (nk may be 0). */
+typedef struct {
+  int rank, bi, kt0, nk;
+} MBSplitK;
+DEVICE_FN MBSplitK mb_split_k(int tiles, int cl) {
+  MBSplitK s;
+  s.rank = (int)blockIdx.z % cl;
+  s.bi = (int)blockIdx.z / cl;
+  const int per = (tiles + cl - 1) / cl;
+  s.kt0 = s.rank * per;
+  s.nk = max(0, min(tiles - s.kt0, per));
+  return s;
+}
+
+/* Split-K over a thread-block cluster (native CUDA, sm_90; tcgemm, wggemm): each of the
+ * cluster's CL blocks has left its partial ROWS x COLS tile as floats, row pitch LD, at
+ * shared-window address `base` of its own group memory. Block `rank` sums rows rank,
+ * rank + CL, ... over every block's tile (distributed shared memory, 16 bytes a read, in
+ * rank order: deterministic) and hands each 4 columns to store(r, col, sums). The first
+ * cluster barrier shows every block's partials; the last keeps each block's memory until
+ * the others have read it. */
+template <int ROWS, int COLS, int LD, int CL, int NTH, class Store>
+DEVICE_FN void mb_cluster_sum(unsigned base, int rank, Store store) {
+  mb_cluster_sync();
+#pragma unroll
+  for (int e = 4 * (int)threadIdx.x; e < ROWS / CL * COLS; e += 4 * NTH) {
+    const int r = rank + CL * (e / COLS), col = e % COLS;
+    float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int q = 0; q < CL; ++q) {
+      const float4 v = mb_ld_cluster4(base + 4u * (r * LD + col), q);
+      s[0] += v.x;
+      s[1] += v.y;
+      s[2] += v.z;
+      s[3] += v.w;
+    }
+    store(r, col, s);
+  }
+  mb_cluster_sync();
+}
+#endif
+
 /* Quantized B (p.qbits != 0; kernels/README.md, "Quantized weights"): MLX's affine format in
  * B's buffer. Row j of batch entry bi is p.ldb uint32 words of codes from word
  * bi * p.stride_b + j * p.ldb: code kk occupies bits kk * qbits .. of that little-endian
