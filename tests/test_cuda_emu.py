@@ -44,6 +44,10 @@ VARIANTS = [
     "tcgemm/bm64_bn128_w2x2_cl2",
     "tcgemm/bm64_bn128_w1x4_cl4",
     "tcgemm/bm128_bn128_w2x4_cl1",
+    "wggemm/bm64_bn128_b1_cl1",
+    "wggemm/bm128_bn256_b1_cl1",
+    "wggemm/bm128_bn128_b2_cl4",
+    "wggemm/bm64_bn256_b1_cl4",
 ]
 # qtcgemv: each bit width, MR 8 and 16, RT 1 to 4, U 1 and 2, warps splitting k.
 QUANT_VARIANTS = [
@@ -72,6 +76,11 @@ SPECS = [
     Spec(op="matmul_alpha_beta", dtype="float16", batch=2, m=64, n=130, k=64, transpose_b=True, alpha=2.0, beta=0.5),
     Spec(op="matmul_bias_add", dtype="float16", batch=1, m=130, n=40, k=160, transpose_b=True),
     Spec(op="matmul_alpha_beta", dtype="float16", batch=2, m=65, n=136, k=1120, transpose_b=True, alpha=1.0, beta=2.0),
+    # k in steps of 64 (wggemm), enough of them for every ring of stages to wrap and every
+    # cluster rank to get several
+    Spec(op="matmul_bias_add", dtype="float16", batch=1, m=130, n=136, k=1024, transpose_b=True),
+    Spec(op="matmul_alpha_beta", dtype="float16", batch=2, m=64, n=260, k=1280, transpose_b=True, alpha=0.5,
+         beta=-1.0),
 ]
 # Quantized B: every group size, k not a whole number of steps (of 4 chunks), n not a
 # multiple of a tile, m = 1 and m up to 16, batches, every op.
@@ -92,6 +101,8 @@ def _program(v: variants.Variant, folder: Path) -> Path:
     """g++ of the emulation's prelude, common.h, the variant's body (group memory declared
     through the emulation) and the launch."""
     body = v.family.source.read_text()
+    body = re.sub(r"extern\s+__shared__\s+(\w+(?:\s+\w+)?)\s+(\w+)\[\];",
+                  r"\1* \2 = emu_shared_dynamic<\1>(mb_dynamic_shared_bytes);", body)
     body = re.sub(r"(?:__shared__|MT_SHARED)\s+(\w+)\s+(\w+)((?:\[[^\]]+\])+);", r"auto& \2 = *emu_shared<\1\3>();",
                   body)
     common = (paths.kernels_dir() / "include" / "common.h").read_text()
@@ -155,6 +166,28 @@ def test_the_emulation_catches_a_wrong_fragment(tmp_path):
     assert got.verdict == "wrong"
 
 
+@needs_gxx
+@pytest.mark.parametrize("change", [("wg_wait<1>();", "wg_wait<2>();"),
+                                    ("((tid & 7) ^ ((tid >> 3) & 7))", "((tid & 7) ^ ((tid >> 4) & 7))")],
+                         ids=["a stage refilled while its wgmma may still read it", "another swizzle"])
+def test_the_emulation_catches_a_wrong_warpgroup_pipeline(change, tmp_path):
+    """The check can fail where wggemm depends on the model of wgmma: with one more group
+    of instructions left in flight, the stage that the copies refill is still being read
+    (computed at the latest wait, the emulation reads the new tile); with the chunks
+    stored in another order than the 128-byte swizzle that the descriptors ask for, the
+    operands are wrong."""
+    (v,) = variants.select(variants.load_variants("cuda"), ["wggemm/bm64_bn128_b1_cl1"])
+    body = v.family.source.read_text()
+    wrong = body.replace(*change)
+    assert wrong != body
+    source = tmp_path / "wggemm.cu"
+    source.write_text(wrong)
+    broken = dataclasses.replace(v, family=dataclasses.replace(v.family, source=source))
+    exe = _program(broken, tmp_path)
+    got = _run(exe, broken, next(s for s in SPECS if s.k == 1024), tmp_path)
+    assert got.verdict == "wrong"
+
+
 def test_the_emulation_places_accumulators_as_cuda_h_does():
     """The kernels' MT_ACC_ROW and MT_ACC_COL are one definition: the emulation's copy is
     cuda.h's, word for word (its mt_mma checks them against the PTX ISA's layout)."""
@@ -163,3 +196,12 @@ def test_the_emulation_places_accumulators_as_cuda_h_does():
     for name in ("MT_ACC_ROW", "MT_ACC_COL"):
         (line,) = re.findall(rf"^#define {name}\(.*$", cuda, re.M)
         assert line in emu.splitlines(), name
+
+
+def test_the_emulation_encodes_wgmma_descriptors_as_cuda_h_does():
+    """wg_desc is one definition: the emulation's is cuda.h's, line for line (its wgmma
+    decodes the descriptor as the PTX ISA defines it, so a wrong field is caught)."""
+    def wg_desc(text: str) -> str:
+        (body,) = re.findall(r"wg_desc\(unsigned addr\) \{\n(.*?\n)\}", text, re.S)
+        return body
+    assert wg_desc((paths.kernels_dir() / "include" / "cuda.h").read_text()) == wg_desc((EMU / "prelude.h").read_text())

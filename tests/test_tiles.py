@@ -32,7 +32,7 @@ import pytest
 from conftest import FAST, patched
 from simd32.check import SIMD32_SLOTS
 
-from metalbench import _core, variants
+from metalbench import _core, paths, variants
 from metalbench.specs import Spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -413,6 +413,30 @@ def test_the_runner_stores_tile_variants_as_unsupported_without_a_matrix_unit(op
 def test_every_device_says_whether_it_has_a_matrix_unit(opencl):
     info = opencl.info
     assert info["matrix_unit"] is True and info["matrix_unit_detail"].startswith("emulated")
+    assert info["warpgroup_mma"] is False and info["warpgroup_mma_detail"].startswith("none: ")
+
+
+def test_a_gpu_without_wgmma_leaves_warpgroup_variants_unsupported():
+    """wggemm needs sm_90a's wgmma: an A100 (8.0) or a Blackwell GPU (10.0) has mma.sync but
+    not it, and each of its variants says so, in the device's words."""
+    (v,) = variants.select(variants.load_variants("cuda"), ["wggemm/bm128_bn128_b1_cl1"])
+    spec = Spec("matmul", "float16", 1, 512, 2048, 2048, False, True)
+    sm80 = {"matrix_unit": True, "matrix_unit_detail": "tensor cores", "warpgroup_mma": False,
+            "warpgroup_mma_detail": "none: wgmma.mma_async needs compute capability 9.0 (sm_90a), this GPU has 8.0"}
+    assert v.unsupported_reason(spec, sm80) == f"needs warpgroup_mma: {sm80['warpgroup_mma_detail']}"
+    assert v.unsupported_reason(spec, {**sm80, "warpgroup_mma": True}) is None
+
+
+def test_the_dynamic_group_memory_global_has_one_name():
+    """The backend reads the size a kernel states with MB_DYNAMIC_SHARED (cuda.h) from a
+    module global: both spell its name, and the emulation's macro defines the same one."""
+    backend = (Path(__file__).resolve().parents[1] / "csrc" / "cuda" / "cuda_backend.cpp").read_text()
+    (name,) = re.findall(r'kDynamicShared = "(\w+)"', backend)
+    cuda = (paths.kernels_dir() / "include" / "cuda.h").read_text()
+    emu = (Path(__file__).parent / "cuda_emu" / "prelude.h").read_text()
+    for text in (cuda, emu):
+        (line,) = [x for x in text.splitlines() if x.startswith("#define MB_DYNAMIC_SHARED(bytes)")]
+        assert f" {name} = (bytes)" in line
 
 
 def test_an_unknown_need_is_a_manifest_error(tmp_path):

@@ -15,7 +15,15 @@
  * 8q .. 8q + 7 point at the rows of matrix q; without .trans lane l gets row l / 4,
  * columns 2 (l % 4) and + 1, in register q; with .trans rows 2 (l % 4) and + 1 of column
  * l / 4). cp.async copies at once: the waits have nothing to wait for. The float16 pair
- * arithmetic (mb_hsub2, mb_hfma2) rounds each half once, as the PTX instructions do. */
+ * arithmetic (mb_hsub2, mb_hfma2) rounds each half once, as the PTX instructions do.
+ *
+ * wgmma.mma_async (sm_90a) is modelled as late as the hardware may run it: each thread
+ * queues its instructions and computes them at the wg_wait that lets them finish, from
+ * group memory as it is then, so that a kernel that overwrites a tile before its wait
+ * gets wrong sums. The operands are read through the matrix descriptors as the PTX ISA
+ * defines them (K-major, 128-byte swizzle: the address's bits 4-6 XOR its bits 7-9), and
+ * dynamic group memory starts 16 bytes past a 1024-byte boundary, as alignment on the
+ * GPU is not promised. */
 #include <atomic>
 #include <barrier>
 #include <cmath>
@@ -29,7 +37,7 @@
 #define __global__
 #define __device__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __cluster_dims__(x, y, z)
 
 struct mb_half {
@@ -292,3 +300,65 @@ inline void mt_copy16_at(unsigned addr, const void* g) {
 #define MT_COPY_VEC(s, si, g, gi) (emu_check((g) + (gi), 16), std::memcpy((s) + (si), (g) + (gi), 16))
 #define MT_COPY_COMMIT() ((void)0)
 #define MT_COPY_WAIT(n) ((void)0)
+
+/* ---- wgmma.mma_async (cuda.h's warpgroup section) ---- */
+#define __CUDA_ARCH_FEAT_SM90_ALL 1
+#define WG_N 128
+#define MB_DYNAMIC_SHARED(bytes) static const unsigned mb_dynamic_shared_bytes = (bytes)
+/* `extern __shared__ X name[];` becomes `X* name = emu_shared_dynamic<X>(mb_dynamic_shared_bytes);` */
+template <class X>
+X* emu_shared_dynamic(unsigned bytes) {
+  const size_t at = (emu_self.shared_top + 1023) / 1024 * 1024 + 16;
+  if (bytes > 227 * 1024 || at + bytes > EMU_SHARED) emu_fail("dynamic group memory beyond a block's 227 KiB", nullptr);
+  emu_self.shared_top = at + bytes;
+  return reinterpret_cast<X*>(emu_self.cluster->shared[emu_self.rank].data() + at);
+}
+/* cuda.h's encoding (tests/test_cuda_emu.py requires these lines to be cuda.h's); the
+ * decoding below is the PTX ISA's. */
+inline unsigned long long wg_desc(unsigned addr) {
+  return (unsigned long long)((addr & 0x3ffffu) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
+         (1ull << 62);
+}
+inline void wg_fence_shared() {}
+inline void wg_fence() {}
+inline void wg_hold(float (&)[64]) {}
+struct EmuWgmma {
+  float* d;
+  unsigned long long a, b;
+};
+static thread_local std::vector<std::vector<EmuWgmma>> emu_wg_groups;
+static thread_local std::vector<EmuWgmma> emu_wg_open;
+inline void wg_mma(float (&d)[64], unsigned long long a, unsigned long long b) { emu_wg_open.push_back({d, a, b}); }
+inline void wg_commit() {
+  emu_wg_groups.push_back(emu_wg_open);
+  emu_wg_open.clear();
+}
+/* Element (r, k) of a K-major float16 operand in the 128-byte swizzle, r < 64 or 128, k < 16. */
+inline float emu_wg_operand(unsigned long long desc, int r, int k) {
+  const unsigned start = (unsigned)(desc & 0x3fff) << 4, sbo = (unsigned)((desc >> 32) & 0x3fff) << 4;
+  if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0) emu_fail("wgmma descriptor: not the 128-byte swizzle, base offset 0", nullptr);
+  const unsigned linear = start + (r / 8) * sbo + (r % 8) * 128 + 2 * k;
+  const unsigned at = linear ^ (((linear >> 7) & 7) << 4);
+  if (at + 2 > EMU_SHARED) emu_fail("wgmma operand outside group memory", nullptr);
+  unsigned short bits;
+  std::memcpy(&bits, emu_self.cluster->shared[emu_self.rank].data() + at, 2);
+  return emu_h2f(bits);
+}
+/* D's layout for .m64nNk16 (PTX ISA): thread t0 + 4 t1 of warp w of the warpgroup, value
+ * v0 + 2 v1 + 4 v2, is row t1 + 8 v1 + 16 w, column 2 t0 + v0 + 8 v2. */
+inline void emu_wg_run(const EmuWgmma& op) {
+  const int t = emu_self.thread_idx.x % 128, w = t / 32, t0 = t % 4, t1 = t % 32 / 4;
+  for (int v = 0; v < 64; ++v) {
+    const int row = t1 + 8 * ((v >> 1) & 1) + 16 * w, col = 2 * t0 + (v & 1) + 8 * (v >> 2);
+    float s = op.d[v];
+    for (int k = 0; k < 16; ++k) s += emu_wg_operand(op.a, row, k) * emu_wg_operand(op.b, col, k);
+    op.d[v] = s;
+  }
+}
+template <int N>
+inline void wg_wait() {
+  while (emu_wg_groups.size() > (size_t)N) {
+    for (const EmuWgmma& op : emu_wg_groups.front()) emu_wg_run(op);
+    emu_wg_groups.erase(emu_wg_groups.begin());
+  }
+}

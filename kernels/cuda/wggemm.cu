@@ -1,0 +1,180 @@
+/* wggemm: C = A . B for prefill (m of 64 and more), float16, B stored n x k (a linear
+ * layer's weight), with the Hopper warpgroup instruction (wgmma.mma_async, sm_90a).
+ *
+ * Why beside tcgemm: mma.sync takes its operands from registers, so each warp first reads
+ * them from group memory with ldmatrix, and those loads and their address arithmetic
+ * share the issue slots with the mma: on an H100 tcgemm keeps the tensor pipe about 60%
+ * busy. wgmma reads both tiles from group memory itself, through matrix descriptors, and
+ * runs asynchronously: a warpgroup (4 warps) issues a whole tile's 4 x FN instructions and
+ * goes on to copy the next tiles while the tensor cores work. The tiles are larger too
+ * (64 x 128 per warpgroup and instruction, k 64 per stage), and the stages live in
+ * dynamic group memory (up to 227 KiB) rather than the 48 KiB tcgemm may declare.
+ *
+ * Layout of a stage: A's BM rows, then B's BN rows, each row the 64 halves of this k tile
+ * (128 bytes) in the 128-byte swizzle that wgmma reads (cuda.h, wg_desc: chunk c of row r
+ * at chunk c ^ (r % 8)); every stage starts 1024-byte aligned. cp.async copies the chunks,
+ * eight neighbouring threads one row's 128 bytes. Rows past m or n are copied from row
+ * m - 1 or n - 1 (in bounds) and never stored.
+ *
+ * Pipeline over ST stages, k tile t in stage t % ST: tiles 0 .. ST - 3 are copied before
+ * the loop; in iteration t, a thread waits for its copies of tile t, fences them for the
+ * async proxy, and the barrier shows everyone's; the copies of tile t + ST - 2 then go
+ * into the stage of tile t - 2, which every warpgroup has finished reading (each waited
+ * for its tile t - 2 in iteration t - 1, before this barrier); then the warpgroup issues
+ * tile t's wgmma and waits until only those are in flight. So ST - 2 tiles are being
+ * copied while one is multiplied. Epilogue: straight from the accumulators.
+ *
+ * Split-K (CL > 1): the CL blocks of a thread-block cluster take consecutive ranges of k
+ * tiles, for products with too few tiles to fill the GPU (m = 512, n = 2048); their
+ * partial sums meet in distributed shared memory (the stage memory, reused).
+ *
+ * Requires (manifest): the device trait warpgroup_mma (compute capability 9.0); A stored
+ * m x k, B stored n x k, k % 64 == 0.
+ *
+ * Defines (MB_ + the grid key): MB_BM (64 x warpgroups), MB_BN (128 x FN), MB_BPS (blocks
+ * per SM the stages are sized for), MB_CL. Groups: (ceil(m / BM), ceil(n / BN), batch * CL),
+ * so the m tiles that share a column tile of B run side by side and B streams from memory
+ * once; threads: (2 BM, 1, 1). */
+
+#if MB_DTYPE != 1
+#error "wggemm is float16 only"
+#endif
+
+#define BK 64                /* halves of k per stage: one 128-byte swizzled row */
+#define NWG (MB_BM / 64)     /* warpgroups, each owning 64 rows of the tile */
+#define NTH (128 * NWG)
+#define FN (MB_BN / WG_N)    /* wgmma instructions per 16 of k, side by side along n */
+#define ROW_BYTES (BK * 2)
+#define STAGE_BYTES ((MB_BM + MB_BN) * ROW_BYTES)
+/* An SM has 228 KiB of group memory, 1 KiB of which each block reserves; 1 KiB more here
+ * lets the stages start 1024-byte aligned. */
+#define BUDGET (233472 / MB_BPS - 2048)
+#define ST_FIT (BUDGET / STAGE_BYTES)
+#define ST (ST_FIT < 6 ? ST_FIT : 6)
+#if ST < 3
+#error "three stages do not fit"
+#endif
+#define LDE (MB_BN + 4) /* split-K partials, as floats in the stage memory */
+#define STAGE_MEM (ST * STAGE_BYTES)
+#define PART_MEM (MB_CL > 1 ? MB_BM * LDE * 4 : 0)
+MB_DYNAMIC_SHARED((STAGE_MEM > PART_MEM ? STAGE_MEM : PART_MEM) + 1024);
+
+#if MB_CL > 1
+#if PART_MEM > BUDGET || MB_BM % MB_CL != 0 || (MB_BM / MB_CL * MB_BN) % (4 * NTH) != 0
+#error "split-K partials must fit the group memory and split evenly"
+#endif
+#define MB_CLUSTER_DIMS __cluster_dims__(1, 1, MB_CL)
+#else
+#define MB_CLUSTER_DIMS
+#endif
+
+#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#error "wggemm needs sm_90a (wgmma.mma_async)"
+#endif
+
+extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH, MB_BPS)
+    wggemm(const T* __restrict__ a, const T* __restrict__ b, T* c, const T* __restrict__ bias, float* ws,
+           const MBParams p) {
+  extern __shared__ unsigned char wg_shared[];
+  const unsigned s0 = (mt_smem(wg_shared) + 1023u) & ~1023u;
+  const int tid = threadIdx.x;
+  const int lane = tid % 32, warp = tid / 32, wg = warp / 4;
+  const int i0 = blockIdx.x * MB_BM, j0 = blockIdx.y * MB_BN;
+  const MBSplitK split = mb_split_k(p.k / BK, MB_CL);
+  const int rank = split.rank, bi = split.bi, kt0 = split.kt0, nk = split.nk;
+  const T* A = a + (long long)bi * p.stride_a;
+  const T* B = b + (long long)bi * p.stride_b;
+
+  /* The chunks this thread copies per tile: chunk e is row e / 8's chunk e % 8. Since NTH / 8
+   * rows separate a thread's chunks, a multiple of 8, they share r % 8 and with it the
+   * swizzle: their places in a stage are one offset apart. */
+#define CHUNKS ((MB_BM + MB_BN) * 8)
+#define PER (CHUNKS / NTH)
+#if CHUNKS % NTH != 0 || NTH % 64 != 0
+#error "a stage's chunks must split evenly over the threads"
+#endif
+  const unsigned dst0 = s0 + (tid >> 3) * ROW_BYTES + (((tid & 7) ^ ((tid >> 3) & 7)) << 4);
+  const T* src[PER];
+#pragma unroll
+  for (int q = 0; q < PER; ++q) {
+    const int r = (tid >> 3) + q * (NTH / 8), ch = tid & 7;
+    if (r < MB_BM)
+      src[q] = A + (long long)min(i0 + r, p.m - 1) * p.lda + ch * 8 + kt0 * BK;
+    else
+      src[q] = B + (long long)min(j0 + r - MB_BM, p.n - 1) * p.ldb + ch * 8 + kt0 * BK;
+  }
+#define LOAD_TILE(st)                                                                        \
+  {                                                                                          \
+    _Pragma("unroll") for (int q = 0; q < PER; ++q) {                                        \
+      mt_copy16_at(dst0 + (st) * STAGE_BYTES + q * (NTH / 8) * ROW_BYTES, src[q]);           \
+      src[q] += BK;                                                                          \
+    }                                                                                        \
+  }
+
+  float acc[FN][64];
+#pragma unroll
+  for (int f = 0; f < FN; ++f)
+#pragma unroll
+    for (int i = 0; i < 64; ++i) acc[f][i] = 0.0f;
+
+  /* This warpgroup's A rows and the B rows of each instruction, at k 0 of stage 0. */
+  const unsigned a_at = s0 + wg * 64 * ROW_BYTES;
+  const unsigned b_at = s0 + MB_BM * ROW_BYTES;
+
+#pragma unroll
+  for (int s = 0; s < ST - 2; ++s) {
+    if (s < nk) LOAD_TILE(s)
+    MT_COPY_COMMIT();
+  }
+  int st = 0;             /* tile kt's stage */
+  int fill = ST - 2;      /* the stage that tile kt + ST - 2 goes to */
+  for (int kt = 0; kt < nk; ++kt) {
+    MT_COPY_WAIT(ST - 3);
+    wg_fence_shared();
+    __syncthreads();
+    if (kt + ST - 2 < nk) LOAD_TILE(fill)
+    MT_COPY_COMMIT();
+    wg_fence();
+#pragma unroll
+    for (int s = 0; s < BK / 16; ++s)
+#pragma unroll
+      for (int f = 0; f < FN; ++f)
+        wg_mma(acc[f], wg_desc(a_at + st * STAGE_BYTES + s * 32),
+               wg_desc(b_at + st * STAGE_BYTES + f * WG_N * ROW_BYTES + s * 32));
+    wg_commit();
+    wg_wait<1>();
+    st = st + 1 == ST ? 0 : st + 1;
+    fill = fill + 1 == ST ? 0 : fill + 1;
+  }
+  wg_wait<0>();
+#pragma unroll
+  for (int f = 0; f < FN; ++f) wg_hold(acc[f]);
+  MT_COPY_WAIT(0);
+
+  const int row0 = wg * 64 + (warp % 4) * 16; /* this warp's rows of the tile */
+#if MB_CL == 1
+#pragma unroll
+  for (int f = 0; f < FN; ++f)
+#pragma unroll
+    for (int e = 0; e < 64; ++e) {
+      const int i = i0 + row0 + MT_ACC_ROW(lane, e % 4);
+      const int j = j0 + f * WG_N + 8 * (e / 4) + MT_ACC_COL(lane, e % 4);
+      if (i < p.m && j < p.n) MB_STORE_C(C_AT(bi, i, j), j, acc[f][e]);
+    }
+#else
+  /* The partial sums into the stage memory as floats, added up over the cluster (common.h). */
+  __syncthreads(); /* every copy has landed and every warpgroup is done reading the stages */
+  float* epi = reinterpret_cast<float*>(wg_shared + (s0 - mt_smem(wg_shared)));
+#pragma unroll
+  for (int f = 0; f < FN; ++f)
+#pragma unroll
+    for (int e = 0; e < 64; ++e)
+      epi[(row0 + MT_ACC_ROW(lane, e % 4)) * LDE + f * WG_N + 8 * (e / 4) + MT_ACC_COL(lane, e % 4)] = acc[f][e];
+  mb_cluster_sum<MB_BM, MB_BN, LDE, MB_CL, NTH>(s0, rank, [&](int r, int col, const float* s) {
+    const int i = i0 + r;
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+      if (i < p.m && j0 + col + u < p.n) MB_STORE_C(C_AT(bi, i, j0 + col + u), j0 + col + u, s[u]);
+  });
+#endif
+}
