@@ -478,16 +478,21 @@ __device__ __forceinline__ unsigned long long wg_desc(unsigned addr) {
   return (unsigned long long)((addr & 0x3ffffu) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
          (1ull << 62);
 }
+/* The instructions exist only in code for sm_90a; elsewhere (other GPUs, nvcc's passes for
+ * other targets) they trap, and the trait warpgroup_mma keeps such kernels from running. */
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define WG_ASM(...) asm volatile(__VA_ARGS__)
+#else
+#define WG_ASM(...) __trap()
+#endif
 /* Group memory written by this thread (cp.async, stores) made visible to wgmma's reads
  * (the async proxy); a barrier then shows it to the warpgroups of the block. */
-__device__ __forceinline__ void wg_fence_shared() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
-/* Host passes (nvcc) see the declarations; device code only on sm_90a. */
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL) || !defined(__CUDA_ARCH__)
-__device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_fence_shared() { WG_ASM("fence.proxy.async.shared::cta;" ::: "memory"); }
+__device__ __forceinline__ void wg_fence() { WG_ASM("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ __forceinline__ void wg_commit() { WG_ASM("wgmma.commit_group.sync.aligned;" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void wg_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+  WG_ASM("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 }
 /* The compiler sees the accumulators as written when the wgmma is issued: this ties them
  * to a point after a wg_wait, so that no read of them moves above it. */
@@ -497,7 +502,7 @@ __device__ __forceinline__ void wg_hold(float (&d)[64]) {
 }
 /* d (64 x 128, fp32) += A (64 x 16) B (16 x 128), both float16 and K-major. */
 __device__ __forceinline__ void wg_mma(float (&d)[64], unsigned long long a, unsigned long long b) {
-  asm volatile(
+  WG_ASM(
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
       "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, "
@@ -513,7 +518,6 @@ __device__ __forceinline__ void wg_mma(float (&d)[64], unsigned long long a, uns
         "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "l"(a), "l"(b));
 }
-#endif
 
 /* Group memory beyond the 48 KiB a block may declare statically: a kernel that declares
  * `extern __shared__` memory states its size with MB_DYNAMIC_SHARED(bytes), and the backend
