@@ -110,7 +110,8 @@ def test_prelude_and_every_body_compile_with_nvcc(tmp_path):
         defines = "".join(f"#define {k} {val}\n" for k, val in v.defines(dtype).items())
         src = tmp_path / f"k{i}.cu"
         src.write_text(defines + v.source("cuda"))
-        r = subprocess.run([nvcc, "-arch=sm_90", "-c", str(src), "-o", str(tmp_path / f"k{i}.o")],
+        # sm_90a, as the backend compiles for an H100 or H200 (wggemm's wgmma needs it)
+        r = subprocess.run([nvcc, "-arch=sm_90a", "-c", str(src), "-o", str(tmp_path / f"k{i}.o")],
                            capture_output=True, text=True)
         return v.id, dtype, r.returncode, r.stderr
 
@@ -209,7 +210,7 @@ def test_quantized_specs_verify_beside_dequantize_then_cublas(needs_cuda, tmp_pa
     bad = [(r.variant, run.specs[r.spec_index]["label"], r.status, r.message) for r in run.results if r.status in BAD]
     assert not bad, bad[:20]
     verified = {r.variant.split("/")[0] for r in run.results if r.status in ("ok", "raced")}
-    assert verified == {"qnaive", "qgemv", "qmv", "qmvm", "qskinny", "cublas-dequant"}
+    assert verified == {v.family.name for v in variants.load_variants("cuda") if v.family.quant}
     assert all(s.baseline == "cublas-dequant/baseline" and s.baseline_us for s in rep.specs)
 
 
