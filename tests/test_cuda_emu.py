@@ -44,10 +44,10 @@ VARIANTS = [
     "tcgemm/bm64_bn128_w2x2_cl2",
     "tcgemm/bm64_bn128_w1x4_cl4",
     "tcgemm/bm128_bn128_w2x4_cl1",
-    "wggemm/bm64_bn128_b1_cl1",
-    "wggemm/bm128_bn256_b1_cl1",
-    "wggemm/bm128_bn128_b2_cl4",
-    "wggemm/bm64_bn256_b1_cl4",
+    "wggemm/bm64_bn128_w1_cl1",
+    "wggemm/bm128_bn256_w0_cl1",
+    "wggemm/bm128_bn128_w1_cl2",
+    "wggemm/bm64_bn256_w0_cl2",
 ]
 # qtcgemv: each bit width, MR 8 and 16, RT 1 to 4, U 1 and 2, warps splitting k.
 QUANT_VARIANTS = [
@@ -167,7 +167,7 @@ def test_the_emulation_catches_a_wrong_fragment(tmp_path):
 
 
 @needs_gxx
-@pytest.mark.parametrize("change", [("wg_wait<1>();", "wg_wait<2>();"),
+@pytest.mark.parametrize("change", [("wg_wait<MB_W>();", "wg_wait<MB_W + 1>();"),
                                     ("((tid & 7) ^ ((tid >> 3) & 7))", "((tid & 7) ^ ((tid >> 4) & 7))")],
                          ids=["a stage refilled while its wgmma may still read it", "another swizzle"])
 def test_the_emulation_catches_a_wrong_warpgroup_pipeline(change, tmp_path):
@@ -176,7 +176,7 @@ def test_the_emulation_catches_a_wrong_warpgroup_pipeline(change, tmp_path):
     (computed at the latest wait, the emulation reads the new tile); with the chunks
     stored in another order than the 128-byte swizzle that the descriptors ask for, the
     operands are wrong."""
-    (v,) = variants.select(variants.load_variants("cuda"), ["wggemm/bm64_bn128_b1_cl1"])
+    (v,) = variants.select(variants.load_variants("cuda"), ["wggemm/bm64_bn128_w1_cl1"])
     body = v.family.source.read_text()
     wrong = body.replace(*change)
     assert wrong != body

@@ -16,13 +16,16 @@
  * eight neighbouring threads one row's 128 bytes. Rows past m or n are copied from row
  * m - 1 or n - 1 (in bounds) and never stored.
  *
- * Pipeline over ST stages, k tile t in stage t % ST: tiles 0 .. ST - 3 are copied before
- * the loop; in iteration t, a thread waits for its copies of tile t, fences them for the
- * async proxy, and the barrier shows everyone's; the copies of tile t + ST - 2 then go
- * into the stage of tile t - 2, which every warpgroup has finished reading (each waited
- * for its tile t - 2 in iteration t - 1, before this barrier); then the warpgroup issues
- * tile t's wgmma and waits until only those are in flight. So ST - 2 tiles are being
- * copied while one is multiplied. Epilogue: straight from the accumulators.
+ * Pipeline over ST stages (as many as fit, up to 6), k tile t in stage t % ST, with H = W + 1
+ * stages held by the tensor cores: in iteration t, a thread waits for its copies of tile
+ * t, fences them for the async proxy, and the barrier shows everyone's; the copies of tile
+ * t + ST - H then go into the stage of tile t - H, which every warpgroup has finished
+ * reading (each waited for it in iteration t - 1, before this barrier); then the
+ * warpgroup issues tile t's wgmma and waits until at most W groups are in flight. W = 1
+ * keeps the tensor cores fed across the barrier; W = 0 frees one more stage for copies,
+ * ST - 1 tiles in flight rather than ST - 2, for products bound by the bytes that reach
+ * each SM from L2 (an H100's tiles of 128 x 256 keep too few in flight with W = 1).
+ * Epilogue: straight from the accumulators.
  *
  * Split-K (CL > 1): the CL blocks of a thread-block cluster take consecutive ranges of k
  * tiles, for products with too few tiles to fill the GPU (m = 512, n = 2048); their
@@ -31,8 +34,7 @@
  * Requires (manifest): the device trait warpgroup_mma (compute capability 9.0); A stored
  * m x k, B stored n x k, k % 64 == 0.
  *
- * Defines (MB_ + the grid key): MB_BM (64 x warpgroups), MB_BN (128 x FN), MB_BPS (blocks
- * per SM the stages are sized for), MB_CL. Groups: (ceil(m / BM), ceil(n / BN), batch * CL),
+ * Defines (MB_ + the grid key): MB_BM (64 x warpgroups), MB_BN (128 x FN), MB_W, MB_CL. Groups: (ceil(m / BM), ceil(n / BN), batch * CL),
  * so the m tiles that share a column tile of B run side by side and B streams from memory
  * once; threads: (2 BM, 1, 1). */
 
@@ -46,13 +48,14 @@
 #define FN (MB_BN / WG_N)    /* wgmma instructions per 16 of k, side by side along n */
 #define ROW_BYTES (BK * 2)
 #define STAGE_BYTES ((MB_BM + MB_BN) * ROW_BYTES)
-/* An SM has 228 KiB of group memory, 1 KiB of which each block reserves; 1 KiB more here
- * lets the stages start 1024-byte aligned. */
-#define BUDGET (233472 / MB_BPS - 2048)
+/* An SM has 228 KiB of group memory, 1 KiB of which a block reserves; 1 KiB more here lets
+ * the stages start 1024-byte aligned. One block per SM: its 4 or 8 warps issue enough. */
+#define BUDGET (233472 - 2048)
 #define ST_FIT (BUDGET / STAGE_BYTES)
 #define ST (ST_FIT < 6 ? ST_FIT : 6)
-#if ST < 3
-#error "three stages do not fit"
+#define HELD (MB_W + 1)
+#if ST < HELD + 2
+#error "too few stages fit"
 #endif
 #define LDE (MB_BN + 4) /* split-K partials, as floats in the stage memory */
 #define STAGE_MEM (ST * STAGE_BYTES)
@@ -68,11 +71,7 @@ MB_DYNAMIC_SHARED((STAGE_MEM > PART_MEM ? STAGE_MEM : PART_MEM) + 1024);
 #define MB_CLUSTER_DIMS
 #endif
 
-#if defined(__CUDA_ARCH__) && !defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#error "wggemm needs sm_90a (wgmma.mma_async)"
-#endif
-
-extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH, MB_BPS)
+extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH, 1)
     wggemm(const T* __restrict__ a, const T* __restrict__ b, T* c, const T* __restrict__ bias, float* ws,
            const MBParams p) {
   extern __shared__ unsigned char wg_shared[];
@@ -122,17 +121,17 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH, MB_BPS)
   const unsigned b_at = s0 + MB_BM * ROW_BYTES;
 
 #pragma unroll
-  for (int s = 0; s < ST - 2; ++s) {
+  for (int s = 0; s < ST - HELD; ++s) {
     if (s < nk) LOAD_TILE(s)
     MT_COPY_COMMIT();
   }
   int st = 0;             /* tile kt's stage */
-  int fill = ST - 2;      /* the stage that tile kt + ST - 2 goes to */
+  int fill = ST - HELD;   /* the stage that tile kt + ST - HELD goes to */
   for (int kt = 0; kt < nk; ++kt) {
-    MT_COPY_WAIT(ST - 3);
+    MT_COPY_WAIT(ST - HELD - 1);
     wg_fence_shared();
     __syncthreads();
-    if (kt + ST - 2 < nk) LOAD_TILE(fill)
+    if (kt + ST - HELD < nk) LOAD_TILE(fill)
     MT_COPY_COMMIT();
     wg_fence();
 #pragma unroll
@@ -142,7 +141,7 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH, MB_BPS)
         wg_mma(acc[f], wg_desc(a_at + st * STAGE_BYTES + s * 32),
                wg_desc(b_at + st * STAGE_BYTES + f * WG_N * ROW_BYTES + s * 32));
     wg_commit();
-    wg_wait<1>();
+    wg_wait<MB_W>();
     st = st + 1 == ST ? 0 : st + 1;
     fill = fill + 1 == ST ? 0 : fill + 1;
   }
