@@ -53,6 +53,8 @@ nb::dict info_dict(const mb::DeviceInfo& i) {
   d["matrix_unit_detail"] = i.matrix_unit_detail;
   d["warpgroup_mma"] = i.warpgroup_mma;
   d["warpgroup_mma_detail"] = i.warpgroup_mma_detail;
+  d["thread_block_clusters"] = i.thread_block_clusters;
+  d["thread_block_clusters_detail"] = i.thread_block_clusters_detail;
   d["bfloat16"] = i.bfloat16;
   d["bfloat16_detail"] = i.bfloat16_detail;
   return d;

@@ -414,6 +414,7 @@ def test_every_device_says_whether_it_has_a_matrix_unit(opencl):
     info = opencl.info
     assert info["matrix_unit"] is True and info["matrix_unit_detail"].startswith("emulated")
     assert info["warpgroup_mma"] is False and info["warpgroup_mma_detail"].startswith("none: ")
+    assert info["thread_block_clusters"] is False and info["thread_block_clusters_detail"].startswith("none: ")
 
 
 def test_a_gpu_without_wgmma_leaves_warpgroup_variants_unsupported():
@@ -425,6 +426,37 @@ def test_a_gpu_without_wgmma_leaves_warpgroup_variants_unsupported():
             "warpgroup_mma_detail": "none: wgmma.mma_async needs compute capability 9.0 (sm_90a), this GPU has 8.0"}
     assert v.unsupported_reason(spec, sm80) == f"needs warpgroup_mma: {sm80['warpgroup_mma_detail']}"
     assert v.unsupported_reason(spec, {**sm80, "warpgroup_mma": True}) is None
+
+
+def test_a_gpu_without_clusters_leaves_only_the_cluster_variants_unsupported():
+    """Before compute capability 9.0 a kernel with __cluster_dims__ does not compile: its
+    variants are unsupported with the device's reason, the others of the family run."""
+    sm80 = {"matrix_unit": True, "matrix_unit_detail": "tensor cores", "thread_block_clusters": False,
+            "thread_block_clusters_detail": "none: thread-block clusters need compute capability 9.0, this GPU has 8.0"}
+    spec = Spec("matmul", "float16", 1, 512, 2048, 2048, False, True)
+    one, two = variants.select(variants.load_variants("cuda"),
+                               ["tcgemm/bm64_bn128_w1x2_cl1", "tcgemm/bm64_bn128_w1x2_cl2"])
+    assert one.unsupported_reason(spec, sm80) is None
+    assert two.unsupported_reason(spec, sm80) == f"needs thread_block_clusters: {sm80['thread_block_clusters_detail']}"
+    assert two.unsupported_reason(spec, {**sm80, "thread_block_clusters": True}) is None
+
+
+def test_every_family_with_clusters_needs_them():
+    """The kernels that declare __cluster_dims__ are those whose manifests need clusters for CL > 1."""
+    for family in variants.load_families():
+        if family.source is None or family.source.suffix != ".cu":
+            continue
+        declares = "__cluster_dims__" in family.source.read_text()
+        assert declares == ("thread_block_clusters if CL > 1" in family.needs), family.name
+
+
+def test_a_need_whose_condition_names_no_parameter_is_a_manifest_error(tmp_path):
+    (tmp_path / "k.c").write_text("MB_KERNEL(k) {}\n")
+    (tmp_path / "k.toml").write_text('name = "k"\nsource = "k.c"\nentry = "k"\nconfig = "x{X}"\n'
+                                     'needs = ["thread_block_clusters if CL > 1"]\n[grid]\nX = [1]\n'
+                                     '[dispatch]\ngroups = [1, 1, 1]\nthreads = [1, 1, 1]\n')
+    with pytest.raises(variants.ManifestError, match="needs: unknown name 'CL'"):
+        variants.load_families([tmp_path])
 
 
 def test_the_dynamic_group_memory_global_has_one_name():

@@ -81,6 +81,12 @@ struct DeviceInfo {
   // Variants whose manifest `needs` "warpgroup_mma" are unsupported where it is false.
   bool warpgroup_mma = false;
   std::string warpgroup_mma_detail = "none: wgmma.mma_async is an instruction of NVIDIA GPUs of compute capability 9.0";
+  // Whether native kernels here may group blocks into thread-block clusters that share
+  // their group memory (CUDA's __cluster_dims__, distributed shared memory), and in words
+  // why or why not. A manifest's "thread_block_clusters if CL > 1" makes the variants
+  // with clusters unsupported where it is false.
+  bool thread_block_clusters = false;
+  std::string thread_block_clusters_detail = "none: thread-block clusters are CUDA's, on compute capability 9.0 and later";
   // Whether kernels and vendor builtins here take bfloat16 data (the spec dtype), and in
   // words how or, when false, what is missing. Variants are unsupported for bfloat16 specs
   // where it is false.

@@ -114,6 +114,10 @@ DeviceInfo describe(CUdevice dev, int index) {
       i.warpgroup_mma ? "wgmma.mma_async m64nNk16 f16 -> f32 (sm_90a, compute capability 9.0)"
       : cc != "9.0"   ? "none: wgmma.mma_async needs compute capability 9.0 (sm_90a), this GPU has " + cc
                       : "none: compiling for sm_90a needs NVRTC 12 or later";
+  i.thread_block_clusters = cc_major >= 9;
+  i.thread_block_clusters_detail =
+      i.thread_block_clusters ? "__cluster_dims__ and distributed shared memory (compute capability " + cc + ")"
+                              : "none: thread-block clusters need compute capability 9.0, this GPU has " + cc;
   // bfloat16: the prelude's store (cvt.rn.bf16.f32), the tile's bf16 mma and cuBLAS's
   // CUDA_R_16BF GEMMs are sm_80 and later.
   i.bfloat16 = cc_major >= 8;

@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = ["Family", "ManifestError", "Variant", "build_kernel", "load_families", "load_variants",
-           "prelude_source", "select"]
+           "prelude_source", "select", "split_need"]
 
 SPEC_FIELDS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta", "bias", "quant",
                "qbits", "qgroup")
@@ -34,8 +34,9 @@ _KEYS = {
 }
 # What a family may need of the device (manifest `needs`): each is a boolean in the
 # device's info dict (csrc/core/device.h) with a "<name>_detail" that says, when it is
-# false, what the device lacks.
-NEEDS = ("matrix_unit", "warpgroup_mma")
+# false, what the device lacks. A need may hold for some variants only: "NAME if EXPR",
+# EXPR over the grid's parameters (as `where`).
+NEEDS = ("matrix_unit", "warpgroup_mma", "thread_block_clusters")
 _DISPATCH_KEYS = {"groups", "threads"}
 # Launch dimensions are 32-bit on every backend.
 _U32 = 2**32 - 1
@@ -122,7 +123,10 @@ class Variant:
         # A dtype the device cannot hold is a need of every family (device info `bfloat16`).
         if spec.dtype == "bfloat16" and device is not None and not device.get("bfloat16", False):
             return f"needs bfloat16: {device.get('bfloat16_detail') or 'the device does not say it takes it'}"
-        for need in self.family.needs if device is not None else ():
+        for text in self.family.needs if device is not None else ():
+            need, condition = split_need(text)
+            if condition is not None and not self._eval(condition, self.params, "needs"):
+                continue
             if not device.get(need, False):
                 return f"needs {need}: {device.get(need + '_detail') or 'the device does not say it has one'}"
         env = self._env(spec)
@@ -398,17 +402,25 @@ def parse_family(path: Path) -> Family:
     )
     if family.rounds_b and not family.quant:
         raise ManifestError(f"{path}: field 'rounds_b' is for families that take quantized B (quant = true)")
-    for need in family.needs:
+    for text in family.needs:
+        need, _ = split_need(text)
         if need not in NEEDS:
             raise ManifestError(f"{path}: field 'needs': unknown need {need!r} (known: {', '.join(NEEDS)})")
     _check_names(family)
     return family
 
 
+def split_need(text: str) -> tuple[str, str | None]:
+    """A manifest need as (name, condition over the grid's parameters, or None: every variant)."""
+    name, sep, condition = text.partition(" if ")
+    return name.strip(), condition.strip() if sep else None
+
+
 def _check_names(family: Family) -> None:
     """Rejects expressions naming unknown things now, not halfway through a sweep."""
     known = set(SPEC_FIELDS) | set(family.grid)
     texts = [("where", w) for w in family.where] + [("requires", r) for r in family.requires]
+    texts += [("needs", c) for _, c in map(split_need, family.needs) if c is not None]
     texts += [("dispatch.groups", g) for g in family.groups] + [("dispatch.threads", t) for t in family.threads]
     if family.workspace is not None:
         texts.append(("workspace", family.workspace))
@@ -417,7 +429,7 @@ def _check_names(family: Family) -> None:
             unknown = expr.names_in(text)  # type: ignore[arg-type]
         except expr.ExprError as e:
             raise ManifestError(f"{family.manifest}: {where}: {e}") from None
-        if where == "where":
+        if where in ("where", "needs"):
             unknown -= set(family.grid)
         else:
             unknown -= known
