@@ -24,7 +24,8 @@
  * warpgroup issues tile t's wgmma and waits until at most W groups are in flight. W = 1
  * keeps the tensor cores fed across the barrier; W = 0 frees one more stage for copies,
  * ST - 1 tiles in flight rather than ST - 2, for products bound by the bytes that reach
- * each SM from L2 (an H100's tiles of 128 x 256 keep too few in flight with W = 1).
+ * each SM from L2 (on an H100, 128 x 256 tiles with W = 1 kept 96 KiB in flight and
+ * fetched about 21 bytes a clock per SM; benchmarks/CUDA.md).
  * Epilogue: straight from the accumulators.
  *
  * Split-K (CL > 1): the CL blocks of a thread-block cluster take consecutive ranges of k
@@ -34,9 +35,9 @@
  * Requires (manifest): the device trait warpgroup_mma (compute capability 9.0); A stored
  * m x k, B stored n x k, k % 64 == 0.
  *
- * Defines (MB_ + the grid key): MB_BM (64 x warpgroups), MB_BN (128 x FN), MB_W, MB_CL. Groups: (ceil(m / BM), ceil(n / BN), batch * CL),
- * so the m tiles that share a column tile of B run side by side and B streams from memory
- * once; threads: (2 BM, 1, 1). */
+ * Defines (MB_ + the grid key): MB_BM (64 x warpgroups), MB_BN (128 x FN), MB_W, MB_CL.
+ * Groups: (ceil(m / BM), ceil(n / BN), batch * CL), so the m tiles that share a column
+ * tile of B run side by side and B streams from memory once; threads: (2 BM, 1, 1). */
 
 #if MB_DTYPE != 1
 #error "wggemm is float16 only"

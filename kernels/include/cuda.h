@@ -500,7 +500,9 @@ __device__ __forceinline__ void wg_hold(float (&d)[64]) {
 #pragma unroll
   for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
-/* d (64 x 128, fp32) += A (64 x 16) B (16 x 128), both float16 and K-major. */
+/* d (64 x 128, fp32) += A (64 x 16) B (16 x 128), both float16 and K-major. After the
+ * descriptors: scale-d 1 (add to d rather than overwrite it), A and B not negated (1, 1),
+ * neither transposed (0, 0). */
 __device__ __forceinline__ void wg_mma(float (&d)[64], unsigned long long a, unsigned long long b) {
   WG_ASM(
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
