@@ -1,12 +1,13 @@
-"""Native CUDA tensor-core kernels (kernels/cuda/tcgemv.cu, qtcgemv.cu, tcgemm.cu) run on the CPU, from their own
-source, through tests/cuda_emu: a stand-in for the CUDA prelude in which every CUDA
-thread is a std::thread and mma.sync, __syncthreads and the cluster barrier are barriers
-(prelude.h says what it models). Each launch is checked as the runner checks a GPU's:
+"""Native CUDA tensor-core kernels (kernels/cuda/tcgemv.cu, qtcgemv.cu, tcgemm.cu, wggemm.cu) run on the CPU,
+from their own source, through tests/cuda_emu: a stand-in for the CUDA prelude in which
+every CUDA thread is a std::thread, mma.sync, __syncthreads and the cluster barrier are
+barriers, and wgmma runs at the latest wait that lets it finish (prelude.h says what it
+models). Each launch is checked as the runner checks a GPU's:
 inputs from reference.make_inputs, C pre-filled with the never-written sentinel, the
 float64 reference and metrics.check; the emulation also aborts on a global access outside
 the buffers or misaligned for its width, and on ldmatrix rows outside group memory. So
 the fragment and lane arithmetic, the tails, the split of k over warps and clusters and
-the swizzled stages of tcgemm are verified here, without a GPU; the
+the swizzled stages of tcgemm and wggemm are verified here, without a GPU; the
 GPU run (tests/test_cuda.py, benchmarks/check.py) remains the word on the hardware."""
 
 from __future__ import annotations
