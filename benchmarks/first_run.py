@@ -12,7 +12,9 @@ result records (measure.py: `measure.seconds`, `measure.lap`):
            so their sum can exceed the wall time they took);
 - brief, full: the race's laps, each split into verify (build lookup, the first launch
            and its checks), time (the core's clocks and final round) and check (reading
-           back and verifying a round);
+           back and verifying a round); of verify, the first launches of each kernel
+           with its group shape are summed apart: PoCL compiles a kernel's work-group
+           function then, one at a time per process, as it builds programs;
 - the rest: starting Python and the workers, planning, the peak bandwidth, messages
            and the store, and builds' wall time.
 
@@ -37,6 +39,9 @@ from _common import say, table, write_json
 
 from metalbench.store import Store
 
+# A lap's steps, each timed apart (measure.Worker); first_launch is a part of verify.
+STEPS = ("verify", "time", "check")
+
 
 def breakdown(store: Store, run_id: int) -> dict:
     """The sums of what the run's results recorded about their own time."""
@@ -58,11 +63,14 @@ def breakdown(store: Store, run_id: int) -> dict:
         lap = r.measure.get("lap", "?")
         counts[lap] += 1
         full_of[r.spec_index] += lap == "full"
-        for step in ("verify", "time", "check"):
+        for step in STEPS:
             laps[lap][step] += seconds.get(step, 0.0)
             per_spec[r.spec_index] += seconds.get(step, 0.0)
+        if "first_launch" in seconds:
+            laps[lap]["first_launch"] += seconds["first_launch"]
+            laps[lap]["first_launches"] += 1
     sweep = (run.finished or time.time()) - run.started
-    pairs = sum(sum(steps.values()) for steps in laps.values())
+    pairs = sum(steps[step] for steps in laps.values() for step in STEPS)
     return {
         "run": run_id, "status": run.status, "sweep_s": sweep, "prepare_s": sum(prepare.values()),
         "build_s_summed": sum(build.values()), "builds": len(build),
@@ -105,8 +113,11 @@ def main() -> int:
             ("prepare (inputs, reference, buffers)", found["prepare_s"]),
             (f"build ({found['builds']} kernels, summed over threads)", found["build_s_summed"])]
     for lap, steps in sorted(found["laps"].items()):
-        rows.append((f"{lap} laps ({steps['pairs']} pairs)", sum(steps[s] for s in ("verify", "time", "check"))))
-        rows += [(f"  {step}", steps[step]) for step in ("verify", "time", "check")]
+        rows.append((f"{lap} laps ({steps['pairs']} pairs)", sum(steps[s] for s in STEPS)))
+        rows += [(f"  {step}", steps[step]) for step in STEPS]
+        if steps.get("first_launches"):
+            rows.insert(-2, (f"    of it, first launches of a kernel shape ({steps['first_launches']:.0f})",
+                             steps["first_launch"]))
     rows.append(("rest of the sweep (builds' wall, messages, store, planning)", found["rest_s"]))
     print(table(f"where the time of `metalbench run` went ({found['caches']} caches)", ["part", "seconds"],
                 [(name, f"{value:.1f}") for name, value in rows]))

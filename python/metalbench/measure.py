@@ -455,6 +455,8 @@ class Worker:
             started = time.perf_counter()
             self.device.run(kernel, args[0], groups, threads)
             round_trip = time.perf_counter() - started
+            if not warmed:  # part of the verify lap, kept apart: what a driver's first-launch compile costs
+                spent["first_launch"] = round(round_trip, 6)
             self.launched.add(shape)
         except _core.UsageError as e:
             result.category, result.message = Category.LAUNCH, str(e)
