@@ -315,7 +315,12 @@ NB_MODULE(_core, m) {
       .def_rw("max_batch", &mb::MeasureConfig::max_batch, "Most launches in one batch sample.")
       .def_rw("min_clock_fraction", &mb::MeasureConfig::min_clock_fraction,
               "Samples taken below this fraction of the maximum clock are discarded.")
+      .def_rw("ramp_idle", &mb::MeasureConfig::ramp_idle,
+              "Seconds the device sat idle (since its last measurement) after which the warm-up lasts ramp_time.")
+      .def_rw("ramp_time", &mb::MeasureConfig::ramp_time,
+              "Seconds of warm-up launches after an idle spell, whatever warmup and max_time say.")
       .def("check", &mb::check_config, "Raises UsageError naming the first setting out of range.");
+  m.attr("measure_version") = mb::kMeasureVersion;
 
   nb::class_<mb::Buffer>(m, "Buffer", "Device memory; copies to and from numpy arrays.")
       .def_prop_ro("nbytes", &mb::Buffer::bytes)
@@ -439,7 +444,7 @@ NB_MODULE(_core, m) {
              const std::vector<uint32_t>& threads, int warmup, int min_samples, int max_samples, double min_time,
              double max_time, double max_noise, const std::string& rank_by, double batch_time, size_t max_batch,
              double min_clock_fraction, const Resets& resets, bool rank_only, bool final_round,
-             double launch_hint) -> AnyDict {
+             double launch_hint, double ramp_idle, double ramp_time) -> AnyDict {
             std::vector<mb::Launch> slots = make_slots(d, k, args, groups, threads);
             std::vector<mb::Reset> pairs;
             for (nb::handle h : resets) {
@@ -463,6 +468,8 @@ NB_MODULE(_core, m) {
             cfg.rank_only = rank_only;
             cfg.final_round = final_round;
             cfg.launch_hint = launch_hint;
+            cfg.ramp_idle = ramp_idle;
+            cfg.ramp_time = ramp_time;
             mb::Measurement r;
             {
               nb::gil_scoped_release nogil;
@@ -493,8 +500,10 @@ NB_MODULE(_core, m) {
           "max_noise"_a = defaults.stop.max_noise, "rank_by"_a = std::string(mb::clock_name(defaults.rank_by)),
           "batch_time"_a = defaults.batch_time, "max_batch"_a = defaults.max_batch,
           "min_clock_fraction"_a = defaults.min_clock_fraction, "resets"_a = nb::list(), "rank_only"_a = false,
-          "final_round"_a = false, "launch_hint"_a = 0.0,
-          "Warm-up, then three clocks (per-launch GPU, batch, CPU round trip), each until its stop rule holds: "
+          "final_round"_a = false, "launch_hint"_a = 0.0, "ramp_idle"_a = defaults.ramp_idle,
+          "ramp_time"_a = defaults.ramp_time,
+          "Warm-up (`warmup` launches; where the device sat idle `ramp_idle` seconds since its last "
+          "measurement, at least `ramp_time` seconds of them), then three clocks (per-launch GPU, batch, CPU round trip), each until its stop rule holds: "
           "the `rank_by` clock until its relative standard deviation is at most `max_noise` (after `min_samples` "
           "samples spanning `min_time` seconds), the others at `min_samples`; every clock stops at "
           "its share of `max_time` (half for `rank_by`, a quarter each for the others) or at `max_samples`. "

@@ -66,6 +66,28 @@ def test_the_ranking_clock_stops_on_noise_or_at_its_caps(opencl):
     assert r["batch"]["stop"] == "time-cap" and r["batch"]["count"] >= 1
 
 
+def test_the_warm_up_lasts_ramp_time_after_the_device_idled(opencl):
+    """A device's first measurement, and one after ramp_idle seconds without any, warm up
+    for ramp_time (many launches of a kernel of microseconds); one that follows another
+    sooner takes its `warmup` launches alone, as does any with ramp_time 0."""
+    device = _core.open("opencl", 0)  # its own: no measurement on it yet
+    n = 1 << 10
+    kernel = device.compile(SAXPY, "saxpy", {}, "test/saxpy")
+    x, y = device.allocate(4 * n), device.allocate(4 * n)
+    args = [y, x, struct.pack("<f", 1.0), struct.pack("<i", n)]
+
+    def warm_ups(**ramp: float) -> int:
+        r = device.measure(kernel, args, [n // 256], [256], warmup=1, min_samples=3, max_samples=3, max_time=10.0,
+                           **ramp)
+        return r["warmup"]
+
+    assert warm_ups(ramp_idle=3600, ramp_time=0.05) > 1  # never measured: idle
+    assert warm_ups(ramp_idle=3600, ramp_time=0.05) == 1  # measured just now
+    assert warm_ups(ramp_idle=0, ramp_time=0.05) > 1
+    assert warm_ups(ramp_idle=0, ramp_time=0) == 1
+    assert _core.MeasureConfig().ramp_time > 0  # on by default
+
+
 def test_slots_rotate_and_resets_run_before_every_round(opencl):
     # Each slot counts its launches in its own word; the reset puts every count back to
     # zero before each round, so no slot is ever launched twice without a reset between.
@@ -93,7 +115,8 @@ def test_settings_out_of_range_name_the_setting(opencl):
                       ({"max_time": -1.0}, "max_time"), ({"min_time": -0.5}, "min_time"),
                       ({"max_noise": float("nan")}, "max_noise"), ({"min_samples": 0}, "min_samples"),
                       ({"max_samples": 2, "min_samples": 5}, "max_samples"), ({"warmup": -1}, "warmup"),
-                      ({"rank_by": "wall"}, "rank_by"), ({"batch_time": 0.0}, "batch_time")]:
+                      ({"rank_by": "wall"}, "rank_by"), ({"batch_time": 0.0}, "batch_time"),
+                      ({"ramp_idle": -1.0}, "ramp_idle"), ({"ramp_time": float("nan")}, "ramp_time")]:
         with pytest.raises(_core.UsageError, match=rf"\[core::measure\] {name}"):
             opencl.measure(kernel, args, [1], [1], **bad)
 

@@ -12,10 +12,12 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -223,6 +225,10 @@ class Device {
   // two threads timing on one device (the GIL is released) never interleave their
   // held runs or exhaust a queue's depth between them.
   std::mutex measuring;
+  // When measure() last finished on this device (under `measuring`; empty before the
+  // first): how long the device sat idle before the next, which decides whether its
+  // warm-up must bring a clock that dropped back up (MeasureConfig::ramp_idle).
+  std::optional<std::chrono::steady_clock::time_point> measured_until;
 };
 
 class Backend {

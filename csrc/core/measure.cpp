@@ -123,17 +123,21 @@ class Loop {
     // Warm-up stops early once it has taken the other clocks' share of max_time: after
     // one launch of a slow kernel (a CPU driver on the LM head: 0.1 to 0.4 s) the caches
     // and the driver are as warm as they get, and two more were most of a race's brief lap.
+    // After an idle spell, the warm-up also lasts ramp_time, past both of those bounds; the
+    // caller's launch that launch_hint timed has just run, and counts toward it.
     m.warmup = 0;
     launch_s_ = config_.launch_hint;
+    const bool idled = !device_.measured_until || seconds_since(*device_.measured_until) >= config_.ramp_idle;
+    const double ramp = idled ? std::max(0.0, config_.ramp_time - config_.launch_hint) : 0.0;
     double warmed = 0;
-    for (int i = 0; i < config_.warmup; ++i) {
+    for (int i = 0; i < config_.warmup || warmed < ramp; ++i) {
       auto t0 = Clock::now();
       device_.run(slots_[next()]);
       double took = seconds_since(t0);
       launch_s_ = i == 0 && config_.launch_hint <= 0 ? took : std::min(launch_s_, took);
       m.warmup = i + 1;
       warmed += took;
-      if (warmed >= config_.stop.max_time * kOtherShare) break;
+      if (warmed >= config_.stop.max_time * kOtherShare && warmed >= ramp) break;
     }
     const auto runs = [&](ClockKind kind) { return !config_.rank_only || kind == config_.rank_by; };
 
@@ -328,6 +332,10 @@ void check_config(const MeasureConfig& c) {
           "min_clock_fraction must be from 0 to 1, got " + shown(c.min_clock_fraction));
   require(std::isfinite(c.launch_hint) && c.launch_hint >= 0 && c.launch_hint <= kMaxSeconds,
           "launch_hint must be a finite number of seconds from 0 to 86400, got " + shown(c.launch_hint));
+  require(seconds(c.ramp_idle, true), "ramp_idle must be a finite number of seconds from 0 to 86400, got " +
+                                          shown(c.ramp_idle));
+  require(std::isfinite(c.ramp_time) && c.ramp_time >= 0 && c.ramp_time <= 10,
+          "ramp_time must be a finite number of seconds from 0 to 10, got " + shown(c.ramp_time));
 }
 
 Measurement measure(Device& device, const std::vector<Launch>& slots, const std::vector<Reset>& resets,
@@ -342,7 +350,9 @@ Measurement measure(Device& device, const std::vector<Launch>& slots, const std:
                        std::to_string(r.target->bytes()));
   }
   std::lock_guard<std::mutex> hold(device.measuring);
-  return Loop(device, slots, resets, config).run();
+  Measurement m = Loop(device, slots, resets, config).run();
+  device.measured_until = std::chrono::steady_clock::now();
+  return m;
 }
 
 }  // namespace mb

@@ -47,8 +47,26 @@ struct StopRule {
   int max_samples = 1000;    // per clock
 };
 
+// The version of what measure() does with these settings: part of every stored result's
+// key, so that a change to the loop measures again what it would now measure otherwise.
+// 2: the warm-up after an idle spell (ramp_idle, ramp_time).
+constexpr int kMeasureVersion = 2;
+
 struct MeasureConfig {
   int warmup = 3;            // untimed launches first (fewer once they take a quarter of max_time)
+  // Where the device sat idle for ramp_idle seconds or more before this measurement
+  // (since the last one on it ended, or ever), the warm-up goes on until it has taken
+  // ramp_time seconds (less the caller's launch_hint, a launch that just ran), whatever
+  // `warmup` and max_time say: a GPU that idled runs its first milliseconds of work at a
+  // lower clock, and not every backend can read the clock to discard those samples. On
+  // an H100 under NVIDIA's OpenCL (2026-12-06) the first pair of each smoke spec,
+  // measured after the host prepared the spec's inputs, took its first batch samples at
+  // 2 to 5 times the median (19 to 38 us against 5.5 to 8.7); after 25 ms of warm-up
+  // launches its samples were even (3 to 8% relative standard deviation where it had
+  // been up to 100%) and its median 11 to 17% lower, while the pairs that followed it on
+  // the same spec were even already (benchmarks/results/warmup_ramp_opencl_h100.txt).
+  double ramp_idle = 0.02;
+  double ramp_time = 0.025;
   StopRule stop;
   ClockKind rank_by = ClockKind::batch;
   // A batch sample spans at least this much GPU time (as estimated from the gpu

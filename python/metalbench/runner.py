@@ -20,6 +20,7 @@ import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 
+from . import _core
 from .backends import BackendError
 from .peak import method
 from .pool import DeviceLost, Job, Message, Pair, PeakUnavailable, Phase, Pool, WorkerError, open_pool
@@ -127,6 +128,7 @@ def _detail(v: Variant, spec: Spec, backend: str, info: dict, settings: Settings
         "driver": info["driver"],
         "settings": asdict(settings),
         "check_version": CHECK_VERSION,
+        "measure_version": _core.measure_version,  # what the core's loop does (csrc/core/measure.h)
     }
 
 
