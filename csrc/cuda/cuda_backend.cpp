@@ -101,15 +101,15 @@ DeviceInfo describe(CUdevice dev, int index) {
   // The matrix tile's float16 path is mma.sync.aligned.m16n8k16 (and cp.async, ldmatrix):
   // sm_80 and later (kernels/include/cuda.h).
   const int cc_major = attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
-  const std::string cc = std::to_string(cc_major) + "." +
-                         std::to_string(attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR));
+  const int cc_minor = attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+  const std::string cc = std::to_string(cc_major) + "." + std::to_string(cc_minor);
   i.matrix_unit = cc_major >= 8;
   i.matrix_unit_detail = i.matrix_unit ? "tensor cores: mma.sync m16n8k16 f16 -> f32 (compute capability " + cc + ")"
                                        : "none: the tile's mma.sync m16n8k16 needs compute capability 8.0, this "
                                          "GPU has " + cc;
   // wgmma.mma_async is sm_90a's: compute capability 9.0 exactly (later GPUs have other
   // instructions), which compile() targets as sm_90a where NVRTC knows it (pick_target).
-  i.warpgroup_mma = cc == "9.0" && hopper_a(90, rtc.error.empty() ? rtc.major : 0);
+  i.warpgroup_mma = hopper_a(10 * cc_major + cc_minor, rtc.error.empty() ? rtc.major : 0);
   i.warpgroup_mma_detail =
       i.warpgroup_mma ? "wgmma.mma_async m64nNk16 f16 -> f32 (sm_90a, compute capability 9.0)"
       : cc != "9.0"   ? "none: wgmma.mma_async needs compute capability 9.0 (sm_90a), this GPU has " + cc
