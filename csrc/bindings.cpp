@@ -503,7 +503,8 @@ NB_MODULE(_core, m) {
           "final_round"_a = false, "launch_hint"_a = 0.0, "ramp_idle"_a = defaults.ramp_idle,
           "ramp_time"_a = defaults.ramp_time,
           "Warm-up (`warmup` launches; where the device sat idle `ramp_idle` seconds since its last "
-          "measurement, at least `ramp_time` seconds of them), then three clocks (per-launch GPU, batch, CPU round trip), each until its stop rule holds: "
+          "measurement, at least `ramp_time` seconds of them), then three clocks (per-launch GPU, batch, CPU "
+          "round trip), each until its stop rule holds: "
           "the `rank_by` clock until its relative standard deviation is at most `max_noise` (after `min_samples` "
           "samples spanning `min_time` seconds), the others at `min_samples`; every clock stops at "
           "its share of `max_time` (half for `rank_by`, a quarter each for the others) or at `max_samples`. "
