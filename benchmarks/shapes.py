@@ -32,7 +32,9 @@ plain-read floor: the best time of a kernel that only reads the product's bytes
 No kernel that moves those bytes can beat it, so library / floor is the distance left.
 Prefill is compute-bound instead: its table gives TFLOPS, beside the ceiling of the
 instruction the matrix tile uses on CUDA, mma.sync m16n8k16 (f16 in, f32 accumulate),
-measured by a kernel that issues nothing else; cuBLAS may use the faster wgmma of sm_90.
+measured by a kernel that issues nothing else. wgmma (sm_90a's warpgroup instruction,
+which wggemm and cuBLAS use) has a higher ceiling that this script does not measure, so a
+wggemm pick's ratio to the mma.sync ceiling can pass 1.
 
 On a machine without CUDA it prints one SKIPPED line and exits 2.
 """
@@ -321,8 +323,8 @@ def main() -> int:
             return fmt(r["flops"] / (r[key] * 1e-6) / 1e12 if r[key] else None, ".0f")
 
         print(table(f"prefill, compute-bound: TFLOPS; mma.sync m16n8k16 (the matrix tile on CUDA) issued back to "
-                    f"back reaches {fmt(ceiling, '.0f')}", ["product", "cuBLAS", "library", "library kernel",
-                                                            "library / mma.sync ceiling"],
+                    f"back reaches {fmt(ceiling, '.0f')} (wgmma, of wggemm and cuBLAS, more: not measured here)",
+                    ["product", "cuBLAS", "library", "library kernel", "library / mma.sync ceiling"],
                     [[r["product"], tflops(r, "cublas_us"), tflops(r, "library_us"), r["library"] or "-",
                       fmt(r["flops"] / (r["library_us"] * 1e-6) / 1e12 / ceiling if r["library_us"] and ceiling
                           else None)]
