@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -65,20 +65,26 @@ class BackendReport:
 
 
 def _device(backend: str, listed: dict, kept: Store | None) -> DeviceReport:
+    """The device as opened (as listed where it does not open), with the cache and, where
+    its API gives no peak bandwidth, the peak that `kept` stores for it."""
     info, opened, error = listed, False, ""
     try:
         info = _core.open(backend, int(listed["index"])).info
         opened = True
     except Exception as e:  # noqa: BLE001 - any failure to open is what doctor reports
         error = str(e) or type(e).__name__
+    key = device_key({"backend": backend, **info})
+    peak, peak_source = float(info.get("peak_bandwidth", 0.0)), str(info.get("peak_bandwidth_source", ""))
+    stored = kept.peak(key) if kept is not None and peak <= 0 else None
+    if kept is not None and stored is not None:
+        peak, peak_source = stored[0], f"the result store ({stored[1]}{_earlier(kept.peak(key, method()))})"
     return DeviceReport(
         index=int(info["index"]), name=str(info["name"]), vendor=str(info["vendor"]), driver=str(info["driver"]),
         compute_units=int(info["compute_units"]), memory_bytes=int(info["memory_bytes"]),
         max_group_size=int(info["max_group_size"]), unified_memory=bool(info["unified_memory"]),
-        **_cold_cache(backend, info, kept),
+        **_cold_cache(backend, key, info, kept),
         timing_source=str(info.get("timing_source", "")), clock_source=str(info.get("clock_source", "")),
-        peak_bandwidth=float(info.get("peak_bandwidth", 0.0)),
-        peak_bandwidth_source=str(info.get("peak_bandwidth_source", "")), opened=opened, open_error=error,
+        peak_bandwidth=peak, peak_bandwidth_source=peak_source, opened=opened, open_error=error,
     )
 
 
@@ -92,11 +98,10 @@ def _kept(store: Path | None) -> Store | None:
         return None
 
 
-def _cold_cache(backend: str, info: dict, kept: Store | None) -> dict:
-    """The cache cold mode sizes its copies by on this device: the one peak.py measured, as
-    the store keeps it, else the driver's until a run measures it."""
+def _cold_cache(backend: str, key: str, info: dict, kept: Store | None) -> dict:
+    """The cache cold mode sizes its copies by on the device of `key` (roofline.device_key):
+    the one peak.py measured, as the store keeps it, else the driver's until a run measures it."""
     driver = int(info["cache_bytes"])
-    key = device_key({"backend": backend, **info})
     found = kept.cache(key) if kept is not None else None
     if kept is None or found is None:
         return {"cache_bytes": driver, "driver_cache_bytes": driver,
@@ -124,7 +129,6 @@ def diagnose(store: Path | None = None) -> list[BackendReport]:
 
 
 def _diagnose(kept: Store | None) -> list[BackendReport]:
-    peaks = kept.peaks() if kept is not None else {}
     built = set(_core.backends())
     out: list[BackendReport] = []
     for name in BACKENDS:
@@ -136,15 +140,7 @@ def _diagnose(kept: Store | None) -> list[BackendReport]:
         if reason:
             out.append(BackendReport(name, built=True, available=False, reason=reason))
             continue
-        devices = []
-        for listed in _core.devices(name):
-            d = _device(name, listed, kept)
-            key = device_key({**listed, "backend": name, "name": d.name, "vendor": d.vendor, "driver": d.driver})
-            stored = peaks.get(key)
-            if d.peak_bandwidth <= 0 and stored is not None and kept is not None:
-                d = replace(d, peak_bandwidth=stored[0], peak_bandwidth_source=f"the result store ({stored[1]}"
-                            f"{_earlier(kept.peak(key, method()))})")
-            devices.append(d)
+        devices = [_device(name, listed, kept) for listed in _core.devices(name)]
         out.append(BackendReport(name, built=True, available=True, reason="", devices=devices))
     return out
 
