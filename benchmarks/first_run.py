@@ -114,9 +114,10 @@ def main() -> int:
             (f"build ({found['builds']} kernels, summed over threads)", found["build_s_summed"])]
     for lap, steps in sorted(found["laps"].items()):
         rows.append((f"{lap} laps ({steps['pairs']} pairs)", sum(steps[s] for s in STEPS)))
-        rows += [(f"  {step}", steps[step]) for step in STEPS]
-        if steps.get("first_launches"):
-            rows.insert(-2, (f"    of it, first launches of a kernel shape ({steps['first_launches']:.0f})",
+        for step in STEPS:
+            rows.append((f"  {step}", steps[step]))
+            if step == "verify" and steps.get("first_launches"):
+                rows.append((f"    of it, first launches of a kernel shape ({steps['first_launches']:.0f})",
                              steps["first_launch"]))
     rows.append(("rest of the sweep (builds' wall, messages, store, planning)", found["rest_s"]))
     print(table(f"where the time of `metalbench run` went ({found['caches']} caches)", ["part", "seconds"],
