@@ -420,7 +420,7 @@ def test_every_device_says_whether_it_has_a_matrix_unit(opencl):
 def test_a_gpu_without_wgmma_leaves_warpgroup_variants_unsupported():
     """wggemm needs sm_90a's wgmma: an A100 (8.0) or a Blackwell GPU (10.0) has mma.sync but
     not it, and each of its variants says so, in the device's words."""
-    (v,) = variants.select(variants.load_variants("cuda"), ["wggemm/bm128_bn128_w1_cl1"])
+    (v,) = variants.select(variants.load_variants("cuda"), ["wggemm/nt_bm128_bn128_w1_cl1"])
     spec = Spec("matmul", "float16", 1, 512, 2048, 2048, False, True)
     sm80 = {"matrix_unit": True, "matrix_unit_detail": "tensor cores", "warpgroup_mma": False,
             "warpgroup_mma_detail": "none: wgmma.mma_async needs compute capability 9.0 (sm_90a), this GPU has 8.0"}

@@ -1,5 +1,6 @@
-/* wggemm: C = A . B for prefill (m of 64 and more), float16, B stored n x k (a linear
- * layer's weight), with the Hopper warpgroup instruction (wgmma.mma_async, sm_90a).
+/* wggemm: C = A . B for prefill (m of 64 and more), float16, with the Hopper warpgroup
+ * instruction (wgmma.mma_async, sm_90a), for B stored n x k (layout nt, a linear layer's
+ * weight) or k x n (layout nn, the fused QKV projection's).
  *
  * Why beside tcgemm: mma.sync takes its operands from registers, so each warp first reads
  * them from group memory with ldmatrix, and those loads and their address arithmetic
@@ -10,11 +11,15 @@
  * (64 x 128 per warpgroup and instruction, k 64 per stage), and the stages live in
  * dynamic group memory (up to 227 KiB) rather than the 48 KiB tcgemm may declare.
  *
- * Layout of a stage: A's BM rows, then B's BN rows, each row the 64 halves of this k tile
- * (128 bytes) in the 128-byte swizzle that wgmma reads (cuda.h, wg_desc: chunk c of row r
- * at chunk c ^ (r % 8)); every stage starts 1024-byte aligned. cp.async copies the chunks,
- * eight neighbouring threads one row's 128 bytes. Rows past m or n are copied from row
- * m - 1 or n - 1 (in bounds) and never stored.
+ * Layout of a stage: A's BM rows, each the 64 halves of this k tile (128 bytes) in the
+ * 128-byte swizzle that wgmma reads (cuda.h, wg_desc: chunk c of row r at chunk c ^ (r %
+ * 8)), then B's tile in the same swizzle: for nt, BN rows of 64 halves of k (K-major, as
+ * A); for nn, as B is stored, BN / 64 blocks of 64 columns, each the tile's 64 rows of k
+ * of 128 bytes (MN-major, wg_desc_mn, the blocks 8 KiB apart), which wgmma reads
+ * transposed. Every stage starts 1024-byte aligned. cp.async copies the chunks, eight
+ * neighbouring threads one row's 128 bytes (of A, of B nt) and BN / 8 one row of k of B
+ * nn. Rows past m or n are copied from row m - 1 or n - 1, and for nn the columns past n
+ * from the last 8 (all in bounds); none of them is stored.
  *
  * Pipeline over ST stages (as many as fit, up to 6), k tile t in stage t % ST, with H = W + 1
  * stages held by the tensor cores: in iteration t, a thread waits for its copies of tile
@@ -33,14 +38,18 @@
  * partial sums meet in distributed shared memory (the stage memory, reused).
  *
  * Requires (manifest): the device trait warpgroup_mma (compute capability 9.0); A stored
- * m x k, B stored n x k, k % 64 == 0.
+ * m x k, k % 64 == 0; for nn, n % 8 == 0 (B's rows of whole 16-byte chunks).
  *
- * Defines (MB_ + the grid key): MB_BM (64 x warpgroups), MB_BN (128 x FN), MB_W, MB_CL.
+ * Defines (MB_ + the grid key): MB_layout_nt or MB_layout_nn, MB_BM (64 x warpgroups),
+ * MB_BN (128 x FN), MB_W, MB_CL.
  * Groups: (ceil(m / BM), ceil(n / BN), batch * CL), so the m tiles that share a column
  * tile of B run side by side and B streams from memory once; threads: (2 BM, 1, 1). */
 
 #if MB_DTYPE != 1
 #error "wggemm is float16 only"
+#endif
+#if !MB_layout_nt && !MB_layout_nn
+#error "define layout_nt or layout_nn"
 #endif
 
 #define BK 64                /* halves of k per stage: one 128-byte swizzled row */
@@ -85,12 +94,16 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH, 1)
   const T* A = a + (long long)bi * p.stride_a;
   const T* B = b + (long long)bi * p.stride_b;
 
-  /* The chunks this thread copies per tile: chunk e is row e / 8's chunk e % 8. Since NTH / 8
-   * rows separate a thread's chunks, a multiple of 8, they share r % 8 and with it the
-   * swizzle: their places in a stage are one offset apart. */
-#define CHUNKS ((MB_BM + MB_BN) * 8)
-#define PER (CHUNKS / NTH)
-#if CHUNKS % NTH != 0 || NTH % 64 != 0
+  /* The chunks of A (and of B nt) this thread copies per tile: chunk e is row e / 8's chunk
+   * e % 8. Since NTH / 8 rows separate a thread's chunks, a multiple of 8, they share r % 8
+   * and with it the swizzle: their places in a stage are one offset apart. */
+#if MB_layout_nt
+#define ROWS (MB_BM + MB_BN)
+#else
+#define ROWS MB_BM
+#endif
+#define PER (ROWS * 8 / NTH)
+#if (ROWS * 8) % NTH != 0 || NTH % 64 != 0
 #error "a stage's chunks must split evenly over the threads"
 #endif
   const unsigned dst0 = s0 + (tid >> 3) * ROW_BYTES + (((tid & 7) ^ ((tid >> 3) & 7)) << 4);
@@ -103,12 +116,39 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH, 1)
     else
       src[q] = B + (long long)min(j0 + r - MB_BM, p.n - 1) * p.ldb + ch * 8 + kt0 * BK;
   }
+#if MB_layout_nn
+  /* B nn: chunk e of the tile is row of k e / CPR's chunk e % CPR along n, so this thread
+   * copies chunk nc of rows kr0, kr0 + RPQ, ... into block nc / 8 of the stage's B. */
+#define CPR (MB_BN / 8)
+#define RPQ (NTH / CPR)
+#define PER_B (BK / RPQ)
+#if NTH % CPR != 0 || BK % RPQ != 0
+#error "B's chunks must split evenly over the threads"
+#endif
+  const int nc = tid % CPR, kr0 = tid / CPR;
+  const unsigned dst_b = s0 + MB_BM * ROW_BYTES + (nc / 8) * (BK * ROW_BYTES) + kr0 * ROW_BYTES;
+  const T* src_b[PER_B];
+#pragma unroll
+  for (int q = 0; q < PER_B; ++q)
+    src_b[q] = B + (long long)(kt0 * BK + kr0 + q * RPQ) * p.ldb + min(j0 + nc * 8, p.n - 8);
+  const long long b_tile = (long long)BK * p.ldb;
+#define LOAD_B(st)                                                                           \
+  _Pragma("unroll") for (int q = 0; q < PER_B; ++q) {                                        \
+    const int kr = kr0 + q * RPQ;                                                            \
+    mt_copy16_at(dst_b + (st) * STAGE_BYTES + q * RPQ * ROW_BYTES + (((nc % 8) ^ (kr % 8)) << 4), \
+                 src_b[q]);                                                                  \
+    src_b[q] += b_tile;                                                                      \
+  }
+#else
+#define LOAD_B(st)
+#endif
 #define LOAD_TILE(st)                                                                        \
   {                                                                                          \
     _Pragma("unroll") for (int q = 0; q < PER; ++q) {                                        \
       mt_copy16_at(dst0 + (st) * STAGE_BYTES + q * (NTH / 8) * ROW_BYTES, src[q]);           \
       src[q] += BK;                                                                          \
     }                                                                                        \
+    LOAD_B(st)                                                                               \
   }
 
   float acc[FN][64];
@@ -139,8 +179,14 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH, 1)
     for (int s = 0; s < BK / 16; ++s)
 #pragma unroll
       for (int f = 0; f < FN; ++f)
-        wg_mma(acc[f], wg_desc(a_at + st * STAGE_BYTES + s * 32),
-               wg_desc(b_at + st * STAGE_BYTES + f * WG_N * ROW_BYTES + s * 32));
+#if MB_layout_nt
+        wg_mma<0>(acc[f], wg_desc(a_at + st * STAGE_BYTES + s * 32),
+                  wg_desc(b_at + st * STAGE_BYTES + f * WG_N * ROW_BYTES + s * 32));
+#else
+        wg_mma<1>(acc[f], wg_desc(a_at + st * STAGE_BYTES + s * 32),
+                  wg_desc_mn(b_at + st * STAGE_BYTES + f * (WG_N / 64) * BK * ROW_BYTES + s * 16 * ROW_BYTES,
+                             BK * ROW_BYTES));
+#endif
     wg_commit();
     wg_wait<MB_W>();
     st = st + 1 == ST ? 0 : st + 1;

@@ -478,6 +478,15 @@ __device__ __forceinline__ unsigned long long wg_desc(unsigned addr) {
   return (unsigned long long)((addr & 0x3ffffu) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
          (1ull << 62);
 }
+/* An MN-major tile (for B stored k x n: rows of k, each 64 halves of n), in the same
+ * 128-byte swizzle, as the PTX ISA's canonical MN-major layout has it: 16-byte chunk c of
+ * row r of an 8-row group at chunk c ^ (r % 8), groups of 8 rows 1024 bytes apart (the
+ * stride byte offset), and the next 64 of n `atoms_apart` bytes on (the leading byte
+ * offset). wg_mma<1> reads B through it. */
+__device__ __forceinline__ unsigned long long wg_desc_mn(unsigned addr, unsigned atoms_apart) {
+  return (unsigned long long)((addr & 0x3ffffu) >> 4) | ((unsigned long long)(atoms_apart >> 4) << 16) |
+         ((unsigned long long)(1024 >> 4) << 32) | (1ull << 62);
+}
 /* The instructions exist only in code for sm_90a; elsewhere (other GPUs, nvcc's passes for
  * other targets) they trap, and the trait warpgroup_mma keeps such kernels from running. */
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -500,16 +509,18 @@ __device__ __forceinline__ void wg_hold(float (&d)[64]) {
 #pragma unroll
   for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
-/* d (64 x 128, fp32) += A (64 x 16) B (16 x 128), both float16 and K-major. After the
- * descriptors: scale-d 1 (add to d rather than overwrite it), A and B not negated (1, 1),
- * neither transposed (0, 0). */
+/* d (64 x 128, fp32) += A (64 x 16) B (16 x 128), both float16, A K-major, B K-major
+ * (B_MN 0: wg_desc) or MN-major (B_MN 1: wg_desc_mn). After the descriptors: scale-d 1
+ * (add to d rather than overwrite it), A and B not negated (1, 1), A not transposed (0),
+ * B transposed or not (B_MN). */
+template <int B_MN>
 __device__ __forceinline__ void wg_mma(float (&d)[64], unsigned long long a, unsigned long long b) {
   WG_ASM(
       "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, "
       "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, "
       "%43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-      "%64, %65, 1, 1, 1, 0, 0;"
+      "%64, %65, 1, 1, 1, 0, %66;"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
         "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
         "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
@@ -518,7 +529,7 @@ __device__ __forceinline__ void wg_mma(float (&d)[64], unsigned long long a, uns
         "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
         "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
         "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(a), "l"(b));
+      : "l"(a), "l"(b), "n"(B_MN));
 }
 
 /* Group memory beyond the 48 KiB a block may declare statically: a kernel that declares

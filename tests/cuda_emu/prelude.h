@@ -319,25 +319,39 @@ inline unsigned long long wg_desc(unsigned addr) {
   return (unsigned long long)((addr & 0x3ffffu) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
          (1ull << 62);
 }
+inline unsigned long long wg_desc_mn(unsigned addr, unsigned atoms_apart) {
+  return (unsigned long long)((addr & 0x3ffffu) >> 4) | ((unsigned long long)(atoms_apart >> 4) << 16) |
+         ((unsigned long long)(1024 >> 4) << 32) | (1ull << 62);
+}
 inline void wg_fence_shared() {}
 inline void wg_fence() {}
 inline void wg_hold(float (&)[64]) {}
 struct EmuWgmma {
   float* d;
   unsigned long long a, b;
+  bool b_mn;
 };
 static thread_local std::vector<std::vector<EmuWgmma>> emu_wg_groups;
 static thread_local std::vector<EmuWgmma> emu_wg_open;
-inline void wg_mma(float (&d)[64], unsigned long long a, unsigned long long b) { emu_wg_open.push_back({d, a, b}); }
+template <int B_MN>
+inline void wg_mma(float (&d)[64], unsigned long long a, unsigned long long b) {
+  emu_wg_open.push_back({d, a, b, B_MN != 0});
+}
 inline void wg_commit() {
   emu_wg_groups.push_back(emu_wg_open);
   emu_wg_open.clear();
 }
-/* Element (r, k) of a K-major float16 operand in the 128-byte swizzle, r < 64 or 128, k < 16. */
-inline float emu_wg_operand(unsigned long long desc, int r, int k) {
+/* Element (r, k) of a float16 operand in the 128-byte swizzle, r < 64 or 128 (m or n), k <
+ * 16, as the PTX ISA's canonical layouts place it. K-major: row r of 64 halves of k, 8-row
+ * groups the stride byte offset apart. MN-major: row k of 64 halves of r, 8-row groups the
+ * stride byte offset apart and the next 64 of r the leading byte offset on. The swizzle
+ * acts on the address bits: chunk bits 4-6 xor row bits 7-9. */
+inline float emu_wg_operand(unsigned long long desc, int r, int k, bool mn) {
   const unsigned start = (unsigned)(desc & 0x3fff) << 4, sbo = (unsigned)((desc >> 32) & 0x3fff) << 4;
+  const unsigned lbo = (unsigned)((desc >> 16) & 0x3fff) << 4;
   if ((desc >> 62) != 1 || ((desc >> 49) & 7) != 0) emu_fail("wgmma descriptor: not the 128-byte swizzle, base offset 0", nullptr);
-  const unsigned linear = start + (r / 8) * sbo + (r % 8) * 128 + 2 * k;
+  const unsigned linear = mn ? start + (r / 64) * lbo + (k / 8) * sbo + (k % 8) * 128 + 2 * (r % 64)
+                             : start + (r / 8) * sbo + (r % 8) * 128 + 2 * k;
   const unsigned at = linear ^ (((linear >> 7) & 7) << 4);
   if (at + 2 > EMU_SHARED) emu_fail("wgmma operand outside group memory", nullptr);
   unsigned short bits;
@@ -351,7 +365,7 @@ inline void emu_wg_run(const EmuWgmma& op) {
   for (int v = 0; v < 64; ++v) {
     const int row = t1 + 8 * ((v >> 1) & 1) + 16 * w, col = 2 * t0 + (v & 1) + 8 * (v >> 2);
     float s = op.d[v];
-    for (int k = 0; k < 16; ++k) s += emu_wg_operand(op.a, row, k) * emu_wg_operand(op.b, col, k);
+    for (int k = 0; k < 16; ++k) s += emu_wg_operand(op.a, row, k, false) * emu_wg_operand(op.b, col, k, op.b_mn);
     op.d[v] = s;
   }
 }
