@@ -69,8 +69,10 @@ int attribute(CUdevice dev, CUdevice_attribute what) {
 
 std::string version_string(int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); }
 
-// Whether NVRTC compiles for sm_90a here (pick_target), the home of wgmma.mma_async.
-bool hopper_a(int cc, int nvrtc_major) { return cc == 90 && nvrtc_major >= 12; }
+// The one compute capability (as 10 major + minor) with sm_90a's instructions, wgmma.mma_async.
+constexpr int kHopperA = 90;
+// Whether NVRTC compiles for sm_90a here (pick_target).
+bool hopper_a(int cc, int nvrtc_major) { return cc == kHopperA && nvrtc_major >= 12; }
 
 DeviceInfo describe(CUdevice dev, int index) {
   DeviceInfo i;
@@ -102,6 +104,7 @@ DeviceInfo describe(CUdevice dev, int index) {
   // sm_80 and later (kernels/include/cuda.h).
   const int cc_major = attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR);
   const int cc_minor = attribute(dev, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR);
+  const int cc_number = 10 * cc_major + cc_minor;
   const std::string cc = std::to_string(cc_major) + "." + std::to_string(cc_minor);
   i.matrix_unit = cc_major >= 8;
   i.matrix_unit_detail = i.matrix_unit ? "tensor cores: mma.sync m16n8k16 f16 -> f32 (compute capability " + cc + ")"
@@ -109,11 +112,11 @@ DeviceInfo describe(CUdevice dev, int index) {
                                          "GPU has " + cc;
   // wgmma.mma_async is sm_90a's: compute capability 9.0 exactly (later GPUs have other
   // instructions), which compile() targets as sm_90a where NVRTC knows it (pick_target).
-  i.warpgroup_mma = hopper_a(10 * cc_major + cc_minor, rtc.error.empty() ? rtc.major : 0);
+  i.warpgroup_mma = hopper_a(cc_number, rtc.error.empty() ? rtc.major : 0);
   i.warpgroup_mma_detail =
-      i.warpgroup_mma ? "wgmma.mma_async m64nNk16 f16 -> f32 (sm_90a, compute capability 9.0)"
-      : cc != "9.0"   ? "none: wgmma.mma_async needs compute capability 9.0 (sm_90a), this GPU has " + cc
-                      : "none: compiling for sm_90a needs NVRTC 12 or later";
+      i.warpgroup_mma           ? "wgmma.mma_async m64nNk16 f16 -> f32 (sm_90a, compute capability 9.0)"
+      : cc_number != kHopperA   ? "none: wgmma.mma_async needs compute capability 9.0 (sm_90a), this GPU has " + cc
+                                : "none: compiling for sm_90a needs NVRTC 12 or later";
   i.thread_block_clusters = cc_major >= 9;
   i.thread_block_clusters_detail =
       i.thread_block_clusters ? "__cluster_dims__ and distributed shared memory (compute capability " + cc + ")"
