@@ -17,8 +17,11 @@ class Recorded(runner.Events):
     def begin(self, spec, variant, worker=0):
         self.seen.append(("begin", spec.key(), variant))
 
+    def lapped(self, spec, variant):
+        self.seen.append(("lapped", spec.key(), variant))
+
     def result(self, spec, result):
-        self.seen.append(("result", spec.key(), result.variant))
+        self.seen.append(("result", spec.key(), result.variant, result.status))
 
 
 def test_every_measured_pair_is_announced_before_its_result(opencl, tmp_path):
@@ -27,8 +30,13 @@ def test_every_measured_pair_is_announced_before_its_result(opencl, tmp_path):
     chosen = runner.with_baseline(variants.load_variants("opencl"), "opencl", ["simdgemv/nt_bn8_*"], specs=suite.specs)
     events = Recorded()
     runner.run(suite, chosen, backend="opencl", store=Store(tmp_path / "r.sqlite"), settings=FAST, events=events)
-    results = [(key, variant) for kind, key, variant in events.seen if kind == "result"]
-    assert results
-    for key, variant in results:  # raced or measured: each was begun first (a full lap begins it again)
-        first_result = events.seen.index(("result", key, variant))
+    results = [(key, variant, status) for kind, key, variant, *status in events.seen if kind == "result"]
+    assert any(status == ["raced"] for *_, status in results)
+    for key, variant, status in results:  # raced or measured: each was begun first (a full lap begins it again)
+        first_result = events.seen.index(("result", key, variant, *status))
         assert ("begin", key, variant) in events.seen[:first_result]
+        # a raced pair's brief lap was announced as it ended, before the spec's race was decided
+        if status == ["raced"]:
+            assert ("lapped", key, variant) in events.seen[:first_result]
+    laps = [entry for entry in events.seen if entry[0] == "lapped"]
+    assert len(laps) == len(set(laps))  # one lap each

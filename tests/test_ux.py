@@ -283,9 +283,47 @@ def test_live_progress_is_never_an_unlabelled_zero_while_planning():
     p.begin(SPEC, "gemv/a")
     assert "measuring matmul 1x64x64 nt: gemv/a" in p.progress.tasks[p.task].fields["what"]
     p.result(SPEC, Result("gemv/a", SPEC.key(), "ok"))
-    assert p.progress.tasks[p.task].completed == 1
-    columns = [type(c).__name__ for c in p.progress.columns]
-    assert "TimeRemainingColumn" in columns
+    task = p.progress.tasks[p.task]
+    assert task.completed == 2 and task.total == 20  # halves of pairs
+    assert task.fields["pairs"] == "1/10" and task.fields["eta"].startswith("eta ")
+
+
+def test_laps_move_the_percentage_and_the_estimate_before_a_spec_is_decided(monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(cli_progress.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    p = cli_progress.LineProgress(out, every=0.0)
+    p.start(4)
+    for variant in ("gemv/a", "gemv/b", "gemv/c"):  # brief laps: no result stored yet
+        clock[0] += 1
+        p.lapped(SPEC, variant)
+    assert out.getvalue().splitlines()[-1].startswith("metalbench: 0/4 pairs (38%)")
+    assert "about 0:00:05 left" in out.getvalue().splitlines()[-1]  # 5 halves left at one a second
+    clock[0] += 1
+    p.lapped(SPEC, "gemv/d")
+    clock[0] += 1
+    p.result(SPEC, Result("gemv/a", SPEC.key(), "raced"))  # a lapped pair's result is its second half
+    assert "1/4 pairs (62%)" in out.getvalue().splitlines()[-1]
+
+
+def test_the_estimate_forgets_a_slow_start():
+    work = cli_progress._Work(window=10.0)
+    work.start(100, now=0.0)
+    work.result(SPEC, Result("gemv/a", SPEC.key(), "ok"), now=40.0)  # the first spec compiled everything
+    assert work.left(40.0) == pytest.approx(198 * 20.0)
+    for i in range(1, 21):  # then a pair a second
+        work.result(SPEC, Result(f"gemv/{i}", SPEC.key(), "ok"), now=40.0 + i)
+    assert work.left(60.0) == pytest.approx(79 * 1.0, rel=0.15)
+
+
+def test_results_reused_before_the_start_count_as_done_but_set_no_pace():
+    work = cli_progress._Work()
+    for i in range(50):
+        work.result(SPEC, Result(f"gemv/{i}", SPEC.key(), "ok"), now=0.0)
+    work.start(100, now=0.0)
+    assert work.fraction() == 0.5 and work.left(5.0) is None
+    work.result(SPEC, Result("gemv/x", SPEC.key(), "ok"), now=10.0)
+    assert work.left(10.0) == pytest.approx(49 * 10.0)
 
 
 def test_a_run_with_stderr_not_a_terminal_shows_progress_lines(opencl, tmp_path):

@@ -5,6 +5,11 @@ compiling, measuring), pairs done of the total, the time taken and an estimate o
 the time left, and the pair being measured now (not the last one finished). With
 several devices, one more bar per device counts what it measured.
 
+A raced sweep stores a spec's pairs only once all of them have had their brief lap,
+so the count of pairs done moves a spec at a time. The bar, the percentage and the
+estimate move with each lap instead: they count a brief lap as half of its pair
+(_Work), and estimate the time left from the pace of the last ETA_WINDOW seconds.
+
 Anywhere else (a CI log, a file, a pipe), the same facts one line at a time, at most
 one line every LINE_EVERY seconds besides each change of phase and the last line, so
 that a log shows a long sweep moving without a line per pair.
@@ -14,23 +19,29 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from .results import Result
 from .runner import Events
 from .specs import Spec
 
-__all__ = ["HEARTBEAT", "LINE_EVERY", "LineProgress", "LiveProgress", "QuietProgress", "progress_for"]
+__all__ = ["ETA_WINDOW", "HEARTBEAT", "LINE_EVERY", "LineProgress", "LiveProgress", "QuietProgress",
+           "progress_for"]
 
 # Seconds between two lines of progress when stderr is not a terminal, and the longest
 # a log goes without a line while one pair takes long (the LM head's naive kernel on a
 # CPU driver takes minutes): a line then says what is still being measured.
 LINE_EVERY = 5.0
 HEARTBEAT = 30.0
+# Seconds of the recent pace the time left is estimated from. Long enough to span a few
+# specs of the default suite (one to forty seconds each on PoCL), short enough that the
+# first spec, which compiles most kernels, stops weighing on the estimate a minute later.
+ETA_WINDOW = 60.0
 
 
 class _InFlight:
@@ -54,6 +65,55 @@ class _InFlight:
         newest = list(self.pairs.values())[-1][2]
         more = len(self.pairs) - 1
         return f"measuring {newest}" + (f" (+{more} more)" if more else "")
+
+
+class _Work:
+    """How much of the sweep is done, in halves of pairs: a brief lap is the first half of its
+    pair, the pair's result the rest (both halves for a pair with no lap: reused, failed, or
+    measured without a race). Results that come before the sweep starts (reused, or failed
+    while planning) count as done but set no pace."""
+
+    def __init__(self, window: float = ETA_WINDOW) -> None:
+        self.window = window
+        self.total: int | None = None
+        self.pairs = 0  # results in
+        self.halves = 0
+        self.lapped: set[tuple[str, str]] = set()
+        self.pace: deque[tuple[float, int]] = deque()  # (time, halves) since the start
+
+    def start(self, total: int, now: float) -> None:
+        self.total = total
+        self.pace.append((now, self.halves))
+
+    def lap(self, spec: Spec, variant: str, now: float) -> None:
+        self.lapped.add((spec.key(), variant))
+        self._add(1, now)
+
+    def result(self, spec: Spec, result: Result, now: float) -> None:
+        self.pairs += 1
+        lapped = (spec.key(), result.variant) in self.lapped
+        self.lapped.discard((spec.key(), result.variant))
+        self._add(1 if lapped else 2, now)
+
+    def _add(self, halves: int, now: float) -> None:
+        self.halves += halves
+        if self.total is not None:
+            self.pace.append((now, self.halves))
+            # keep one sample at least the window old: the pace is measured from it
+            while len(self.pace) > 2 and now - self.pace[1][0] >= self.window:
+                self.pace.popleft()
+
+    def fraction(self) -> float:
+        return min(1.0, self.halves / (2 * self.total)) if self.total else 0.0
+
+    def left(self, now: float) -> float | None:
+        """Seconds left at the recent pace, or None before any pace is known."""
+        if not self.total or not self.pace:
+            return None
+        then, halves_then = self.pace[0]
+        if self.halves <= halves_then or now <= then:
+            return None
+        return (2 * self.total - self.halves) * (now - then) / (self.halves - halves_then)
 
 
 def _clock(seconds: float) -> str:
@@ -84,12 +144,15 @@ class LiveProgress(Events):
     """A rich bar on a terminal: one for the sweep and, with several devices, one per device."""
 
     def __init__(self, console: Console, devices: list[int]) -> None:
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                                 TextColumn("{task.fields[what]}"), console=console, transient=True)
-        self.task = self.progress.add_task("starting", total=None, what="")
-        self.per_device = {d: self.progress.add_task(f"  device {d}", total=None, what="") for d in devices} \
-            if len(devices) > 1 else {}
+        # The sweep's bar counts halves of pairs (_Work); its count column shows pairs done.
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=24),
+                                 TextColumn("{task.fields[pairs]}"), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[eta]}"), TextColumn("{task.fields[what]}"),
+                                 console=console, transient=True)
+        self.task = self.progress.add_task("starting", total=None, what="", pairs="", eta="")
+        self.per_device = {d: self.progress.add_task(f"  device {d}", total=None, what="", pairs="", eta="")
+                           for d in devices} if len(devices) > 1 else {}
+        self.work = _Work()
         self.flight = _InFlight()
         self.doing = ""
 
@@ -112,20 +175,34 @@ class LiveProgress(Events):
             self.progress.update(self.task, description=escape(text.split(" ", 1)[0]))
         self._show()
 
+    def _count(self) -> None:
+        left = self.work.left(time.monotonic())
+        self.progress.update(self.task, completed=self.work.halves, pairs=f"{self.work.pairs}/{self.work.total}",
+                             eta=f"eta {'-:--:--' if left is None else _clock(left)}")
+
     def start(self, total: int) -> None:
-        self.progress.update(self.task, total=total, description="sweep")
+        self.work.start(total, time.monotonic())
+        self.progress.update(self.task, total=2 * total, description="sweep")
+        self._count()
 
     def begin(self, spec: Spec, variant: str, worker: int = 0) -> None:
         self.flight.begin(spec, variant, worker)
         self._show()
 
+    def lapped(self, spec: Spec, variant: str) -> None:
+        self.work.lap(spec, variant, time.monotonic())
+        self._count()
+
     def result(self, spec: Spec, result: Result) -> None:
         self.flight.end(spec, result)
-        self.progress.update(self.task, advance=1)
+        self.work.result(spec, result, time.monotonic())
+        if self.work.total is not None:
+            self._count()
         self._show()
         device = (result.measure or {}).get("device")
         if device in self.per_device:
-            self.progress.update(self.per_device[device], advance=1,
+            done = self.progress.tasks[self.per_device[device]].completed + 1
+            self.progress.update(self.per_device[device], completed=done, pairs=f"{done:g}",
                                  what=escape(f"{spec.label()}: {result.variant}"))
 
     def note(self, message: str) -> None:
@@ -139,8 +216,8 @@ class LineProgress(Events):
         self.stream, self.every, self.heartbeat = stream, every, heartbeat
         self.started = time.monotonic()
         self.last = -float("inf")
-        self.total: int | None = None
-        self.done = 0
+        self.work = _Work()
+        self.said_last = False
         self.flight = _InFlight()
         self.doing = ""
         self.lock = threading.Lock()
@@ -163,9 +240,9 @@ class LineProgress(Events):
 
     def stop(self) -> None:
         self.stopped.set()
-        if self.total is not None and self.done:
+        if self.work.total is not None and self.work.pairs and not self.said_last:
             self._line(force=True)
-            self.total = None  # said once
+            self.said_last = True
 
     def _line(self, force: bool = False) -> None:
         with self.lock:
@@ -176,37 +253,45 @@ class LineProgress(Events):
         if not force and now - self.last < self.every:
             return
         self.last = now
-        elapsed = now - self.started
-        if self.total is None:
+        work = self.work
+        if work.total is None:
             counts = "planning"
         else:
-            counts = f"{self.done}/{self.total} pairs"
-            if self.total:
-                counts += f" ({100 * self.done / self.total:.0f}%)"
-        parts = [f"metalbench: {counts}", f"{_clock(elapsed)} elapsed"]
-        if self.total and self.done and self.done < self.total:
-            parts.append(f"about {_clock(elapsed / self.done * (self.total - self.done))} left")
+            counts = f"{work.pairs}/{work.total} pairs"
+            if work.total:
+                counts += f" ({100 * work.fraction():.0f}%)"
+        parts = [f"metalbench: {counts}", f"{_clock(now - self.started)} elapsed"]
+        left = work.left(now)
+        if left is not None and work.pairs < (work.total or 0):
+            parts.append(f"about {_clock(left)} left")
         what = self.flight.text() or self.doing
-        if what and (self.total is None or self.done < self.total):
+        if what and (work.total is None or work.pairs < work.total):
             parts.append(what)
         print(" · ".join(parts), file=self.stream, flush=True)
 
     def status(self, text: str) -> None:
         changed = text != self.doing
         self.doing = text
-        self._line(force=changed and self.total is None)
+        self._line(force=changed and self.work.total is None)
 
     def start(self, total: int) -> None:
-        self.total = total
+        with self.lock:
+            self.work.start(total, time.monotonic())
         self._line(force=True)
 
     def begin(self, spec: Spec, variant: str, worker: int = 0) -> None:
         self.flight.begin(spec, variant, worker)
         self._line()
 
+    def lapped(self, spec: Spec, variant: str) -> None:
+        with self.lock:
+            self.work.lap(spec, variant, time.monotonic())
+        self._line()
+
     def result(self, spec: Spec, result: Result) -> None:
         self.flight.end(spec, result)
-        self.done += 1
+        with self.lock:
+            self.work.result(spec, result, time.monotonic())
         self._line()
 
     def note(self, message: str) -> None:
