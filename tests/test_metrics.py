@@ -228,10 +228,20 @@ def test_chunked_comparison_matches_one_pass(monkeypatch):
     out[0, 4, 30:] = c0[0, 4, 30:]
     out[2, 1, 7] = np.float16(ref.out[2, 1, 7] + 2)
     out[2, 3, 8] = np.float16(ref.out[2, 3, 8] + 4)
+    out[1, 0, 3], out[1, 2, 4] = np.inf, np.nan  # chunks that take the slow path among ones that do not
     whole = metrics.check(spec, out, ref, c0)
-    monkeypatch.setattr(metrics, "_CHUNK", 7)
+    monkeypatch.setattr(metrics, "_CHUNK", 7)  # 71 chunks, checked side by side (metrics._checkers)
     assert metrics.check(spec, out, ref, c0) == whole
     assert whole.unwritten == 3 and "worst at (2, 3, 8)" in whole.reason
+    assert whole.nan_count == 1 and "1 infinite" in whole.reason
+    # two elements equally far over in two chunks: the first in order is the worst, as in one pass
+    flat = Reference(np.ones(spec.shape_c), np.ones(spec.shape_c))
+    tied = np.ones(spec.shape_c, np.float16)
+    tied[2, 4, 19] = tied[0, 0, 1] = 2
+    found = metrics.check(spec, tied, flat, c0)
+    assert "2 elements over tolerance, worst at (0, 0, 1)" in found.reason
+    monkeypatch.setattr(metrics, "_CHUNK", 1 << 20)
+    assert metrics.check(spec, tied, flat, c0) == found
 
 
 def test_check_is_stored_as_json():

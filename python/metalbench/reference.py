@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
+from .chunks import chunked
 from .dtypes import DTYPES, round_from, to_float64
 from .quant import QuantWeights, dequantize, quantize
 from .specs import Spec
@@ -191,15 +192,18 @@ def reference_at(spec: Spec, base: Reference, b: np.ndarray, fresh: Fresh, copy:
     base_out, base_mag = base.out.reshape(-1), base.mag.reshape(-1)
     out = np.empty(flat.size, dtype=np.float64)
     mag = np.empty(flat.size, dtype=np.float64)
-    for s in range(0, flat.size, _AT_CHUNK):
-        f, c = flat[s:s + _AT_CHUNK], copy[s:s + _AT_CHUNK]
+
+    def part(s: int, e: int) -> None:
+        f, c = flat[s:e], copy[s:e]
         bi, r, j = np.unravel_index(f, spec.shape_c)
         cols = fresh.cols[c, bi, r]  # (N, t)
         rows_b, rows_j = bi[:, None], j[:, None]
         bv = to_float64(b[rows_b, rows_j, cols] if spec.transpose_b else b[rows_b, cols, rows_j], spec.dtype)
         new, old = fresh.new[c, bi, r], fresh.old[c, bi, r]
-        out[s:s + f.size] = base_out[f] + alpha * np.einsum("ij,ij->i", new - old, bv)
-        mag[s:s + f.size] = base_mag[f] + abs(alpha) * np.einsum("ij,ij->i", np.abs(new) - np.abs(old), np.abs(bv))
+        out[s:e] = base_out[f] + alpha * np.einsum("ij,ij->i", new - old, bv)
+        mag[s:e] = base_mag[f] + abs(alpha) * np.einsum("ij,ij->i", np.abs(new) - np.abs(old), np.abs(bv))
+
+    chunked(part, flat.size, _AT_CHUNK)
     epilogue = None if base.epilogue is None else np.broadcast_to(base.epilogue, spec.shape_c).reshape(-1)[flat]
     return Reference(out, mag, epilogue)
 
