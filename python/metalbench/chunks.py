@@ -21,16 +21,17 @@ __all__ = ["THREADS", "chunked"]
 THREADS = max(1, min(8, os.cpu_count() or 1))
 
 T = TypeVar("T")
-_pool: ThreadPoolExecutor | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (the process that made it, the pool)
 _pool_lock = threading.Lock()
 
 
 def _threads() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(THREADS, thread_name_prefix="metalbench-chunk")
-        return _pool
+        # A forked child inherits the pool but not its threads: it makes its own.
+        if _pool is None or _pool[0] != os.getpid():
+            _pool = (os.getpid(), ThreadPoolExecutor(THREADS, thread_name_prefix="metalbench-chunk"))
+        return _pool[1]
 
 
 def chunked(pass_over: Callable[[int, int], T], size: int, chunk: int) -> list[T]:

@@ -108,8 +108,8 @@ _UNDERFLOW = {"float16": 2.0**-23, "float32": 2.0**-147, "bfloat16": 2.0**-132}
 # heavy cancellation (its condition number mag / |ref| exceeds 64) and |err| / |ref|
 # is large for every correct kernel. A correct kernel's max_rel is then ~u to a few u.
 _REL_FLOOR = 1.0 / 64
-# Elements compared per step (chunks.py). Its float64 temporaries of 1 MiB stay near
-# a core's cache: on the 2-core VM an 8M-element check took 0.044 s in chunks of 2^17,
+# Elements compared per step (chunks.py). A chunk's float64 temporaries (1 MiB each)
+# stay near a core's cache: on the 2-core VM an 8M-element check took 0.044 s in chunks of 2^17,
 # 0.06 s in chunks of 2^16 or 2^18 and 0.10 s in chunks of 2^20 (median of 4).
 _CHUNK = 1 << 17
 
