@@ -56,9 +56,12 @@ def test_the_ranking_clock_stops_on_noise_or_at_its_caps(opencl):
     kernel = opencl.compile(SAXPY, "saxpy", {}, "test/saxpy")
     x, y = opencl.allocate(4 * n), opencl.allocate(4 * n)
     args = [y, x, struct.pack("<f", 1.0), struct.pack("<i", n)]
-    # Any noise is within 100%: it stops as soon as it has its minimum.
+    # Noise within 100%, the most max_noise allows: it stops as soon as it has its minimum,
+    # unless the machine stalled a sample so long that the first 12 were noisier still.
     r = opencl.measure(kernel, args, [n // 256], [256], min_samples=12, min_time=0, max_noise=1.0, max_time=60)
-    assert r["batch"]["stop"] == "converged" and r["batch"]["count"] == 12
+    first = np.array(r["batch_ns"][:12], dtype=float)
+    assert r["batch"]["stop"] == "converged"
+    assert r["batch"]["count"] == 12 or first.std(ddof=1) / first.mean() > 1.0, first
     # No noise is within 0%: it runs to the sample cap, or to the time cap keeping at least one sample.
     r = opencl.measure(kernel, args, [n // 256], [256], min_samples=3, max_samples=20, max_noise=0.0, max_time=60)
     assert r["batch"]["stop"] in ("sample-cap", "converged") and r["batch"]["count"] <= 20
