@@ -297,23 +297,30 @@ def test_laps_move_the_percentage_and_the_estimate_before_a_spec_is_decided(monk
     for variant in ("gemv/a", "gemv/b", "gemv/c"):  # brief laps: no result stored yet
         clock[0] += 1
         p.lapped(SPEC, variant)
-    assert out.getvalue().splitlines()[-1].startswith("metalbench: 0/4 pairs (38%)")
-    assert "about 0:00:05 left" in out.getvalue().splitlines()[-1]  # 5 halves left at one a second
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith("metalbench: 0/4 pairs (38%)") and "left" not in last  # no pace before a result
     clock[0] += 1
     p.lapped(SPEC, "gemv/d")
     clock[0] += 1
     p.result(SPEC, Result("gemv/a", SPEC.key(), "raced"))  # a lapped pair's result is its second half
     assert "1/4 pairs (62%)" in out.getvalue().splitlines()[-1]
+    clock[0] += 2
+    p.result(SPEC, Result("gemv/b", SPEC.key(), "raced"))
+    assert "2/4 pairs (75%)" in out.getvalue().splitlines()[-1]
+    assert "about 0:00:04 left" in out.getvalue().splitlines()[-1]  # 2 halves left at one in 2 s
 
 
-def test_the_estimate_forgets_a_slow_start():
+def test_the_estimate_leaves_out_the_first_spec_and_forgets_a_slow_stretch():
     work = cli_progress._Work(window=10.0)
     work.start(100, now=0.0)
+    work.lap(SPEC, "gemv/z", now=30.0)
     work.result(SPEC, Result("gemv/a", SPEC.key(), "ok"), now=40.0)  # the first spec compiled everything
-    assert work.left(40.0) == pytest.approx(198 * 20.0)
+    assert work.left(40.0) is None  # its pace says little of the rest
+    work.result(SPEC, Result("gemv/b", SPEC.key(), "ok"), now=60.0)  # a slow spec
+    assert work.left(60.0) == pytest.approx(195 * 10.0)
     for i in range(1, 21):  # then a pair a second
-        work.result(SPEC, Result(f"gemv/{i}", SPEC.key(), "ok"), now=40.0 + i)
-    assert work.left(60.0) == pytest.approx(79 * 1.0, rel=0.15)
+        work.result(SPEC, Result(f"gemv/{i}", SPEC.key(), "ok"), now=60.0 + i)
+    assert work.left(80.0) == pytest.approx(77 * 1.0, rel=0.15)
 
 
 def test_results_reused_before_the_start_count_as_done_but_set_no_pace():
@@ -323,7 +330,8 @@ def test_results_reused_before_the_start_count_as_done_but_set_no_pace():
     work.start(100, now=0.0)
     assert work.fraction() == 0.5 and work.left(5.0) is None
     work.result(SPEC, Result("gemv/x", SPEC.key(), "ok"), now=10.0)
-    assert work.left(10.0) == pytest.approx(49 * 10.0)
+    work.result(SPEC, Result("gemv/y", SPEC.key(), "ok"), now=20.0)
+    assert work.left(20.0) == pytest.approx(48 * 10.0)
 
 
 def test_a_run_with_stderr_not_a_terminal_shows_progress_lines(opencl, tmp_path):

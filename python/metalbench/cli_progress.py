@@ -8,7 +8,8 @@ several devices, one more bar per device counts what it measured.
 A raced sweep stores a spec's pairs only once all of them have had their brief lap,
 so the count of pairs done moves a spec at a time. The bar, the percentage and the
 estimate move with each lap instead: they count a brief lap as half of its pair
-(_Work), and estimate the time left from the pace of the last ETA_WINDOW seconds.
+(_Work), and estimate the time left from the pace of the last ETA_WINDOW seconds,
+from the sweep's first result on.
 
 Anywhere else (a CI log, a file, a pipe), the same facts one line at a time, at most
 one line every LINE_EVERY seconds besides each change of phase and the last line, so
@@ -39,8 +40,8 @@ __all__ = ["ETA_WINDOW", "HEARTBEAT", "LINE_EVERY", "LineProgress", "LiveProgres
 LINE_EVERY = 5.0
 HEARTBEAT = 30.0
 # Seconds of the recent pace the time left is estimated from. Long enough to span a few
-# specs of the default suite (one to forty seconds each on PoCL), short enough that the
-# first spec, which compiles most kernels, stops weighing on the estimate a minute later.
+# specs of the default suite (one to forty seconds each on PoCL), short enough that a
+# slow stretch (the LM head's spec) stops weighing on the estimate a minute after it.
 ETA_WINDOW = 60.0
 
 
@@ -71,7 +72,12 @@ class _Work:
     """How much of the sweep is done, in halves of pairs: a brief lap is the first half of its
     pair, the pair's result the rest (both halves for a pair with no lap: reused, failed, or
     measured without a race). Results that come before the sweep starts (reused, or failed
-    while planning) count as done but set no pace."""
+    while planning) count as done but set no pace.
+
+    The pace is measured from the sweep's first result on. Until then the sweep builds most
+    of its kernels (the first spec's, which later specs reuse), so that pace would say
+    little: on PoCL it put the first command's time left at over two hours when two
+    minutes were left."""
 
     def __init__(self, window: float = ETA_WINDOW) -> None:
         self.window = window
@@ -79,11 +85,10 @@ class _Work:
         self.pairs = 0  # results in
         self.halves = 0
         self.lapped: set[tuple[str, str]] = set()
-        self.pace: deque[tuple[float, int]] = deque()  # (time, halves) since the start
+        self.pace: deque[tuple[float, int]] = deque()  # (time, halves) since the first result
 
     def start(self, total: int, now: float) -> None:
         self.total = total
-        self.pace.append((now, self.halves))
 
     def lap(self, spec: Spec, variant: str, now: float) -> None:
         self.lapped.add((spec.key(), variant))
@@ -93,11 +98,11 @@ class _Work:
         self.pairs += 1
         lapped = (spec.key(), result.variant) in self.lapped
         self.lapped.discard((spec.key(), result.variant))
-        self._add(1 if lapped else 2, now)
+        self._add(1 if lapped else 2, now, paced=True)
 
-    def _add(self, halves: int, now: float) -> None:
+    def _add(self, halves: int, now: float, paced: bool = False) -> None:
         self.halves += halves
-        if self.total is not None:
+        if self.total is not None and (self.pace or paced):
             self.pace.append((now, self.halves))
             # keep one sample at least the window old: the pace is measured from it
             while len(self.pace) > 2 and now - self.pace[1][0] >= self.window:
@@ -108,7 +113,7 @@ class _Work:
 
     def left(self, now: float) -> float | None:
         """Seconds left at the recent pace, or None before any pace is known."""
-        if not self.total or not self.pace:
+        if not self.total or len(self.pace) < 2:
             return None
         then, halves_then = self.pace[0]
         if self.halves <= halves_then or now <= then:
