@@ -228,7 +228,8 @@ def _judge(spec: Spec, out: np.ndarray, c_before: np.ndarray, r_all: np.ndarray,
 
     def part(s: int, e: int) -> _Part:
         ob, cb, r, g = o_bits[s:e], c_bits[s:e], r_all[s:e], g_all[s:e]
-        size = np.abs(r) if epi_all is None else np.abs(r) + epi_all[s:e]
+        abs_r = np.abs(r)
+        size = abs_r if epi_all is None else abs_r + epi_all[s:e]
         allowed = tol.rtol * size + tol.mag_factor * g + floor
         same = ob == cb
         v = to_float64(ob.view(dtype), spec.dtype)
@@ -248,7 +249,7 @@ def _judge(spec: Spec, out: np.ndarray, c_before: np.ndarray, r_all: np.ndarray,
             err = np.where(finite & ~same, np.abs(v - r), 0.0)
             nans, infs = int((np.isnan(v) & ~same).sum()), int(np.isinf(v).sum())
         is_over = err > allowed
-        rel = err / np.maximum(np.abs(r), np.maximum(_REL_FLOOR * g, floor))
+        rel = err / np.maximum(abs_r, np.maximum(_REL_FLOOR * g, floor))
         found = _Part(unwritten=int(same.sum()), nans=nans, infs=infs, over=int(is_over.sum()),
                       max_abs=float(err.max(initial=0.0)), max_rel=float(rel.max(initial=0.0)))
         if found.unwritten:
