@@ -64,6 +64,15 @@ QUANT_VARIANTS = [
     "qtcgemv/b8_mr16_rt1_kw4_u1",
     "qtcgemv/b8_mr8_rt4_kw2_u1",
 ]
+# The experiment grids of benchmarks/experiments (not shipped) where they take paths no
+# shipped variant does: RT 4 in tcgemv, U 4 and 8 in qtcgemv, each with an L2 prefetch
+# size (a hint, which the emulation ignores).
+EXPERIMENTS = Path(__file__).parents[1] / "benchmarks" / "experiments"
+EXPERIMENT_VARIANTS = [
+    "tcgemv-pf/nt_mr16_rt4_kw2_u2_cl1_l2pf256",
+    "qtcgemv-pf/b4_mr8_rt1_kw1_u8_l2pf128",
+    "qtcgemv-pf/b4_mr8_rt1_kw2_u4_l2pf256",
+]
 # Tails everywhere: n not a multiple of a tile, k not a multiple of a step, m below MR,
 # batches, every op (bias, alpha and beta reading C).
 SPECS = [
@@ -146,16 +155,27 @@ def _run(exe: Path, v: variants.Variant, spec: Spec, folder: Path) -> metrics.Ch
     return metrics.check(spec, c, ref, c0, v.family.rounds_b)
 
 
+def _verify(v: variants.Variant, tmp_path: Path) -> None:
+    specs = [s for s in (QUANT_SPECS if v.family.quant else SPECS) if v.unsupported_reason(s) is None]
+    assert specs, f"{v.id} supports none of the test's specs"
+    exe = _program(v, tmp_path)
+    for spec in specs:
+        got = _run(exe, v, spec, tmp_path)
+        assert got.verdict == "ok", f"{v.id} on {spec.label()}: {got.reason}"
+
+
 @needs_gxx
 @pytest.mark.parametrize("vid", VARIANTS + QUANT_VARIANTS)
 def test_tensor_core_kernels_are_correct_in_the_emulation(vid, tmp_path):
     (v,) = variants.select(variants.load_variants("cuda"), [vid])
-    specs = [s for s in (QUANT_SPECS if v.family.quant else SPECS) if v.unsupported_reason(s) is None]
-    assert specs, f"{vid} supports none of the test's specs"
-    exe = _program(v, tmp_path)
-    for spec in specs:
-        got = _run(exe, v, spec, tmp_path)
-        assert got.verdict == "ok", f"{vid} on {spec.label()}: {got.reason}"
+    _verify(v, tmp_path)
+
+
+@needs_gxx
+@pytest.mark.parametrize("vid", EXPERIMENT_VARIANTS)
+def test_the_experiment_grids_are_correct_in_the_emulation(vid, tmp_path):
+    (v,) = variants.select(variants.load_variants("cuda", [EXPERIMENTS]), [vid])
+    _verify(v, tmp_path)
 
 
 @needs_gxx

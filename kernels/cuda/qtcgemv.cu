@@ -56,6 +56,9 @@
 #error "MR must be 8 or 16"
 #endif
 
+#ifndef MB_L2PF /* the weights' loads' L2 prefetch size: only benchmarks/experiments sets one */
+#define MB_L2PF 0
+#endif
 #define QT_MH (MB_MR / 8)                    /* blocks of 8 rows of A: the mma's n */
 #define QT_NTH (32 * MB_KW)
 #define QT_BNB (16 * MB_RT)                  /* outputs along n per block */
@@ -179,7 +182,7 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
       for (int r = 0; r < MB_RT; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          w[u][r][h] = ok ? mb_ld16_stream(wptr[r][h] + 32 * u) : make_uint4(0, 0, 0, 0);
+          w[u][r][h] = ok ? mb_ld16_stream_pf<MB_L2PF>(wptr[r][h] + 32 * u) : make_uint4(0, 0, 0, 0);
           const unsigned sc = ok ? mb_ldh(sptr[r][h] + grp) : 0u;
           const unsigned bs = ok ? mb_ldh(bptr[r][h] + grp) : 0u;
           scale2[u][r][h] = __byte_perm(sc, 0u, 0x1010u);

@@ -44,7 +44,7 @@
  * every stored sum as it was. Requires (manifest): A stored m x k, k % 8 == 0 (16-byte
  * aligned rows), and n % 8 == 0 for nn.
  *
- * Everything GPU-specific comes from the prelude (mt_mma, mb_ld16, mb_ld16_stream for the
+ * Everything GPU-specific comes from the prelude (mt_mma, mb_ld16, mb_ld16_stream_pf for the
  * weights, mb_ld_cluster, mb_cluster_sync), so tests/cuda_emu runs this source on the CPU.
  *
  * Defines (MB_ + the grid key): MB_layout_nt or MB_layout_nn, MB_MR (8 or 16), MB_RT
@@ -58,6 +58,9 @@
 #error "MR must be 8 or 16"
 #endif
 
+#ifndef MB_L2PF /* the weights' loads' L2 prefetch size: only benchmarks/experiments sets one */
+#define MB_L2PF 0
+#endif
 #define MH (MB_MR / 8) /* blocks of 8 rows of A: the mma's n */
 #define NTH (32 * MB_KW)
 #if MB_layout_nt
@@ -155,7 +158,7 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
 #pragma unroll
       for (int r = 0; r < MB_RT; ++r)
 #pragma unroll
-        for (int h = 0; h < 2; ++h) w[u][r][h] = ok ? mb_ld16_stream(wrow[r][h] + 8 * ch) : make_uint4(0, 0, 0, 0);
+        for (int h = 0; h < 2; ++h) w[u][r][h] = ok ? mb_ld16_stream_pf<MB_L2PF>(wrow[r][h] + 8 * ch) : make_uint4(0, 0, 0, 0);
 #pragma unroll
       for (int mh = 0; mh < MH; ++mh) x[u][mh] = ok && aok[mh] ? mb_ld16(arow[mh] + 8 * ch) : make_uint4(0, 0, 0, 0);
     }
@@ -186,7 +189,7 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
       const bool ok = s + u < s1 && kr < p.k;
 #pragma unroll
       for (int q = 0; q < 4; ++q)
-        w[u][q] = ok && cok ? mb_ld16_stream(wcol + (long long)(kr + q) * p.ldb) : make_uint4(0, 0, 0, 0);
+        w[u][q] = ok && cok ? mb_ld16_stream_pf<MB_L2PF>(wcol + (long long)(kr + q) * p.ldb) : make_uint4(0, 0, 0, 0);
 #pragma unroll
       for (int mh = 0; mh < MH; ++mh)
         x[u][mh] = ok && aok[mh] ? __ldg(reinterpret_cast<const uint2*>(arow[mh] + kr)) : make_uint2(0, 0);

@@ -107,6 +107,27 @@ __device__ __forceinline__ uint4 mb_ld16_stream(const T* ptr) {
                : "l"(ptr));
   return r;
 }
+/* The same, asking L2 to fetch BYTES around the address (128 or 256: .L2::128B,
+ * .L2::256B), so that a stream makes fewer, larger DRAM requests; 0 asks nothing. No
+ * shipped grid asks for it: benchmarks/experiments measures it. */
+template <int BYTES>
+__device__ __forceinline__ uint4 mb_ld16_stream_pf(const T* ptr) {
+  static_assert(BYTES == 0 || BYTES == 128 || BYTES == 256, "an L2 prefetch size is 0, 128 or 256 bytes");
+  if constexpr (BYTES == 0) {
+    return mb_ld16_stream(ptr);
+  } else {
+    uint4 r;
+    if constexpr (BYTES == 128)
+      asm volatile("ld.global.nc.L1::no_allocate.L2::128B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                   : "l"(ptr));
+    else
+      asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                   : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                   : "l"(ptr));
+    return r;
+  }
+}
 __device__ __forceinline__ void mb_unpack16(uint4 u, float* f) {
 #if MB_HALFWORD
   f[0] = mb_lo(u.x);

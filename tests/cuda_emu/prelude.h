@@ -132,6 +132,8 @@ inline uint4 mb_ld16(const T* p) {
   return r;
 }
 inline uint4 mb_ld16_stream(const T* p) { return mb_ld16(p); }
+template <int BYTES>
+inline uint4 mb_ld16_stream_pf(const T* p) { return mb_ld16(p); } /* a cache hint: nothing to emulate */
 inline uint2 __ldg(const uint2* p) {
   emu_check(p, 8);
   return *p;
