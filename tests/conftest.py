@@ -162,10 +162,10 @@ def suite_in_bfloat16(name: str) -> str:
     return text
 
 
-def write_family(folder: Path, name: str, source: str, *, extra: str = "") -> Path:
-    """An OpenCL family of one variant (`name`/tg64, one thread per output column) for the
-    kernel `name` in `source`, written into `folder`, which is returned for --kernels;
-    `extra` is more of the manifest (before its [grid])."""
+def write_family(folder: Path, name: str, source: str, *, extra: str = "", tgs: tuple[int, ...] = (64,)) -> Path:
+    """An OpenCL family of one variant per TG in `tgs` (`name`/tg64, one thread per output
+    column) for the kernel `name` in `source`, written into `folder`, which is returned
+    for --kernels; `extra` is more of the manifest (before its [grid])."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.c").write_text(textwrap.dedent(source))
     (folder / f"{name}.toml").write_text(textwrap.dedent(f"""\
@@ -177,7 +177,7 @@ def write_family(folder: Path, name: str, source: str, *, extra: str = "") -> Pa
         config = "tg{{TG}}"
         {extra}
         [grid]
-        TG = [64]
+        TG = {list(tgs)}
         [dispatch]
         groups = ["ceil_div(n, TG)", "m", "batch"]
         threads = ["TG", 1, 1]

@@ -176,7 +176,9 @@ class Device {
 
   // Compiles `source`, whose kernel is `entry`, with `defines` as preprocessor
   // macros. Throws CompileError carrying the compiler log; `label` names the
-  // variant in messages.
+  // variant in messages. A source may hold several kernels; a backend may keep
+  // what it built and give another entry of the same source and defines from it
+  // (OpenCL does, for python/metalbench/batch.py).
   virtual std::shared_ptr<Kernel> compile(const std::string& source, const std::string& entry,
                                           const std::vector<Define>& defines,
                                           const std::string& label) = 0;

@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "cl_api.h"
@@ -197,10 +199,20 @@ class ClBuffer final : public Buffer, public std::enable_shared_from_this<ClBuff
   size_t bytes_;
 };
 
+// A built program, shared by every kernel made from it (a source may hold many:
+// python/metalbench/batch.py puts a family's variants in one).
+struct Program {
+  cl_program handle;
+  explicit Program(cl_program p) : handle(p) {}
+  ~Program() { api().clReleaseProgram(handle); }
+  Program(const Program&) = delete;
+  Program& operator=(const Program&) = delete;
+};
+
 class ClKernel final : public Kernel {
  public:
-  ClKernel(std::shared_ptr<Context> ctx, cl_program program, cl_kernel kernel, std::string label)
-      : ctx_(std::move(ctx)), program_(program), kernel_(kernel), label_(std::move(label)) {
+  ClKernel(std::shared_ptr<Context> ctx, std::shared_ptr<Program> program, cl_kernel kernel, std::string label)
+      : ctx_(std::move(ctx)), program_(std::move(program)), kernel_(kernel), label_(std::move(label)) {
     check(api().clGetKernelWorkGroupInfo(kernel_, ctx_->device, CL_KERNEL_WORK_GROUP_SIZE, sizeof(size_t),
                                          &max_group_, nullptr),
           "compile] " + label_ + ": CL_KERNEL_WORK_GROUP_SIZE");
@@ -208,10 +220,7 @@ class ClKernel final : public Kernel {
                                          sizeof(size_t), &simd_, nullptr),
           "compile] " + label_ + ": CL_KERNEL_PREFERRED_WORK_GROUP_SIZE_MULTIPLE");
   }
-  ~ClKernel() override {
-    api().clReleaseKernel(kernel_);
-    api().clReleaseProgram(program_);
-  }
+  ~ClKernel() override { api().clReleaseKernel(kernel_); }
   const std::string& label() const override { return label_; }
   size_t max_group_size() const override { return max_group_; }
   size_t simd_width() const override { return simd_ > 0 ? simd_ : 1; }
@@ -219,7 +228,7 @@ class ClKernel final : public Kernel {
 
  private:
   std::shared_ptr<Context> ctx_;
-  cl_program program_;
+  std::shared_ptr<Program> program_;
   cl_kernel kernel_;
   std::string label_;
   size_t max_group_ = 0, simd_ = 1;
@@ -239,28 +248,37 @@ class ClDevice final : public Device {
 
   const DeviceInfo& info() const override { return info_; }
 
+  // Another entry of a source built before (and still held by a kernel) costs no
+  // build: what a build costs is mostly the compiler's own start and headers (PoCL
+  // parses clang's 900 KB opencl-c.h in each, about 0.3 s), not the kernels in it.
   std::shared_ptr<Kernel> compile(const std::string& source, const std::string& entry,
                                   const std::vector<Define>& defines, const std::string& label) override {
     std::string options = "-cl-std=CL1.2";
     for (const auto& d : defines) options += " -D" + d.name + "=" + d.value;
-    const char* text = source.c_str();
-    size_t length = source.size();
-    cl_int rc = CL_SUCCESS;
-    cl_program program = api().clCreateProgramWithSource(ctx_->context, 1, &text, &length, &rc);
-    check(rc, "compile] " + label + ": clCreateProgramWithSource");
-    rc = api().clBuildProgram(program, 1, &ctx_->device, options.c_str(), nullptr, nullptr);
-    if (rc != CL_SUCCESS) {
-      std::string log = build_log(program);
-      api().clReleaseProgram(program);
-      throw CompileError("[opencl::compile] " + label + ": failed: " + error_name(rc), log);
+    std::string key = options + '\0' + source;
+    std::shared_ptr<Program> program = built(key);
+    if (!program) {
+      program = build(source, options, label);
+      // Checked again under the lock: another thread may have built the same source
+      // meanwhile; the first one kept is the one every later kernel shares.
+      std::lock_guard<std::mutex> guard(programs_mutex_);
+      std::shared_ptr<Program> other = programs_[key].lock();
+      if (other) {
+        program = other;
+      } else {
+        for (auto it = programs_.begin(); it != programs_.end();) {
+          it = it->second.expired() ? programs_.erase(it) : std::next(it);
+        }
+        programs_[key] = program;
+      }
     }
-    cl_kernel kernel = api().clCreateKernel(program, entry.c_str(), &rc);
+    cl_int rc = CL_SUCCESS;
+    cl_kernel kernel = api().clCreateKernel(program->handle, entry.c_str(), &rc);
     if (rc != CL_SUCCESS) {
-      api().clReleaseProgram(program);
       throw CompileError("[opencl::compile] " + label + ": no kernel named '" + entry + "' (" + error_name(rc) + ")",
                          "");
     }
-    return std::make_shared<ClKernel>(ctx_, program, kernel, label);
+    return std::make_shared<ClKernel>(ctx_, std::move(program), kernel, label);
   }
 
   std::shared_ptr<Kernel> builtin(const std::string& name, const std::string& label, const std::vector<Define>&,
@@ -302,6 +320,26 @@ class ClDevice final : public Device {
   }
 
  private:
+  std::shared_ptr<Program> built(const std::string& key) {
+    std::lock_guard<std::mutex> guard(programs_mutex_);
+    auto found = programs_.find(key);
+    return found == programs_.end() ? nullptr : found->second.lock();
+  }
+
+  std::shared_ptr<Program> build(const std::string& source, const std::string& options, const std::string& label) {
+    const char* text = source.c_str();
+    size_t length = source.size();
+    cl_int rc = CL_SUCCESS;
+    cl_program program = api().clCreateProgramWithSource(ctx_->context, 1, &text, &length, &rc);
+    check(rc, "compile] " + label + ": clCreateProgramWithSource");
+    auto made = std::make_shared<Program>(program);
+    rc = api().clBuildProgram(program, 1, &ctx_->device, options.c_str(), nullptr, nullptr);
+    if (rc != CL_SUCCESS) {
+      throw CompileError("[opencl::compile] " + label + ": failed: " + error_name(rc), build_log(program));
+    }
+    return made;
+  }
+
   // Enqueues `launches` behind a user event, then opens it and waits: the in-order
   // queue makes every launch wait behind the first, so nothing runs until all are
   // enqueued and the device never idles waiting for the host between them. Returns
@@ -388,6 +426,9 @@ class ClDevice final : public Device {
 
   DeviceInfo info_;
   std::shared_ptr<Context> ctx_;
+  std::mutex programs_mutex_;
+  // Built programs by options and source; a program lives as long as a kernel of it.
+  std::unordered_map<std::string, std::weak_ptr<Program>> programs_;
 };
 
 class ClBackend final : public Backend {

@@ -4,8 +4,11 @@ A backend's native side is a folder under csrc/ (its device, kernels, buffers an
 timing) and a prelude kernels/include/<name>.h (the portable dialect in its
 language). Everything the Python side must know of it is a `Traits` entry here:
 the language its kernels are exported in, where the size cold mode keeps inputs
-out of comes from, whether Ray counts its devices as GPUs, and why a build may
-lack it. Nothing here opens a device: `pick_backend` asks the core only whether a
+out of comes from, whether Ray counts its devices as GPUs, why a build may lack
+it, and whether its variants are built many to a program. Only OpenCL's are:
+its compile keeps a program for further entries (csrc/opencl), CUDA's keeps each
+variant's cubin on disk under the variant's own key, and Metal's has not been
+measured. Nothing here opens a device: `pick_backend` asks the core only whether a
 backend can run.
 """
 
@@ -35,6 +38,7 @@ class Traits:
     cache_source: str     # where DeviceInfo.cache_bytes comes from
     ray_gpus: bool        # Ray counts its devices as GPUs (num_gpus), so it can place actors on them
     not_built: str        # why a build may lack it ("" where every build has it)
+    batch_builds: bool = False  # builds a family's variants as one program (batch.py)
 
 
 # In --backend auto's order: the first that can run here is used.
@@ -45,7 +49,8 @@ TRAITS: dict[str, Traits] = {t.name: t for t in (
     Traits("cuda", "CUDA C++", "cu", "NVRTC options: --std=c++17 --gpu-architecture=<the device's>",
            "CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, the L2 as the CUDA driver reports it", ray_gpus=True, not_built=""),
     Traits("opencl", "OpenCL C 1.2", "cl", "clBuildProgram options: -cl-std=CL1.2",
-           "CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, as the OpenCL driver reports it", ray_gpus=False, not_built=""),
+           "CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, as the OpenCL driver reports it", ray_gpus=False, not_built="",
+           batch_builds=True),
 )}
 BACKENDS: tuple[str, ...] = tuple(TRAITS)
 

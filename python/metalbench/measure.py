@@ -30,11 +30,13 @@ import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from . import _core, metrics, paths
+from . import _core, batch, metrics, paths
 from .arena import Comparer, SpecBuffers, guard_bytes, guard_pattern, plan_cold
+from .backends import traits
 from .quant import b_buffer
 from .reference import Fresh, Reference, ReferenceCache, fresh_copies, make_inputs, reference_at
 from .results import CLOCKS, Category, Result, Status
@@ -252,6 +254,7 @@ class Worker:
         self.compare = Comparer(self.device, backend)
         self.kernels: dict[tuple[str, str], _core.Kernel | Exception] = {}
         self.build_seconds: dict[tuple[str, str], float] = {}
+        self._alone: set[Path | None] = set()  # sources whose variants did not build as one program (batch.py)
         # Kernels launched at least once with a group shape: a driver that compiles at the
         # first launch of a shape (PoCL) has done so, and a round trip is a launch's time.
         self.launched: set[tuple[str, str, tuple[int, ...]]] = set()
@@ -345,29 +348,53 @@ class Worker:
         """Builds every variant of `wanted` not built yet, side by side: compilers (NVRTC,
         the OpenCL and Metal compilers) release the GIL and take one thread each, and a
         sweep's kernels are many, so a cold kernel cache costs seconds rather than
-        minutes. `begin(variant id)` is called as each build starts and `done(variant id)`
-        as it ends (from the building thread), so that a watcher knows which builds are
-        under way: the ones a hung or fatal compiler is among. `one_at_a_time` builds
-        them in turn, so that a fatal one is the only one under way."""
+        minutes. Where the backend builds many variants to a program (batch.py), each
+        thread builds a batch. `begin(variant id)` is called as each build starts and
+        `done(variant id)` as it ends (from the building thread), so that a watcher knows
+        which builds are under way: the ones a hung or fatal compiler is among.
+        `one_at_a_time` builds them one variant at a time, so that a fatal one is the
+        only one under way."""
         todo = list({v.id: v for v in wanted if (v.id, dtype) not in self.kernels}.values())
         if not todo:
             return
+        together = traits(self.backend).batch_builds and not one_at_a_time
+        groups = batch.batches(todo) if together else [[v] for v in todo]
+        groups = [g for group in groups for g in ([group] if group[0].family.source not in self._alone else
+                                                   [[v] for v in group])]
 
-        def one(v: Variant) -> None:
-            begin(v.id)
+        def one(group: list[Variant]) -> None:
+            for v in group:
+                begin(v.id)
             started = time.perf_counter()
-            self.kernels[(v.id, dtype)] = self._build(v, dtype)
-            self.build_seconds[(v.id, dtype)] = round(time.perf_counter() - started, 6)
-            done(v.id)
+            built = self._build_together(group, dtype) if len(group) > 1 else [self._build(group[0], dtype)]
+            # A batch's time is shared by its variants, so that the builds still sum to the whole.
+            each = round((time.perf_counter() - started) / len(group), 6)
+            for v, kernel in zip(group, built, strict=True):
+                self.kernels[(v.id, dtype)] = kernel
+                self.build_seconds[(v.id, dtype)] = each
+                done(v.id)
 
-        threads = 1 if one_at_a_time else min(len(todo), os.cpu_count() or 1, _BUILD_THREADS)
+        threads = 1 if one_at_a_time else min(len(groups), os.cpu_count() or 1, _BUILD_THREADS)
         if threads == 1:
-            for v in todo:
-                one(v)
+            for group in groups:
+                one(group)
             return
         with ThreadPoolExecutor(threads) as pool:
-            for f in [pool.submit(one, v) for v in todo]:
+            for f in [pool.submit(one, group) for group in groups]:
                 f.result()
+
+    def _build_together(self, group: list[Variant], dtype: str) -> list[_core.Kernel | Exception]:
+        """The kernels of `group` from one program; where that program does not build, each
+        variant built alone, so that every error is its own variant's."""
+        for v in group:
+            _planted_build_fault(v.id)
+        try:
+            return list(batch.build(self.device, self.backend, group, dtype))
+        except Exception:  # noqa: BLE001 - told apart below, variant by variant
+            # A body that defines its own functions (a family of your own may) cannot be
+            # in a program twice: its later variants are built alone from the start.
+            self._alone.add(group[0].family.source)
+            return [self._build(v, dtype) for v in group]
 
     def _build(self, v: Variant, dtype: str) -> _core.Kernel | Exception:
         try:

@@ -24,7 +24,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = ["Family", "ManifestError", "Variant", "build_kernel", "load_families", "load_variants",
-           "prelude_source", "select", "split_need"]
+           "prelude_parts", "prelude_source", "select", "split_need"]
 
 SPEC_FIELDS = ("op", "dtype", "batch", "m", "n", "k", "transpose_a", "transpose_b", "alpha", "beta", "bias", "quant",
                "qbits", "qgroup")
@@ -221,6 +221,12 @@ def build_kernel(device: _core.Device, backend: str, v: Variant, dtype: str) -> 
 def prelude_source(backend: str, body: Path) -> str:
     """A kernel body as `backend` compiles it: its prelude, the shared header, then the
     body after a #line directive, so that compiler messages name the body's own lines."""
+    head, text = prelude_parts(backend, body)
+    return "".join([head, f'\n#line 1 "{body.name}"\n', text])
+
+
+def prelude_parts(backend: str, body: Path) -> tuple[str, str]:
+    """What prelude_source puts together: the prelude and the shared header as one text, and the body."""
     include = paths.kernels_dir() / "include"
     files = (include / f"{backend}.h", include / "common.h", body)
     # A sweep asks for the same few sources thousands of times (every pair's key hashes
@@ -228,11 +234,11 @@ def prelude_source(backend: str, body: Path) -> str:
     stamp = tuple((f, st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
     if _SOURCES.get((backend, body)) is None or _SOURCES[(backend, body)][0] != stamp:
         prelude, common, text = (read_text(f) for f in files)
-        _SOURCES[(backend, body)] = (stamp, "".join([prelude, "\n", common, f'\n#line 1 "{body.name}"\n', text]))
-    return _SOURCES[(backend, body)][1]
+        _SOURCES[(backend, body)] = (stamp, "".join([prelude, "\n", common]), text)
+    return _SOURCES[(backend, body)][1:]
 
 
-_SOURCES: dict[tuple[str, Path], tuple[tuple, str]] = {}
+_SOURCES: dict[tuple[str, Path], tuple[tuple, str, str]] = {}
 
 
 def _want(data: dict, key: str, kind: type | tuple[type, ...], path: Path, default: object = ...) -> object:

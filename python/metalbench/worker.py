@@ -499,11 +499,12 @@ class ProcessPool:
                  queue: deque[Job], overdue: Iterable[str] = ()) -> None:
         """Stops worker i, blames what it was doing, and starts a new worker for what is left.
 
-        Blamed: the pair it was measuring; the builds that overran their deadline
-        (`overdue`); the one build under way when it died. Not blamed, the job tried once
-        more: a death between pairs, before any pair began, or with several builds under way
-        (then with builds one at a time, so that the next death names one). A second death
-        while preparing the spec blames every pair of the job: it was the spec's inputs."""
+        Blamed: the pair it was measuring; the build that overran its deadline (`overdue`);
+        the one build under way when it died. Not blamed, the job tried once more: a death
+        between pairs, before any pair began, or with several builds under way or overdue
+        (built side by side, or as one program: batch.py), then with builds one at a time,
+        so that the next death or overrun names one. A second death while preparing the
+        spec blames every pair of the job: it was the spec's inputs."""
         w = self.workers[i]
         assert w is not None and w.job is not None
         building = list(w.building)
@@ -511,7 +512,10 @@ class ProcessPool:
         job = w.job
         blamed: list = []
         what = ""  # what the worker was doing when every pair of the job is blamed
-        culprits = list(overdue) or (building if len(building) == 1 and status == Status.CRASHED else [])
+        overdue = list(overdue)
+        if len(overdue) > 1 and not job.one_at_a_time:
+            overdue = []
+        culprits = overdue or (building if len(building) == 1 and status == Status.CRASHED else [])
         if culprits:
             blamed = [pair for pair in w.left if pair.variant.id in culprits]
             w.left = deque(pair for pair in w.left if pair.variant.id not in culprits)
