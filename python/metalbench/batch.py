@@ -22,12 +22,11 @@ from .variants import Variant, prelude_parts
 
 __all__ = ["BATCH", "batches", "build", "source"]
 
-# Variants a program holds at most. Sixteen pay the header once for sixteen bodies (on
-# PoCL 3.1, 2-core VM: 16 tilegemv variants in 0.85 s, 4.8 s one by one; 16 qmv, the
-# heaviest body, 3.9 s against 7.6 s; on NVIDIA's OpenCL, whose empty program builds in
-# 0.04 s, from 0.9x to 1.4x as fast: benchmarks/batch_builds.py,
-# results/check_opencl_batched_h100_stop38.txt), and keep a build a few seconds long,
-# far inside the worker's build deadline (--timeout).
+# Variants a program holds at most. Sixteen pay the header once for sixteen bodies
+# (benchmarks/batch_builds.py, 16 variants a family: on PoCL, whose empty program builds
+# in 0.29 s, 2.0x to 6.0x as fast as one program each; on NVIDIA's OpenCL, 0.04 s, 1.3x;
+# results/batch_builds_*), and keep a build a few seconds long, far inside the worker's
+# build deadline (--timeout).
 BATCH = 16
 
 _DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)", re.MULTILINE)
