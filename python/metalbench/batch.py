@@ -5,10 +5,10 @@ kernel: PoCL parses clang's 900 KB opencl-c.h for every program (about 0.3 s of 
 0.35 s build), so a sweep's first run spent most of its build time there. Where a
 backend's `Traits.batch_builds` says so, a family's variants are compiled together:
 the prelude once, then each variant's body between its own grid macros, its entry
-renamed. Each variant's code is what its own source compiles to (the body sees the
-same macros, the prelude does not depend on them: variants.reserved_macros keeps the
-grid's names out of it); its identity, its exported source and its stored results
-stay its own (Variant.source, Variant.source_hash).
+renamed. Each body is compiled with the same macros as in a program of its own (the
+prelude does not depend on them: variants.reserved_macros keeps the grid's names out
+of it), and the verdict is taken on each kernel as always; a variant's identity, its
+exported source and its stored results stay its own (Variant.source, Variant.source_hash).
 """
 
 from __future__ import annotations
