@@ -221,24 +221,31 @@ def build_kernel(device: _core.Device, backend: str, v: Variant, dtype: str) -> 
 def prelude_source(backend: str, body: Path) -> str:
     """A kernel body as `backend` compiles it: its prelude, the shared header, then the
     body after a #line directive, so that compiler messages name the body's own lines."""
-    head, text = prelude_parts(backend, body)
-    return "".join([head, f'\n#line 1 "{body.name}"\n', text])
+    return _sources(backend, body)[2]
 
 
 def prelude_parts(backend: str, body: Path) -> tuple[str, str]:
     """What prelude_source puts together: the prelude and the shared header as one text, and the body."""
+    head, text, _ = _sources(backend, body)
+    return head, text
+
+
+def _sources(backend: str, body: Path) -> tuple[str, str, str]:
+    """(prelude and shared header, body, prelude_source's whole text) of `body` for `backend`."""
     include = paths.kernels_dir() / "include"
     files = (include / f"{backend}.h", include / "common.h", body)
     # A sweep asks for the same few sources thousands of times (every pair's key hashes
-    # its source): each file is read again only when its size or time stamp changed.
+    # its source): each file is read, and the texts joined, again only when its size or
+    # time stamp changed.
     stamp = tuple((f, st.st_size, st.st_mtime_ns) for f in files for st in [f.stat()])
     if _SOURCES.get((backend, body)) is None or _SOURCES[(backend, body)][0] != stamp:
         prelude, common, text = (read_text(f) for f in files)
-        _SOURCES[(backend, body)] = (stamp, "".join([prelude, "\n", common]), text)
-    return _SOURCES[(backend, body)][1:]
+        head = "".join([prelude, "\n", common])
+        _SOURCES[(backend, body)] = (stamp, (head, text, "".join([head, f'\n#line 1 "{body.name}"\n', text])))
+    return _SOURCES[(backend, body)][1]
 
 
-_SOURCES: dict[tuple[str, Path], tuple[tuple, str, str]] = {}
+_SOURCES: dict[tuple[str, Path], tuple[tuple, tuple[str, str, str]]] = {}
 
 
 def _want(data: dict, key: str, kind: type | tuple[type, ...], path: Path, default: object = ...) -> object:
