@@ -14,7 +14,8 @@ exported source and its stored results stay its own (Variant.source, Variant.sou
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from pathlib import Path
 
 from . import _core
 from .dtypes import define
@@ -32,13 +33,14 @@ BATCH = 16
 _DEFINE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)", re.MULTILINE)
 
 
-def batches(variants: Sequence[Variant], size: int = BATCH) -> list[list[Variant]]:
+def batches(variants: Sequence[Variant], size: int = BATCH, alone: Collection[Path | None] = ()) -> list[list[Variant]]:
     """`variants` in groups that can share a program (the same body and entry), at most
-    `size` to a group, in their order; builtins and precompiled variants are alone."""
+    `size` to a group, in their order; builtins, precompiled variants and those whose body
+    is in `alone` are alone."""
     shared: dict[tuple, list[Variant]] = {}
     out: list[list[Variant]] = []
     for v in variants:
-        if v.family.source is None or v.family.builtin or v.precompiled:
+        if v.family.source is None or v.family.builtin or v.precompiled or v.family.source in alone:
             out.append([v])
             continue
         group = shared.setdefault((v.family.source, v.family.entry), [])

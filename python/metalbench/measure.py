@@ -358,9 +358,7 @@ class Worker:
         if not todo:
             return
         together = traits(self.backend).batch_builds and not one_at_a_time
-        groups = batch.batches(todo) if together else [[v] for v in todo]
-        groups = [g for group in groups for g in ([group] if group[0].family.source not in self._alone else
-                                                   [[v] for v in group])]
+        groups = batch.batches(todo, alone=self._alone) if together else [[v] for v in todo]
 
         def one(group: list[Variant]) -> None:
             for v in group:
