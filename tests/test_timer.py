@@ -46,8 +46,11 @@ def test_measure_returns_three_clocks_with_their_samples(opencl):
     assert r["batch_size"] >= 1 and r["rank_by"] == "batch"
     # The batch clock ranks: it stops on its noise or a cap, the others at their minimum.
     assert r["gpu"]["stop"] == "enough" and r["cpu"]["stop"] == "enough"
-    # CPU time is submit to completion, so it cannot be shorter than the kernel.
-    assert r["cpu"]["median"] >= r["gpu"]["min"]
+    # CPU time is submit to completion, so it holds the kernel. The two clocks time
+    # different launches, and on PoCL the kernel shares the CPU with whatever else runs:
+    # a load that eased between them made one CI run's cpu median 6% under the gpu
+    # minimum. A clock that stopped at submission would read a small fraction of it.
+    assert r["cpu"]["median"] >= 0.5 * r["gpu"]["median"]
     assert r["clock"] == {"low": None, "high": None}  # OpenCL exposes no clock
 
 
