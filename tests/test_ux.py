@@ -18,6 +18,7 @@ from rich.console import Console
 
 from metalbench import cli_progress, compare, formats, report, tables
 from metalbench.results import Result
+from metalbench.runner import Planned
 from metalbench.specs import Spec
 from metalbench.store import Store
 
@@ -235,12 +236,13 @@ def test_line_progress_names_the_phase_the_pair_in_progress_and_the_time_left(mo
     p.status("opening the device")
     p.status("planning 1 specs x 3 variants (reusing stored results)")
     p.start(4)
+    p.planned([Planned(SPEC, ("gemv/a", "gemv/b", "gemv/c", "gemv/d"))])
     clock[0] += 6
     p.begin(SPEC, "gemv/a")  # a line: 5 s have passed
-    p.result(SPEC, Result("gemv/a", SPEC.key(), "ok"))
+    p.result(SPEC, _timed("gemv/a", 1.0))
     p.begin(SPEC, "gemv/b")  # no line: too soon
     clock[0] += 6
-    p.result(SPEC, Result("gemv/b", SPEC.key(), "ok"))  # a line, with an estimate and nothing in progress
+    p.result(SPEC, _timed("gemv/b", 1.0))  # a line, with an estimate and nothing in progress
     p.stop()
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("metalbench: planning") and "opening the device" in lines[0]
@@ -288,49 +290,44 @@ def test_live_progress_is_never_an_unlabelled_zero_while_planning():
     assert task.fields["pairs"] == "1/10" and task.fields["eta"].startswith("eta ")
 
 
+def _timed(variant: str, steps: float) -> Result:
+    """A result whose pair recorded `steps` seconds of verifying, timing and checking."""
+    return Result(variant, SPEC.key(), "raced", measure={"seconds": {"verify": steps, "time": 0.0, "check": 0.0}})
+
+
 def test_laps_move_the_percentage_and_the_estimate_before_a_spec_is_decided(monkeypatch):
     clock = [0.0]
     monkeypatch.setattr(cli_progress.time, "monotonic", lambda: clock[0])
     out = io.StringIO()
     p = cli_progress.LineProgress(out, every=0.0)
     p.start(4)
+    p.planned([Planned(SPEC, ("gemv/a", "gemv/b", "gemv/c", "gemv/d"))])
     for variant in ("gemv/a", "gemv/b", "gemv/c"):  # brief laps: no result stored yet
         clock[0] += 1
         p.lapped(SPEC, variant)
     last = out.getvalue().splitlines()[-1]
-    assert last.startswith("metalbench: 0/4 pairs (38%)") and "left" not in last  # no pace before a result
+    assert last.startswith("metalbench: 0/4 pairs (38%)") and "left" not in last  # no estimate before a result
     clock[0] += 1
     p.lapped(SPEC, "gemv/d")
     clock[0] += 1
-    p.result(SPEC, Result("gemv/a", SPEC.key(), "raced"))  # a lapped pair's result is its second half
+    p.result(SPEC, _timed("gemv/a", 1.0))  # a lapped pair's result is its second half
     assert "1/4 pairs (62%)" in out.getvalue().splitlines()[-1]
-    clock[0] += 2
-    p.result(SPEC, Result("gemv/b", SPEC.key(), "raced"))
+    p.result(SPEC, _timed("gemv/b", 1.0))
     assert "2/4 pairs (75%)" in out.getvalue().splitlines()[-1]
-    assert "about 0:00:04 left" in out.getvalue().splitlines()[-1]  # 2 halves left at one in 2 s
-
-
-def test_the_estimate_leaves_out_the_first_spec_and_forgets_a_slow_stretch():
-    work = cli_progress._Work(window=10.0)
-    work.start(100, now=0.0)
-    work.lap(SPEC, "gemv/z", now=30.0)
-    work.result(SPEC, Result("gemv/a", SPEC.key(), "ok"), now=40.0)  # the first spec compiled everything
-    assert work.left(40.0) is None  # its pace says little of the rest
-    work.result(SPEC, Result("gemv/b", SPEC.key(), "ok"), now=60.0)  # a slow spec
-    assert work.left(60.0) == pytest.approx(195 * 10.0)
-    for i in range(1, 21):  # then a pair a second
-        work.result(SPEC, Result(f"gemv/{i}", SPEC.key(), "ok"), now=60.0 + i)
-    assert work.left(80.0) == pytest.approx(77 * 1.0, rel=0.15)
+    # 2 s recorded in 5 s of sweep; two laps left without their results, half a pair each
+    # at 1 s a pair: 2.5 s a recorded second, 1 s of work.
+    assert "about 0:00:02 left" in out.getvalue().splitlines()[-1]
 
 
 def test_results_reused_before_the_start_count_as_done_but_set_no_pace():
     work = cli_progress._Work()
     for i in range(50):
-        work.result(SPEC, Result(f"gemv/{i}", SPEC.key(), "ok"), now=0.0)
+        work.result(SPEC, Result(f"gemv/{i}", SPEC.key(), "ok", reused=True), now=0.0)
     work.start(100, now=0.0)
+    work.planned([Planned(SPEC, tuple(f"gemv/{i}" for i in range(50, 100)))])
     assert work.fraction() == 0.5 and work.left(5.0) is None
-    work.result(SPEC, Result("gemv/x", SPEC.key(), "ok"), now=10.0)
-    work.result(SPEC, Result("gemv/y", SPEC.key(), "ok"), now=20.0)
+    work.result(SPEC, _timed("gemv/50", 10.0), now=10.0)
+    work.result(SPEC, _timed("gemv/51", 10.0), now=20.0)
     assert work.left(20.0) == pytest.approx(48 * 10.0)
 
 

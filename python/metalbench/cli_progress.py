@@ -6,10 +6,10 @@ the time left, and the pair being measured now (not the last one finished). With
 several devices, one more bar per device counts what it measured.
 
 A raced sweep stores a spec's pairs only once all of them have had their brief lap,
-so the count of pairs done moves a spec at a time. The bar, the percentage and the
-estimate move with each lap instead: they count a brief lap as half of its pair
-(_Work), and estimate the time left from the pace of the last ETA_WINDOW seconds,
-from the sweep's first result on.
+so the count of pairs done moves a spec at a time. The bar and the percentage move with
+each lap instead: they count a brief lap as half of its pair (_Work). The time left is
+the plan's remaining work, costed by what the results so far took (eta.py), from the
+sweep's first result on.
 
 Anywhere else (a CI log, a file, a pipe), the same facts one line at a time, at most
 one line every LINE_EVERY seconds besides each change of phase and the last line, so
@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections.abc import Sequence
 from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .eta import Eta
 from .results import Result
-from .runner import Events
+from .runner import Events, Planned
 from .specs import Spec
 
-__all__ = ["ETA_WINDOW", "HEARTBEAT", "LINE_EVERY", "LineProgress", "LiveProgress", "QuietProgress",
+__all__ = ["HEARTBEAT", "LINE_EVERY", "LineProgress", "LiveProgress", "QuietProgress",
            "progress_for"]
 
 # Seconds between two lines of progress when stderr is not a terminal, and the longest
@@ -39,10 +40,6 @@ __all__ = ["ETA_WINDOW", "HEARTBEAT", "LINE_EVERY", "LineProgress", "LiveProgres
 # CPU driver takes minutes): a line then says what is still being measured.
 LINE_EVERY = 5.0
 HEARTBEAT = 30.0
-# Seconds of the recent pace the time left is estimated from. Long enough to span a few
-# specs of the default suite (one to forty seconds each on PoCL), short enough that a
-# slow stretch (the LM head's spec) stops weighing on the estimate a minute after it.
-ETA_WINDOW = 60.0
 
 
 class _InFlight:
@@ -72,53 +69,43 @@ class _Work:
     """How much of the sweep is done, in halves of pairs: a brief lap is the first half of its
     pair, the pair's result the rest (both halves for a pair with no lap: reused, failed, or
     measured without a race). Results that come before the sweep starts (reused, or failed
-    while planning) count as done but set no pace.
+    while planning) count as done. How long the rest takes is eta.Eta's to say."""
 
-    The pace is measured from the sweep's first result on. Until then the sweep builds most
-    of its kernels (the first spec's, which later specs reuse), so that pace would say
-    little: on PoCL it put the first command's time left at over two hours when two
-    minutes were left."""
-
-    def __init__(self, window: float = ETA_WINDOW) -> None:
-        self.window = window
+    def __init__(self) -> None:
         self.total: int | None = None
         self.pairs = 0  # results in
         self.halves = 0
         self.lapped: set[tuple[str, str]] = set()
-        self.pace: deque[tuple[float, int]] = deque()  # (time, halves) since the first result
+        self.eta = Eta()
 
     def start(self, total: int, now: float) -> None:
         self.total = total
+        self.eta.start(now)
 
-    def lap(self, spec: Spec, variant: str, now: float) -> None:
+    def planned(self, planned: Sequence[Planned]) -> None:
+        self.eta.plan(planned)
+
+    def begin(self, spec: Spec, variant: str) -> None:
+        self.eta.begin(spec, variant)
+
+    def lap(self, spec: Spec, variant: str) -> None:
         self.lapped.add((spec.key(), variant))
-        self._add(1, now)
+        self.halves += 1
+        self.eta.lap(spec, variant)
 
     def result(self, spec: Spec, result: Result, now: float) -> None:
         self.pairs += 1
         lapped = (spec.key(), result.variant) in self.lapped
         self.lapped.discard((spec.key(), result.variant))
-        self._add(1 if lapped else 2, now, paced=True)
-
-    def _add(self, halves: int, now: float, paced: bool = False) -> None:
-        self.halves += halves
-        if self.total is not None and (self.pace or paced):
-            self.pace.append((now, self.halves))
-            # keep one sample at least the window old: the pace is measured from it
-            while len(self.pace) > 2 and now - self.pace[1][0] >= self.window:
-                self.pace.popleft()
+        self.halves += 1 if lapped else 2
+        self.eta.result(spec, result, now)
 
     def fraction(self) -> float:
         return min(1.0, self.halves / (2 * self.total)) if self.total else 0.0
 
     def left(self, now: float) -> float | None:
-        """Seconds left at the recent pace, or None before any pace is known."""
-        if not self.total or len(self.pace) < 2:
-            return None
-        then, halves_then = self.pace[0]
-        if self.halves <= halves_then or now <= then:
-            return None
-        return (2 * self.total - self.halves) * (now - then) / (self.halves - halves_then)
+        """Seconds left, or None before any result has said what its work took."""
+        return self.eta.left(now)
 
 
 def _clock(seconds: float) -> str:
@@ -190,12 +177,16 @@ class LiveProgress(Events):
         self.progress.update(self.task, total=2 * total, description="sweep")
         self._count()
 
+    def planned(self, planned: Sequence[Planned]) -> None:
+        self.work.planned(planned)
+
     def begin(self, spec: Spec, variant: str, worker: int = 0) -> None:
         self.flight.begin(spec, variant, worker)
+        self.work.begin(spec, variant)
         self._show()
 
     def lapped(self, spec: Spec, variant: str) -> None:
-        self.work.lap(spec, variant, time.monotonic())
+        self.work.lap(spec, variant)
         self._count()
 
     def result(self, spec: Spec, result: Result) -> None:
@@ -284,13 +275,19 @@ class LineProgress(Events):
             self.work.start(total, time.monotonic())
         self._line(force=True)
 
+    def planned(self, planned: Sequence[Planned]) -> None:
+        with self.lock:
+            self.work.planned(planned)
+
     def begin(self, spec: Spec, variant: str, worker: int = 0) -> None:
         self.flight.begin(spec, variant, worker)
+        with self.lock:
+            self.work.begin(spec, variant)
         self._line()
 
     def lapped(self, spec: Spec, variant: str) -> None:
         with self.lock:
-            self.work.lap(spec, variant, time.monotonic())
+            self.work.lap(spec, variant)
         self._line()
 
     def result(self, spec: Spec, result: Result) -> None:

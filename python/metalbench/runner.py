@@ -32,7 +32,7 @@ from .store import Store
 from .ties import CONFIDENCE, TIE_FLOOR, Estimate, estimate, ties_with
 from .variants import ManifestError, Variant, build_kernel, select
 
-__all__ = ["DeviceLost", "Events", "Settings", "WorkerError", "build_kernel", "run",
+__all__ = ["DeviceLost", "Events", "Planned", "Settings", "WorkerError", "build_kernel", "run",
            "with_baseline"]
 
 # Part of every result key: bump it when verdict rules change, so that verdicts
@@ -50,11 +50,23 @@ CHECK_VERSION = 4
 DEFAULT_TIMEOUT = 60.0
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A spec and the variants a sweep will measure on it."""
+
+    spec: Spec
+    variants: tuple[str, ...]
+
+
 class Events:
     """What a sweep reports as it goes; the CLI draws a progress bar from it."""
 
     def start(self, total: int) -> None:
         """`total` variant x spec pairs will be measured or reused."""
+
+    def planned(self, planned: Sequence[Planned]) -> None:
+        """Right after `start`: the pairs to measure, spec by spec in the order the sweep takes
+        them (those reused or failed while planning have had their `result` already)."""
 
     def result(self, spec: Spec, result: Result) -> None:
         """One pair is done (measured, reused or failed)."""
@@ -211,6 +223,7 @@ def run(suite: Suite, variants: Sequence[Variant], *, backend: str, store: Store
         # a spec it never reached from one that had nothing to measure.
         store.plan_run(run_id, plan.pairs, {job.spec_index: len(job.pairs) for job in plan.jobs})
         events.start(plan.total)
+        events.planned([Planned(job.spec, tuple(p.variant.id for p in job.pairs)) for job in plan.jobs])
         if plan.jobs:
             race_of = _Race(plan, settings, base, tie_floor, info) if race else None
 
