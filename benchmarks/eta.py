@@ -1,23 +1,25 @@
 """How well the progress bar's time left foretold a stored sweep's end: replays the run's
-results through eta.Eta and, beside it, the estimate it replaced, against the truth.
+laps and results through eta.Eta and, beside it, the estimate it replaced, against the truth.
 
     python benchmarks/eta.py --db STORE [--run ID] [--json PATH]
 
 The truth is the run's own: it finished at `runs.finished`, so at each second t of the
-sweep `finished - t` seconds were left. The results are fed in the order the store
-created them (`results.created`, read from the store's file with sqlite3, since a loaded
-Result does not carry it), as the runner's Events did: the plan first (each spec's
-variants that the run measured, in the suite's order), then each result at its time.
-Brief laps and pairs' beginnings are not stored, so the replay has neither, except that
-a spec counts as begun once the spec before it has all its results (one worker takes
-the specs in order): the live bar, which has both, moves more smoothly than this.
+sweep `finished - t` seconds were left. The events are rebuilt from the store as the
+runner's Events gave them: the plan first (each spec's variants that the run measured,
+in the suite's order), then the laps, pairs' beginnings and results. A result's time is
+`results.created` (read from the store's file with sqlite3, since a loaded Result does
+not carry it). Brief laps are not stored apart: a raced spec's results are all created
+when the race decides, each with its lap's seconds. So the laps are put back to back,
+ending then, each as long as the seconds it recorded, each pair beginning as its lap
+starts; the lap of a pair that went on to a full measurement is lost (its result holds
+the full lap's seconds), so those pairs have none.
 
-The estimate it replaced (`pace`): the pairs left at the pace of the last 60 seconds of
-results, from the first result on (cli_progress before eta.py).
+The estimate it replaced (`pace`): the pairs left, counting a lap as half its pair, at
+the pace of the last 60 seconds, from the first result on (cli_progress before eta.py).
 
 Prints, at tenths of the sweep, the seconds truly left and each estimate, then each
-estimate's median and worst ratio to the truth over every second from the first result
-to the last tenth (where little is left, any ratio is large).
+estimate's median, lowest and highest ratio to the truth over every second from its
+first estimate to 90% of the sweep (where little is left, any ratio is large).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 from _common import say, table, write_json
 
 from metalbench.eta import Eta
+from metalbench.results import Result, Run
 from metalbench.runner import Planned
 from metalbench.specs import spec_from_key
 from metalbench.store import Store
@@ -39,25 +42,50 @@ PACE_WINDOW = 60.0  # seconds: the replaced estimate's window
 
 
 class Pace:
-    """The replaced estimate: pairs left at the recent pace of results."""
+    """The replaced estimate: halves of pairs left at the recent pace, from the first result on."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.done = total, 0
+        self.total, self.halves = total, 0
         self.seen: deque[tuple[float, int]] = deque()
 
-    def result(self, now: float) -> None:
-        self.done += 1
-        self.seen.append((now, self.done))
-        while len(self.seen) > 2 and now - self.seen[1][0] >= PACE_WINDOW:
-            self.seen.popleft()
+    def add(self, halves: int, now: float, result: bool) -> None:
+        self.halves += halves
+        if self.seen or result:
+            self.seen.append((now, self.halves))
+            while len(self.seen) > 2 and now - self.seen[1][0] >= PACE_WINDOW:
+                self.seen.popleft()
 
     def left(self, now: float) -> float | None:
         if len(self.seen) < 2:
             return None
-        then, done_then = self.seen[0]
-        if self.done <= done_then or now <= then:
+        then, halves_then = self.seen[0]
+        if self.halves <= halves_then or now <= then:
             return None
-        return (self.total - self.done) * (now - then) / (self.done - done_then)
+        return (2 * self.total - self.halves) * (now - then) / (self.halves - halves_then)
+
+
+def _steps(r: Result) -> float:
+    seconds = r.measure["seconds"]
+    return sum(seconds.get(step, 0.0) for step in ("verify", "time", "check"))
+
+
+def events_of(run: Run, created: dict[int, float]) -> list[tuple[float, str, Result]]:
+    """(time, 'begin' | 'lap' | 'result', result) of a stored run, as the module's docstring says."""
+    out: list[tuple[float, str, Result]] = []
+    by_spec: dict[int, list[Result]] = {}
+    for r in run.results:
+        if not r.reused and r.status != "unsupported" and r.measure:
+            by_spec.setdefault(r.spec_index, []).append(r)
+    for results in by_spec.values():
+        briefs = [r for r in results if r.measure.get("lap") == "brief"]
+        if briefs:
+            end = min(created[r.id] for r in briefs)  # the race decided when the last lap ended
+            for r in reversed(sorted(briefs, key=lambda r: r.id)):
+                out.append((end, "lap", r))
+                end -= _steps(r)
+                out.append((end, "begin", r))
+        out += [(created[r.id], "result", r) for r in results]
+    return sorted(out, key=lambda e: (e[0], e[1] != "begin"))
 
 
 def replay(db: Path, run_id: int | None) -> dict:
@@ -68,34 +96,36 @@ def replay(db: Path, run_id: int | None) -> dict:
         created = dict(raw.execute("SELECT r.id, r.created FROM results r JOIN run_results rr ON rr.result_id=r.id "
                                    "WHERE rr.run_id=?", (run_id,)))
     run = store.load_run(run_id)
-    measured = [r for r in run.results if not r.reused and r.status != "unsupported" and r.measure]
     specs = [spec_from_key(s["key"]) for s in run.specs]
+    events = events_of(run, created)
     variants: dict[int, list[str]] = {}
-    for r in measured:
-        variants.setdefault(r.spec_index, []).append(r.variant)
-    order = sorted(variants)
-    eta, pace = Eta(), Pace(len(measured))
+    for _, kind, r in events:
+        if kind == "result":
+            variants.setdefault(r.spec_index, []).append(r.variant)
+    eta, pace = Eta(), Pace(sum(len(v) for v in variants.values()))
     eta.start(run.started)
-    eta.plan([Planned(specs[i], tuple(variants[i])) for i in order])
-    events = sorted(measured, key=lambda r: created[r.id])
-    waiting = {i: len(variants[i]) for i in order}
-    eta.begin(specs[order[0]], variants[order[0]][0])
+    eta.plan([Planned(specs[i], tuple(variants[i])) for i in sorted(variants)])
+    lapped: set[tuple[int, str]] = set()
     end = run.finished
     rows, ratios = [], {"eta": [], "pace": []}
-    first = created[events[0].id]
     t, k = run.started, 0
     while t <= end:
-        while k < len(events) and created[events[k].id] <= t:
-            r = events[k]
-            eta.result(specs[r.spec_index], r, created[r.id])
-            pace.result(created[r.id])
-            waiting[r.spec_index] -= 1
-            if not waiting[r.spec_index] and (nxt := next((i for i in order if waiting[i]), None)) is not None:
-                eta.begin(specs[nxt], variants[nxt][0])
+        while k < len(events) and events[k][0] <= t:
+            when, kind, r = events[k]
+            spec = specs[r.spec_index]
+            if kind == "begin":
+                eta.begin(spec, r.variant)
+            elif kind == "lap":
+                eta.lap(spec, r, when)
+                lapped.add((r.spec_index, r.variant))
+                pace.add(1, when, result=False)
+            else:
+                eta.result(spec, r, when)
+                pace.add(1 if (r.spec_index, r.variant) in lapped else 2, when, result=True)
             k += 1
         truth = end - t
         new, old = eta.left(t), pace.left(t)
-        if t >= first and t <= run.started + 0.9 * (end - run.started):
+        if t <= run.started + 0.9 * (end - run.started):
             for name, value in (("eta", new), ("pace", old)):
                 if value is not None:
                     ratios[name].append(value / truth)
@@ -104,8 +134,9 @@ def replay(db: Path, run_id: int | None) -> dict:
     tenths = [rows[min(len(rows) - 1, round(f * (len(rows) - 1) / 10))] for f in range(1, 10)]
     summary = {name: {"median_ratio": statistics.median(v), "lowest_ratio": min(v), "highest_ratio": max(v),
                       "seconds": len(v)} for name, v in ratios.items() if v}
+    first = min(created[r.id] for _, kind, r in events if kind == "result")
     return {"db": str(db), "run": run_id, "suite": run.suite, "backend": run.backend,
-            "device": run.device.get("name"), "sweep_s": end - run.started, "pairs": len(measured),
+            "device": run.device.get("name"), "sweep_s": end - run.started, "pairs": pace.total,
             "first_result_s": first - run.started, "tenths": tenths, "summary": summary}
 
 
@@ -122,7 +153,7 @@ def main() -> None:
                 [(f"{a:.0f}", f"{b:.0f}", None if c is None else f"{c:.0f}", None if d is None else f"{d:.0f}")
                  for a, b, c, d in found["tenths"]]))
     print()
-    print(table("estimate / truth, each second from the first result to 90% of the sweep",
+    print(table("estimate / truth, each second from its first estimate to 90% of the sweep",
                 ["estimate", "median", "lowest", "highest", "seconds"],
                 [(name, f"{s['median_ratio']:.2f}", f"{s['lowest_ratio']:.2f}", f"{s['highest_ratio']:.2f}",
                   s["seconds"]) for name, s in found["summary"].items()]))

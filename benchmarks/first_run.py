@@ -19,7 +19,11 @@ result records (measure.py: `measure.seconds`, `measure.lap`):
            and the store, and builds' wall time.
 
 Times are wall-clock seconds; `pip install .` (the build of the package) is not included:
-time it apart. Prints tables and, with --json, writes them.
+time it apart. Then the progress lines `metalbench run` wrote to its standard error (a
+pipe here, so lines rather than a bar) are held against the truth: each line's estimate
+of the time left beside the time that was truly left after it, the end being the last
+line's elapsed time (whole seconds, as the lines print them). Prints tables and, with
+--json, writes them.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,6 +86,31 @@ def breakdown(store: Store, run_id: int) -> dict:
     }
 
 
+# A progress line's elapsed time and, where it has one, its estimate (cli_progress.LineProgress).
+_CLOCK = r"(\d+):(\d\d):(\d\d)"
+_ELAPSED = re.compile(_CLOCK + " elapsed")
+_LEFT = re.compile("about " + _CLOCK + " left")
+
+
+def _seconds(match: re.Match[str]) -> int:
+    h, m, s = (int(g) for g in match.groups())
+    return 3600 * h + 60 * m + s
+
+
+def estimates(stderr: str) -> dict:
+    """Each progress line's estimate of the time left against the time truly left after it."""
+    lines = [(_seconds(e), _seconds(left) if (left := _LEFT.search(line)) else None)
+             for line in stderr.splitlines() if line.startswith("metalbench: ") and (e := _ELAPSED.search(line))]
+    if not lines:
+        return {"lines": []}
+    end = lines[-1][0]
+    rows = [(at, end - at, left) for at, left in lines if left is not None and end - at > 0]
+    ratios = [left / truly for _, truly, left in rows]
+    return {"end_s": end, "lines": rows,
+            "ratio": {"median": statistics.median(ratios), "lowest": min(ratios), "highest": max(ratios)} if ratios
+            else None}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--suite", default=None, help="default: metalbench run's own")
@@ -124,6 +155,15 @@ def main() -> int:
                 [(name, f"{value:.1f}") for name, value in rows]))
     print(table("the specs that took longest (pairs' steps)", ["spec", "seconds", "full laps"],
                 [(label, f"{s:.1f}", full) for label, s, full in found["specs"][:8]]))
+    found["estimates"] = estimates(done.stderr)
+    rows = found["estimates"]["lines"]
+    if rows:
+        picks = [rows[round(f * (len(rows) - 1) / 9)] for f in range(10)]
+        print(table(f"the progress lines' time left ({len(rows)} lines with an estimate; the last line at "
+                    f"{found['estimates']['end_s']} s)", ["at (s)", "truly left", "estimated"], picks))
+        r = found["estimates"]["ratio"]
+        say(f"estimated / truly left over those lines: median {r['median']:.2f}, lowest {r['lowest']:.2f}, "
+            f"highest {r['highest']:.2f}")
     write_json(args.json, json.loads(json.dumps(found)))
     return 0
 

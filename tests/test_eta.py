@@ -14,23 +14,24 @@ BIG = Spec("matmul", "float16", 1, 1, 65536, 4096, transpose_b=True)
 HUGE = Spec("matmul", "float16", 1, 1, 262144, 4096, transpose_b=True)
 
 
-def timed(spec: Spec, variant: str, steps: float, **more: float) -> Result:
+def timed(spec: Spec, variant: str, steps: float, status: str = "raced", lap: str = "brief", **more: float) -> Result:
     """A result that recorded `steps` seconds of its pair's steps, plus `more` (build, first_launch,
     prepare); a first launch is a part of verify, as measure.Worker records it."""
     verify = steps + more.get("first_launch", 0.0)
-    return Result(variant, spec.key(), "raced", measure={"seconds": {"verify": verify, "time": 0.0, "check": 0.0,
-                                                                     **more}})
+    return Result(variant, spec.key(), status, measure={"lap": lap, "seconds": {"verify": verify, "time": 0.0,
+                                                                                "check": 0.0, **more}})
 
 
 def test_a_kernels_first_use_is_costed_once_and_not_for_every_pair():
     eta = Eta()
     eta.start(0.0)
     eta.plan([Planned(SMALL, ("v/0", "v/1", "v/2", "v/3")), Planned(SMALL_NN, ("v/0", "v/1", "v/2", "v/3", "v/4"))])
-    for i in range(4):  # 0.1 s a pair; each kernel 0.5 s to build and 1 s to launch first
-        eta.result(SMALL, timed(SMALL, f"v/{i}", 0.1, build=0.5, first_launch=1.0, prepare=0.2), now=1.65 * (i + 1))
-    # 6.6 s recorded (0.4 + 2 + 4 + 0.2) in 6.6 s: a wall second per recorded second.
+    # The first spec's preparation (0.2 s) and its kernels' builds (0.5 s each) come before
+    # its first pair; then each pair takes 0.1 s and its kernel's first launch 1 s.
+    for i in range(4):
+        eta.result(SMALL, timed(SMALL, f"v/{i}", 0.1, build=0.5, first_launch=1.0, prepare=0.2), now=2.2 + 1.1 * i)
     # The second spec: its 5 pairs at 0.1 s, its preparation and one new kernel (v/4), not
-    # 5 pairs at the 1.65 s a pair of the first spec took.
+    # 5 pairs at the 1.6 s a pair of the first spec took.
     assert eta.left(6.6) == pytest.approx(5 * 0.1 + 0.2 + 1.5)
 
 
@@ -63,6 +64,23 @@ def test_the_estimate_counts_down_between_results_but_not_below_the_specs_not_be
     assert eta.left(10.0) == pytest.approx(0)
 
 
+def test_the_wall_time_before_the_first_record_does_not_count():
+    eta = Eta()
+    eta.start(0.0)
+    eta.plan([Planned(SMALL, ("v/0", "v/1", "v/2")), Planned(SMALL_NN, ("v/0", "v/1", "v/2"))])
+    # The workers started and built every kernel of the first spec in 30 s; its laps then
+    # record their kernels' builds one by one.
+    eta.lap(SMALL, timed(SMALL, "v/0", 1.0, "ok", build=9.0), now=31.0)
+    # 2.5 pairs of the first spec and 3 of the second, of 1 s each; every kernel is built
+    # (the second spec's are the first's), and none has a first launch recorded: one wall
+    # second a recorded second until a second moment.
+    assert eta.left(31.0) == pytest.approx(2.5 * 1.0 + 3 * 1.0)
+    eta.lap(SMALL, timed(SMALL, "v/1", 1.0, "ok", build=9.0), now=32.0)
+    eta.lap(SMALL, timed(SMALL, "v/2", 1.0, "ok", build=9.0), now=33.0)
+    # 20 s recorded since the first lap, 2 s of them spent since: the builds were done before it.
+    assert eta.left(33.0) == pytest.approx(1.5 * 1.0 + 3 * 1.0)
+
+
 def test_workers_in_parallel_shorten_the_wall_time_of_the_work_left():
     eta = Eta()
     eta.start(0.0)
@@ -85,3 +103,17 @@ def test_no_estimate_before_the_sweep_has_recorded_work_and_reused_results_recor
     assert eta.left(2.0) is None
     eta.result(SMALL, timed(SMALL, "v/2", 1.0), now=3.0)
     assert eta.left(3.0) == pytest.approx(0)  # every planned pair is in
+
+
+def test_a_lap_counts_its_seconds_at_once_and_its_raced_result_not_again():
+    eta = Eta()
+    eta.start(0.0)
+    eta.plan([Planned(SMALL, ("v/0", "v/1")), Planned(SMALL_NN, ("v/0", "v/1"))])
+    eta.lap(SMALL, timed(SMALL, "v/0", 1.0, "ok"), now=1.0)
+    assert eta.left(1.0) == pytest.approx(1.5 * 1.0 + 2 * 1.0)  # the first lap is an estimate already
+    eta.lap(SMALL, timed(SMALL, "v/1", 1.0, "ok"), now=2.0)
+    eta.result(SMALL, timed(SMALL, "v/0", 1.0), now=2.0)  # raced out: the lap's own seconds
+    eta.result(SMALL, timed(SMALL, "v/1", 3.0, "ok", lap="full"), now=5.0)  # went on: a full lap of its own
+    assert eta.recorded == pytest.approx(5.0)
+    # A pair of this size costs 2.5 s (two laps and one full lap over two pairs), a wall second a second.
+    assert eta.left(5.0) == pytest.approx(2 * 2.5)

@@ -17,8 +17,8 @@ class Recorded(runner.Events):
     def begin(self, spec, variant, worker=0):
         self.seen.append(("begin", spec.key(), variant))
 
-    def lapped(self, spec, variant):
-        self.seen.append(("lapped", spec.key(), variant))
+    def lapped(self, spec, lap):
+        self.seen.append(("lapped", spec.key(), lap.variant))
 
     def result(self, spec, result):
         self.seen.append(("result", spec.key(), result.variant, result.status))

@@ -290,9 +290,10 @@ def test_live_progress_is_never_an_unlabelled_zero_while_planning():
     assert task.fields["pairs"] == "1/10" and task.fields["eta"].startswith("eta ")
 
 
-def _timed(variant: str, steps: float) -> Result:
-    """A result whose pair recorded `steps` seconds of verifying, timing and checking."""
-    return Result(variant, SPEC.key(), "raced", measure={"seconds": {"verify": steps, "time": 0.0, "check": 0.0}})
+def _timed(variant: str, steps: float, status: str = "raced") -> Result:
+    """A brief lap's result whose pair recorded `steps` seconds of verifying, timing and checking."""
+    return Result(variant, SPEC.key(), status,
+                  measure={"lap": "brief", "seconds": {"verify": steps, "time": 0.0, "check": 0.0}})
 
 
 def test_laps_move_the_percentage_and_the_estimate_before_a_spec_is_decided(monkeypatch):
@@ -302,21 +303,22 @@ def test_laps_move_the_percentage_and_the_estimate_before_a_spec_is_decided(monk
     p = cli_progress.LineProgress(out, every=0.0)
     p.start(4)
     p.planned([Planned(SPEC, ("gemv/a", "gemv/b", "gemv/c", "gemv/d"))])
-    for variant in ("gemv/a", "gemv/b", "gemv/c"):  # brief laps: no result stored yet
+    lines = []
+    for variant in ("gemv/a", "gemv/b", "gemv/c", "gemv/d"):  # brief laps of 1 s each, a second apart
         clock[0] += 1
-        p.lapped(SPEC, variant)
-    last = out.getvalue().splitlines()[-1]
-    assert last.startswith("metalbench: 0/4 pairs (38%)") and "left" not in last  # no estimate before a result
+        p.lapped(SPEC, _timed(variant, 1.0, "ok"))
+        lines.append(out.getvalue().splitlines()[-1])
+    # A lap is half its pair: 3.5 pairs of 1 s left after the first, at a wall second a second.
+    assert lines[0].startswith("metalbench: 0/4 pairs (12%)") and "about 0:00:04 left" in lines[0]
+    assert lines[-1].startswith("metalbench: 0/4 pairs (50%)") and "about 0:00:02 left" in lines[-1]
     clock[0] += 1
-    p.lapped(SPEC, "gemv/d")
-    clock[0] += 1
-    p.result(SPEC, _timed("gemv/a", 1.0))  # a lapped pair's result is its second half
+    p.result(SPEC, _timed("gemv/a", 1.0))  # the race's verdict: the lap's second half, its seconds counted once
     assert "1/4 pairs (62%)" in out.getvalue().splitlines()[-1]
     p.result(SPEC, _timed("gemv/b", 1.0))
+    # 4 s recorded in 5 s of sweep; the two pairs still lapped are a pair of 1 s.
     assert "2/4 pairs (75%)" in out.getvalue().splitlines()[-1]
-    # 2 s recorded in 5 s of sweep; two laps left without their results, half a pair each
-    # at 1 s a pair: 2.5 s a recorded second, 1 s of work.
-    assert "about 0:00:02 left" in out.getvalue().splitlines()[-1]
+    assert "about 0:00:01 left" in out.getvalue().splitlines()[-1]
+    assert p.work.eta.recorded == 4.0
 
 
 def test_results_reused_before_the_start_count_as_done_but_set_no_pace():

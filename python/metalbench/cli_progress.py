@@ -8,8 +8,8 @@ several devices, one more bar per device counts what it measured.
 A raced sweep stores a spec's pairs only once all of them have had their brief lap,
 so the count of pairs done moves a spec at a time. The bar and the percentage move with
 each lap instead: they count a brief lap as half of its pair (_Work). The time left is
-the plan's remaining work, costed by what the results so far took (eta.py), from the
-sweep's first result on.
+the plan's remaining work, costed by what the laps and results so far took (eta.py),
+from the sweep's first lap or result on.
 
 Anywhere else (a CI log, a file, a pipe), the same facts one line at a time, at most
 one line every LINE_EVERY seconds besides each change of phase and the last line, so
@@ -88,10 +88,10 @@ class _Work:
     def begin(self, spec: Spec, variant: str) -> None:
         self.eta.begin(spec, variant)
 
-    def lap(self, spec: Spec, variant: str) -> None:
-        self.lapped.add((spec.key(), variant))
+    def lap(self, spec: Spec, lap: Result, now: float) -> None:
+        self.lapped.add((spec.key(), lap.variant))
         self.halves += 1
-        self.eta.lap(spec, variant)
+        self.eta.lap(spec, lap, now)
 
     def result(self, spec: Spec, result: Result, now: float) -> None:
         self.pairs += 1
@@ -185,8 +185,8 @@ class LiveProgress(Events):
         self.work.begin(spec, variant)
         self._show()
 
-    def lapped(self, spec: Spec, variant: str) -> None:
-        self.work.lap(spec, variant)
+    def lapped(self, spec: Spec, lap: Result) -> None:
+        self.work.lap(spec, lap, time.monotonic())
         self._count()
 
     def result(self, spec: Spec, result: Result) -> None:
@@ -285,9 +285,9 @@ class LineProgress(Events):
             self.work.begin(spec, variant)
         self._line()
 
-    def lapped(self, spec: Spec, variant: str) -> None:
+    def lapped(self, spec: Spec, lap: Result) -> None:
         with self.lock:
-            self.work.lap(spec, variant)
+            self.work.lap(spec, lap, time.monotonic())
         self._line()
 
     def result(self, spec: Spec, result: Result) -> None:

@@ -1,29 +1,36 @@
-"""How long a sweep has left: the work its plan still holds, costed by what its results took.
+"""How long a sweep has left: the work its plan still holds, costed by what its laps and results took.
 
 The pairs of one sweep differ in cost by a hundred times and more. A kernel's first pair
 pays for its build and, on a CPU driver, for the machine code its first launch generates;
 a pair of an LM head moves hundreds of megabytes a launch where an attention spec moves
 kilobytes. A count of pairs at the recent pace takes every pair to cost what the last
 ones did: in a first run of the default suite on PoCL, whose first spec builds and first
-launches 81 kernels for its 85 pairs, it showed 9:34 left with 0:41 to go
-(benchmarks/eta.py replays stored runs through both).
+launches 81 kernels for its 85 pairs, it said 9:28 left with 0:47 to go
+(benchmarks/results/eta_live_pocl.txt; benchmarks/eta.py replays a stored run through both).
 
-So each result's record of its own seconds (measure.Worker: its steps, its kernel's build,
-its spec's preparation) is split three ways, and the plan's remaining work costed by each:
+So the seconds that each brief lap and each result record (measure.Worker: the pair's
+steps, its kernel's build, its spec's preparation; a raced-out pair's result is its lap's,
+counted once) are split three ways, and the plan's remaining work costed by each:
 - a pair's steps (verify, time, check), without its kernel's first launch: per pair, by
-  the mean of the pairs of its spec measured so far;
-- a kernel's first use (its build and its first launch): by the mean of the kernels
-  used so far, for each (variant, dtype) of the plan not yet begun;
+  the pairs of its spec measured so far (their brief laps and the full laps of those
+  that went on, shared out over them); a pair whose lap is in counts as half done;
+- a kernel's (a variant's in a dtype) first use: its build, by the mean build, for each
+  kernel of a spec not yet begun (a job builds all of its kernels before its first pair),
+  and its first launch, by the mean, for each kernel no pair has begun with;
 - a spec's preparation (inputs, reference, buffers), once per spec not yet begun.
-A spec with no result yet is costed by those with results, interpolated on their size
+A spec with nothing recorded yet is costed by those with, interpolated on their size
 (bytes moved plus FLOPs, on a log scale) and held at the nearest one beyond their range:
 a pair's time is bounded by the measurement's caps, so a slope carried past the sizes
 seen would overshoot.
 
-The seconds left are that work times the wall seconds the sweep has taken per second
-its results recorded (which covers its overheads and its workers in parallel). The specs
-under way count down from their last result: the estimate falls as time passes, but
-never below what the specs not yet begun will take.
+The seconds left are that work times the wall seconds per recorded second (which covers
+the sweep's overheads and its workers in parallel), taken from the first moment anything
+was recorded on, one to one before a second moment. Not from the sweep's start: before
+its first lap it starts the workers and builds all of the first spec's kernels, whose
+builds the laps then record one by one, so that the first lap of the default suite on
+PoCL put the time left at 5.8 times the truth. The specs under way count down from the
+last lap or result: the estimate falls as time passes, but never below what the specs
+not yet begun will take.
 """
 
 from __future__ import annotations
@@ -48,11 +55,17 @@ class _SpecWork:
     size: float                      # log of bytes moved plus FLOPs
     pairs: int = 0                   # planned
     results: int = 0                 # results in
-    timed: int = 0                   # of them, with seconds recorded
-    steps: float = 0.0               # their steps' seconds, first launches left out
     lapped: set[str] = field(default_factory=set)  # brief laps with no result yet
-    prepare: float | None = None     # seconds, once a result says
+    recorded: set[str] = field(default_factory=set)  # variants whose seconds are counted
+    steps: float = 0.0               # those seconds' steps (brief and full laps), first launches left out
+    prepare: float | None = None     # seconds, once a lap or result says
+    kernels: set[tuple[str, str]] = field(default_factory=set)  # (variant, dtype) of its pairs
     begun: bool = False
+    early: bool = False              # begun before anything was recorded
+
+    def per_pair(self) -> float | None:
+        """The steps' seconds of a planned pair: its brief lap and its share of the full laps."""
+        return self.steps / len(self.recorded) if self.recorded else None
 
 
 def _size(spec: Spec) -> float:
@@ -82,11 +95,17 @@ class Eta:
 
     def __init__(self) -> None:
         self.started: float | None = None
-        self.last: float | None = None            # when the last result came
         self.specs: dict[str, _SpecWork] = {}
-        self.kernels_left: set[tuple[str, str]] = set()  # (variant, dtype) not yet begun
-        self.kernel_cost: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])  # build, first launch
-        self.recorded = 0.0                       # seconds the results recorded
+        # Kernels, as (variant, dtype): a job builds all of its kernels before its first pair,
+        # and a kernel's first pair launches it first.
+        self.unbuilt: set[tuple[str, str]] = set()     # of specs not yet begun
+        self.unlaunched: set[tuple[str, str]] = set()  # with no pair begun
+        self.builds: dict[tuple[str, str], float] = {}
+        self.launches: dict[tuple[str, str], float] = {}  # first launches' seconds, 0 where none was recorded
+        self.recorded = 0.0        # seconds the laps and results recorded
+        self.first: float | None = None  # when something was first recorded
+        self.untimed = 0.0         # of the seconds recorded, those spent before then
+        self.last: float | None = None   # when the last lap or result came
 
     def start(self, now: float) -> None:
         self.started = now
@@ -95,67 +114,96 @@ class Eta:
         for p in planned:
             work = self.specs.setdefault(p.spec.key(), _SpecWork(_size(p.spec)))
             work.pairs += len(p.variants)
-            self.kernels_left.update((v, p.spec.dtype) for v in p.variants)
+            work.kernels.update((v, p.spec.dtype) for v in p.variants)
+            self.unbuilt.update(work.kernels)
+            self.unlaunched.update(work.kernels)
 
     def begin(self, spec: Spec, variant: str) -> None:
-        if (work := self.specs.get(spec.key())) is not None:
+        if (work := self.specs.get(spec.key())) is not None and not work.begun:
             work.begun = True
-        self.kernels_left.discard((variant, spec.dtype))
+            self.unbuilt -= work.kernels
+        self.unlaunched.discard((variant, spec.dtype))
 
-    def lap(self, spec: Spec, variant: str) -> None:
-        self.begin(spec, variant)
-        if (work := self.specs.get(spec.key())) is not None:
-            work.lapped.add(variant)
+    def lap(self, spec: Spec, result: Result, now: float) -> None:
+        """A brief lap's result, before its pair's own: its seconds count now, and not again."""
+        if (work := self._work(spec, result)) is not None:
+            work.lapped.add(result.variant)
+            self._record(spec, work, result, now)
 
     def result(self, spec: Spec, result: Result, now: float) -> None:
+        if (work := self._work(spec, result)) is None:
+            return
+        work.results += 1
+        lapped = result.variant in work.lapped
+        work.lapped.discard(result.variant)
+        if lapped and (result.measure or {}).get("lap") != "full":
+            self.last = now  # the race's verdict on a lap whose seconds are counted already
+        else:
+            self._record(spec, work, result, now)
+
+    def _work(self, spec: Spec, result: Result) -> _SpecWork | None:
         work = self.specs.get(spec.key())
         if self.started is None or work is None or result.reused:
-            return  # a result of planning (reused, or a manifest's fault): no work of the sweep's
+            return None  # a result of planning (reused, or a manifest's fault): no work of the sweep's
         self.begin(spec, result.variant)
-        work.results += 1
-        work.lapped.discard(result.variant)
+        return work
+
+    def _record(self, spec: Spec, work: _SpecWork, result: Result, now: float) -> None:
         self.last = now
         seconds = (result.measure or {}).get("seconds")
         if not seconds:
             return
+        if self.first is None:
+            self.first = now
+            for w in self.specs.values():
+                w.early = w.begun
+        before = self.recorded
         steps = sum(seconds.get(step, 0.0) for step in _STEPS) - seconds.get("first_launch", 0.0)
-        work.timed += 1
+        work.recorded.add(result.variant)
         work.steps += steps
         self.recorded += steps
-        kernel = self.kernel_cost[(result.variant, spec.dtype)]
-        if "build" in seconds and not kernel[0]:  # every pair of a kernel carries its build
-            kernel[0] = seconds["build"]
-            self.recorded += kernel[0]
-        if "first_launch" in seconds:
-            kernel[1] += seconds["first_launch"]
-            self.recorded += seconds["first_launch"]
+        kernel = (result.variant, spec.dtype)
+        self.launches[kernel] = self.launches.get(kernel, 0.0) + seconds.get("first_launch", 0.0)
+        self.recorded += seconds.get("first_launch", 0.0)
+        if "build" in seconds and kernel not in self.builds:  # every pair of a kernel carries its build
+            self.builds[kernel] = seconds["build"]
+            self.recorded += seconds["build"]
+            if work.early and now != self.first:  # built before the first record, with its spec's others
+                self.untimed += seconds["build"]
         if "prepare" in seconds and work.prepare is None:  # and of a spec its preparation
             work.prepare = seconds["prepare"]
             self.recorded += work.prepare
+        if now == self.first:
+            self.untimed += self.recorded - before
 
     def left(self, now: float) -> float | None:
-        """Seconds the sweep has left at `now`, or None before a result has recorded any."""
-        if self.started is None or self.last is None or self.recorded <= 0:
+        """Seconds the sweep has left at `now`, or None before a lap or result has recorded any."""
+        if self.first is None or self.last is None:
             return None
         per_pair: dict[float, list[float]] = defaultdict(list)
         prepares: dict[float, list[float]] = defaultdict(list)
         for work in self.specs.values():
-            if work.timed:
-                per_pair[work.size].append(work.steps / work.timed)
+            if (each := work.per_pair()) is not None:
+                per_pair[work.size].append(each)
             if work.prepare is not None:
                 prepares[work.size].append(work.prepare)
-        costs = [sum(c) for c in self.kernel_cost.values()]
-        kernel = sum(costs) / len(costs) if costs else 0.0
         under_way = not_begun = 0.0
         for work in self.specs.values():
             pairs = work.pairs - work.results - len(work.lapped) / 2  # a lap is half its pair
             if pairs <= 0:
                 continue
-            each = work.steps / work.timed if work.timed else _interpolate(per_pair, work.size) or 0.0
+            each = work.per_pair()
+            if each is None:
+                each = _interpolate(per_pair, work.size) or 0.0
             if work.begun:
                 under_way += pairs * each
             else:
                 not_begun += pairs * each + (_interpolate(prepares, work.size) or 0.0)
-        not_begun += kernel * len(self.kernels_left)
-        wall_per_second = (self.last - self.started) / self.recorded
+        not_begun += _mean(self.builds) * len(self.unbuilt) + _mean(self.launches) * len(self.unlaunched)
+        span, since = self.last - self.first, self.recorded - self.untimed
+        wall_per_second = span / since if span > 0 and since > 0 else 1.0
         return wall_per_second * not_begun + max(0.0, wall_per_second * under_way - (now - self.last))
+
+
+def _mean(values: dict) -> float:
+    return sum(values.values()) / len(values) if values else 0.0

@@ -83,9 +83,10 @@ class Events:
         it measured before is over, whether or not a result came of it (a race's brief lap that
         goes on to a full measurement stores none)."""
 
-    def lapped(self, spec: Spec, variant: str) -> None:
-        """A race's brief lap of `variant` on `spec` ended with a time. Its result comes once every
-        pair of the spec has had its lap: raced out then, or after a full measurement."""
+    def lapped(self, spec: Spec, lap: Result) -> None:
+        """A race's brief lap of `lap.variant` on `spec` ended with a time (`lap`, not stored). The
+        pair's result comes once every pair of the spec has had its lap: raced out then (the
+        lap's figures), or after a full measurement."""
 
 
 def baseline_of(variants: Sequence[Variant], backend: str, spec: Spec) -> Variant | None:
@@ -400,7 +401,7 @@ class _Race:
         pair = next(p for p in job.pairs if p.variant.id == result.variant)
         if result.status == Status.OK:
             self.laps[job.spec_index].append((pair, result))
-            events.lapped(job.spec, result.variant)
+            events.lapped(job.spec, result)
         else:  # a verdict, not a time: final whatever the race decides
             store.add(run_id, job.spec_index, result)
             events.result(job.spec, result)
