@@ -104,7 +104,7 @@ class _Work:
         return min(1.0, self.halves / (2 * self.total)) if self.total else 0.0
 
     def left(self, now: float) -> float | None:
-        """Seconds left, or None before any result has said what its work took."""
+        """Seconds left, or None before any lap or result has said what its work took."""
         return self.eta.left(now)
 
 

@@ -131,6 +131,7 @@ class Eta:
             self._record(spec, work, result, now)
 
     def result(self, spec: Spec, result: Result, now: float) -> None:
+        """A pair's result: the race's verdict on its lap, a full lap's, or a pair's without a race."""
         if (work := self._work(spec, result)) is None:
             return
         work.results += 1
@@ -205,5 +206,5 @@ class Eta:
         return wall_per_second * not_begun + max(0.0, wall_per_second * under_way - (now - self.last))
 
 
-def _mean(values: dict) -> float:
+def _mean(values: dict[tuple[str, str], float]) -> float:
     return sum(values.values()) / len(values) if values else 0.0
