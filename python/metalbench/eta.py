@@ -35,6 +35,7 @@ not yet begun will take.
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -74,20 +75,23 @@ def _size(spec: Spec) -> float:
     return math.log(max(1, spec.bytes_moved() + spec.flops()))
 
 
-def _interpolate(points: dict[float, list[float]], x: float) -> float | None:
-    """The mean y at x of `points` (x: the ys seen there), linear between the nearest x on
-    either side, the nearest one's beyond them; None without points."""
-    if not points:
+def _curve(points: dict[float, list[float]]) -> list[tuple[float, float]]:
+    """(x, the mean of its ys) of `points`, by x."""
+    return sorted((x, sum(ys) / len(ys)) for x, ys in points.items())
+
+
+def _interpolate(curve: list[tuple[float, float]], x: float) -> float | None:
+    """y at x on `curve` (_curve's), linear between the nearest x on either side, the
+    nearest one's beyond them; None on an empty curve."""
+    if not curve:
         return None
-    xs = sorted(points)
-    mean = {p: sum(ys) / len(ys) for p, ys in points.items()}
-    if x <= xs[0]:
-        return mean[xs[0]]
-    if x >= xs[-1]:
-        return mean[xs[-1]]
-    hi = next(i for i, p in enumerate(xs) if p >= x)
-    x0, x1 = xs[hi - 1], xs[hi]
-    return mean[x0] + (mean[x1] - mean[x0]) * (x - x0) / (x1 - x0)
+    hi = bisect.bisect_left(curve, x, key=lambda point: point[0])
+    if hi == 0:
+        return curve[0][1]
+    if hi == len(curve):
+        return curve[-1][1]
+    (x0, y0), (x1, y1) = curve[hi - 1], curve[hi]
+    return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
 
 
 class Eta:
@@ -181,13 +185,14 @@ class Eta:
         """Seconds the sweep has left at `now`, or None before a lap or result has recorded any."""
         if self.first is None or self.last is None:
             return None
-        per_pair: dict[float, list[float]] = defaultdict(list)
-        prepares: dict[float, list[float]] = defaultdict(list)
+        pair_points: dict[float, list[float]] = defaultdict(list)
+        prepare_points: dict[float, list[float]] = defaultdict(list)
         for work in self.specs.values():
             if (each := work.per_pair()) is not None:
-                per_pair[work.size].append(each)
+                pair_points[work.size].append(each)
             if work.prepare is not None:
-                prepares[work.size].append(work.prepare)
+                prepare_points[work.size].append(work.prepare)
+        per_pair, prepares = _curve(pair_points), _curve(prepare_points)
         under_way = not_begun = 0.0
         for work in self.specs.values():
             pairs = work.pairs - work.results - len(work.lapped) / 2  # a lap is half its pair
