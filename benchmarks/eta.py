@@ -33,7 +33,7 @@ from pathlib import Path
 from _common import say, table, write_json
 
 from metalbench.eta import Eta
-from metalbench.results import Result, Run
+from metalbench.results import LAP_STEPS, Result, Run
 from metalbench.runner import Planned
 from metalbench.specs import spec_from_key
 from metalbench.store import Store
@@ -66,7 +66,7 @@ class Pace:
 
 def _steps(r: Result) -> float:
     seconds = r.measure["seconds"]
-    return sum(seconds.get(step, 0.0) for step in ("verify", "time", "check"))
+    return sum(seconds.get(step, 0.0) for step in LAP_STEPS)
 
 
 def events_of(run: Run, created: dict[int, float]) -> list[tuple[float, str, Result]]:

@@ -43,10 +43,8 @@ from pathlib import Path
 
 from _common import say, table, write_json
 
+from metalbench.results import LAP_STEPS as STEPS
 from metalbench.store import Store
-
-# A lap's steps, each timed apart (measure.Worker); first_launch is a part of verify.
-STEPS = ("verify", "time", "check")
 
 
 def breakdown(store: Store, run_id: int) -> dict:

@@ -7,6 +7,7 @@ from conftest import Recorder, sweep, write_family
 
 from metalbench import variants
 from metalbench.paths import cache_dir
+from metalbench.results import LAP_STEPS
 from metalbench.store import Store
 
 
@@ -131,6 +132,13 @@ def test_racing_measures_fully_only_what_may_tie_with_the_fastest(opencl, tmp_pa
         assert r.variant != run.baseline  # the baseline is always measured fully
     for spec in rep.specs:
         assert spec.best not in {v for v, _ in spec.raced}
+    # Each lap records its steps' seconds under the names eta.py and first_run.py add up.
+    laps: dict[str, set[str]] = {"brief": set(), "full": set()}
+    for r in run.results:
+        if r.status in ("ok", "raced"):
+            laps[r.measure["lap"]] |= set(r.measure["seconds"])
+    for keys in laps.values():
+        assert set(LAP_STEPS) <= keys <= {*LAP_STEPS, "first_launch", "build", "prepare"}
     # A rerun reuses the race's verdicts; without racing, the raced-out ones are measured fully.
     _, again = sweep(tmp_path, patterns)
     assert again.counts["measured"] == 0

@@ -41,15 +41,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .results import Result
+from .results import LAP_STEPS, Result
 from .runner import Planned
 from .specs import Spec
 
 __all__ = ["Eta"]
-
-# The steps of a pair that measure.Worker times, first_launch being a part of verify.
-_STEPS = ("verify", "time", "check")
-
 
 @dataclass
 class _SpecWork:
@@ -163,7 +159,7 @@ class Eta:
             for w in self.specs.values():
                 w.early = w.begun
         before = self.recorded
-        steps = sum(seconds.get(step, 0.0) for step in _STEPS) - seconds.get("first_launch", 0.0)
+        steps = sum(seconds.get(step, 0.0) for step in LAP_STEPS) - seconds.get("first_launch", 0.0)
         work.recorded.add(result.variant)
         work.steps += steps
         self.recorded += steps

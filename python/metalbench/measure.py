@@ -39,7 +39,7 @@ from .arena import Comparer, SpecBuffers, guard_bytes, guard_pattern, plan_cold
 from .backends import traits
 from .quant import b_buffer
 from .reference import Fresh, Reference, ReferenceCache, fresh_copies, make_inputs, reference_at
-from .results import CLOCKS, Category, Result, Status
+from .results import CHECK, CLOCKS, TIME, VERIFY, Category, Result, Status
 from .settings import BATCH_TIME, Settings
 from .specs import DTYPES, Spec
 from .variants import ManifestError, Variant, build_kernel
@@ -500,7 +500,7 @@ class Worker:
             return result
         wrong = check.reason if check.verdict != Status.OK else ""
 
-        lap("verify")
+        lap(VERIFY)
         if not full and not wrong and race_bar > 0 and warmed and round_trip >= _HOPELESS_MIN and \
                 round_trip > _HOPELESS * race_bar:
             result.status = Status.OK
@@ -521,7 +521,7 @@ class Worker:
         except (_core.UsageError, _core.DeviceError) as e:
             result.category, result.message = Category.RUNTIME, f"timing: {e}"
             return result
-        lap("time")
+        lap(TIME)
         for name in CLOCKS:
             setattr(result, name, timing[name] if timing[name]["count"] else None)
             if timing[name]["count"]:
@@ -540,7 +540,7 @@ class Worker:
                 self._verify_round(prepared, v, first, outputs)
             if again:
                 wrong = f"correct once, wrong when timed: {again}"
-            lap("check")
+            lap(CHECK)
         if wrong:
             result.status, result.category, result.message = Status.WRONG, Category.WRONG, wrong
         else:

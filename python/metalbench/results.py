@@ -17,11 +17,16 @@ from enum import Enum
 
 import numpy as np
 
-__all__ = ["CLOCKS", "CORRECT", "FAILED", "Category", "Result", "Run", "Status", "result_fields"]
+__all__ = ["CLOCKS", "CORRECT", "LAP_STEPS", "FAILED", "Category", "Result", "Run", "Status", "result_fields"]
 
 # The clocks a result is timed by (csrc/core/measure.h); also the columns of the
 # store's `results` table.
 CLOCKS = ("gpu", "batch", "cpu")
+
+# The steps of a pair that measure.Worker times apart, each a key of a result's
+# `measure.seconds` (beside "build", "prepare" and "first_launch", a part of verify).
+VERIFY, TIME, CHECK = "verify", "time", "check"
+LAP_STEPS = (VERIFY, TIME, CHECK)
 
 
 class _Word(str, Enum):
