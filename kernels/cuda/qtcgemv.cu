@@ -59,8 +59,19 @@
 #ifndef MB_L2PF /* the weights' loads' L2 prefetch size: only benchmarks/experiments sets one */
 #define MB_L2PF 0
 #endif
+#ifndef MB_PIPE /* the next iteration's loads before this one's arithmetic: only benchmarks/experiments sets it */
+#define MB_PIPE 0
+#endif
+#ifndef MB_MINW /* warps an SM must hold at once, registers capped to fit: only benchmarks/experiments sets it */
+#define MB_MINW 0
+#endif
 #define QT_MH (MB_MR / 8)                    /* blocks of 8 rows of A: the mma's n */
 #define QT_NTH (32 * MB_KW)
+#if MB_MINW > 0
+#define QT_BOUNDS __launch_bounds__(QT_NTH, MB_MINW / MB_KW)
+#else
+#define QT_BOUNDS __launch_bounds__(QT_NTH)
+#endif
 #define QT_BNB (16 * MB_RT)                  /* outputs along n per block */
 #define QT_CPC (128 / MB_BITS)               /* codes per 16-byte chunk */
 #define QT_XV (QT_CPC / 8)                   /* 16-byte loads of x per chunk */
@@ -111,7 +122,7 @@ __device__ __forceinline__ int qt_holder(int i, int jj, int* e) {
   return 4 * g + t;
 }
 
-extern "C" __global__ void __launch_bounds__(QT_NTH)
+extern "C" __global__ void QT_BOUNDS
     qtcgemv(const T* __restrict__ a, const T* __restrict__ b, T* c, const T* __restrict__ bias, float* ws,
             const MBParams p) {
 #if MB_KW > 1
@@ -170,9 +181,14 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
 #pragma unroll
   for (int e = 0; e < QT_NACC / 4; ++e) mt_zero(acc[e]);
 
-  for (int s = s0; s < s1; s += MB_U) {
+  /* An iteration's loads: U steps of the lane's chunks, their groups' scales and biases
+   * (each half duplicated into a pair) and the activations; the pointers move on by the
+   * iteration. */
+  struct Loads {
     uint4 w[MB_U][MB_RT][2], xv[MB_U][QT_MH][QT_XV];
     unsigned scale2[MB_U][MB_RT][2], bias2[MB_U][MB_RT][2];
+  };
+  auto load = [&](Loads& L, int s) {
 #pragma unroll
     for (int u = 0; u < MB_U; ++u) {
       const int ch = 4 * (s + u) + t;
@@ -182,17 +198,17 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
       for (int r = 0; r < MB_RT; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          w[u][r][h] = ok ? mb_ld16_stream_pf<MB_L2PF>(wptr[r][h] + 32 * u) : make_uint4(0, 0, 0, 0);
+          L.w[u][r][h] = ok ? mb_ld16_stream_pf<MB_L2PF>(wptr[r][h] + 32 * u) : make_uint4(0, 0, 0, 0);
           const unsigned sc = ok ? mb_ldh(sptr[r][h] + grp) : 0u;
           const unsigned bs = ok ? mb_ldh(bptr[r][h] + grp) : 0u;
-          scale2[u][r][h] = __byte_perm(sc, 0u, 0x1010u);
-          bias2[u][r][h] = __byte_perm(bs, 0u, 0x1010u);
+          L.scale2[u][r][h] = __byte_perm(sc, 0u, 0x1010u);
+          L.bias2[u][r][h] = __byte_perm(bs, 0u, 0x1010u);
         }
 #pragma unroll
       for (int mh = 0; mh < QT_MH; ++mh)
 #pragma unroll
         for (int v = 0; v < QT_XV; ++v)
-          xv[u][mh][v] = ok && aok[mh] ? mb_ld16(xptr[mh] + 4 * QT_CPC * u + 8 * v) : make_uint4(0, 0, 0, 0);
+          L.xv[u][mh][v] = ok && aok[mh] ? mb_ld16(xptr[mh] + 4 * QT_CPC * u + 8 * v) : make_uint4(0, 0, 0, 0);
     }
 #pragma unroll
     for (int r = 0; r < MB_RT; ++r)
@@ -200,23 +216,25 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
       for (int h = 0; h < 2; ++h) wptr[r][h] += 32 * MB_U;
 #pragma unroll
     for (int mh = 0; mh < QT_MH; ++mh) xptr[mh] += 4 * QT_CPC * MB_U;
+  };
+  auto compute = [&](const Loads& L) {
 #pragma unroll
     for (int u = 0; u < MB_U; ++u) {
       unsigned xp[QT_MH][QT_XP];
 #pragma unroll
       for (int mh = 0; mh < QT_MH; ++mh)
 #pragma unroll
-        for (int e = 0; e < QT_XP; ++e) xp[mh][e] = qt_xpair(xv[u][mh], e);
+        for (int e = 0; e < QT_XP; ++e) xp[mh][e] = qt_xpair(L.xv[u][mh], e);
 #pragma unroll
       for (int r = 0; r < MB_RT; ++r)
 #pragma unroll
         for (int f = 0; f < QT_XP / 2; ++f) {
           /* mma f of the chunk: pair 2f in slots 2t, 2t + 1, pair 2f + 1 in slots 2t + 8, 2t + 9. */
           const int e0 = 2 * f, e1 = 2 * f + 1;
-          const mt_a wf = {{qt_weights(qt_word(w[u][r][0], e0 / QT_PPW), e0 % QT_PPW, scale2[u][r][0], bias2[u][r][0]),
-                            qt_weights(qt_word(w[u][r][1], e0 / QT_PPW), e0 % QT_PPW, scale2[u][r][1], bias2[u][r][1]),
-                            qt_weights(qt_word(w[u][r][0], e1 / QT_PPW), e1 % QT_PPW, scale2[u][r][0], bias2[u][r][0]),
-                            qt_weights(qt_word(w[u][r][1], e1 / QT_PPW), e1 % QT_PPW, scale2[u][r][1], bias2[u][r][1])}};
+          const mt_a wf = {{qt_weights(qt_word(L.w[u][r][0], e0 / QT_PPW), e0 % QT_PPW, L.scale2[u][r][0], L.bias2[u][r][0]),
+                            qt_weights(qt_word(L.w[u][r][1], e0 / QT_PPW), e0 % QT_PPW, L.scale2[u][r][1], L.bias2[u][r][1]),
+                            qt_weights(qt_word(L.w[u][r][0], e1 / QT_PPW), e1 % QT_PPW, L.scale2[u][r][0], L.bias2[u][r][0]),
+                            qt_weights(qt_word(L.w[u][r][1], e1 / QT_PPW), e1 % QT_PPW, L.scale2[u][r][1], L.bias2[u][r][1])}};
 #pragma unroll
           for (int mh = 0; mh < QT_MH; ++mh) {
             const mt_b xf = {{xp[mh][e0], xp[mh][e1]}};
@@ -224,7 +242,27 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
           }
         }
     }
+  };
+
+#if MB_PIPE
+  /* The next iteration's loads go out before this one's arithmetic, so that a warp always
+   * has loads in flight (two sets of registers, used in turn). */
+  Loads L[2];
+  if (s0 < s1) load(L[0], s0);
+  for (int s = s0; s < s1; s += 2 * MB_U) {
+    load(L[1], s + MB_U);
+    compute(L[0]);
+    if (s + MB_U >= s1) break;
+    load(L[0], s + 2 * MB_U);
+    compute(L[1]);
   }
+#else
+  for (int s = s0; s < s1; s += MB_U) {
+    Loads L;
+    load(L, s);
+    compute(L);
+  }
+#endif
 
 #if MB_KW == 1
   /* One warp has every sum of its block: each lane stores its own. The product is
