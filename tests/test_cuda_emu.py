@@ -66,17 +66,20 @@ QUANT_VARIANTS = [
 ]
 # The experiment grids of benchmarks/experiments (not shipped) where they take paths no
 # shipped variant does: RT 4 in tcgemv, U 4 and 8 in qtcgemv, each with an L2 prefetch
-# size (a hint, which the emulation ignores); qtcgemv's PIPE, the next iteration's loads
-# before this one's arithmetic, over odd and even counts of iterations (MINW, a register
-# cap, the emulation ignores too).
+# size (a hint, which the emulation ignores); qtcgemv's PIPE (the next iteration's loads
+# before this one's arithmetic) and LEAN (whole iterations untested, the last apart), over
+# odd and even counts of iterations and ragged ends (MINW, a register cap, the emulation
+# ignores too).
 EXPERIMENTS = Path(__file__).parents[1] / "benchmarks" / "experiments"
 EXPERIMENT_VARIANTS = [
     "tcgemv-pf/nt_mr16_rt4_kw2_u2_cl1_l2pf256",
     "qtcgemv-pf/b4_mr8_rt1_kw1_u8_l2pf128",
     "qtcgemv-pf/b4_mr8_rt1_kw2_u4_l2pf256",
-    "qtcgemv-pipe/b4_mr8_rt1_kw1_u1_pipe1_minw32",
-    "qtcgemv-pipe/b4_mr8_rt2_kw2_u1_pipe1_minw0",
-    "qtcgemv-pipe/b4_mr8_rt1_kw4_u2_pipe1_minw0",
+    "qtcgemv-pipe/b4_mr8_rt1_kw1_u1_pipe1_lean0_minw32",
+    "qtcgemv-pipe/b4_mr8_rt2_kw2_u1_pipe1_lean1_minw0",
+    "qtcgemv-pipe/b4_mr8_rt1_kw4_u2_pipe1_lean0_minw0",
+    "qtcgemv-pipe/b4_mr8_rt1_kw1_u2_pipe0_lean1_minw0",
+    "qtcgemv-pipe/b4_mr8_rt2_kw4_u1_pipe0_lean1_minw0",
 ]
 # Tails everywhere: n not a multiple of a tile, k not a multiple of a step, m below MR,
 # batches, every op (bias, alpha and beta reading C).

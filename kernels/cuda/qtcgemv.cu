@@ -62,6 +62,9 @@
 #ifndef MB_PIPE /* the next iteration's loads before this one's arithmetic: only benchmarks/experiments sets it */
 #define MB_PIPE 0
 #endif
+#ifndef MB_LEAN /* the leaner loop below (whole iterations untested, 32-bit group offsets): only benchmarks/experiments sets it */
+#define MB_LEAN 0
+#endif
 #ifndef MB_MINW /* warps an SM must hold at once, registers capped to fit: only benchmarks/experiments sets it */
 #define MB_MINW 0
 #endif
@@ -168,6 +171,11 @@ extern "C" __global__ void QT_BOUNDS
   const T* wptr[MB_RT][2];
   const T* sptr[MB_RT][2];
   const T* bptr[MB_RT][2];
+#if MB_LEAN
+  const T* sbase = b + p.qscales;
+  const T* bbase = b + p.qbiases;
+  unsigned soff[MB_RT][2];
+#endif
 #pragma unroll
   for (int r = 0; r < MB_RT; ++r)
 #pragma unroll
@@ -176,6 +184,9 @@ extern "C" __global__ void QT_BOUNDS
       wptr[r][h] = b + 2 * ((long long)bi * p.stride_b + (long long)j * p.ldb) + 8 * c0;
       sptr[r][h] = b + p.qscales + QB_GROUP_AT(bi, j, 0);
       bptr[r][h] = b + p.qbiases + QB_GROUP_AT(bi, j, 0);
+#if MB_LEAN
+      soff[r][h] = (unsigned)QB_GROUP_AT(bi, j, 0);
+#endif
     }
   mt_acc acc[QT_NACC / 4]; /* tile (r, mh) */
 #pragma unroll
@@ -188,19 +199,27 @@ extern "C" __global__ void QT_BOUNDS
     uint4 w[MB_U][MB_RT][2], xv[MB_U][QT_MH][QT_XV];
     unsigned scale2[MB_U][MB_RT][2], bias2[MB_U][MB_RT][2];
   };
-  auto load = [&](Loads& L, int s) {
+  auto load = [&](Loads& L, int s, bool whole) { /* whole: every step inside the range and the row */
 #pragma unroll
     for (int u = 0; u < MB_U; ++u) {
       const int ch = 4 * (s + u) + t;
-      const bool ok = s + u < s1 && ch < nchunks;
+      const bool ok = whole || (s + u < s1 && ch < nchunks);
       const int grp = ch >> gs;
 #pragma unroll
       for (int r = 0; r < MB_RT; ++r)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           L.w[u][r][h] = ok ? mb_ld16_stream_pf<MB_L2PF>(wptr[r][h] + 32 * u) : make_uint4(0, 0, 0, 0);
+#if MB_LEAN
+          /* Unsigned 32-bit offsets from the two arrays' starts: one add for the group, and a
+           * wide multiply-add an address. */
+          const unsigned go = soff[r][h] + ((unsigned)ch >> gs);
+          const unsigned sc = ok ? mb_ldh(sbase + go) : 0u;
+          const unsigned bs = ok ? mb_ldh(bbase + go) : 0u;
+#else
           const unsigned sc = ok ? mb_ldh(sptr[r][h] + grp) : 0u;
           const unsigned bs = ok ? mb_ldh(bptr[r][h] + grp) : 0u;
+#endif
           L.scale2[u][r][h] = __byte_perm(sc, 0u, 0x1010u);
           L.bias2[u][r][h] = __byte_perm(bs, 0u, 0x1010u);
         }
@@ -248,18 +267,32 @@ extern "C" __global__ void QT_BOUNDS
   /* The next iteration's loads go out before this one's arithmetic, so that a warp always
    * has loads in flight (two sets of registers, used in turn). */
   Loads L[2];
-  if (s0 < s1) load(L[0], s0);
+  if (s0 < s1) load(L[0], s0, false);
   for (int s = s0; s < s1; s += 2 * MB_U) {
-    load(L[1], s + MB_U);
+    load(L[1], s + MB_U, false);
     compute(L[0]);
     if (s + MB_U >= s1) break;
-    load(L[0], s + 2 * MB_U);
+    load(L[0], s + 2 * MB_U, false);
     compute(L[1]);
+  }
+#elif MB_LEAN
+  /* Whole iterations load with no test (no predicates, no zeroed registers); the last,
+   * which may be ragged, comes apart. */
+  int s = s0;
+  for (; s + MB_U <= s1 && 4 * (s + MB_U) <= nchunks; s += MB_U) {
+    Loads L;
+    load(L, s, true);
+    compute(L);
+  }
+  for (; s < s1; s += MB_U) {
+    Loads L;
+    load(L, s, false);
+    compute(L);
   }
 #else
   for (int s = s0; s < s1; s += MB_U) {
     Loads L;
-    load(L, s);
+    load(L, s, false);
     compute(L);
   }
 #endif
