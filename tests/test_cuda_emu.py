@@ -54,32 +54,32 @@ VARIANTS = [
     "wggemm/nn_bm128_bn128_w1_cl2",
     "wggemm/nn_bm64_bn256_w0_cl2",
 ]
-# qtcgemv: each bit width, MR 8 and 16, RT 1 to 4, U 1 and 2, warps splitting k.
+# qtcgemv: each bit width, MR 8 and 16, RT 1 to 4, U 1 and 2, warps splitting k; PIPE
+# (the next iteration's loads before this one's arithmetic) and LEAN (whole iterations
+# untested, the ragged last one apart) over odd and even counts of iterations.
 QUANT_VARIANTS = [
-    "qtcgemv/b4_mr8_rt1_kw1_u1",
-    "qtcgemv/b4_mr8_rt2_kw2_u2",
-    "qtcgemv/b4_mr16_rt4_kw1_u1",
-    "qtcgemv/b4_mr8_rt1_kw8_u2",
-    "qtcgemv/b8_mr8_rt2_kw1_u2",
-    "qtcgemv/b8_mr16_rt1_kw4_u1",
-    "qtcgemv/b8_mr8_rt4_kw2_u1",
+    "qtcgemv/b4_mr8_rt1_kw1_u1_pipe0_lean0",
+    "qtcgemv/b4_mr8_rt2_kw2_u2_pipe0_lean0",
+    "qtcgemv/b4_mr16_rt4_kw1_u1_pipe0_lean0",
+    "qtcgemv/b4_mr8_rt1_kw8_u2_pipe0_lean0",
+    "qtcgemv/b8_mr8_rt2_kw1_u2_pipe0_lean0",
+    "qtcgemv/b8_mr16_rt1_kw4_u1_pipe0_lean0",
+    "qtcgemv/b8_mr8_rt4_kw2_u1_pipe0_lean0",
+    "qtcgemv/b4_mr8_rt1_kw1_u1_pipe1_lean0",
+    "qtcgemv/b4_mr8_rt1_kw4_u2_pipe1_lean1",
+    "qtcgemv/b8_mr8_rt1_kw2_u2_pipe1_lean0",
+    "qtcgemv/b4_mr8_rt1_kw1_u2_pipe0_lean1",
+    "qtcgemv/b4_mr8_rt2_kw4_u1_pipe0_lean1",
+    "qtcgemv/b8_mr8_rt4_kw2_u1_pipe0_lean1",
 ]
 # The experiment grids of benchmarks/experiments (not shipped) where they take paths no
 # shipped variant does: RT 4 in tcgemv, U 4 and 8 in qtcgemv, each with an L2 prefetch
-# size (a hint, which the emulation ignores); qtcgemv's PIPE (the next iteration's loads
-# before this one's arithmetic) and LEAN (whole iterations untested, the last apart), over
-# odd and even counts of iterations and ragged ends (MINW, a register cap, the emulation
-# ignores too).
+# size (a hint, which the emulation ignores).
 EXPERIMENTS = Path(__file__).parents[1] / "benchmarks" / "experiments"
 EXPERIMENT_VARIANTS = [
     "tcgemv-pf/nt_mr16_rt4_kw2_u2_cl1_l2pf256",
     "qtcgemv-pf/b4_mr8_rt1_kw1_u8_l2pf128",
     "qtcgemv-pf/b4_mr8_rt1_kw2_u4_l2pf256",
-    "qtcgemv-pipe/b4_mr8_rt1_kw1_u1_pipe1_lean0_minw32",
-    "qtcgemv-pipe/b4_mr8_rt2_kw2_u1_pipe1_lean1_minw0",
-    "qtcgemv-pipe/b4_mr8_rt1_kw4_u2_pipe1_lean0_minw0",
-    "qtcgemv-pipe/b4_mr8_rt1_kw1_u2_pipe0_lean1_minw0",
-    "qtcgemv-pipe/b4_mr8_rt2_kw4_u1_pipe0_lean1_minw0",
 ]
 # Tails everywhere: n not a multiple of a tile, k not a multiple of a step, m below MR,
 # batches, every op (bias, alpha and beta reading C).

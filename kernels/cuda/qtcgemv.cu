@@ -37,13 +37,21 @@
  * the sums as they were.
  *
  * Split of k: the KW warps of a block take consecutive ranges of steps, U steps'
- * loads in flight per lane; the warps' sums go through group memory, and the block
- * adds them in a fixed order. With one warp (KW 1) each lane stores its own sums.
+ * loads in flight per lane (with PIPE, the next U steps' loads go out before these U
+ * steps' arithmetic); the warps' sums go through group memory, and the block adds them
+ * in a fixed order. With one warp (KW 1) each lane stores its own sums.
+ *
+ * LEAN takes fewer registers: the scales' and biases' addresses as unsigned 32-bit
+ * offsets, and (without PIPE) whole iterations loading with no test, the ragged last
+ * one apart. ptxas then issues some of an iteration's loads after its first mma, which
+ * costs where a warp has few others beside it and pays where registers limited their
+ * number; on an H100 it ranged from 1.5x faster to 1.5x slower by shape, so both are in
+ * the grid (benchmarks/results/qtcgemv_pipe_h100_stop40.txt).
  * Requires (manifest): A stored m x k (or m = 1), codes of 4 or 8 bits whose rows are
  * whole chunks ((k * bits) % 128 == 0).
  *
  * Defines (MB_ + the grid key): MB_BITS (4 or 8), MB_MR (8 or 16), MB_RT (16-row tiles
- * per warp), MB_KW (warps per block), MB_U (steps in flight).
+ * per warp), MB_KW (warps per block), MB_U (steps in flight), MB_PIPE and MB_LEAN (0 or 1).
  * Groups: (ceil(n / (16 RT)), batch); threads: (32 KW, 1, 1). */
 
 #if MB_DTYPE != 1
@@ -59,22 +67,14 @@
 #ifndef MB_L2PF /* the weights' loads' L2 prefetch size: only benchmarks/experiments sets one */
 #define MB_L2PF 0
 #endif
-#ifndef MB_PIPE /* the next iteration's loads before this one's arithmetic: only benchmarks/experiments sets it */
+#ifndef MB_PIPE /* for the experiment grids that compile this source without PIPE and LEAN */
 #define MB_PIPE 0
 #endif
-#ifndef MB_LEAN /* the leaner loop below (whole iterations untested, 32-bit group offsets): only benchmarks/experiments sets it */
+#ifndef MB_LEAN
 #define MB_LEAN 0
-#endif
-#ifndef MB_MINW /* warps an SM must hold at once, registers capped to fit: only benchmarks/experiments sets it */
-#define MB_MINW 0
 #endif
 #define QT_MH (MB_MR / 8)                    /* blocks of 8 rows of A: the mma's n */
 #define QT_NTH (32 * MB_KW)
-#if MB_MINW > 0
-#define QT_BOUNDS __launch_bounds__(QT_NTH, MB_MINW / MB_KW)
-#else
-#define QT_BOUNDS __launch_bounds__(QT_NTH)
-#endif
 #define QT_BNB (16 * MB_RT)                  /* outputs along n per block */
 #define QT_CPC (128 / MB_BITS)               /* codes per 16-byte chunk */
 #define QT_XV (QT_CPC / 8)                   /* 16-byte loads of x per chunk */
@@ -125,7 +125,7 @@ __device__ __forceinline__ int qt_holder(int i, int jj, int* e) {
   return 4 * g + t;
 }
 
-extern "C" __global__ void QT_BOUNDS
+extern "C" __global__ void __launch_bounds__(QT_NTH)
     qtcgemv(const T* __restrict__ a, const T* __restrict__ b, T* c, const T* __restrict__ bias, float* ws,
             const MBParams p) {
 #if MB_KW > 1
@@ -211,8 +211,8 @@ extern "C" __global__ void QT_BOUNDS
         for (int h = 0; h < 2; ++h) {
           L.w[u][r][h] = ok ? mb_ld16_stream_pf<MB_L2PF>(wptr[r][h] + 32 * u) : make_uint4(0, 0, 0, 0);
 #if MB_LEAN
-          /* Unsigned 32-bit offsets from the two arrays' starts: one add for the group, and a
-           * wide multiply-add an address. */
+          /* Unsigned 32-bit offsets from the two arrays' starts (order-free: either may come
+           * first in b). */
           const unsigned go = soff[r][h] + ((unsigned)ch >> gs);
           const unsigned sc = ok ? mb_ldh(sbase + go) : 0u;
           const unsigned bs = ok ? mb_ldh(bbase + go) : 0u;
@@ -265,7 +265,7 @@ extern "C" __global__ void QT_BOUNDS
 
 #if MB_PIPE
   /* The next iteration's loads go out before this one's arithmetic, so that a warp always
-   * has loads in flight (two sets of registers, used in turn). */
+   * has loads in flight: two sets of registers, used in turn. */
   Loads L[2];
   if (s0 < s1) load(L[0], s0, false);
   for (int s = s0; s < s1; s += 2 * MB_U) {

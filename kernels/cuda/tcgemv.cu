@@ -61,16 +61,8 @@
 #ifndef MB_L2PF /* the weights' loads' L2 prefetch size: only benchmarks/experiments sets one */
 #define MB_L2PF 0
 #endif
-#ifndef MB_MINW /* warps an SM must hold at once, registers capped to fit: only benchmarks/experiments sets it */
-#define MB_MINW 0
-#endif
 #define MH (MB_MR / 8) /* blocks of 8 rows of A: the mma's n */
 #define NTH (32 * MB_KW)
-#if MB_MINW > 0
-#define TC_BOUNDS __launch_bounds__(NTH, MB_MINW / MB_KW)
-#else
-#define TC_BOUNDS __launch_bounds__(NTH)
-#endif
 #if MB_layout_nt
 #define BNB (16 * MB_RT) /* outputs along n per block */
 #define KSTEP 32
@@ -108,7 +100,7 @@ __device__ __forceinline__ int tc_holder(int i, int jj, int* e) {
   return 4 * g + t;
 }
 
-extern "C" __global__ void MB_CLUSTER_DIMS TC_BOUNDS
+extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
     tcgemv(const T* __restrict__ a, const T* __restrict__ b, T* c, const T* __restrict__ bias, float* ws,
            const MBParams p) {
   __shared__ float red[MB_KW][NACC][32];
