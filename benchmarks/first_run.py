@@ -9,14 +9,15 @@ result records (measure.py: `measure.seconds`, `measure.lap`):
 
 - prepare: each spec's inputs, reference and buffers (once per spec and worker);
 - build:   compiling each kernel (once per variant and dtype; builds run side by side,
-           so their sum can exceed the wall time they took);
+           so their sum can exceed the wall time they took, which is given apart: each
+           kernel records its share of its build step's wall time);
 - brief, full: the race's laps, each split into verify (build lookup, the first launch
            and its checks), time (the core's clocks and final round) and check (reading
            back and verifying a round); of verify, the first launches of each kernel
            with its group shape are summed apart: PoCL compiles a kernel's work-group
            function then, one at a time per process, as it builds programs;
 - the rest: starting Python and the workers, planning, the peak bandwidth, messages
-           and the store, and builds' wall time.
+           and the store, and the builds' wall time.
 
 Times are wall-clock seconds; `pip install .` (the build of the package) is not included:
 time it apart. Then the progress lines `metalbench run` wrote to its standard error (a
@@ -52,6 +53,7 @@ def breakdown(store: Store, run_id: int) -> dict:
     run = store.load_run(run_id)
     prepare: dict[tuple[int, float], float] = {}
     build: dict[tuple[str, str], float] = {}
+    build_wall: dict[tuple[str, str], float] = {}
     laps: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     per_spec: dict[int, float] = defaultdict(float)
     full_of: dict[int, int] = defaultdict(int)
@@ -64,6 +66,7 @@ def breakdown(store: Store, run_id: int) -> dict:
         prepare[(r.spec_index, seconds.get("prepare", 0.0))] = seconds.get("prepare", 0.0)
         if "build" in seconds:
             build[(r.variant, dtype)] = seconds["build"]
+            build_wall[(r.variant, dtype)] = seconds.get("build_wall", seconds["build"])
         lap = r.measure.get("lap", "?")
         counts[lap] += 1
         full_of[r.spec_index] += lap == "full"
@@ -77,7 +80,7 @@ def breakdown(store: Store, run_id: int) -> dict:
     pairs = sum(steps[step] for steps in laps.values() for step in STEPS)
     return {
         "run": run_id, "status": run.status, "sweep_s": sweep, "prepare_s": sum(prepare.values()),
-        "build_s_summed": sum(build.values()), "builds": len(build),
+        "build_s_summed": sum(build.values()), "build_wall_s": sum(build_wall.values()), "builds": len(build),
         "laps": {lap: {**steps, "pairs": counts[lap]} for lap, steps in laps.items()},
         "pairs_s": pairs, "rest_s": sweep - pairs - sum(prepare.values()),
         "specs": sorted(((run.specs[i]["label"], s, full_of[i]) for i, s in per_spec.items()), key=lambda x: -x[1]),
@@ -140,7 +143,8 @@ def main() -> int:
             ("  the sweep (run started to finished)", found["sweep_s"]),
             ("  before the sweep (Python, workers, peak)", wall - found["sweep_s"]),
             ("prepare (inputs, reference, buffers)", found["prepare_s"]),
-            (f"build ({found['builds']} kernels, summed over threads)", found["build_s_summed"])]
+            (f"build ({found['builds']} kernels, summed over threads)", found["build_s_summed"]),
+            ("  the wall time of the build steps", found["build_wall_s"])]
     for lap, steps in sorted(found["laps"].items()):
         rows.append((f"{lap} laps ({steps['pairs']} pairs)", sum(steps[s] for s in STEPS)))
         for step in STEPS:

@@ -35,6 +35,17 @@ def test_a_kernels_first_use_is_costed_once_and_not_for_every_pair():
     assert eta.left(6.6) == pytest.approx(5 * 0.1 + 0.2 + 1.5)
 
 
+def test_builds_are_costed_by_their_share_of_the_build_steps_wall_time():
+    # Four kernels built side by side, 8 s of compiler each in 2 s of wall: the next spec's
+    # four new kernels will take 2 s more, not 32 (a CUDA sweep builds 16 at a time).
+    eta = Eta()
+    eta.start(0.0)
+    eta.plan([Planned(SMALL, ("v/0", "v/1", "v/2", "v/3")), Planned(SMALL_NN, ("w/0", "w/1", "w/2", "w/3"))])
+    for i in range(4):
+        eta.result(SMALL, timed(SMALL, f"v/{i}", 0.1, build=8.0, build_wall=0.5), now=2.1 + 0.1 * i)
+    assert eta.left(2.4) == pytest.approx(4 * 0.1 + 4 * 0.5)
+
+
 def test_a_spec_not_yet_measured_is_costed_by_the_sizes_either_side_and_held_beyond_them():
     eta = Eta()
     eta.start(0.0)

@@ -138,7 +138,7 @@ def test_racing_measures_fully_only_what_may_tie_with_the_fastest(opencl, tmp_pa
         if r.status in ("ok", "raced"):
             laps[r.measure["lap"]] |= set(r.measure["seconds"])
     for keys in laps.values():
-        assert set(LAP_STEPS) <= keys <= {*LAP_STEPS, "first_launch", "build", "prepare"}
+        assert set(LAP_STEPS) <= keys <= {*LAP_STEPS, "first_launch", "build", "build_wall", "prepare"}
     # A rerun reuses the race's verdicts; without racing, the raced-out ones are measured fully.
     _, again = sweep(tmp_path, patterns)
     assert again.counts["measured"] == 0

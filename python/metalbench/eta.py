@@ -14,8 +14,9 @@ counted once) are split three ways, and the plan's remaining work costed by each
 - a pair's steps (verify, time, check), without its kernel's first launch: per pair, by
   the pairs of its spec measured so far (their brief laps and the full laps of those
   that went on, shared out over them); a pair whose lap is in counts as half done;
-- a kernel's (a variant's in a dtype) first use: its build, by the mean build, for each
-  kernel of a spec not yet begun (a job builds all of its kernels before its first pair),
+- a kernel's (a variant's in a dtype) first use: its build, by the mean share of a build
+  step's wall time a kernel took (builds run side by side), for each kernel of a spec
+  not yet begun (a job builds all of its kernels before its first pair),
   and its first launch, by the mean, for each kernel no pair has begun with;
 - a spec's preparation (inputs, reference, buffers), once per spec not yet begun.
 A spec with nothing recorded yet is costed by those with, interpolated on their size
@@ -167,10 +168,13 @@ class Eta:
         self.launches[kernel] = self.launches.get(kernel, 0.0) + seconds.get("first_launch", 0.0)
         self.recorded += seconds.get("first_launch", 0.0)
         if "build" in seconds and kernel not in self.builds:  # every pair of a kernel carries its build
-            self.builds[kernel] = seconds["build"]
-            self.recorded += seconds["build"]
+            # Its share of its build step's wall time: builds run side by side (16 NVRTC
+            # threads on a GPU machine), so the compilers' own seconds overstate the wait.
+            build = seconds.get("build_wall", seconds["build"])
+            self.builds[kernel] = build
+            self.recorded += build
             if work.early and now != self.first:  # built before the first record, with its spec's others
-                self.untimed += seconds["build"]
+                self.untimed += build
         if "prepare" in seconds and work.prepare is None:  # and of a spec its preparation
             work.prepare = seconds["prepare"]
             self.recorded += work.prepare

@@ -254,6 +254,10 @@ class Worker:
         self.compare = Comparer(self.device, backend)
         self.kernels: dict[tuple[str, str], _core.Kernel | Exception] = {}
         self.build_seconds: dict[tuple[str, str], float] = {}
+        # Each kernel's share of the wall time of the build step it was built in: builds run
+        # side by side, so these add up to the time the sweep waited, where build_seconds
+        # add up to the compilers' time (eta.py costs the builds to come by these).
+        self.build_wall: dict[tuple[str, str], float] = {}
         self._alone: set[Path | None] = set()  # sources whose variants did not build as one program (batch.py)
         # Kernels launched at least once with a group shape: a driver that compiles at the
         # first launch of a shape (PoCL) has done so, and a round trip is a launch's time.
@@ -373,13 +377,17 @@ class Worker:
                 done(v.id)
 
         threads = 1 if one_at_a_time else min(len(groups), os.cpu_count() or 1, _BUILD_THREADS)
+        started = time.perf_counter()
         if threads == 1:
             for group in groups:
                 one(group)
-            return
-        with ThreadPoolExecutor(threads) as pool:
-            for f in [pool.submit(one, group) for group in groups]:
-                f.result()
+        else:
+            with ThreadPoolExecutor(threads) as pool:
+                for f in [pool.submit(one, group) for group in groups]:
+                    f.result()
+        share = round((time.perf_counter() - started) / len(todo), 6)
+        for v in todo:
+            self.build_wall[(v.id, dtype)] = share
 
     def _build_together(self, group: list[Variant], dtype: str) -> list[_core.Kernel | Exception]:
         """The kernels of `group` from one program; where that program does not build, each
@@ -407,7 +415,7 @@ class Worker:
         if slot not in self.kernels:
             started = time.perf_counter()
             self.kernels[slot] = self._build(v, dtype)
-            self.build_seconds[slot] = round(time.perf_counter() - started, 6)
+            self.build_seconds[slot] = self.build_wall[slot] = round(time.perf_counter() - started, 6)
         found = self.kernels[slot]
         if isinstance(found, Exception):
             raise found
@@ -424,12 +432,14 @@ class Worker:
         round trip is its time (`measure.hopeless`), and the race puts it out (runner.py)."""
         spent: dict[str, float] = {}
         result = self._measure(prepared, v, key, detail, settings, full, spent, race_bar)
-        built = self.build_seconds.get((v.id, prepared.spec.dtype))
+        slot = (v.id, prepared.spec.dtype)
+        built = {"build": self.build_seconds[slot], "build_wall": self.build_wall.get(slot, self.build_seconds[slot])} \
+            if slot in self.build_seconds else {}
         # Where the time went (benchmarks/first_run.py adds it up): this pair's steps, its
-        # kernel's build and its spec's preparation (the same in every pair of the spec).
+        # kernel's build (the compiler's seconds, and its share of the build step's wall
+        # time) and its spec's preparation (the same in every pair of the spec).
         result.measure = {**(result.measure or {}), "device": self.index, "lap": "full" if full else "brief",
-                          "seconds": {**spent, **({"build": built} if built is not None else {}),
-                                      "prepare": prepared.seconds}}
+                          "seconds": {**spent, **built, "prepare": prepared.seconds}}
         return result
 
     def _measure(self, prepared: Prepared, v: Variant, key: str, detail: dict, settings: Settings,
