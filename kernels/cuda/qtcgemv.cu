@@ -169,12 +169,13 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
    * its scales and biases (a chunk's group: the chunk's index shifted right by gs). */
   const int gs = p.qgroup == QT_CPC ? 0 : p.qgroup == 2 * QT_CPC ? 1 : p.qgroup == 4 * QT_CPC ? 2 : 3;
   const T* wptr[MB_RT][2];
-  const T* sptr[MB_RT][2];
-  const T* bptr[MB_RT][2];
 #if MB_LEAN
   const T* sbase = b + p.qscales;
   const T* bbase = b + p.qbiases;
   unsigned soff[MB_RT][2];
+#else
+  const T* sptr[MB_RT][2];
+  const T* bptr[MB_RT][2];
 #endif
 #pragma unroll
   for (int r = 0; r < MB_RT; ++r)
@@ -182,10 +183,11 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
     for (int h = 0; h < 2; ++h) {
       const int j = min(j0 + 16 * r + 8 * h + g, p.n - 1);
       wptr[r][h] = b + 2 * ((long long)bi * p.stride_b + (long long)j * p.ldb) + 8 * c0;
-      sptr[r][h] = b + p.qscales + QB_GROUP_AT(bi, j, 0);
-      bptr[r][h] = b + p.qbiases + QB_GROUP_AT(bi, j, 0);
 #if MB_LEAN
       soff[r][h] = (unsigned)QB_GROUP_AT(bi, j, 0);
+#else
+      sptr[r][h] = b + p.qscales + QB_GROUP_AT(bi, j, 0);
+      bptr[r][h] = b + p.qbiases + QB_GROUP_AT(bi, j, 0);
 #endif
     }
   mt_acc acc[QT_NACC / 4]; /* tile (r, mh) */
@@ -204,7 +206,6 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
     for (int u = 0; u < MB_U; ++u) {
       const int ch = 4 * (s + u) + t;
       const bool ok = whole || (s + u < s1 && ch < nchunks);
-      const int grp = ch >> gs;
 #pragma unroll
       for (int r = 0; r < MB_RT; ++r)
 #pragma unroll
@@ -217,8 +218,8 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
           const unsigned sc = ok ? mb_ldh(sbase + go) : 0u;
           const unsigned bs = ok ? mb_ldh(bbase + go) : 0u;
 #else
-          const unsigned sc = ok ? mb_ldh(sptr[r][h] + grp) : 0u;
-          const unsigned bs = ok ? mb_ldh(bptr[r][h] + grp) : 0u;
+          const unsigned sc = ok ? mb_ldh(sptr[r][h] + (ch >> gs)) : 0u;
+          const unsigned bs = ok ? mb_ldh(bptr[r][h] + (ch >> gs)) : 0u;
 #endif
           L.scale2[u][r][h] = __byte_perm(sc, 0u, 0x1010u);
           L.bias2[u][r][h] = __byte_perm(bs, 0u, 0x1010u);

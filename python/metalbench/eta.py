@@ -48,6 +48,7 @@ from .specs import Spec
 
 __all__ = ["Eta"]
 
+
 @dataclass
 class _SpecWork:
     size: float                      # log of bytes moved plus FLOPs

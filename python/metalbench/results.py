@@ -17,7 +17,7 @@ from enum import Enum
 
 import numpy as np
 
-__all__ = ["CLOCKS", "CORRECT", "LAP_STEPS", "FAILED", "Category", "Result", "Run", "Status", "result_fields"]
+__all__ = ["CLOCKS", "CORRECT", "FAILED", "LAP_STEPS", "Category", "Result", "Run", "Status", "result_fields"]
 
 # The clocks a result is timed by (csrc/core/measure.h); also the columns of the
 # store's `results` table.
