@@ -276,22 +276,18 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
     load(L[0], s + 2 * MB_U, false);
     compute(L[1]);
   }
-#elif MB_LEAN
-  /* Whole iterations load with no test (no predicates, no zeroed registers); the last,
-   * which may be ragged, comes apart. */
+#else
   int s = s0;
+#if MB_LEAN
+  /* Whole iterations load with no test (no predicates, no zeroed registers); the last,
+   * which may be ragged, comes apart in the loop below. */
   for (; s + MB_U <= s1 && 4 * (s + MB_U) <= nchunks; s += MB_U) {
     Loads L;
     load(L, s, true);
     compute(L);
   }
+#endif
   for (; s < s1; s += MB_U) {
-    Loads L;
-    load(L, s, false);
-    compute(L);
-  }
-#else
-  for (int s = s0; s < s1; s += MB_U) {
     Loads L;
     load(L, s, false);
     compute(L);
