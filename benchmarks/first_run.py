@@ -16,6 +16,7 @@ result records (measure.py: `measure.seconds`, `measure.lap`):
            back and verifying a round); of verify, the first launches of each kernel
            with its group shape are summed apart: PoCL compiles a kernel's work-group
            function then, one at a time per process, as it builds programs;
+- lost:    the seconds a worker ran before it was stopped (--timeout) or died, once a stop;
 - the rest: starting Python and the workers, planning, the peak bandwidth, messages
            and the store, and the builds' wall time.
 
@@ -45,6 +46,7 @@ from pathlib import Path
 from _common import say, table, write_json
 
 from metalbench.results import LAP_STEPS as STEPS
+from metalbench.results import LOST
 from metalbench.store import Store
 
 
@@ -58,9 +60,13 @@ def breakdown(store: Store, run_id: int) -> dict:
     per_spec: dict[int, float] = defaultdict(float)
     full_of: dict[int, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
+    lost, lost_pairs = 0.0, 0
     for r in run.results:
         seconds = (r.measure or {}).get("seconds")
         if r.reused or not seconds:
+            continue
+        if LOST in seconds:  # a worker stopped (--timeout) or dead: the seconds it ran
+            lost, lost_pairs = lost + seconds[LOST], lost_pairs + 1
             continue
         dtype = r.spec_key.split("/")[1]
         prepare[(r.spec_index, seconds.get("prepare", 0.0))] = seconds.get("prepare", 0.0)
@@ -82,7 +88,7 @@ def breakdown(store: Store, run_id: int) -> dict:
         "run": run_id, "status": run.status, "sweep_s": sweep, "prepare_s": sum(prepare.values()),
         "build_s_summed": sum(build.values()), "build_wall_s": sum(build_wall.values()), "builds": len(build),
         "laps": {lap: {**steps, "pairs": counts[lap]} for lap, steps in laps.items()},
-        "pairs_s": pairs, "rest_s": sweep - pairs - sum(prepare.values()),
+        "pairs_s": pairs, "lost_s": lost, "lost": lost_pairs, "rest_s": sweep - pairs - lost - sum(prepare.values()),
         "specs": sorted(((run.specs[i]["label"], s, full_of[i]) for i, s in per_spec.items()), key=lambda x: -x[1]),
     }
 
@@ -152,6 +158,8 @@ def main() -> int:
             if step == "verify" and steps.get("first_launches"):
                 rows.append((f"    of it, first launches of a kernel shape ({steps['first_launches']:.0f})",
                              steps["first_launch"]))
+    if found["lost"]:
+        rows.append((f"workers stopped or dead ({found['lost']}: timeouts, crashes)", found["lost_s"]))
     rows.append(("rest of the sweep (builds' wall, messages, store, planning)", found["rest_s"]))
     print(table(f"where the time of `metalbench run` went ({found['caches']} caches)", ["part", "seconds"],
                 [(name, f"{value:.1f}") for name, value in rows]))

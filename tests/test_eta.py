@@ -128,3 +128,16 @@ def test_a_lap_counts_its_seconds_at_once_and_its_raced_result_not_again():
     assert eta.recorded == pytest.approx(5.0)
     # A pair of this size costs 2.5 s (two laps and one full lap over two pairs), a wall second a second.
     assert eta.left(5.0) == pytest.approx(2 * 2.5)
+
+
+def test_a_pair_whose_worker_was_stopped_counts_toward_the_pace_and_not_toward_its_specs_pairs():
+    eta = Eta()
+    eta.start(0.0)
+    eta.plan([Planned(SMALL, ("v/0", "v/1", "v/2", "v/3")), Planned(SMALL_NN, ("v/0", "v/1"))])
+    eta.result(SMALL, timed(SMALL, "v/0", 1.0), now=1.0)
+    eta.result(SMALL, timed(SMALL, "v/1", 1.0), now=2.0)
+    # v/2 hung: its worker was stopped after 60 s (worker.py records them as "lost").
+    eta.result(SMALL, Result("v/2", SMALL.key(), "timeout", measure={"seconds": {"lost": 60.0}}), now=62.0)
+    # One wall second a recorded second still, and the pairs left (one of the first spec, two
+    # of the second) at the 1 s the measured pairs took, not at the hung one's 60.
+    assert eta.left(62.0) == pytest.approx(3 * 1.0)

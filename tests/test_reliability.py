@@ -46,6 +46,8 @@ def test_a_hung_kernel_times_out_and_the_sweep_goes_on(opencl, tmp_path):
     hung = results_of(run, "hang/tg64")
     assert [r.status for r in hung] == ["timeout", "timeout"]
     assert all("longer than 4 s" in r.message for r in hung)
+    # The seconds each ran before its worker was stopped, which no step recorded (eta.py's pace).
+    assert all(4 <= r.measure["seconds"]["lost"] < 30 for r in hung), [r.measure for r in hung]
     # The baseline still ran on both specs, after each hang, in a new worker.
     assert all(s.best == "naive/default" for s in rep.specs)
     assert rep.counts["timeout"] == 2 and rep.counts["failed"] == 0
@@ -61,6 +63,7 @@ def test_a_kernel_that_writes_far_out_of_bounds_crashes_only_its_worker(opencl, 
     crashed = results_of(run, f"{name}/tg64")
     assert [r.status for r in crashed] == ["crashed", "crashed"]
     assert all("SIGSEGV" in r.message or "SIGBUS" in r.message for r in crashed), [r.message for r in crashed]
+    assert all(0 <= r.measure["seconds"]["lost"] < 60 for r in crashed), [r.measure for r in crashed]
     assert all(s.best == "naive/default" for s in rep.specs)
     assert rep.counts["crashed"] == 2
 

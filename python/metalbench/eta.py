@@ -19,6 +19,8 @@ counted once) are split three ways, and the plan's remaining work costed by each
   not yet begun (a job builds all of its kernels before its first pair),
   and its first launch, by the mean, for each kernel no pair has begun with;
 - a spec's preparation (inputs, reference, buffers), once per spec not yet begun.
+A pair whose worker overran --timeout or died records the seconds it ran (results.LOST):
+they count toward the pace below, and not toward the pairs left.
 A spec with nothing recorded yet is costed by those with, interpolated on their size
 (bytes moved plus FLOPs, on a log scale) and held at the nearest one beyond their range:
 a pair's time is bounded by the measurement's caps, so a slope carried past the sizes
@@ -42,7 +44,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .results import LAP_STEPS, Result
+from .results import LAP_STEPS, LOST, Result
 from .runner import Planned
 from .specs import Spec
 
@@ -161,6 +163,13 @@ class Eta:
             for w in self.specs.values():
                 w.early = w.begun
         before = self.recorded
+        if LOST in seconds:
+            # A pair whose worker overran or died: its seconds went by and count toward the
+            # pace, but not toward what its spec's other pairs will take.
+            self.recorded += seconds[LOST]
+            if now == self.first:
+                self.untimed += self.recorded - before
+            return
         steps = sum(seconds.get(step, 0.0) for step in LAP_STEPS) - seconds.get("first_launch", 0.0)
         work.recorded.add(result.variant)
         work.steps += steps

@@ -26,7 +26,7 @@ from typing import Any
 from .backends import TRAITS
 from .measure import Worker
 from .pool import DeviceLost, Job, Message, PeakUnavailable, Progress, WorkerError, ahead, pick
-from .results import Category, Result, Status
+from .results import LOST, Category, Result, Status
 from .settings import Settings
 from .worker import JobRunner
 
@@ -222,7 +222,7 @@ class RayPool:
                     self.holds.pop(id(actor), None)
                     ray.kill(actor, no_restart=False)  # Ray starts it again
                     blamed = _blamed(job, Status.TIMEOUT, f"took longer than {self.timeout:g} s (--timeout); its "
-                                                          "Ray actor was restarted")
+                                                          "Ray actor was restarted", now - deadline + self.timeout)
                     ahead(queue, [one for new in on_result(job, blamed) for one in _pairs(new)])
 
     def _alive_nodes(self) -> int:
@@ -277,7 +277,8 @@ def _pairs(job: Job) -> list[Job]:
     return [replace(job, pairs=[pair]) for pair in job.pairs]
 
 
-def _blamed(job: Job, status: Status, message: str) -> Result:
+def _blamed(job: Job, status: Status, message: str, ran: float | None = None) -> Result:
     pair = job.pairs[0]
     return Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status, category=Category(status.value),
-                  message=message, key=pair.key, detail=pair.detail)
+                  message=message, key=pair.key, detail=pair.detail,
+                  measure=None if ran is None else {"seconds": {LOST: round(ran, 3)}})

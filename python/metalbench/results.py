@@ -17,7 +17,7 @@ from enum import Enum
 
 import numpy as np
 
-__all__ = ["CLOCKS", "CORRECT", "FAILED", "LAP_STEPS", "Category", "Result", "Run", "Status", "result_fields"]
+__all__ = ["CLOCKS", "CORRECT", "FAILED", "LAP_STEPS", "LOST", "Category", "Result", "Run", "Status", "result_fields"]
 
 # The clocks a result is timed by (csrc/core/measure.h); also the columns of the
 # store's `results` table.
@@ -27,6 +27,9 @@ CLOCKS = ("gpu", "batch", "cpu")
 # `measure.seconds` (beside "build", "prepare" and "first_launch", a part of verify).
 VERIFY, TIME, CHECK = "verify", "time", "check"
 LAP_STEPS = (VERIFY, TIME, CHECK)
+# The one key of `measure.seconds` of a pair whose worker overran --timeout or died
+# (worker.py, ray_pool.py): the seconds it ran, which no step recorded.
+LOST = "lost"
 
 
 class _Word(str, Enum):

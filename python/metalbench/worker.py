@@ -40,7 +40,7 @@ from .backends import BackendError
 from .measure import Worker, worker_stdio
 from .peak import Memory, measure_memory
 from .pool import DeviceLost, Job, Message, PeakUnavailable, Phase, Progress, Step, WorkerError, ahead, pick
-from .results import Category, Result, Status
+from .results import LOST, Category, Result, Status
 from .settings import Settings
 
 __all__ = ["JobRunner", "PeakJob", "ProcessPool"]
@@ -508,6 +508,7 @@ class ProcessPool:
         w = self.workers[i]
         assert w is not None and w.job is not None
         building = list(w.building)
+        ran = time.monotonic() - w.since
         w.stop()
         job = w.job
         blamed: list = []
@@ -531,15 +532,17 @@ class ProcessPool:
         else:
             blamed, w.left = list(w.left), deque()
             what = f"preparing {job.spec.label()} (inputs, reference, buffers)"
-        for pair in blamed:
+        for n, pair in enumerate(blamed):
             category = Category.COMPILE if culprits else Category(status.value)
             doing = f"compiling {pair.variant.id}" if culprits else what
             if status == Status.TIMEOUT:
                 message = f"{doing} {why}".strip()
             else:
                 message = f"its worker {why}" + (f" while {doing}" if doing else "")
+            # The seconds the worker ran on it, once for all that are blamed: no step recorded them.
+            lost = {"seconds": {LOST: round(ran, 3)}} if n == 0 else None
             ahead(queue, on_result(job, Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status,
                                                category=category, message=message, key=pair.key,
-                                               detail=pair.detail)))
+                                               detail=pair.detail, measure=lost)))
         self._requeue(w, queue)
         self._spawn(i)
