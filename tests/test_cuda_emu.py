@@ -74,12 +74,19 @@ QUANT_VARIANTS = [
 ]
 # The experiment grids of benchmarks/experiments (not shipped) where they take paths no
 # shipped variant does: RT 4 in tcgemv, U 4 and 8 in qtcgemv, each with an L2 prefetch
-# size (a hint, which the emulation ignores).
+# size (a hint, which the emulation ignores); tcgemv's weights as the mma's B operand (WB)
+# at MR 8 and 16; qtcgemv's DUP, ADDR and XC, together and apart.
 EXPERIMENTS = Path(__file__).parents[1] / "benchmarks" / "experiments"
 EXPERIMENT_VARIANTS = [
     "tcgemv-pf/nt_mr16_rt4_kw2_u2_cl1_l2pf256",
     "qtcgemv-pf/b4_mr8_rt1_kw1_u8_l2pf128",
     "qtcgemv-pf/b4_mr8_rt1_kw2_u4_l2pf256",
+    "tcgemv-wb/nt_mr16_rt2_kw4_u4_wb1",
+    "tcgemv-wb/nt_mr8_rt1_kw2_u2_wb1",
+    "tcgemv-wb/nt_mr16_rt1_kw16_u4_wb1",
+    "qtcgemv-ops/b4_mr8_rt2_kw4_u1_pipe0_lean1_dup1_addr1_xc1",
+    "qtcgemv-ops/b4_mr8_rt1_kw2_u2_pipe0_lean1_dup1_addr0_xc1",
+    "qtcgemv-ops/b4_mr8_rt1_kw4_u1_pipe0_lean1_dup0_addr1_xc0",
 ]
 # Tails everywhere: n not a multiple of a tile, k not a multiple of a step, m below MR,
 # batches, every op (bias, alpha and beta reading C).

@@ -73,6 +73,19 @@
 #ifndef MB_LEAN
 #define MB_LEAN 0
 #endif
+/* Three ways to issue fewer instructions a step, measured only by benchmarks/experiments
+ * (qtcgemv_ops.toml says what each saves): DUP, the scales and biases duplicated by
+ * mb_dup_lo; ADDR, LEAN's scales and biases addressed as 32-bit element indices from b;
+ * XC, the rows of A past m reading row m - 1 instead of predicated zeros. */
+#ifndef MB_DUP
+#define MB_DUP 0
+#endif
+#ifndef MB_ADDR
+#define MB_ADDR 0
+#endif
+#ifndef MB_XC
+#define MB_XC 0
+#endif
 #define QT_MH (MB_MR / 8)                    /* blocks of 8 rows of A: the mma's n */
 #define QT_NTH (32 * MB_KW)
 #define QT_BNB (16 * MB_RT)                  /* outputs along n per block */
@@ -162,8 +175,14 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
   bool aok[QT_MH];
 #pragma unroll
   for (int mh = 0; mh < QT_MH; ++mh) {
+#if MB_XC
+    /* Rows past m read row m - 1: their columns of the sums are never stored. */
+    aok[mh] = true;
+    xptr[mh] = a + A_AT(bi, min(8 * mh + g, p.m - 1), 0) + c0 * QT_CPC;
+#else
     aok[mh] = 8 * mh + g < p.m;
     xptr[mh] = a + A_AT(bi, aok[mh] ? 8 * mh + g : 0, 0) + c0 * QT_CPC;
+#endif
   }
   /* Row g + 8h of tile r: its words (as T, two per word) from the lane's first chunk, and
    * its scales and biases (a chunk's group: the chunk's index shifted right by gs). */
@@ -215,14 +234,27 @@ extern "C" __global__ void __launch_bounds__(QT_NTH)
           /* Unsigned 32-bit offsets from the two arrays' starts (order-free: either may come
            * first in b). */
           const unsigned go = soff[r][h] + ((unsigned)ch >> gs);
+#if MB_ADDR
+          /* Indices from b's start, so that each address is one wide multiply-add from b (the
+           * compiler folds sbase + go into a 64-bit add and a shift otherwise): the offsets
+           * are below 2^31 (MBParams' are int, LEAN's are too), so their sum fits. */
+          const unsigned sc = ok ? mb_ldh(b + (go + (unsigned)p.qscales)) : 0u;
+          const unsigned bs = ok ? mb_ldh(b + (go + (unsigned)p.qbiases)) : 0u;
+#else
           const unsigned sc = ok ? mb_ldh(sbase + go) : 0u;
           const unsigned bs = ok ? mb_ldh(bbase + go) : 0u;
+#endif
 #else
           const unsigned sc = ok ? mb_ldh(sptr[r][h] + (ch >> gs)) : 0u;
           const unsigned bs = ok ? mb_ldh(bptr[r][h] + (ch >> gs)) : 0u;
 #endif
+#if MB_DUP
+          L.scale2[u][r][h] = mb_dup_lo(sc);
+          L.bias2[u][r][h] = mb_dup_lo(bs);
+#else
           L.scale2[u][r][h] = __byte_perm(sc, 0u, 0x1010u);
           L.bias2[u][r][h] = __byte_perm(bs, 0u, 0x1010u);
+#endif
         }
 #pragma unroll
       for (int mh = 0; mh < QT_MH; ++mh)

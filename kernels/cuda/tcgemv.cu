@@ -31,6 +31,15 @@
  * tile f (f < 4), so a register of the A fragment pairs one column's halves from two
  * rows of k: one byte permute.
  *
+ * WB (nt only; so far only benchmarks/experiments sets it) swaps the operands: the
+ * weights are the mma's B operand (8 rows of n per mma: a lane's two registers are words
+ * 0, 1 or 2, 3 of its own row's 16 bytes, as they were loaded), the activations its A
+ * operand (16 rows of A: rows g and g + 8). The mma's A fragment interleaves two rows, so
+ * whichever operand holds rows g and g + 8 is assembled with register moves; with WB
+ * that is the activations, shared by the RT tiles, rather than the weights of every
+ * tile. The mmas per 16 rows of n: 2 either way at MR 16, 2 rather than 1 at MR 8 (half
+ * of the 16 rows of A unused).
+ *
  * Split of k: the CL blocks of a cluster and the KW warps of each block take consecutive
  * ranges of steps, U steps in flight per lane. Sums: each warp's accumulators go to group
  * memory and the block adds its warps'; with CL > 1 each block then finishes every CL-th
@@ -48,7 +57,8 @@
  * weights, mb_ld_cluster, mb_cluster_sync), so tests/cuda_emu runs this source on the CPU.
  *
  * Defines (MB_ + the grid key): MB_layout_nt or MB_layout_nn, MB_MR (8 or 16), MB_RT
- * (nt: 16-row tiles per warp), MB_KW (warps per block), MB_U (steps in flight), MB_CL.
+ * (nt: 16-row tiles per warp), MB_KW (warps per block), MB_U (steps in flight), MB_CL,
+ * MB_WB (nt: 1 for the weights as the mma's B operand; 0 unless defined).
  * Groups: (ceil(n / BNB), CL, batch), BNB = 16 RT (nt) or 64 (nn); threads: (32 KW, 1, 1). */
 
 #if MB_DTYPE != 1
@@ -60,6 +70,12 @@
 
 #ifndef MB_L2PF /* the weights' loads' L2 prefetch size: only benchmarks/experiments sets one */
 #define MB_L2PF 0
+#endif
+#ifndef MB_WB /* for the experiment grids that compile this source without WB */
+#define MB_WB 0
+#endif
+#if MB_WB && !MB_layout_nt
+#error "WB is for layout nt"
 #endif
 #define MH (MB_MR / 8) /* blocks of 8 rows of A: the mma's n */
 #define NTH (32 * MB_KW)
@@ -74,7 +90,7 @@
 #else
 #error "define layout_nt or layout_nn"
 #endif
-#define NACC (TILES * MH * 4)            /* accumulators per lane */
+#define NACC (MB_WB ? 8 * MB_RT : TILES * MH * 4) /* accumulators per lane */
 #define NOUT (BNB * MB_MR)               /* outputs per block, i-major */
 #define NPRE ((NOUT + NTH - 1) / NTH)    /* outputs per thread */
 
@@ -89,6 +105,11 @@ __device__ __forceinline__ unsigned tc_word(uint4 v, int f) { return f == 0 ? v.
 /* Which lane holds output (i, jj) of the block (jj < BNB), and in which accumulator:
  * the inverse of the fragment mapping above. */
 __device__ __forceinline__ int tc_holder(int i, int jj, int* e) {
+#if MB_WB
+  /* Tile jj / 8 holds rows g and g + 8 of A and columns 2t, 2t + 1 of its 8 rows of n. */
+  const int g = i % 8, t = (jj % 8) / 2;
+  *e = (jj / 8) * 4 + 2 * (i / 8) + jj % 2;
+#else
   const int mh = i / 8, t = (i % 8) / 2, v = i % 2;
 #if MB_layout_nt
   const int g = jj % 8, h = (jj % 16) / 8;
@@ -96,6 +117,7 @@ __device__ __forceinline__ int tc_holder(int i, int jj, int* e) {
 #else
   const int g = jj / 8, h = jj % 2;
   *e = (((jj % 8) / 2) * MH + mh) * 4 + 2 * h + v;
+#endif
 #endif
   return 4 * g + t;
 }
@@ -162,6 +184,22 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
 #pragma unroll
       for (int mh = 0; mh < MH; ++mh) x[u][mh] = ok && aok[mh] ? mb_ld16(arow[mh] + 8 * ch) : make_uint4(0, 0, 0, 0);
     }
+#if MB_WB
+#pragma unroll
+    for (int u = 0; u < MB_U; ++u) {
+      /* Rows g and g + 8 of A (zeros where MR is 8): halves 0-3 of the chunk, then 4-7. */
+      const uint4 x8 = MH > 1 ? x[u][MH - 1] : make_uint4(0, 0, 0, 0);
+      const mt_a xlo = {{x[u][0].x, x8.x, x[u][0].y, x8.y}}, xhi = {{x[u][0].z, x8.z, x[u][0].w, x8.w}};
+#pragma unroll
+      for (int r = 0; r < MB_RT; ++r)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const mt_b lo = {{w[u][r][h].x, w[u][r][h].y}}, hi = {{w[u][r][h].z, w[u][r][h].w}};
+          mt_mma(acc[2 * r + h], xlo, lo);
+          mt_mma(acc[2 * r + h], xhi, hi);
+        }
+    }
+#else
 #pragma unroll
     for (int u = 0; u < MB_U; ++u)
 #pragma unroll
@@ -175,6 +213,7 @@ extern "C" __global__ void MB_CLUSTER_DIMS __launch_bounds__(NTH)
           mt_mma(acc[r * MH + mh], lo, xlo);
           mt_mma(acc[r * MH + mh], hi, xhi);
         }
+#endif
   }
 #else
   const int jc = j0 + 8 * g; /* this lane's 8 columns */

@@ -170,6 +170,14 @@ __device__ __forceinline__ unsigned mb_hfma2(unsigned a, unsigned b, unsigned c)
   asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c));
   return r;
 }
+/* x's low half in both halves. Written as a pack of two 16-bit registers, an f16x2
+ * instruction that takes the result reads it through its operand's .H0_H0 selector
+ * (NVRTC 12.9, sm_90a), where __byte_perm(x, 0, 0x1010) is a PRMT of its own. */
+__device__ __forceinline__ unsigned mb_dup_lo(unsigned x) {
+  unsigned r;
+  asm("{.reg .b16 l, h; mov.b32 {l, h}, %1; mov.b32 %0, {l, l};}" : "=r"(r) : "r"(x));
+  return r;
+}
 
 #define MB_KERNEL(name)                                                                          \
   extern "C" __global__ void name(const T* __restrict__ a, const T* __restrict__ b, T* c,        \

@@ -188,6 +188,9 @@ inline unsigned mb_hfma2(unsigned a, unsigned b, unsigned c) {
   return emu_pack((_Float16)((double)emu_half(a, 0) * (double)emu_half(b, 0) + (double)emu_half(c, 0)),
                   (_Float16)((double)emu_half(a, 1) * (double)emu_half(b, 1) + (double)emu_half(c, 1)));
 }
+inline unsigned mb_dup_lo(unsigned x) {
+  return (x & 0xffffu) | (x << 16);
+}
 
 inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
   const uint64_t bytes = ((uint64_t)y << 32) | x;
