@@ -60,13 +60,13 @@ def breakdown(store: Store, run_id: int) -> dict:
     per_spec: dict[int, float] = defaultdict(float)
     full_of: dict[int, int] = defaultdict(int)
     counts: dict[str, int] = defaultdict(int)
-    lost, lost_pairs = 0.0, 0
+    lost, stops = 0.0, 0
     for r in run.results:
         seconds = (r.measure or {}).get("seconds")
         if r.reused or not seconds:
             continue
-        if LOST in seconds:  # a worker stopped (--timeout) or dead: the seconds it ran
-            lost, lost_pairs = lost + seconds[LOST], lost_pairs + 1
+        if LOST in seconds:  # a worker stopped (--timeout) or dead: the seconds it ran, once a stop
+            lost, stops = lost + seconds[LOST], stops + 1
             continue
         dtype = r.spec_key.split("/")[1]
         prepare[(r.spec_index, seconds.get("prepare", 0.0))] = seconds.get("prepare", 0.0)
@@ -88,7 +88,7 @@ def breakdown(store: Store, run_id: int) -> dict:
         "run": run_id, "status": run.status, "sweep_s": sweep, "prepare_s": sum(prepare.values()),
         "build_s_summed": sum(build.values()), "build_wall_s": sum(build_wall.values()), "builds": len(build),
         "laps": {lap: {**steps, "pairs": counts[lap]} for lap, steps in laps.items()},
-        "pairs_s": pairs, "lost_s": lost, "lost": lost_pairs, "rest_s": sweep - pairs - lost - sum(prepare.values()),
+        "pairs_s": pairs, "lost_s": lost, "stops": stops, "rest_s": sweep - pairs - lost - sum(prepare.values()),
         "specs": sorted(((run.specs[i]["label"], s, full_of[i]) for i, s in per_spec.items()), key=lambda x: -x[1]),
     }
 
@@ -158,8 +158,8 @@ def main() -> int:
             if step == "verify" and steps.get("first_launches"):
                 rows.append((f"    of it, first launches of a kernel shape ({steps['first_launches']:.0f})",
                              steps["first_launch"]))
-    if found["lost"]:
-        rows.append((f"workers stopped or dead ({found['lost']}: timeouts, crashes)", found["lost_s"]))
+    if found["stops"]:
+        rows.append((f"workers stopped or dead ({found['stops']}: timeouts, crashes)", found["lost_s"]))
     rows.append(("rest of the sweep (builds' wall, messages, store, planning)", found["rest_s"]))
     print(table(f"where the time of `metalbench run` went ({found['caches']} caches)", ["part", "seconds"],
                 [(name, f"{value:.1f}") for name, value in rows]))

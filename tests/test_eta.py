@@ -141,3 +141,7 @@ def test_a_pair_whose_worker_was_stopped_counts_toward_the_pace_and_not_toward_i
     # One wall second a recorded second still, and the pairs left (one of the first spec, two
     # of the second) at the 1 s the measured pairs took, not at the hung one's 60.
     assert eta.left(62.0) == pytest.approx(3 * 1.0)
+    # A pair whose brief lap was in, and whose full lap then hung: its 60 s count as well.
+    eta.lap(SMALL, timed(SMALL, "v/3", 1.0, "ok"), now=63.0)
+    eta.result(SMALL, Result("v/3", SMALL.key(), "timeout", measure={"seconds": {"lost": 60.0}}), now=123.0)
+    assert eta.left(123.0) == pytest.approx(2 * 1.0)

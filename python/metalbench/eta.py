@@ -141,7 +141,8 @@ class Eta:
         work.results += 1
         lapped = result.variant in work.lapped
         work.lapped.discard(result.variant)
-        if lapped and (result.measure or {}).get("lap") != "full":
+        lost = LOST in ((result.measure or {}).get("seconds") or {})  # its full lap overran, say
+        if lapped and (result.measure or {}).get("lap") != "full" and not lost:
             self.last = now  # the race's verdict on a lap whose seconds are counted already
         else:
             self._record(spec, work, result, now)

@@ -28,7 +28,8 @@ CLOCKS = ("gpu", "batch", "cpu")
 VERIFY, TIME, CHECK = "verify", "time", "check"
 LAP_STEPS = (VERIFY, TIME, CHECK)
 # The one key of `measure.seconds` of a pair whose worker overran --timeout or died
-# (worker.py, ray_pool.py): the seconds it ran, which no step recorded.
+# (worker.py; ray_pool.py: an actor that overran): the seconds it ran, which no step
+# recorded; on the first of the pairs blamed, once a stop.
 LOST = "lost"
 
 
