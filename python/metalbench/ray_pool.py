@@ -26,7 +26,7 @@ from typing import Any
 from .backends import TRAITS
 from .measure import Worker
 from .pool import DeviceLost, Job, Message, PeakUnavailable, Progress, WorkerError, ahead, pick
-from .results import LOST, Category, Result, Status
+from .results import Category, Result, Status, lost_measure
 from .settings import Settings
 from .worker import JobRunner
 
@@ -281,4 +281,4 @@ def _blamed(job: Job, status: Status, message: str, ran: float | None = None) ->
     pair = job.pairs[0]
     return Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status, category=Category(status.value),
                   message=message, key=pair.key, detail=pair.detail,
-                  measure=None if ran is None else {"seconds": {LOST: round(ran, 3)}})
+                  measure=None if ran is None else lost_measure(ran))

@@ -17,7 +17,8 @@ from enum import Enum
 
 import numpy as np
 
-__all__ = ["CLOCKS", "CORRECT", "FAILED", "LAP_STEPS", "LOST", "Category", "Result", "Run", "Status", "result_fields"]
+__all__ = ["CLOCKS", "CORRECT", "FAILED", "LAP_STEPS", "LOST", "Category", "Result", "Run", "Status", "lost_measure",
+           "result_fields"]
 
 # The clocks a result is timed by (csrc/core/measure.h); also the columns of the
 # store's `results` table.
@@ -31,6 +32,11 @@ LAP_STEPS = (VERIFY, TIME, CHECK)
 # (worker.py; ray_pool.py: an actor that overran): the seconds it ran, which no step
 # recorded; on the first of the pairs blamed, once a stop.
 LOST = "lost"
+
+
+def lost_measure(ran: float) -> dict:
+    """The `measure` of a pair whose worker ran `ran` seconds on it before it was stopped or died."""
+    return {"seconds": {LOST: round(ran, 3)}}
 
 
 class _Word(str, Enum):

@@ -40,7 +40,7 @@ from .backends import BackendError
 from .measure import Worker, worker_stdio
 from .peak import Memory, measure_memory
 from .pool import DeviceLost, Job, Message, PeakUnavailable, Phase, Progress, Step, WorkerError, ahead, pick
-from .results import LOST, Category, Result, Status
+from .results import Category, Result, Status, lost_measure
 from .settings import Settings
 
 __all__ = ["JobRunner", "PeakJob", "ProcessPool"]
@@ -540,7 +540,7 @@ class ProcessPool:
             else:
                 message = f"its worker {why}" + (f" while {doing}" if doing else "")
             # The seconds the worker ran on it, once for all that are blamed: no step recorded them.
-            lost = {"seconds": {LOST: round(ran, 3)}} if n == 0 else None
+            lost = lost_measure(ran) if n == 0 else None
             ahead(queue, on_result(job, Result(variant=pair.variant.id, spec_key=job.spec.key(), status=status,
                                                category=category, message=message, key=pair.key,
                                                detail=pair.detail, measure=lost)))
